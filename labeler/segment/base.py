@@ -1,0 +1,59 @@
+"""The mask backend interface: an image (and optionally its disparity) in, instance masks out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from labeler.registry import Registry
+
+
+@dataclass(frozen=True)
+class Masks:
+    """Instance proposals for one image, sorted by descending score.
+
+    Attributes:
+        masks: (N, H, W) bool, one layer per instance; may overlap.
+        scores: (N,) float32 in [0, 1], the backend's quality estimate per mask.
+        stability: (N,) float32 in [0, 1] (SAM's stability score; 1 where a backend has no such notion).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    stability: np.ndarray
+
+    def __post_init__(self) -> None:
+        m = self.masks
+        if m.ndim != 3 or m.dtype != np.bool_:
+            raise ValueError(f"masks must be (N, H, W) bool, got {m.shape} {m.dtype}")
+        for name in ("scores", "stability"):
+            a = getattr(self, name)
+            if a.shape != (m.shape[0],) or a.dtype != np.float32:
+                raise ValueError(f"{name} must be ({m.shape[0]},) float32, got {a.shape} {a.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+class MaskBackend:
+    """An instance mask proposer. Subclasses set `name`, take their config in `__init__`, implement `masks`.
+
+    Heavy imports (torch, sam2) belong inside the subclass methods, never at module import.
+    """
+
+    name: ClassVar[str]
+
+    def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
+        """Propose instances.
+
+        Args:
+            image: (H, W, 3) uint8 RGB (the rectified left image).
+            disparity_px: optional (H, W) float32 disparity of that image, NaN invalid; backends that use
+                depth cues (classical) take it, others ignore it.
+        """
+        raise NotImplementedError  # abstract
+
+
+MASK_BACKENDS: Registry[MaskBackend] = Registry("mask")

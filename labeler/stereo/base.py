@@ -1,0 +1,64 @@
+"""The stereo backend interface: a rectified pair in, disparity in pixels out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from labeler.registry import Registry
+
+
+@dataclass(frozen=True)
+class Disparity:
+    """Disparity of the left image.
+
+    Attributes:
+        disparity_px: (H, W) float32, left-image x minus matching right-image x, in pixels;
+            NaN where no valid match (occlusion, failed consistency check, outside the right image).
+        confidence: (H, W) float32 in [0, 1]; NaN exactly where `disparity_px` is NaN.
+    """
+
+    disparity_px: np.ndarray
+    confidence: np.ndarray
+
+    def __post_init__(self) -> None:
+        d, c = self.disparity_px, self.confidence
+        if d.ndim != 2 or d.dtype != np.float32:
+            raise ValueError(f"disparity_px must be (H, W) float32, got {d.shape} {d.dtype}")
+        if c.shape != d.shape or c.dtype != np.float32:
+            raise ValueError(f"confidence must be {d.shape} float32, got {c.shape} {c.dtype}")
+
+
+class StereoBackend:
+    """A stereo matcher. Subclasses set `name`, take their config in `__init__`, implement `disparity`.
+
+    Heavy imports (torch, model code) belong inside the subclass methods, never at module import.
+    """
+
+    name: ClassVar[str]
+
+    def disparity(self, left: np.ndarray, right: np.ndarray) -> Disparity:
+        """Match a rectified pair.
+
+        Args:
+            left: (H, W, 3) uint8 RGB, rectified.
+            right: (H, W, 3) uint8 RGB, rectified, same size.
+        """
+        raise NotImplementedError  # abstract
+
+
+def check_pair(left: np.ndarray, right: np.ndarray) -> None:
+    """Raise one clear ValueError when a pair cannot be matched."""
+    for side, img in (("left", left), ("right", right)):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"{side} image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+    if left.shape != right.shape:
+        raise ValueError(
+            f"left and right images differ in size ({left.shape[1]}x{left.shape[0]} vs "
+            f"{right.shape[1]}x{right.shape[0]}); rectify the pair with one calibration first"
+        )
+
+
+STEREO_BACKENDS: Registry[StereoBackend] = Registry("stereo")
