@@ -9,27 +9,62 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from data_schema._base import Record
 
 
 class SgbmConfig(Record):
-    """OpenCV semi-global block matching with a left-right consistency check."""
+    """OpenCV semi-global matching with a left-right consistency check and optional WLS hole filling."""
 
     name: Literal["sgbm"] = "sgbm"
-    block_size: int = Field(5, ge=1, le=11, description="matching block size, odd, in px")
+    mode: Literal["3way", "sgbm", "hh", "hh4"] = Field(
+        "3way", description="OpenCV SGBM variant: 3way (fast), sgbm (5 paths), hh (8 paths, full DP), hh4"
+    )
+    color: bool = Field(True, description="match on RGB (True) or on grey (False)")
+    block_size: int = Field(3, ge=1, le=11, description="matching block size, odd, in px")
+    p1_per_px: int = Field(8, ge=0, description="SGM small-jump penalty per channel per block pixel")
+    p2_per_px: int = Field(32, ge=1, description="SGM large-jump penalty per channel per block pixel; > p1")
+    pre_filter_cap: int = Field(15, ge=1, le=63, description="clip of the x-gradient prefilter")
     num_disparities: int | None = Field(
         None, ge=16, description="search range in px (multiple of 16); None: chosen per pair by a coarse pass"
     )
-    min_disparity: int | None = Field(None, description="lowest disparity searched; None: chosen per pair")
+    min_disparity: int | None = Field(
+        None, description="lowest disparity searched when num_disparities is set (default 0)"
+    )
+    coarse_scale: int = Field(4, ge=1, le=16, description="downscale factor of the range-finding coarse pass")
+    max_disparity_frac: float = Field(
+        0.5, gt=0, le=1, description="widest disparity the coarse pass looks for, as a fraction of image width"
+    )
     uniqueness_ratio: int = Field(5, ge=0, le=100)
     speckle_window_size: int = Field(100, ge=0)
     speckle_range: int = Field(2, ge=0)
     lr_max_diff_px: float = Field(1.0, gt=0, description="left-right check tolerance in px")
-    wls: bool = Field(True, description="edge-aware WLS smoothing (opencv-contrib ximgproc)")
-    wls_lambda: float = Field(8000.0, gt=0)
-    wls_sigma_color: float = Field(1.2, gt=0)
+    wls: bool = Field(
+        True, description="edge-aware WLS (fast global smoother) fill of rejected pixels visible in both views"
+    )
+    wls_lambda: float = Field(8000.0, gt=0, description="WLS smoothness weight (fast global smoother lambda)")
+    wls_sigma_color: float = Field(1.2, gt=0, description="WLS edge sensitivity to the left image's colour")
+    wls_min_support: float = Field(
+        0.1, ge=0, le=1, description="least share of consistent neighbours a WLS-filled pixel needs, else NaN"
+    )
+
+    @field_validator("block_size")
+    @classmethod
+    def _odd_block(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"block_size must be odd, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> SgbmConfig:
+        if self.num_disparities is not None and self.num_disparities % 16:
+            raise ValueError(f"num_disparities must be a multiple of 16, got {self.num_disparities}")
+        if self.min_disparity is not None and self.num_disparities is None:
+            raise ValueError("min_disparity needs num_disparities; leave both None to choose them per pair")
+        if self.p2_per_px <= self.p1_per_px:
+            raise ValueError(f"p2_per_px ({self.p2_per_px}) must exceed p1_per_px ({self.p1_per_px})")
+        return self
 
 
 class FoundationStereoConfig(Record):
@@ -50,15 +85,19 @@ StereoConfig = Annotated[Union[SgbmConfig, FoundationStereoConfig], Field(discri
 
 
 class ClassicalMasksConfig(Record):
-    """Classical instance proposals from colour and disparity together."""
+    """Classical instance proposals from colour and disparity together (SLIC + depth-walled merging)."""
 
     name: Literal["classical"] = "classical"
+    work_max_side: int = Field(320, ge=32, description="longest image side (px) the segmentation works at")
     n_segments: int = Field(400, ge=8, description="SLIC superpixels before merging")
-    compactness: float = Field(10.0, gt=0)
+    compactness: float = Field(10.0, gt=0, description="SLIC compactness (Lab units per superpixel step)")
     disparity_weight: float = Field(
-        1.0, ge=0, description="how strongly disparity separates regions relative to colour"
+        1.0, ge=0, description="how strongly disparity separates superpixels relative to colour (0: colour only)"
     )
     depth_jump_rel: float = Field(0.06, gt=0, description="relative disparity jump treated as an object boundary")
+    merge_threshold: float = Field(
+        10.0, gt=0, description="largest texture-normalized Lab distance between regions that still merge"
+    )
     min_area_frac: float = Field(0.002, gt=0, lt=1, description="smallest object as a fraction of the image")
     max_area_frac: float = Field(0.5, gt=0, le=1, description="regions larger than this are background")
 

@@ -1,0 +1,116 @@
+"""Stereo calibration records: `calib/<rig>.yaml` and the report written beside it.
+
+The YAML layout is a contract later stages and users rely on (OpenCV meanings throughout):
+`schema_version`, `rig`, `image_size: [width, height]` (one eye), `left: {K, dist}`, `right: {K, dist}`,
+`R` (3x3), `T` ([3], metres; right camera: X_r = R·X_l + T), `baseline_m`, `rms_reprojection_px`,
+`rectification: {R1, R2, P1, P2, Q}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from data_schema._base import Record
+
+CALIBRATION_SCHEMA_VERSION = 1
+
+Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+Row3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+Row4 = Annotated[list[float], Field(min_length=4, max_length=4)]
+Mat3x3 = Annotated[list[Row3], Field(min_length=3, max_length=3)]
+Mat3x4 = Annotated[list[Row4], Field(min_length=3, max_length=3)]
+Mat4x4 = Annotated[list[Row4], Field(min_length=4, max_length=4)]
+
+
+class CameraIntrinsics(Record):
+    """Pinhole intrinsics and OpenCV distortion (k1, k2, p1, p2[, k3[, k4, k5, k6]])."""
+
+    K: Mat3x3
+    dist: list[float] = Field(min_length=4, max_length=14)
+
+
+class Rectification(Record):
+    """cv2.stereoRectify outputs: rotations into the rectified frames, rectified projections, Q."""
+
+    R1: Mat3x3
+    R2: Mat3x3
+    P1: Mat3x4
+    P2: Mat3x4
+    Q: Mat4x4
+
+
+class BoardSpec(Record):
+    """The calibration target."""
+
+    kind: Literal["chessboard", "charuco"]
+    cols: int = Field(ge=2, description="chessboard: inner corners per row; charuco: squares per row")
+    rows: int = Field(ge=2, description="chessboard: inner corners per column; charuco: squares per column")
+    square_m: float = Field(gt=0, description="square side in metres")
+    marker_m: float | None = Field(None, gt=0, description="charuco: marker side in metres")
+    dictionary: str | None = Field(None, description="charuco: cv2.aruco dictionary name, e.g. DICT_5X5_100")
+
+
+class StereoCalibration(Record):
+    """A calibrated, rectifiable stereo rig (the content of `calib/<rig>.yaml`)."""
+
+    schema_version: Literal[1] = CALIBRATION_SCHEMA_VERSION
+    rig: str = Field(min_length=1)
+    image_size: Annotated[list[int], Field(min_length=2, max_length=2)] = Field(
+        description="[width, height] of one eye, px"
+    )
+    left: CameraIntrinsics
+    right: CameraIntrinsics
+    R: Mat3x3 = Field(description="rotation left -> right camera: X_r = R·X_l + T")
+    T: Vec3 = Field(description="translation left -> right camera, metres")
+    baseline_m: float = Field(gt=0)
+    rms_reprojection_px: float = Field(ge=0)
+    rectification: Rectification
+    alpha: float | None = Field(None, description="stereoRectify free scaling used (-1 default, 0 crop, 1 keep all)")
+    board: BoardSpec | None = None
+    n_views: int | None = Field(None, ge=0, description="views used after outlier rejection")
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if min(v) <= 0:
+            raise ValueError("image_size must be positive [width, height]")
+        return v
+
+    @property
+    def rectified_fx_px(self) -> float:
+        """Focal length of the rectified cameras (P1[0][0]), px."""
+        return float(self.rectification.P1[0][0])
+
+    @property
+    def rectified_baseline_m(self) -> float:
+        """Baseline of the rectified pair from P2 = [fx 0 cx -fx·B], metres."""
+        p2 = self.rectification.P2
+        return float(-p2[0][3] / p2[0][0])
+
+
+class ViewResult(Record):
+    """One board view in the calibration report."""
+
+    view_id: str
+    source: str
+    corners_found: int = Field(ge=0)
+    left_rms_px: float | None = None
+    right_rms_px: float | None = None
+    used: bool
+    reason: str | None = Field(None, description="why the view was dropped")
+
+
+class CalibrationReport(Record):
+    """What calibration saw and did, per view; written as `<rig>.report/report.json`."""
+
+    schema_version: Literal[1] = CALIBRATION_SCHEMA_VERSION
+    rig: str
+    board: BoardSpec
+    views: list[ViewResult]
+    left_rms_px: float
+    right_rms_px: float
+    stereo_rms_px: float
+    baseline_m: float
+    alpha: float

@@ -1,0 +1,115 @@
+"""`labeler demo`: synthetic Arducam-style captures with known truth, so the whole pipeline runs offline.
+
+Writes, under OUT:
+  boards/board_NNN.png   side-by-side 2W x H chessboard captures (9x6 inner corners, 30 mm squares)
+  scenes/scene_NNN.png   side-by-side captures of textured objects at known depths
+  truth/rig.json         the true calibration (intrinsics, distortion, R, T)
+  truth/scenes.json      per scene, per object: median depth of its visible pixels in the left camera
+  truth/scene_NNN.npz    left-camera depth_m (float32, inf = nothing) and instance_ids (int32)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from data_schema._base import Record
+from data_schema.calibration import BoardSpec
+from labeler.io import atomic_path, write_png, write_text_atomic
+from labeler.synthetic import Scene, SyntheticRig, TexturedRect, noise_texture, render_board_views, rotation
+
+DEMO_BOARD = BoardSpec(kind="chessboard", cols=9, rows=6, square_m=0.03)
+
+
+class ObjectTruth(Record):
+    id: int
+    depth_m_median: float = Field(description="median camera z over the object's visible left pixels")
+    area_px: int
+    base_rgb: tuple[int, int, int]
+
+
+class SceneTruth(Record):
+    pair_id: str
+    objects: list[ObjectTruth]
+
+
+class RigTruth(Record):
+    K_left: list[list[float]]
+    dist_left: list[float]
+    K_right: list[list[float]]
+    dist_right: list[float]
+    R: list[list[float]]
+    T: list[float]
+    baseline_m: float
+    image_size: list[int]
+
+
+class DemoTruth(Record):
+    rig: RigTruth
+    scenes: list[SceneTruth]
+
+
+def rig_truth(rig: SyntheticRig) -> RigTruth:
+    return RigTruth(K_left=rig.left.K.tolist(), dist_left=rig.left.dist.tolist(), K_right=rig.right.K.tolist(),
+                    dist_right=rig.right.dist.tolist(), R=rig.R.tolist(), T=rig.T.tolist(),
+                    baseline_m=rig.baseline_m, image_size=list(rig.left.size))
+
+
+def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, list[tuple[int, int, int]]]:
+    """A wall, a floor and `n_objects` textured boards at different depths; objects 1 and 2 share a colour."""
+    wall_z = rng.uniform(3.2, 4.0)
+    rects = [
+        TexturedRect(np.array([0.0, 0.0, wall_z]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+                     (-5, 5, -3, 0.6), noise_texture(rng, 512, (170, 160, 140), 40)),
+        TexturedRect(np.array([0.0, 0.6, 0.0]), np.array([1.0, 0, 0]), np.array([0, 0, 1.0]),
+                     (-5, 5, 0.3, wall_z), noise_texture(rng, 512, (110, 100, 90), 35)),
+    ]
+    shared = tuple(int(c) for c in rng.integers(60, 200, 3))
+    depths = np.sort(rng.uniform(0.9, 2.6, n_objects))
+    colours = []
+    for i, z in enumerate(depths, start=1):
+        base = shared if i <= 2 else tuple(int(c) for c in rng.integers(40, 220, 3))
+        colours.append(base)
+        w, h = rng.uniform(0.22, 0.4) * z / 1.5 + 0.1, rng.uniform(0.2, 0.35) * z / 1.5 + 0.1
+        # spread across the view, with a little yaw so depth varies over the face
+        x = (-0.35 + 0.7 * (i - 1) / max(1, n_objects - 1)) * z * 0.75 + rng.uniform(-0.05, 0.05)
+        y = rng.uniform(-0.15, 0.1) * z
+        r = rotation(0.0, rng.uniform(-0.25, 0.25), 0.0)
+        rects.append(TexturedRect(np.array([x, y, z]), r[:, 0], r[:, 1], (-w / 2, w / 2, -h / 2, h / 2),
+                                  noise_texture(rng, 256, base, 55), instance_id=i))
+    return Scene(rects), colours
+
+
+def write_demo(out: str | Path, *, n_boards: int = 14, n_scenes: int = 4, seed: int = 0,
+               width: int = 640, height: int = 480) -> DemoTruth:
+    """Render the demo rig's board and scene captures into `out` (see the module docstring)."""
+    out = Path(out)
+    rig = SyntheticRig.arducam_like(width, height)
+    for i, (left, right) in enumerate(render_board_views(rig, DEMO_BOARD, n_boards, seed=seed)):
+        write_png(out / "boards" / f"board_{i:03d}.png", np.hstack([left, right]))
+    rng = np.random.default_rng(seed + 1000)
+    rays = rig.left.rays(3), rig.right.rays(3)
+    scenes = []
+    for i in range(n_scenes):
+        pair_id = f"scene_{i:03d}"
+        scene, colours = demo_scene(rng)
+        left, right = (scene.render(cam, noise_dn=1.0, rng=rng, rays=r) for cam, r in zip((rig.left, rig.right), rays))
+        write_png(out / "scenes" / f"{pair_id}.png", np.hstack([left.image, right.image]))
+        with atomic_path(out / "truth" / f"{pair_id}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, depth_m=left.depth_m, instance_ids=left.instance_ids)
+        objects = []
+        for oid, base in enumerate(colours, start=1):
+            sel = left.instance_ids == oid
+            if sel.any():
+                objects.append(ObjectTruth(id=oid, depth_m_median=float(np.median(left.depth_m[sel])),
+                                           area_px=int(sel.sum()), base_rgb=base))
+        scenes.append(SceneTruth(pair_id=pair_id, objects=objects))
+    truth = DemoTruth(rig=rig_truth(rig), scenes=scenes)
+    write_text_atomic(out / "truth" / "truth.json", truth.model_dump_json(indent=2))
+    return truth
+
+
+def load_demo_truth(out: str | Path) -> DemoTruth:
+    return DemoTruth.model_validate_json((Path(out) / "truth" / "truth.json").read_text())
