@@ -162,6 +162,18 @@ def _calibrate_eye(views: list[BoardView], eye: str, size: tuple[int, int]):
     return rms, k, d.reshape(-1), per_view.reshape(-1)
 
 
+def _calibrate_pair(views: list[BoardView], size: tuple[int, int], k_l, d_l, k_r, d_r):
+    """Joint refinement of both cameras and R, T; per-view error is the worse eye's RMS."""
+    import cv2
+
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-9)
+    rms, k_l, d_l, k_r, d_r, r, t, _, _, _, _, per_view = cv2.stereoCalibrateExtended(
+        [v.object_points for v in views], [v.left_px for v in views], [v.right_px for v in views],
+        k_l, d_l, k_r, d_r, size, None, None, flags=cv2.CALIB_USE_INTRINSIC_GUESS, criteria=crit,
+    )
+    return rms, k_l, d_l, k_r, d_r, r, t, per_view.reshape(len(views), 2).max(axis=1)
+
+
 def _outliers(errors: np.ndarray) -> np.ndarray:
     med = np.median(errors)
     sigma = 1.4826 * np.median(np.abs(errors - med))
@@ -202,24 +214,23 @@ def calibrate(
             f"(inner corners for a chessboard)"
         )
     dropped: dict[str, str] = {}
-    # Solve, drop outlier views, solve again: one round is enough for stray detections.
-    for _ in range(2):
+    # Solve, drop outlier views, solve again. A view can be an outlier for one eye (a bad detection) or
+    # only for the pair (eyes not exposed together), so both per-eye and stereo errors are checked.
+    for round_ in range(3):
         rms_l, k_l, d_l, err_l = _calibrate_eye(views, "left", size)
         rms_r, k_r, d_r, err_r = _calibrate_eye(views, "right", size)
-        bad = _outliers(np.maximum(err_l, err_r))
-        if not bad.any() or len(views) - bad.sum() < MIN_VIEWS:
-            break
-        med = float(np.median(np.maximum(err_l, err_r)))
-        for v, el, er in zip(np.array(views, dtype=object)[bad], err_l[bad], err_r[bad], strict=True):
-            dropped[v.view_id] = (f"reprojection error outlier: left {el:.2f} px, right {er:.2f} px "
-                                  f"(median view {med:.2f} px)")
+        rms, k_l, d_l, k_r, d_r, r, t, err_s = _calibrate_pair(views, size, k_l, d_l, k_r, d_r)
+        worst = np.maximum.reduce([err_l, err_r, err_s])
+        bad = _outliers(worst)
+        if round_ == 2 or not bad.any() or len(views) - bad.sum() < MIN_VIEWS:
+            break  # the solution above is for exactly the views kept
+        med = float(np.median(worst))
+        for i in np.flatnonzero(bad):
+            dropped[views[i].view_id] = (
+                f"reprojection error outlier: left {err_l[i]:.2f} px, right {err_r[i]:.2f} px, stereo "
+                f"{err_s[i]:.2f} px (median view {med:.2f} px)"
+            )
         views = [v for v, b in zip(views, bad, strict=True) if not b]
-    obj = [v.object_points for v in views]
-    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-9)
-    rms, k_l, d_l, k_r, d_r, r, t, _, _, _, _, _ = cv2.stereoCalibrateExtended(
-        obj, [v.left_px for v in views], [v.right_px for v in views], k_l, d_l, k_r, d_r, size,
-        None, None, flags=cv2.CALIB_USE_INTRINSIC_GUESS, criteria=crit,
-    )
     r1, r2, p1, p2, q, _, _ = cv2.stereoRectify(k_l, d_l, k_r, d_r, size, r, t,
                                                 flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
     t = t.reshape(3)
