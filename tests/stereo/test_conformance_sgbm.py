@@ -1,0 +1,81 @@
+"""sgbm against the stereo conformance suite, plus what is particular to it (search range, occlusions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from data_schema.backends import SgbmConfig
+from labeler.stereo.base import STEREO_BACKENDS
+from labeler.stereo.sgbm import SgbmBackend, lr_difference, occluded, outside_right
+from labeler.testing.conformance import StereoBackendTests, plane_pair, square_scene
+
+
+class TestSgbmConformance(StereoBackendTests):
+    @pytest.fixture(
+        params=[{}, {"wls": False}, {"num_disparities": 32}], ids=["default", "no-wls", "fixed-range"]
+    )
+    def backend(self, request: pytest.FixtureRequest) -> SgbmBackend:
+        return SgbmBackend(SgbmConfig(**request.param))
+
+
+def test_registry_builds_it() -> None:
+    backend = STEREO_BACKENDS.get("sgbm")(SgbmConfig(block_size=5))
+    assert isinstance(backend, SgbmBackend) and backend.config.block_size == 5
+
+
+def test_gpu_device_is_refused() -> None:
+    with pytest.raises(ValueError, match="CPU only"):
+        SgbmBackend(device="cuda:0")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"block_size": 4}, {"num_disparities": 40}, {"min_disparity": 8}, {"p1_per_px": 40}, {"typo": 1}],
+)
+def test_config_rejects(fields: dict) -> None:
+    with pytest.raises(ValidationError):
+        SgbmConfig(**fields)
+
+
+@pytest.mark.parametrize("true_disparity", [3.0, 21.5, 40.0])
+def test_search_range_covers_the_pair(true_disparity: float) -> None:
+    scene = plane_pair(96, 192, disparity_px=true_disparity)
+    lo, num = SgbmBackend().search_range(scene.left, scene.right)
+    assert num % 16 == 0
+    assert lo <= true_disparity < lo + num
+    assert num <= 48  # narrow: a plane needs little more than the coarse pass's own margin
+
+
+def test_left_band_is_matched() -> None:
+    """Pixels left of the search range's width are matched wherever their match is inside the right image."""
+    scene = plane_pair(96, 192, disparity_px=21.5)
+    d = SgbmBackend().disparity(scene.left, scene.right).disparity_px
+    # x >= 24 > 21.5: visible in the right view, yet inside the 64 px band a fixed 0..64 range loses
+    band = d[8:-8, 24:64]
+    assert np.isfinite(band).mean() > 0.95
+    assert np.nanmedian(np.abs(band - 21.5)) < 0.25
+    assert np.isnan(d[:, :20]).all()  # x - d < 0: the match is outside the right image
+
+
+def test_occluded_band_is_invalid() -> None:
+    scene = square_scene(96, 128)  # square at 14 px over a plane at 5 px, square from x = 42
+    out = SgbmBackend().disparity(scene.left, scene.right)
+    rows = slice(30, 66)
+    # the background strip just left of the square (42 - (14 - 5) .. 42) is hidden in the right view
+    hidden = out.disparity_px[rows, 35:40]
+    assert np.isnan(hidden).mean() > 0.8
+    conf = out.confidence[rows, 55:90]  # inside the square, well matched
+    assert np.nanmean(conf) > 0.8
+
+
+def test_helpers_on_a_toy_row() -> None:
+    d = np.array([[1.0, 1.0, 1.0, 4.0, 4.0, 4.0, 1.0, np.nan]], np.float32)
+    # pixels 1..2 (d = 1) land on right x 0..1; pixel 3 (d = 4) lands on -1: outside
+    np.testing.assert_array_equal(outside_right(d)[0], [True, False, False, True, False, False, False, False])
+    # pixel 4 (d = 4) lands on right x 0, where pixel 1 (d = 1) lands too: pixel 1 is hidden
+    assert occluded(d)[0, 1] and occluded(d)[0, 2] and not occluded(d)[0, 4]
+    assert not occluded(d)[0, 7]
+    same = lr_difference(d, np.full_like(d, 1.0))
+    assert same[0, 1] == 0.0 and np.isnan(same[0, 0]) and np.isnan(same[0, 7])
