@@ -75,10 +75,20 @@ class FoundationStereoConfig(Record):
     valid_iters: int = Field(32, ge=1, description="GRU refinement iterations")
     scale: float = Field(1.0, gt=0, le=1.0, description="resize factor applied to the images before inference")
     hiera: bool = Field(False, description="coarse-to-fine inference for images over ~1K px")
-    max_disp: int | None = Field(None, ge=1, description="override cfg.yaml max_disp")
-    mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
+    max_disp: int | None = Field(
+        None, ge=16, multiple_of=16, description="override cfg.yaml max_disp (px at inference scale, multiple of 16)"
+    )
+    mixed_precision: bool = Field(True, description="autocast (amp_dtype); only on CUDA, float32 on the CPU")
+    amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="autocast dtype on CUDA")
     remove_invisible: bool = Field(True, description="invalidate pixels whose match falls outside the right image")
     lr_check: bool = Field(True, description="confidence from a left-right consistency pass (doubles the cost)")
+    consistency_px: float = Field(
+        1.0,
+        gt=0,
+        description="left-right tolerance in px at input resolution (beyond it: NaN) and the confidence scale",
+    )
+    detect_swapped: bool = Field(True, description="refuse a pair whose left and right images look swapped")
+    batch_size: int = Field(1, ge=1, description="pairs of equal size per forward pass (disparity_many)")
 
 
 StereoConfig = Annotated[Union[SgbmConfig, FoundationStereoConfig], Field(discriminator="name")]
