@@ -34,14 +34,14 @@ class SgbmConfig(Record):
     )
     coarse_scale: int = Field(4, ge=1, le=16, description="downscale factor of the range-finding coarse pass")
     max_disparity_frac: float = Field(
-        0.5, gt=0, le=1, description="widest disparity the coarse pass looks for, as a fraction of image width"
+        0.5, gt=0, le=1, description="widest disparity the coarse pass searches, as a fraction of image width"
     )
     uniqueness_ratio: int = Field(5, ge=0, le=100)
     speckle_window_size: int = Field(100, ge=0)
     speckle_range: int = Field(2, ge=0)
     lr_max_diff_px: float = Field(1.0, gt=0, description="left-right check tolerance in px")
     wls: bool = Field(
-        True, description="edge-aware WLS (fast global smoother) fill of rejected pixels visible in both views"
+        True, description="edge-aware WLS (fast global smoother) fill of rejected pixels seen by both views"
     )
     wls_lambda: float = Field(8000.0, gt=0, description="WLS smoothness weight (fast global smoother lambda)")
     wls_sigma_color: float = Field(1.2, gt=0, description="WLS edge sensitivity to the left image's colour")
@@ -95,16 +95,16 @@ StereoConfig = Annotated[Union[SgbmConfig, FoundationStereoConfig], Field(discri
 
 
 class ClassicalMasksConfig(Record):
-    """Classical instance proposals from colour and disparity together (SLIC + depth-walled merging)."""
+    """Classical instance proposals from colour and disparity (superpixels, merging walled by depth jumps)."""
 
     name: Literal["classical"] = "classical"
     work_max_side: int = Field(320, ge=32, description="longest image side (px) the segmentation works at")
-    n_segments: int = Field(400, ge=8, description="SLIC superpixels before merging")
-    compactness: float = Field(10.0, gt=0, description="SLIC compactness (Lab units per superpixel step)")
+    n_segments: int = Field(400, ge=8, description="watershed superpixels (seeds) before merging")
+    compactness: float = Field(0.01, ge=0, description="compact-watershed compactness (0: plain watershed)")
     disparity_weight: float = Field(
-        1.0, ge=0, description="how strongly disparity separates superpixels relative to colour (0: colour only)"
+        1.0, ge=0, description="weight of disparity against colour in separating regions (0: colour only)"
     )
-    depth_jump_rel: float = Field(0.06, gt=0, description="relative disparity jump treated as an object boundary")
+    depth_jump_rel: float = Field(0.06, gt=0, description="relative disparity jump that walls regions apart")
     merge_threshold: float = Field(
         10.0, gt=0, description="largest texture-normalized Lab distance between regions that still merge"
     )
