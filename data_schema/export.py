@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import data_schema as ds
+from data_schema.manifest import Manifest, ShardPart
 
 SCHEMA_DIR = Path(__file__).parent
 
@@ -16,6 +17,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "stereo_calibration": ds.StereoCalibration,
     "calibration_report": ds.CalibrationReport,
     "rectified_set": ds.RectifiedSet,
+    "manifest": Manifest,
+    "shard_part": ShardPart,
 }
 
 

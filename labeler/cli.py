@@ -133,6 +133,112 @@ def rectify(
     typer.echo(f"{out}: {len(ok)} of {len(res.pairs)} pairs rectified{worst}; records in {out / 'pairs.json'}")
 
 
+# ------------------------------------------------------------------------------------- pseudo-labels
+
+StereoOpt = Annotated[str, typer.Option(help="stereo backend: sgbm (CPU) | foundation-stereo")]
+MasksOpt = Annotated[str, typer.Option(help="mask backend: classical (CPU) | sam2")]
+OptPath = Annotated[Path | None, typer.Option()]
+OptInt = Annotated[int | None, typer.Option()]
+OptFloat = Annotated[float | None, typer.Option()]
+
+
+def _backend_configs(stereo: str, masks: str, flags: dict[str, Any]):
+    """Backend configs from the flags the user gave; unset flags keep the backends' (official) defaults."""
+    from pydantic import TypeAdapter
+
+    from data_schema.backends import MaskConfig, StereoConfig
+
+    def given(prefix: str, names: tuple[str, ...], rename: dict[str, str] | None = None) -> dict[str, Any]:
+        rename = rename or {}
+        return {rename.get(n, n.removeprefix(prefix)): flags[n] for n in names if flags.get(n) is not None}
+
+    stereo_fields = given("", ("valid_iters", "scale", "hiera", "max_disp"), {}) if stereo == "foundation-stereo" else {}
+    if stereo == "foundation-stereo" and flags.get("stereo_weights") is not None:
+        stereo_fields["weights"] = flags["stereo_weights"]
+    sam2_names = tuple(n for n in flags if n.startswith("sam2_"))
+    mask_fields = given("sam2_", sam2_names) if masks == "sam2" else {}
+    return (TypeAdapter(StereoConfig).validate_python({"name": stereo, **stereo_fields}),
+            TypeAdapter(MaskConfig).validate_python({"name": masks, **mask_fields}))
+
+
+def _label(inputs: Path, *, rectify: bool, calib: Path, out: Path, stereo: str, masks: str, gpu: str | None,
+           flags: dict[str, Any], **common: Any) -> None:
+    from labeler.configs import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+
+    def build() -> PseudoLabelConfig:
+        stereo_cfg, mask_cfg = _backend_configs(stereo, masks, flags)
+        gpus = tuple(int(g) for g in gpu.split(",")) if gpu else ()
+        return PseudoLabelConfig(inputs=inputs, rectify=rectify, calib=calib, out=out, stereo=stereo_cfg,
+                                 masks=mask_cfg, gpus=gpus, **common)
+
+    m = run(build, run_pseudo_label)
+    for s in m.failures:
+        typer.echo(f"failed {s.sample_id}: {s.error}")
+    typer.echo(f"{out}: {len(m.ok)} samples ok, {len(m.failures)} failed; dataset {m.dataset_version[:12]}; "
+               f"previews in {out / 'previews'}, gallery {out / 'index.html'}")
+
+
+def _label_command(rectify: bool):
+    def command(
+        inputs: Annotated[Path, typer.Argument(help="raw captures (run) or a rectified folder (pseudo-label)")],
+        calib: Annotated[Path, typer.Option(help="calib/<rig>.yaml")],
+        out: Annotated[Path, typer.Option(help="dataset folder")],
+        stereo: StereoOpt = "sgbm",
+        masks: MasksOpt = "classical",
+        gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (one worker per GPU)")] = None,
+        workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
+        scheduler: Annotated[str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, "
+                                                       "or threads | sync")] = None,
+        z_far_m: Annotated[float, typer.Option(help="depth beyond this is invalid, m")] = 20.0,
+        samples_per_shard: Annotated[int, typer.Option(help="samples per Zarr shard file")] = 32,
+        retry_failed: Annotated[bool, typer.Option(help="redo samples that failed before")] = False,
+        previews: Annotated[bool, typer.Option(help="write a PNG preview per sample")] = True,
+        layout: LayoutOpt = "auto",
+        stride: StrideOpt = 10,
+        stereo_weights: Annotated[Path | None, typer.Option(help="foundation-stereo: model_best_bp2.pth")] = None,
+        valid_iters: Annotated[int | None, typer.Option(help="foundation-stereo: GRU iterations")] = None,
+        scale: Annotated[float | None, typer.Option(help="foundation-stereo: image scale")] = None,
+        hiera: Annotated[bool | None, typer.Option(help="foundation-stereo: coarse-to-fine")] = None,
+        max_disp: Annotated[int | None, typer.Option(help="foundation-stereo: max disparity")] = None,
+        sam2_checkpoint: Annotated[Path | None, typer.Option(help="sam2: local checkpoint .pt")] = None,
+        sam2_config: Annotated[str | None, typer.Option(help="sam2: sam2.1_hiera_t|s|b+|l or YAML")] = None,
+        sam2_points_per_side: OptInt = None,
+        sam2_points_per_batch: OptInt = None,
+        sam2_pred_iou_thresh: OptFloat = None,
+        sam2_stability_score_thresh: OptFloat = None,
+        sam2_box_nms_thresh: OptFloat = None,
+        sam2_min_mask_region_area: OptInt = None,
+        sam2_crop_n_layers: OptInt = None,
+    ) -> None:
+        flags = {k: v for k, v in locals().items() if k.startswith(("sam2_",)) or k in (
+            "stereo_weights", "valid_iters", "scale", "hiera", "max_disp")}
+        _label(inputs, rectify=rectify, calib=calib, out=out, stereo=stereo, masks=masks, gpu=gpu, flags=flags,
+               workers=workers, scheduler=scheduler, z_far_m=z_far_m, samples_per_shard=samples_per_shard,
+               retry_failed=retry_failed, previews=previews, layout=layout, stride=stride)
+
+    return command
+
+
+app.command("pseudo-label", help="Rectified pairs -> disparity, metric depth, masks, per-object depth -> "
+            "Zarr v3 shards + manifest.")(_label_command(rectify=False))
+app.command("run", help="The whole DAG from raw captures: rectify -> pseudo-label (same flags).")(
+    _label_command(rectify=True))
+
+
+@app.command()
+def validate(dataset: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
+    """Check a dataset against its manifest; one line per problem, exit 1 on any damage."""
+    from labeler.validate import validate_dataset
+
+    problems = run(lambda: dataset, validate_dataset)
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        _fail(f"{dataset}: {len(problems)} problem(s)", 1)
+    typer.echo(f"{dataset}: valid")
+
+
 @export_app.command("ros")
 def export_ros_cmd(
     calib: Annotated[Path, typer.Argument(help="calib/<rig>.yaml")],

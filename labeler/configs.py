@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_schema._base import Record
+from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
@@ -50,3 +51,24 @@ class DemoConfig(Record):
         if self.width % 2:
             raise ValueError("width must be even")
         return self
+
+
+class PseudoLabelConfig(Record):
+    """`labeler pseudo-label` (input: a rectified folder) and `labeler run` (input: raw captures)."""
+
+    inputs: Path = Field(description="rectified folder (pseudo-label) or raw captures (run)")
+    calib: Path
+    out: Path
+    rectify: bool = Field(False, description="inputs are raw captures: rectify them first (labeler run)")
+    layout: Layout = "auto"
+    stride: int = Field(10, ge=1)
+    stereo: StereoConfig = Field(default_factory=SgbmConfig)
+    masks: MaskConfig = Field(default_factory=ClassicalMasksConfig)
+    z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
+    samples_per_shard: int = Field(32, ge=1)
+    gpus: tuple[int, ...] = Field((), description="CUDA device ids; one worker per GPU")
+    workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+    retry_failed: bool = False
+    previews: bool = True
+    progress: bool = True

@@ -1,0 +1,108 @@
+"""Pictures people look at: a PNG per sample and an HTML gallery, lowest confidence first."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from data_schema.manifest import Manifest, ObjectRecord
+from labeler.io import write_png, write_text_atomic
+from labeler.shards import SampleArrays
+
+
+def colourise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8 RGB with the turbo map; NaN is black."""
+    import cv2
+
+    t = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.nan_to_num(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO),
+                       cv2.COLOR_BGR2RGB)
+    rgb[~np.isfinite(values)] = 0
+    return rgb
+
+
+def _scale_bar(height: int, lo: float, hi: float, unit: str) -> np.ndarray:
+    import cv2
+
+    ramp = np.linspace(hi, lo, height, dtype=np.float32)[:, None].repeat(14, axis=1)
+    bar = np.full((height, 78, 3), 255, np.uint8)
+    bar[:, 4:18] = colourise(ramp, lo, hi)
+    for frac in (0.0, 0.5, 1.0):
+        y = int(round(frac * (height - 1)))
+        value = hi + frac * (lo - hi)
+        cv2.line(bar, (18, y), (24, y), (0, 0, 0), 1)
+        cv2.putText(bar, f"{value:.1f}", (26, min(max(y + 4, 10), height - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, unit, (26, height // 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: list[ObjectRecord]) -> np.ndarray:
+    """Each object tinted in its own colour with its outline and a "3: 1.52 m" label at its centre."""
+    import cv2
+
+    out = image.astype(np.float32) * 0.55
+    rng = np.random.default_rng(7)
+    palette = rng.integers(60, 256, (int(instance_ids.max()) + 1, 3)).astype(np.float32)
+    sel = instance_ids > 0
+    out[sel] = out[sel] * 0.4 + palette[instance_ids[sel]] * 0.6
+    out = out.astype(np.uint8)
+    edges = cv2.morphologyEx(instance_ids.astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3))) > 0
+    out[edges & sel] = 255
+    for obj in objects:
+        x, y, w, h = obj.bbox
+        label = f"{obj.id}: {obj.depth_m_median:.2f} m" if obj.depth_m_median is not None else f"{obj.id}: ?"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        cx, cy = x + w // 2 - tw // 2, y + h // 2 + th // 2
+        cv2.rectangle(out, (cx - 2, cy - th - 3), (cx + tw + 2, cy + 3), (0, 0, 0), -1)
+        cv2.putText(out, label, (cx, cy), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def preview_image(arrays: SampleArrays, objects: list[ObjectRecord]) -> np.ndarray:
+    """Rectified left | colourised disparity with a scale bar | labelled mask overlay."""
+    d = arrays.disparity_px
+    finite = d[np.isfinite(d)]
+    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    disp = np.hstack([colourise(d, lo, hi), _scale_bar(d.shape[0], float(lo), float(hi), "px")])
+    return np.hstack([arrays.left, disp, mask_overlay(arrays.left, arrays.instance_ids, objects)])
+
+
+def write_preview(path: str | Path, arrays: SampleArrays, objects: list[ObjectRecord]) -> None:
+    write_png(path, preview_image(arrays, objects))
+
+
+def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
+    """`DATASET/index.html`: every sample's preview, lowest mean confidence first (where to look first);
+    failures listed on top with their error line."""
+    dataset = Path(dataset)
+    ok = sorted(manifest.ok, key=lambda s: (s.stats.confidence_mean if s.stats and s.stats.confidence_mean
+                                             is not None else -1.0, s.sample_id))
+    rows = []
+    for s in ok:
+        objs = ", ".join(f"{o.id}: {o.depth_m_median:.2f} m" for o in s.objects if o.depth_m_median is not None)
+        conf = s.stats.confidence_mean if s.stats else None
+        rows.append(
+            f'<figure><img src="previews/{html.escape(s.sample_id)}.png" loading="lazy">'
+            f"<figcaption><b>{html.escape(s.sample_id)}</b> · confidence "
+            f"{'n/a' if conf is None else f'{conf:.2f}'} · valid depth {s.stats.valid_depth_fraction:.0%} · "
+            f"{html.escape(objs) or 'no objects'}</figcaption></figure>"
+        )
+    fails = "".join(f"<li><b>{html.escape(s.sample_id)}</b>: {html.escape(s.error or '')}</li>"
+                    for s in manifest.failures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labeler · {manifest.dataset_version[:12]}</title>
+<style>body{{font-family:sans-serif;margin:1em}}figure{{margin:0 0 1.5em}}img{{max-width:100%}}
+.fail{{color:#a00}}</style></head><body>
+<h1>Dataset {manifest.dataset_version[:12]}</h1>
+<p>{len(manifest.ok)} samples ok, {len(manifest.failures)} failed · stereo <code>{manifest.stereo.name}</code> ·
+masks <code>{manifest.masks.name}</code> · rig <code>{html.escape(manifest.calibration.rig)}</code>.
+Sorted by mean confidence, lowest first. Each row: rectified left | disparity (px) | objects with median depth.</p>
+{f'<h2 class="fail">Failed</h2><ul class="fail">{fails}</ul>' if fails else ''}
+{''.join(rows)}
+</body></html>
+"""
+    path = dataset / "index.html"
+    write_text_atomic(path, page)
+    return path
