@@ -76,7 +76,7 @@ class FoundationStereoConfig(Record):
     scale: float = Field(1.0, gt=0, le=1.0, description="resize factor applied to the images before inference")
     hiera: bool = Field(False, description="coarse-to-fine inference for images over ~1K px")
     max_disp: int | None = Field(
-        None, ge=16, multiple_of=16, description="override cfg.yaml max_disp (px at inference scale, multiple of 16)"
+        None, ge=16, multiple_of=16, description="override of cfg.yaml max_disp (px at inference scale)"
     )
     mixed_precision: bool = Field(True, description="autocast (amp_dtype); only on CUDA, float32 on the CPU")
     amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="autocast dtype on CUDA")
@@ -85,7 +85,7 @@ class FoundationStereoConfig(Record):
     consistency_px: float = Field(
         1.0,
         gt=0,
-        description="left-right tolerance in px at input resolution (beyond it: NaN) and the confidence scale",
+        description="left-right tolerance in input px (beyond it: NaN), also the confidence scale",
     )
     detect_swapped: bool = Field(True, description="refuse a pair whose left and right images look swapped")
     batch_size: int = Field(1, ge=1, description="pairs of equal size per forward pass (disparity_many)")

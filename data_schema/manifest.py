@@ -26,6 +26,7 @@ from pydantic import Field
 from data_schema._base import Record
 from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.calibration import StereoCalibration
+from data_schema.captures import RectifiedPair
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -155,3 +156,6 @@ class ShardPart(Record):
     shard: int = Field(ge=0)
     run_key: str = Field(description="hash of the configs that made it; a part from other configs is stale")
     samples: list[SampleRecord]
+    rectified: list[RectifiedPair] = Field(
+        default_factory=list, description="`labeler run`: how this shard's raw pairs were rectified"
+    )

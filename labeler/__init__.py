@@ -1,0 +1,8 @@
+"""labeler: Arducam stereo captures -> versioned pseudo-label datasets (metric depth + instance masks).
+
+Public names only; importing this package loads nothing heavy (no torch, dask or zarr).
+"""
+
+from labeler.shards import Dataset, Sample, open_dataset
+
+__all__ = ["Dataset", "Sample", "open_dataset"]

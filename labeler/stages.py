@@ -149,7 +149,7 @@ def label_stage(
 
 def write_stage(
     dataset: str | Path, shard: int, layout: StoreLayout, run_key: str,
-    samples: list[LabelledSample | StageFailure], *, previews: bool = True,
+    samples: list[LabelledSample | StageFailure], *, previews: bool = True, rectified: list | None = None,
 ) -> ShardPart:
     """The single writer of one shard: arrays, then previews, then the part record (the resume marker)."""
     from labeler.io import write_text_atomic
@@ -163,7 +163,8 @@ def write_stage(
         for s in ok:
             write_preview(Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.record.objects)
     part = ShardPart(shard=shard, run_key=run_key,
-                     samples=[s.record if isinstance(s, LabelledSample) else s.record() for s in samples])
+                     samples=[s.record if isinstance(s, LabelledSample) else s.record() for s in samples],
+                     rectified=rectified or [])
     write_text_atomic(part_path(dataset, shard), part.model_dump_json())
     return part
 

@@ -193,15 +193,15 @@ def _failed_record(rec: SampleRecord):
 
 
 def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: StoreLayout, key: str,
-                settings, size) -> tuple[dict, list]:
-    """Delayed objects: {shard: write task}, and the rectify tasks (run mode) for pairs.json."""
+                settings, size) -> dict:
+    """{shard: its single write task}; in run mode each write also records its pairs' rectification."""
     import dask
     from dask.base import tokenize
 
     out = str(cfg.out)
-    writes, rectified = {}, []
+    writes = {}
     for shard, items in shards.items():
-        labelled = []
+        labelled, rectified = [], []
         for it in items:
             tok = tokenize(it.sample_id, it.index, key)
             if it.failed is not None:
@@ -221,8 +221,9 @@ def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: S
                                                      dask_key_name=f"label-{tok}")
             labelled.append(lab)
         writes[shard] = dask.delayed(write_stage)(out, shard, layout, key, labelled, previews=cfg.previews,
+                                                  rectified=rectified,
                                                   dask_key_name=f"write-{tokenize(shard, key, [i.sample_id for i in items])}")
-    return writes, rectified
+    return writes
 
 
 def assemble_manifest(cfg: PseudoLabelConfig, parts: dict[int, ShardPart], base: Manifest) -> Manifest:
@@ -265,7 +266,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
     done = {s: parts[s] for s, its in by_shard.items() if shard_is_done(parts.get(s), its, cfg, cfg.out, base)}
     todo = {s: its for s, its in by_shard.items() if s not in done}
     assert all(set(i.index for i in its) <= set(shard_range(s, layout)) for s, its in todo.items())
-    writes, rectified = build_graph(cfg, todo, layout, key, settings, (w, h))
+    writes = build_graph(cfg, todo, layout, key, settings, (w, h))
     finished = dict(done)
 
     def save_manifest() -> Manifest:
@@ -281,7 +282,6 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
                 (finished[shard],) = dask.compute(delayed_write, scheduler="sync")
                 bar.update(len(todo[shard]))
                 save_manifest()
-            rect_results = dask.compute(*rectified, scheduler="sync") if rectified else ()
         else:
             from distributed import as_completed
 
@@ -292,9 +292,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
                 finished[shard_of[fut.key]] = part
                 bar.update(len(part.samples))
                 save_manifest()  # a killed run keeps every shard finished so far
-            rect_results = client.gather(client.compute(rectified)) if rectified else ()
-    if rect_results:
-        _write_pairs_json(cfg, calib, calib_sha, rect_results)
+    if cfg.rectify:
+        _write_pairs_json(cfg, calib, calib_sha, [p for part in finished.values() for p in part.rectified])
     manifest = save_manifest()
     write_gallery(cfg.out, manifest)
     return manifest
@@ -313,19 +312,11 @@ def _refuse_other_settings(out: Path, key: str) -> None:
                          "use a new --out")
 
 
-def _write_pairs_json(cfg: PseudoLabelConfig, calib, calib_sha: str, pairs) -> None:
+def _write_pairs_json(cfg: PseudoLabelConfig, calib, calib_sha: str, pairs: list[RectifiedPair]) -> None:
+    """OUT/rectified/pairs.json for `labeler run`, from every finished shard's record."""
     from data_schema.captures import RectifiedSet
     from labeler.io import write_text_atomic
 
-    from labeler.rectify import load_rectified_set
-
-    folder = cfg.out / "rectified"
-    merged = {}
-    if (folder / "pairs.json").is_file():  # pairs of shards finished in earlier runs
-        old = load_rectified_set(folder)
-        if old.calib_sha256 == calib_sha:
-            merged = {p.pair_id: p for p in old.pairs}
-    merged.update({p.pair_id: p for p in pairs})
     rect = RectifiedSet(calib_path=str(cfg.calib), calib_sha256=calib_sha, rig=calib.rig,
-                        image_size=list(calib.image_size), pairs=sorted(merged.values(), key=lambda p: p.pair_id))
-    write_text_atomic(folder / "pairs.json", rect.model_dump_json(indent=2))
+                        image_size=list(calib.image_size), pairs=sorted(pairs, key=lambda p: p.pair_id))
+    write_text_atomic(cfg.out / "rectified" / "pairs.json", rect.model_dump_json(indent=2))

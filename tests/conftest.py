@@ -72,3 +72,54 @@ def demo_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo")
     write_demo(folder, n_boards=0, n_scenes=2, seed=0)
     return folder
+
+
+def identity_calibration_yaml(path: Path, width: int, height: int, *, fx: float = 300.0,
+                              baseline_m: float = 0.1) -> Path:
+    """A calibration whose rectification is the identity (already-rectified pairs)."""
+    import yaml
+
+    k = [[fx, 0.0, width / 2], [0.0, fx, height / 2], [0.0, 0.0, 1.0]]
+    eye = {"K": k, "dist": [0.0] * 5}
+    p1 = [[fx, 0.0, width / 2, 0.0], [0.0, fx, height / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    p2 = [[fx, 0.0, width / 2, -fx * baseline_m], [0.0, fx, height / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    i3 = np.eye(3).tolist()
+    q = [[1, 0, 0, -width / 2], [0, 1, 0, -height / 2], [0, 0, 0, fx], [0, 0, 1 / baseline_m, 0]]
+    data = {"schema_version": 1, "rig": "identity", "image_size": [width, height], "left": eye, "right": eye,
+            "R": i3, "T": [-baseline_m, 0.0, 0.0], "baseline_m": baseline_m, "rms_reprojection_px": 0.0,
+            "rectification": {"R1": i3, "R2": i3, "P1": p1, "P2": p2, "Q": q}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def plane_pair(rng: np.random.Generator, width: int, height: int, *, d_background: int = 6,
+               d_object: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """A rectified pair: a textured background at one disparity, a textured box in front at another."""
+    from labeler.synthetic import noise_texture
+
+    pad = d_object + 8
+    bg = noise_texture(rng, max(width + 2 * pad, height), (140, 130, 120), 50)[:height]
+    obj = noise_texture(rng, max(width, height), tuple(int(c) for c in rng.integers(40, 220, 3)), 60)
+    x0, y0, w, h = width // 3, height // 4, width // 3, height // 2
+    left = bg[:, pad : pad + width].copy()
+    right = bg[:, pad + d_background : pad + d_background + width].copy()
+    left[y0 : y0 + h, x0 : x0 + w] = obj[:h, :w]
+    right[y0 : y0 + h, x0 - d_object : x0 - d_object + w] = obj[:h, :w]
+    return left, right
+
+
+def write_plane_pairs(folder: Path, n: int, width: int = 128, height: int = 96, *, seed: int = 0,
+                      suffix_layout: bool = False) -> Path:
+    from labeler.io import write_png
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        left, right = plane_pair(rng, width, height)
+        if suffix_layout:
+            write_png(folder / f"pair_{i:03d}_left.png", left)
+            write_png(folder / f"pair_{i:03d}_right.png", right)
+        else:
+            write_png(folder / "left" / f"pair_{i:03d}.png", left)
+            write_png(folder / "right" / f"pair_{i:03d}.png", right)
+    return folder

@@ -1,0 +1,214 @@
+"""The pseudo-label DAG end to end: reader API, failures, resume, many writers, validate, demo accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labeler import open_dataset
+from labeler.configs import PseudoLabelConfig
+from labeler.validate import validate_dataset
+from pipelines.pseudo_label import run_pseudo_label
+from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+
+def label(inputs: Path, calib: Path, out: Path, **kw) -> object:
+    kw.setdefault("scheduler", "sync")
+    return run_pseudo_label(PseudoLabelConfig(inputs=inputs, calib=calib, out=out, progress=False, **kw))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """Six rectified 128x96 pairs (one unreadable) labelled with sgbm + classical, 4 samples per shard."""
+    root = tmp_path_factory.mktemp("small")
+    write_plane_pairs(root / "rect", 6)
+    (root / "rect" / "left" / "pair_006.png").write_bytes(b"broken")
+    (root / "rect" / "right" / "pair_006.png").write_bytes(b"broken")
+    calib = identity_calibration_yaml(root / "calib.yaml", 128, 96)
+    manifest = label(root / "rect", calib, root / "ds", samples_per_shard=4)
+    return root, calib, manifest
+
+
+def test_reader_api(small):
+    root, _, manifest = small
+    ds = open_dataset(root / "ds")
+    assert len(ds) == 6 and ds.sample_ids == [f"pair_{i:03d}" for i in range(6)]
+    s = ds[0]
+    assert s.sample_id == "pair_000"
+    assert s.left.shape == (96, 128, 3) and s.left.dtype == np.uint8
+    for name in ("disparity_px", "depth_m", "confidence"):
+        a = getattr(s, name)
+        assert a.shape == (96, 128) and a.dtype == np.float32
+    assert s.instance_ids.dtype == np.uint16
+    assert np.array_equal(np.isnan(s.confidence), np.isnan(s.disparity_px))
+    # the box sits at 16 px: depth = fx·B/d = 300·0.1/16
+    box = s.depth_m[30:66, 48:80]
+    assert np.nanmedian(box) == pytest.approx(30 / 16, rel=0.01)
+    ids = {int(i) for i in np.unique(s.instance_ids) if i}
+    assert ids == {o.id for o in s.objects}
+    assert all(o.bbox and o.area_px > 0 and 0 <= o.score <= 1 for o in s.objects)
+    assert [f.sample_id for f in ds.failures] == ["pair_006"]
+    with pytest.raises(IndexError):
+        ds[6]
+
+
+def test_failure_is_one_line_in_manifest(small):
+    root, _, manifest = small
+    (fail,) = manifest.failures
+    assert fail.error.startswith("load: ") and "pair_006.png: not a readable image" in fail.error
+    assert "\n" not in fail.error
+    assert validate_dataset(root / "ds") == []
+
+
+def test_manifest_records_how_data_was_made(small):
+    root, calib, manifest = small
+    data = json.loads((root / "ds" / "manifest.json").read_text())
+    assert data["schema_version"] == 1 and data["stereo"]["name"] == "sgbm" and data["masks"]["name"] == "classical"
+    assert {"numpy", "zarr", "dask", "opencv-contrib-python-headless"} <= set(data["library_versions"])
+    assert data["calibration_sha256"] and len(data["dataset_version"]) == 64
+    left = data["layout"]["arrays"][0]
+    assert left["chunk_shape"] == [1, 96, 128, 3] and left["shard_shape"] == [4, 96, 128, 3]
+    ok = manifest.ok[0]
+    assert ok.source.left_sha256 and ok.digests.depth_m and ok.stats.n_objects == len(ok.objects)
+    assert (root / "ds" / "previews" / "pair_000.png").is_file()
+    html = (root / "ds" / "index.html").read_text()
+    assert html.count("<figure>") == 6 and "pair_006" in html
+
+
+def test_rerun_is_idempotent(small):
+    root, calib, manifest = small
+    parts = {p: p.stat().st_mtime_ns for p in (root / "ds" / "parts").iterdir()}
+    again = label(root / "rect", calib, root / "ds", samples_per_shard=4)
+    assert again.dataset_version == manifest.dataset_version
+    assert {p: p.stat().st_mtime_ns for p in (root / "ds" / "parts").iterdir()} == parts
+    assert [s.sample_id for s in again.samples] == [s.sample_id for s in manifest.samples]
+
+
+def test_new_samples_are_appended(small, tmp_path):
+    root, calib, manifest = small
+    import shutil
+
+    shutil.copytree(root / "ds", tmp_path / "ds")
+    shutil.copytree(root / "rect", tmp_path / "rect")
+    write_plane_pairs(tmp_path / "more", 2, seed=5)
+    for side in ("left", "right"):
+        for i, p in enumerate(sorted((tmp_path / "more" / side).iterdir())):
+            shutil.copy(p, tmp_path / "rect" / side / f"zz_new_{i}.png")
+    grown = label(tmp_path / "rect", calib, tmp_path / "ds", samples_per_shard=4)
+    index = {s.sample_id: s.index for s in grown.samples}
+    old = {s.sample_id: s.index for s in manifest.samples}
+    assert all(index[k] == v for k, v in old.items())  # earlier rows keep their place
+    assert sorted(index[k] for k in ("zz_new_0", "zz_new_1")) == [7, 8]
+    assert len(open_dataset(tmp_path / "ds")) == 8 and validate_dataset(tmp_path / "ds") == []
+
+
+def test_other_settings_need_another_out(small):
+    from data_schema.backends import SgbmConfig
+    from labeler.errors import InputError
+
+    root, calib, _ = small
+    with pytest.raises(InputError, match="other settings.*use a new --out"):
+        label(root / "rect", calib, root / "ds", samples_per_shard=4, stereo=SgbmConfig(block_size=5))
+
+
+def test_validate_finds_damage(small, tmp_path):
+    import shutil
+
+    import zarr
+    from typer.testing import CliRunner
+
+    from labeler.cli import app
+
+    root, _, manifest = small
+    shutil.copytree(root / "ds", tmp_path / "ds")
+    group = zarr.open_group(tmp_path / "ds" / "data.zarr", mode="r+")
+    # rewrite a whole shard (its only writer), with one sample's depth changed
+    block = group["depth_m"][0:4]
+    block[1, 10, 10] = 123.0
+    group["depth_m"][0:4] = block
+    ids = group["instance_ids"][4:6]
+    ids[0, 0, 0] = 77
+    group["instance_ids"][4:6] = ids
+    problems = validate_dataset(tmp_path / "ds")
+    assert any(p.startswith("sample pair_001 (row 1)/depth_m: content hash differs") for p in problems)
+    assert any("pair_001 (row 1)/depth_m: depth_m != fx·baseline/disparity_px" in p for p in problems)
+    assert any(p.startswith("sample pair_004 (row 4)/instance_ids: ids [77] not in the object table")
+               for p in problems)
+    res = CliRunner().invoke(app, ["validate", str(tmp_path / "ds")])
+    assert res.exit_code == 1 and "pair_001" in res.output
+    # a lost shard file reads back as fill values: every sample in it is reported
+    shutil.rmtree(tmp_path / "ds" / "data.zarr" / "left")
+    assert any("left" in p for p in validate_dataset(tmp_path / "ds"))
+
+
+def test_many_workers_write_every_shard_once(tmp_path):
+    """Eight workers, 20 samples, 2 per shard: every row written and intact (no lost shard writes)."""
+    write_plane_pairs(tmp_path / "rect", 20, 96, 64, seed=3)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    manifest = label(tmp_path / "rect", calib, tmp_path / "ds", samples_per_shard=2, scheduler="threads",
+                     workers=8, previews=False)
+    assert len(manifest.ok) == 20
+    assert validate_dataset(tmp_path / "ds") == []
+    assert len(list((tmp_path / "ds" / "parts").iterdir())) == 10
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path):
+    """SIGKILL `labeler run` once its first shard is written, run it again: complete, valid, no duplicates."""
+    raw = write_plane_pairs(tmp_path / "raw", 24, 480, 360, seed=1, suffix_layout=True)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 480, 360)
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "labeler.cli", "run", str(raw), "--calib", str(calib), "--out", str(out),
+           "--scheduler", "threads", "--workers", "2", "--samples-per-shard", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / "parts" / "shard_00000.json"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = json.loads((out / "manifest.json").read_text())
+    assert 0 < len(partial["samples"]) < 24, "the run finished before it could be killed"
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert validate_dataset(out) == []
+    ds = open_dataset(out)
+    assert sorted(ds.sample_ids) == [f"pair_{i:03d}" for i in range(24)] and len(set(ds.sample_ids)) == 24
+    assert len(json.loads((out / "rectified" / "pairs.json").read_text())["pairs"]) == 24
+
+
+def test_demo_objects_depth_against_truth(calibrated, demo_dir, tmp_path):
+    """Demo scenes: each rendered object's median depth, from sgbm + classical, within 3 % of the truth."""
+    import cv2
+
+    from labeler.calibration import load_calibration
+    from labeler.demo import load_demo_truth
+    from labeler.rectify import RectifyMaps
+
+    _, calib_path = calibrated
+    manifest = label(demo_dir / "scenes", calib_path, tmp_path / "ds", rectify=True)
+    assert len(manifest.ok) == 2
+    maps = RectifyMaps.from_calibration(load_calibration(calib_path))
+    ds = open_dataset(tmp_path / "ds")
+    truth = {s.pair_id: s for s in load_demo_truth(demo_dir).scenes}
+    checked = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        raw_ids = np.load(demo_dir / "truth" / f"{s.sample_id}.npz")["instance_ids"]
+        rect_ids = cv2.remap(raw_ids.astype(np.float32), *maps.left, cv2.INTER_NEAREST).astype(int)
+        for obj in truth[s.sample_id].objects:
+            mask = rect_ids == obj.id
+            ious = [(np.logical_and(mask, s.instance_ids == o.id).sum() / np.logical_or(mask, s.instance_ids == o.id).sum(), o)
+                    for o in s.objects]
+            iou, best = max(ious, key=lambda t: t[0])
+            assert iou > 0.5, f"{s.sample_id} object {obj.id}: best IoU {iou:.2f}"
+            assert abs(best.depth_m_median / obj.depth_m_median - 1) < 0.03
+            checked += 1
+    assert checked == 6
