@@ -49,6 +49,8 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
+    for noisy in ("distributed", "tornado", "bokeh", "asyncio"):  # cluster chatter is not the user's news
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 LayoutOpt = Annotated[str, typer.Option(help="capture layout: auto|side-by-side|pairs|suffix|video")]
@@ -61,14 +63,17 @@ def demo(
     n_boards: Annotated[int, typer.Option(help="board captures to render")] = 14,
     n_scenes: Annotated[int, typer.Option(help="scene captures to render")] = 4,
     seed: int = 0,
+    middlebury: Annotated[bool, typer.Option(help="also write the real Middlebury Motorcycle pair")] = True,
 ) -> None:
-    """Render a synthetic Arducam-style rig: board captures, scene captures and their truth."""
+    """Render a synthetic Arducam-style rig (board captures, scenes, truth); add the Middlebury pair."""
     from labeler.configs import DemoConfig
     from labeler.commands import demo_command
 
-    truth = run(lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed), demo_command)
+    truth = run(lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed,
+                                   middlebury=middlebury), demo_command)
     typer.echo(f"demo rig: {n_boards} board captures in {out / 'boards'}, {len(truth.scenes)} scenes in "
-               f"{out / 'scenes'}, truth in {out / 'truth'}")
+               f"{out / 'scenes'}, truth in {out / 'truth'}"
+               + (f"; Middlebury Motorcycle pair in {out / 'middlebury'}" if middlebury else ""))
 
 
 @app.command()

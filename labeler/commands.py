@@ -39,7 +39,10 @@ def rectify_command(cfg: RectifyConfig) -> RectifiedSet:
 
 
 def demo_command(cfg: DemoConfig):
-    from labeler.demo import write_demo
+    from labeler.demo import write_demo, write_middlebury
 
-    return write_demo(cfg.out, n_boards=cfg.n_boards, n_scenes=cfg.n_scenes, seed=cfg.seed,
-                      width=cfg.width, height=cfg.height)
+    truth = write_demo(cfg.out, n_boards=cfg.n_boards, n_scenes=cfg.n_scenes, seed=cfg.seed,
+                       width=cfg.width, height=cfg.height)
+    if cfg.middlebury:
+        write_middlebury(cfg.out)
+    return truth

@@ -43,6 +43,7 @@ class DemoConfig(Record):
     n_boards: int = Field(14, ge=0)
     n_scenes: int = Field(4, ge=0)
     seed: int = 0
+    middlebury: bool = Field(True, description="also write scikit-image's Middlebury Motorcycle pair")
     width: int = Field(640, ge=64)
     height: int = Field(480, ge=48)
 
@@ -72,3 +73,94 @@ class PseudoLabelConfig(Record):
     retry_failed: bool = False
     previews: bool = True
     progress: bool = True
+
+
+# ------------------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)
+
+Backbone = Literal["vits", "vitb", "vitl", "vitg", "tiny"]
+HeadsTask = Literal["depth", "seg", "fusion"]
+
+
+class HeadsModelConfig(Record):
+    """What rebuilds a heads model from its checkpoint: backbone size, task, output bound, input size."""
+
+    backbone: Backbone = Field("vits", description="DINOv2 size; tiny = random-init test model")
+    task: HeadsTask = Field("fusion", description="depth | seg | fusion (both, with a joint head)")
+    max_depth_m: float = Field(20.0, gt=0, description="metric depth output is sigmoid * this")
+    input_size: int = Field(518, ge=14, description="short image side fed to the ViT, multiple of 14")
+
+    @model_validator(mode="after")
+    def _patch_multiple(self) -> HeadsModelConfig:
+        if self.input_size % 14:
+            raise ValueError(f"input_size {self.input_size} is not a multiple of the patch size 14")
+        return self
+
+
+class InstanceParams(Record):
+    """Objectness/boundary maps (+ predicted depth) -> instances; see labeler/train/instances.py."""
+
+    objectness: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
+    boundary: float = Field(0.5, gt=0, lt=1, description="boundary probability threshold")
+    depth_jump: float = Field(0.08, ge=0, description="relative depth step that cuts objects; 0 = off")
+    min_area_frac: float = Field(2e-4, ge=0, lt=1, description="smallest object, fraction of the image")
+
+
+class TrainHeadsConfig(Record):
+    """`labeler train-heads`: frozen DINOv2, heads trained on a pseudo-label dataset."""
+
+    dataset: Path
+    out: Path
+    model: HeadsModelConfig = Field(default_factory=HeadsModelConfig)
+    weights: Path | None = Field(None, description="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint")
+    random_init: bool = Field(False, description="no weights: deterministic random init (tests, demos)")
+    depth_loss: Literal["silog", "l1"] = "silog"
+    seg_loss: Literal["bce", "focal"] = "bce"
+    depth_weight: float = Field(0.5, ge=0)
+    seg_weight: float = Field(0.5, ge=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1, description="per process")
+    lr: float = Field(1e-4, gt=0, description="heads' learning rate (AdamW)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_frac: float = Field(0.05, ge=0, lt=1, description="linear warm-up share of all steps, then cosine")
+    heldout_frac: float = Field(0.2, ge=0, lt=1, description="share of sample ids held out for metrics")
+    augment: bool = Field(True, description="flips, colour jitter, random crops")
+    seed: int = 0
+    workers: int = Field(2, ge=0, description="DataLoader workers per process")
+    gpus: tuple[int, ...] = Field((), description="CUDA ids; several -> DDP (one process per GPU)")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
+    resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
+    previews: int = Field(3, ge=0, description="held-out samples drawn per epoch")
+    instances: InstanceParams = Field(default_factory=InstanceParams)
+
+
+class FinetuneConfig(Record):
+    """`labeler finetune RUN`: unfreeze the last N ViT blocks with layer-wise learning-rate decay."""
+
+    run: Path
+    unfreeze_last: int = Field(4, ge=1, description="ViT blocks to train, counted from the last")
+    lr: float = Field(1e-5, gt=0, description="learning rate of the last block")
+    layer_decay: float = Field(0.8, gt=0, le=1, description="lr factor per block further from the output")
+    head_lr: float | None = Field(None, gt=0, description="heads' learning rate (default 10 x --lr)")
+    epochs: int = Field(5, ge=1)
+    out: Path | None = Field(None, description="default RUN/finetune")
+    batch_size: int | None = Field(None, ge=1, description="default: the run's")
+    workers: int | None = Field(None, ge=0)
+    gpus: tuple[int, ...] = ()
+    resume: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out or self.run / "finetune"
+
+
+class PredictConfig(Record):
+    """`labeler predict`: images (or rectified pairs) -> depth, objects with metric depth, overlays, JSON."""
+
+    inputs: Path
+    run: Path
+    out: Path
+    layout: Literal["auto", "mono", "side-by-side", "pairs"] = "auto"
+    calib: Path | None = Field(None, description="rectified stereo input: also compare with SGBM depth")
+    gpu: int | None = None
+    checkpoint: Literal["last", "best"] = "best"
+    instances: InstanceParams | None = Field(None, description="default: the run's")

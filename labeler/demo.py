@@ -113,3 +113,19 @@ def write_demo(out: str | Path, *, n_boards: int = 14, n_scenes: int = 4, seed: 
 
 def load_demo_truth(out: str | Path) -> DemoTruth:
     return DemoTruth.model_validate_json((Path(out) / "truth" / "truth.json").read_text())
+
+
+def write_middlebury(out: str | Path) -> Path:
+    """The real Middlebury 2014 Motorcycle pair that scikit-image ships (741x500, already rectified):
+    `OUT/middlebury/motorcycle_{left,right}.png` for `labeler run` with calib/middlebury-motorcycle.yaml,
+    and its ground-truth disparity `OUT/truth/motorcycle_disparity_px.npy` (float32, NaN invalid)."""
+    from skimage import data
+
+    out = Path(out)
+    left, right, disparity = data.stereo_motorcycle()
+    write_png(out / "middlebury" / "motorcycle_left.png", left)
+    write_png(out / "middlebury" / "motorcycle_right.png", right)
+    gt = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)  # skimage marks invalid as +inf
+    with atomic_path(out / "truth" / "motorcycle_disparity_px.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, gt)
+    return out / "middlebury"

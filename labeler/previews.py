@@ -51,12 +51,19 @@ def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: list[Obje
     out = out.astype(np.uint8)
     edges = cv2.morphologyEx(instance_ids.astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3))) > 0
     out[edges & sel] = 255
-    for obj in objects:
+    # Largest objects first; a label that would cover an earlier one is left out (the tint still shows).
+    taken: list[tuple[int, int, int, int]] = []
+    for obj in sorted(objects, key=lambda o: -o.area_px):
         x, y, w, h = obj.bbox
         label = f"{obj.id}: {obj.depth_m_median:.2f} m" if obj.depth_m_median is not None else f"{obj.id}: ?"
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        cx, cy = x + w // 2 - tw // 2, y + h // 2 + th // 2
-        cv2.rectangle(out, (cx - 2, cy - th - 3), (cx + tw + 2, cy + 3), (0, 0, 0), -1)
+        cx = int(np.clip(x + w // 2 - tw // 2, 3, instance_ids.shape[1] - tw - 3))
+        cy = int(np.clip(y + h // 2 + th // 2, th + 4, instance_ids.shape[0] - 4))
+        box = (cx - 2, cy - th - 3, cx + tw + 2, cy + 3)
+        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+            continue
+        taken.append(box)
+        cv2.rectangle(out, box[:2], box[2:], (0, 0, 0), -1)
         cv2.putText(out, label, (cx, cy), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
