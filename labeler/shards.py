@@ -11,7 +11,7 @@ by exactly one task, in one region write that covers the whole shard.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,16 +139,11 @@ def load_manifest(dataset: str | Path) -> Manifest:
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One labelled sample. Arrays as in SampleArrays; `objects` lists the ids in `instance_ids`."""
+class Sample(SampleArrays):
+    """One labelled sample: its arrays (as SampleArrays) plus its id and object table
+    (`objects` lists exactly the ids present in `instance_ids`)."""
 
     sample_id: str
-    left: np.ndarray
-    right: np.ndarray
-    disparity_px: np.ndarray
-    depth_m: np.ndarray
-    confidence: np.ndarray
-    instance_ids: np.ndarray
     objects: list[ObjectRecord]
 
 
@@ -175,9 +170,8 @@ class Dataset:
         rec = self._ok[i]
         if self._group is None:
             self._group = zarr.open_group(self.path / STORE_NAME, mode="r")
-        arrays = read_arrays(self.path, rec.index, group=self._group)
-        return Sample(sample_id=rec.sample_id, objects=list(rec.objects),
-                      **{f.name: getattr(arrays, f.name) for f in fields(SampleArrays)})
+        arrays = {name: self._group[name][rec.index] for name in ARRAY_NAMES}
+        return Sample(sample_id=rec.sample_id, objects=list(rec.objects), **arrays)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_group": None}
