@@ -113,25 +113,34 @@ class ClassicalMasksConfig(Record):
 
 
 class Sam2Config(Record):
-    """SAM2 automatic mask generation (official `sam2` package); knobs named after the official arguments."""
+    """SAM2 automatic masks (official `sam2` package); knobs and defaults of SAM2AutomaticMaskGenerator."""
 
     name: Literal["sam2"] = "sam2"
-    checkpoint: Path | None = Field(None, description="local SAM2 checkpoint (.pt)")
+    checkpoint: Path | None = Field(None, description="local SAM2 checkpoint (.pt); nothing is downloaded")
     config: str = Field("sam2.1_hiera_s", description="config name (sam2.1_hiera_t|s|b+|l) or a YAML path")
-    points_per_side: int | None = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.8
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    mask_threshold: float = 0.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    multimask_output: bool = True
-    mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA")
+    points_per_side: int = Field(32, ge=1, description="point prompts per image side (points_per_side² per crop)")
+    points_per_batch: int = Field(64, ge=1, description="point prompts decoded together")
+    pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="keep masks whose predicted IoU exceeds this")
+    stability_score_thresh: float = Field(
+        0.95, ge=0, le=1, description="keep masks whose stability score is at least this"
+    )
+    stability_score_offset: float = Field(
+        1.0, ge=0, description="logit shift of the two thresholds the stability score compares"
+    )
+    mask_threshold: float = Field(0.0, description="logit above which a pixel is in the mask")
+    box_nms_thresh: float = Field(0.7, ge=0, le=1, description="box IoU above which NMS drops a duplicate mask")
+    crop_n_layers: int = Field(0, ge=0, description="layers of image crops run again (layer i: (2^i)² crops)")
+    crop_nms_thresh: float = Field(0.7, ge=0, le=1, description="box NMS threshold between crops")
+    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1, description="overlap of first-layer crops")
+    crop_n_points_downscale_factor: int = Field(1, ge=1, description="points_per_side divisor per crop layer")
+    min_mask_region_area: int = Field(
+        0,
+        ge=0,
+        description="fill holes and drop islands up to this area, in pixels of the low-resolution (image_size / 4) "
+        "mask logits, as the official generator does; 0 disables",
+    )
+    multimask_output: bool = Field(True, description="3 masks per point prompt (False: 1)")
+    mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
 
 
 MaskConfig = Annotated[Union[ClassicalMasksConfig, Sam2Config], Field(discriminator="name")]

@@ -257,5 +257,122 @@ def export_ros_cmd(
         typer.echo(f"ROS camera_info: {p}")
 
 
+
+# ------------------------------------------------------------------------------------- DINOv2 heads
+
+
+def _gpus(gpu: str | None) -> tuple[str, ...]:
+    return tuple(g.strip() for g in gpu.split(",")) if gpu else ()
+
+
+def _heldout_line(row: dict) -> str:
+    names = {"abs_rel": "AbsRel", "delta1": "δ1", "fg_iou": "fg IoU", "mask_miou": "mask mIoU",
+             "mask_ap50": "mask AP50", "heldout_loss": "loss"}
+    return ", ".join(f"{label} {row[k]:.3f}" for k, label in names.items() if isinstance(row.get(k), float))
+
+
+@app.command("train-heads")
+def train_heads_cmd(
+    dataset: Annotated[Path, typer.Argument(help="pseudo-label dataset folder (labeler pseudo-label / run)")],
+    out: Annotated[Path, typer.Option(help="run folder: config, metrics, curves, previews, checkpoints")],
+    backbone: Annotated[str, typer.Option(help="DINOv2 size: vits|vitb|vitl|vitg, or tiny (random, tests)")] = "vits",
+    weights: Annotated[Path | None, typer.Option(help="local DINOv2 / Depth Anything V2 / FoundationStereo "
+                                                      "checkpoint")] = None,
+    random_init: Annotated[bool, typer.Option(help="no weights: seeded random init (tests, demos)")] = False,
+    task: Annotated[str, typer.Option(help="depth | seg | fusion (joint head)")] = "fusion",
+    max_depth_m: Annotated[float, typer.Option(help="metric depth output bound, m")] = 20.0,
+    input_size: Annotated[int, typer.Option(help="short side fed to the ViT, multiple of 14")] = 518,
+    depth_loss: Annotated[str, typer.Option(help="silog | l1")] = "silog",
+    seg_loss: Annotated[str, typer.Option(help="bce | focal")] = "bce",
+    depth_weight: Annotated[float, typer.Option(help="fusion: weight of the depth loss")] = 0.5,
+    seg_weight: Annotated[float, typer.Option(help="fusion: weight of the segmentation loss")] = 0.5,
+    epochs: int = 10,
+    batch_size: Annotated[int, typer.Option(help="per process")] = 4,
+    lr: Annotated[float, typer.Option(help="heads' AdamW learning rate")] = 1e-4,
+    weight_decay: float = 0.01,
+    heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
+    augment: Annotated[bool, typer.Option(help="flips, colour jitter, crops")] = True,
+    seed: int = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
+    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    previews: Annotated[int, typer.Option(help="held-out samples drawn per epoch")] = 3,
+) -> None:
+    """Train depth / segmentation / fusion heads on a frozen DINOv2 from a pseudo-label dataset."""
+    from labeler.configs import HeadsModelConfig, TrainHeadsConfig
+    from labeler.train import train_heads
+
+    def build() -> TrainHeadsConfig:
+        model = HeadsModelConfig(backbone=backbone, task=task, max_depth_m=max_depth_m, input_size=input_size)
+        return TrainHeadsConfig(
+            dataset=dataset, out=out, model=model, weights=weights, random_init=random_init, depth_loss=depth_loss,
+            seg_loss=seg_loss, depth_weight=depth_weight, seg_weight=seg_weight, epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, heldout_frac=heldout_frac, augment=augment,
+            seed=seed, workers=workers, gpus=_gpus(gpu), amp=amp, resume=resume, previews=previews)
+
+    res = run(build, train_heads)
+    last = res.history[-1] if res.history else {}
+    typer.echo(f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
+               f"train loss {res.history[0]['train_loss']:.4f} -> {last.get('train_loss', float('nan')):.4f}"
+               if res.history else f"{res.run_dir}: nothing to train (already at --epochs)")
+    if last:
+        typer.echo(f"held-out (epoch {last['epoch']}): {_heldout_line(last) or 'no held-out samples'}")
+    typer.echo(f"weights: {res.weights}")
+    typer.echo(f"curves {res.run_dir / 'curves.png'}, previews {res.run_dir / 'previews'}, "
+               f"checkpoint {res.run_dir / 'checkpoints' / 'best.pt'}")
+
+
+@app.command()
+def finetune(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="a train-heads run folder")],
+    unfreeze_last: Annotated[int, typer.Option(help="ViT blocks to train, from the last")] = 4,
+    lr: Annotated[float, typer.Option(help="learning rate of the last block")] = 1e-5,
+    layer_decay: Annotated[float, typer.Option(help="lr factor per block further from the output")] = 0.8,
+    head_lr: Annotated[float | None, typer.Option(help="heads' learning rate (default 10 x --lr)")] = None,
+    epochs: int = 5,
+    out: Annotated[Path | None, typer.Option(help="default RUN/finetune")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="default: the run's")] = None,
+    workers: Annotated[int | None, typer.Option(help="default: the run's")] = None,
+    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the finetune run in --out")] = False,
+) -> None:
+    """Unfreeze the last N ViT blocks of a run (layer-wise lr decay), train further, compare held-out metrics."""
+    from labeler.configs import FinetuneConfig
+    from labeler.train import finetune as finetune_run
+
+    res = run(lambda: FinetuneConfig(run=run_dir, unfreeze_last=unfreeze_last, lr=lr, layer_decay=layer_decay,
+                                     head_lr=head_lr, epochs=epochs, out=out, batch_size=batch_size,
+                                     workers=workers, gpus=_gpus(gpu), resume=resume), finetune_run)
+    c = res.comparison
+    typer.echo(f"{res.run_dir}: {len(res.history)} epochs with the last {unfreeze_last} blocks unfrozen")
+    for k, after in c["finetuned"].items():
+        before = c["frozen"].get(k)
+        if isinstance(after, float) and isinstance(before, float):
+            typer.echo(f"  held-out {k}: {before:.4f} (frozen) -> {after:.4f} ({after - before:+.4f})")
+    typer.echo(f"comparison {res.run_dir / 'comparison.json'}, curves {res.run_dir / 'curves.png'}")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[Path, typer.Argument(help="an image, a folder of images, or rectified left/ + right/")],
+    run_dir: Annotated[Path, typer.Option("--run", help="train-heads or finetune run folder")],
+    out: Annotated[Path, typer.Option(help="folder for depth .npy, ids PNG, overlay PNG, JSON")],
+    layout: Annotated[str, typer.Option(help="auto | mono | side-by-side (left half) | pairs")] = "auto",
+    calib: Annotated[Path | None, typer.Option(help="rectified stereo input: compare with SGBM depth")] = None,
+    gpu: Annotated[int | None, typer.Option(help="CUDA id")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+) -> None:
+    """Monocular depth + objects with metric depth for new images, from a trained run."""
+    from labeler.configs import PredictConfig
+    from labeler.predict import predict_images, summary_line
+
+    res = run(lambda: PredictConfig(inputs=inputs, run=run_dir, out=out, layout=layout, calib=calib, gpu=gpu,
+                                    checkpoint=checkpoint), predict_images)
+    for p in res.images:
+        typer.echo(summary_line(p))
+    typer.echo(f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)")
+
+
 if __name__ == "__main__":
     app()

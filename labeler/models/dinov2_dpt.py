@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ViTName = Literal["vits", "vitb", "vitl", "vitg"]
-OutputActivation = Literal["relu", "sigmoid"]
+OutputActivation = Literal["relu", "sigmoid", "identity"]
 
 PATCH_SIZE = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -190,7 +190,9 @@ class DinoViT(nn.Module):
         scale = ((grid_h + _POS_EMBED_OFFSET) / side, (grid_w + _POS_EMBED_OFFSET) / side)
         grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
         if grid.shape[-2:] != (grid_h, grid_w):
-            raise RuntimeError(f"position grid resampled to {tuple(grid.shape[-2:])}, wanted {(grid_h, grid_w)}")
+            raise RuntimeError(
+                f"position grid resampled to {tuple(grid.shape[-2:])}, wanted {(grid_h, grid_w)}"
+            )
         patches = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
         return torch.cat([table[:, :1], patches], dim=1).to(stored.dtype)
 
@@ -260,7 +262,9 @@ class FusionBlock(nn.Module):
         self.resConfUnit1 = ResidualConvUnit(ch, use_bn)  # on the skip; unused by the deepest block
         self.resConfUnit2 = ResidualConvUnit(ch, use_bn)
 
-    def forward(self, path: Tensor, skip: Tensor | None = None, *, size: tuple[int, int] | None = None) -> Tensor:
+    def forward(
+        self, path: Tensor, skip: Tensor | None = None, *, size: tuple[int, int] | None = None
+    ) -> Tensor:
         if skip is not None:
             path = path + self.resConfUnit1(skip)
         path = self.resConfUnit2(path)
@@ -280,7 +284,9 @@ class DPTHead(nn.Module):
         channels: widths of the reassembled maps at 4x, 2x, 1x and 1/2x the patch grid.
         use_bn: batch norm inside the residual units.
         use_clstoken: concatenate the class token to every patch token (through a projection).
-        output_activation: "relu" (relative inverse depth) or "sigmoid" (metric depth / max_depth).
+        output_activation: "relu" (relative inverse depth), "sigmoid" (metric depth / max_depth) or
+            "identity" (logits, for non-depth maps).
+        out_channels: channels of the output map (1 for depth; the layout of DAv2 checkpoints).
     """
 
     def __init__(
@@ -292,6 +298,7 @@ class DPTHead(nn.Module):
         use_bn: bool = False,
         use_clstoken: bool = False,
         output_activation: OutputActivation = "relu",
+        out_channels: int = 1,
     ) -> None:
         super().__init__()
         self.use_clstoken = use_clstoken
@@ -314,11 +321,16 @@ class DPTHead(nn.Module):
         for i in range(1, 5):
             scratch.add_module(f"refinenet{i}", FusionBlock(features, use_bn))
         scratch.add_module("output_conv1", nn.Conv2d(features, features // 2, 3, padding=1))
-        final: nn.Module = nn.ReLU() if output_activation == "relu" else nn.Sigmoid()
+        activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+        final: nn.Module = activations[output_activation]()
         scratch.add_module(
             "output_conv2",
             nn.Sequential(
-                nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1), final, nn.Identity()
+                nn.Conv2d(features // 2, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, out_channels, 1),
+                final,
+                nn.Identity(),
             ),
         )
         self.scratch = scratch
@@ -347,10 +359,12 @@ class DPTHead(nn.Module):
         path = s.refinenet2(path, l2, size=l1.shape[2:])
         path = s.refinenet1(path, l1)
         out = s.output_conv1(path)
-        return F.interpolate(out, size=(gh * PATCH_SIZE, gw * PATCH_SIZE), mode="bilinear", align_corners=True)
+        return F.interpolate(
+            out, size=(gh * PATCH_SIZE, gw * PATCH_SIZE), mode="bilinear", align_corners=True
+        )
 
     def forward(self, layers: list[tuple[Tensor, Tensor]], grid: tuple[int, int]) -> Tensor:
-        """(B, 1, 14*gh, 14*gw) output of the head, after its final activation."""
+        """(B, out_channels, 14*gh, 14*gw) output of the head, after its final activation."""
         return self.scratch.output_conv2(self.dense_features(layers, grid))
 
 
@@ -367,6 +381,8 @@ class DinoDPT(nn.Module):
         max_depth: with "sigmoid", the output is multiplied by this (metric models, in metres).
         use_bn: batch norm in the decoder's residual units.
         use_clstoken: class-token readout in the decoder.
+        spec: sizes to use instead of `VIT_SPECS[vit]` (e.g. a tiny random-init model for tests);
+            `vit` is then only a label.
     """
 
     def __init__(
@@ -377,9 +393,10 @@ class DinoDPT(nn.Module):
         max_depth: float = 1.0,
         use_bn: bool = False,
         use_clstoken: bool = False,
+        spec: ViTSpec | None = None,
     ) -> None:
         super().__init__()
-        self.spec = vit_spec(vit)
+        self.spec = spec if spec is not None else vit_spec(vit)
         self.vit_name = vit
         self.output_activation = output_activation
         self.max_depth = max_depth

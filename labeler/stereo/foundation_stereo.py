@@ -75,7 +75,7 @@ class FoundationStereoBackend(StereoBackend):
 
     name = "foundation-stereo"
 
-    def __init__(self, config: FoundationStereoConfig = FoundationStereoConfig(), *, device: str = "cpu") -> None:
+    def __init__(self, config: FoundationStereoConfig, *, device: str = "cpu") -> None:
         self.config = config
         self.device = device
         self.release = find_release(config.weights)
@@ -94,7 +94,9 @@ class FoundationStereoBackend(StereoBackend):
         if self._model is None:
             from labeler.models.foundation_stereo.loader import load_foundation_stereo
 
-            self._model = load_foundation_stereo(self.release.weights, max_disp=self.config.max_disp, device=self.device)
+            self._model = load_foundation_stereo(
+                self.release.weights, max_disp=self.config.max_disp, device=self.device
+            )
         return self._model
 
     def disparity(self, left: np.ndarray, right: np.ndarray) -> Disparity:
@@ -122,18 +124,20 @@ class FoundationStereoBackend(StereoBackend):
             for start in range(0, len(idx), self.config.batch_size):
                 chunk = idx[start : start + self.config.batch_size]
                 results = self._match([pairs[i] for i in chunk], self.config.scale)
-                for i, (disp, scale) in zip(chunk, results):
+                for i, (disp, scale) in zip(chunk, results, strict=True):
                     out[i], scales[i] = disp, scale
         self.scales_used = scales
         return cast(list[Disparity], out)
 
     # ------------------------------------------------------------ inference
 
-    def _match(self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: float) -> list[tuple[Disparity, float]]:
+    def _match(
+        self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: float
+    ) -> list[tuple[Disparity, float]]:
         """Match equal-size pairs at `scale`, retrying after CUDA OOM pair by pair, then smaller."""
         try:
             raw = self._infer(pairs, scale)
-        except Exception as err:  # noqa: BLE001 - only CUDA OOM is handled, the rest re-raised
+        except Exception as err:  # only CUDA out-of-memory is handled; the rest is re-raised
             if not _is_cuda_oom(err):
                 raise
             _free_cuda_cache()
@@ -143,10 +147,13 @@ class FoundationStereoBackend(StereoBackend):
             h, w = pairs[0][0].shape[:2]
             if smaller < _MIN_SCALE:
                 raise StereoOutOfMemoryError(
-                    f"CUDA out of memory on a {w}x{h} pair even at scale {scale:g}; use a smaller --scale or the CPU"
+                    f"CUDA out of memory on a {w}x{h} pair even at scale {scale:g}; "
+                    "use a smaller --scale or the CPU"
                 ) from None
             warnings.warn(
-                ScaleReducedWarning(f"CUDA out of memory on a {w}x{h} pair at scale {scale:g}; retrying at {smaller:g}"),
+                ScaleReducedWarning(
+                    f"CUDA out of memory on a {w}x{h} pair at scale {scale:g}; retrying at {smaller:g}"
+                ),
                 stacklevel=3,
             )
             return self._match(pairs, smaller)
@@ -155,7 +162,7 @@ class FoundationStereoBackend(StereoBackend):
     def _infer(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: float
     ) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """Run the network; per pair (d_left, d_right or None, last_update), (H, W) float32 px at input size."""
+        """Run the network; per pair (d_left, d_right or None, last_update): (H, W) float32 px, input size."""
         import torch
 
         from labeler.models.foundation_stereo.model import Padding
@@ -170,7 +177,12 @@ class FoundationStereoBackend(StereoBackend):
         device = torch.device(self.device)
 
         def batch(images: list[np.ndarray]) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.stack(images))).to(device).permute(0, 3, 1, 2).float()
+            return (
+                torch.from_numpy(np.ascontiguousarray(np.stack(images)))
+                .to(device)
+                .permute(0, 3, 1, 2)
+                .float()
+            )
 
         a, b = batch(lefts), batch(rights)
         h, w = a.shape[-2:]
@@ -198,7 +210,7 @@ class FoundationStereoBackend(StereoBackend):
         cfg = self.config
         valid = np.isfinite(d_left)
         if cfg.remove_invisible:
-            valid &= outside_right(d_left) == 0
+            valid &= ~outside_right(d_left)
         if d_right is not None:
             err = lr_error(d_left, d_right)
             with np.errstate(invalid="ignore"):
@@ -247,14 +259,16 @@ def lr_error(d_left: np.ndarray, d_right: np.ndarray) -> np.ndarray:
     Returns:
         (H, W) float32; NaN where x - d_L(x) falls outside [0, W-1] or either disparity is not finite.
     """
-    h, w = d_left.shape
+    w = d_left.shape[1]
     xr = np.arange(w, dtype=np.float32)[None, :] - d_left
     inside = np.isfinite(xr) & (xr >= 0) & (xr <= w - 1)
     xs = np.where(inside, xr, 0.0)
     x0 = np.clip(np.floor(xs).astype(np.int64), 0, max(w - 2, 0))
     frac = (xs - x0).astype(np.float32)
     x1 = np.minimum(x0 + 1, w - 1)
-    sampled = (1 - frac) * np.take_along_axis(d_right, x0, axis=1) + frac * np.take_along_axis(d_right, x1, axis=1)
+    sampled = (1 - frac) * np.take_along_axis(d_right, x0, axis=1) + frac * np.take_along_axis(
+        d_right, x1, axis=1
+    )
     return np.where(inside, np.abs(d_left - sampled), np.nan).astype(np.float32)
 
 
@@ -289,7 +303,9 @@ def swap_evidence(
     best_neg = np.full(gl.shape, np.inf, np.float32)
     for d in range(1, reach + 1):
         np.minimum(best_pos[:, d:], cv2.blur(np.abs(gl[:, d:] - gr[:, :-d]), (box, box)), out=best_pos[:, d:])
-        np.minimum(best_neg[:, :-d], cv2.blur(np.abs(gl[:, :-d] - gr[:, d:]), (box, box)), out=best_neg[:, :-d])
+        np.minimum(
+            best_neg[:, :-d], cv2.blur(np.abs(gl[:, :-d] - gr[:, d:]), (box, box)), out=best_neg[:, :-d]
+        )
     mid = slice(reach, w - reach)
     best_pos, best_neg = best_pos[:, mid], best_neg[:, mid]
     texture = cv2.blur(np.abs(gl), (box, box))[:, mid]
@@ -326,4 +342,3 @@ def _free_cuda_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-

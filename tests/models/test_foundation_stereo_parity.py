@@ -24,7 +24,7 @@ REL_TOL = 1e-4  # per intermediate key: max|diff| <= REL_TOL * max(1, max|expect
 
 pytestmark = pytest.mark.skipif(
     not (SHARED / "make_checkpoint.py").is_file(),
-    reason=f"FoundationStereo parity vectors not found at {SHARED} (the shared test data beside the repository)",
+    reason=f"FoundationStereo parity vectors not found at {SHARED} (shared test data beside the repository)",
 )
 
 
@@ -34,7 +34,9 @@ def build_release(tmp_path_factory: pytest.TempPathFactory, vit: str) -> Path:
     weights = root / "model_best_bp2.pth"
     if not weights.is_file():
         subprocess.run(
-            [sys.executable, str(SHARED / "make_checkpoint.py"), vit, str(root)], check=True, capture_output=True
+            [sys.executable, str(SHARED / "make_checkpoint.py"), vit, str(root)],
+            check=True,
+            capture_output=True,
         )
     return weights
 
@@ -89,7 +91,13 @@ def run_with_hooks(weights: Path, *, device: str = "cpu") -> tuple[np.ndarray, d
 
 
 def compare(
-    vit: str, disp: np.ndarray, captured: dict[str, np.ndarray], *, disp_tol: float, rel_tol: float, label: str = ""
+    vit: str,
+    disp: np.ndarray,
+    captured: dict[str, np.ndarray],
+    *,
+    disp_tol: float,
+    rel_tol: float,
+    label: str = "",
 ) -> None:
     expected = np.load(SHARED / f"expected_{vit}_160x224_iters4.npz")
     lines, failures = [], []
@@ -119,7 +127,8 @@ def test_state_dict_matches_release_keys() -> None:
         with torch.device("meta"):  # shapes and dtypes only: no memory, no init time
             model = FoundationStereo(FoundationStereoArgs(vit_size=vit))
         ours = {k: (list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()}
-        release = {name: (shape, dtype) for name, shape, dtype in json.loads((SHARED / f"keys_{vit}.json").read_text())}
+        listed = json.loads((SHARED / f"keys_{vit}.json").read_text())
+        release = {name: (shape, dtype) for name, shape, dtype in listed}
         assert ours == release, f"{vit}: {sorted(set(ours) ^ set(release))[:5]}"
 
 

@@ -34,7 +34,9 @@ class SinusoidPosition(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] > self.table.shape[1]:
-            raise RuntimeError(f"{x.shape[1]} disparity tokens exceed the position table ({self.table.shape[1]})")
+            raise RuntimeError(
+                f"{x.shape[1]} disparity tokens exceed the position table ({self.table.shape[1]})"
+            )
         if self.table.device != x.device or self.table.dtype != x.dtype:
             self.table = self.table.to(device=x.device, dtype=x.dtype)
         return x + self.table[:, : x.shape[1]]
@@ -111,7 +113,9 @@ def _up(cin: int, cout: int) -> ConvNormAct:
 
 def _merge(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        ConvNormAct(cin, cout, kernel_size=1, dims=3), AxialPlanarConv3d(cout, cout), AxialPlanarConv3d(cout, cout)
+        ConvNormAct(cin, cout, kernel_size=1, dims=3),
+        AxialPlanarConv3d(cout, cout),
+        AxialPlanarConv3d(cout, cout),
     )
 
 
@@ -139,7 +143,9 @@ class CostFiltering(nn.Module):
         self.atts = nn.ModuleDict(
             {"4": DisparityTransformer(ch, num_heads=4, num_layers=4, max_len=max_disp // 16)}
         )
-        self.conv_patch = nn.Sequential(nn.Conv3d(ch, ch, kernel_size=4, stride=4, groups=ch), nn.BatchNorm3d(ch))
+        self.conv_patch = nn.Sequential(
+            nn.Conv3d(ch, ch, kernel_size=4, stride=4, groups=ch), nn.BatchNorm3d(ch)
+        )
         f = feat_channels
         self.feature_att_8 = FeatureGate(2 * ch, f[1])
         self.feature_att_16 = FeatureGate(4 * ch, f[2])

@@ -17,7 +17,9 @@ _VIT_MULTIPLE = 112  # lcm(ViT patch 14, 16): the ViT input is resized to a mult
 _VIT_MAX_SIDE = 1344
 
 
-def vit_input_size(h: int, w: int, *, multiple: int = _VIT_MULTIPLE, max_side: int = _VIT_MAX_SIDE) -> tuple[int, int]:
+def vit_input_size(
+    h: int, w: int, *, multiple: int = _VIT_MULTIPLE, max_side: int = _VIT_MAX_SIDE
+) -> tuple[int, int]:
     """Size the side branch resizes an (h, w) image to: each side rounded up to `multiple`; when a side
     exceeds `max_side`, the longer one becomes `max_side` and the other keeps the aspect ratio."""
 
@@ -50,7 +52,8 @@ class StereoFeatures(nn.Module):
     to 1/4 and fused with the ViT branch's features there.
 
     Outputs of `forward` for a (N, 3, H, W) normalised batch (H, W multiples of 32):
-        ([f4 (N, 96 + Cv, H/4, W/4), f8 (N, 192, H/8, W/8), f16 (N, 320, H/16, W/16), f32 (N, 304, H/32, W/32)],
+        ([f4 (N, 96 + Cv, H/4, W/4), f8 (N, 192, H/8, W/8), f16 (N, 320, H/16, W/16),
+          f32 (N, 304, H/32, W/32)],
          vit (N, Cv, H/4, W/4)), with Cv = DPT features / 2 (32 for ViT-S, 128 for ViT-L).
     """
 
@@ -122,7 +125,8 @@ class ContextNet(nn.Module):
     @staticmethod
     def _pair(cin: int, cout: int, stride: int) -> nn.Sequential:
         return nn.Sequential(
-            RaftResidualBlock(cin, cout, norm="batch", stride=stride), RaftResidualBlock(cout, cout, norm="batch")
+            RaftResidualBlock(cin, cout, norm="batch", stride=stride),
+            RaftResidualBlock(cout, cout, norm="batch"),
         )
 
     @staticmethod
@@ -146,4 +150,3 @@ class ContextNet(nn.Module):
             [head(y) for head in self.outputs08],
             [head(z) for head in self.outputs16],
         )
-

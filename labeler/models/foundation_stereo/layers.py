@@ -50,8 +50,14 @@ class ConvNormAct(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = _conv(
-            cin, cout, dims=dims, transposed=transposed, kernel_size=kernel_size, stride=stride,
-            padding=padding, bias=False,
+            cin,
+            cout,
+            dims=dims,
+            transposed=transposed,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=False,
         )
         self.bn = _norm(norm, cout, dims)
         self.act = act
@@ -69,10 +75,14 @@ class AxialPlanarConv3d(nn.Module):
         super().__init__()
         k, kd = kernel_size, kernel_disp
         self.conv1 = nn.Sequential(
-            nn.Conv3d(cin, cout, kernel_size=(1, k, k), padding=(0, k // 2, k // 2)), nn.BatchNorm3d(cout), nn.ReLU()
+            nn.Conv3d(cin, cout, kernel_size=(1, k, k), padding=(0, k // 2, k // 2)),
+            nn.BatchNorm3d(cout),
+            nn.ReLU(),
         )
         self.conv2 = nn.Sequential(
-            nn.Conv3d(cout, cout, kernel_size=(kd, 1, 1), padding=(kd // 2, 0, 0)), nn.BatchNorm3d(cout), nn.ReLU()
+            nn.Conv3d(cout, cout, kernel_size=(kd, 1, 1), padding=(kd // 2, 0, 0)),
+            nn.BatchNorm3d(cout),
+            nn.ReLU(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,7 +156,9 @@ class FeatureGate(nn.Module):
 
     def __init__(self, cv_ch: int, feat_ch: int) -> None:
         super().__init__()
-        self.feat_att = nn.Sequential(ConvNormAct(feat_ch, feat_ch // 2, kernel_size=1), nn.Conv2d(feat_ch // 2, cv_ch, 1))
+        self.feat_att = nn.Sequential(
+            ConvNormAct(feat_ch, feat_ch // 2, kernel_size=1), nn.Conv2d(feat_ch // 2, cv_ch, 1)
+        )
 
     def forward(self, cv: Tensor, feat: Tensor) -> Tensor:
         return torch.sigmoid(self.feat_att(feat)).unsqueeze(2) * cv

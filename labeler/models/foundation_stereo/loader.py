@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,18 +28,26 @@ def _state_dict_of(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, args: FoundationStereoArgs) -> None:
+def check_state_dict(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, args: FoundationStereoArgs
+) -> None:
     """Raise one `CheckpointError` line when names or shapes differ from `model`'s state dict."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
     ]
     if not (missing or unexpected or reshaped):
         return
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape (checkpoint vs model)", reshaped)):
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape (checkpoint vs model)", reshaped),
+    ):
         if items:
             more = f", +{len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
@@ -68,8 +77,10 @@ def load_foundation_stereo(
     model = FoundationStereo(args)
     try:
         raw = torch.load(files.weights, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises several types for a non-checkpoint file
-        raise CheckpointError(files.weights, f"not a readable PyTorch checkpoint ({type(err).__name__})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise CheckpointError(
+            files.weights, f"not a readable PyTorch checkpoint ({type(err).__name__})"
+        ) from None
     state = _state_dict_of(raw, files.weights)
     check_state_dict(model, state, files.weights, args)
     model.load_state_dict(state, strict=True)

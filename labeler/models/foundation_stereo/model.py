@@ -127,7 +127,8 @@ class FoundationStereo(nn.Module):
         self.sam = SpatialAttention()
         self.cam = ChannelAttention(hidden)
         self.context_zqr_convs = nn.ModuleList(
-            nn.Conv2d(args.hidden_dims[i], 3 * args.hidden_dims[i], 3, padding=1) for i in range(args.n_gru_layers)
+            nn.Conv2d(args.hidden_dims[i], 3 * args.hidden_dims[i], 3, padding=1)
+            for i in range(args.n_gru_layers)
         )
         self.feature = StereoFeatures(args.vit_size)
         feat_ch = self.feature.out_channels
@@ -160,7 +161,9 @@ class FoundationStereo(nn.Module):
             nn.Conv3d(_VOLUME_CH // 2, 1, 7, padding=3),
         )
 
-    def forward(self, left: Tensor, right: Tensor, *, iters: int = 32, init_disp: Tensor | None = None) -> Tensor:
+    def forward(
+        self, left: Tensor, right: Tensor, *, iters: int = 32, init_disp: Tensor | None = None
+    ) -> Tensor:
         """Disparity of the left image.
 
         Args:
@@ -182,8 +185,10 @@ class FoundationStereo(nn.Module):
         the disparity is accumulated in float32, as in the release's mixed-precision mode.
         """
         if left.shape != right.shape or left.shape[-2] % PAD_MULTIPLE or left.shape[-1] % PAD_MULTIPLE:
-            raise ValueError(f"left/right must be equal (B, 3, H, W) with H, W multiples of 32, got "
-                             f"{tuple(left.shape)} and {tuple(right.shape)}")
+            raise ValueError(
+                f"left/right must be equal (B, 3, H, W) with H, W multiples of 32, got "
+                f"{tuple(left.shape)} and {tuple(right.shape)}"
+            )
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
         b = left.shape[0]
@@ -213,7 +218,9 @@ class FoundationStereo(nn.Module):
 
         lookup = CostLookup(fl[0], fr[0], volume, levels=self.args.corr_levels, radius=self.args.corr_radius)
         _, _, h, w = fl[0].shape
-        columns = torch.arange(w, dtype=torch.float32, device=left.device).reshape(1, 1, w, 1).repeat(b, h, 1, 1)
+        columns = (
+            torch.arange(w, dtype=torch.float32, device=left.device).reshape(1, 1, w, 1).repeat(b, h, 1, 1)
+        )
         disp = init_disp.float()
         delta = torch.zeros_like(disp)
         mask_feat = None
@@ -231,7 +238,9 @@ class FoundationStereo(nn.Module):
         weights = F.softmax(self.spx_gru(self.spx_2_gru(mask_feat.float(), stem2.float())), dim=1)
         return convex_upsample(4.0 * disp.float(), weights).float()
 
-    def forward_hierarchical(self, left: Tensor, right: Tensor, *, iters: int = 32, ratio: float = 0.5) -> Tensor:
+    def forward_hierarchical(
+        self, left: Tensor, right: Tensor, *, iters: int = 32, ratio: float = 0.5
+    ) -> Tensor:
         """Coarse-to-fine `forward` (see `estimate_hierarchical`); (B, 1, H, W) float32 disparity in px."""
         return self.estimate_hierarchical(left, right, iters=iters, ratio=ratio).disparity
 
@@ -247,9 +256,13 @@ class FoundationStereo(nn.Module):
             ratio: scale of the coarse pass.
         """
         h, w = left.shape[-2:]
-        small = [F.interpolate(x, scale_factor=ratio, mode="bilinear", align_corners=False) for x in (left, right)]
+        small = [
+            F.interpolate(x, scale_factor=ratio, mode="bilinear", align_corners=False) for x in (left, right)
+        ]
         pad = Padding.to_multiple(*small[0].shape[-2:])
         coarse = pad.unpad(self.forward(*pad.pad(*small), iters=iters).float())
-        coarse = (F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True) * (1 / ratio)).clip(0, None)
+        coarse = (F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True) * (1 / ratio)).clip(
+            0, None
+        )
         init = F.interpolate(coarse, scale_factor=0.25, mode="bilinear", align_corners=True) * 0.25
         return self.estimate(left, right, iters=iters, init_disp=init)

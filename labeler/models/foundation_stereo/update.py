@@ -110,7 +110,9 @@ class UpdateBlock(nn.Module):
             self.gru08 = SelectiveGRU(hidden, 2 * hidden + hidden * (n_levels == 3))
         self.gru04 = SelectiveGRU(hidden, 2 * hidden + hidden * (n_levels > 1))
         self.disp_head = DispHead(hidden)
-        self.mask = nn.Sequential(nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU())
+        self.mask = nn.Sequential(
+            nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU()
+        )
 
     def forward(
         self, net: list[Tensor], inp: list[Tensor], corr: Tensor, disp: Tensor, att: list[Tensor]

@@ -94,7 +94,9 @@ class CostLookup:
     def __init__(self, left: Tensor, right: Tensor, volume: Tensor, *, levels: int, radius: int) -> None:
         b, cv, d, h, w = volume.shape
         self.levels = levels
-        self.offsets = torch.linspace(-radius, radius, 2 * radius + 1, device=volume.device).reshape(1, 1, -1, 1)
+        self.offsets = torch.linspace(-radius, radius, 2 * radius + 1, device=volume.device).reshape(
+            1, 1, -1, 1
+        )
         with torch.autocast(left.device.type, enabled=False):
             lf = F.normalize(left.float(), dim=1).permute(0, 2, 3, 1)  # (B, H, W, C)
             rf = F.normalize(right.float(), dim=1).permute(0, 2, 1, 3)  # (B, H, C, W)
