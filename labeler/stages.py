@@ -83,7 +83,8 @@ def stereo_backend(config: StereoConfig, device: str):
     import labeler.stereo  # noqa: F401 — registers the backends
     from labeler.stereo.base import STEREO_BACKENDS
 
-    return STEREO_BACKENDS.get(config.name)(config, device=device)
+    cls = STEREO_BACKENDS.get(config.name)
+    return cls(config, device=device if cls.uses_cuda else "cpu")
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,7 +92,8 @@ def mask_backend(config: MaskConfig, device: str):
     import labeler.segment  # noqa: F401 — registers the backends
     from labeler.segment.base import MASK_BACKENDS
 
-    return MASK_BACKENDS.get(config.name)(config, device=device)
+    cls = MASK_BACKENDS.get(config.name)
+    return cls(config, device=device if cls.uses_cuda else "cpu")
 
 
 @_stage("load")

@@ -245,6 +245,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
     from labeler.shards import MANIFEST_NAME, prepare_store, shard_range, store_layout
     from pipelines.cluster import dask_client
 
+    _check_gpus(cfg)
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
@@ -297,6 +298,21 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
     manifest = save_manifest()
     write_gallery(cfg.out, manifest)
     return manifest
+
+
+def _check_gpus(cfg: PseudoLabelConfig) -> None:
+    """--gpu on a local cluster needs those devices here (an external cluster's workers have their own)."""
+    if not cfg.gpus or (cfg.scheduler and "://" in cfg.scheduler):
+        return
+    import torch
+
+    from labeler.errors import LabelerError
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [g for g in cfg.gpus if g >= n]
+    if missing:
+        raise LabelerError(f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
+                           f"({n} visible); drop --gpu to run on the CPU, or name a visible device")
 
 
 def _refuse_other_settings(out: Path, key: str) -> None:

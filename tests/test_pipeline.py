@@ -212,3 +212,25 @@ def test_demo_objects_depth_against_truth(calibrated, demo_dir, tmp_path):
             assert abs(best.depth_m_median / obj.depth_m_median - 1) < 0.03
             checked += 1
     assert checked == 6
+
+
+def test_gpu_flag_without_cuda_is_one_line(tmp_path):
+    import torch
+
+    from labeler.errors import LabelerError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    write_plane_pairs(tmp_path / "rect", 1, 96, 64)
+    with pytest.raises(LabelerError, match=r"--gpu 0: CUDA device 0 not found \(0 visible\); drop --gpu"):
+        label(tmp_path / "rect", calib, tmp_path / "ds", gpus=(0,))
+
+
+def test_cpu_only_backends_stay_on_the_cpu_in_a_gpu_run():
+    """`--stereo sgbm --masks sam2 --gpu 0`: sgbm is built for the CPU whatever the worker's device."""
+    from data_schema.backends import ClassicalMasksConfig, SgbmConfig
+    from labeler.stages import mask_backend, stereo_backend
+
+    assert stereo_backend(SgbmConfig(), "cuda:0").disparity is not None
+    assert mask_backend(ClassicalMasksConfig(), "cuda:1") is not None

@@ -44,6 +44,8 @@ class MaskBackend:
     """
 
     name: ClassVar[str]
+    # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
+    uses_cuda: ClassVar[bool] = True
 
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
         """Propose instances.

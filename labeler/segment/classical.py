@@ -42,6 +42,7 @@ class ClassicalMaskBackend(MaskBackend):
     """Instance proposals from colour and disparity; CPU only, deterministic."""
 
     name = "classical"
+    uses_cuda = False
 
     def __init__(self, config: ClassicalMasksConfig = ClassicalMasksConfig(), *, device: str = "cpu") -> None:
         if device != "cpu":

@@ -38,6 +38,8 @@ class StereoBackend:
     """
 
     name: ClassVar[str]
+    # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
+    uses_cuda: ClassVar[bool] = True
 
     def disparity(self, left: np.ndarray, right: np.ndarray) -> Disparity:
         """Match a rectified pair.

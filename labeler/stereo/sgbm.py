@@ -39,6 +39,7 @@ class SgbmBackend(StereoBackend):
     """
 
     name = "sgbm"
+    uses_cuda = False
 
     def __init__(self, config: SgbmConfig = SgbmConfig(), *, device: str = "cpu") -> None:
         if device != "cpu":
