@@ -312,6 +312,8 @@ def train_heads_cmd(
             seed=seed, workers=workers, gpus=_gpus(gpu), amp=amp, resume=resume, previews=previews)
 
     res = run(build, train_heads)
+    if not res.main:
+        return
     last = res.history[-1] if res.history else {}
     typer.echo(f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
                f"train loss {res.history[0]['train_loss']:.4f} -> {last.get('train_loss', float('nan')):.4f}"
@@ -344,6 +346,8 @@ def finetune(
     res = run(lambda: FinetuneConfig(run=run_dir, unfreeze_last=unfreeze_last, lr=lr, layer_decay=layer_decay,
                                      head_lr=head_lr, epochs=epochs, out=out, batch_size=batch_size,
                                      workers=workers, gpus=_gpus(gpu), resume=resume), finetune_run)
+    if not res.main:
+        return
     c = res.comparison
     typer.echo(f"{res.run_dir}: {len(res.history)} epochs with the last {unfreeze_last} blocks unfrozen")
     for k, after in c["finetuned"].items():

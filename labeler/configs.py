@@ -102,7 +102,7 @@ class InstanceParams(Record):
     objectness: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
     boundary: float = Field(0.5, gt=0, lt=1, description="boundary probability threshold")
     depth_jump: float = Field(0.08, ge=0, description="relative depth step that cuts objects; 0 = off")
-    min_area_frac: float = Field(2e-4, ge=0, lt=1, description="smallest object, fraction of the image")
+    min_area_frac: float = Field(1e-3, ge=0, lt=1, description="smallest object, fraction of the image")
 
 
 class TrainHeadsConfig(Record):

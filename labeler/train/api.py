@@ -1,0 +1,189 @@
+"""`train_heads` (frozen DINOv2, heads trained) and `finetune` (last ViT blocks unfrozen, layer-wise lr)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labeler.configs import FinetuneConfig, HeadsModelConfig, TrainHeadsConfig
+from labeler.errors import LabelerError, WeightsError
+from labeler.train.heads import HeadsModel, build_model
+from labeler.train.loop import FitSpec, launch, load_checkpoint
+from labeler.train.losses import LossWeights
+
+log = logging.getLogger(__name__)
+RANDOM_INIT = "random-init (deterministic, seeded): NOT a trained backbone; for tests and demos only"
+HELDOUT_KEYS = ("heldout_loss", "abs_rel", "delta1", "fg_iou", "mask_miou", "mask_ap50")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    weights: str
+    n_train: int
+    n_heldout: int
+    main: bool  # False in the other ranks of a torchrun job: they print nothing
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+@dataclass(frozen=True)
+class FinetuneResult(TrainResult):
+    comparison: dict[str, dict[str, float | None]]
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": str(torch.__version__)}
+    try:
+        out["labeler"] = metadata.version("labeler")
+    except metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ train-heads
+
+
+def _frozen_model(config: HeadsModelConfig, weights: str | None, seed: int) -> HeadsModel:
+    from labeler.train.weights import load_backbone_weights
+
+    model = build_model(config, seed=seed)
+    if weights is not None:
+        load_backbone_weights(model, weights, backbone=config.backbone)
+    return model
+
+
+def _head_groups(model: HeadsModel, lr: float) -> list[dict[str, Any]]:
+    return [{"params": model.head_parameters(), "lr": lr, "name": "heads"}]
+
+
+def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
+    """(weights path or None, a label for records) — or a one-line WeightsError naming --weights."""
+    from labeler.train.weights import classify, read_state_dict
+
+    b = cfg.model.backbone
+    if b == "tiny" or cfg.random_init:
+        if cfg.weights is not None:
+            raise WeightsError(f"--weights {cfg.weights} with {'--backbone tiny' if b == 'tiny' else '--random-init'}: "
+                               f"choose one (tiny has no released weights)")
+        return None, f"{RANDOM_INIT} [--backbone {b}]"
+    if cfg.weights is None:
+        raise WeightsError(f"no weights for --backbone {b}: pass --weights <checkpoint.pth> (DINOv2, Depth Anything "
+                           f"V2 or FoundationStereo, local file), or --random-init for a test run")
+    kind, _ = classify(read_state_dict(cfg.weights), cfg.weights)  # fails fast, before any worker starts
+    return str(Path(cfg.weights).expanduser()), f"{kind}: {Path(cfg.weights).expanduser()}"
+
+
+def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
+    """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/loop.py."""
+    from labeler import open_dataset
+    from labeler.train.data import split_ids
+
+    weights, label = weights_label(cfg)
+    ds = open_dataset(cfg.dataset)
+    train_ids, held_ids = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    if not train_ids:
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+    record = {"command": "train-heads", "config": cfg.model_dump(mode="json"), "weights": label,
+              "dataset_version": ds.version, "n_train": len(train_ids), "n_heldout": len(held_ids),
+              "versions": _versions()}
+    spec = FitSpec(
+        run_dir=cfg.out, dataset=cfg.dataset, model_config=cfg.model, train_ids=train_ids, heldout_ids=held_ids,
+        make_model=partial(_frozen_model, cfg.model, weights, cfg.seed), make_groups=partial(_head_groups, lr=cfg.lr),
+        record=record, epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        augment=cfg.augment, amp=cfg.amp, warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay,
+        loss=LossWeights(cfg.depth_loss, cfg.seg_loss, cfg.depth_weight, cfg.seg_weight), instances=cfg.instances,
+        previews=cfg.previews, resume=cfg.resume, title=f"train-heads {cfg.model.backbone} {cfg.model.task}: "
+        f"{cfg.out.name}", extra={"weights": label})
+    if weights is None and is_main_process():
+        log.warning("%s", label)
+    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    return TrainResult(cfg.out, history, label, len(train_ids), len(held_ids), is_main_process())
+
+
+# ------------------------------------------------------------------ finetune
+
+
+def _finetuned_model(checkpoint: str, unfreeze_last: int) -> HeadsModel:
+    ck = load_checkpoint(Path(checkpoint))
+    model = build_model(HeadsModelConfig.model_validate(ck["model_config"]))
+    model.load_state_dict(ck["model"], strict=True)
+    model.unfreeze_last_blocks(unfreeze_last)
+    return model
+
+
+def llrd_groups(model: HeadsModel, *, lr: float, layer_decay: float, head_lr: float) -> list[dict[str, Any]]:
+    """Heads at head_lr; the last block (with the final norm) at lr, each earlier one x layer_decay."""
+    groups: list[dict[str, Any]] = [{"params": model.head_parameters(), "lr": head_lr, "name": "heads"}]
+    blocks = model.pretrained.blocks
+    for depth, i in enumerate(range(len(blocks) - 1, -1, -1)):
+        params = [p for p in blocks[i].parameters() if p.requires_grad]
+        if not params:
+            break
+        if depth == 0:
+            params += [p for p in model.pretrained.norm.parameters() if p.requires_grad]
+        groups.append({"params": params, "lr": lr * layer_decay**depth, "name": f"block{i}"})
+    return groups
+
+
+def _heldout(row: dict[str, Any]) -> dict[str, float | None]:
+    return {k: row.get(k) for k in HELDOUT_KEYS if k in row}
+
+
+def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
+    """Continue a train-heads run with its last N ViT blocks trainable; records held-out metrics against the
+    frozen run's best epoch (the checkpoint it starts from) in OUT/comparison.json."""
+    from labeler.io import write_text_atomic
+
+    base = cfg.run / "checkpoints" / "best.pt"
+    config_path = cfg.run / "config.json"
+    if not (base.is_file() and config_path.is_file()):
+        raise LabelerError(f"{cfg.run}: not a train-heads run (no checkpoints/best.pt + config.json); "
+                           f"run `labeler train-heads ... --out {cfg.run}` first")
+    rec = json.loads(config_path.read_text())
+    base_cfg = TrainHeadsConfig.model_validate(rec["config"])
+    split = json.loads((cfg.run / "split.json").read_text())
+    frozen = load_checkpoint(base)
+    out = cfg.out_dir
+    head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
+    record = {"command": "finetune", "config": cfg.model_dump(mode="json"), "base_run": str(cfg.run),
+              "base_epoch": frozen["epoch"], "weights": rec.get("weights"),
+              "dataset_version": rec.get("dataset_version"), "versions": _versions()}
+    spec = FitSpec(
+        run_dir=out, dataset=base_cfg.dataset, model_config=base_cfg.model, train_ids=split["train"],
+        heldout_ids=split["heldout"], make_model=partial(_finetuned_model, str(base), cfg.unfreeze_last),
+        make_groups=partial(llrd_groups, lr=cfg.lr, layer_decay=cfg.layer_decay, head_lr=head_lr), record=record,
+        epochs=cfg.epochs, batch_size=cfg.batch_size or base_cfg.batch_size,
+        workers=cfg.workers if cfg.workers is not None else base_cfg.workers, seed=base_cfg.seed,
+        augment=base_cfg.augment, amp=base_cfg.amp, warmup_frac=base_cfg.warmup_frac,
+        weight_decay=base_cfg.weight_decay,
+        loss=LossWeights(base_cfg.depth_loss, base_cfg.seg_loss, base_cfg.depth_weight, base_cfg.seg_weight),
+        instances=base_cfg.instances, previews=base_cfg.previews, resume=cfg.resume,
+        title=f"finetune last {cfg.unfreeze_last} blocks of {cfg.run.name}",
+        extra={"weights": rec.get("weights"), "base_run": str(cfg.run)})
+    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    if not is_main_process():
+        return FinetuneResult(out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]),
+                              False, {})
+    before, after = _heldout(frozen["metrics"]), _heldout(history[-1])
+    delta: dict[str, float | None] = {}
+    for k, a in after.items():
+        b = before.get(k)
+        delta[k] = a - b if isinstance(a, float) and isinstance(b, float) else None
+    comparison = {"frozen": before, "finetuned": after, "change": delta}
+    write_text_atomic(out / "comparison.json", json.dumps(
+        {"base_run": str(cfg.run), "base_epoch": frozen["epoch"], "finetune_epochs": len(history), **comparison},
+        indent=1, default=lambda v: None))
+    return FinetuneResult(out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]),
+                          True, comparison)

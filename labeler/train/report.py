@@ -1,0 +1,136 @@
+"""What a run folder shows a person: metrics as CSV + JSON, curves PNG, prediction previews PNG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from data_schema.manifest import ObjectRecord
+from labeler.io import write_png, write_text_atomic
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_depth", "train_seg", "heldout_loss", "abs_rel", "delta1",
+                 "fg_iou", "mask_miou", "mask_ap50", "lr", "seconds", "train_samples_per_s")
+STEP_COLUMNS = ("step", "epoch", "loss", "depth", "seg", "lr")
+DISPLAY_HEIGHT = 240
+
+
+def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_metrics(run_dir: Path, history: Sequence[dict], steps: Sequence[dict]) -> None:
+    """metrics.csv / metrics.json (one row per epoch) and steps.csv (one row per optimiser step)."""
+    write_text_atomic(run_dir / "metrics.csv", _csv(history, EPOCH_COLUMNS))
+    write_text_atomic(run_dir / "metrics.json", json.dumps(_json_safe(list(history)), indent=1))
+    write_text_atomic(run_dir / "steps.csv", _csv(steps, STEP_COLUMNS))
+
+
+def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, title: str) -> None:
+    """Loss per step and per epoch; held-out depth metrics; held-out mask metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    if steps:
+        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="0.75", lw=0.8, label="train (step)")
+    spe = max(1, len(steps) // max(1, len(history))) if steps else 1
+    for key, style in (("train_loss", "-o"), ("heldout_loss", "-s")):
+        pts = [((h["epoch"]) * spe, h[key]) for h in history if _finite(h.get(key))]
+        if pts:
+            ax.plot(*zip(*pts), style, ms=4, label=key.replace("_", " "))
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title("loss")
+    ax.legend(fontsize=8)
+    for ax, keys, name in ((axes[1], ("abs_rel", "delta1"), "held-out depth vs stereo"),
+                           (axes[2], ("fg_iou", "mask_miou", "mask_ap50"), "held-out masks vs pseudo-masks")):
+        for key in keys:
+            pts = [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
+            if pts:
+                ax.plot(*zip(*pts), "-o", ms=4, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _caption(width: int, text: str) -> np.ndarray:
+    import cv2
+
+    strip = np.full((18, width, 3), 255, np.uint8)
+    cv2.putText(strip, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def preview_row(image: np.ndarray, target_depth: np.ndarray | None, pred_depth: np.ndarray | None,
+                target_ids: np.ndarray | None, target_objects: list[ObjectRecord] | None,
+                pred_ids: np.ndarray | None, pred_objects: list[ObjectRecord] | None, *, sample_id: str) -> np.ndarray:
+    """image | stereo depth | predicted depth | pseudo-masks | predicted objects ("3: 1.52 m"), captioned;
+    depths share one colour scale (1st-99th percentile of the stereo depth). Small inputs are enlarged
+    (nearest for maps and ids) to at least `DISPLAY_HEIGHT` rows so the labels stay readable."""
+    from labeler.previews import colourise, mask_overlay
+
+    k = max(1, math.ceil(DISPLAY_HEIGHT / image.shape[0]))
+    if k > 1:
+        image = np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+        target_depth, pred_depth, target_ids, pred_ids = (
+            None if a is None else np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+            for a in (target_depth, pred_depth, target_ids, pred_ids))
+        target_objects, pred_objects = (
+            None if objs is None else [o.model_copy(update={"bbox": [v * k for v in o.bbox]}) for o in objs]
+            for objs in (target_objects, pred_objects))
+    tiles, names = [image], [sample_id]
+    ref = target_depth if target_depth is not None else pred_depth
+    if ref is not None:
+        finite = ref[np.isfinite(ref) & (ref > 0)]
+        lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+        for d, name in ((target_depth, "stereo depth"), (pred_depth, "model depth")):
+            if d is not None:
+                tiles.append(colourise(np.where(d > 0, d, np.nan), float(lo), float(hi)))
+                names.append(f"{name} {lo:.1f}-{hi:.1f} m")
+    for ids, objs, name in ((target_ids, target_objects, "pseudo-masks"), (pred_ids, pred_objects, "model")):
+        if ids is not None:
+            tiles.append(mask_overlay(image, ids, objs or []))
+            names.append(f"{name}: {len(objs or [])} objects")
+    return np.vstack([np.hstack([_caption(t.shape[1], n) for t, n in zip(tiles, names)]), np.hstack(tiles)])
+
+
+def write_previews(path: Path, rows: Sequence[np.ndarray]) -> None:
+    if rows:
+        width = max(r.shape[1] for r in rows)
+        padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+        write_png(path, np.vstack(padded))

@@ -1,0 +1,94 @@
+"""`labeler predict` on a tiny trained run: output shapes, the JSON schema, layouts, the stereo comparison."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.train.conftest import make_tiny_run, torch_threads
+
+LINE = re.compile(r"^\S+\.png: (no objects.*|(object \d+ (at \d+\.\d\d m|\(no depth\))(, )?)+)")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def inputs(run, tmp_path_factory):
+    """A mono image, a side-by-side frame and a rectified-pairs folder made from the tiny dataset's pairs."""
+    from labeler.io import read_rgb, write_png
+
+    pairs = run.parent / "heads-tiny-dataset" / "pairs"
+    root = tmp_path_factory.mktemp("predict-inputs")
+    left, right = read_rgb(pairs / "left" / "pair_000.png"), read_rgb(pairs / "right" / "pair_000.png")
+    write_png(root / "mono" / "frame_0001.png", left)
+    write_png(root / "mono" / "frame_0002.png", np.hstack([left, right]))  # 256x96: side-by-side
+    return root, pairs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+def test_predict_folder_shapes_and_schema(run, inputs, tmp_path):
+    from labeler.configs import PredictConfig
+    from labeler.predict import ImagePrediction, PredictionSet, predict_images, summary_line
+
+    root, _ = inputs
+    res = predict_images(PredictConfig(inputs=root / "mono", run=run, out=tmp_path))
+    assert [p.layout for p in res.images] == ["mono", "side-by-side"]
+    for p in res.images:
+        assert (p.width, p.height) == (128, 96)  # the side-by-side frame's left half
+        depth = np.load(p.depth_path)
+        assert depth.shape == (96, 128) and depth.dtype == np.float32
+        assert np.all((depth > 0) & (depth < 10.0))  # bounded by the run's --max-depth-m
+        import cv2
+
+        ids = cv2.imread(p.ids_path, cv2.IMREAD_UNCHANGED)
+        assert ids.shape == (96, 128) and ids.dtype == np.uint16
+        assert sorted(o.id for o in p.objects) == list(range(1, int(ids.max()) + 1))
+        for o in p.objects:
+            assert o.area_px == int((ids == o.id).sum()) and 0 < o.depth_m_median < 10
+        again = ImagePrediction.model_validate_json((tmp_path / f"{p.image.split('/')[-1][:-4]}.json").read_text())
+        assert again == p
+        assert LINE.match(summary_line(p)), summary_line(p)
+        overlay = cv2.imread(p.overlay_path)
+        assert overlay.shape[0] >= 240 and overlay.shape[1] > 2 * overlay.shape[0]
+    assert PredictionSet.model_validate_json((tmp_path / "predictions.json").read_text()) == res
+    assert res.images[0].stereo is None and res.images[0].weights.startswith("random-init")
+
+
+def test_predict_pairs_with_calibration_reports_stereo(run, inputs, tmp_path):
+    from labeler.configs import PredictConfig
+    from labeler.predict import predict_images
+
+    _, pairs = inputs
+    calib = run.parent / "heads-tiny-dataset" / "calib.yaml"
+    res = predict_images(PredictConfig(inputs=pairs, run=run, out=tmp_path, calib=calib))
+    assert len(res.images) == 8 and all(p.layout == "pairs" for p in res.images)
+    s = res.images[0].stereo
+    assert s is not None and 0 < s.stereo_valid_fraction <= 1 and s.abs_rel >= 0 and 0 <= s.delta1 <= 1
+    assert all(o.stereo_depth_m_median is None or o.stereo_depth_m_median > 0 for o in res.images[0].objects)
+
+
+def test_cli_prints_one_line_per_image(run, inputs, tmp_path):
+    from labeler.cli import app
+
+    root, _ = inputs
+    res = CliRunner().invoke(app, ["predict", str(root / "mono" / "frame_0001.png"), "--run", str(run),
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert LINE.match(res.output.splitlines()[0]), res.output
+    res = CliRunner().invoke(app, ["predict", str(root / "none"), "--run", str(run), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "no such file or folder" in res.output
+    res = CliRunner().invoke(app, ["predict", str(root / "mono"), "--run", str(tmp_path), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "no checkpoints/best.pt" in res.output
+    assert json.loads((tmp_path / "predictions.json").read_text())["schema_version"] == 1
