@@ -307,6 +307,7 @@ def _env_dist() -> Dist | None:
 
 
 def _spawned(rank: int, spec: FitSpec, gpus: tuple[int, ...], port: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # spawn starts unconfigured
     torch.cuda.set_device(gpus[rank])
     torch.distributed.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                          world_size=len(gpus))
