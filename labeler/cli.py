@@ -166,6 +166,16 @@ def _backend_configs(stereo: str, masks: str, flags: dict[str, Any]):
             TypeAdapter(MaskConfig).validate_python({"name": masks, **mask_fields}))
 
 
+def _check_sam2_files(cfg: Any) -> Any:
+    """Fail before any sample when --sam2-config names nothing or --sam2-checkpoint no file (one line)."""
+    if cfg.masks.name == "sam2":
+        from labeler.segment.sam2_model import check_checkpoint, resolve_config
+
+        resolve_config(cfg.masks.config)
+        check_checkpoint(cfg.masks.checkpoint, cfg.masks.config)
+    return cfg
+
+
 def _label(inputs: Path, *, rectify: bool, calib: Path, out: Path, stereo: str, masks: str, gpu: str | None,
            flags: dict[str, Any], **common: Any) -> None:
     from labeler.configs import PseudoLabelConfig
@@ -177,7 +187,7 @@ def _label(inputs: Path, *, rectify: bool, calib: Path, out: Path, stereo: str, 
         return PseudoLabelConfig(inputs=inputs, rectify=rectify, calib=calib, out=out, stereo=stereo_cfg,
                                  masks=mask_cfg, gpus=gpus, **common)
 
-    m = run(build, run_pseudo_label)
+    m = run(build, lambda cfg: run_pseudo_label(_check_sam2_files(cfg)))
     for s in m.failures:
         typer.echo(f"failed {s.sample_id}: {s.error}")
     typer.echo(f"{out}: {len(m.ok)} samples ok, {len(m.failures)} failed; dataset {m.dataset_version[:12]}; "
@@ -376,6 +386,20 @@ def predict(
     for p in res.images:
         typer.echo(summary_line(p))
     typer.echo(f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)")
+
+
+@export_app.command("coco")
+def export_coco_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="COCO instances JSON to write")],
+    images: Annotated[Path | None, typer.Option(help="also write the left images here as PNG (file_name "
+                                                     "points at them)")] = None,
+) -> None:
+    """Write a dataset's masks as COCO instances JSON (class-agnostic, RLE, depth per annotation)."""
+    from labeler.export import export_coco
+
+    path = run(lambda: dataset, lambda d: export_coco(d, out, images=images))
+    typer.echo(f"COCO instances: {path}")
 
 
 if __name__ == "__main__":
