@@ -162,15 +162,23 @@ class Dataset:
     def __len__(self) -> int:
         return len(self._ok)
 
-    def __getitem__(self, i: int) -> Sample:
+    def read(self, i: int, names: tuple[str, ...] = ARRAY_NAMES) -> dict[str, np.ndarray]:
+        """Only the named arrays of the i-th ok sample: training needs 4 of the 6, and decompressing the
+        other two (both images) costs about as much as the rest."""
         import zarr
 
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} out of range ({len(self)} ok samples)")
-        rec = self._ok[i]
         if self._group is None:
             self._group = zarr.open_group(self.path / STORE_NAME, mode="r")
-        arrays = {name: self._group[name][rec.index] for name in ARRAY_NAMES}
+        unknown = set(names) - set(ARRAY_NAMES)
+        if unknown:
+            raise KeyError(f"no arrays {sorted(unknown)}; a dataset has {', '.join(ARRAY_NAMES)}")
+        return {name: self._group[name][self._ok[i].index] for name in names}
+
+    def __getitem__(self, i: int) -> Sample:
+        rec = self._ok[i] if -len(self) <= i < len(self) else None
+        arrays = self.read(i)
         return Sample(sample_id=rec.sample_id, objects=list(rec.objects), **arrays)
 
     def __getstate__(self) -> dict:

@@ -13,12 +13,16 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from labeler.models.dinov2_dpt import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE
+from labeler.shards import Dataset
+
+TRAIN_ARRAYS = ("left", "depth_m", "confidence", "instance_ids")
 
 EDGE_RADIUS_PX = 1  # boundary band: object pixels within this many px of another id (at training scale)
 EDGE_DEPTH_JUMP = 0.08  # relative depth step inside an object that also counts as a boundary
@@ -163,7 +167,10 @@ class HeadsDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        return self.item(self.source[self.rows[i]], epoch=epoch, i=i)
+        row = self.rows[i]
+        if isinstance(self.source, Dataset):  # read only what training uses, not both images
+            return self.item(SimpleNamespace(**self.source.read(row, TRAIN_ARRAYS)), epoch=epoch, i=i)
+        return self.item(self.source[row], epoch=epoch, i=i)
 
     def item(self, s, *, epoch: int, i: int) -> dict[str, torch.Tensor]:
         import cv2
