@@ -6,6 +6,7 @@ so a wrong `--stereo-weights` fails fast with one line naming the file, what was
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ class FoundationStereoArgs:
         """A copy with `max_disp` overridden (None keeps the release's)."""
         if max_disp is None or max_disp == self.max_disp:
             return self
-        return FoundationStereoArgs(**{**self.__dict__, "max_disp": max_disp})
+        return dataclasses.replace(self, max_disp=max_disp)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+"""DINOv2 + DPT in the Depth Anything V2 layout: parameter names, shapes, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from labeler.models.dinov2_dpt import VIT_SPECS, DinoDPT
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
+BRANCH = "feature.dino.depth_anything."  # where FoundationStereo embeds a DAv2 model
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"FoundationStereo key lists not found at {SHARED}")
+@pytest.mark.parametrize("vit", ["vits", "vitl"])
+def test_layout_is_the_dav2_branch_of_foundation_stereo(vit: str) -> None:
+    with torch.device("meta"):
+        model = DinoDPT(vit)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    listed = json.loads((SHARED / f"keys_{vit}.json").read_text())
+    release = {name[len(BRANCH) :]: shape for name, shape, _ in listed if name.startswith(BRANCH)}
+    assert ours == release
+
+
+def test_vitg_has_the_swiglu_feed_forward() -> None:
+    with torch.device("meta"):
+        model = DinoDPT("vitg")
+    sd = model.state_dict()
+    assert list(sd["pretrained.blocks.39.mlp.w12.weight"].shape) == [8192, 1536]
+    assert list(sd["pretrained.blocks.39.mlp.w3.weight"].shape) == [1536, 4096]
+    assert list(sd["depth_head.projects.3.weight"].shape) == [1536, 1536, 1, 1]
+
+
+def test_outputs_and_activations() -> None:
+    torch.manual_seed(0)
+    relu = DinoDPT("vits").eval()
+    sigmoid = DinoDPT("vits", output_activation="sigmoid", max_depth=20.0).eval()
+    sigmoid.load_state_dict(relu.state_dict())
+    x = torch.randn(2, 3, 28, 42)  # a 2 x 3 patch grid
+    with torch.inference_mode():
+        layers = relu.intermediate_features(x)
+        assert len(layers) == 4
+        assert all(t.shape == (2, 6, 384) and c.shape == (2, 384) for t, c in layers)
+        assert relu.dense_features(x).shape == (2, relu.dense_channels, 28, 42) == (2, 32, 28, 42)
+        rel = relu(x)
+        metric = sigmoid(x)
+    assert rel.shape == metric.shape == (2, 28, 42)
+    assert rel.min() >= 0
+    assert metric.min() >= 0 and metric.max() <= 20.0
+
+
+def test_position_embedding_resampling() -> None:
+    vit = DinoDPT("vits").pretrained
+    stored = vit.pos_embed
+    assert vit.position_embedding(37, 37, square_input=True) is stored  # the pretraining grid, as stored
+    resampled = vit.position_embedding(16, 24, square_input=False)
+    assert resampled.shape == (1, 1 + 16 * 24, VIT_SPECS["vits"].embed_dim)
+    torch.testing.assert_close(resampled[:, 0], stored[:, 0])  # the class token's entry is kept
