@@ -183,6 +183,45 @@ def test_batches_of_equal_size_match_single_pairs(
         np.testing.assert_allclose(got.disparity_px, single.disparity_px, rtol=0, atol=1e-3, equal_nan=True)
 
 
+@needs_shared
+def test_labeler_run_with_foundation_stereo(vits_weights: Path, tmp_path: Path) -> None:
+    """`labeler run --stereo foundation-stereo --stereo-weights ...` on the CPU, end to end."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from labeler import open_dataset
+    from labeler.cli import app
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    raw = write_plane_pairs(tmp_path / "raw", 2, 128, 96, suffix_layout=True)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
+    out = tmp_path / "ds"
+    args = [
+        "run",
+        str(raw),
+        "--calib",
+        str(calib),
+        "--out",
+        str(out),
+        "--scheduler",
+        "sync",
+        "--stereo",
+        "foundation-stereo",
+        "--stereo-weights",
+        str(vits_weights),
+        "--valid-iters",
+        "1",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ds = open_dataset(out)
+    assert len(ds) == 2 and ds[0].disparity_px.shape == (96, 128)
+    recorded = json.loads((out / "manifest.json").read_text())["stereo"]
+    assert recorded["name"] == "foundation-stereo" and recorded["valid_iters"] == 1
+    assert Path(recorded["weights"]) == vits_weights
+
+
 # ------------------------------------------------------------------ errors
 
 
