@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,7 +39,7 @@ class Masks:
         return int(self.masks.shape[0])
 
 
-class MaskBackend:
+class MaskBackend(ABC):
     """An instance mask proposer. Subclasses set `name`, take their config in `__init__`, implement `masks`.
 
     Heavy imports (torch, sam2) belong inside the subclass methods, never at module import.
@@ -47,6 +49,7 @@ class MaskBackend:
     # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
     uses_cuda: ClassVar[bool] = True
 
+    @abstractmethod
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
         """Propose instances.
 
@@ -55,7 +58,13 @@ class MaskBackend:
             disparity_px: optional (H, W) float32 disparity of that image, NaN invalid; backends that use
                 depth cues (classical) take it, others ignore it.
         """
-        raise NotImplementedError  # abstract
+
+    def masks_many(
+        self, images: Sequence[np.ndarray], *, disparities_px: Sequence[np.ndarray | None] | None = None
+    ) -> list[Masks]:
+        """Masks of several images; model backends override this to batch their encoder (GPU)."""
+        disparities = disparities_px if disparities_px is not None else [None] * len(images)
+        return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
 
 
 MASK_BACKENDS: Registry[MaskBackend] = Registry("mask")

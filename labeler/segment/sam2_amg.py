@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,20 +111,33 @@ class Sam2MaskBackend(MaskBackend):
 
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
         """Automatic masks of one image; `disparity_px` is checked for size and otherwise unused."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        if disparity_px is not None and disparity_px.shape != image.shape[:2]:
-            raise ValueError(f"disparity_px must be {image.shape[:2]}, got {disparity_px.shape}")
+        return self.masks_many([image], disparities_px=[disparity_px])[0]
+
+    def masks_many(
+        self, images: Sequence[np.ndarray], *, disparities_px: Sequence[np.ndarray | None] | None = None
+    ) -> list[Masks]:
+        """Automatic masks of several images; their full-image encodings share one encoder batch."""
+        disparities = disparities_px if disparities_px is not None else [None] * len(images)
+        for image, disparity_px in zip(images, disparities, strict=True):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+            if disparity_px is not None and disparity_px.shape != image.shape[:2]:
+                raise ValueError(f"disparity_px must be {image.shape[:2]}, got {disparity_px.shape}")
         import torch
 
         run = self._loaded()
+        out = []
         with torch.inference_mode():
-            found = run.generate(np.ascontiguousarray(image))
-            order = torch.argsort(found.iou, descending=True, stable=True)
-            masks = found.masks[order].cpu().numpy()
-            scores = found.iou[order].clamp(0, 1).cpu().numpy().astype(np.float32)
-            stability = found.stability[order].clamp(0, 1).cpu().numpy().astype(np.float32)
-        return Masks(masks=masks, scores=scores, stability=stability)
+            images = [np.ascontiguousarray(image) for image in images]
+            for image, features in zip(images, run.encode_many(images), strict=True):
+                found = run.generate(image, full_image_features=features)
+                order = torch.argsort(found.iou, descending=True, stable=True)
+                out.append(Masks(
+                    masks=found.masks[order].cpu().numpy(),
+                    scores=found.iou[order].clamp(0, 1).cpu().numpy().astype(np.float32),
+                    stability=found.stability[order].clamp(0, 1).cpu().numpy().astype(np.float32),
+                ))
+        return out
 
     def _loaded(self) -> _Loaded:
         if self._state is None:
@@ -176,7 +190,9 @@ class _Loaded:
 
     # ------------------------------------------------------------------------------------------ steps
 
-    def generate(self, image: np.ndarray) -> _Proposals:
+    def generate(self, image: np.ndarray, *, full_image_features: _Features | None = None) -> _Proposals:
+        """All crops' masks of one image; `full_image_features` (from encode_many) skips re-encoding
+        the layer-0 crop, which is the whole image."""
         import torch
         from sam2.utils.amg import generate_crop_boxes
         from torchvision.ops.boxes import batched_nms, box_area
@@ -184,7 +200,8 @@ class _Loaded:
         cfg = self.config
         h, w = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes((h, w), cfg.crop_n_layers, cfg.crop_overlap_ratio)
-        found = [self._crop(image, box, layer) for box, layer in zip(crop_boxes, layers, strict=True)]
+        found = [self._crop(image, box, layer, features=full_image_features if layer == 0 else None)
+                 for box, layer in zip(crop_boxes, layers, strict=True)]
         out = _cat(found)
         if len(crop_boxes) > 1:  # duplicates between crops: prefer masks from smaller crops
             crop_of = torch.cat([torch.full((len(p.iou),), i, device=self.device) for i, p in enumerate(found)])
@@ -194,7 +211,8 @@ class _Loaded:
             out = _take(out, keep)
         return out
 
-    def _crop(self, image: np.ndarray, crop_box: list[int], layer: int) -> _Proposals:
+    def _crop(self, image: np.ndarray, crop_box: list[int], layer: int, *,
+              features: _Features | None = None) -> _Proposals:
         """Masks of one crop, NMS-filtered, in full-image coordinates."""
         from sam2.utils.amg import uncrop_boxes_xyxy, uncrop_masks
         from torchvision.ops.boxes import batched_nms
@@ -203,7 +221,7 @@ class _Loaded:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         size = crop.shape[:2]
-        features = self._encode(crop)
+        features = features if features is not None else self.encode_many([crop])[0]
         points = self.grids[layer] * np.array(size)[None, ::-1]  # normalised (x, y) -> crop px
         batches = [
             self._batch(features, points[i : i + cfg.points_per_batch], size, crop_box, image.shape[:2])
@@ -216,19 +234,23 @@ class _Loaded:
         return _Proposals(masks=uncrop_masks(found.masks, crop_box, h, w), iou=found.iou,
                           stability=found.stability, boxes=uncrop_boxes_xyxy(found.boxes, crop_box))
 
-    def _encode(self, crop: np.ndarray) -> _Features:
-        """Run the image encoder once on a crop (resized to the model's square input)."""
+    def encode_many(self, crops: list[np.ndarray]) -> list[_Features]:
+        """Run the image encoder once over a batch of crops (each resized to the model's square input)."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(crop)).to(self.device).permute(2, 0, 1).float().div(255)
-        x = self.transforms.transforms(x)[None]  # resize to image_size x image_size, ImageNet normalise
+        x = torch.stack([
+            self.transforms.transforms(
+                torch.from_numpy(np.ascontiguousarray(c)).to(self.device).permute(2, 0, 1).float().div(255))
+            for c in crops
+        ])  # resize to image_size x image_size, ImageNet normalise
         model = self.model
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             _, feats, _, sizes = model._prepare_backbone_features(model.forward_image(x))
             if model.directly_add_no_mem_embed:
                 feats[-1] = feats[-1] + model.no_mem_embed
-        maps = [f.permute(1, 2, 0).reshape(1, -1, *hw) for f, hw in zip(feats, sizes, strict=True)]
-        return _Features(embed=maps[-1], high_res=maps[:-1])
+        n = len(crops)
+        maps = [f.permute(1, 2, 0).reshape(n, -1, *hw) for f, hw in zip(feats, sizes, strict=True)]
+        return [_Features(embed=maps[-1][i : i + 1], high_res=[m[i : i + 1] for m in maps[:-1]]) for i in range(n)]
 
     def _batch(
         self, features: _Features, points: np.ndarray, size: tuple[int, int], crop_box: list[int],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,7 +33,7 @@ class Disparity:
             raise ValueError(f"confidence must be {d.shape} float32, got {c.shape} {c.dtype}")
 
 
-class StereoBackend:
+class StereoBackend(ABC):
     """A stereo matcher. Subclasses set `name`, take their config in `__init__`, implement `disparity`.
 
     Heavy imports (torch, model code) belong inside the subclass methods, never at module import.
@@ -41,6 +43,7 @@ class StereoBackend:
     # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
     uses_cuda: ClassVar[bool] = True
 
+    @abstractmethod
     def disparity(self, left: np.ndarray, right: np.ndarray) -> Disparity:
         """Match a rectified pair.
 
@@ -48,7 +51,10 @@ class StereoBackend:
             left: (H, W, 3) uint8 RGB, rectified.
             right: (H, W, 3) uint8 RGB, rectified, same size.
         """
-        raise NotImplementedError  # abstract
+
+    def disparity_many(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Disparity]:
+        """Match several pairs; model backends override this to share forward passes (GPU batching)."""
+        return [self.disparity(left, right) for left, right in pairs]
 
 
 def check_pair(left: np.ndarray, right: np.ndarray) -> None:
