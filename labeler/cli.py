@@ -207,6 +207,8 @@ def _label_command(rectify: bool):
                                                        "or threads | sync")] = None,
         z_far_m: Annotated[float, typer.Option(help="depth beyond this is invalid, m")] = 20.0,
         samples_per_shard: Annotated[int, typer.Option(help="samples per Zarr shard file")] = 32,
+        batch_size: Annotated[int, typer.Option(help="samples per backend call: one GPU forward for several "
+                                                     "(try 4-8 with --gpu)")] = 1,
         retry_failed: Annotated[bool, typer.Option(help="redo samples that failed before")] = False,
         previews: Annotated[bool, typer.Option(help="write a PNG preview per sample")] = True,
         layout: LayoutOpt = "auto",
@@ -230,6 +232,7 @@ def _label_command(rectify: bool):
             "stereo_weights", "valid_iters", "scale", "hiera", "max_disp")}
         _label(inputs, rectify=rectify, calib=calib, out=out, stereo=stereo, masks=masks, gpu=gpu, flags=flags,
                workers=workers, scheduler=scheduler, z_far_m=z_far_m, samples_per_shard=samples_per_shard,
+               batch_size=batch_size,
                retry_failed=retry_failed, previews=previews, layout=layout, stride=stride)
 
     return command

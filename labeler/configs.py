@@ -67,6 +67,7 @@ class PseudoLabelConfig(Record):
     masks: MaskConfig = Field(default_factory=ClassicalMasksConfig)
     z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
     samples_per_shard: int = Field(32, ge=1)
+    batch_size: int = Field(1, ge=1, description="samples per backend call (one GPU forward for several)")
     gpus: tuple[int, ...] = Field((), description="CUDA device ids; one worker per GPU")
     workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")

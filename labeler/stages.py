@@ -16,6 +16,7 @@ import numpy as np
 
 from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.manifest import DepthSettings, LabelTask, SampleRecord, ShardPart, SourceFiles, StoreLayout
+from labeler.segment.base import Masks
 from labeler.shards import SampleArrays
 
 
@@ -97,7 +98,8 @@ def mask_backend(config: MaskConfig, device: str):
 
 
 @_stage("load")
-def load_stage(task: LabelTask) -> LoadedPair:
+def load_stage(task: LabelTask, *, expected_size: tuple[int, int] | None = None) -> LoadedPair:
+    """Read a rectified pair; `expected_size` (width, height) is the calibration's."""
     from labeler.errors import InputError
     from labeler.io import read_rgb, sha256_file
 
@@ -106,6 +108,10 @@ def load_stage(task: LabelTask) -> LoadedPair:
     if left.shape != right.shape:
         raise InputError(task.right_path, f"size {right.shape[1]}x{right.shape[0]} differs from the left "
                          f"image's {left.shape[1]}x{left.shape[0]}", "re-run rectify for this pair")
+    h, w = left.shape[:2]
+    if expected_size is not None and (w, h) != tuple(expected_size):
+        raise InputError(task.left_path, f"size {w}x{h} is not the calibration's "
+                         f"{expected_size[0]}x{expected_size[1]}", "rectify it with this calibration")
     shas = [sha256_file(p) for p in (task.left_path, task.right_path)]
     for path, want, got in ((task.left_path, task.left_sha256, shas[0]), (task.right_path, task.right_sha256, shas[1])):
         if want is not None and want != got:
@@ -121,20 +127,17 @@ def disparity_stage(pair: LoadedPair, config: StereoConfig, device: str = "cpu")
 
 
 @_stage("masks+depth")
-def label_stage(
-    disp: PairDisparity, config: MaskConfig, settings: DepthSettings, device: str = "cpu", *,
-    expected_size: tuple[int, int] | None = None,
-) -> LabelledSample:
+def label_stage(disp: PairDisparity, config: MaskConfig, settings: DepthSettings, device: str = "cpu") -> LabelledSample:
     """Masks, metric depth, the instance map and per-object statistics of one pair."""
+    masks = mask_backend(config, device).masks(disp.pair.left, disparity_px=disp.disparity_px)
+    return _labelled(disp, masks, config, settings)
+
+
+@_stage("masks+depth")
+def _labelled(disp: PairDisparity, masks: Masks, config: MaskConfig, settings: DepthSettings) -> LabelledSample:
     from labeler.depth import disparity_to_depth, instance_map, object_records, sample_stats
-    from labeler.errors import InputError
 
     pair = disp.pair
-    h, w = pair.left.shape[:2]
-    if expected_size is not None and (w, h) != tuple(expected_size):
-        raise InputError(pair.task.left_path, f"size {w}x{h} is not the calibration's "
-                         f"{expected_size[0]}x{expected_size[1]}", "rectify it with this calibration")
-    masks = mask_backend(config, device).masks(pair.left, disparity_px=disp.disparity_px)
     depth = disparity_to_depth(disp.disparity_px, settings)
     ids, source = instance_map(masks.masks, masks.scores)
     has_stability = config.name == "sam2"
@@ -147,6 +150,35 @@ def label_stage(
         seconds=time.perf_counter() - pair.started,
     )
     return LabelledSample(record, arrays)
+
+
+# A batch goes through the backend's batched method (one GPU forward for several samples). If that call
+# fails, the batch is redone one sample at a time, so the error lands on the sample that caused it.
+
+
+def disparity_batch_stage(
+    pairs: list[LoadedPair | StageFailure], config: StereoConfig, device: str = "cpu"
+) -> list[PairDisparity | StageFailure]:
+    ok = [p for p in pairs if isinstance(p, LoadedPair)]
+    try:
+        found = stereo_backend(config, device).disparity_many([(p.left, p.right) for p in ok]) if ok else []
+    except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
+        return [disparity_stage(p, config, device) for p in pairs]
+    done = {id(p): PairDisparity(p, d.disparity_px, d.confidence) for p, d in zip(ok, found, strict=True)}
+    return [done.get(id(p), p) for p in pairs]
+
+
+def label_batch_stage(
+    disps: list[PairDisparity | StageFailure], config: MaskConfig, settings: DepthSettings, device: str = "cpu"
+) -> list[LabelledSample | StageFailure]:
+    ok = [d for d in disps if isinstance(d, PairDisparity)]
+    try:
+        found = mask_backend(config, device).masks_many(
+            [d.pair.left for d in ok], disparities_px=[d.disparity_px for d in ok]) if ok else []
+    except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
+        return [label_stage(d, config, settings, device) for d in disps]
+    masks = {id(d): m for d, m in zip(ok, found, strict=True)}
+    return [_labelled(d, masks[id(d)], config, settings) if id(d) in masks else d for d in disps]
 
 
 def write_stage(

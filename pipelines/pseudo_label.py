@@ -19,13 +19,7 @@ from data_schema.captures import RectifiedPair, StereoPairSource
 from data_schema.manifest import LabelTask, Manifest, SampleRecord, ShardPart, StoreLayout
 from labeler.configs import PseudoLabelConfig
 from labeler.errors import InputError
-from labeler.stages import (
-    disparity_stage,
-    label_stage,
-    load_stage,
-    part_path,
-    write_stage,
-)
+from labeler.stages import disparity_batch_stage, label_batch_stage, load_stage, write_stage
 
 LIBRARIES = ("labeler", "numpy", "opencv-contrib-python-headless", "zarr", "dask", "distributed", "torch",
              "scikit-image", "sam2", "timm")
@@ -166,63 +160,74 @@ def _maps(calib_path: str):
     return RectifyMaps.from_calibration(load_calibration(calib_path))
 
 
-def _load_rectified(pair: RectifiedPair, index: int, out: str):
+def _load_rectified(pair: RectifiedPair, index: int, out: str, size: tuple[int, int]):
     from labeler.stages import StageFailure
 
     if pair.status != "ok":
         return StageFailure(pair.pair_id, index, "rectify", pair.error or "failed")
-    return load_stage(_task_from_rectified(pair, index, Path(out) / "rectified"))
+    return load_stage(_task_from_rectified(pair, index, Path(out) / "rectified"), expected_size=size)
 
 
-def _disparity_on_worker(loaded, stereo, gpus):
+def _disparity_on_worker(loaded: list, stereo, gpus):
     from pipelines.cluster import worker_device
 
-    return disparity_stage(loaded, stereo, worker_device(gpus))
+    return disparity_batch_stage(loaded, stereo, worker_device(gpus))
 
 
-def _label_on_worker(disp, masks, settings, gpus, size):
+def _label_on_worker(disps: list, masks, settings, gpus):
     from pipelines.cluster import worker_device
 
-    return label_stage(disp, masks, settings, worker_device(gpus), expected_size=size)
+    return label_batch_stage(disps, masks, settings, worker_device(gpus))
+
+
+def _write(out, shard, layout, key, batches: list[list], *, previews: bool, rectified: list):
+    """The shard's single writer, over the results of all its batches."""
+    return write_stage(out, shard, layout, key, [s for batch in batches for s in batch], previews=previews,
+                       rectified=rectified)
 
 
 def _failed_record(rec: SampleRecord):
     from labeler.stages import StageFailure
 
-    return StageFailure(rec.sample_id, rec.index or 0, *(rec.error or "failed: unknown").split(": ", 1))
+    return [StageFailure(rec.sample_id, rec.index or 0, *(rec.error or "failed: unknown").split(": ", 1))]
 
 
 def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: StoreLayout, key: str,
                 settings, size) -> dict:
-    """{shard: its single write task}; in run mode each write also records its pairs' rectification."""
+    """{shard: its single write task}. Within a shard, samples go through the backends `batch_size` at a
+    time (one GPU forward per batch); in run mode each write also records its pairs' rectification."""
     import dask
     from dask.base import tokenize
 
     out = str(cfg.out)
+    resources = {"resources": {"GPU": 1}} if cfg.gpus else {}
     writes = {}
     for shard, items in shards.items():
-        labelled, rectified = [], []
+        batches, rectified = [], []
+        todo = [it for it in items if it.failed is None]
         for it in items:
-            tok = tokenize(it.sample_id, it.index, key)
             if it.failed is not None:
-                labelled.append(dask.delayed(_failed_record, pure=True)(it.failed, dask_key_name=f"failed-{tok}"))
-                continue
-            if it.raw is not None:
-                rect = dask.delayed(_rectify)(it.raw, str(cfg.calib), out, dask_key_name=f"rectify-{tok}")
-                rectified.append(rect)
-                loaded = dask.delayed(_load_rectified)(rect, it.index, out, dask_key_name=f"load-{tok}")
-            else:
-                loaded = dask.delayed(load_stage)(it.task, dask_key_name=f"load-{tok}")
-            res = {"resources": {"GPU": 1}} if cfg.gpus else {}
-            with dask.annotate(retries=1, **res):
-                disp = dask.delayed(_disparity_on_worker)(loaded, cfg.stereo, cfg.gpus,
-                                                          dask_key_name=f"disparity-{tok}")
-                lab = dask.delayed(_label_on_worker)(disp, cfg.masks, settings, cfg.gpus, size,
-                                                     dask_key_name=f"label-{tok}")
-            labelled.append(lab)
-        writes[shard] = dask.delayed(write_stage)(out, shard, layout, key, labelled, previews=cfg.previews,
-                                                  rectified=rectified,
-                                                  dask_key_name=f"write-{tokenize(shard, key, [i.sample_id for i in items])}")
+                tok = tokenize(it.sample_id, it.index, key)
+                batches.append(dask.delayed(_failed_record, pure=True)(it.failed, dask_key_name=f"failed-{tok}"))
+        for start in range(0, len(todo), cfg.batch_size):
+            chunk = todo[start : start + cfg.batch_size]
+            loaded = []
+            for it in chunk:
+                tok = tokenize(it.sample_id, it.index, key)
+                if it.raw is not None:
+                    rect = dask.delayed(_rectify)(it.raw, str(cfg.calib), out, dask_key_name=f"rectify-{tok}")
+                    rectified.append(rect)
+                    loaded.append(dask.delayed(_load_rectified)(rect, it.index, out, size, dask_key_name=f"load-{tok}"))
+                else:
+                    loaded.append(dask.delayed(load_stage)(it.task, expected_size=size, dask_key_name=f"load-{tok}"))
+            tok = tokenize([(it.sample_id, it.index) for it in chunk], key)
+            with dask.annotate(retries=1, **resources):
+                disp = dask.delayed(_disparity_on_worker)(loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}")
+                batches.append(dask.delayed(_label_on_worker)(disp, cfg.masks, settings, cfg.gpus,
+                                                              dask_key_name=f"label-{tok}"))
+        writes[shard] = dask.delayed(_write)(out, shard, layout, key, batches, previews=cfg.previews,
+                                             rectified=rectified,
+                                             dask_key_name=f"write-{tokenize(shard, key, [i.sample_id for i in items])}")
     return writes
 
 

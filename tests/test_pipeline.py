@@ -234,3 +234,21 @@ def test_cpu_only_backends_stay_on_the_cpu_in_a_gpu_run():
 
     assert stereo_backend(SgbmConfig(), "cuda:0").disparity is not None
     assert mask_backend(ClassicalMasksConfig(), "cuda:1") is not None
+
+
+def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):
+    """--batch-size 3: every sample's arrays identical to one-at-a-time; a wrong-size pair fails alone."""
+    from labeler.io import write_png
+
+    write_plane_pairs(tmp_path / "rect", 5, 96, 64, seed=9)
+    rng = np.random.default_rng(0)
+    for side in ("left", "right"):  # wrong size for the calibration, inside the first batch
+        write_png(tmp_path / "rect" / side / "pair_001b.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    one = label(tmp_path / "rect", calib, tmp_path / "one", previews=False)
+    three = label(tmp_path / "rect", calib, tmp_path / "three", previews=False, batch_size=3)
+    assert [(s.sample_id, s.status, s.digests) for s in one.samples] == \
+           [(s.sample_id, s.status, s.digests) for s in three.samples]
+    (bad,) = three.failures
+    assert bad.sample_id == "pair_001b" and "size 60x40 is not the calibration's 96x64" in bad.error
+    assert len(three.ok) == 5 and validate_dataset(tmp_path / "three") == []
