@@ -252,3 +252,18 @@ def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):
     (bad,) = three.failures
     assert bad.sample_id == "pair_001b" and "size 60x40 is not the calibration's 96x64" in bad.error
     assert len(three.ok) == 5 and validate_dataset(tmp_path / "three") == []
+
+
+def test_existing_process_cluster(tmp_path):
+    """`--scheduler tcp://…`: the same DAG on a running cluster of worker processes (tasks are pickled)."""
+    from distributed import Client, LocalCluster
+
+    write_plane_pairs(tmp_path / "rect", 4, 96, 64, seed=4)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    sync = label(tmp_path / "rect", calib, tmp_path / "sync", previews=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster):
+        remote = label(tmp_path / "rect", calib, tmp_path / "remote", previews=False, samples_per_shard=2,
+                       scheduler=cluster.scheduler_address)
+    assert [s.digests for s in remote.samples] == [s.digests for s in sync.samples]
+    assert validate_dataset(tmp_path / "remote") == []
