@@ -88,7 +88,10 @@ class FoundationStereoConfig(Record):
         description="left-right tolerance in input px (beyond it: NaN), also the confidence scale",
     )
     detect_swapped: bool = Field(True, description="refuse a pair whose left and right images look swapped")
-    batch_size: int = Field(1, ge=1, description="pairs of equal size per forward pass (disparity_many)")
+    batch_size: int = Field(
+        8, ge=1, description="at most this many pairs of equal size per forward pass; the pipeline's --batch-size "
+        "decides how many arrive together (default 1)"
+    )
 
 
 StereoConfig = Annotated[Union[SgbmConfig, FoundationStereoConfig], Field(discriminator="name")]
