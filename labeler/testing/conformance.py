@@ -134,7 +134,7 @@ class StereoBackendTests:
 
     @pytest.fixture
     def backend(self) -> StereoBackend:
-        raise NotImplementedError("subclasses provide a `backend` fixture")
+        pytest.fail(f"{type(self).__name__} must override the `backend` fixture with the backend under test")
 
     @pytest.fixture
     def plane(self) -> Scene:
@@ -214,7 +214,7 @@ class MaskBackendTests:
 
     @pytest.fixture
     def backend(self) -> MaskBackend:
-        raise NotImplementedError("subclasses provide a `backend` fixture")
+        pytest.fail(f"{type(self).__name__} must override the `backend` fixture with the backend under test")
 
     @pytest.fixture
     def scene(self) -> Scene:
