@@ -56,16 +56,21 @@ def sha256_file(path: str | Path) -> str:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB; InputError when it cannot be decoded."""
+    return read_rgb_hashed(path)[0]
+
+
+def read_rgb_hashed(path: str | Path) -> tuple[np.ndarray, str]:
+    """Read an image once: (H, W, 3) uint8 RGB and the sha256 of the file's bytes."""
     import cv2
 
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    if data is None:
+    if not path.is_file():
         raise InputError(path, "file not found", "check the path")
+    data = np.fromfile(path, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise InputError(path, "not a readable image", "replace or remove the file (PNG/JPEG expected)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), sha256_bytes(data.tobytes())
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

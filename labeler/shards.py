@@ -121,13 +121,6 @@ def write_shard(dataset: str | Path, shard: int, layout: StoreLayout, rows: dict
         group[spec.name][span.start : span.stop] = block
 
 
-def read_arrays(dataset: str | Path, index: int, *, group=None) -> SampleArrays:
-    import zarr
-
-    group = group if group is not None else zarr.open_group(Path(dataset) / STORE_NAME, mode="r")
-    return SampleArrays(**{name: group[name][index] for name in ARRAY_NAMES})
-
-
 def load_manifest(dataset: str | Path) -> Manifest:
     from labeler.errors import InputError
 

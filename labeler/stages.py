@@ -101,10 +101,10 @@ def mask_backend(config: MaskConfig, device: str):
 def load_stage(task: LabelTask, *, expected_size: tuple[int, int] | None = None) -> LoadedPair:
     """Read a rectified pair; `expected_size` (width, height) is the calibration's."""
     from labeler.errors import InputError
-    from labeler.io import read_rgb, sha256_file
+    from labeler.io import read_rgb_hashed
 
     started = time.perf_counter()
-    left, right = read_rgb(task.left_path), read_rgb(task.right_path)
+    (left, left_sha), (right, right_sha) = read_rgb_hashed(task.left_path), read_rgb_hashed(task.right_path)
     if left.shape != right.shape:
         raise InputError(task.right_path, f"size {right.shape[1]}x{right.shape[0]} differs from the left "
                          f"image's {left.shape[1]}x{left.shape[0]}", "re-run rectify for this pair")
@@ -112,11 +112,10 @@ def load_stage(task: LabelTask, *, expected_size: tuple[int, int] | None = None)
     if expected_size is not None and (w, h) != tuple(expected_size):
         raise InputError(task.left_path, f"size {w}x{h} is not the calibration's "
                          f"{expected_size[0]}x{expected_size[1]}", "rectify it with this calibration")
-    shas = [sha256_file(p) for p in (task.left_path, task.right_path)]
-    for path, want, got in ((task.left_path, task.left_sha256, shas[0]), (task.right_path, task.right_sha256, shas[1])):
+    for path, want, got in ((task.left_path, task.left_sha256, left_sha), (task.right_path, task.right_sha256, right_sha)):
         if want is not None and want != got:
             raise InputError(path, "content differs from the hash rectify recorded", "re-run rectify")
-    src = SourceFiles(left_path=task.left_path, right_path=task.right_path, left_sha256=shas[0], right_sha256=shas[1])
+    src = SourceFiles(left_path=task.left_path, right_path=task.right_path, left_sha256=left_sha, right_sha256=right_sha)
     return LoadedPair(task, left, right, src, started)
 
 

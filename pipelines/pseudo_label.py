@@ -63,7 +63,8 @@ def _inputs(cfg: PseudoLabelConfig) -> tuple[list[StereoPairSource | LabelTask],
     folder = cfg.inputs
     if not (folder / "pairs.json").is_file():
         if (folder / "left").is_dir():  # a user's own rectified pairs: left/<id>.png + right/<id>.png
-            return [_task_from_paths(s.pair_id, s.left_path, s.right_path) for s in discover_pairs(folder, layout="pairs")], []
+            return [LabelTask(sample_id=s.pair_id, index=0, left_path=s.left_path, right_path=s.right_path)
+                    for s in discover_pairs(folder, layout="pairs")], []
         raise InputError(folder, "neither pairs.json nor left/ + right/ folders",
                          "run `labeler rectify` first, or pass raw captures to `labeler run`")
     tasks, failed = [], []
@@ -75,10 +76,6 @@ def _inputs(cfg: PseudoLabelConfig) -> tuple[list[StereoPairSource | LabelTask],
         else:
             failed.append(SampleRecord(sample_id=p.pair_id, status="failed", error=f"rectify: {p.error}"))
     return tasks, failed
-
-
-def _task_from_paths(sample_id: str, left: str, right: str | None) -> LabelTask:
-    return LabelTask(sample_id=sample_id, index=0, left_path=left, right_path=right or left)
 
 
 def _task_from_rectified(pair: RectifiedPair, index: int, folder: Path) -> LabelTask:
@@ -125,20 +122,18 @@ def plan(cfg: PseudoLabelConfig, key: str) -> tuple[list[Item], dict[int, ShardP
 
 
 def shard_is_done(part: ShardPart | None, items: list[Item], cfg: PseudoLabelConfig, out: Path,
-                  manifest_stub: Manifest | None) -> bool:
+                  manifest: Manifest) -> bool:
     """Keep a shard when its part covers exactly these samples and its ok rows match their digests."""
     if part is None or sorted(s.sample_id for s in part.samples) != sorted(i.sample_id for i in items):
         return False
     if cfg.retry_failed and any(s.status == "failed" for s in part.samples):
         return False
-    if manifest_stub is None:
-        return True
     import zarr
 
     from labeler.validate import sample_problems
 
     group = zarr.open_group(out / "data.zarr", mode="r")
-    return not any(sample_problems(group, s, manifest_stub) for s in part.samples if s.status == "ok")
+    return not any(sample_problems(group, s, manifest) for s in part.samples if s.status == "ok")
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -231,7 +226,7 @@ def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: S
     return writes
 
 
-def assemble_manifest(cfg: PseudoLabelConfig, parts: dict[int, ShardPart], base: Manifest) -> Manifest:
+def assemble_manifest(parts: dict[int, ShardPart], base: Manifest) -> Manifest:
     samples = sorted((s for p in parts.values() for s in p.samples), key=lambda s: (s.index is None, s.index, s.sample_id))
     digest_text = json.dumps([[s.sample_id, s.status, s.digests.model_dump() if s.digests else None] for s in samples])
     version = hashlib.sha256((base.dataset_version + digest_text).encode()).hexdigest()
@@ -247,7 +242,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
     from labeler.depth import depth_settings
     from labeler.io import sha256_file, write_text_atomic
     from labeler.previews import write_gallery
-    from labeler.shards import MANIFEST_NAME, prepare_store, shard_range, store_layout
+    from labeler.shards import MANIFEST_NAME, prepare_store, store_layout
     from pipelines.cluster import dask_client
 
     _check_gpus(cfg)
@@ -271,12 +266,11 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
         by_shard.setdefault(it.index // cfg.samples_per_shard, []).append(it)
     done = {s: parts[s] for s, its in by_shard.items() if shard_is_done(parts.get(s), its, cfg, cfg.out, base)}
     todo = {s: its for s, its in by_shard.items() if s not in done}
-    assert all(set(i.index for i in its) <= set(shard_range(s, layout)) for s, its in todo.items())
     writes = build_graph(cfg, todo, layout, key, settings, (w, h))
     finished = dict(done)
 
     def save_manifest() -> Manifest:
-        manifest = assemble_manifest(cfg, finished, base)
+        manifest = assemble_manifest(finished, base)
         write_text_atomic(cfg.out / MANIFEST_NAME, manifest.model_dump_json(indent=1))
         return manifest
 

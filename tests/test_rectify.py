@@ -6,28 +6,14 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from labeler.io import read_rgb, write_png
 from labeler.rectify import RectifyMaps, rectify_folder, rectify_pair, vertical_offset_px
-
-
-def identity_calibration(path, w=320, h=240):
-    k = [[300.0, 0.0, w / 2], [0.0, 300.0, h / 2], [0.0, 0.0, 1.0]]
-    eye = {"K": k, "dist": [0.0, 0.0, 0.0, 0.0, 0.0]}
-    p1 = [[300.0, 0.0, w / 2, 0.0], [0.0, 300.0, h / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]
-    p2 = [[300.0, 0.0, w / 2, -300.0 * 0.1], [0.0, 300.0, h / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]
-    eye3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    q = [[1, 0, 0, -w / 2], [0, 1, 0, -h / 2], [0, 0, 0, 300.0], [0, 0, 10.0, 0]]
-    data = {"schema_version": 1, "rig": "identity", "image_size": [w, h], "left": eye, "right": eye,
-            "R": eye3, "T": [-0.1, 0.0, 0.0], "baseline_m": 0.1, "rms_reprojection_px": 0.0,
-            "rectification": {"R1": eye3, "R2": eye3, "P1": p1, "P2": p2, "Q": q}}
-    path.write_text(yaml.safe_dump(data))
-    return path
+from tests.conftest import identity_calibration_yaml
 
 
 def test_identity_rectification_passes_pixels_through(tmp_path):
-    calib = identity_calibration(tmp_path / "id.yaml")
+    calib = identity_calibration_yaml(tmp_path / "id.yaml", 320, 240)
     rng = np.random.default_rng(1)
     left, right = (rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(2))
     write_png(tmp_path / "raw" / "a_left.png", left)
@@ -103,7 +89,7 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
 def test_maps_are_identity_only_for_identity(calibrated, tmp_path):
     from labeler.calibration import load_calibration
 
-    assert RectifyMaps.from_calibration(load_calibration(identity_calibration(tmp_path / "i.yaml"))).identity
+    assert RectifyMaps.from_calibration(load_calibration(identity_calibration_yaml(tmp_path / "i.yaml", 320, 240))).identity
     assert not RectifyMaps.from_calibration(calibrated[0].calibration).identity
 
 
