@@ -58,8 +58,17 @@ def pipeline(folder: Path, calib: Path, scheduler: str, workers: int | None = No
     out = folder / f"ds-{scheduler}"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    run_pseudo_label(PseudoLabelConfig(inputs=folder / "rect", calib=calib, out=out, scheduler=scheduler,
-                                       workers=workers, progress=False, previews=False))
+    run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=folder / "rect",
+            calib=calib,
+            out=out,
+            scheduler=scheduler,
+            workers=workers,
+            progress=False,
+            previews=False,
+        )
+    )
     return time.perf_counter() - start
 
 
@@ -74,8 +83,12 @@ def storage(folder: Path, n: int, width: int, height: int) -> list[tuple[str, fl
     rng = np.random.default_rng(0)
     lefts = np.stack([plane_pair(rng, width, height)[0] for _ in range(n)])
     yy, xx = np.mgrid[0:height, 0:width]
-    depth = np.stack([(1.0 + 0.001 * xx + 0.002 * yy + rng.normal(0, 0.01, (height, width))).astype(np.float32)
-                      for _ in range(n)])
+    depth = np.stack(
+        [
+            (1.0 + 0.001 * xx + 0.002 * yy + rng.normal(0, 0.01, (height, width))).astype(np.float32)
+            for _ in range(n)
+        ]
+    )
     depth[:, :, :20] = np.nan
     arrays = {"left": lefts, "depth_m": depth}
     mb = sum(a.nbytes for a in arrays.values()) / 1e6
@@ -98,8 +111,14 @@ def storage(folder: Path, n: int, width: int, height: int) -> list[tuple[str, fl
         group = zarr.open_group(root, mode="w", zarr_format=3)
         t0 = time.perf_counter()
         for key, a in arrays.items():
-            arr = group.create_array(key, shape=a.shape, chunks=(1, *a.shape[1:]), shards=(s, *a.shape[1:]),
-                                     dtype=a.dtype, compressors=comp)
+            arr = group.create_array(
+                key,
+                shape=a.shape,
+                chunks=(1, *a.shape[1:]),
+                shards=(s, *a.shape[1:]),
+                dtype=a.dtype,
+                compressors=comp,
+            )
             arr[:] = a
         t_write = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -139,17 +158,24 @@ def main() -> None:
         t_local = pipeline(folder, calib, "processes", workers=2)
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+            Client(cluster),
+        ):
             pipeline(folder, calib, cluster.scheduler_address)  # warm the workers (imports, backends)
             t_warm = pipeline(folder, calib, cluster.scheduler_address)
         n = args.pairs
         print(f"pipeline, {n} pairs {args.width}x{args.height}, sgbm + classical:")
         print(f"  bare loop of the same calls      {n / t_bare:6.2f} pairs/s")
         print(f"  pipeline, sync scheduler         {n / t_sync:6.2f} pairs/s   ratio {t_bare / t_sync:.2f}")
-        print(f"  pipeline, LocalCluster 2 procs   {n / t_local:6.2f} pairs/s   ratio {t_bare / t_local:.2f}"
-              " (includes cluster start-up)")
-        print(f"  pipeline, running 2-proc cluster {n / t_warm:6.2f} pairs/s   ratio {t_bare / t_warm:.2f}"
-              " (--scheduler tcp://…, workers warm)")
+        print(
+            f"  pipeline, LocalCluster 2 procs   {n / t_local:6.2f} pairs/s   ratio {t_bare / t_local:.2f}"
+            " (includes cluster start-up)"
+        )
+        print(
+            f"  pipeline, running 2-proc cluster {n / t_warm:6.2f} pairs/s   ratio {t_bare / t_warm:.2f}"
+            " (--scheduler tcp://…, workers warm)"
+        )
         print(f"storage, {n} samples (left uint8 + depth_m float32):")
         print(f"  {'codec':32s} {'write MB/s':>10s} {'read MB/s':>10s} {'stored MB':>10s}")
         for name, w, r, size in storage(folder, n, args.width, args.height):

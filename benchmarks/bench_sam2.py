@@ -117,10 +117,14 @@ def main(argv: list[str] | None = None) -> None:
         model_name = f"{config_name} from {checkpoint.name}"
     device = torch.device(args.device)
     amp = device.type == "cuda" and not args.no_mixed_precision
-    print(f"# {model_name}; device {describe(device)}; torch {torch.__version__}; "
-          f"{'bf16 autocast' if amp else 'float32'}")
-    print("| image | setting | masks/image | labeler img/s | official img/s | ratio | ratio (CPU time) "
-          "| mean IoU matched | identical | unmatched |")
+    print(
+        f"# {model_name}; device {describe(device)}; torch {torch.__version__}; "
+        f"{'bf16 autocast' if amp else 'float32'}"
+    )
+    print(
+        "| image | setting | masks/image | labeler img/s | official img/s | ratio | ratio (CPU time) "
+        "| mean IoU matched | identical | unmatched |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
@@ -131,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                 base.update({k: v for k, v in OPEN_THRESHOLDS.items() if k != "points_per_side"})
             cfg = Sam2Config(checkpoint=checkpoint, config=config_name, mixed_precision=amp, **base)
             if keep == "some":
-                cfg = cfg.model_copy(update={"pred_iou_thresh": iou_percentile(cfg, images[0], args.device, 90)})
+                cfg = cfg.model_copy(
+                    update={"pred_iou_thresh": iou_percentile(cfg, images[0], args.device, 90)}
+                )
             ours = Sam2MaskBackend(cfg, device=args.device)
             official = official_generator(ours.model, cfg)
 
@@ -156,8 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             identical = sum(x[4] for x in agree) / max(sum(x[1] for x in agree), 1)
             unmatched = np.mean([x[5] for x in agree])
             label = keep if keep != "some" else f"some (pred_iou_thresh {cfg.pred_iou_thresh:.4f})"
-            print(f"| {h}x{w} | {label} | {n:.0f} | {r_ours:.3f} | {r_off:.3f} | {r_ours / r_off:.2f} | "
-                  f"{cpu_ratio:.2f} | {miou:.4f} | {identical:.1%} | {unmatched:.1f} |", flush=True)
+            print(
+                f"| {h}x{w} | {label} | {n:.0f} | {r_ours:.3f} | {r_off:.3f} | {r_ours / r_off:.2f} | "
+                f"{cpu_ratio:.2f} | {miou:.4f} | {identical:.1%} | {unmatched:.1f} |",
+                flush=True,
+            )
     tmp.cleanup()
 
 
@@ -188,8 +197,10 @@ def describe(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads, load average {load:.1f} at start")
+    return (
+        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, load average {load:.1f} at start"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,16 @@ def build_dataset(folder: Path, n: int, width: int, height: int) -> Path:
 
     write_plane_pairs(folder / "rect", n, width, height, seed=11)
     calib = identity_calibration_yaml(folder / "calib.yaml", width, height)
-    run_pseudo_label(PseudoLabelConfig(inputs=folder / "rect", calib=calib, out=folder / "ds", scheduler="sync",
-                                       previews=False, progress=False))
+    run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=folder / "rect",
+            calib=calib,
+            out=folder / "ds",
+            scheduler="sync",
+            previews=False,
+            progress=False,
+        )
+    )
     return folder / "ds"
 
 
@@ -53,8 +61,9 @@ def loader_rate(ds, workers: int, batch: int, epochs: int = 3) -> float:
     from labeler.train.data import EpochSampler
 
     sampler = EpochSampler(len(ds), seed=0)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
-                                     persistent_workers=workers > 0)
+    dl = torch.utils.data.DataLoader(
+        ds, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=workers > 0
+    )
     sampler.set_epoch(0)
     for _ in dl:  # warm-up: worker start
         pass
@@ -66,8 +75,9 @@ def loader_rate(ds, workers: int, batch: int, epochs: int = 3) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def train_rate(dataset: Path, ids: list[str], backbone: str, size: int, batch: int, device: str,
-               steps: int) -> tuple[float, float]:
+def train_rate(
+    dataset: Path, ids: list[str], backbone: str, size: int, batch: int, device: str, steps: int
+) -> tuple[float, float]:
     """(samples/s, s/step) of frozen-backbone fusion training, random init, batches from memory."""
     import torch
 
@@ -139,13 +149,17 @@ def main() -> None:
     item_mem = rate(lambda i: mem_ds[(0, i)], n)
     dl0 = loader_rate(shard_ds, 0, args.batch)
     dlw = loader_rate(shard_ds, args.workers, args.batch)
-    print(f"\ndataset {dataset}: {n} samples {w}x{h}; device {args.device}; torch threads "
-          f"{torch.get_num_threads()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\ndataset {dataset}: {n} samples {w}x{h}; device {args.device}; torch threads "
+        f"{torch.get_num_threads()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| reader | samples/s | ratio |\n|---|---|---|")
     print(f"| `ds[i]` (Zarr shards: decompress all arrays of one sample) | {read:.1f} | |")
-    print(f"| training item from shards (read + resize to {args.size} + augment + targets) | {item_shard:.1f} | "
-          f"{item_shard / item_mem:.2f} |")
+    print(
+        f"| training item from shards (read + resize to {args.size} + augment + targets) | {item_shard:.1f} | "
+        f"{item_shard / item_mem:.2f} |"
+    )
     print(f"| the same items from samples in memory (baseline) | {item_mem:.1f} | 1 |")
     print(f"| DataLoader, 0 workers, batch {args.batch} | {dl0:.1f} | |")
     print(f"| DataLoader, {args.workers} workers, batch {args.batch} | {dlw:.1f} | |")
@@ -155,8 +169,10 @@ def main() -> None:
         backbone, size = spec.split(":")
         sps, dt = train_rate(dataset, ids, backbone, int(size), args.batch, args.device, args.steps)
         feed = dlw if int(size) == args.size else float("nan")
-        print(f"| {backbone} (frozen, fusion heads) | {size} | {args.batch} | {dt:.3f} | {sps:.2f} | "
-              f"{feed / sps:.1f} |")
+        print(
+            f"| {backbone} (frozen, fusion heads) | {size} | {args.batch} | {dt:.3f} | {sps:.2f} | "
+            f"{feed / sps:.1f} |"
+        )
     tmp.cleanup()
 
 

@@ -36,8 +36,10 @@ def main() -> None:
     g = disparity_to_depth(gt, mb.manifest.depth)
     both = np.isfinite(g) & np.isfinite(s.depth_m)
     rel = np.abs(s.depth_m[both] - g[both]) / g[both]
-    print(f"Middlebury Motorcycle ({mb.manifest.stereo.name}): EPE {e.epe_px:.3f} px, bad-2 {e.bad_px_percent:.2f} %, "
-          f"density {e.density_percent:.1f} %; depth AbsRel mean {rel.mean():.4f}, median {np.median(rel):.4f}")
+    print(
+        f"Middlebury Motorcycle ({mb.manifest.stereo.name}): EPE {e.epe_px:.3f} px, bad-2 {e.bad_px_percent:.2f} %, "
+        f"density {e.density_percent:.1f} %; depth AbsRel mean {rel.mean():.4f}, median {np.median(rel):.4f}"
+    )
 
     ds = open_dataset(args.datasets / "demo")
     maps = RectifyMaps.from_calibration(ds.manifest.calibration)  # the manifest embeds the calibration
@@ -49,14 +51,26 @@ def main() -> None:
         rect_ids = cv2.remap(raw_ids.astype(np.float32), *maps.left, cv2.INTER_NEAREST).astype(int)
         for obj in truth[s.sample_id].objects:
             mask = rect_ids == obj.id
-            iou, best = max(((np.logical_and(mask, s.instance_ids == o.id).sum()
-                              / np.logical_or(mask, s.instance_ids == o.id).sum(), o) for o in s.objects),
-                            key=lambda t: t[0])
+            iou, best = max(
+                (
+                    (
+                        np.logical_and(mask, s.instance_ids == o.id).sum()
+                        / np.logical_or(mask, s.instance_ids == o.id).sum(),
+                        o,
+                    )
+                    for o in s.objects
+                ),
+                key=lambda t: t[0],
+            )
             err = best.depth_m_median / obj.depth_m_median - 1
             errors.append(abs(err))
-            print(f"  {s.sample_id} object {obj.id}: truth {obj.depth_m_median:.3f} m, labelled "
-                  f"{best.depth_m_median:.3f} m ({err:+.2%}), mask IoU {iou:.2f}")
-    print(f"demo rig: {len(errors)} objects, depth error mean {np.mean(errors):.2%}, max {np.max(errors):.2%}")
+            print(
+                f"  {s.sample_id} object {obj.id}: truth {obj.depth_m_median:.3f} m, labelled "
+                f"{best.depth_m_median:.3f} m ({err:+.2%}), mask IoU {iou:.2f}"
+            )
+    print(
+        f"demo rig: {len(errors)} objects, depth error mean {np.mean(errors):.2%}, max {np.max(errors):.2%}"
+    )
 
 
 if __name__ == "__main__":

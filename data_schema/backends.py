@@ -7,7 +7,7 @@ discriminated unions over them, so a manifest round-trips to the same typed conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -73,15 +73,21 @@ class FoundationStereoConfig(Record):
     name: Literal["foundation-stereo"] = "foundation-stereo"
     weights: Path | None = Field(None, description="model_best_bp2.pth of a release; cfg.yaml beside it")
     valid_iters: int = Field(32, ge=1, description="GRU refinement iterations")
-    scale: float = Field(1.0, gt=0, le=1.0, description="resize factor applied to the images before inference")
+    scale: float = Field(
+        1.0, gt=0, le=1.0, description="resize factor applied to the images before inference"
+    )
     hiera: bool = Field(False, description="coarse-to-fine inference for images over ~1K px")
     max_disp: int | None = Field(
         None, ge=16, multiple_of=16, description="override of cfg.yaml max_disp (px at inference scale)"
     )
     mixed_precision: bool = Field(True, description="autocast (amp_dtype); only on CUDA, float32 on the CPU")
     amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="autocast dtype on CUDA")
-    remove_invisible: bool = Field(True, description="invalidate pixels whose match falls outside the right image")
-    lr_check: bool = Field(True, description="confidence from a left-right consistency pass (doubles the cost)")
+    remove_invisible: bool = Field(
+        True, description="invalidate pixels whose match falls outside the right image"
+    )
+    lr_check: bool = Field(
+        True, description="confidence from a left-right consistency pass (doubles the cost)"
+    )
     consistency_px: float = Field(
         1.0,
         gt=0,
@@ -89,12 +95,14 @@ class FoundationStereoConfig(Record):
     )
     detect_swapped: bool = Field(True, description="refuse a pair whose left and right images look swapped")
     batch_size: int = Field(
-        8, ge=1, description="at most this many pairs of equal size per forward pass; the pipeline's --batch-size "
-        "decides how many arrive together (default 1)"
+        8,
+        ge=1,
+        description="at most this many pairs of equal size per forward pass; the pipeline's --batch-size "
+        "decides how many arrive together (default 1)",
     )
 
 
-StereoConfig = Annotated[Union[SgbmConfig, FoundationStereoConfig], Field(discriminator="name")]
+StereoConfig = Annotated[SgbmConfig | FoundationStereoConfig, Field(discriminator="name")]
 
 
 class ClassicalMasksConfig(Record):
@@ -121,7 +129,9 @@ class Sam2Config(Record):
     name: Literal["sam2"] = "sam2"
     checkpoint: Path | None = Field(None, description="local SAM2 checkpoint (.pt); nothing is downloaded")
     config: str = Field("sam2.1_hiera_s", description="config name (sam2.1_hiera_t|s|b+|l) or a YAML path")
-    points_per_side: int = Field(32, ge=1, description="point prompts per image side (points_per_side² per crop)")
+    points_per_side: int = Field(
+        32, ge=1, description="point prompts per image side (points_per_side² per crop)"
+    )
     points_per_batch: int = Field(64, ge=1, description="point prompts decoded together")
     pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="keep masks whose predicted IoU exceeds this")
     stability_score_thresh: float = Field(
@@ -131,7 +141,9 @@ class Sam2Config(Record):
         1.0, ge=0, description="logit shift of the two thresholds the stability score compares"
     )
     mask_threshold: float = Field(0.0, description="logit above which a pixel is in the mask")
-    box_nms_thresh: float = Field(0.7, ge=0, le=1, description="box IoU above which NMS drops a duplicate mask")
+    box_nms_thresh: float = Field(
+        0.7, ge=0, le=1, description="box IoU above which NMS drops a duplicate mask"
+    )
     crop_n_layers: int = Field(0, ge=0, description="layers of image crops run again (layer i: (2^i)² crops)")
     crop_nms_thresh: float = Field(0.7, ge=0, le=1, description="box NMS threshold between crops")
     crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1, description="overlap of first-layer crops")
@@ -146,4 +158,4 @@ class Sam2Config(Record):
     mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
 
 
-MaskConfig = Annotated[Union[ClassicalMasksConfig, Sam2Config], Field(discriminator="name")]
+MaskConfig = Annotated[ClassicalMasksConfig | Sam2Config, Field(discriminator="name")]

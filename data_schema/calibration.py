@@ -67,7 +67,9 @@ class StereoCalibration(Record):
     baseline_m: float = Field(gt=0)
     rms_reprojection_px: float = Field(ge=0)
     rectification: Rectification
-    alpha: float | None = Field(None, description="stereoRectify free scaling used (-1 default, 0 crop, 1 keep all)")
+    alpha: float | None = Field(
+        None, description="stereoRectify free scaling used (-1 default, 0 crop, 1 keep all)"
+    )
     board: BoardSpec | None = None
     n_views: int | None = Field(None, ge=0, description="views used after outlier rejection")
 

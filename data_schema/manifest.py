@@ -118,7 +118,9 @@ class DepthSettings(Record):
 
 class Manifest(Record):
     schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
-    dataset_version: str = Field(description="sha256 over configs and every sample's digests: content-derived")
+    dataset_version: str = Field(
+        description="sha256 over configs and every sample's digests: content-derived"
+    )
     labeler_version: str
     calibration: StereoCalibration
     calibration_sha256: str

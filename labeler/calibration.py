@@ -116,11 +116,14 @@ def collect_views(
     results: list[ViewResult] = []
     size: tuple[int, int] | None = None
     for src in discover_pairs(root, layout=layout, stride=stride):
-        source = src.left_path if src.layout is not CaptureLayout.video else f"{src.left_path}#{src.frame_index}"
+        source = (
+            src.left_path if src.layout is not CaptureLayout.video else f"{src.left_path}#{src.frame_index}"
+        )
 
         def skip(reason: str, found: int = 0) -> None:
-            results.append(ViewResult(view_id=src.pair_id, source=source, corners_found=found, used=False,
-                                      reason=reason))
+            results.append(
+                ViewResult(view_id=src.pair_id, source=source, corners_found=found, used=False, reason=reason)
+            )
 
         try:
             left, right = load_pair(src)
@@ -131,8 +134,10 @@ def collect_views(
         if size is None:
             size = this_size
         elif this_size != size:
-            skip(f"{source}: image size {this_size[0]}x{this_size[1]} differs from the first view's "
-                 f"{size[0]}x{size[1]}; calibrate one resolution at a time")
+            skip(
+                f"{source}: image size {this_size[0]}x{this_size[1]} differs from the first view's "
+                f"{size[0]}x{size[1]}; calibrate one resolution at a time"
+            )
             continue
         found = [detect_board(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), board) for img in (left, right)]
         if found[0] is None or found[1] is None:
@@ -168,8 +173,18 @@ def _calibrate_pair(views: list[BoardView], size: tuple[int, int], k_l, d_l, k_r
 
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-9)
     rms, k_l, d_l, k_r, d_r, r, t, _, _, _, _, per_view = cv2.stereoCalibrateExtended(
-        [v.object_points for v in views], [v.left_px for v in views], [v.right_px for v in views],
-        k_l, d_l, k_r, d_r, size, None, None, flags=cv2.CALIB_USE_INTRINSIC_GUESS, criteria=crit,
+        [v.object_points for v in views],
+        [v.left_px for v in views],
+        [v.right_px for v in views],
+        k_l,
+        d_l,
+        k_r,
+        d_r,
+        size,
+        None,
+        None,
+        flags=cv2.CALIB_USE_INTRINSIC_GUESS,
+        criteria=crit,
     )
     return rms, k_l, d_l, k_r, d_r, r, t, per_view.reshape(len(views), 2).max(axis=1)
 
@@ -231,17 +246,25 @@ def calibrate(
                 f"{err_s[i]:.2f} px (median view {med:.2f} px)"
             )
         views = [v for v, b in zip(views, bad, strict=True) if not b]
-    r1, r2, p1, p2, q, _, _ = cv2.stereoRectify(k_l, d_l, k_r, d_r, size, r, t,
-                                                flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+    r1, r2, p1, p2, q, _, _ = cv2.stereoRectify(
+        k_l, d_l, k_r, d_r, size, r, t, flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha
+    )
     t = t.reshape(3)
     calib = StereoCalibration(
-        rig=rig, image_size=list(size),
+        rig=rig,
+        image_size=list(size),
         left=CameraIntrinsics(K=k_l.tolist(), dist=d_l.reshape(-1).tolist()),
         right=CameraIntrinsics(K=k_r.tolist(), dist=d_r.reshape(-1).tolist()),
-        R=r.tolist(), T=t.tolist(), baseline_m=float(np.linalg.norm(t)), rms_reprojection_px=float(rms),
-        rectification=Rectification(R1=r1.tolist(), R2=r2.tolist(), P1=p1.tolist(), P2=p2.tolist(),
-                                    Q=q.tolist()),
-        alpha=alpha, board=board, n_views=len(views),
+        R=r.tolist(),
+        T=t.tolist(),
+        baseline_m=float(np.linalg.norm(t)),
+        rms_reprojection_px=float(rms),
+        rectification=Rectification(
+            R1=r1.tolist(), R2=r2.tolist(), P1=p1.tolist(), P2=p2.tolist(), Q=q.tolist()
+        ),
+        alpha=alpha,
+        board=board,
+        n_views=len(views),
     )
     per_view = {v.view_id: (el, er) for v, el, er in zip(views, err_l, err_r, strict=True)}
     final = []
@@ -252,9 +275,16 @@ def calibrate(
             el, er = per_view[res.view_id]
             res = res.model_copy(update={"left_rms_px": float(el), "right_rms_px": float(er)})
         final.append(res)
-    report = CalibrationReport(rig=rig, board=board, views=final, left_rms_px=float(rms_l),
-                               right_rms_px=float(rms_r), stereo_rms_px=float(rms),
-                               baseline_m=calib.baseline_m, alpha=alpha)
+    report = CalibrationReport(
+        rig=rig,
+        board=board,
+        views=final,
+        left_rms_px=float(rms_l),
+        right_rms_px=float(rms_r),
+        stereo_rms_px=float(rms),
+        baseline_m=calib.baseline_m,
+        alpha=alpha,
+    )
     return CalibrationResult(calib, report, views, size, preview)
 
 
@@ -288,11 +318,15 @@ def load_calibration(path: str | Path) -> StereoCalibration:
     path = Path(path)
     regen = "re-run `labeler calibrate` to write a current file"
     if not path.is_file():
-        raise InputError(path, "calibration file not found", "pass --calib with the YAML `labeler calibrate` wrote")
+        raise InputError(
+            path, "calibration file not found", "pass --calib with the YAML `labeler calibrate` wrote"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({str(err).splitlines()[0]})", "fix or regenerate it") from None
+        raise InputError(
+            path, f"not valid YAML ({str(err).splitlines()[0]})", "fix or regenerate it"
+        ) from None
     if not isinstance(data, dict):
         raise InputError(path, "not a calibration mapping", regen)
     version = data.get("schema_version")
@@ -300,8 +334,11 @@ def load_calibration(path: str | Path) -> StereoCalibration:
         raise InputError(path, "has no schema_version (an older or foreign calibration file)", regen)
     if version != CALIBRATION_SCHEMA_VERSION:
         relation = "older" if isinstance(version, int) and version < CALIBRATION_SCHEMA_VERSION else "newer"
-        raise InputError(path, f"schema_version {version} is {relation} than this labeler reads "
-                         f"({CALIBRATION_SCHEMA_VERSION})", regen if relation == "older" else "upgrade labeler")
+        raise InputError(
+            path,
+            f"schema_version {version} is {relation} than this labeler reads ({CALIBRATION_SCHEMA_VERSION})",
+            regen if relation == "older" else "upgrade labeler",
+        )
     try:
         return StereoCalibration.model_validate(data)
     except ValidationError as err:

@@ -33,8 +33,16 @@ def coverage_image(result: CalibrationResult) -> np.ndarray:
                 cv2.circle(canvas, (round(float(x)), round(float(y))), 2, colour, -1, cv2.LINE_AA)
     for canvas, name in zip(canvases, ("left", "right"), strict=True):
         cv2.rectangle(canvas, (0, 0), (w - 1, h - 1), (200, 200, 200), 1)
-        cv2.putText(canvas, f"{name}: {len(result.views)} views", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{name}: {len(result.views)} views",
+            (10, 24),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return np.hstack(canvases)
 
 

@@ -64,17 +64,19 @@ def discover_pairs(
     elif lay is CaptureLayout.suffix:
         sources = _pairs_from_suffixes(root)
     elif lay is CaptureLayout.video:
-        videos = [root] if root.is_file() else sorted(
-            p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES
+        videos = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         )
         sources = [s for v in videos for s in _pairs_from_video(v, stride)]
     else:
         frames = [root] if root.is_file() else _images(root)
-        sources = [
-            StereoPairSource(pair_id=safe_id(p.stem), layout=lay, left_path=str(p)) for p in frames
-        ]
+        sources = [StereoPairSource(pair_id=safe_id(p.stem), layout=lay, left_path=str(p)) for p in frames]
     if not sources:
-        raise InputError(root, f"no stereo captures found (layout {lay.value})", "check the folder or pass --layout")
+        raise InputError(
+            root, f"no stereo captures found (layout {lay.value})", "check the folder or pass --layout"
+        )
     ids = [s.pair_id for s in sources]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[0]
@@ -88,11 +90,18 @@ def _pairs_from_folders(root: Path) -> list[StereoPairSource]:
     # A frame seen by one eye only is not a pair; say so rather than dropping it silently.
     for name in sorted(set(lefts) ^ set(rights)):
         missing = "right" if name in lefts else "left"
-        raise InputError(root / missing / name, f"missing: {name} exists only on the other side",
-                         "capture both eyes or remove the orphan frame")
+        raise InputError(
+            root / missing / name,
+            f"missing: {name} exists only on the other side",
+            "capture both eyes or remove the orphan frame",
+        )
     return [
-        StereoPairSource(pair_id=safe_id(Path(n).stem), layout=CaptureLayout.pairs,
-                         left_path=str(lefts[n]), right_path=str(rights[n]))
+        StereoPairSource(
+            pair_id=safe_id(Path(n).stem),
+            layout=CaptureLayout.pairs,
+            left_path=str(lefts[n]),
+            right_path=str(rights[n]),
+        )
         for n in sorted(lefts)
     ]
 
@@ -108,8 +117,14 @@ def _pairs_from_suffixes(root: Path) -> list[StereoPairSource]:
         if set(pair) != {"left", "right"}:
             have = next(iter(pair.values()))
             raise InputError(have, "has no matching _left/_right partner", "capture both eyes or remove it")
-        out.append(StereoPairSource(pair_id=safe_id(stem), layout=CaptureLayout.suffix,
-                                    left_path=str(pair["left"]), right_path=str(pair["right"])))
+        out.append(
+            StereoPairSource(
+                pair_id=safe_id(stem),
+                layout=CaptureLayout.suffix,
+                left_path=str(pair["left"]),
+                right_path=str(pair["right"]),
+            )
+        )
     return out
 
 
@@ -124,8 +139,12 @@ def _pairs_from_video(video: Path, stride: int) -> list[StereoPairSource]:
         n += 1
     cap.release()
     return [
-        StereoPairSource(pair_id=safe_id(f"{video.stem}_f{i:06d}"), layout=CaptureLayout.video,
-                         left_path=str(video), frame_index=i)
+        StereoPairSource(
+            pair_id=safe_id(f"{video.stem}_f{i:06d}"),
+            layout=CaptureLayout.video,
+            left_path=str(video),
+            frame_index=i,
+        )
         for i in range(0, n, max(1, stride))
     ]
 
@@ -134,8 +153,11 @@ def split_side_by_side(frame: np.ndarray, path: str | Path) -> tuple[np.ndarray,
     """Split an Arducam 2W x H frame into its left and right halves."""
     w = frame.shape[1]
     if w % 2:
-        raise InputError(path, f"side-by-side frame has odd width {w}; expected 2W x H with equal halves",
-                         "crop one column or pass --layout pairs if it is not side-by-side")
+        raise InputError(
+            path,
+            f"side-by-side frame has odd width {w}; expected 2W x H with equal halves",
+            "crop one column or pass --layout pairs if it is not side-by-side",
+        )
     return np.ascontiguousarray(frame[:, : w // 2]), np.ascontiguousarray(frame[:, w // 2 :])
 
 
@@ -168,11 +190,18 @@ def load_pair(
     else:
         left, right = read_rgb(src.left_path), read_rgb(src.right_path)
         if left.shape != right.shape:
-            raise InputError(src.right_path, f"size {right.shape[1]}x{right.shape[0]} differs from the left "
-                             f"image's {left.shape[1]}x{left.shape[0]}", "pair images from one capture")
+            raise InputError(
+                src.right_path,
+                f"size {right.shape[1]}x{right.shape[0]} differs from the left "
+                f"image's {left.shape[1]}x{left.shape[0]}",
+                "pair images from one capture",
+            )
     if expected_size is not None and (left.shape[1], left.shape[0]) != tuple(expected_size):
         w, h = expected_size
-        raise InputError(src.left_path, f"frame size {left.shape[1]}x{left.shape[0]} per eye does not match "
-                         f"the calibration's {w}x{h} ({calib_path})",
-                         "use the calibration made for this rig and resolution, or re-calibrate")
+        raise InputError(
+            src.left_path,
+            f"frame size {left.shape[1]}x{left.shape[0]} per eye does not match "
+            f"the calibration's {w}x{h} ({calib_path})",
+            "use the calibration made for this rig and resolution, or re-calibrate",
+        )
     return left, right

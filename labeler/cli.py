@@ -17,8 +17,12 @@ from pydantic import ValidationError
 
 from labeler.errors import LabelerError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Arducam stereo captures -> pseudo-label datasets (metric depth + instance masks).")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Arducam stereo captures -> pseudo-label datasets (metric depth + instance masks).",
+)
 export_app = typer.Typer(no_args_is_help=True, help="Export calibrations and datasets to other formats.")
 app.add_typer(export_app, name="export")
 
@@ -47,8 +51,11 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("distributed", "tornado", "bokeh", "asyncio"):  # cluster chatter is not the user's news
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
@@ -66,31 +73,43 @@ def demo(
     middlebury: Annotated[bool, typer.Option(help="also write the real Middlebury Motorcycle pair")] = True,
 ) -> None:
     """Render a synthetic Arducam-style rig (board captures, scenes, truth); add the Middlebury pair."""
-    from labeler.configs import DemoConfig
     from labeler.commands import demo_command
+    from labeler.configs import DemoConfig
 
-    truth = run(lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed,
-                                   middlebury=middlebury), demo_command)
-    typer.echo(f"demo rig: {n_boards} board captures in {out / 'boards'}, {len(truth.scenes)} scenes in "
-               f"{out / 'scenes'}, truth in {out / 'truth'}"
-               + (f"; Middlebury Motorcycle pair in {out / 'middlebury'}" if middlebury else ""))
+    truth = run(
+        lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed, middlebury=middlebury),
+        demo_command,
+    )
+    typer.echo(
+        f"demo rig: {n_boards} board captures in {out / 'boards'}, {len(truth.scenes)} scenes in "
+        f"{out / 'scenes'}, truth in {out / 'truth'}"
+        + (f"; Middlebury Motorcycle pair in {out / 'middlebury'}" if middlebury else "")
+    )
 
 
 @app.command()
 def calibrate(
-    captures: Annotated[Path, typer.Argument(help="board captures: side-by-side frames, left/+right/, or video")],
+    captures: Annotated[
+        Path, typer.Argument(help="board captures: side-by-side frames, left/+right/, or video")
+    ],
     rig: Annotated[str, typer.Option(help="rig name; writes calib/<rig>.yaml")],
     board: Annotated[str, typer.Option(help="chessboard|charuco")] = "chessboard",
-    cols: Annotated[int, typer.Option(help="chessboard: inner corners per row; charuco: squares per row")] = 9,
+    cols: Annotated[
+        int, typer.Option(help="chessboard: inner corners per row; charuco: squares per row")
+    ] = 9,
     rows: Annotated[int, typer.Option(help="chessboard: inner corners per column; charuco: squares")] = 6,
     square_m: Annotated[float, typer.Option(help="square side, metres")] = 0.03,
     marker_m: Annotated[float | None, typer.Option(help="charuco marker side, metres")] = None,
     dictionary: Annotated[str, typer.Option(help="charuco: cv2.aruco dictionary")] = "DICT_5X5_100",
     layout: LayoutOpt = "auto",
     stride: StrideOpt = 10,
-    alpha: Annotated[float, typer.Option(help="stereoRectify scaling: 0 crop to valid pixels, 1 keep all")] = 0.0,
+    alpha: Annotated[
+        float, typer.Option(help="stereoRectify scaling: 0 crop to valid pixels, 1 keep all")
+    ] = 0.0,
     out: Annotated[Path | None, typer.Option(help="output YAML (default calib/<rig>.yaml)")] = None,
-    export: Annotated[list[str] | None, typer.Option(help="also write: ros (camera_info YAML per eye)")] = None,
+    export: Annotated[
+        list[str] | None, typer.Option(help="also write: ros (camera_info YAML per eye)")
+    ] = None,
 ) -> None:
     """Stereo calibration from board captures -> calib/<rig>.yaml + report."""
     from data_schema.calibration import BoardSpec
@@ -98,19 +117,34 @@ def calibrate(
     from labeler.configs import CalibrateConfig
 
     def build() -> CalibrateConfig:
-        spec = BoardSpec(kind=board, cols=cols, rows=rows, square_m=square_m,
-                         marker_m=marker_m if board == "charuco" else None,
-                         dictionary=dictionary if board == "charuco" else None)
-        return CalibrateConfig(captures=captures, rig=rig, board=spec, layout=layout, stride=stride,
-                               alpha=alpha, out=out, export=tuple(export or ()))
+        spec = BoardSpec(
+            kind=board,
+            cols=cols,
+            rows=rows,
+            square_m=square_m,
+            marker_m=marker_m if board == "charuco" else None,
+            dictionary=dictionary if board == "charuco" else None,
+        )
+        return CalibrateConfig(
+            captures=captures,
+            rig=rig,
+            board=spec,
+            layout=layout,
+            stride=stride,
+            alpha=alpha,
+            out=out,
+            export=tuple(export or ()),
+        )
 
     res = run(build, calibrate_command)
     c = res.calibration
     for line in res.dropped:
         typer.echo(f"dropped {line}")
-    typer.echo(f"{res.path}: {c.n_views} views, RMS {c.rms_reprojection_px:.3f} px, baseline "
-               f"{c.baseline_m * 1000:.2f} mm, fx {c.left.K[0][0]:.1f}/{c.right.K[0][0]:.1f} px; "
-               f"report in {res.report_dir}")
+    typer.echo(
+        f"{res.path}: {c.n_views} views, RMS {c.rms_reprojection_px:.3f} px, baseline "
+        f"{c.baseline_m * 1000:.2f} mm, fx {c.left.K[0][0]:.1f}/{c.right.K[0][0]:.1f} px; "
+        f"report in {res.report_dir}"
+    )
     for p in res.exported:
         typer.echo(f"ROS camera_info: {p}")
 
@@ -127,15 +161,19 @@ def rectify(
     from labeler.commands import rectify_command
     from labeler.configs import RectifyConfig
 
-    res = run(lambda: RectifyConfig(captures=captures, calib=calib, out=out, layout=layout, stride=stride),
-              rectify_command)
+    res = run(
+        lambda: RectifyConfig(captures=captures, calib=calib, out=out, layout=layout, stride=stride),
+        rectify_command,
+    )
     ok = [p for p in res.pairs if p.status == "ok"]
     for p in res.pairs:
         if p.status == "failed":
             typer.echo(f"failed {p.pair_id}: {p.error}")
     offsets = [p.vertical_offset_px for p in ok if p.vertical_offset_px is not None]
     worst = f", worst median vertical offset {max(offsets):.2f} px" if offsets else ""
-    typer.echo(f"{out}: {len(ok)} of {len(res.pairs)} pairs rectified{worst}; records in {out / 'pairs.json'}")
+    typer.echo(
+        f"{out}: {len(ok)} of {len(res.pairs)} pairs rectified{worst}; records in {out / 'pairs.json'}"
+    )
 
 
 # ------------------------------------------------------------------------------------- pseudo-labels
@@ -157,13 +195,17 @@ def _backend_configs(stereo: str, masks: str, flags: dict[str, Any]):
         rename = rename or {}
         return {rename.get(n, n.removeprefix(prefix)): flags[n] for n in names if flags.get(n) is not None}
 
-    stereo_fields = given("", ("valid_iters", "scale", "hiera", "max_disp"), {}) if stereo == "foundation-stereo" else {}
+    stereo_fields = (
+        given("", ("valid_iters", "scale", "hiera", "max_disp"), {}) if stereo == "foundation-stereo" else {}
+    )
     if stereo == "foundation-stereo" and flags.get("stereo_weights") is not None:
         stereo_fields["weights"] = flags["stereo_weights"]
     sam2_names = tuple(n for n in flags if n.startswith("sam2_"))
     mask_fields = given("sam2_", sam2_names) if masks == "sam2" else {}
-    return (TypeAdapter(StereoConfig).validate_python({"name": stereo, **stereo_fields}),
-            TypeAdapter(MaskConfig).validate_python({"name": masks, **mask_fields}))
+    return (
+        TypeAdapter(StereoConfig).validate_python({"name": stereo, **stereo_fields}),
+        TypeAdapter(MaskConfig).validate_python({"name": masks, **mask_fields}),
+    )
 
 
 def _check_sam2_files(cfg: Any) -> Any:
@@ -176,44 +218,71 @@ def _check_sam2_files(cfg: Any) -> Any:
     return cfg
 
 
-def _label(inputs: Path, *, rectify: bool, calib: Path, out: Path, stereo: str, masks: str, gpu: str | None,
-           flags: dict[str, Any], **common: Any) -> None:
+def _label(
+    inputs: Path,
+    *,
+    rectify: bool,
+    calib: Path,
+    out: Path,
+    stereo: str,
+    masks: str,
+    gpu: str | None,
+    flags: dict[str, Any],
+    **common: Any,
+) -> None:
     from labeler.configs import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
 
     def build() -> PseudoLabelConfig:
         stereo_cfg, mask_cfg = _backend_configs(stereo, masks, flags)
         gpus = tuple(int(g) for g in gpu.split(",")) if gpu else ()
-        return PseudoLabelConfig(inputs=inputs, rectify=rectify, calib=calib, out=out, stereo=stereo_cfg,
-                                 masks=mask_cfg, gpus=gpus, **common)
+        return PseudoLabelConfig(
+            inputs=inputs,
+            rectify=rectify,
+            calib=calib,
+            out=out,
+            stereo=stereo_cfg,
+            masks=mask_cfg,
+            gpus=gpus,
+            **common,
+        )
 
     m = run(build, lambda cfg: run_pseudo_label(_check_sam2_files(cfg)))
     for s in m.failures:
         typer.echo(f"failed {s.sample_id}: {s.error}")
-    typer.echo(f"{out}: {len(m.ok)} samples ok, {len(m.failures)} failed; dataset {m.dataset_version[:12]}; "
-               f"previews in {out / 'previews'}, gallery {out / 'index.html'}")
+    typer.echo(
+        f"{out}: {len(m.ok)} samples ok, {len(m.failures)} failed; dataset {m.dataset_version[:12]}; "
+        f"previews in {out / 'previews'}, gallery {out / 'index.html'}"
+    )
 
 
 def _label_command(rectify: bool):
     def command(
-        inputs: Annotated[Path, typer.Argument(help="raw captures (run) or a rectified folder (pseudo-label)")],
+        inputs: Annotated[
+            Path, typer.Argument(help="raw captures (run) or a rectified folder (pseudo-label)")
+        ],
         calib: Annotated[Path, typer.Option(help="calib/<rig>.yaml")],
         out: Annotated[Path, typer.Option(help="dataset folder")],
         stereo: StereoOpt = "sgbm",
         masks: MasksOpt = "classical",
         gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (one worker per GPU)")] = None,
         workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
-        scheduler: Annotated[str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, "
-                                                       "or threads | sync")] = None,
+        scheduler: Annotated[
+            str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, or threads | sync")
+        ] = None,
         z_far_m: Annotated[float, typer.Option(help="depth beyond this is invalid, m")] = 20.0,
         samples_per_shard: Annotated[int, typer.Option(help="samples per Zarr shard file")] = 32,
-        batch_size: Annotated[int, typer.Option(help="samples per backend call: one GPU forward for several "
-                                                     "(try 4-8 with --gpu)")] = 1,
+        batch_size: Annotated[
+            int,
+            typer.Option(help="samples per backend call: one GPU forward for several (try 4-8 with --gpu)"),
+        ] = 1,
         retry_failed: Annotated[bool, typer.Option(help="redo samples that failed before")] = False,
         previews: Annotated[bool, typer.Option(help="write a PNG preview per sample")] = True,
         layout: LayoutOpt = "auto",
         stride: StrideOpt = 10,
-        stereo_weights: Annotated[Path | None, typer.Option(help="foundation-stereo: model_best_bp2.pth")] = None,
+        stereo_weights: Annotated[
+            Path | None, typer.Option(help="foundation-stereo: model_best_bp2.pth")
+        ] = None,
         valid_iters: Annotated[int | None, typer.Option(help="foundation-stereo: GRU iterations")] = None,
         scale: Annotated[float | None, typer.Option(help="foundation-stereo: image scale")] = None,
         hiera: Annotated[bool | None, typer.Option(help="foundation-stereo: coarse-to-fine")] = None,
@@ -228,20 +297,42 @@ def _label_command(rectify: bool):
         sam2_min_mask_region_area: OptInt = None,
         sam2_crop_n_layers: OptInt = None,
     ) -> None:
-        flags = {k: v for k, v in locals().items() if k.startswith(("sam2_",)) or k in (
-            "stereo_weights", "valid_iters", "scale", "hiera", "max_disp")}
-        _label(inputs, rectify=rectify, calib=calib, out=out, stereo=stereo, masks=masks, gpu=gpu, flags=flags,
-               workers=workers, scheduler=scheduler, z_far_m=z_far_m, samples_per_shard=samples_per_shard,
-               batch_size=batch_size,
-               retry_failed=retry_failed, previews=previews, layout=layout, stride=stride)
+        flags = {
+            k: v
+            for k, v in locals().items()
+            if k.startswith(("sam2_",))
+            or k in ("stereo_weights", "valid_iters", "scale", "hiera", "max_disp")
+        }
+        _label(
+            inputs,
+            rectify=rectify,
+            calib=calib,
+            out=out,
+            stereo=stereo,
+            masks=masks,
+            gpu=gpu,
+            flags=flags,
+            workers=workers,
+            scheduler=scheduler,
+            z_far_m=z_far_m,
+            samples_per_shard=samples_per_shard,
+            batch_size=batch_size,
+            retry_failed=retry_failed,
+            previews=previews,
+            layout=layout,
+            stride=stride,
+        )
 
     return command
 
 
-app.command("pseudo-label", help="Rectified pairs -> disparity, metric depth, masks, per-object depth -> "
-            "Zarr v3 shards + manifest.")(_label_command(rectify=False))
+app.command(
+    "pseudo-label",
+    help="Rectified pairs -> disparity, metric depth, masks, per-object depth -> Zarr v3 shards + manifest.",
+)(_label_command(rectify=False))
 app.command("run", help="The whole DAG from raw captures: rectify -> pseudo-label (same flags).")(
-    _label_command(rectify=True))
+    _label_command(rectify=True)
+)
 
 
 @app.command()
@@ -270,7 +361,6 @@ def export_ros_cmd(
         typer.echo(f"ROS camera_info: {p}")
 
 
-
 # ------------------------------------------------------------------------------------- DINOv2 heads
 
 
@@ -279,8 +369,14 @@ def _gpus(gpu: str | None) -> tuple[str, ...]:
 
 
 def _heldout_line(row: dict) -> str:
-    names = {"abs_rel": "AbsRel", "delta1": "δ1", "fg_iou": "fg IoU", "mask_miou": "mask mIoU",
-             "mask_ap50": "mask AP50", "heldout_loss": "loss"}
+    names = {
+        "abs_rel": "AbsRel",
+        "delta1": "δ1",
+        "fg_iou": "fg IoU",
+        "mask_miou": "mask mIoU",
+        "mask_ap50": "mask AP50",
+        "heldout_loss": "loss",
+    }
     return ", ".join(f"{label} {row[k]:.3f}" for k, label in names.items() if isinstance(row.get(k), float))
 
 
@@ -288,9 +384,12 @@ def _heldout_line(row: dict) -> str:
 def train_heads_cmd(
     dataset: Annotated[Path, typer.Argument(help="pseudo-label dataset folder (labeler pseudo-label / run)")],
     out: Annotated[Path, typer.Option(help="run folder: config, metrics, curves, previews, checkpoints")],
-    backbone: Annotated[str, typer.Option(help="DINOv2 size: vits|vitb|vitl|vitg, or tiny (random, tests)")] = "vits",
-    weights: Annotated[Path | None, typer.Option(help="local DINOv2 / Depth Anything V2 / FoundationStereo "
-                                                      "checkpoint")] = None,
+    backbone: Annotated[
+        str, typer.Option(help="DINOv2 size: vits|vitb|vitl|vitg, or tiny (random, tests)")
+    ] = "vits",
+    weights: Annotated[
+        Path | None, typer.Option(help="local DINOv2 / Depth Anything V2 / FoundationStereo checkpoint")
+    ] = None,
     random_init: Annotated[bool, typer.Option(help="no weights: seeded random init (tests, demos)")] = False,
     task: Annotated[str, typer.Option(help="depth | seg | fusion (joint head)")] = "fusion",
     max_depth_m: Annotated[float, typer.Option(help="metric depth output bound, m")] = 20.0,
@@ -319,23 +418,46 @@ def train_heads_cmd(
     def build() -> TrainHeadsConfig:
         model = HeadsModelConfig(backbone=backbone, task=task, max_depth_m=max_depth_m, input_size=input_size)
         return TrainHeadsConfig(
-            dataset=dataset, out=out, model=model, weights=weights, random_init=random_init, depth_loss=depth_loss,
-            seg_loss=seg_loss, depth_weight=depth_weight, seg_weight=seg_weight, epochs=epochs,
-            batch_size=batch_size, lr=lr, weight_decay=weight_decay, heldout_frac=heldout_frac, augment=augment,
-            seed=seed, workers=workers, gpus=_gpus(gpu), amp=amp, resume=resume, previews=previews)
+            dataset=dataset,
+            out=out,
+            model=model,
+            weights=weights,
+            random_init=random_init,
+            depth_loss=depth_loss,
+            seg_loss=seg_loss,
+            depth_weight=depth_weight,
+            seg_weight=seg_weight,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            heldout_frac=heldout_frac,
+            augment=augment,
+            seed=seed,
+            workers=workers,
+            gpus=_gpus(gpu),
+            amp=amp,
+            resume=resume,
+            previews=previews,
+        )
 
     res = run(build, train_heads)
     if not res.main:
         return
     last = res.history[-1] if res.history else {}
-    typer.echo(f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
-               f"train loss {res.history[0]['train_loss']:.4f} -> {last.get('train_loss', float('nan')):.4f}"
-               if res.history else f"{res.run_dir}: nothing to train (already at --epochs)")
+    typer.echo(
+        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
+        f"train loss {res.history[0]['train_loss']:.4f} -> {last.get('train_loss', float('nan')):.4f}"
+        if res.history
+        else f"{res.run_dir}: nothing to train (already at --epochs)"
+    )
     if last:
         typer.echo(f"held-out (epoch {last['epoch']}): {_heldout_line(last) or 'no held-out samples'}")
     typer.echo(f"weights: {res.weights}")
-    typer.echo(f"curves {res.run_dir / 'curves.png'}, previews {res.run_dir / 'previews'}, "
-               f"checkpoint {res.run_dir / 'checkpoints' / 'best.pt'}")
+    typer.echo(
+        f"curves {res.run_dir / 'curves.png'}, previews {res.run_dir / 'previews'}, "
+        f"checkpoint {res.run_dir / 'checkpoints' / 'best.pt'}"
+    )
 
 
 @app.command()
@@ -356,9 +478,22 @@ def finetune(
     from labeler.configs import FinetuneConfig
     from labeler.train import finetune as finetune_run
 
-    res = run(lambda: FinetuneConfig(run=run_dir, unfreeze_last=unfreeze_last, lr=lr, layer_decay=layer_decay,
-                                     head_lr=head_lr, epochs=epochs, out=out, batch_size=batch_size,
-                                     workers=workers, gpus=_gpus(gpu), resume=resume), finetune_run)
+    res = run(
+        lambda: FinetuneConfig(
+            run=run_dir,
+            unfreeze_last=unfreeze_last,
+            lr=lr,
+            layer_decay=layer_decay,
+            head_lr=head_lr,
+            epochs=epochs,
+            out=out,
+            batch_size=batch_size,
+            workers=workers,
+            gpus=_gpus(gpu),
+            resume=resume,
+        ),
+        finetune_run,
+    )
     if not res.main:
         return
     c = res.comparison
@@ -376,7 +511,9 @@ def predict(
     run_dir: Annotated[Path, typer.Option("--run", help="train-heads or finetune run folder")],
     out: Annotated[Path, typer.Option(help="folder for depth .npy, ids PNG, overlay PNG, JSON")],
     layout: Annotated[str, typer.Option(help="auto | mono | side-by-side (left half) | pairs")] = "auto",
-    calib: Annotated[Path | None, typer.Option(help="rectified stereo input: compare with SGBM depth")] = None,
+    calib: Annotated[
+        Path | None, typer.Option(help="rectified stereo input: compare with SGBM depth")
+    ] = None,
     gpu: Annotated[int | None, typer.Option(help="CUDA id")] = None,
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
 ) -> None:
@@ -384,19 +521,26 @@ def predict(
     from labeler.configs import PredictConfig
     from labeler.predict import predict_images, summary_line
 
-    res = run(lambda: PredictConfig(inputs=inputs, run=run_dir, out=out, layout=layout, calib=calib, gpu=gpu,
-                                    checkpoint=checkpoint), predict_images)
+    res = run(
+        lambda: PredictConfig(
+            inputs=inputs, run=run_dir, out=out, layout=layout, calib=calib, gpu=gpu, checkpoint=checkpoint
+        ),
+        predict_images,
+    )
     for p in res.images:
         typer.echo(summary_line(p))
-    typer.echo(f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)")
+    typer.echo(
+        f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)"
+    )
 
 
 @export_app.command("coco")
 def export_coco_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help="COCO instances JSON to write")],
-    images: Annotated[Path | None, typer.Option(help="also write the left images here as PNG (file_name "
-                                                     "points at them)")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="also write the left images here as PNG (file_name points at them)")
+    ] = None,
 ) -> None:
     """Write a dataset's masks as COCO instances JSON (class-agnostic, RLE, depth per annotation)."""
     from labeler.export import export_coco

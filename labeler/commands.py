@@ -23,8 +23,9 @@ def calibrate_command(cfg: CalibrateConfig) -> CalibrateOutcome:
     from labeler.calibration import calibrate, save_calibration
     from labeler.calibration_report import export_ros, write_report
 
-    result = calibrate(cfg.captures, rig=cfg.rig, board=cfg.board, layout=cfg.layout, stride=cfg.stride,
-                       alpha=cfg.alpha)
+    result = calibrate(
+        cfg.captures, rig=cfg.rig, board=cfg.board, layout=cfg.layout, stride=cfg.stride, alpha=cfg.alpha
+    )
     save_calibration(result.calibration, cfg.out_path)
     folder = write_report(result, cfg.out_path, result.preview)
     exported = export_ros(result.calibration, cfg.out_path.parent) if "ros" in cfg.export else []
@@ -35,14 +36,22 @@ def calibrate_command(cfg: CalibrateConfig) -> CalibrateOutcome:
 def rectify_command(cfg: RectifyConfig) -> RectifiedSet:
     from labeler.rectify import rectify_folder
 
-    return rectify_folder(cfg.captures, calib_path=cfg.calib, out=cfg.out, layout=cfg.layout, stride=cfg.stride)
+    return rectify_folder(
+        cfg.captures, calib_path=cfg.calib, out=cfg.out, layout=cfg.layout, stride=cfg.stride
+    )
 
 
 def demo_command(cfg: DemoConfig):
     from labeler.demo import write_demo, write_middlebury
 
-    truth = write_demo(cfg.out, n_boards=cfg.n_boards, n_scenes=cfg.n_scenes, seed=cfg.seed,
-                       width=cfg.width, height=cfg.height)
+    truth = write_demo(
+        cfg.out,
+        n_boards=cfg.n_boards,
+        n_scenes=cfg.n_scenes,
+        seed=cfg.seed,
+        width=cfg.width,
+        height=cfg.height,
+    )
     if cfg.middlebury:
         write_middlebury(cfg.out)
     return truth

@@ -52,19 +52,36 @@ class DemoTruth(Record):
 
 
 def rig_truth(rig: SyntheticRig) -> RigTruth:
-    return RigTruth(K_left=rig.left.K.tolist(), dist_left=rig.left.dist.tolist(), K_right=rig.right.K.tolist(),
-                    dist_right=rig.right.dist.tolist(), R=rig.R.tolist(), T=rig.T.tolist(),
-                    baseline_m=rig.baseline_m, image_size=list(rig.left.size))
+    return RigTruth(
+        K_left=rig.left.K.tolist(),
+        dist_left=rig.left.dist.tolist(),
+        K_right=rig.right.K.tolist(),
+        dist_right=rig.right.dist.tolist(),
+        R=rig.R.tolist(),
+        T=rig.T.tolist(),
+        baseline_m=rig.baseline_m,
+        image_size=list(rig.left.size),
+    )
 
 
 def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, list[tuple[int, int, int]]]:
     """A wall, a floor and `n_objects` textured boards at different depths; objects 1 and 2 share a colour."""
     wall_z = rng.uniform(3.2, 4.0)
     rects = [
-        TexturedRect(np.array([0.0, 0.0, wall_z]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
-                     (-5, 5, -3, 0.6), noise_texture(rng, 512, (170, 160, 140), 40)),
-        TexturedRect(np.array([0.0, 0.6, 0.0]), np.array([1.0, 0, 0]), np.array([0, 0, 1.0]),
-                     (-5, 5, 0.3, wall_z), noise_texture(rng, 512, (110, 100, 90), 35)),
+        TexturedRect(
+            np.array([0.0, 0.0, wall_z]),
+            np.array([1.0, 0, 0]),
+            np.array([0, 1.0, 0]),
+            (-5, 5, -3, 0.6),
+            noise_texture(rng, 512, (170, 160, 140), 40),
+        ),
+        TexturedRect(
+            np.array([0.0, 0.6, 0.0]),
+            np.array([1.0, 0, 0]),
+            np.array([0, 0, 1.0]),
+            (-5, 5, 0.3, wall_z),
+            noise_texture(rng, 512, (110, 100, 90), 35),
+        ),
     ]
     shared = tuple(int(c) for c in rng.integers(60, 200, 3))
     depths = np.sort(rng.uniform(0.9, 2.6, n_objects))
@@ -77,13 +94,28 @@ def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, 
         x = (-0.35 + 0.7 * (i - 1) / max(1, n_objects - 1)) * z * 0.75 + rng.uniform(-0.05, 0.05)
         y = rng.uniform(-0.15, 0.1) * z
         r = rotation(0.0, rng.uniform(-0.25, 0.25), 0.0)
-        rects.append(TexturedRect(np.array([x, y, z]), r[:, 0], r[:, 1], (-w / 2, w / 2, -h / 2, h / 2),
-                                  noise_texture(rng, 256, base, 55), instance_id=i))
+        rects.append(
+            TexturedRect(
+                np.array([x, y, z]),
+                r[:, 0],
+                r[:, 1],
+                (-w / 2, w / 2, -h / 2, h / 2),
+                noise_texture(rng, 256, base, 55),
+                instance_id=i,
+            )
+        )
     return Scene(rects), colours
 
 
-def write_demo(out: str | Path, *, n_boards: int = 14, n_scenes: int = 4, seed: int = 0,
-               width: int = 640, height: int = 480) -> DemoTruth:
+def write_demo(
+    out: str | Path,
+    *,
+    n_boards: int = 14,
+    n_scenes: int = 4,
+    seed: int = 0,
+    width: int = 640,
+    height: int = 480,
+) -> DemoTruth:
     """Render the demo rig's board and scene captures into `out` (see the module docstring)."""
     out = Path(out)
     rig = SyntheticRig.arducam_like(width, height)
@@ -95,7 +127,9 @@ def write_demo(out: str | Path, *, n_boards: int = 14, n_scenes: int = 4, seed: 
     for i in range(n_scenes):
         pair_id = f"scene_{i:03d}"
         scene, colours = demo_scene(rng)
-        left, right = (scene.render(cam, noise_dn=1.0, rng=rng, rays=r) for cam, r in zip((rig.left, rig.right), rays))
+        left, right = (
+            scene.render(cam, noise_dn=1.0, rng=rng, rays=r) for cam, r in zip((rig.left, rig.right), rays)
+        )
         write_png(out / "scenes" / f"{pair_id}.png", np.hstack([left.image, right.image]))
         with atomic_path(out / "truth" / f"{pair_id}.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, depth_m=left.depth_m, instance_ids=left.instance_ids)
@@ -103,8 +137,14 @@ def write_demo(out: str | Path, *, n_boards: int = 14, n_scenes: int = 4, seed: 
         for oid, base in enumerate(colours, start=1):
             sel = left.instance_ids == oid
             if sel.any():
-                objects.append(ObjectTruth(id=oid, depth_m_median=float(np.median(left.depth_m[sel])),
-                                           area_px=int(sel.sum()), base_rgb=base))
+                objects.append(
+                    ObjectTruth(
+                        id=oid,
+                        depth_m_median=float(np.median(left.depth_m[sel])),
+                        area_px=int(sel.sum()),
+                        base_rgb=base,
+                    )
+                )
         scenes.append(SceneTruth(pair_id=pair_id, objects=objects))
     truth = DemoTruth(rig=rig_truth(rig), scenes=scenes)
     write_text_atomic(out / "truth" / "truth.json", truth.model_dump_json(indent=2))
@@ -125,7 +165,9 @@ def write_middlebury(out: str | Path) -> Path:
     left, right, disparity = data.stereo_motorcycle()
     write_png(out / "middlebury" / "motorcycle_left.png", left)
     write_png(out / "middlebury" / "motorcycle_right.png", right)
-    gt = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)  # skimage marks invalid as +inf
+    gt = np.where(np.isfinite(disparity), disparity, np.nan).astype(
+        np.float32
+    )  # skimage marks invalid as +inf
     with atomic_path(out / "truth" / "motorcycle_disparity_px.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, gt)
     return out / "middlebury"

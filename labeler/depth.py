@@ -15,8 +15,12 @@ from data_schema.manifest import DepthSettings, ObjectRecord, SampleStats
 
 def depth_settings(calib: StereoCalibration, *, z_far_m: float) -> DepthSettings:
     p1, p2 = calib.rectification.P1, calib.rectification.P2
-    return DepthSettings(fx_px=calib.rectified_fx_px, baseline_m=calib.rectified_baseline_m,
-                         doffs_px=float(p2[0][2] - p1[0][2]), z_far_m=z_far_m)
+    return DepthSettings(
+        fx_px=calib.rectified_fx_px,
+        baseline_m=calib.rectified_baseline_m,
+        doffs_px=float(p2[0][2] - p1[0][2]),
+        z_far_m=z_far_m,
+    )
 
 
 def disparity_to_depth(disparity_px: np.ndarray, settings: DepthSettings) -> np.ndarray:
@@ -101,16 +105,20 @@ def object_records(
         depth = groups[oid]
         valid = depth[np.isfinite(depth)]
         stats = np.percentile(valid, [50, 10, 90]) if valid.size else (None, None, None)
-        records.append(ObjectRecord(
-            id=oid, area_px=int(counts[oid]), bbox=[xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start],
-            score=float(np.clip(scores[oid - 1], 0, 1)),
-            stability=None if stability is None else float(stability[oid - 1]),
-            valid_fraction=float(valid.size / depth.size),
-            depth_m_median=None if stats[0] is None else float(stats[0]),
-            depth_m_p10=None if stats[1] is None else float(stats[1]),
-            depth_m_p90=None if stats[2] is None else float(stats[2]),
-            rle=encode(instance_ids == oid) if with_rle else None,
-        ))
+        records.append(
+            ObjectRecord(
+                id=oid,
+                area_px=int(counts[oid]),
+                bbox=[xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start],
+                score=float(np.clip(scores[oid - 1], 0, 1)),
+                stability=None if stability is None else float(stability[oid - 1]),
+                valid_fraction=float(valid.size / depth.size),
+                depth_m_median=None if stats[0] is None else float(stats[0]),
+                depth_m_p10=None if stats[1] is None else float(stats[1]),
+                depth_m_p90=None if stats[2] is None else float(stats[2]),
+                rle=encode(instance_ids == oid) if with_rle else None,
+            )
+        )
     return records
 
 

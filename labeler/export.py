@@ -56,8 +56,15 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
         if images is not None:
             file_name = _write_image(store, rec, Path(images), out_path.parent)
         image_id = rec.index + 1
-        coco_images.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
-                            "sample_id": rec.sample_id})
+        coco_images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": width,
+                "height": height,
+                "sample_id": rec.sample_id,
+            }
+        )
         for obj in rec.objects:
             annotations.append(_annotation(len(annotations) + 1, image_id, obj, store, rec))
     coco = {
@@ -72,7 +79,9 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
     return out_path
 
 
-def _annotation(ann_id: int, image_id: int, obj: ObjectRecord, store: _Store, rec: SampleRecord) -> dict[str, Any]:
+def _annotation(
+    ann_id: int, image_id: int, obj: ObjectRecord, store: _Store, rec: SampleRecord
+) -> dict[str, Any]:
     rle = obj.rle
     if rle is None:
         from labeler.segment.rle import encode

@@ -36,7 +36,9 @@ class PredictedObject(Record):
     area_px: int = Field(ge=1)
     bbox: list[int] = Field(min_length=4, max_length=4, description="[x, y, width, height], px")
     score: float = Field(ge=0, le=1, description="mean objectness probability")
-    depth_m_median: float | None = Field(None, description="predicted metric depth; None without a depth head")
+    depth_m_median: float | None = Field(
+        None, description="predicted metric depth; None without a depth head"
+    )
     depth_m_p10: float | None = None
     depth_m_p90: float | None = None
     stereo_depth_m_median: float | None = Field(None, description="SGBM depth over the object (with --calib)")
@@ -88,29 +90,51 @@ class Prediction:
 class HeadsPredictor:
     """A trained heads model from a run folder, numpy in / numpy out."""
 
-    def __init__(self, model, *, model_config: HeadsModelConfig, instances: InstanceParams, device: str = "cpu",
-                 epoch: int = 0, weights: str | None = None, run: str = "") -> None:
+    def __init__(
+        self,
+        model,
+        *,
+        model_config: HeadsModelConfig,
+        instances: InstanceParams,
+        device: str = "cpu",
+        epoch: int = 0,
+        weights: str | None = None,
+        run: str = "",
+    ) -> None:
         self.model, self.model_config, self.instances = model, model_config, instances
         self.device, self.epoch, self.weights, self.run = device, epoch, weights, run
 
     @classmethod
-    def from_run(cls, run: str | Path, *, checkpoint: str = "best", device: str = "cpu",
-                 instances: InstanceParams | None = None) -> HeadsPredictor:
+    def from_run(
+        cls,
+        run: str | Path,
+        *,
+        checkpoint: str = "best",
+        device: str = "cpu",
+        instances: InstanceParams | None = None,
+    ) -> HeadsPredictor:
         from labeler.train.heads import build_model
         from labeler.train.loop import load_checkpoint
 
         path = Path(run) / "checkpoints" / f"{checkpoint}.pt"
         if not path.is_file():
-            raise LabelerError(f"{run}: no checkpoints/{checkpoint}.pt; pass --run a train-heads or finetune run "
-                               f"folder")
+            raise LabelerError(
+                f"{run}: no checkpoints/{checkpoint}.pt; pass --run a train-heads or finetune run folder"
+            )
         ck = load_checkpoint(path)
         mc = HeadsModelConfig.model_validate(ck["model_config"])
         model = build_model(mc)
         model.load_state_dict(ck["model"], strict=True)
         model.requires_grad_(False)
-        return cls(model.eval().to(device), model_config=mc, device=device, epoch=int(ck["epoch"]),
-                   instances=instances or InstanceParams.model_validate(ck["instances"]), weights=ck.get("weights"),
-                   run=str(run))
+        return cls(
+            model.eval().to(device),
+            model_config=mc,
+            device=device,
+            epoch=int(ck["epoch"]),
+            instances=instances or InstanceParams.model_validate(ck["instances"]),
+            weights=ck.get("weights"),
+            run=str(run),
+        )
 
     def predict(self, rgb: np.ndarray) -> Prediction:
         """(H, W, 3) uint8 RGB -> depth (H, W) metres (None without a depth head) and instances."""
@@ -127,12 +151,17 @@ class HeadsPredictor:
         cuda = str(self.device).startswith("cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out = self.model(x[None].to(self.device))
-        maps = {k: F.interpolate(v[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-                .cpu().numpy() for k, v in out.items()}
+        maps = {
+            k: F.interpolate(v[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            .cpu()
+            .numpy()
+            for k, v in out.items()
+        }
         depth = maps.get("depth")
         if "objectness" in maps:
-            ids, scores = instances_from_maps(sigmoid(maps["objectness"]), sigmoid(maps["boundary"]), depth,
-                                              self.instances)
+            ids, scores = instances_from_maps(
+                sigmoid(maps["objectness"]), sigmoid(maps["boundary"]), depth, self.instances
+            )
         else:
             ids, scores = np.zeros((h, w), np.uint16), np.zeros(0, np.float32)
         return Prediction(depth_m=None if depth is None else depth.astype(np.float32), ids=ids, scores=scores)
@@ -156,15 +185,20 @@ def discover_inputs(inputs: Path, layout: str) -> list[InputImage]:
     from labeler.io import IMAGE_SUFFIXES
 
     if not inputs.exists():
-        raise InputError(inputs, "no such file or folder", "pass an image, a folder of images or left/ + right/")
+        raise InputError(
+            inputs, "no such file or folder", "pass an image, a folder of images or left/ + right/"
+        )
     if inputs.is_dir() and (inputs / "left").is_dir() and layout in ("auto", "pairs"):
         out = []
         for p in sorted(q for q in (inputs / "left").iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
             right = inputs / "right" / p.name
             out.append(InputImage(p, p.stem, "pairs", right if right.is_file() else None))
         return out
-    files = [inputs] if inputs.is_file() else sorted(
-        p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = (
+        [inputs]
+        if inputs.is_file()
+        else sorted(p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    )
     if not files:
         raise InputError(inputs, "no images (png, jpg, ...)", "pass an image or a folder of images")
     if layout == "pairs":
@@ -203,8 +237,11 @@ def stereo_depth(left: np.ndarray, right: np.ndarray, calib_path: Path, *, z_far
     calib = load_calibration(calib_path)
     w, h = calib.image_size
     if (left.shape[1], left.shape[0]) != (w, h):
-        raise InputError(calib_path, f"calibration is for {w}x{h} images, the pair is "
-                         f"{left.shape[1]}x{left.shape[0]}", "pass the calibration of the rig that took it")
+        raise InputError(
+            calib_path,
+            f"calibration is for {w}x{h} images, the pair is {left.shape[1]}x{left.shape[0]}",
+            "pass the calibration of the rig that took it",
+        )
     disp = stereo_backend(SgbmConfig(), "cpu").disparity(left, right)
     return disparity_to_depth(disp.disparity_px, depth_settings(calib, z_far_m=z_far_m))
 
@@ -214,9 +251,12 @@ def compare_depth(pred_m: np.ndarray, stereo_m: np.ndarray) -> StereoComparison 
     if not valid.any():
         return None
     p, g = np.maximum(pred_m[valid].astype(np.float64), 1e-6), stereo_m[valid].astype(np.float64)
-    return StereoComparison(abs_rel=float(np.mean(np.abs(p - g) / g)),
-                            delta1=float(np.mean(np.maximum(p / g, g / p) < 1.25)),
-                            median_ratio=float(np.median(p / g)), stereo_valid_fraction=float(valid.mean()))
+    return StereoComparison(
+        abs_rel=float(np.mean(np.abs(p - g) / g)),
+        delta1=float(np.mean(np.maximum(p / g, g / p) < 1.25)),
+        median_ratio=float(np.median(p / g)),
+        stereo_valid_fraction=float(valid.mean()),
+    )
 
 
 # ------------------------------------------------------------------ the command
@@ -226,8 +266,12 @@ def summary_line(pred: ImagePrediction) -> str:
     """'frame_0042.png: object 1 at 0.84 m, object 2 at 1.52 m' (+ the stereo comparison)."""
     name = Path(pred.image).name
     if pred.objects:
-        parts = [f"object {o.id} at {o.depth_m_median:.2f} m" if o.depth_m_median is not None
-                 else f"object {o.id} (no depth)" for o in pred.objects]
+        parts = [
+            f"object {o.id} at {o.depth_m_median:.2f} m"
+            if o.depth_m_median is not None
+            else f"object {o.id} (no depth)"
+            for o in pred.objects
+        ]
         text = f"{name}: {', '.join(parts)}"
     elif pred.depth_m_median is not None:
         text = f"{name}: no objects; median depth {pred.depth_m_median:.2f} m"
@@ -246,7 +290,9 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
     from labeler.train.report import preview_row
 
     device = f"cuda:{cfg.gpu}" if cfg.gpu is not None else "cpu"
-    predictor = HeadsPredictor.from_run(cfg.run, checkpoint=cfg.checkpoint, device=device, instances=cfg.instances)
+    predictor = HeadsPredictor.from_run(
+        cfg.run, checkpoint=cfg.checkpoint, device=device, instances=cfg.instances
+    )
     mc = predictor.model_config
     items = discover_inputs(cfg.inputs, cfg.layout)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -254,28 +300,53 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
     for item in items:
         layout, left, right = load_input(item)
         res = predictor.predict(left)
-        stereo = (stereo_depth(left, right, cfg.calib, z_far_m=mc.max_depth_m)
-                  if cfg.calib is not None and right is not None else None)
+        stereo = (
+            stereo_depth(left, right, cfg.calib, z_far_m=mc.max_depth_m)
+            if cfg.calib is not None and right is not None
+            else None
+        )
         records = object_table(res.ids, np.clip(res.scores, 0, 1), res.depth_m)
         stereo_records = object_table(res.ids, res.scores, stereo) if stereo is not None else None
-        objects = [PredictedObject(
-            id=r.id, area_px=r.area_px, bbox=r.bbox, score=r.score, depth_m_median=r.depth_m_median,
-            depth_m_p10=r.depth_m_p10, depth_m_p90=r.depth_m_p90,
-            stereo_depth_m_median=stereo_records[i].depth_m_median if stereo_records else None)
-            for i, r in enumerate(records)]
+        objects = [
+            PredictedObject(
+                id=r.id,
+                area_px=r.area_px,
+                bbox=r.bbox,
+                score=r.score,
+                depth_m_median=r.depth_m_median,
+                depth_m_p10=r.depth_m_p10,
+                depth_m_p90=r.depth_m_p90,
+                stereo_depth_m_median=stereo_records[i].depth_m_median if stereo_records else None,
+            )
+            for i, r in enumerate(records)
+        ]
         depth_path = cfg.out / f"{item.stem}_depth.npy"
         if res.depth_m is not None:
             np.save(depth_path, res.depth_m)
         write_png(cfg.out / f"{item.stem}_ids.png", res.ids)
-        overlay = preview_row(left, stereo, res.depth_m, None, None, res.ids, records, sample_id=item.path.name)
+        overlay = preview_row(
+            left, stereo, res.depth_m, None, None, res.ids, records, sample_id=item.path.name
+        )
         write_png(cfg.out / f"{item.stem}_overlay.png", overlay)
         pred = ImagePrediction(
-            image=str(item.path), layout=layout, width=left.shape[1], height=left.shape[0], run=str(cfg.run),
-            checkpoint_epoch=predictor.epoch, weights=predictor.weights, task=mc.task, max_depth_m=mc.max_depth_m,
+            image=str(item.path),
+            layout=layout,
+            width=left.shape[1],
+            height=left.shape[0],
+            run=str(cfg.run),
+            checkpoint_epoch=predictor.epoch,
+            weights=predictor.weights,
+            task=mc.task,
+            max_depth_m=mc.max_depth_m,
             depth_path=str(depth_path) if res.depth_m is not None else None,
-            ids_path=str(cfg.out / f"{item.stem}_ids.png"), overlay_path=str(cfg.out / f"{item.stem}_overlay.png"),
-            depth_m_median=float(np.median(res.depth_m)) if res.depth_m is not None else None, objects=objects,
-            stereo=compare_depth(res.depth_m, stereo) if stereo is not None and res.depth_m is not None else None)
+            ids_path=str(cfg.out / f"{item.stem}_ids.png"),
+            overlay_path=str(cfg.out / f"{item.stem}_overlay.png"),
+            depth_m_median=float(np.median(res.depth_m)) if res.depth_m is not None else None,
+            objects=objects,
+            stereo=compare_depth(res.depth_m, stereo)
+            if stereo is not None and res.depth_m is not None
+            else None,
+        )
         write_text_atomic(cfg.out / f"{item.stem}.json", pred.model_dump_json(indent=1))
         results.append(pred)
     out = PredictionSet(run=str(cfg.run), images=results)

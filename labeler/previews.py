@@ -17,8 +17,9 @@ def colourise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     import cv2
 
     t = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = cv2.cvtColor(cv2.applyColorMap(np.nan_to_num(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO),
-                       cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(
+        cv2.applyColorMap(np.nan_to_num(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB
+    )
     rgb[~np.isfinite(values)] = 0
     return rgb
 
@@ -33,8 +34,16 @@ def _scale_bar(height: int, lo: float, hi: float, unit: str) -> np.ndarray:
         y = int(round(frac * (height - 1)))
         value = hi + frac * (lo - hi)
         cv2.line(bar, (18, y), (24, y), (0, 0, 0), 1)
-        cv2.putText(bar, f"{value:.1f}", (26, min(max(y + 4, 10), height - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            bar,
+            f"{value:.1f}",
+            (26, min(max(y + 4, 10), height - 3)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.36,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     cv2.putText(bar, unit, (26, height // 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     return bar
 
@@ -72,7 +81,7 @@ def preview_image(arrays: SampleArrays, objects: list[ObjectRecord]) -> np.ndarr
     """Rectified left | colourised disparity with a scale bar | labelled mask overlay."""
     d = arrays.disparity_px
     finite = d[np.isfinite(d)]
-    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     disp = np.hstack([colourise(d, lo, hi), _scale_bar(d.shape[0], float(lo), float(hi), "px")])
     return np.hstack([arrays.left, disp, mask_overlay(arrays.left, arrays.instance_ids, objects)])
 
@@ -85,11 +94,18 @@ def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
     """`DATASET/index.html`: every sample's preview, lowest mean confidence first (where to look first);
     failures listed on top with their error line."""
     dataset = Path(dataset)
-    ok = sorted(manifest.ok, key=lambda s: (s.stats.confidence_mean if s.stats and s.stats.confidence_mean
-                                             is not None else -1.0, s.sample_id))
+    ok = sorted(
+        manifest.ok,
+        key=lambda s: (
+            s.stats.confidence_mean if s.stats and s.stats.confidence_mean is not None else -1.0,
+            s.sample_id,
+        ),
+    )
     rows = []
     for s in ok:
-        objs = ", ".join(f"{o.id}: {o.depth_m_median:.2f} m" for o in s.objects if o.depth_m_median is not None)
+        objs = ", ".join(
+            f"{o.id}: {o.depth_m_median:.2f} m" for o in s.objects if o.depth_m_median is not None
+        )
         conf = s.stats.confidence_mean if s.stats else None
         rows.append(
             f'<figure><img src="previews/{html.escape(s.sample_id)}.png" loading="lazy">'
@@ -97,8 +113,9 @@ def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
             f"{'n/a' if conf is None else f'{conf:.2f}'} · valid depth {s.stats.valid_depth_fraction:.0%} · "
             f"{html.escape(objs) or 'no objects'}</figcaption></figure>"
         )
-    fails = "".join(f"<li><b>{html.escape(s.sample_id)}</b>: {html.escape(s.error or '')}</li>"
-                    for s in manifest.failures)
+    fails = "".join(
+        f"<li><b>{html.escape(s.sample_id)}</b>: {html.escape(s.error or '')}</li>" for s in manifest.failures
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labeler · {manifest.dataset_version[:12]}</title>
 <style>body{{font-family:sans-serif;margin:1em}}figure{{margin:0 0 1.5em}}img{{max-width:100%}}
 .fail{{color:#a00}}</style></head><body>
@@ -106,8 +123,8 @@ def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
 <p>{len(manifest.ok)} samples ok, {len(manifest.failures)} failed · stereo <code>{manifest.stereo.name}</code> ·
 masks <code>{manifest.masks.name}</code> · rig <code>{html.escape(manifest.calibration.rig)}</code>.
 Sorted by mean confidence, lowest first. Each row: rectified left | disparity (px) | objects with median depth.</p>
-{f'<h2 class="fail">Failed</h2><ul class="fail">{fails}</ul>' if fails else ''}
-{''.join(rows)}
+{f'<h2 class="fail">Failed</h2><ul class="fail">{fails}</ul>' if fails else ""}
+{"".join(rows)}
 </body></html>
 """
     path = dataset / "index.html"

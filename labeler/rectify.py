@@ -46,7 +46,8 @@ class RectifyMaps:
             maps.append((mx, my))
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         identity = all(
-            np.abs(mx - gx).max() < IDENTITY_TOL_PX and np.abs(my - gy).max() < IDENTITY_TOL_PX for mx, my in maps
+            np.abs(mx - gx).max() < IDENTITY_TOL_PX and np.abs(my - gy).max() < IDENTITY_TOL_PX
+            for mx, my in maps
         )
         return cls(maps[0], maps[1], (w, h), identity)
 
@@ -63,7 +64,9 @@ def rectify_pair(left: np.ndarray, right: np.ndarray, maps: RectifyMaps) -> tupl
     return out[0], out[1]
 
 
-def vertical_offset_px(left: np.ndarray, right: np.ndarray, *, max_dy_px: float = 16.0) -> tuple[float | None, int]:
+def vertical_offset_px(
+    left: np.ndarray, right: np.ndarray, *, max_dy_px: float = 16.0
+) -> tuple[float | None, int]:
     """Median |y_left − y_right| of SIFT matches between a rectified pair (0 when perfectly rectified).
 
     Matches are Lowe-ratio filtered; those with negative disparity or a vertical gap over `max_dy_px`
@@ -91,9 +94,7 @@ def vertical_offset_px(left: np.ndarray, right: np.ndarray, *, max_dy_px: float 
     return float(np.median(dy)), len(dy)
 
 
-def rectify_source(
-    src: StereoPairSource, maps: RectifyMaps, calib_path: str, out: Path
-) -> RectifiedPair:
+def rectify_source(src: StereoPairSource, maps: RectifyMaps, calib_path: str, out: Path) -> RectifiedPair:
     """Load, rectify, write and measure one pair; any failure is returned as a failed record."""
     from labeler.captures import load_pair
     from labeler.errors import LabelerError
@@ -101,18 +102,31 @@ def rectify_source(
     try:
         left, right = load_pair(src, expected_size=maps.size, calib_path=calib_path)
         left_r, right_r = rectify_pair(left, right, maps)
-        shas = [sha256_bytes(write_png(out / side / f"{src.pair_id}.png", img))
-                for side, img in (("left", left_r), ("right", right_r))]
+        shas = [
+            sha256_bytes(write_png(out / side / f"{src.pair_id}.png", img))
+            for side, img in (("left", left_r), ("right", right_r))
+        ]
         dy, n = vertical_offset_px(left_r, right_r)
     except (LabelerError, OSError, ValueError) as err:
         return RectifiedPair(pair_id=src.pair_id, source=src, status="failed", error=str(err))
     if dy is not None and dy > VERTICAL_OFFSET_WARN_PX:
-        log.warning("%s: median vertical offset %.2f px after rectification (> %.1f px); the calibration "
-                    "may not fit this capture: re-calibrate", src.pair_id, dy, VERTICAL_OFFSET_WARN_PX)
+        log.warning(
+            "%s: median vertical offset %.2f px after rectification (> %.1f px); the calibration "
+            "may not fit this capture: re-calibrate",
+            src.pair_id,
+            dy,
+            VERTICAL_OFFSET_WARN_PX,
+        )
     return RectifiedPair(
-        pair_id=src.pair_id, source=src, status="ok",
-        left_path=f"left/{src.pair_id}.png", right_path=f"right/{src.pair_id}.png",
-        left_sha256=shas[0], right_sha256=shas[1], vertical_offset_px=dy, n_matches=n,
+        pair_id=src.pair_id,
+        source=src,
+        status="ok",
+        left_path=f"left/{src.pair_id}.png",
+        right_path=f"right/{src.pair_id}.png",
+        left_sha256=shas[0],
+        right_sha256=shas[1],
+        vertical_offset_px=dy,
+        n_matches=n,
     )
 
 
@@ -157,10 +171,18 @@ def rectify_folder(
     records = []
     for src in tqdm(sources, desc="rectify", unit="pair", disable=not progress):
         old = kept.get(src.pair_id)
-        records.append(old if old is not None and _still_valid(old, src, out) else
-                       rectify_source(src, maps, str(calib_path), out))
-    result = RectifiedSet(calib_path=str(calib_path), calib_sha256=calib_sha, rig=calib.rig,
-                          image_size=list(calib.image_size), pairs=records)
+        records.append(
+            old
+            if old is not None and _still_valid(old, src, out)
+            else rectify_source(src, maps, str(calib_path), out)
+        )
+    result = RectifiedSet(
+        calib_path=str(calib_path),
+        calib_sha256=calib_sha,
+        rig=calib.rig,
+        image_size=list(calib.image_size),
+        pairs=records,
+    )
     write_text_atomic(out / "pairs.json", result.model_dump_json(indent=2))
     return result
 
@@ -170,6 +192,9 @@ def load_rectified_set(folder: str | Path) -> RectifiedSet:
 
     path = Path(folder) / "pairs.json"
     if not path.is_file():
-        raise InputError(path, "no pairs.json: not a folder written by `labeler rectify`",
-                         "run `labeler rectify RAW --calib … --out FOLDER` first")
+        raise InputError(
+            path,
+            "no pairs.json: not a folder written by `labeler rectify`",
+            "run `labeler rectify RAW --calib … --out FOLDER` first",
+        )
     return RectifiedSet.model_validate_json(path.read_text())

@@ -23,8 +23,14 @@ MANIFEST_NAME = "manifest.json"
 STORE_NAME = "data.zarr"
 COMPRESSOR = "blosc-zstd-3-shuffle"  # measured in benchmarks/bench_pipeline.py; see RESULTS.md
 
-_DTYPES = {"left": "uint8", "right": "uint8", "disparity_px": "float32", "depth_m": "float32",
-           "confidence": "float32", "instance_ids": "uint16"}
+_DTYPES = {
+    "left": "uint8",
+    "right": "uint8",
+    "disparity_px": "float32",
+    "depth_m": "float32",
+    "confidence": "float32",
+    "instance_ids": "uint16",
+}
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,17 @@ def store_layout(n_samples: int, height: int, width: int, samples_per_shard: int
     specs = []
     for name in ARRAY_NAMES:
         tail = [height, width, 3] if name in ("left", "right") else [height, width]
-        specs.append(ArraySpec(
-            name=name, dtype=_DTYPES[name], shape=[n_samples, *tail], chunk_shape=[1, *tail],
-            shard_shape=[samples_per_shard, *tail], fill_value=None if _DTYPES[name].startswith("float") else 0,
-            compressor=COMPRESSOR,
-        ))
+        specs.append(
+            ArraySpec(
+                name=name,
+                dtype=_DTYPES[name],
+                shape=[n_samples, *tail],
+                chunk_shape=[1, *tail],
+                shard_shape=[samples_per_shard, *tail],
+                fill_value=None if _DTYPES[name].startswith("float") else 0,
+                compressor=COMPRESSOR,
+            )
+        )
     return StoreLayout(samples_per_shard=samples_per_shard, arrays=specs)
 
 
@@ -87,14 +99,22 @@ def prepare_store(dataset: str | Path, layout: StoreLayout) -> None:
         if spec.name in group:
             arr = group[spec.name]
             if list(arr.shape[1:]) != spec.shape[1:] or list(arr.shards or arr.chunks) != spec.shard_shape:
-                raise ValueError(f"{root}/{spec.name}: stored shape {arr.shape} / shards {arr.shards} do not "
-                                 f"match this run's {spec.shape} / {spec.shard_shape}; use a new --out")
+                raise ValueError(
+                    f"{root}/{spec.name}: stored shape {arr.shape} / shards {arr.shards} do not "
+                    f"match this run's {spec.shape} / {spec.shard_shape}; use a new --out"
+                )
             if arr.shape[0] < spec.shape[0]:
                 arr.resize(tuple(spec.shape))
             continue
-        group.create_array(spec.name, shape=tuple(spec.shape), chunks=tuple(spec.chunk_shape),
-                           shards=tuple(spec.shard_shape), dtype=spec.dtype, fill_value=_fill(spec.dtype),
-                           compressors=_compressors())
+        group.create_array(
+            spec.name,
+            shape=tuple(spec.shape),
+            chunks=tuple(spec.chunk_shape),
+            shards=tuple(spec.shard_shape),
+            dtype=spec.dtype,
+            fill_value=_fill(spec.dtype),
+            compressors=_compressors(),
+        )
 
 
 def shard_range(shard: int, layout: StoreLayout) -> range:
@@ -126,8 +146,11 @@ def load_manifest(dataset: str | Path) -> Manifest:
 
     path = Path(dataset) / MANIFEST_NAME
     if not path.is_file():
-        raise InputError(path, "no manifest: not a labeler dataset (or its first run never finished a shard)",
-                         "run `labeler pseudo-label` or `labeler run` with --out pointing here")
+        raise InputError(
+            path,
+            "no manifest: not a labeler dataset (or its first run never finished a shard)",
+            "run `labeler pseudo-label` or `labeler run` with --out pointing here",
+        )
     return Manifest.model_validate_json(path.read_text())
 
 

@@ -28,8 +28,9 @@ class StageFailure:
     error: str
 
     def record(self) -> SampleRecord:
-        return SampleRecord(sample_id=self.sample_id, status="failed", index=self.index,
-                            error=f"{self.stage}: {self.error}")
+        return SampleRecord(
+            sample_id=self.sample_id, status="failed", index=self.index, error=f"{self.stage}: {self.error}"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,28 @@ def load_stage(task: LabelTask, *, expected_size: tuple[int, int] | None = None)
     started = time.perf_counter()
     (left, left_sha), (right, right_sha) = read_rgb_hashed(task.left_path), read_rgb_hashed(task.right_path)
     if left.shape != right.shape:
-        raise InputError(task.right_path, f"size {right.shape[1]}x{right.shape[0]} differs from the left "
-                         f"image's {left.shape[1]}x{left.shape[0]}", "re-run rectify for this pair")
+        raise InputError(
+            task.right_path,
+            f"size {right.shape[1]}x{right.shape[0]} differs from the left "
+            f"image's {left.shape[1]}x{left.shape[0]}",
+            "re-run rectify for this pair",
+        )
     h, w = left.shape[:2]
     if expected_size is not None and (w, h) != tuple(expected_size):
-        raise InputError(task.left_path, f"size {w}x{h} is not the calibration's "
-                         f"{expected_size[0]}x{expected_size[1]}", "rectify it with this calibration")
-    for path, want, got in ((task.left_path, task.left_sha256, left_sha), (task.right_path, task.right_sha256, right_sha)):
+        raise InputError(
+            task.left_path,
+            f"size {w}x{h} is not the calibration's {expected_size[0]}x{expected_size[1]}",
+            "rectify it with this calibration",
+        )
+    for path, want, got in (
+        (task.left_path, task.left_sha256, left_sha),
+        (task.right_path, task.right_sha256, right_sha),
+    ):
         if want is not None and want != got:
             raise InputError(path, "content differs from the hash rectify recorded", "re-run rectify")
-    src = SourceFiles(left_path=task.left_path, right_path=task.right_path, left_sha256=left_sha, right_sha256=right_sha)
+    src = SourceFiles(
+        left_path=task.left_path, right_path=task.right_path, left_sha256=left_sha, right_sha256=right_sha
+    )
     return LoadedPair(task, left, right, src, started)
 
 
@@ -126,26 +139,43 @@ def disparity_stage(pair: LoadedPair, config: StereoConfig, device: str = "cpu")
 
 
 @_stage("masks+depth")
-def label_stage(disp: PairDisparity, config: MaskConfig, settings: DepthSettings, device: str = "cpu") -> LabelledSample:
+def label_stage(
+    disp: PairDisparity, config: MaskConfig, settings: DepthSettings, device: str = "cpu"
+) -> LabelledSample:
     """Masks, metric depth, the instance map and per-object statistics of one pair."""
     masks = mask_backend(config, device).masks(disp.pair.left, disparity_px=disp.disparity_px)
     return _labelled(disp, masks, config, settings)
 
 
 @_stage("masks+depth")
-def _labelled(disp: PairDisparity, masks: Masks, config: MaskConfig, settings: DepthSettings) -> LabelledSample:
+def _labelled(
+    disp: PairDisparity, masks: Masks, config: MaskConfig, settings: DepthSettings
+) -> LabelledSample:
     from labeler.depth import disparity_to_depth, instance_map, object_records, sample_stats
 
     pair = disp.pair
     depth = disparity_to_depth(disp.disparity_px, settings)
     ids, source = instance_map(masks.masks, masks.scores)
     has_stability = config.name == "sam2"
-    objects = object_records(ids, depth, masks.scores[source], masks.stability[source] if has_stability else None)
-    arrays = SampleArrays(left=pair.left, right=pair.right, disparity_px=disp.disparity_px, depth_m=depth,
-                          confidence=disp.confidence, instance_ids=ids)
+    objects = object_records(
+        ids, depth, masks.scores[source], masks.stability[source] if has_stability else None
+    )
+    arrays = SampleArrays(
+        left=pair.left,
+        right=pair.right,
+        disparity_px=disp.disparity_px,
+        depth_m=depth,
+        confidence=disp.confidence,
+        instance_ids=ids,
+    )
     record = SampleRecord(
-        sample_id=pair.task.sample_id, status="ok", index=pair.task.index, source=pair.source,
-        digests=arrays.digests(), stats=sample_stats(depth, disp.confidence, len(objects)), objects=objects,
+        sample_id=pair.task.sample_id,
+        status="ok",
+        index=pair.task.index,
+        source=pair.source,
+        digests=arrays.digests(),
+        stats=sample_stats(depth, disp.confidence, len(objects)),
+        objects=objects,
         seconds=time.perf_counter() - pair.started,
     )
     return LabelledSample(record, arrays)
@@ -168,12 +198,20 @@ def disparity_batch_stage(
 
 
 def label_batch_stage(
-    disps: list[PairDisparity | StageFailure], config: MaskConfig, settings: DepthSettings, device: str = "cpu"
+    disps: list[PairDisparity | StageFailure],
+    config: MaskConfig,
+    settings: DepthSettings,
+    device: str = "cpu",
 ) -> list[LabelledSample | StageFailure]:
     ok = [d for d in disps if isinstance(d, PairDisparity)]
     try:
-        found = mask_backend(config, device).masks_many(
-            [d.pair.left for d in ok], disparities_px=[d.disparity_px for d in ok]) if ok else []
+        found = (
+            mask_backend(config, device).masks_many(
+                [d.pair.left for d in ok], disparities_px=[d.disparity_px for d in ok]
+            )
+            if ok
+            else []
+        )
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
         return [label_stage(d, config, settings, device) for d in disps]
     masks = {id(d): m for d, m in zip(ok, found, strict=True)}
@@ -181,8 +219,14 @@ def label_batch_stage(
 
 
 def write_stage(
-    dataset: str | Path, shard: int, layout: StoreLayout, run_key: str,
-    samples: list[LabelledSample | StageFailure], *, previews: bool = True, rectified: list | None = None,
+    dataset: str | Path,
+    shard: int,
+    layout: StoreLayout,
+    run_key: str,
+    samples: list[LabelledSample | StageFailure],
+    *,
+    previews: bool = True,
+    rectified: list | None = None,
 ) -> ShardPart:
     """The single writer of one shard: arrays, then previews, then the part record (the resume marker)."""
     from labeler.io import write_text_atomic
@@ -194,10 +238,15 @@ def write_stage(
         from labeler.previews import write_preview
 
         for s in ok:
-            write_preview(Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.record.objects)
-    part = ShardPart(shard=shard, run_key=run_key,
-                     samples=[s.record if isinstance(s, LabelledSample) else s.record() for s in samples],
-                     rectified=rectified or [])
+            write_preview(
+                Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.record.objects
+            )
+    part = ShardPart(
+        shard=shard,
+        run_key=run_key,
+        samples=[s.record if isinstance(s, LabelledSample) else s.record() for s in samples],
+        rectified=rectified or [],
+    )
     write_text_atomic(part_path(dataset, shard), part.model_dump_json())
     return part
 

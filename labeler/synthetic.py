@@ -154,8 +154,15 @@ class Rendering:
 class Scene:
     rects: list[TexturedRect] = field(default_factory=list)
 
-    def render(self, camera: Camera, *, supersample: int = 3, noise_dn: float = 0.0,
-               rng: np.random.Generator | None = None, rays=None) -> Rendering:
+    def render(
+        self,
+        camera: Camera,
+        *,
+        supersample: int = 3,
+        noise_dn: float = 0.0,
+        rng: np.random.Generator | None = None,
+        rays=None,
+    ) -> Rendering:
         """Ray-cast the scene; colours are averaged over s×s samples, depth and ids from the centre one."""
         origin, dirs = rays if rays is not None else camera.rays(supersample)
         s = supersample
@@ -184,8 +191,9 @@ class Scene:
         )
 
 
-def noise_texture(rng: np.random.Generator, size: int, base_rgb: tuple[int, int, int],
-                  contrast: float = 70.0) -> np.ndarray:
+def noise_texture(
+    rng: np.random.Generator, size: int, base_rgb: tuple[int, int, int], contrast: float = 70.0
+) -> np.ndarray:
     """A multi-scale noise texture around a base colour: enough structure for stereo matching."""
     import cv2
 
@@ -217,8 +225,9 @@ def board_texture(board: BoardSpec, *, px_per_square: int = 64) -> tuple[np.ndar
         cells = (np.indices((ny, nx)).sum(0) % 2 == 0).astype(np.uint8) * 255
         cells = 255 - cells  # black top-left square, as printed boards usually are
         img = np.kron(cells, np.ones((px_per_square, px_per_square), np.uint8))
-        img = cv2.copyMakeBorder(img, px_per_square, px_per_square, px_per_square, px_per_square,
-                                 cv2.BORDER_CONSTANT, value=255)
+        img = cv2.copyMakeBorder(
+            img, px_per_square, px_per_square, px_per_square, px_per_square, cv2.BORDER_CONSTANT, value=255
+        )
         extent = (-2 * sq, nx * sq, -2 * sq, ny * sq)  # margin + first square before corner 0
     else:
         cv_board = charuco_board(board)
@@ -258,8 +267,13 @@ def board_scene(board: BoardSpec, pose: tuple[np.ndarray, np.ndarray], backdrop:
     r, t = pose
     tex, extent = board_texture(board)
     board_rect = TexturedRect(origin=t, u=r[:, 0], v=r[:, 1], extent=extent, texture=tex, instance_id=1)
-    wall = TexturedRect(origin=np.array([0.0, 0.0, 2.5]), u=np.array([1.0, 0, 0]), v=np.array([0, 1.0, 0]),
-                        extent=(-4, 4, -3, 3), texture=backdrop)
+    wall = TexturedRect(
+        origin=np.array([0.0, 0.0, 2.5]),
+        u=np.array([1.0, 0, 0]),
+        v=np.array([0, 1.0, 0]),
+        extent=(-4, 4, -3, 3),
+        texture=backdrop,
+    )
     return Scene([wall, board_rect])
 
 
@@ -272,13 +286,24 @@ def board_visible(rig: SyntheticRig, board: BoardSpec, pose, *, margin_px: float
             return False
         px = cam.project(pts)
         w, h = cam.size
-        if not ((px >= margin_px).all() and (px[:, 0] <= w - margin_px).all() and (px[:, 1] <= h - margin_px).all()):
+        if not (
+            (px >= margin_px).all()
+            and (px[:, 0] <= w - margin_px).all()
+            and (px[:, 1] <= h - margin_px).all()
+        ):
             return False
     return True
 
 
-def render_board_views(rig: SyntheticRig, board: BoardSpec, n_views: int, *, seed: int = 0,
-                       supersample: int = 3, noise_dn: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
+def render_board_views(
+    rig: SyntheticRig,
+    board: BoardSpec,
+    n_views: int,
+    *,
+    seed: int = 0,
+    supersample: int = 3,
+    noise_dn: float = 1.0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """n_views (left, right) RGB pairs of the board in random poses fully visible to both eyes."""
     rng = np.random.default_rng(seed)
     backdrop = noise_texture(rng, 256, (120, 120, 120), contrast=25)
@@ -289,8 +314,10 @@ def render_board_views(rig: SyntheticRig, board: BoardSpec, n_views: int, *, see
         if not board_visible(rig, board, pose):
             continue
         scene = board_scene(board, pose, backdrop)
-        views.append(tuple(
-            scene.render(cam, supersample=supersample, noise_dn=noise_dn, rng=rng, rays=rays).image
-            for cam, rays in ((rig.left, rays_l), (rig.right, rays_r))
-        ))
+        views.append(
+            tuple(
+                scene.render(cam, supersample=supersample, noise_dn=noise_dn, rng=rng, rays=rays).image
+                for cam, rays in ((rig.left, rays_l), (rig.right, rays_r))
+            )
+        )
     return views

@@ -30,7 +30,9 @@ def sample_problems(group, rec: SampleRecord, manifest: Manifest) -> list[str]:
         problems.append(f"{where}: size {w}x{h} is not the calibration's {manifest.calibration.image_size}")
     for name in ARRAY_NAMES:
         if rec.digests is not None and digest(raw[name]) != getattr(rec.digests, name):
-            problems.append(f"{where}/{name}: content hash differs from the manifest (data changed or corrupt)")
+            problems.append(
+                f"{where}/{name}: content hash differs from the manifest (data changed or corrupt)"
+            )
     problems += _relation_problems(where, arrays, manifest.depth)
     problems += _object_problems(where, arrays.instance_ids, rec)
     return problems
@@ -48,7 +50,10 @@ def _relation_problems(where: str, a: SampleArrays, depth: DepthSettings) -> lis
     if (a.depth_m[finite] > depth.z_far_m * (1 + 1e-6)).any():
         problems.append(f"{where}/depth_m: depth beyond z_far_m {depth.z_far_m}")
     expected = (d_eff > 0) & ~np.isfinite(a.depth_m)
-    if (expected & (depth.fx_px * depth.baseline_m / np.where(d_eff > 0, d_eff, 1) <= depth.z_far_m * (1 - 1e-6))).any():
+    if (
+        expected
+        & (depth.fx_px * depth.baseline_m / np.where(d_eff > 0, d_eff, 1) <= depth.z_far_m * (1 - 1e-6))
+    ).any():
         problems.append(f"{where}/depth_m: NaN where the disparity gives a valid depth")
     if (np.isnan(a.confidence) != np.isnan(a.disparity_px)).any():
         problems.append(f"{where}/confidence: NaN pattern differs from disparity_px")
@@ -64,11 +69,15 @@ def _object_problems(where: str, ids: np.ndarray, rec: SampleRecord) -> list[str
     listed = {o.id for o in rec.objects}
     problems = []
     if present != listed:
-        problems.append(f"{where}/instance_ids: ids {sorted(present - listed)} not in the object table, "
-                        f"objects {sorted(listed - present)} have no pixels")
+        problems.append(
+            f"{where}/instance_ids: ids {sorted(present - listed)} not in the object table, "
+            f"objects {sorted(listed - present)} have no pixels"
+        )
     for o in rec.objects:
         if o.id in present and counts[o.id] != o.area_px:
-            problems.append(f"{where}/instance_ids: object {o.id} has {counts[o.id]} px, the table says {o.area_px}")
+            problems.append(
+                f"{where}/instance_ids: object {o.id} has {counts[o.id]} px, the table says {o.area_px}"
+            )
     return problems
 
 
@@ -95,8 +104,10 @@ def validate_dataset(dataset: str | Path) -> list[str]:
             problems.append(f"{dataset / STORE_NAME}/{spec.name}: array missing")
         elif list(group[spec.name].shape) != spec.shape or str(group[spec.name].dtype) != spec.dtype:
             arr = group[spec.name]
-            problems.append(f"{dataset / STORE_NAME}/{spec.name}: shape {list(arr.shape)} {arr.dtype}, the "
-                            f"manifest says {spec.shape} {spec.dtype}")
+            problems.append(
+                f"{dataset / STORE_NAME}/{spec.name}: shape {list(arr.shape)} {arr.dtype}, the "
+                f"manifest says {spec.shape} {spec.dtype}"
+            )
     if problems:
         return problems
     seen: dict[int, str] = {}
@@ -104,7 +115,9 @@ def validate_dataset(dataset: str | Path) -> list[str]:
         if rec.status != "ok":
             continue
         if rec.index is None or rec.index in seen:
-            problems.append(f"sample {rec.sample_id}: row {rec.index} is missing or shared with {seen.get(rec.index)}")
+            problems.append(
+                f"sample {rec.sample_id}: row {rec.index} is missing or shared with {seen.get(rec.index)}"
+            )
             continue
         seen[rec.index] = rec.sample_id
         problems += sample_problems(group, rec, manifest)

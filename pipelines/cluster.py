@@ -25,8 +25,17 @@ def dask_client(scheduler: str | None, *, workers: int | None, gpus: tuple[int, 
         return
     n = len(gpus) if gpus else (workers or max(1, min(os.cpu_count() or 1, 8)))
     kwargs = {"resources": {"GPU": 1}} if gpus else {}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=scheduler != "threads",
-                      dashboard_address=None, silence_logs=40, **kwargs) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=scheduler != "threads",
+            dashboard_address=None,
+            silence_logs=40,
+            **kwargs,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 

@@ -21,8 +21,18 @@ from labeler.configs import PseudoLabelConfig
 from labeler.errors import InputError
 from labeler.stages import disparity_batch_stage, label_batch_stage, load_stage, write_stage
 
-LIBRARIES = ("labeler", "numpy", "opencv-contrib-python-headless", "zarr", "dask", "distributed", "torch",
-             "scikit-image", "sam2", "timm")
+LIBRARIES = (
+    "labeler",
+    "numpy",
+    "opencv-contrib-python-headless",
+    "zarr",
+    "dask",
+    "distributed",
+    "torch",
+    "scikit-image",
+    "sam2",
+    "timm",
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +58,16 @@ def library_versions() -> dict[str, str]:
 
 def run_key(cfg: PseudoLabelConfig, calib_sha: str, depth_json: str) -> str:
     """Hash of everything that shapes the labels; parts made under another key are stale."""
-    text = json.dumps([cfg.stereo.model_dump(mode="json"), cfg.masks.model_dump(mode="json"), calib_sha,
-                       depth_json, cfg.samples_per_shard], sort_keys=True)
+    text = json.dumps(
+        [
+            cfg.stereo.model_dump(mode="json"),
+            cfg.masks.model_dump(mode="json"),
+            calib_sha,
+            depth_json,
+            cfg.samples_per_shard,
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -63,16 +81,28 @@ def _inputs(cfg: PseudoLabelConfig) -> tuple[list[StereoPairSource | LabelTask],
     folder = cfg.inputs
     if not (folder / "pairs.json").is_file():
         if (folder / "left").is_dir():  # a user's own rectified pairs: left/<id>.png + right/<id>.png
-            return [LabelTask(sample_id=s.pair_id, index=0, left_path=s.left_path, right_path=s.right_path)
-                    for s in discover_pairs(folder, layout="pairs")], []
-        raise InputError(folder, "neither pairs.json nor left/ + right/ folders",
-                         "run `labeler rectify` first, or pass raw captures to `labeler run`")
+            return [
+                LabelTask(sample_id=s.pair_id, index=0, left_path=s.left_path, right_path=s.right_path)
+                for s in discover_pairs(folder, layout="pairs")
+            ], []
+        raise InputError(
+            folder,
+            "neither pairs.json nor left/ + right/ folders",
+            "run `labeler rectify` first, or pass raw captures to `labeler run`",
+        )
     tasks, failed = [], []
     for p in load_rectified_set(folder).pairs:
         if p.status == "ok":
-            tasks.append(LabelTask(sample_id=p.pair_id, index=0, left_path=str(folder / p.left_path),
-                                   right_path=str(folder / p.right_path), left_sha256=p.left_sha256,
-                                   right_sha256=p.right_sha256))
+            tasks.append(
+                LabelTask(
+                    sample_id=p.pair_id,
+                    index=0,
+                    left_path=str(folder / p.left_path),
+                    right_path=str(folder / p.right_path),
+                    left_sha256=p.left_sha256,
+                    right_sha256=p.right_sha256,
+                )
+            )
         else:
             failed.append(SampleRecord(sample_id=p.pair_id, status="failed", error=f"rectify: {p.error}"))
     return tasks, failed
@@ -81,9 +111,14 @@ def _inputs(cfg: PseudoLabelConfig) -> tuple[list[StereoPairSource | LabelTask],
 def _task_from_rectified(pair: RectifiedPair, index: int, folder: Path) -> LabelTask:
     if pair.status != "ok":
         raise InputError(pair.source.left_path, f"rectify failed: {pair.error}", "fix or remove the capture")
-    return LabelTask(sample_id=pair.pair_id, index=index, left_path=str(folder / pair.left_path),
-                     right_path=str(folder / pair.right_path), left_sha256=pair.left_sha256,
-                     right_sha256=pair.right_sha256)
+    return LabelTask(
+        sample_id=pair.pair_id,
+        index=index,
+        left_path=str(folder / pair.left_path),
+        right_path=str(folder / pair.right_path),
+        left_sha256=pair.left_sha256,
+        right_sha256=pair.right_sha256,
+    )
 
 
 def load_parts(out: Path, key: str) -> dict[int, ShardPart]:
@@ -121,8 +156,9 @@ def plan(cfg: PseudoLabelConfig, key: str) -> tuple[list[Item], dict[int, ShardP
     return sorted(items, key=lambda i: i.index), parts
 
 
-def shard_is_done(part: ShardPart | None, items: list[Item], cfg: PseudoLabelConfig, out: Path,
-                  manifest: Manifest) -> bool:
+def shard_is_done(
+    part: ShardPart | None, items: list[Item], cfg: PseudoLabelConfig, out: Path, manifest: Manifest
+) -> bool:
     """Keep a shard when its part covers exactly these samples and its ok rows match their digests."""
     if part is None or sorted(s.sample_id for s in part.samples) != sorted(i.sample_id for i in items):
         return False
@@ -177,8 +213,15 @@ def _label_on_worker(disps: list, masks, settings, gpus):
 
 def _write(out, shard, layout, key, batches: list[list], *, previews: bool, rectified: list):
     """The shard's single writer, over the results of all its batches."""
-    return write_stage(out, shard, layout, key, [s for batch in batches for s in batch], previews=previews,
-                       rectified=rectified)
+    return write_stage(
+        out,
+        shard,
+        layout,
+        key,
+        [s for batch in batches for s in batch],
+        previews=previews,
+        rectified=rectified,
+    )
 
 
 def _failed_record(rec: SampleRecord):
@@ -187,8 +230,9 @@ def _failed_record(rec: SampleRecord):
     return [StageFailure(rec.sample_id, rec.index or 0, *(rec.error or "failed: unknown").split(": ", 1))]
 
 
-def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: StoreLayout, key: str,
-                settings, size) -> dict:
+def build_graph(
+    cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: StoreLayout, key: str, settings, size
+) -> dict:
     """{shard: its single write task}. Within a shard, samples go through the backends `batch_size` at a
     time (one GPU forward per batch); in run mode each write also records its pairs' rectification."""
     import dask
@@ -203,7 +247,9 @@ def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: S
         for it in items:
             if it.failed is not None:
                 tok = tokenize(it.sample_id, it.index, key)
-                batches.append(dask.delayed(_failed_record, pure=True)(it.failed, dask_key_name=f"failed-{tok}"))
+                batches.append(
+                    dask.delayed(_failed_record, pure=True)(it.failed, dask_key_name=f"failed-{tok}")
+                )
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start : start + cfg.batch_size]
             loaded = []
@@ -212,23 +258,43 @@ def build_graph(cfg: PseudoLabelConfig, shards: dict[int, list[Item]], layout: S
                 if it.raw is not None:
                     rect = dask.delayed(_rectify)(it.raw, str(cfg.calib), out, dask_key_name=f"rectify-{tok}")
                     rectified.append(rect)
-                    loaded.append(dask.delayed(_load_rectified)(rect, it.index, out, size, dask_key_name=f"load-{tok}"))
+                    loaded.append(
+                        dask.delayed(_load_rectified)(rect, it.index, out, size, dask_key_name=f"load-{tok}")
+                    )
                 else:
-                    loaded.append(dask.delayed(load_stage)(it.task, expected_size=size, dask_key_name=f"load-{tok}"))
+                    loaded.append(
+                        dask.delayed(load_stage)(it.task, expected_size=size, dask_key_name=f"load-{tok}")
+                    )
             tok = tokenize([(it.sample_id, it.index) for it in chunk], key)
             with dask.annotate(retries=1, **resources):
-                disp = dask.delayed(_disparity_on_worker)(loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}")
-                batches.append(dask.delayed(_label_on_worker)(disp, cfg.masks, settings, cfg.gpus,
-                                                              dask_key_name=f"label-{tok}"))
-        writes[shard] = dask.delayed(_write)(out, shard, layout, key, batches, previews=cfg.previews,
-                                             rectified=rectified,
-                                             dask_key_name=f"write-{tokenize(shard, key, [i.sample_id for i in items])}")
+                disp = dask.delayed(_disparity_on_worker)(
+                    loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}"
+                )
+                batches.append(
+                    dask.delayed(_label_on_worker)(
+                        disp, cfg.masks, settings, cfg.gpus, dask_key_name=f"label-{tok}"
+                    )
+                )
+        writes[shard] = dask.delayed(_write)(
+            out,
+            shard,
+            layout,
+            key,
+            batches,
+            previews=cfg.previews,
+            rectified=rectified,
+            dask_key_name=f"write-{tokenize(shard, key, [i.sample_id for i in items])}",
+        )
     return writes
 
 
 def assemble_manifest(parts: dict[int, ShardPart], base: Manifest) -> Manifest:
-    samples = sorted((s for p in parts.values() for s in p.samples), key=lambda s: (s.index is None, s.index, s.sample_id))
-    digest_text = json.dumps([[s.sample_id, s.status, s.digests.model_dump() if s.digests else None] for s in samples])
+    samples = sorted(
+        (s for p in parts.values() for s in p.samples), key=lambda s: (s.index is None, s.index, s.sample_id)
+    )
+    digest_text = json.dumps(
+        [[s.sample_id, s.status, s.digests.model_dump() if s.digests else None] for s in samples]
+    )
     version = hashlib.sha256((base.dataset_version + digest_text).encode()).hexdigest()
     return base.model_copy(update={"samples": samples, "dataset_version": version})
 
@@ -256,15 +322,26 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
         raise InputError(cfg.inputs, "no pairs to label", "check the folder")
     w, h = calib.image_size
     layout = store_layout(max(i.index for i in items) + 1, h, w, cfg.samples_per_shard)
-    base = Manifest(dataset_version=key, labeler_version=metadata.version("labeler"), calibration=calib,
-                    calibration_sha256=calib_sha, depth=settings, stereo=cfg.stereo, masks=cfg.masks,
-                    library_versions=library_versions(), layout=layout, samples=[])
+    base = Manifest(
+        dataset_version=key,
+        labeler_version=metadata.version("labeler"),
+        calibration=calib,
+        calibration_sha256=calib_sha,
+        depth=settings,
+        stereo=cfg.stereo,
+        masks=cfg.masks,
+        library_versions=library_versions(),
+        layout=layout,
+        samples=[],
+    )
     cfg.out.mkdir(parents=True, exist_ok=True)
     prepare_store(cfg.out, layout)
     by_shard: dict[int, list[Item]] = {}
     for it in items:
         by_shard.setdefault(it.index // cfg.samples_per_shard, []).append(it)
-    done = {s: parts[s] for s, its in by_shard.items() if shard_is_done(parts.get(s), its, cfg, cfg.out, base)}
+    done = {
+        s: parts[s] for s, its in by_shard.items() if shard_is_done(parts.get(s), its, cfg, cfg.out, base)
+    }
     todo = {s: its for s, its in by_shard.items() if s not in done}
     writes = build_graph(cfg, todo, layout, key, settings, (w, h))
     finished = dict(done)
@@ -275,8 +352,10 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> Manifest:
         return manifest
 
     n_todo = sum(len(v) for v in todo.values())
-    with dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus) as client, \
-            tqdm(total=n_todo, desc="pseudo-label", unit="sample", disable=not cfg.progress) as bar:
+    with (
+        dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus) as client,
+        tqdm(total=n_todo, desc="pseudo-label", unit="sample", disable=not cfg.progress) as bar,
+    ):
         if client is None:
             for shard, delayed_write in writes.items():
                 (finished[shard],) = dask.compute(delayed_write, scheduler="sync")
@@ -310,8 +389,10 @@ def _check_gpus(cfg: PseudoLabelConfig) -> None:
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     missing = [g for g in cfg.gpus if g >= n]
     if missing:
-        raise LabelerError(f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
-                           f"({n} visible); drop --gpu to run on the CPU, or name a visible device")
+        raise LabelerError(
+            f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
+            f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
+        )
 
 
 def _refuse_other_settings(out: Path, key: str) -> None:
@@ -322,9 +403,12 @@ def _refuse_other_settings(out: Path, key: str) -> None:
         return
     old = load_manifest(out)
     if old.samples and not load_parts(out, key):
-        raise InputError(out, f"holds a dataset made with other settings (stereo {old.stereo.name}, masks "
-                         f"{old.masks.name}, calibration {old.calibration.rig}, or other parameters)",
-                         "use a new --out")
+        raise InputError(
+            out,
+            f"holds a dataset made with other settings (stereo {old.stereo.name}, masks "
+            f"{old.masks.name}, calibration {old.calibration.rig}, or other parameters)",
+            "use a new --out",
+        )
 
 
 def _write_pairs_json(cfg: PseudoLabelConfig, calib, calib_sha: str, pairs: list[RectifiedPair]) -> None:
@@ -332,6 +416,11 @@ def _write_pairs_json(cfg: PseudoLabelConfig, calib, calib_sha: str, pairs: list
     from data_schema.captures import RectifiedSet
     from labeler.io import write_text_atomic
 
-    rect = RectifiedSet(calib_path=str(cfg.calib), calib_sha256=calib_sha, rig=calib.rig,
-                        image_size=list(calib.image_size), pairs=sorted(pairs, key=lambda p: p.pair_id))
+    rect = RectifiedSet(
+        calib_path=str(cfg.calib),
+        calib_sha256=calib_sha,
+        rig=calib.rig,
+        image_size=list(calib.image_size),
+        pairs=sorted(pairs, key=lambda p: p.pair_id),
+    )
     write_text_atomic(cfg.out / "rectified" / "pairs.json", rect.model_dump_json(indent=2))

@@ -42,8 +42,10 @@ def board_views(rig):
 def write_side_by_side(folder: Path, views, prefix: str = "board") -> list[Path]:
     from labeler.io import write_png
 
-    return [write_png(folder / f"{prefix}_{i:03d}.png", np.hstack(v)) and folder / f"{prefix}_{i:03d}.png"
-            for i, v in enumerate(views)]
+    return [
+        write_png(folder / f"{prefix}_{i:03d}.png", np.hstack(v)) and folder / f"{prefix}_{i:03d}.png"
+        for i, v in enumerate(views)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +76,9 @@ def demo_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def identity_calibration_yaml(path: Path, width: int, height: int, *, fx: float = 300.0,
-                              baseline_m: float = 0.1) -> Path:
+def identity_calibration_yaml(
+    path: Path, width: int, height: int, *, fx: float = 300.0, baseline_m: float = 0.1
+) -> Path:
     """A calibration whose rectification is the identity (already-rectified pairs)."""
     import yaml
 
@@ -85,16 +88,26 @@ def identity_calibration_yaml(path: Path, width: int, height: int, *, fx: float 
     p2 = [[fx, 0.0, width / 2, -fx * baseline_m], [0.0, fx, height / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]
     i3 = np.eye(3).tolist()
     q = [[1, 0, 0, -width / 2], [0, 1, 0, -height / 2], [0, 0, 0, fx], [0, 0, 1 / baseline_m, 0]]
-    data = {"schema_version": 1, "rig": "identity", "image_size": [width, height], "left": eye, "right": eye,
-            "R": i3, "T": [-baseline_m, 0.0, 0.0], "baseline_m": baseline_m, "rms_reprojection_px": 0.0,
-            "rectification": {"R1": i3, "R2": i3, "P1": p1, "P2": p2, "Q": q}}
+    data = {
+        "schema_version": 1,
+        "rig": "identity",
+        "image_size": [width, height],
+        "left": eye,
+        "right": eye,
+        "R": i3,
+        "T": [-baseline_m, 0.0, 0.0],
+        "baseline_m": baseline_m,
+        "rms_reprojection_px": 0.0,
+        "rectification": {"R1": i3, "R2": i3, "P1": p1, "P2": p2, "Q": q},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-def plane_pair(rng: np.random.Generator, width: int, height: int, *, d_background: int = 6,
-               d_object: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def plane_pair(
+    rng: np.random.Generator, width: int, height: int, *, d_background: int = 6, d_object: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """A rectified pair: a textured background at one disparity, a textured box in front at another."""
     from labeler.synthetic import noise_texture
 
@@ -109,8 +122,9 @@ def plane_pair(rng: np.random.Generator, width: int, height: int, *, d_backgroun
     return left, right
 
 
-def write_plane_pairs(folder: Path, n: int, width: int = 128, height: int = 96, *, seed: int = 0,
-                      suffix_layout: bool = False) -> Path:
+def write_plane_pairs(
+    folder: Path, n: int, width: int = 128, height: int = 96, *, seed: int = 0, suffix_layout: bool = False
+) -> Path:
     from labeler.io import write_png
 
     rng = np.random.default_rng(seed)

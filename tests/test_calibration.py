@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from data_schema.calibration import BoardSpec
-from labeler.calibration import CalibrationError, calibrate, load_calibration, save_calibration
+from labeler.calibration import CalibrationError, calibrate, load_calibration
 from labeler.errors import InputError
 from labeler.io import write_png
 from tests.conftest import CHESSBOARD, write_side_by_side
@@ -39,8 +39,9 @@ def test_rectified_geometry_matches_truth(calibrated, rig):
     for cam, intr, r, p in ((rig.left, c.left, rect.R1, rect.P1), (rig.right, c.right, rect.R2, rect.P2)):
         px = cam.project(pts)
         ok = (px[:, 0] > 0) & (px[:, 0] < 640) & (px[:, 1] > 0) & (px[:, 1] < 480)
-        und = cv2.undistortPoints(px.reshape(-1, 1, 2), np.array(intr.K), np.array(intr.dist), R=np.array(r),
-                                  P=np.array(p)).reshape(-1, 2)
+        und = cv2.undistortPoints(
+            px.reshape(-1, 1, 2), np.array(intr.K), np.array(intr.dist), R=np.array(r), P=np.array(p)
+        ).reshape(-1, 2)
         rows.append((und, ok))
     both = rows[0][1] & rows[1][1]
     dy = np.abs(rows[0][0][both, 1] - rows[1][0][both, 1])
@@ -57,8 +58,18 @@ def test_rectified_geometry_matches_truth(calibrated, rig):
 def test_yaml_layout_and_round_trip(calibrated, tmp_path):
     result, path = calibrated
     data = yaml.safe_load(path.read_text())
-    for key in ("schema_version", "rig", "image_size", "left", "right", "R", "T", "baseline_m",
-                "rms_reprojection_px", "rectification"):
+    for key in (
+        "schema_version",
+        "rig",
+        "image_size",
+        "left",
+        "right",
+        "R",
+        "T",
+        "baseline_m",
+        "rms_reprojection_px",
+        "rectification",
+    ):
         assert key in data
     assert data["image_size"] == [640, 480]
     assert set(data["rectification"]) == {"R1", "R2", "P1", "P2", "Q"}
@@ -137,7 +148,9 @@ def test_charuco_with_partial_views(tmp_path, rig):
     """ChArUco keeps views where part of the board is hidden."""
     from labeler.synthetic import render_board_views
 
-    board = BoardSpec(kind="charuco", cols=8, rows=6, square_m=0.035, marker_m=0.026, dictionary="DICT_5X5_100")
+    board = BoardSpec(
+        kind="charuco", cols=8, rows=6, square_m=0.035, marker_m=0.026, dictionary="DICT_5X5_100"
+    )
     views = render_board_views(rig, board, 10, seed=5)
     for left, right in views[:4]:  # hide the right part of both images
         left[:, 440:] = 128

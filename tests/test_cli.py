@@ -44,16 +44,18 @@ def test_missing_captures_exit_1_with_one_line(tmp_path):
 
 
 def test_rectify_with_missing_calibration(tmp_path):
-    res = CliRunner().invoke(app, ["rectify", str(tmp_path), "--calib", str(tmp_path / "x.yaml"),
-                                   "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app, ["rectify", str(tmp_path), "--calib", str(tmp_path / "x.yaml"), "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 1 and "calibration file not found" in res.output
 
 
 def test_calibrate_and_rectify_chain(board_dir, demo_dir, tmp_path, rig):
     out = tmp_path / "calib" / "rig-a.yaml"
     runner = CliRunner()
-    res = runner.invoke(app, ["calibrate", str(board_dir), "--rig", "rig-a", "--out", str(out),
-                              "--export", "ros"])
+    res = runner.invoke(
+        app, ["calibrate", str(board_dir), "--rig", "rig-a", "--out", str(out), "--export", "ros"]
+    )
     assert res.exit_code == 0, res.output
     assert "12 views" in res.output
     calib = yaml.safe_load(out.read_text())
@@ -61,8 +63,9 @@ def test_calibrate_and_rectify_chain(board_dir, demo_dir, tmp_path, rig):
     report = tmp_path / "calib" / "rig-a.report"
     assert {p.name for p in report.iterdir()} == {"report.json", "coverage.png", "rectified_preview.png"}
     assert (tmp_path / "calib" / "rig-a_left.camera_info.yaml").is_file()
-    res = runner.invoke(app, ["rectify", str(demo_dir / "scenes"), "--calib", str(out),
-                              "--out", str(tmp_path / "rect")])
+    res = runner.invoke(
+        app, ["rectify", str(demo_dir / "scenes"), "--calib", str(out), "--out", str(tmp_path / "rect")]
+    )
     assert res.exit_code == 0, res.output
     assert "2 of 2 pairs rectified" in res.output
     assert (tmp_path / "rect" / "left" / "scene_000.png").is_file()

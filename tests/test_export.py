@@ -24,8 +24,16 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
     write_plane_pairs(root / "rect", 3)
     calib = identity_calibration_yaml(root / "calib.yaml", 128, 96)
-    run_pseudo_label(PseudoLabelConfig(inputs=root / "rect", calib=calib, out=root / "ds", scheduler="sync",
-                                       progress=False, previews=False))
+    run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=root / "rect",
+            calib=calib,
+            out=root / "ds",
+            scheduler="sync",
+            progress=False,
+            previews=False,
+        )
+    )
     return root / "ds"
 
 
@@ -56,10 +64,15 @@ def assert_round_trip(dataset: Path, out: Path) -> None:
         assert set(anns) == {o.id for o in s.objects}
         for o in s.objects:
             a = anns[o.id]
-            assert a["area"] == o.area_px and a["bbox"] == o.bbox and a["iscrowd"] == 0 and a["category_id"] == 1
+            assert (
+                a["area"] == o.area_px and a["bbox"] == o.bbox and a["iscrowd"] == 0 and a["category_id"] == 1
+            )
             assert a["score"] == o.score and a["valid_fraction"] == o.valid_fraction
             assert (a["depth_m_median"], a["depth_m_p10"], a["depth_m_p90"]) == (
-                o.depth_m_median, o.depth_m_p10, o.depth_m_p90)
+                o.depth_m_median,
+                o.depth_m_p10,
+                o.depth_m_p90,
+            )
             assert isinstance(a["segmentation"]["counts"], str)
         n_objects += len(s.objects)
     assert len(coco.getAnnIds()) == n_objects > 0
@@ -107,5 +120,7 @@ def test_cli(dataset, tmp_path):
     res = CliRunner().invoke(app, ["export", "coco", str(dataset), "--out", str(tmp_path / "c.json")])
     assert res.exit_code == 0, res.output
     assert f"COCO instances: {tmp_path / 'c.json'}" in res.output
-    res = CliRunner().invoke(app, ["export", "coco", str(tmp_path / "nope"), "--out", str(tmp_path / "d.json")])
+    res = CliRunner().invoke(
+        app, ["export", "coco", str(tmp_path / "nope"), "--out", str(tmp_path / "d.json")]
+    )
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "no manifest" in res.output

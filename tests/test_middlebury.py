@@ -26,8 +26,11 @@ def motorcycle_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mb")
     raw = write_middlebury(root)
-    manifest = run_pseudo_label(PseudoLabelConfig(inputs=raw, rectify=True, calib=CALIB, out=root / "ds",
-                                                  scheduler="sync", progress=False))
+    manifest = run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=raw, rectify=True, calib=CALIB, out=root / "ds", scheduler="sync", progress=False
+        )
+    )
     gt = np.load(root / "truth" / "motorcycle_disparity_px.npy")
     return open_dataset(root / "ds"), manifest, gt
 

@@ -71,7 +71,11 @@ def test_failure_is_one_line_in_manifest(small):
 def test_manifest_records_how_data_was_made(small):
     root, calib, manifest = small
     data = json.loads((root / "ds" / "manifest.json").read_text())
-    assert data["schema_version"] == 1 and data["stereo"]["name"] == "sgbm" and data["masks"]["name"] == "classical"
+    assert (
+        data["schema_version"] == 1
+        and data["stereo"]["name"] == "sgbm"
+        and data["masks"]["name"] == "classical"
+    )
     assert {"numpy", "zarr", "dask", "opencv-contrib-python-headless"} <= set(data["library_versions"])
     assert data["calibration_sha256"] and len(data["dataset_version"]) == 64
     left = data["layout"]["arrays"][0]
@@ -140,8 +144,10 @@ def test_validate_finds_damage(small, tmp_path):
     problems = validate_dataset(tmp_path / "ds")
     assert any(p.startswith("sample pair_001 (row 1)/depth_m: content hash differs") for p in problems)
     assert any("pair_001 (row 1)/depth_m: depth_m != fx·baseline/disparity_px" in p for p in problems)
-    assert any(p.startswith("sample pair_004 (row 4)/instance_ids: ids [77] not in the object table")
-               for p in problems)
+    assert any(
+        p.startswith("sample pair_004 (row 4)/instance_ids: ids [77] not in the object table")
+        for p in problems
+    )
     res = CliRunner().invoke(app, ["validate", str(tmp_path / "ds")])
     assert res.exit_code == 1 and "pair_001" in res.output
     # a lost shard file reads back as fill values: every sample in it is reported
@@ -153,8 +159,15 @@ def test_many_workers_write_every_shard_once(tmp_path):
     """Eight workers, 20 samples, 2 per shard: every row written and intact (no lost shard writes)."""
     write_plane_pairs(tmp_path / "rect", 20, 96, 64, seed=3)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
-    manifest = label(tmp_path / "rect", calib, tmp_path / "ds", samples_per_shard=2, scheduler="threads",
-                     workers=8, previews=False)
+    manifest = label(
+        tmp_path / "rect",
+        calib,
+        tmp_path / "ds",
+        samples_per_shard=2,
+        scheduler="threads",
+        workers=8,
+        previews=False,
+    )
     assert len(manifest.ok) == 20
     assert validate_dataset(tmp_path / "ds") == []
     assert len(list((tmp_path / "ds" / "parts").iterdir())) == 10
@@ -165,8 +178,23 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     raw = write_plane_pairs(tmp_path / "raw", 24, 480, 360, seed=1, suffix_layout=True)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 480, 360)
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "labeler.cli", "run", str(raw), "--calib", str(calib), "--out", str(out),
-           "--scheduler", "threads", "--workers", "2", "--samples-per-shard", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "labeler.cli",
+        "run",
+        str(raw),
+        "--calib",
+        str(calib),
+        "--out",
+        str(out),
+        "--scheduler",
+        "threads",
+        "--workers",
+        "2",
+        "--samples-per-shard",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = out / "parts" / "shard_00000.json"
     deadline = time.time() + 120
@@ -205,8 +233,14 @@ def test_demo_objects_depth_against_truth(calibrated, demo_dir, tmp_path):
         rect_ids = cv2.remap(raw_ids.astype(np.float32), *maps.left, cv2.INTER_NEAREST).astype(int)
         for obj in truth[s.sample_id].objects:
             mask = rect_ids == obj.id
-            ious = [(np.logical_and(mask, s.instance_ids == o.id).sum() / np.logical_or(mask, s.instance_ids == o.id).sum(), o)
-                    for o in s.objects]
+            ious = [
+                (
+                    np.logical_and(mask, s.instance_ids == o.id).sum()
+                    / np.logical_or(mask, s.instance_ids == o.id).sum(),
+                    o,
+                )
+                for o in s.objects
+            ]
             iou, best = max(ious, key=lambda t: t[0])
             assert iou > 0.5, f"{s.sample_id} object {obj.id}: best IoU {iou:.2f}"
             assert abs(best.depth_m_median / obj.depth_m_median - 1) < 0.03
@@ -243,12 +277,15 @@ def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):
     write_plane_pairs(tmp_path / "rect", 5, 96, 64, seed=9)
     rng = np.random.default_rng(0)
     for side in ("left", "right"):  # wrong size for the calibration, inside the first batch
-        write_png(tmp_path / "rect" / side / "pair_001b.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+        write_png(
+            tmp_path / "rect" / side / "pair_001b.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+        )
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
     one = label(tmp_path / "rect", calib, tmp_path / "one", previews=False)
     three = label(tmp_path / "rect", calib, tmp_path / "three", previews=False, batch_size=3)
-    assert [(s.sample_id, s.status, s.digests) for s in one.samples] == \
-           [(s.sample_id, s.status, s.digests) for s in three.samples]
+    assert [(s.sample_id, s.status, s.digests) for s in one.samples] == [
+        (s.sample_id, s.status, s.digests) for s in three.samples
+    ]
     (bad,) = three.failures
     assert bad.sample_id == "pair_001b" and "size 60x40 is not the calibration's 96x64" in bad.error
     assert len(three.ok) == 5 and validate_dataset(tmp_path / "three") == []
@@ -261,9 +298,17 @@ def test_existing_process_cluster(tmp_path):
     write_plane_pairs(tmp_path / "rect", 4, 96, 64, seed=4)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
     sync = label(tmp_path / "rect", calib, tmp_path / "sync", previews=False)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster):
-        remote = label(tmp_path / "rect", calib, tmp_path / "remote", previews=False, samples_per_shard=2,
-                       scheduler=cluster.scheduler_address)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        remote = label(
+            tmp_path / "rect",
+            calib,
+            tmp_path / "remote",
+            previews=False,
+            samples_per_shard=2,
+            scheduler=cluster.scheduler_address,
+        )
     assert [s.digests for s in remote.samples] == [s.digests for s in sync.samples]
     assert validate_dataset(tmp_path / "remote") == []

@@ -57,7 +57,9 @@ def test_predict_folder_shapes_and_schema(run, inputs, tmp_path):
         assert sorted(o.id for o in p.objects) == list(range(1, int(ids.max()) + 1))
         for o in p.objects:
             assert o.area_px == int((ids == o.id).sum()) and 0 < o.depth_m_median < 10
-        again = ImagePrediction.model_validate_json((tmp_path / f"{p.image.split('/')[-1][:-4]}.json").read_text())
+        again = ImagePrediction.model_validate_json(
+            (tmp_path / f"{p.image.split('/')[-1][:-4]}.json").read_text()
+        )
         assert again == p
         assert LINE.match(summary_line(p)), summary_line(p)
         overlay = cv2.imread(p.overlay_path)
@@ -83,12 +85,15 @@ def test_cli_prints_one_line_per_image(run, inputs, tmp_path):
     from labeler.cli import app
 
     root, _ = inputs
-    res = CliRunner().invoke(app, ["predict", str(root / "mono" / "frame_0001.png"), "--run", str(run),
-                                   "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["predict", str(root / "mono" / "frame_0001.png"), "--run", str(run), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     assert LINE.match(res.output.splitlines()[0]), res.output
     res = CliRunner().invoke(app, ["predict", str(root / "none"), "--run", str(run), "--out", str(tmp_path)])
     assert res.exit_code == 1 and "no such file or folder" in res.output
-    res = CliRunner().invoke(app, ["predict", str(root / "mono"), "--run", str(tmp_path), "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["predict", str(root / "mono"), "--run", str(tmp_path), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 1 and "no checkpoints/best.pt" in res.output
     assert json.loads((tmp_path / "predictions.json").read_text())["schema_version"] == 1

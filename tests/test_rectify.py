@@ -89,7 +89,9 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
 def test_maps_are_identity_only_for_identity(calibrated, tmp_path):
     from labeler.calibration import load_calibration
 
-    assert RectifyMaps.from_calibration(load_calibration(identity_calibration_yaml(tmp_path / "i.yaml", 320, 240))).identity
+    assert RectifyMaps.from_calibration(
+        load_calibration(identity_calibration_yaml(tmp_path / "i.yaml", 320, 240))
+    ).identity
     assert not RectifyMaps.from_calibration(calibrated[0].calibration).identity
 
 

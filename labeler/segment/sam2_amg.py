@@ -132,11 +132,13 @@ class Sam2MaskBackend(MaskBackend):
             for image, features in zip(images, run.encode_many(images), strict=True):
                 found = run.generate(image, full_image_features=features)
                 order = torch.argsort(found.iou, descending=True, stable=True)
-                out.append(Masks(
-                    masks=found.masks[order].cpu().numpy(),
-                    scores=found.iou[order].clamp(0, 1).cpu().numpy().astype(np.float32),
-                    stability=found.stability[order].clamp(0, 1).cpu().numpy().astype(np.float32),
-                ))
+                out.append(
+                    Masks(
+                        masks=found.masks[order].cpu().numpy(),
+                        scores=found.iou[order].clamp(0, 1).cpu().numpy().astype(np.float32),
+                        stability=found.stability[order].clamp(0, 1).cpu().numpy().astype(np.float32),
+                    )
+                )
         return out
 
     def _loaded(self) -> _Loaded:
@@ -145,7 +147,9 @@ class Sam2MaskBackend(MaskBackend):
                 raise self._error
             try:
                 self._state = _Loaded(self.config, self.device)
-            except LabelerError as err:  # wrong weights: every later image fails the same way, without reloading
+            except (
+                LabelerError
+            ) as err:  # wrong weights: every later image fails the same way, without reloading
                 self._error = err
                 raise
         return self._state
@@ -164,7 +168,9 @@ class _Loaded:
 
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available here; use --gpu only on a GPU machine")
+            raise ValueError(
+                f"device {device!r}: CUDA is not available here; use --gpu only on a GPU machine"
+            )
         self.config = config
         self.device = dev
         self.model = load_sam2(config.config, config.checkpoint, device=device)
@@ -175,8 +181,11 @@ class _Loaded:
         area = config.min_mask_region_area
         self.host_fill = area > 0 and not (dev.type == "cuda" and _has_cuda_extension())
         if self.host_fill:
-            log.info("sam2: min_mask_region_area=%d uses the SciPy connected-components fallback (the CUDA "
-                     "extension sam2._C is not built or the device is not CUDA)", area)
+            log.info(
+                "sam2: min_mask_region_area=%d uses the SciPy connected-components fallback (the CUDA "
+                "extension sam2._C is not built or the device is not CUDA)",
+                area,
+            )
         from sam2.utils.transforms import SAM2Transforms
 
         with warnings.catch_warnings():  # SAM2Transforms scripts its resize with the deprecated torch.jit
@@ -200,19 +209,25 @@ class _Loaded:
         cfg = self.config
         h, w = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes((h, w), cfg.crop_n_layers, cfg.crop_overlap_ratio)
-        found = [self._crop(image, box, layer, features=full_image_features if layer == 0 else None)
-                 for box, layer in zip(crop_boxes, layers, strict=True)]
+        found = [
+            self._crop(image, box, layer, features=full_image_features if layer == 0 else None)
+            for box, layer in zip(crop_boxes, layers, strict=True)
+        ]
         out = _cat(found)
         if len(crop_boxes) > 1:  # duplicates between crops: prefer masks from smaller crops
-            crop_of = torch.cat([torch.full((len(p.iou),), i, device=self.device) for i, p in enumerate(found)])
+            crop_of = torch.cat(
+                [torch.full((len(p.iou),), i, device=self.device) for i, p in enumerate(found)]
+            )
             areas = box_area(torch.as_tensor(crop_boxes, dtype=torch.float32, device=self.device))
-            keep = batched_nms(out.boxes.float(), 1 / areas[crop_of], _one_category(out),
-                               iou_threshold=cfg.crop_nms_thresh)
+            keep = batched_nms(
+                out.boxes.float(), 1 / areas[crop_of], _one_category(out), iou_threshold=cfg.crop_nms_thresh
+            )
             out = _take(out, keep)
         return out
 
-    def _crop(self, image: np.ndarray, crop_box: list[int], layer: int, *,
-              features: _Features | None = None) -> _Proposals:
+    def _crop(
+        self, image: np.ndarray, crop_box: list[int], layer: int, *, features: _Features | None = None
+    ) -> _Proposals:
         """Masks of one crop, NMS-filtered, in full-image coordinates."""
         from sam2.utils.amg import uncrop_boxes_xyxy, uncrop_masks
         from torchvision.ops.boxes import batched_nms
@@ -228,21 +243,34 @@ class _Loaded:
             for i in range(0, len(points), cfg.points_per_batch)
         ]
         found = _cat(batches)
-        keep = batched_nms(found.boxes.float(), found.iou, _one_category(found), iou_threshold=cfg.box_nms_thresh)
+        keep = batched_nms(
+            found.boxes.float(), found.iou, _one_category(found), iou_threshold=cfg.box_nms_thresh
+        )
         found = _take(found, keep)
         h, w = image.shape[:2]
-        return _Proposals(masks=uncrop_masks(found.masks, crop_box, h, w), iou=found.iou,
-                          stability=found.stability, boxes=uncrop_boxes_xyxy(found.boxes, crop_box))
+        return _Proposals(
+            masks=uncrop_masks(found.masks, crop_box, h, w),
+            iou=found.iou,
+            stability=found.stability,
+            boxes=uncrop_boxes_xyxy(found.boxes, crop_box),
+        )
 
     def encode_many(self, crops: list[np.ndarray]) -> list[_Features]:
         """Run the image encoder once over a batch of crops (each resized to the model's square input)."""
         import torch
 
-        x = torch.stack([
-            self.transforms.transforms(
-                torch.from_numpy(np.ascontiguousarray(c)).to(self.device).permute(2, 0, 1).float().div(255))
-            for c in crops
-        ])  # resize to image_size x image_size, ImageNet normalise
+        x = torch.stack(
+            [
+                self.transforms.transforms(
+                    torch.from_numpy(np.ascontiguousarray(c))
+                    .to(self.device)
+                    .permute(2, 0, 1)
+                    .float()
+                    .div(255)
+                )
+                for c in crops
+            ]
+        )  # resize to image_size x image_size, ImageNet normalise
         model = self.model
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             _, feats, _, sizes = model._prepare_backbone_features(model.forward_image(x))
@@ -250,10 +278,16 @@ class _Loaded:
                 feats[-1] = feats[-1] + model.no_mem_embed
         n = len(crops)
         maps = [f.permute(1, 2, 0).reshape(n, -1, *hw) for f, hw in zip(feats, sizes, strict=True)]
-        return [_Features(embed=maps[-1][i : i + 1], high_res=[m[i : i + 1] for m in maps[:-1]]) for i in range(n)]
+        return [
+            _Features(embed=maps[-1][i : i + 1], high_res=[m[i : i + 1] for m in maps[:-1]]) for i in range(n)
+        ]
 
     def _batch(
-        self, features: _Features, points: np.ndarray, size: tuple[int, int], crop_box: list[int],
+        self,
+        features: _Features,
+        points: np.ndarray,
+        size: tuple[int, int],
+        crop_box: list[int],
         image_size: tuple[int, int],
     ) -> _Proposals:
         """Decode one batch of point prompts and apply the per-mask filters; masks in crop coordinates."""
@@ -341,8 +375,12 @@ def _one_category(p: _Proposals) -> torch.Tensor:
 def _cat(parts: list[_Proposals]) -> _Proposals:
     import torch
 
-    return _Proposals(masks=torch.cat([p.masks for p in parts]), iou=torch.cat([p.iou for p in parts]),
-                      stability=torch.cat([p.stability for p in parts]), boxes=torch.cat([p.boxes for p in parts]))
+    return _Proposals(
+        masks=torch.cat([p.masks for p in parts]),
+        iou=torch.cat([p.iou for p in parts]),
+        stability=torch.cat([p.stability for p in parts]),
+        boxes=torch.cat([p.boxes for p in parts]),
+    )
 
 
 def _take(p: _Proposals, idx: torch.Tensor) -> _Proposals:

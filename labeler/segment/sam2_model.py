@@ -67,8 +67,10 @@ def expected_checkpoint(config: str) -> str:
 def _package_dir() -> Path:
     spec = importlib.util.find_spec("sam2")  # locates the package without running its __init__
     if spec is None or not spec.submodule_search_locations:
-        raise Sam2ConfigError("the `sam2` package is not installed; install it with SAM2_BUILD_CUDA=0 pip "
-                              "install --no-build-isolation sam2")
+        raise Sam2ConfigError(
+            "the `sam2` package is not installed; install it with SAM2_BUILD_CUDA=0 pip "
+            "install --no-build-isolation sam2"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -82,21 +84,26 @@ def resolve_config(config: str) -> Path:
     path = Path(config).expanduser()
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    raise Sam2ConfigError(f"{CONFIG_FLAG} {config!r}: neither a released config "
-                          f"({', '.join(n for n in RELEASED_CHECKPOINTS if n.startswith('sam2.1'))}) "
-                          "nor an existing .yaml file")
+    raise Sam2ConfigError(
+        f"{CONFIG_FLAG} {config!r}: neither a released config "
+        f"({', '.join(n for n in RELEASED_CHECKPOINTS if n.startswith('sam2.1'))}) "
+        "nor an existing .yaml file"
+    )
 
 
 def check_checkpoint(checkpoint: str | Path | None, config: str) -> Path:
     """The checkpoint path, or a one-line error naming the flag and the file expected for `config`."""
     want = expected_checkpoint(config)
     if checkpoint is None:
-        raise Sam2WeightsError(f"sam2 needs local weights: pass {CHECKPOINT_FLAG} PATH to {want} "
-                               f"(config {config}); nothing is downloaded")
+        raise Sam2WeightsError(
+            f"sam2 needs local weights: pass {CHECKPOINT_FLAG} PATH to {want} "
+            f"(config {config}); nothing is downloaded"
+        )
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise Sam2WeightsError(f"{path}: no such checkpoint file; pass {CHECKPOINT_FLAG} the local {want} "
-                               f"(config {config})")
+        raise Sam2WeightsError(
+            f"{path}: no such checkpoint file; pass {CHECKPOINT_FLAG} the local {want} (config {config})"
+        )
     return path
 
 
@@ -140,7 +147,9 @@ def load_sam2(config: str, checkpoint: str | Path | None, *, device: str = "cpu"
     except Exception as err:  # noqa: BLE001 — any parse error becomes the one line
         raise Sam2ConfigError(f"{path}: not a readable YAML ({_first_line(err)})") from None
     if "model" not in cfg or "_target_" not in cfg.model:
-        raise Sam2ConfigError(f"{path}: no `model:` node with a `_target_`; not a SAM2 config ({CONFIG_FLAG})")
+        raise Sam2ConfigError(
+            f"{path}: no `model:` node with a `_target_`; not a SAM2 config ({CONFIG_FLAG})"
+        )
 
     import torch
 
@@ -159,11 +168,15 @@ def _read_state_dict(ckpt: Path, config: str) -> dict[str, Any]:
     try:
         blob = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 — a corrupt or foreign file becomes the one line
-        raise Sam2WeightsError(f"{ckpt}: not a readable torch checkpoint ({_first_line(err)}); pass "
-                               f"{CHECKPOINT_FLAG} the local {want}") from None
+        raise Sam2WeightsError(
+            f"{ckpt}: not a readable torch checkpoint ({_first_line(err)}); pass "
+            f"{CHECKPOINT_FLAG} the local {want}"
+        ) from None
     if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
-        raise Sam2WeightsError(f"{ckpt}: no 'model' state dict in it (a SAM2 release checkpoint has one); "
-                               f"pass {CHECKPOINT_FLAG} the local {want}")
+        raise Sam2WeightsError(
+            f"{ckpt}: no 'model' state dict in it (a SAM2 release checkpoint has one); "
+            f"pass {CHECKPOINT_FLAG} the local {want}"
+        )
     return blob["model"]
 
 
@@ -180,10 +193,14 @@ def _check_keys(model_state: dict[str, Any], state: dict[str, Any], ckpt: Path, 
         parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
     if shaped:
         k = shaped[0]
-        parts.append(f"{len(shaped)} keys of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                     f"{tuple(model_state[k].shape)} in the model)")
-    raise Sam2WeightsError(f"{ckpt}: does not match config {config}: {', '.join(parts)}; pass {CHECKPOINT_FLAG} "
-                           f"{expected_checkpoint(config)} (or the {CONFIG_FLAG} it was trained with)")
+        parts.append(
+            f"{len(shaped)} keys of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+            f"{tuple(model_state[k].shape)} in the model)"
+        )
+    raise Sam2WeightsError(
+        f"{ckpt}: does not match config {config}: {', '.join(parts)}; pass {CHECKPOINT_FLAG} "
+        f"{expected_checkpoint(config)} (or the {CONFIG_FLAG} it was trained with)"
+    )
 
 
 def _first_line(err: BaseException) -> str:

@@ -75,12 +75,16 @@ def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
     b = cfg.model.backbone
     if b == "tiny" or cfg.random_init:
         if cfg.weights is not None:
-            raise WeightsError(f"--weights {cfg.weights} with {'--backbone tiny' if b == 'tiny' else '--random-init'}: "
-                               f"choose one (tiny has no released weights)")
+            raise WeightsError(
+                f"--weights {cfg.weights} with {'--backbone tiny' if b == 'tiny' else '--random-init'}: "
+                f"choose one (tiny has no released weights)"
+            )
         return None, f"{RANDOM_INIT} [--backbone {b}]"
     if cfg.weights is None:
-        raise WeightsError(f"no weights for --backbone {b}: pass --weights <checkpoint.pth> (DINOv2, Depth Anything "
-                           f"V2 or FoundationStereo, local file), or --random-init for a test run")
+        raise WeightsError(
+            f"no weights for --backbone {b}: pass --weights <checkpoint.pth> (DINOv2, Depth Anything "
+            f"V2 or FoundationStereo, local file), or --random-init for a test run"
+        )
     kind, _ = classify(read_state_dict(cfg.weights), cfg.weights)  # fails fast, before any worker starts
     return str(Path(cfg.weights).expanduser()), f"{kind}: {Path(cfg.weights).expanduser()}"
 
@@ -95,17 +99,39 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
     train_ids, held_ids = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
     if not train_ids:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
-    record = {"command": "train-heads", "config": cfg.model_dump(mode="json"), "weights": label,
-              "dataset_version": ds.version, "n_train": len(train_ids), "n_heldout": len(held_ids),
-              "versions": _versions()}
+    record = {
+        "command": "train-heads",
+        "config": cfg.model_dump(mode="json"),
+        "weights": label,
+        "dataset_version": ds.version,
+        "n_train": len(train_ids),
+        "n_heldout": len(held_ids),
+        "versions": _versions(),
+    }
     spec = FitSpec(
-        run_dir=cfg.out, dataset=cfg.dataset, model_config=cfg.model, train_ids=train_ids, heldout_ids=held_ids,
-        make_model=partial(_frozen_model, cfg.model, weights, cfg.seed), make_groups=partial(_head_groups, lr=cfg.lr),
-        record=record, epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-        augment=cfg.augment, amp=cfg.amp, warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay,
-        loss=LossWeights(cfg.depth_loss, cfg.seg_loss, cfg.depth_weight, cfg.seg_weight), instances=cfg.instances,
-        previews=cfg.previews, resume=cfg.resume, title=f"train-heads {cfg.model.backbone} {cfg.model.task}: "
-        f"{cfg.out.name}", extra={"weights": label})
+        run_dir=cfg.out,
+        dataset=cfg.dataset,
+        model_config=cfg.model,
+        train_ids=train_ids,
+        heldout_ids=held_ids,
+        make_model=partial(_frozen_model, cfg.model, weights, cfg.seed),
+        make_groups=partial(_head_groups, lr=cfg.lr),
+        record=record,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        amp=cfg.amp,
+        warmup_frac=cfg.warmup_frac,
+        weight_decay=cfg.weight_decay,
+        loss=LossWeights(cfg.depth_loss, cfg.seg_loss, cfg.depth_weight, cfg.seg_weight),
+        instances=cfg.instances,
+        previews=cfg.previews,
+        resume=cfg.resume,
+        title=f"train-heads {cfg.model.backbone} {cfg.model.task}: {cfg.out.name}",
+        extra={"weights": label},
+    )
     if weights is None and is_main_process():
         log.warning("%s", label)
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
@@ -149,41 +175,73 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
     base = cfg.run / "checkpoints" / "best.pt"
     config_path = cfg.run / "config.json"
     if not (base.is_file() and config_path.is_file()):
-        raise LabelerError(f"{cfg.run}: not a train-heads run (no checkpoints/best.pt + config.json); "
-                           f"run `labeler train-heads ... --out {cfg.run}` first")
+        raise LabelerError(
+            f"{cfg.run}: not a train-heads run (no checkpoints/best.pt + config.json); "
+            f"run `labeler train-heads ... --out {cfg.run}` first"
+        )
     rec = json.loads(config_path.read_text())
     base_cfg = TrainHeadsConfig.model_validate(rec["config"])
     split = json.loads((cfg.run / "split.json").read_text())
     frozen = load_checkpoint(base)
     out = cfg.out_dir
     head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
-    record = {"command": "finetune", "config": cfg.model_dump(mode="json"), "base_run": str(cfg.run),
-              "base_epoch": frozen["epoch"], "weights": rec.get("weights"),
-              "dataset_version": rec.get("dataset_version"), "versions": _versions()}
+    record = {
+        "command": "finetune",
+        "config": cfg.model_dump(mode="json"),
+        "base_run": str(cfg.run),
+        "base_epoch": frozen["epoch"],
+        "weights": rec.get("weights"),
+        "dataset_version": rec.get("dataset_version"),
+        "versions": _versions(),
+    }
     spec = FitSpec(
-        run_dir=out, dataset=base_cfg.dataset, model_config=base_cfg.model, train_ids=split["train"],
-        heldout_ids=split["heldout"], make_model=partial(_finetuned_model, str(base), cfg.unfreeze_last),
-        make_groups=partial(llrd_groups, lr=cfg.lr, layer_decay=cfg.layer_decay, head_lr=head_lr), record=record,
-        epochs=cfg.epochs, batch_size=cfg.batch_size or base_cfg.batch_size,
-        workers=cfg.workers if cfg.workers is not None else base_cfg.workers, seed=base_cfg.seed,
-        augment=base_cfg.augment, amp=base_cfg.amp, warmup_frac=base_cfg.warmup_frac,
+        run_dir=out,
+        dataset=base_cfg.dataset,
+        model_config=base_cfg.model,
+        train_ids=split["train"],
+        heldout_ids=split["heldout"],
+        make_model=partial(_finetuned_model, str(base), cfg.unfreeze_last),
+        make_groups=partial(llrd_groups, lr=cfg.lr, layer_decay=cfg.layer_decay, head_lr=head_lr),
+        record=record,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size or base_cfg.batch_size,
+        workers=cfg.workers if cfg.workers is not None else base_cfg.workers,
+        seed=base_cfg.seed,
+        augment=base_cfg.augment,
+        amp=base_cfg.amp,
+        warmup_frac=base_cfg.warmup_frac,
         weight_decay=base_cfg.weight_decay,
         loss=LossWeights(base_cfg.depth_loss, base_cfg.seg_loss, base_cfg.depth_weight, base_cfg.seg_weight),
-        instances=base_cfg.instances, previews=base_cfg.previews, resume=cfg.resume,
+        instances=base_cfg.instances,
+        previews=base_cfg.previews,
+        resume=cfg.resume,
         title=f"finetune last {cfg.unfreeze_last} blocks of {cfg.run.name}",
-        extra={"weights": rec.get("weights"), "base_run": str(cfg.run)})
+        extra={"weights": rec.get("weights"), "base_run": str(cfg.run)},
+    )
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
     if not is_main_process():
-        return FinetuneResult(out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]),
-                              False, {})
+        return FinetuneResult(
+            out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]), False, {}
+        )
     before, after = _heldout(frozen["metrics"]), _heldout(history[-1])
     delta: dict[str, float | None] = {}
     for k, a in after.items():
         b = before.get(k)
         delta[k] = a - b if isinstance(a, float) and isinstance(b, float) else None
     comparison = {"frozen": before, "finetuned": after, "change": delta}
-    write_text_atomic(out / "comparison.json", json.dumps(
-        {"base_run": str(cfg.run), "base_epoch": frozen["epoch"], "finetune_epochs": len(history), **comparison},
-        indent=1, default=lambda v: None))
-    return FinetuneResult(out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]),
-                          True, comparison)
+    write_text_atomic(
+        out / "comparison.json",
+        json.dumps(
+            {
+                "base_run": str(cfg.run),
+                "base_epoch": frozen["epoch"],
+                "finetune_epochs": len(history),
+                **comparison,
+            },
+            indent=1,
+            default=lambda v: None,
+        ),
+    )
+    return FinetuneResult(
+        out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]), True, comparison
+    )

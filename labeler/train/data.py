@@ -74,8 +74,9 @@ def normalise(rgb: np.ndarray) -> torch.Tensor:
     return normalise_batch(to_chw(rgb)[None])[0]
 
 
-def edge_targets(ids: np.ndarray, depth_m: np.ndarray, *, radius: int = EDGE_RADIUS_PX,
-                 rel_jump: float = EDGE_DEPTH_JUMP) -> np.ndarray:
+def edge_targets(
+    ids: np.ndarray, depth_m: np.ndarray, *, radius: int = EDGE_RADIUS_PX, rel_jump: float = EDGE_DEPTH_JUMP
+) -> np.ndarray:
     """(H, W) bool: object pixels within `radius` of another id, or across a relative depth step
     larger than `rel_jump` inside the (2r+1)-window where all depths are valid."""
     import cv2
@@ -109,9 +110,15 @@ class Augment:
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Augment:
-        return cls(scale=float(rng.uniform(1.0, 1.3)), crop_y=float(rng.random()), crop_x=float(rng.random()),
-                   flip=bool(rng.random() < 0.5), brightness=float(rng.uniform(0.8, 1.2)),
-                   contrast=float(rng.uniform(0.8, 1.2)), saturation=float(rng.uniform(0.8, 1.2)))
+        return cls(
+            scale=float(rng.uniform(1.0, 1.3)),
+            crop_y=float(rng.random()),
+            crop_x=float(rng.random()),
+            flip=bool(rng.random() < 0.5),
+            brightness=float(rng.uniform(0.8, 1.2)),
+            contrast=float(rng.uniform(0.8, 1.2)),
+            saturation=float(rng.uniform(0.8, 1.2)),
+        )
 
 
 def colour_jitter(rgb: np.ndarray, aug: Augment) -> np.ndarray:
@@ -146,9 +153,18 @@ class HeadsDataset(torch.utils.data.Dataset):
     weight (H, W) confidence (0 invalid); fg, edges (H, W) float {0, 1}; ids (H, W) int64; row () int64.
     """
 
-    def __init__(self, dataset: str | Path, sample_ids: Sequence[str], *, input_size: int, train: bool,
-                 augment: bool = True, max_depth_m: float = 20.0, seed: int = 0,
-                 source: _Samples | None = None) -> None:
+    def __init__(
+        self,
+        dataset: str | Path,
+        sample_ids: Sequence[str],
+        *,
+        input_size: int,
+        train: bool,
+        augment: bool = True,
+        max_depth_m: float = 20.0,
+        seed: int = 0,
+        source: _Samples | None = None,
+    ) -> None:
         from labeler import open_dataset
 
         reader = open_dataset(dataset)
@@ -182,8 +198,10 @@ class HeadsDataset(torch.utils.data.Dataset):
         scale = aug.scale if aug else 1.0
         oh, ow = resized_shape(h, w, math.ceil(self.input_size * scale))
         image = cv2.resize(s.left, (ow, oh), interpolation=cv2.INTER_AREA if oh < h else cv2.INTER_LINEAR)
-        maps = [cv2.resize(a, (ow, oh), interpolation=cv2.INTER_NEAREST)
-                for a in (s.depth_m, s.confidence, s.instance_ids)]
+        maps = [
+            cv2.resize(a, (ow, oh), interpolation=cv2.INTER_NEAREST)
+            for a in (s.depth_m, s.confidence, s.instance_ids)
+        ]
         if self.train:
             c = self.input_size
             y0 = int((oh - c) * (aug.crop_y if aug else 0.5)) if oh > c else 0
@@ -225,8 +243,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return math.ceil(self.n / self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
-                 else np.arange(self.n))
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            if self.shuffle
+            else np.arange(self.n)
+        )
         total = len(self) * self.world
         order = np.resize(order, total)  # pads by repeating the start
         return iter((self.epoch, int(i)) for i in order[self.rank :: self.world])

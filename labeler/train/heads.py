@@ -81,7 +81,10 @@ class HeadsModel(DinoDPT):
         self.fusion: FusionHead | None = None
         if config.task in ("seg", "fusion"):
             self.seg_head = DPTHead(
-                spec.embed_dim, spec.dpt_features, spec.dpt_channels, out_channels=2,
+                spec.embed_dim,
+                spec.dpt_features,
+                spec.dpt_channels,
+                out_channels=2,
                 output_activation="identity",
             )
         if config.task == "fusion":

@@ -39,8 +39,9 @@ def depth_steps(depth_m: np.ndarray, rel_jump: float, *, reach: int = DEPTH_STEP
     return (d > 0) & np.isfinite(lo) & (hi > lo * (1 + rel_jump))
 
 
-def instances_from_maps(objectness: np.ndarray, boundary: np.ndarray, depth_m: np.ndarray | None,
-                        params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
+def instances_from_maps(
+    objectness: np.ndarray, boundary: np.ndarray, depth_m: np.ndarray | None, params: InstanceParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Instance ids from the heads' maps.
 
     Args:

@@ -91,14 +91,22 @@ def _check_resume(saved: dict[str, Any], now: dict[str, Any], run_dir: Path) -> 
     a, b = saved.get("config", {}), now.get("config", {})
     differ = sorted(k for k in set(a) | set(b) if k not in RESUME_MAY_DIFFER and a.get(k) != b.get(k))
     if differ:
-        raise LabelerError(f"{run_dir}: --resume with different settings ({', '.join(differ)}); use the run's "
-                           f"settings (config.json) or a new --out")
+        raise LabelerError(
+            f"{run_dir}: --resume with different settings ({', '.join(differ)}); use the run's "
+            f"settings (config.json) or a new --out"
+        )
 
 
 def _loader(ds, sampler, batch_size: int, workers: int, pin: bool):
     """Workers persist across epochs: the sampler runs in this process, so its (epoch, i) keys stay right."""
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       pin_memory=pin, persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+    )
 
 
 def to_hwc(image: torch.Tensor) -> np.ndarray:
@@ -108,7 +116,9 @@ def to_hwc(image: torch.Tensor) -> np.ndarray:
 
 def check_run_dir(spec: FitSpec) -> None:
     if (spec.run_dir / "checkpoints" / "last.pt").is_file() and not spec.resume:
-        raise LabelerError(f"{spec.run_dir}: already holds a run; pass --resume to continue it or choose a new --out")
+        raise LabelerError(
+            f"{spec.run_dir}: already holds a run; pass --resume to continue it or choose a new --out"
+        )
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -133,7 +143,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(model: HeadsModel, loader, spec: FitSpec, dist: Dist, *, epoch: int) -> tuple[dict[str, float], list]:
+def evaluate(
+    model: HeadsModel, loader, spec: FitSpec, dist: Dist, *, epoch: int
+) -> tuple[dict[str, float], list]:
     """Held-out loss and metrics (AbsRel, δ1 vs stereo depth; fg IoU, mIoU, AP50 vs pseudo-masks) at the
     model's input resolution, plus preview rows for the first `spec.previews` samples."""
     from labeler.train.instances import instances_from_maps, object_table, sigmoid
@@ -157,22 +169,33 @@ def evaluate(model: HeadsModel, loader, spec: FitSpec, dist: Dist, *, epoch: int
                 acc.add_depth(depth, target)
             ids = scores = None
             if "objectness" in out:
-                ids, scores = instances_from_maps(sigmoid(out["objectness"][j]), sigmoid(out["boundary"][j]),
-                                                  depth, spec.instances)
+                ids, scores = instances_from_maps(
+                    sigmoid(out["objectness"][j]), sigmoid(out["boundary"][j]), depth, spec.instances
+                )
                 acc.add_instances(ids, scores, batch["ids"][j].numpy())
             if len(rows) < spec.previews:
                 row = int(batch["row"][j])
                 image = to_hwc(batch["image"][j])
                 tids = batch["ids"][j].numpy().astype(np.uint16)
-                rows.append(preview_row(
-                    image, target, depth, tids, object_table(tids, np.ones(int(tids.max())), target),
-                    ids, object_table(ids, scores, depth) if ids is not None and scores is not None else None,
-                    sample_id=f"{reader.sample_ids[row]} (epoch {epoch})"))
+                rows.append(
+                    preview_row(
+                        image,
+                        target,
+                        depth,
+                        tids,
+                        object_table(tids, np.ones(int(tids.max())), target),
+                        ids,
+                        object_table(ids, scores, depth) if ids is not None and scores is not None else None,
+                        sample_id=f"{reader.sample_ids[row]} (epoch {epoch})",
+                    )
+                )
     model.train()
     return {"heldout_loss": float(np.mean(losses)) if losses else float("nan"), **acc.summary()}, rows
 
 
-def fit(spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
+def fit(
+    spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None = None
+) -> list[dict[str, Any]]:
     """Train; returns the per-epoch history (also in RUN/metrics.json).
 
     Args:
@@ -193,24 +216,53 @@ def fit(spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run / "config.json", json.dumps(spec.record, indent=1))
-        write_text_atomic(run / "split.json", json.dumps({"train": spec.train_ids, "heldout": spec.heldout_ids},
-                                                         indent=1))
+        write_text_atomic(
+            run / "split.json", json.dumps({"train": spec.train_ids, "heldout": spec.heldout_ids}, indent=1)
+        )
     mc = spec.model_config
-    train_ds = HeadsDataset(spec.dataset, spec.train_ids, input_size=mc.input_size, train=True,
-                            augment=spec.augment, max_depth_m=mc.max_depth_m, seed=spec.seed)
-    held_ds = HeadsDataset(spec.dataset, spec.heldout_ids, input_size=mc.input_size, train=False,
-                           max_depth_m=mc.max_depth_m, seed=spec.seed) if spec.heldout_ids else None
+    train_ds = HeadsDataset(
+        spec.dataset,
+        spec.train_ids,
+        input_size=mc.input_size,
+        train=True,
+        augment=spec.augment,
+        max_depth_m=mc.max_depth_m,
+        seed=spec.seed,
+    )
+    held_ds = (
+        HeadsDataset(
+            spec.dataset,
+            spec.heldout_ids,
+            input_size=mc.input_size,
+            train=False,
+            max_depth_m=mc.max_depth_m,
+            seed=spec.seed,
+        )
+        if spec.heldout_ids
+        else None
+    )
     sampler = EpochSampler(len(train_ds), seed=spec.seed, rank=dist.rank, world=dist.world)
     pin = dist.device.type == "cuda"
     train_loader = _loader(train_ds, sampler, spec.batch_size, spec.workers, pin)
-    held_loader = (_loader(held_ds, EpochSampler(len(held_ds), seed=spec.seed, shuffle=False), spec.batch_size,
-                           spec.workers, pin) if held_ds is not None and dist.main else None)
+    held_loader = (
+        _loader(
+            held_ds,
+            EpochSampler(len(held_ds), seed=spec.seed, shuffle=False),
+            spec.batch_size,
+            spec.workers,
+            pin,
+        )
+        if held_ds is not None and dist.main
+        else None
+    )
 
     model = spec.make_model().to(dist.device)
     groups = spec.make_groups(model)
     optim = torch.optim.AdamW(groups, weight_decay=spec.weight_decay)
     steps_per_epoch = math.ceil(len(sampler) / spec.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(spec.epochs * steps_per_epoch, spec.warmup_frac))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, warmup_cosine(spec.epochs * steps_per_epoch, spec.warmup_frac)
+    )
     history: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     start, best = 0, float("inf")
@@ -226,7 +278,8 @@ def fit(spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None
     net: torch.nn.Module = model
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
     trainable = [p for g in groups for p in g["params"]]
     use_amp = spec.amp and dist.device.type == "cuda"
     model.train()
@@ -249,16 +302,23 @@ def fit(spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None
                 sums[k] += v
             n_batches += 1
             seen += int(b["image"].shape[0]) * dist.world
-            steps.append({"step": len(steps) + 1, "epoch": epoch + 1, **vals, "lr": optim.param_groups[0]["lr"]})
+            steps.append(
+                {"step": len(steps) + 1, "epoch": epoch + 1, **vals, "lr": optim.param_groups[0]["lr"]}
+            )
         seconds = time.perf_counter() - t0
         if dist.world > 1:  # epoch means over every rank's batches
-            t = torch.tensor([sums["loss"], sums["depth"], sums["seg"], n_batches], dtype=torch.float64,
-                             device=dist.device)
+            t = torch.tensor(
+                [sums["loss"], sums["depth"], sums["seg"], n_batches], dtype=torch.float64, device=dist.device
+            )
             torch.distributed.all_reduce(t)
             sums, n_batches = {"loss": float(t[0]), "depth": float(t[1]), "seg": float(t[2])}, int(t[3])
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": sums["loss"] / max(n_batches, 1),
-                               "lr": optim.param_groups[0]["lr"], "seconds": seconds,
-                               "train_samples_per_s": seen / max(seconds, 1e-9)}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": sums["loss"] / max(n_batches, 1),
+            "lr": optim.param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_samples_per_s": seen / max(seconds, 1e-9),
+        }
         for k in ("depth", "seg"):
             if k in steps[-1]:
                 row[f"train_{k}"] = sums[k] / max(n_batches, 1)
@@ -269,19 +329,40 @@ def fit(spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None
                 row.update(metrics)
             history.append(row)
             score = row.get("heldout_loss", row["train_loss"])
-            payload = {"format": CHECKPOINT_FORMAT, "model_config": mc.model_dump(mode="json"),
-                       "instances": spec.instances.model_dump(mode="json"), "model": model.state_dict(),
-                       "epoch": epoch + 1, "metrics": row, **spec.extra}
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "model_config": mc.model_dump(mode="json"),
+                "instances": spec.instances.model_dump(mode="json"),
+                "model": model.state_dict(),
+                "epoch": epoch + 1,
+                "metrics": row,
+                **spec.extra,
+            }
             if not score >= best:  # also true for the first finite score
                 best = score
                 save_checkpoint(ckpt_dir / "best.pt", payload)
-            save_checkpoint(last, {**payload, "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                                   "history": history, "steps": steps, "best": best, "record": spec.record})
+            save_checkpoint(
+                last,
+                {
+                    **payload,
+                    "optimizer": optim.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "history": history,
+                    "steps": steps,
+                    "best": best,
+                    "record": spec.record,
+                },
+            )
             write_metrics(run, history, steps)
             write_curves(run / "curves.png", history, steps, title=spec.title)
             write_previews(run / "previews" / f"epoch_{epoch + 1:03d}.png", preview_rows)
-            log.info("%s epoch %d/%d: %s", run.name, epoch + 1, spec.epochs,
-                     ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float)))
+            log.info(
+                "%s epoch %d/%d: %s",
+                run.name,
+                epoch + 1,
+                spec.epochs,
+                ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float)),
+            )
         else:
             history.append(row)
         if dist.world > 1:
@@ -309,8 +390,9 @@ def _env_dist() -> Dist | None:
 def _spawned(rank: int, spec: FitSpec, gpus: tuple[int, ...], port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # spawn starts unconfigured
     torch.cuda.set_device(gpus[rank])
-    torch.distributed.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=len(gpus))
+    torch.distributed.init_process_group(
+        "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(gpus)
+    )
     try:
         fit(spec, Dist(rank, len(gpus), torch.device(f"cuda:{gpus[rank]}")))
     finally:
@@ -325,7 +407,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(spec: FitSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
+def launch(
+    spec: FitSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None = None
+) -> list[dict[str, Any]]:
     """Run `fit` on the CPU, one GPU, one process per GPU (`mp.spawn`, DDP over NCCL), or under torchrun."""
     check_run_dir(spec)
     env = _env_dist()
@@ -335,8 +419,10 @@ def launch(spec: FitSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None
         finally:
             torch.distributed.destroy_process_group()
     if gpus and not torch.cuda.is_available():
-        raise LabelerError(f"--gpu {','.join(map(str, gpus))}: CUDA is not available on this machine; "
-                           f"leave --gpu out to train on the CPU")
+        raise LabelerError(
+            f"--gpu {','.join(map(str, gpus))}: CUDA is not available on this machine; "
+            f"leave --gpu out to train on the CPU"
+        )
     if len(gpus) > 1:
         import torch.multiprocessing as mp
 

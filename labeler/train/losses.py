@@ -74,8 +74,12 @@ def seg_loss(objectness: Tensor, boundary: Tensor, fg: Tensor, edges: Tensor, *,
         edges: (B, H, W) {0, 1}, object pixels at an instance boundary or a depth step.
         kind: "bce" (class-balanced) or "focal".
     """
-    return (_pointwise(kind, objectness, fg) + dice_loss(objectness, fg)
-            + _pointwise(kind, boundary, edges) + dice_loss(boundary, edges))
+    return (
+        _pointwise(kind, objectness, fg)
+        + dice_loss(objectness, fg)
+        + _pointwise(kind, boundary, edges)
+        + dice_loss(boundary, edges)
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,12 @@ def joint_loss(out: dict[str, Tensor], batch: dict[str, Tensor], weights: LossWe
         terms["depth"] = fn(out["depth"].float(), batch["depth"], batch["weight"])
         total = total + (weights.depth if "objectness" in out else 1.0) * terms["depth"]
     if "objectness" in out:
-        terms["seg"] = seg_loss(out["objectness"].float(), out["boundary"].float(), batch["fg"], batch["edges"],
-                                kind=weights.seg_kind)
+        terms["seg"] = seg_loss(
+            out["objectness"].float(),
+            out["boundary"].float(),
+            batch["fg"],
+            batch["edges"],
+            kind=weights.seg_kind,
+        )
         total = total + (weights.seg if "depth" in out else 1.0) * terms["seg"]
     return {"loss": total, **terms}

@@ -28,8 +28,9 @@ def depth_errors(pred_m: np.ndarray, target_m: np.ndarray) -> tuple[float, int, 
 def iou_matrix(pred_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
     """(K_pred, K_target) IoU of every predicted id 1..Kp with every target id 1..Kt."""
     kp, kt = int(pred_ids.max(initial=0)), int(target_ids.max(initial=0))
-    joint = np.bincount(pred_ids.ravel().astype(np.int64) * (kt + 1) + target_ids.ravel(),
-                        minlength=(kp + 1) * (kt + 1)).reshape(kp + 1, kt + 1)
+    joint = np.bincount(
+        pred_ids.ravel().astype(np.int64) * (kt + 1) + target_ids.ravel(), minlength=(kp + 1) * (kt + 1)
+    ).reshape(kp + 1, kt + 1)
     area_p, area_t = joint.sum(1), joint.sum(0)
     inter = joint[1:, 1:]
     union = area_p[1:, None] + area_t[None, 1:] - inter
@@ -112,6 +113,7 @@ class HeldoutMetrics:
         if self.has_masks:
             out["fg_iou"] = self.fg_inter / self.fg_union if self.fg_union else float("nan")
             out["mask_miou"] = float(np.mean(self.best_ious)) if self.best_ious else float("nan")
-            out["mask_ap50"] = average_precision(np.asarray(self.scores, float), np.asarray(self.tps, bool),
-                                                 self.n_targets)
+            out["mask_ap50"] = average_precision(
+                np.asarray(self.scores, float), np.asarray(self.tps, bool), self.n_targets
+            )
         return out

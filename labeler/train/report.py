@@ -14,8 +14,21 @@ import numpy as np
 from data_schema.manifest import ObjectRecord
 from labeler.io import write_png, write_text_atomic
 
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_depth", "train_seg", "heldout_loss", "abs_rel", "delta1",
-                 "fg_iou", "mask_miou", "mask_ap50", "lr", "seconds", "train_samples_per_s")
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_depth",
+    "train_seg",
+    "heldout_loss",
+    "abs_rel",
+    "delta1",
+    "fg_iou",
+    "mask_miou",
+    "mask_ap50",
+    "lr",
+    "seconds",
+    "train_samples_per_s",
+)
 STEP_COLUMNS = ("step", "epoch", "loss", "depth", "seg", "lr")
 DISPLAY_HEIGHT = 240
 
@@ -56,7 +69,9 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     if steps:
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="0.75", lw=0.8, label="train (step)")
+        ax.plot(
+            [s["step"] for s in steps], [s["loss"] for s in steps], color="0.75", lw=0.8, label="train (step)"
+        )
     spe = max(1, len(steps) // max(1, len(history))) if steps else 1
     for key, style in (("train_loss", "-o"), ("heldout_loss", "-s")):
         pts = [((h["epoch"]) * spe, h[key]) for h in history if _finite(h.get(key))]
@@ -66,8 +81,10 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
     ax.set_ylabel("loss")
     ax.set_title("loss")
     ax.legend(fontsize=8)
-    for ax, keys, name in ((axes[1], ("abs_rel", "delta1"), "held-out depth vs stereo"),
-                           (axes[2], ("fg_iou", "mask_miou", "mask_ap50"), "held-out masks vs pseudo-masks")):
+    for ax, keys, name in (
+        (axes[1], ("abs_rel", "delta1"), "held-out depth vs stereo"),
+        (axes[2], ("fg_iou", "mask_miou", "mask_ap50"), "held-out masks vs pseudo-masks"),
+    ):
         for key in keys:
             pts = [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
             if pts:
@@ -96,9 +113,17 @@ def _caption(width: int, text: str) -> np.ndarray:
     return strip
 
 
-def preview_row(image: np.ndarray, target_depth: np.ndarray | None, pred_depth: np.ndarray | None,
-                target_ids: np.ndarray | None, target_objects: list[ObjectRecord] | None,
-                pred_ids: np.ndarray | None, pred_objects: list[ObjectRecord] | None, *, sample_id: str) -> np.ndarray:
+def preview_row(
+    image: np.ndarray,
+    target_depth: np.ndarray | None,
+    pred_depth: np.ndarray | None,
+    target_ids: np.ndarray | None,
+    target_objects: list[ObjectRecord] | None,
+    pred_ids: np.ndarray | None,
+    pred_objects: list[ObjectRecord] | None,
+    *,
+    sample_id: str,
+) -> np.ndarray:
     """image | stereo depth | predicted depth | pseudo-masks | predicted objects ("3: 1.52 m"), captioned;
     depths share one colour scale (1st-99th percentile of the stereo depth). Small inputs are enlarged
     (nearest for maps and ids) to at least `DISPLAY_HEIGHT` rows so the labels stay readable."""
@@ -109,15 +134,17 @@ def preview_row(image: np.ndarray, target_depth: np.ndarray | None, pred_depth: 
         image = np.repeat(np.repeat(image, k, axis=0), k, axis=1)
         target_depth, pred_depth, target_ids, pred_ids = (
             None if a is None else np.repeat(np.repeat(a, k, axis=0), k, axis=1)
-            for a in (target_depth, pred_depth, target_ids, pred_ids))
+            for a in (target_depth, pred_depth, target_ids, pred_ids)
+        )
         target_objects, pred_objects = (
             None if objs is None else [o.model_copy(update={"bbox": [v * k for v in o.bbox]}) for o in objs]
-            for objs in (target_objects, pred_objects))
+            for objs in (target_objects, pred_objects)
+        )
     tiles, names = [image], [sample_id]
     ref = target_depth if target_depth is not None else pred_depth
     if ref is not None:
         finite = ref[np.isfinite(ref) & (ref > 0)]
-        lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+        lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
         for d, name in ((target_depth, "stereo depth"), (pred_depth, "model depth")):
             if d is not None:
                 tiles.append(colourise(np.where(d > 0, d, np.nan), float(lo), float(hi)))

@@ -63,11 +63,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def classify(state: Mapping[str, torch.Tensor], path: str | Path) -> tuple[WeightsKind, dict[str, torch.Tensor]]:
+def classify(
+    state: Mapping[str, torch.Tensor], path: str | Path
+) -> tuple[WeightsKind, dict[str, torch.Tensor]]:
     """The checkpoint's kind and its tensors renamed to the DAv2 layout (`pretrained.*`, `depth_head.*`)."""
     if any(k.startswith(FOUNDATION_STEREO_PREFIX) for k in state):
         n = len(FOUNDATION_STEREO_PREFIX)
-        return "foundation-stereo", {k[n:]: v for k, v in state.items() if k.startswith(FOUNDATION_STEREO_PREFIX)}
+        return "foundation-stereo", {
+            k[n:]: v for k, v in state.items() if k.startswith(FOUNDATION_STEREO_PREFIX)
+        }
     if any(k.startswith(DAV2_PREFIXES) for k in state):
         return "depth-anything-v2", dict(state)
     if "cls_token" in state and any(k.startswith("blocks.") for k in state):
@@ -87,23 +91,37 @@ def _size_hint(state: Mapping[str, torch.Tensor], backbone: str) -> str:
     return ""
 
 
-def check_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: str | Path,
-               *, what: str, backbone: str) -> None:
+def check_keys(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    path: str | Path,
+    *,
+    what: str,
+    backbone: str,
+) -> None:
     """One-line WeightsError when names or shapes differ."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    reshaped = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-                if k in state and state[k].shape != v.shape]
+    reshaped = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if not (missing or unexpected or reshaped):
         return
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected),
-                         ("wrong shape (checkpoint vs model)", reshaped)):
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape (checkpoint vs model)", reshaped),
+    ):
         if items:
             more = f", +{len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
-    raise _fail(path, f"{what} keys do not match --backbone {backbone}{_size_hint(state, backbone)} "
-                      f"({'; '.join(parts)})")
+    raise _fail(
+        path,
+        f"{what} keys do not match --backbone {backbone}{_size_hint(state, backbone)} ({'; '.join(parts)})",
+    )
 
 
 def load_backbone_weights(model: torch.nn.Module, path: str | Path, *, backbone: str) -> LoadedWeights:

@@ -39,7 +39,9 @@ def official_masks(model, config: Sam2Config, image: np.ndarray) -> tuple[np.nda
     records = [r for r in official_generator(model, config).generate(image) if r["area"] > 0]
     iou = np.array([r["predicted_iou"] for r in records], np.float32)
     order = np.argsort(-iou, kind="stable")
-    masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
+    masks = (
+        np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
+    )
     return masks[order], iou[order]
 
 
@@ -57,9 +59,15 @@ def test_masks_come_out_with_the_contract(backend, scene):
     assert out.masks.reshape(n, -1).any(axis=1).all()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"crop_n_layers": 1, "box_nms_thresh": 0.9, "pred_iou_thresh": 0.5},
-                                       {"multimask_output": False, "points_per_batch": 5}],
-                         ids=["open", "crops", "single-mask"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"crop_n_layers": 1, "box_nms_thresh": 0.9, "pred_iou_thresh": 0.5},
+        {"multimask_output": False, "points_per_batch": 5},
+    ],
+    ids=["open", "crops", "single-mask"],
+)
 def test_same_masks_as_the_official_generator(tiny_sam2, scene, overrides):
     cfg = tiny_sam2_config(tiny_sam2, **overrides)
     ours = Sam2MaskBackend(cfg)
@@ -70,8 +78,11 @@ def test_same_masks_as_the_official_generator(tiny_sam2, scene, overrides):
     np.testing.assert_allclose(out.scores, np.clip(iou, 0, 1), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"crop_n_layers": 1, "box_nms_thresh": 0.9, "pred_iou_thresh": 0.5}],
-                         ids=["open", "crops"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"crop_n_layers": 1, "box_nms_thresh": 0.9, "pred_iou_thresh": 0.5}],
+    ids=["open", "crops"],
+)
 def test_a_batch_of_images_gives_each_image_its_own_masks(tiny_sam2, scene, overrides):
     """masks_many encodes the images in one encoder batch; each result is that image's masks alone."""
     backend = Sam2MaskBackend(tiny_sam2_config(tiny_sam2, **overrides))
@@ -127,7 +138,9 @@ def test_min_mask_region_area_uses_the_fallback(tiny_sam2, scene):
     backend = Sam2MaskBackend(cfg)
     out = backend.masks(scene.left)
     plain = Sam2MaskBackend(tiny_sam2_config(tiny_sam2)).masks(scene.left)
-    assert len(out) > 0 and not (out.masks.shape == plain.masks.shape and np.array_equal(out.masks, plain.masks))
+    assert len(out) > 0 and not (
+        out.masks.shape == plain.masks.shape and np.array_equal(out.masks, plain.masks)
+    )
 
 
 def test_fill_small_regions_semantics():
@@ -142,7 +155,9 @@ def test_fill_small_regions_semantics():
     assert (out[5:7, 5:7] == 10.0).all()  # hole filled
     assert out[14, 14] == -10.0 and out[13, 15] == -10.0  # island removed
     assert (out[2:12, 2:5] == 5.0).all() and out[0, 0] == -5.0  # large regions untouched
-    assert np.array_equal(fill_small_regions(torch.from_numpy(logits), 1).numpy()[0, 0][5:7, 5:7], logits[0, 0, 5:7, 5:7])
+    assert np.array_equal(
+        fill_small_regions(torch.from_numpy(logits), 1).numpy()[0, 0][5:7, 5:7], logits[0, 0, 5:7, 5:7]
+    )
 
 
 def test_bad_inputs_raise(backend, scene):
@@ -228,7 +243,9 @@ def test_missing_checkpoint_fails_at_construction(tmp_path):
     with pytest.raises(Sam2WeightsError) as err:
         Sam2MaskBackend(Sam2Config())
     assert "--sam2-checkpoint" in str(err.value) and "sam2.1_hiera_small.pt" in str(err.value)
-    with pytest.raises(Sam2WeightsError, match="no such checkpoint file.*--sam2-checkpoint.*sam2.1_hiera_large.pt"):
+    with pytest.raises(
+        Sam2WeightsError, match="no such checkpoint file.*--sam2-checkpoint.*sam2.1_hiera_large.pt"
+    ):
         Sam2MaskBackend(Sam2Config(checkpoint=tmp_path / "nope.pt", config="sam2.1_hiera_l"))
 
 
@@ -260,7 +277,9 @@ def test_import_is_light_and_building_leaves_no_hydra_state(tiny_sam2):
         "assert not GlobalHydra.instance().is_initialized(), 'hydra global state leaked'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False
+    )
     assert res.returncode == 0, res.stderr[-2000:]
 
 
@@ -281,8 +300,15 @@ def test_labeler_run_with_sam2(tmp_path, tiny_sam2):
 
     write_plane_pairs(tmp_path / "raw", 2, suffix_layout=True)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
-    cfg = PseudoLabelConfig(inputs=tmp_path / "raw", rectify=True, calib=calib, out=tmp_path / "ds",
-                            masks=tiny_sam2_config(tiny_sam2), scheduler="sync", progress=False)
+    cfg = PseudoLabelConfig(
+        inputs=tmp_path / "raw",
+        rectify=True,
+        calib=calib,
+        out=tmp_path / "ds",
+        masks=tiny_sam2_config(tiny_sam2),
+        scheduler="sync",
+        progress=False,
+    )
     manifest = run_pseudo_label(cfg)
     assert len(manifest.ok) == 2 and not manifest.failures
     assert validate_dataset(tmp_path / "ds") == []
@@ -310,18 +336,47 @@ def test_cli_flags_reach_the_manifest(tmp_path, tiny_sam2):
 
     write_plane_pairs(tmp_path / "rect", 1)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
-    base = ["pseudo-label", str(tmp_path / "rect"), "--calib", str(calib), "--scheduler", "sync", "--no-previews",
-            "--masks", "sam2"]
-    flags = ["--sam2-config", str(tiny_sam2[0]), "--sam2-points-per-side", "4", "--sam2-points-per-batch", "8",
-             "--sam2-pred-iou-thresh", "0", "--sam2-stability-score-thresh", "0", "--sam2-box-nms-thresh", "1",
-             "--sam2-min-mask-region-area", "3", "--sam2-crop-n-layers", "0"]
-    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "ds"), "--sam2-checkpoint", str(tiny_sam2[1]),
-                                   *flags])
+    base = [
+        "pseudo-label",
+        str(tmp_path / "rect"),
+        "--calib",
+        str(calib),
+        "--scheduler",
+        "sync",
+        "--no-previews",
+        "--masks",
+        "sam2",
+    ]
+    flags = [
+        "--sam2-config",
+        str(tiny_sam2[0]),
+        "--sam2-points-per-side",
+        "4",
+        "--sam2-points-per-batch",
+        "8",
+        "--sam2-pred-iou-thresh",
+        "0",
+        "--sam2-stability-score-thresh",
+        "0",
+        "--sam2-box-nms-thresh",
+        "1",
+        "--sam2-min-mask-region-area",
+        "3",
+        "--sam2-crop-n-layers",
+        "0",
+    ]
+    res = CliRunner().invoke(
+        app, [*base, "--out", str(tmp_path / "ds"), "--sam2-checkpoint", str(tiny_sam2[1]), *flags]
+    )
     assert res.exit_code == 0, res.output
     masks = load_manifest(tmp_path / "ds").masks
     assert isinstance(masks, Sam2Config) and masks.checkpoint == tiny_sam2[1]
-    assert (masks.points_per_side, masks.points_per_batch, masks.min_mask_region_area, masks.box_nms_thresh) == (
-        4, 8, 3, 1.0)
+    assert (
+        masks.points_per_side,
+        masks.points_per_batch,
+        masks.min_mask_region_area,
+        masks.box_nms_thresh,
+    ) == (4, 8, 3, 1.0)
     assert masks.crop_nms_thresh == Sam2Config().crop_nms_thresh  # flags not given keep the official defaults
 
     res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "none"), *flags])  # no --sam2-checkpoint
@@ -362,12 +417,17 @@ def test_cuda_bf16_contract(tiny_sam2, scene):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not os.environ.get("SAM2_CHECKPOINT"), reason="set SAM2_CHECKPOINT (and SAM2_CONFIG) to a "
-                    "released checkpoint on disk")
+@pytest.mark.skipif(
+    not os.environ.get("SAM2_CHECKPOINT"),
+    reason="set SAM2_CHECKPOINT (and SAM2_CONFIG) to a released checkpoint on disk",
+)
 def test_released_checkpoint_finds_the_object(scene):
     from labeler.testing.conformance import best_iou
 
-    cfg = Sam2Config(checkpoint=os.environ["SAM2_CHECKPOINT"], config=os.environ.get("SAM2_CONFIG", "sam2.1_hiera_s"),
-                     points_per_side=16)
+    cfg = Sam2Config(
+        checkpoint=os.environ["SAM2_CHECKPOINT"],
+        config=os.environ.get("SAM2_CONFIG", "sam2.1_hiera_s"),
+        points_per_side=16,
+    )
     out = Sam2MaskBackend(cfg, device="cuda").masks(scene.left)
     assert best_iou(out.masks, scene.instance_ids == 1) >= 0.7

@@ -29,18 +29,30 @@ def make_tiny_dataset(base: Path) -> Path:
     if not (ds / "manifest.json").is_file():
         write_plane_pairs(root / "pairs", 8, 128, 96, seed=11)
         calib = identity_calibration_yaml(root / "calib.yaml", 128, 96)
-        run_pseudo_label(PseudoLabelConfig(inputs=root / "pairs", calib=calib, out=ds, scheduler="sync",
-                                           previews=False, progress=False))
+        run_pseudo_label(
+            PseudoLabelConfig(
+                inputs=root / "pairs", calib=calib, out=ds, scheduler="sync", previews=False, progress=False
+            )
+        )
     return ds
 
 
 def tiny_train_config(dataset: Path, out: Path, **overrides):
     from labeler.configs import HeadsModelConfig, TrainHeadsConfig
 
-    fields = {"dataset": dataset, "out": out,
-              "model": HeadsModelConfig(backbone="tiny", input_size=TINY_INPUT, max_depth_m=10.0),
-              "epochs": TINY_EPOCHS, "batch_size": 3, "lr": 2e-3, "warmup_frac": 0.0, "augment": False,
-              "workers": 0, "heldout_frac": 0.25, "previews": 1}
+    fields = {
+        "dataset": dataset,
+        "out": out,
+        "model": HeadsModelConfig(backbone="tiny", input_size=TINY_INPUT, max_depth_m=10.0),
+        "epochs": TINY_EPOCHS,
+        "batch_size": 3,
+        "lr": 2e-3,
+        "warmup_frac": 0.0,
+        "augment": False,
+        "workers": 0,
+        "heldout_frac": 0.25,
+        "previews": 1,
+    }
     fields.update(overrides)
     return TrainHeadsConfig(**fields)
 
@@ -50,7 +62,10 @@ def make_tiny_run(base: Path) -> Path:
     from labeler.train import train_heads
 
     run = base / "heads-tiny-run"
-    if not (run / "metrics.json").is_file() or len(json.loads((run / "metrics.json").read_text())) < TINY_EPOCHS:
+    if (
+        not (run / "metrics.json").is_file()
+        or len(json.loads((run / "metrics.json").read_text())) < TINY_EPOCHS
+    ):
         with torch_threads(1):
             train_heads(tiny_train_config(make_tiny_dataset(base), run, resume=True))
     return run

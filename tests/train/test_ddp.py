@@ -15,11 +15,40 @@ from tests.train.conftest import TINY_INPUT
 @pytest.mark.slow
 def test_torchrun_two_processes(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-           "labeler.cli", "train-heads", str(tiny_dataset), "--backbone", "tiny", "--input-size", str(TINY_INPUT),
-           "--out", str(out), "--epochs", "2", "--batch-size", "2", "--workers", "0", "--previews", "1"]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "labeler.cli",
+        "train-heads",
+        str(tiny_dataset),
+        "--backbone",
+        "tiny",
+        "--input-size",
+        str(TINY_INPUT),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--previews",
+        "1",
+    ]
+    res = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("2 epochs on 6 samples") == 1  # only rank 0 reports
     history = json.loads((out / "metrics.json").read_text())

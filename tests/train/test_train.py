@@ -33,11 +33,24 @@ def test_loss_falls(tiny_run):
 def test_run_folder(tiny_run):
     from PIL import Image
 
-    for name in ("config.json", "split.json", "metrics.csv", "metrics.json", "steps.csv", "curves.png",
-                 "checkpoints/last.pt", "checkpoints/best.pt", f"previews/epoch_{TINY_EPOCHS:03d}.png"):
+    for name in (
+        "config.json",
+        "split.json",
+        "metrics.csv",
+        "metrics.json",
+        "steps.csv",
+        "curves.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        f"previews/epoch_{TINY_EPOCHS:03d}.png",
+    ):
         assert (tiny_run / name).is_file(), name
     split = json.loads((tiny_run / "split.json").read_text())
-    assert len(split["train"]) == 6 and len(split["heldout"]) == 2 and not set(split["train"]) & set(split["heldout"])
+    assert (
+        len(split["train"]) == 6
+        and len(split["heldout"]) == 2
+        and not set(split["train"]) & set(split["heldout"])
+    )
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["weights"].startswith("random-init") and config["config"]["model"]["backbone"] == "tiny"
     assert Image.open(tiny_run / "curves.png").size[0] > 600
@@ -57,7 +70,9 @@ def test_resume_equals_uninterrupted(tiny_run, tmp_path):
     b = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == TINY_EPOCHS
     assert a["model"].keys() == b["model"].keys()
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "parameters differ after resume"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), (
+        "parameters differ after resume"
+    )
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
@@ -78,13 +93,20 @@ def test_finetune_unfreezes_and_compares(tiny_run, tmp_path):
     res = finetune(FinetuneConfig(run=tiny_run, unfreeze_last=2, lr=1e-4, epochs=2, out=tmp_path / "ft"))
     comp = json.loads((tmp_path / "ft" / "comparison.json").read_text())
     assert set(comp["frozen"]) == set(comp["finetuned"]) >= {"abs_rel", "delta1", "mask_ap50", "heldout_loss"}
-    assert comp["change"]["abs_rel"] == pytest.approx(comp["finetuned"]["abs_rel"] - comp["frozen"]["abs_rel"])
+    assert comp["change"]["abs_rel"] == pytest.approx(
+        comp["finetuned"]["abs_rel"] - comp["frozen"]["abs_rel"]
+    )
     base = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=False)["model"]
     tuned = torch.load(tmp_path / "ft" / "checkpoints" / "last.pt", weights_only=False)["model"]
-    changed = {k.split(".")[2] for k in base if k.startswith("pretrained.blocks.")
-               and not torch.equal(base[k], tuned[k])}
+    changed = {
+        k.split(".")[2]
+        for k in base
+        if k.startswith("pretrained.blocks.") and not torch.equal(base[k], tuned[k])
+    }
     assert changed == {"2", "3"}  # the last two of the tiny ViT's four blocks, no other
-    assert torch.equal(base["pretrained.patch_embed.proj.weight"], tuned["pretrained.patch_embed.proj.weight"])
+    assert torch.equal(
+        base["pretrained.patch_embed.proj.weight"], tuned["pretrained.patch_embed.proj.weight"]
+    )
     assert len(res.history) == 2
 
 

@@ -21,7 +21,9 @@ SHARED_KEYS = Path(__file__).resolve().parents[3] / "shared" / "foundation_stere
 def dav2_state(seed: int) -> dict[str, torch.Tensor]:
     """A Depth Anything V2-shaped state dict (pretrained.* + depth_head.*) of the tiny size, other values."""
     donor = build_model(HeadsModelConfig(backbone="tiny", task="depth", input_size=28), seed=seed)
-    return {k: v.clone() for k, v in donor.state_dict().items() if k.startswith(("pretrained.", "depth_head."))}
+    return {
+        k: v.clone() for k, v in donor.state_dict().items() if k.startswith(("pretrained.", "depth_head."))
+    }
 
 
 def test_dav2_checkpoint_loads_strictly(tmp_path):
@@ -42,16 +44,26 @@ def test_foundation_stereo_and_dinov2_layouts(tmp_path):
     fs["feature.stem.0.weight"] = torch.zeros(3)  # the rest of a FoundationStereo checkpoint is ignored
     torch.save({"model": fs, "global_step": 1}, tmp_path / "model_best_bp2.pth")
     model = build_model(TINY)
-    assert load_backbone_weights(model, tmp_path / "model_best_bp2.pth", backbone="tiny").kind == "foundation-stereo"
-    assert torch.equal(model.state_dict()["depth_head.scratch.output_conv1.weight"],
-                       state["depth_head.scratch.output_conv1.weight"])
+    assert (
+        load_backbone_weights(model, tmp_path / "model_best_bp2.pth", backbone="tiny").kind
+        == "foundation-stereo"
+    )
+    assert torch.equal(
+        model.state_dict()["depth_head.scratch.output_conv1.weight"],
+        state["depth_head.scratch.output_conv1.weight"],
+    )
 
     vit_only = {k.removeprefix("pretrained."): v for k, v in state.items() if k.startswith("pretrained.")}
     torch.save(vit_only, tmp_path / "dinov2_tiny14_pretrain.pth")
     model = build_model(TINY)
     head_before = model.state_dict()["depth_head.scratch.output_conv1.weight"].clone()
-    assert load_backbone_weights(model, tmp_path / "dinov2_tiny14_pretrain.pth", backbone="tiny").kind == "dinov2"
-    assert torch.equal(model.state_dict()["pretrained.blocks.3.mlp.fc2.weight"], vit_only["blocks.3.mlp.fc2.weight"])
+    assert (
+        load_backbone_weights(model, tmp_path / "dinov2_tiny14_pretrain.pth", backbone="tiny").kind
+        == "dinov2"
+    )
+    assert torch.equal(
+        model.state_dict()["pretrained.blocks.3.mlp.fc2.weight"], vit_only["blocks.3.mlp.fc2.weight"]
+    )
     assert torch.equal(model.state_dict()["depth_head.scratch.output_conv1.weight"], head_before)
 
 
@@ -84,7 +96,9 @@ def test_missing_and_unreadable_files(tmp_path):
 def test_vits_layout_matches_the_release_keys():
     """The released FoundationStereo ViT-S carries a real DAv2 ViT-S: our names and shapes must equal its."""
     prefix = "feature.dino.depth_anything."
-    release = {k[len(prefix):]: shape for k, shape, _ in json.loads(SHARED_KEYS.read_text()) if k.startswith(prefix)}
+    release = {
+        k[len(prefix) :]: shape for k, shape, _ in json.loads(SHARED_KEYS.read_text()) if k.startswith(prefix)
+    }
     with torch.device("meta"):
         model = build_model(HeadsModelConfig(backbone="vits", task="depth"))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
