@@ -157,7 +157,8 @@ def main() -> None:
     print("| reader | samples/s | ratio |\n|---|---|---|")
     print(f"| `ds[i]` (Zarr shards: decompress all arrays of one sample) | {read:.1f} | |")
     print(
-        f"| training item from shards (read + resize to {args.size} + augment + targets) | {item_shard:.1f} | "
+        f"| training item from shards (read + resize to {args.size} + augment + targets) "
+        f"| {item_shard:.1f} | "
         f"{item_shard / item_mem:.2f} |"
     )
     print(f"| the same items from samples in memory (baseline) | {item_mem:.1f} | 1 |")

@@ -37,7 +37,8 @@ def main() -> None:
     both = np.isfinite(g) & np.isfinite(s.depth_m)
     rel = np.abs(s.depth_m[both] - g[both]) / g[both]
     print(
-        f"Middlebury Motorcycle ({mb.manifest.stereo.name}): EPE {e.epe_px:.3f} px, bad-2 {e.bad_px_percent:.2f} %, "
+        f"Middlebury Motorcycle ({mb.manifest.stereo.name}): EPE {e.epe_px:.3f} px, "
+        f"bad-2 {e.bad_px_percent:.2f} %, "
         f"density {e.density_percent:.1f} %; depth AbsRel mean {rel.mean():.4f}, median {np.median(rel):.4f}"
     )
 

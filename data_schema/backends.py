@@ -151,8 +151,8 @@ class Sam2Config(Record):
     min_mask_region_area: int = Field(
         0,
         ge=0,
-        description="fill holes and drop islands up to this area, in pixels of the low-resolution (image_size / 4) "
-        "mask logits, as the official generator does; 0 disables",
+        description="fill holes and drop islands up to this area, in pixels of the low-resolution "
+        "(image_size / 4) mask logits, as the official generator does; 0 disables",
     )
     multimask_output: bool = Field(True, description="3 masks per point prompt (False: 1)")
     mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -12,7 +12,7 @@ from data_schema._base import Record
 CAPTURES_SCHEMA_VERSION = 1
 
 
-class CaptureLayout(str, Enum):
+class CaptureLayout(StrEnum):
     """How a stereo capture is stored on disk."""
 
     side_by_side = "side-by-side"  # one 2W x H frame: left half, right half (Arducam)

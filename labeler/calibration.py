@@ -23,7 +23,7 @@ from data_schema.calibration import (
     StereoCalibration,
     ViewResult,
 )
-from data_schema.captures import CaptureLayout
+from data_schema.captures import CaptureLayout, StereoPairSource
 from labeler.captures import discover_pairs, load_pair
 from labeler.errors import InputError, LabelerError
 from labeler.io import write_text_atomic
@@ -120,7 +120,7 @@ def collect_views(
             src.left_path if src.layout is not CaptureLayout.video else f"{src.left_path}#{src.frame_index}"
         )
 
-        def skip(reason: str, found: int = 0) -> None:
+        def skip(reason: str, found: int = 0, src: StereoPairSource = src, source: str = source) -> None:
             results.append(
                 ViewResult(view_id=src.pair_id, source=source, corners_found=found, used=False, reason=reason)
             )

@@ -474,7 +474,7 @@ def finetune(
     gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the finetune run in --out")] = False,
 ) -> None:
-    """Unfreeze the last N ViT blocks of a run (layer-wise lr decay), train further, compare held-out metrics."""
+    """Unfreeze the last N ViT blocks of a run (layer-wise lr decay), train, compare held-out metrics."""
     from labeler.configs import FinetuneConfig
     from labeler.train import finetune as finetune_run
 

@@ -76,7 +76,7 @@ class PseudoLabelConfig(Record):
     progress: bool = True
 
 
-# ------------------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)
+# ------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)
 
 Backbone = Literal["vits", "vitb", "vitl", "vitg", "tiny"]
 HeadsTask = Literal["depth", "seg", "fusion"]

@@ -128,7 +128,8 @@ def write_demo(
         pair_id = f"scene_{i:03d}"
         scene, colours = demo_scene(rng)
         left, right = (
-            scene.render(cam, noise_dn=1.0, rng=rng, rays=r) for cam, r in zip((rig.left, rig.right), rays)
+            scene.render(cam, noise_dn=1.0, rng=rng, rays=r)
+            for cam, r in zip((rig.left, rig.right), rays, strict=True)
         )
         write_png(out / "scenes" / f"{pair_id}.png", np.hstack([left.image, right.image]))
         with atomic_path(out / "truth" / f"{pair_id}.npz") as tmp, open(tmp, "wb") as f:

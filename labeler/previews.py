@@ -116,13 +116,15 @@ def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
     fails = "".join(
         f"<li><b>{html.escape(s.sample_id)}</b>: {html.escape(s.error or '')}</li>" for s in manifest.failures
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labeler · {manifest.dataset_version[:12]}</title>
+    version = manifest.dataset_version[:12]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labeler · {version}</title>
 <style>body{{font-family:sans-serif;margin:1em}}figure{{margin:0 0 1.5em}}img{{max-width:100%}}
 .fail{{color:#a00}}</style></head><body>
-<h1>Dataset {manifest.dataset_version[:12]}</h1>
-<p>{len(manifest.ok)} samples ok, {len(manifest.failures)} failed · stereo <code>{manifest.stereo.name}</code> ·
-masks <code>{manifest.masks.name}</code> · rig <code>{html.escape(manifest.calibration.rig)}</code>.
-Sorted by mean confidence, lowest first. Each row: rectified left | disparity (px) | objects with median depth.</p>
+<h1>Dataset {version}</h1>
+<p>{len(manifest.ok)} samples ok, {len(manifest.failures)} failed · stereo
+<code>{manifest.stereo.name}</code> · masks <code>{manifest.masks.name}</code> · rig
+<code>{html.escape(manifest.calibration.rig)}</code>. Sorted by mean confidence, lowest first.
+Each row: rectified left | disparity (px) | objects with median depth.</p>
 {f'<h2 class="fail">Failed</h2><ul class="fail">{fails}</ul>' if fails else ""}
 {"".join(rows)}
 </body></html>

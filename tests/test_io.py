@@ -10,10 +10,14 @@ from labeler.io import atomic_path, read_rgb, write_png, write_text_atomic
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / "a.json"
     write_text_atomic(path, "old")
-    with pytest.raises(RuntimeError):
+
+    def crash() -> None:
         with atomic_path(path) as tmp:
             tmp.write_text("half written")
             raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash mid-write"):
+        crash()
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

@@ -67,4 +67,12 @@ class MaskBackend(ABC):
         return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
 
 
+def check_image(image: np.ndarray, disparity_px: np.ndarray | None = None) -> None:
+    """Raise one clear ValueError when an image (and its optional disparity) cannot be segmented."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    if disparity_px is not None and disparity_px.shape != image.shape[:2]:
+        raise ValueError(f"disparity_px must be {image.shape[:2]}, got {disparity_px.shape}")
+
+
 MASK_BACKENDS: Registry[MaskBackend] = Registry("mask")

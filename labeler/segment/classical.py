@@ -27,7 +27,7 @@ from skimage.color import rgb2lab
 from skimage.segmentation import watershed
 
 from data_schema.backends import ClassicalMasksConfig
-from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks
+from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
 
 _JUMP_LAB = 25.0  # Lab units the depth channel spans for one `depth_jump_rel` jump (at disparity_weight 1)
 _PROBE_PX = 2  # depth is compared this many px either side of a border
@@ -44,17 +44,15 @@ class ClassicalMaskBackend(MaskBackend):
     name = "classical"
     uses_cuda = False
 
-    def __init__(self, config: ClassicalMasksConfig = ClassicalMasksConfig(), *, device: str = "cpu") -> None:
+    def __init__(self, config: ClassicalMasksConfig | None = None, *, device: str = "cpu") -> None:
+        config = config or ClassicalMasksConfig()
         if device != "cpu":
             raise ValueError(f"the classical mask backend runs on the CPU only, got device={device!r}")
         self.config = config
 
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        check_image(image, disparity_px)
         h, w = image.shape[:2]
-        if disparity_px is not None and disparity_px.shape != (h, w):
-            raise ValueError(f"disparity_px must be {(h, w)}, got {disparity_px.shape}")
         cfg = self.config
         scale = min(1.0, cfg.work_max_side / max(h, w))
         size = (max(1, round(w * scale)), max(1, round(h * scale)))

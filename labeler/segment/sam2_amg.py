@@ -17,8 +17,9 @@ What differs from the official generator is only where results live: masks stay 
 the model's device from the decoder to the end (no per-mask RLE encode and decode on the host), and
 come back once, sorted by score, as `Masks` (score = predicted IoU clipped to [0, 1], stability =
 the stability score). Device memory for results is N_kept x H x W bytes (bool), plus one batch of
-float32 logits at crop size (points_per_batch x 3 x H x W x 4 bytes), as in the official generator. Masks left empty after thresholding are dropped (the official generator keeps
-them when both thresholds are 0; they would carry a NaN stability).
+float32 logits at crop size (points_per_batch x 3 x H x W x 4 bytes), as in the official generator.
+Masks left empty after thresholding are dropped (the official generator keeps them when both
+thresholds are 0; they would carry a NaN stability).
 
 On CUDA the encoder and decoder run under bfloat16 autocast (`mixed_precision`); post-processing is
 float32 on the GPU. On the CPU everything is float32.
@@ -47,7 +48,7 @@ import numpy as np
 
 from data_schema.backends import Sam2Config
 from labeler.errors import LabelerError
-from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks
+from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
 from labeler.segment.sam2_model import check_checkpoint, resolve_config
 
 if TYPE_CHECKING:
@@ -119,10 +120,7 @@ class Sam2MaskBackend(MaskBackend):
         """Automatic masks of several images; their full-image encodings share one encoder batch."""
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         for image, disparity_px in zip(images, disparities, strict=True):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-            if disparity_px is not None and disparity_px.shape != image.shape[:2]:
-                raise ValueError(f"disparity_px must be {image.shape[:2]}, got {disparity_px.shape}")
+            check_image(image, disparity_px)
         import torch
 
         run = self._loaded()

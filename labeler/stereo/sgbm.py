@@ -41,7 +41,8 @@ class SgbmBackend(StereoBackend):
     name = "sgbm"
     uses_cuda = False
 
-    def __init__(self, config: SgbmConfig = SgbmConfig(), *, device: str = "cpu") -> None:
+    def __init__(self, config: SgbmConfig | None = None, *, device: str = "cpu") -> None:
+        config = config or SgbmConfig()
         if device != "cpu":
             raise ValueError(f"the sgbm backend runs on the CPU only, got device={device!r}")
         self.config = config

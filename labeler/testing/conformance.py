@@ -166,9 +166,9 @@ class StereoBackendTests:
             backend.disparity(plane.left, plane.right[:, :-8])
 
     def test_bad_dtype_or_layout_raises(self, backend: StereoBackend, plane: Scene) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="uint8"):
             backend.disparity(plane.left.astype(np.float32), plane.right.astype(np.float32))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="uint8"):
             backend.disparity(plane.left[..., 0], plane.right[..., 0])
 
     def test_deterministic(self, backend: StereoBackend, square: Scene) -> None:
@@ -240,9 +240,9 @@ class MaskBackendTests:
         assert out.masks.shape[1:] == scene.left.shape[:2]
 
     def test_bad_image_raises(self, backend: MaskBackend, scene: Scene) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="uint8"):
             backend.masks(scene.left.astype(np.float32))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="uint8"):
             backend.masks(scene.left[..., 0])
 
     def test_deterministic(self, backend: MaskBackend, scene: Scene) -> None:

@@ -63,7 +63,7 @@ def to_chw(rgb: np.ndarray) -> torch.Tensor:
 
 
 def normalise_batch(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> float32 with the ImageNet mean/std, on the images' device (the GPU in training)."""
+    """(B, 3, H, W) uint8 -> float32 with the ImageNet mean/std, on the images' device (GPU in training)."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None] * 255
     std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None] * 255
     return (images.float() - mean) / std
@@ -149,8 +149,9 @@ class HeadsDataset(torch.utils.data.Dataset):
         source: anything indexable like the reader (e.g. a list of Samples, for the memory benchmark);
             default the reader itself.
 
-    Item (a dict of tensors): image (3, H, W) uint8 (normalise on the device: `normalise_batch`); depth (H, W) m (0 where invalid);
-    weight (H, W) confidence (0 invalid); fg, edges (H, W) float {0, 1}; ids (H, W) int64; row () int64.
+    Item (a dict of tensors): image (3, H, W) uint8 (normalise on the device: `normalise_batch`);
+    depth (H, W) m (0 where invalid); weight (H, W) confidence (0 invalid); fg, edges (H, W) float
+    {0, 1}; ids (H, W) int64; row () int64.
     """
 
     def __init__(

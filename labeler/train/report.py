@@ -76,7 +76,7 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
     for key, style in (("train_loss", "-o"), ("heldout_loss", "-s")):
         pts = [((h["epoch"]) * spe, h[key]) for h in history if _finite(h.get(key))]
         if pts:
-            ax.plot(*zip(*pts), style, ms=4, label=key.replace("_", " "))
+            ax.plot(*zip(*pts, strict=True), style, ms=4, label=key.replace("_", " "))
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -88,7 +88,7 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
         for key in keys:
             pts = [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
             if pts:
-                ax.plot(*zip(*pts), "-o", ms=4, label=key)
+                ax.plot(*zip(*pts, strict=True), "-o", ms=4, label=key)
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -153,7 +153,8 @@ def preview_row(
         if ids is not None:
             tiles.append(mask_overlay(image, ids, objs or []))
             names.append(f"{name}: {len(objs or [])} objects")
-    return np.vstack([np.hstack([_caption(t.shape[1], n) for t, n in zip(tiles, names)]), np.hstack(tiles)])
+    captions = [_caption(t.shape[1], n) for t, n in zip(tiles, names, strict=True)]
+    return np.vstack([np.hstack(captions), np.hstack(tiles)])
 
 
 def write_previews(path: Path, rows: Sequence[np.ndarray]) -> None:
