@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WORK ?= work
 DATASETS ?= datasets
 
-.PHONY: install dataset test test-slow bench schemas clean-work
+.PHONY: install dataset test test-slow lint format bench schemas clean-work
 
 $(BIN)/labeler: pyproject.toml
 	bash .ci/install.sh $(PY) $(VENV)
@@ -32,6 +32,16 @@ dataset: $(BIN)/labeler
 
 test: $(BIN)/labeler
 	$(BIN)/python -m pytest -q
+
+# ruff (rules and why: pyproject.toml) and mypy with the pydantic plugin; CI runs this before the tests.
+lint: $(BIN)/labeler
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(BIN)/labeler
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-slow: $(BIN)/labeler
 	$(BIN)/python -m pytest -q -m slow
