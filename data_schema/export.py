@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import data_schema as ds
-from data_schema.manifest import Manifest, ShardPart
+from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, ShardPlan
 
 SCHEMA_DIR = Path(__file__).parent
 
@@ -18,7 +18,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "calibration_report": ds.CalibrationReport,
     "rectified_set": ds.RectifiedSet,
     "manifest": Manifest,
-    "shard_part": ShardPart,
+    "shard_entry": ShardEntry,
+    "shard_plan": ShardPlan,
+    "sample_record": SampleRecord,
+    "object_row": ObjectRow,
 }
 
 

@@ -1,6 +1,24 @@
-"""The dataset manifest (`DATASET/manifest.json`) and the Zarr v3 store layout it describes.
+"""Dataset layout v2: a small dataset record, a shard index, Parquet tables and the Zarr v3 arrays.
 
-Store layout (`DATASET/data.zarr`, a Zarr v3 group; one row per sample, in `SampleRecord.index` order):
+```
+DATASET/
+  manifest.json            Manifest: how the data was made, counts, store layout (no per-sample data)
+  shards.jsonl             the shard index: one ShardEntry per line, appended when a shard is written
+  rows.jsonl               the row plan: one ShardPlan per line, appended before a shard is labelled
+  tables/samples/*.parquet one row per sample (SampleRecord); one row group per shard
+  tables/objects/*.parquet one row per object (ObjectRow); one row group per shard
+  data.zarr/               the arrays below, one row per sample
+  previews/, index.html, gallery/
+```
+
+Each shard's single writer task writes its arrays, previews and two small table files
+(`tables/*/s-<shard>.parquet`, atomically); the client then appends its ShardEntry to `shards.jsonl`, which
+is the commit point: a shard without an entry is redone. Table files of finished shards are later compacted
+into larger files (one row group per shard, so a shard still reads alone); an entry names the file and row
+group that hold its rows, and the latest entry of a shard wins. `manifest.json` is rewritten at the start and
+end of a run only; its `shard_index_bytes` tells a reader whether the counts in it are current.
+
+Store layout (`DATASET/data.zarr`, a Zarr v3 group; one row per sample, `SampleRecord.row`):
 
 | array          | shape          | dtype   | invalid      |
 |----------------|----------------|---------|--------------|
@@ -12,9 +30,9 @@ Store layout (`DATASET/data.zarr`, a Zarr v3 group; one row per sample, in `Samp
 | `instance_ids` | (N, H, W)      | uint16  | 0 = no object|
 
 Every array has `chunk_shape` (1, H, W[, 3]), so one sample reads without touching another, and
-`shard_shape` (S, H, W[, 3]): S consecutive samples share one file, so a 100k-sample set stays at a few
-thousand files. Each shard has exactly one writer (zarr-python #3682: concurrent writers into one shard
-lose data silently). Rows of failed samples keep the fill value and are never read.
+`shard_shape` (S, H, W[, 3]): S consecutive samples share one file. Each shard has exactly one writer
+(zarr-python #3682: concurrent writers into one shard lose data silently). Rows of failed samples keep the
+fill value and are never read. Masks are not stored as RLE: `instance_ids` holds them (COCO export encodes).
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
 
 ARRAY_NAMES = ("left", "right", "disparity_px", "depth_m", "confidence", "instance_ids")
 
@@ -52,7 +70,14 @@ class ObjectRecord(Record):
     depth_m_median: float | None = Field(None, description="None when no pixel has valid depth")
     depth_m_p10: float | None = None
     depth_m_p90: float | None = None
-    rle: CocoRle | None = Field(None, description="the object's pixels, for COCO export")
+    class_name: str | None = Field(None, description="the object's class, from backends that name them")
+
+
+class ObjectRow(ObjectRecord):
+    """A row of the `objects` table: an object with the sample it belongs to."""
+
+    sample_id: str
+    row: int = Field(ge=0, description="the sample's row in data.zarr")
 
 
 class SourceFiles(Record):
@@ -82,15 +107,17 @@ class SampleStats(Record):
 
 
 class SampleRecord(Record):
+    """A row of the `samples` table: one sample, ok or failed, and where its arrays are."""
+
     sample_id: str
+    row: int = Field(ge=0, description="row in every array of data.zarr; a sample keeps it for life")
     status: Literal["ok", "failed"]
     error: str | None = Field(None, description="one line: stage, file, problem, fix")
-    index: int | None = Field(None, ge=0, description="row in every array of data.zarr")
     source: SourceFiles | None = None
     digests: ArrayDigests | None = None
     stats: SampleStats | None = None
-    objects: list[ObjectRecord] = Field(default_factory=list)
     seconds: float | None = Field(None, ge=0, description="wall time spent labelling this sample")
+    device: str | None = Field(None, description="where the models ran (cpu, cuda:0, ...)")
 
 
 class ArraySpec(Record):
@@ -116,10 +143,60 @@ class DepthSettings(Record):
     z_far_m: float = Field(gt=0, description="depth beyond this is invalid")
 
 
+class TableRef(Record):
+    """Where a shard's rows of one table are: a Parquet file under tables/<table>/ and its row group."""
+
+    file: str = Field(description="file name under tables/<table>/")
+    row_group: int = Field(ge=0)
+    n_rows: int = Field(ge=0)
+    sha256: str = Field(
+        description="sha256 of the shard's rows (canonical JSON lines), whatever file holds them"
+    )
+
+
+class ShardEntry(Record):
+    """One line of `shards.jsonl`: a finished shard. The latest entry of a shard wins."""
+
+    shard: int = Field(ge=0)
+    row_start: int = Field(ge=0)
+    row_stop: int = Field(ge=0, description="exclusive")
+    run_key: str = Field(description="hash of the configs that made it")
+    n_ok: int = Field(ge=0)
+    n_failed: int = Field(ge=0)
+    n_objects: int = Field(ge=0)
+    samples: TableRef
+    objects: TableRef
+    array_bytes: dict[str, int] = Field(
+        description="size of this shard's file of each array (0: none written, all rows failed)"
+    )
+    rectified: list[RectifiedPair] = Field(
+        default_factory=list, description="`labeler run`: how this shard's raw pairs were rectified"
+    )
+
+
+class ShardPlan(Record):
+    """One line of `rows.jsonl`: the sample ids a shard's rows belong to (row = row_start + position),
+    written before the shard is labelled."""
+
+    shard: int = Field(ge=0)
+    row_start: int = Field(ge=0)
+    sample_ids: list[str]
+
+
+class DatasetCounts(Record):
+    samples: int = Field(0, ge=0)
+    ok: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    objects: int = Field(0, ge=0)
+    shards: int = Field(0, ge=0)
+
+
 class Manifest(Record):
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    """`DATASET/manifest.json`: the dataset-level record. Its size does not grow with samples or objects."""
+
+    schema_version: Literal[2] = MANIFEST_SCHEMA_VERSION
     dataset_version: str = Field(
-        description="sha256 over configs and every sample's digests: content-derived"
+        description="sha256 over the run key and every shard's table hashes (which cover the array digests)"
     )
     labeler_version: str
     calibration: StereoCalibration
@@ -127,37 +204,21 @@ class Manifest(Record):
     depth: DepthSettings
     stereo: StereoConfig
     masks: MaskConfig
+    run_key: str = Field(description="hash of the configs, calibration and depth settings")
     library_versions: dict[str, str]
     layout: StoreLayout
-    samples: list[SampleRecord]
-
-    @property
-    def ok(self) -> list[SampleRecord]:
-        return [s for s in self.samples if s.status == "ok"]
-
-    @property
-    def failures(self) -> list[SampleRecord]:
-        return [s for s in self.samples if s.status == "failed"]
+    counts: DatasetCounts = Field(default_factory=DatasetCounts)
+    shard_index_bytes: int = Field(
+        0, ge=0, description="size of shards.jsonl when this was written; another size: counts are stale"
+    )
 
 
 class LabelTask(Record):
     """One rectified pair to label, with its place in the store."""
 
     sample_id: str
-    index: int = Field(ge=0)
+    row: int = Field(ge=0)
     left_path: str
     right_path: str
     left_sha256: str | None = Field(None, description="known when rectify recorded it; else hashed on load")
     right_sha256: str | None = None
-
-
-class ShardPart(Record):
-    """`DATASET/parts/shard_NNNNN.json`: what one shard's single writer wrote; the resume record."""
-
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
-    shard: int = Field(ge=0)
-    run_key: str = Field(description="hash of the configs that made it; a part from other configs is stale")
-    samples: list[SampleRecord]
-    rectified: list[RectifiedPair] = Field(
-        default_factory=list, description="`labeler run`: how this shard's raw pairs were rectified"
-    )

@@ -247,12 +247,16 @@ def _label(
             **common,
         )
 
-    m = run(build, lambda cfg: run_pseudo_label(_check_sam2_files(cfg)))
-    for s in m.failures:
+    res = run(build, lambda cfg: run_pseudo_label(_check_sam2_files(cfg)))
+    for s in res.new_failures:
         typer.echo(f"failed {s.sample_id}: {s.error}")
+    if res.n_new_failed > len(res.new_failures):
+        typer.echo(f"... and {res.n_new_failed - len(res.new_failures)} more failures (ds.failures)")
+    c = res.manifest.counts
     typer.echo(
-        f"{out}: {len(m.ok)} samples ok, {len(m.failures)} failed; dataset {m.dataset_version[:12]}; "
-        f"previews in {out / 'previews'}, gallery {out / 'index.html'}"
+        f"{out}: {c.ok} samples ok, {c.failed} failed ({res.labelled} labelled now, {res.skipped} already "
+        f"done); dataset {res.dataset_version[:12]}; previews in {out / 'previews'}, "
+        f"gallery {out / 'index.html'}"
     )
 
 
@@ -336,16 +340,40 @@ app.command("run", help="The whole DAG from raw captures: rectify -> pseudo-labe
 
 
 @app.command()
-def validate(dataset: Annotated[Path, typer.Argument(help="dataset folder")]) -> None:
-    """Check a dataset against its manifest; one line per problem, exit 1 on any damage."""
-    from labeler.validate import validate_dataset
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, or threads | sync")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Check a dataset: every table hash, digest, object statistic and row; one line per problem, exit 1
+    on any damage."""
+    from pipelines.validate import run_validate
 
-    problems = run(lambda: dataset, validate_dataset)
+    problems = run(
+        lambda: dataset, lambda d: run_validate(d, scheduler=scheduler, workers=workers, progress=progress)
+    )
     for line in problems:
         typer.echo(line)
     if problems:
         _fail(f"{dataset}: {len(problems)} problem(s)", 1)
     typer.echo(f"{dataset}: valid")
+
+
+@app.command()
+def migrate(
+    dataset: Annotated[Path, typer.Argument(help="a v1 dataset folder (converted in place)")],
+) -> None:
+    """Convert a v1 dataset (one manifest with every sample) to layout v2 (tables + shard index)."""
+    from labeler.migrate import migrate_dataset
+
+    m = run(lambda: dataset, migrate_dataset)
+    typer.echo(
+        f"{dataset}: layout v2, {m.counts.ok} samples ok, {m.counts.failed} failed, {m.counts.objects} "
+        f"objects in {m.counts.shards} shards; dataset {m.dataset_version[:12]}"
+    )
 
 
 @export_app.command("ros")

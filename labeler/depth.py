@@ -78,8 +78,6 @@ def object_records(
     depth_m: np.ndarray,
     scores: np.ndarray,
     stability: np.ndarray | None = None,
-    *,
-    with_rle: bool = True,
 ) -> list[ObjectRecord]:
     """Per-object table for an id map: area, bbox, score, depth median / p10 / p90, valid fraction.
 
@@ -89,8 +87,6 @@ def object_records(
         scores: (K,) score of id k at scores[k-1]; stability likewise (None: not recorded).
     """
     from scipy import ndimage
-
-    from labeler.segment.rle import encode
 
     flat = instance_ids.ravel()
     order = np.argsort(flat, kind="stable")
@@ -116,7 +112,6 @@ def object_records(
                 depth_m_median=None if stats[0] is None else float(stats[0]),
                 depth_m_p10=None if stats[1] is None else float(stats[1]),
                 depth_m_p90=None if stats[2] is None else float(stats[2]),
-                rle=encode(instance_ids == oid) if with_rle else None,
             )
         )
     return records

@@ -13,18 +13,21 @@
   and `instance_id`;
 - `info`: the dataset version, labeler version and the stereo / mask backend settings.
 
-It reads the manifest only (objects carry their RLE); an object without one is encoded from the
-store's `instance_ids`. Works for every mask backend. The file is written atomically and is the same
-byte for byte for the same dataset.
+It reads the tables shard by shard and each sample's `instance_ids` once (masks are stored there, not
+as RLE). Works for every mask backend. The file is written atomically and is the same byte for byte
+for the same dataset.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from data_schema.manifest import Manifest, ObjectRecord, SampleRecord
+import numpy as np
+
+from data_schema.manifest import Manifest, ObjectRow, SampleRecord
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -41,34 +44,35 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
     Returns:
         out_path.
     """
+    from labeler.dataset import open_dataset
     from labeler.io import write_text_atomic
-    from labeler.shards import load_manifest
 
-    dataset_path, out_path = Path(dataset_path), Path(out_path)
-    manifest = load_manifest(dataset_path)
-    width, height = manifest.calibration.image_size
-    store = _Store(dataset_path)
+    out_path = Path(out_path)
+    ds = open_dataset(dataset_path)
+    width, height = ds.manifest.calibration.image_size
     coco_images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for rec in manifest.ok:
-        assert rec.index is not None  # ok samples always have a row
-        file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
-        if images is not None:
-            file_name = _write_image(store, rec, Path(images), out_path.parent)
-        image_id = rec.index + 1
-        coco_images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "width": width,
-                "height": height,
-                "sample_id": rec.sample_id,
-            }
-        )
-        for obj in rec.objects:
-            annotations.append(_annotation(len(annotations) + 1, image_id, obj, store, rec))
+    for shard in ds.iter_shards():
+        for rec in shard.ok:
+            file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
+            names = ("instance_ids", "left") if images is not None else ("instance_ids",)
+            arrays = ds.read_row(rec.row, names)
+            if images is not None:
+                file_name = _write_image(arrays["left"], rec, Path(images), out_path.parent)
+            image_id = rec.row + 1
+            coco_images.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": width,
+                    "height": height,
+                    "sample_id": rec.sample_id,
+                }
+            )
+            for obj in shard.objects_of(rec.row):
+                annotations.append(_annotation(len(annotations) + 1, image_id, obj, arrays["instance_ids"]))
     coco = {
-        "info": _info(manifest),
+        "info": _info(ds.manifest),
         "licenses": [],
         "images": coco_images,
         "categories": [CATEGORY],
@@ -79,14 +83,10 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
     return out_path
 
 
-def _annotation(
-    ann_id: int, image_id: int, obj: ObjectRecord, store: _Store, rec: SampleRecord
-) -> dict[str, Any]:
-    rle = obj.rle
-    if rle is None:
-        from labeler.segment.rle import encode
+def _annotation(ann_id: int, image_id: int, obj: ObjectRow, instance_ids: np.ndarray) -> dict[str, Any]:
+    from labeler.segment.rle import encode
 
-        rle = encode(store.instance_ids(rec) == obj.id)
+    rle = encode(instance_ids == obj.id)
     return {
         "id": ann_id,
         "image_id": image_id,
@@ -115,36 +115,9 @@ def _info(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-class _Store:
-    """Lazy reads of single arrays of single rows (only when an export needs them)."""
-
-    def __init__(self, dataset: Path) -> None:
-        self.dataset = dataset
-        self._group: Any = None
-
-    def _array(self, name: str, index: int | None):
-        if index is None:
-            raise ValueError("a sample without a row has no arrays")
-        if self._group is None:
-            import zarr
-
-            from labeler.shards import STORE_NAME
-
-            self._group = zarr.open_group(self.dataset / STORE_NAME, mode="r")
-        return self._group[name][index]
-
-    def instance_ids(self, rec: SampleRecord):
-        return self._array("instance_ids", rec.index)
-
-    def left(self, rec: SampleRecord):
-        return self._array("left", rec.index)
-
-
-def _write_image(store: _Store, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
-    import os
-
+def _write_image(left: np.ndarray, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
     from labeler.io import write_png
 
     path = folder / f"{rec.sample_id}.png"
-    write_png(path, store.left(rec))
+    write_png(path, left)
     return Path(os.path.relpath(path.resolve(), json_dir.resolve())).as_posix()

@@ -1,14 +1,13 @@
-"""Pictures people look at: a PNG per sample and an HTML gallery, lowest confidence first."""
+"""Pictures people look at: a PNG per sample (the gallery pages that show them: labeler/gallery.py)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 
-from data_schema.manifest import Manifest, ObjectRecord
-from labeler.io import write_png, write_text_atomic
+from data_schema.manifest import ObjectRecord
+from labeler.io import write_png
 from labeler.shards import SampleArrays
 
 
@@ -88,47 +87,3 @@ def preview_image(arrays: SampleArrays, objects: list[ObjectRecord]) -> np.ndarr
 
 def write_preview(path: str | Path, arrays: SampleArrays, objects: list[ObjectRecord]) -> None:
     write_png(path, preview_image(arrays, objects))
-
-
-def write_gallery(dataset: str | Path, manifest: Manifest) -> Path:
-    """`DATASET/index.html`: every sample's preview, lowest mean confidence first (where to look first);
-    failures listed on top with their error line."""
-    dataset = Path(dataset)
-    ok = sorted(
-        manifest.ok,
-        key=lambda s: (
-            s.stats.confidence_mean if s.stats and s.stats.confidence_mean is not None else -1.0,
-            s.sample_id,
-        ),
-    )
-    rows = []
-    for s in ok:
-        objs = ", ".join(
-            f"{o.id}: {o.depth_m_median:.2f} m" for o in s.objects if o.depth_m_median is not None
-        )
-        conf = s.stats.confidence_mean if s.stats else None
-        rows.append(
-            f'<figure><img src="previews/{html.escape(s.sample_id)}.png" loading="lazy">'
-            f"<figcaption><b>{html.escape(s.sample_id)}</b> · confidence "
-            f"{'n/a' if conf is None else f'{conf:.2f}'} · valid depth {s.stats.valid_depth_fraction:.0%} · "
-            f"{html.escape(objs) or 'no objects'}</figcaption></figure>"
-        )
-    fails = "".join(
-        f"<li><b>{html.escape(s.sample_id)}</b>: {html.escape(s.error or '')}</li>" for s in manifest.failures
-    )
-    version = manifest.dataset_version[:12]
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labeler · {version}</title>
-<style>body{{font-family:sans-serif;margin:1em}}figure{{margin:0 0 1.5em}}img{{max-width:100%}}
-.fail{{color:#a00}}</style></head><body>
-<h1>Dataset {version}</h1>
-<p>{len(manifest.ok)} samples ok, {len(manifest.failures)} failed · stereo
-<code>{manifest.stereo.name}</code> · masks <code>{manifest.masks.name}</code> · rig
-<code>{html.escape(manifest.calibration.rig)}</code>. Sorted by mean confidence, lowest first.
-Each row: rectified left | disparity (px) | objects with median depth.</p>
-{f'<h2 class="fail">Failed</h2><ul class="fail">{fails}</ul>' if fails else ""}
-{"".join(rows)}
-</body></html>
-"""
-    path = dataset / "index.html"
-    write_text_atomic(path, page)
-    return path

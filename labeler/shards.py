@@ -1,27 +1,54 @@
-"""The only owner of the Zarr v3 store layout (see data_schema/manifest.py) and the shared reader.
+"""The only owner of a dataset's files (layout v2, see data_schema/manifest.py): the manifest, the shard
+index, the Parquet tables and the Zarr v3 arrays. The reader is `labeler/dataset.py`.
 
-    from labeler import open_dataset
-    ds = open_dataset("datasets/lab-2026-11")
-    s = ds[0]   # s.sample_id, s.left, s.disparity_px, s.depth_m, s.confidence, s.instance_ids, s.objects
-
-Writers: the client creates or grows the arrays (metadata has one writer); each shard is then written
-by exactly one task, in one region write that covers the whole shard.
+Writers: the client creates or grows the arrays (metadata has one writer) and is the only writer of the
+manifest and the shard index; each shard's arrays and table part files are written by exactly one task,
+in one region write per array that covers the whole shard.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from data_schema.manifest import ARRAY_NAMES, ArrayDigests, ArraySpec, Manifest, ObjectRecord, StoreLayout
+from data_schema.manifest import (
+    ARRAY_NAMES,
+    ArrayDigests,
+    ArraySpec,
+    DatasetCounts,
+    Manifest,
+    ObjectRow,
+    SampleRecord,
+    ShardEntry,
+    ShardPlan,
+    StoreLayout,
+    TableRef,
+)
+from labeler.errors import InputError, LabelerError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DEFAULT_SAMPLES_PER_SHARD = 32
 MANIFEST_NAME = "manifest.json"
+SHARD_INDEX_NAME = "shards.jsonl"
+ROW_PLAN_NAME = "rows.jsonl"
 STORE_NAME = "data.zarr"
+TABLES_DIR = "tables"
+LOCK_NAME = ".lock"
 COMPRESSOR = "blosc-zstd-3-shuffle"  # measured in benchmarks/bench_pipeline.py; see RESULTS.md
+# Small per-shard table files are merged once this many have piled up (10^6 samples: ~500 files).
+COMPACT_MIN_FILES = 64
+Table = Literal["samples", "objects"]
+TABLES: tuple[Table, Table] = ("samples", "objects")
 
 _DTYPES = {
     "left": "uint8",
@@ -65,6 +92,9 @@ def _fill(dtype: str) -> float | int:
     return float("nan") if dtype.startswith("float") else 0
 
 
+# ------------------------------------------------------------------------------------------ arrays
+
+
 def store_layout(n_samples: int, height: int, width: int, samples_per_shard: int) -> StoreLayout:
     specs = []
     for name in ARRAY_NAMES:
@@ -83,25 +113,32 @@ def store_layout(n_samples: int, height: int, width: int, samples_per_shard: int
     return StoreLayout(samples_per_shard=samples_per_shard, arrays=specs)
 
 
-def _compressors():
+def _compressors() -> tuple[Any, ...]:
     from zarr.codecs import BloscCodec, BloscShuffle
 
     return (BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle),)
 
 
-def prepare_store(dataset: str | Path, layout: StoreLayout) -> None:
-    """Create the arrays, or grow them to `layout`'s sample count (client side, before any shard write)."""
+def open_store(dataset: str | Path, mode: Literal["r", "r+", "a"] = "r") -> Any:
+    """The dataset's Zarr group."""
     import zarr
 
+    return zarr.open_group(Path(dataset) / STORE_NAME, mode=mode, zarr_format=3 if mode == "a" else None)
+
+
+def prepare_store(dataset: str | Path, layout: StoreLayout) -> None:
+    """Create the arrays, or grow them to `layout`'s sample count (client side, before any shard write)."""
     root = Path(dataset) / STORE_NAME
-    group = zarr.open_group(root, mode="a", zarr_format=3)
+    group = open_store(dataset, "a")
     for spec in layout.arrays:
         if spec.name in group:
             arr = group[spec.name]
             if list(arr.shape[1:]) != spec.shape[1:] or list(arr.shards or arr.chunks) != spec.shard_shape:
-                raise ValueError(
-                    f"{root}/{spec.name}: stored shape {arr.shape} / shards {arr.shards} do not "
-                    f"match this run's {spec.shape} / {spec.shard_shape}; use a new --out"
+                raise InputError(
+                    root / spec.name,
+                    f"stored shape {arr.shape} / shards {arr.shards} do not match this run's "
+                    f"{spec.shape} / {spec.shard_shape}",
+                    "use a new --out",
                 )
             if arr.shape[0] < spec.shape[0]:
                 arr.resize(tuple(spec.shape))
@@ -128,92 +165,369 @@ def write_shard(dataset: str | Path, shard: int, layout: StoreLayout, rows: dict
 
     Must be the only writer of this shard (the DAG gives every shard one task).
     """
-    import zarr
-
-    span = shard_range(shard, layout)
+    span = range(shard * layout.samples_per_shard, (shard + 1) * layout.samples_per_shard)
     if not set(rows) <= set(span):
         raise ValueError(f"rows {sorted(set(rows) - set(span))} are not in shard {shard} ({span})")
-    group = zarr.open_group(Path(dataset) / STORE_NAME, mode="r+")
+    group = open_store(dataset, "r+")
     for spec in layout.arrays:
-        block = np.full((len(span), *spec.shape[1:]), _fill(spec.dtype), dtype=spec.dtype)
-        for index, arrays in rows.items():
-            block[index - span.start] = getattr(arrays, spec.name)
-        group[spec.name][span.start : span.stop] = block
+        arr = group[spec.name]
+        stop = min(span.stop, arr.shape[0])
+        block = np.full((stop - span.start, *spec.shape[1:]), _fill(spec.dtype), dtype=spec.dtype)
+        for row, arrays in rows.items():
+            block[row - span.start] = getattr(arrays, spec.name)
+        arr[span.start : stop] = block
+
+
+def read_rows(group: Any, rows: slice | int, names: Sequence[str] = ARRAY_NAMES) -> dict[str, np.ndarray]:
+    """Arrays of one row (int) or of consecutive rows (slice) from an open group."""
+    return {name: group[name][rows] for name in names}
+
+
+def shard_file_sizes(dataset: str | Path, shard: int) -> dict[str, int]:
+    """Bytes of each array's file of this shard (0: not written, e.g. every row failed)."""
+    out = {}
+    for name in ARRAY_NAMES:
+        tail = "/0/0/0" if name in ("left", "right") else "/0/0"
+        path = Path(dataset) / STORE_NAME / name / "c" / f"{shard}{tail}"
+        out[name] = path.stat().st_size if path.is_file() else 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def table_dir(dataset: str | Path, table: Table) -> Path:
+    return Path(dataset) / TABLES_DIR / table
+
+
+def part_name(shard: int) -> str:
+    return f"s-{shard:06d}.parquet"
+
+
+def _write_parquet_atomic(path: Path, tables: Sequence[pa.Table]) -> None:
+    """One row group per table given; temp file + rename, so a reader never sees half a file."""
+    import pyarrow.parquet as pq
+
+    from labeler.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, tables[0].schema, compression="zstd") as writer:
+            for t in tables:
+                writer.write_table(t, row_group_size=max(1, t.num_rows))
+
+
+def write_shard_tables(
+    dataset: str | Path, shard: int, samples: Sequence[SampleRecord], objects: Sequence[ObjectRow]
+) -> tuple[TableRef, TableRef]:
+    """The shard writer's two table part files (one row group each); returns where its rows are."""
+    from labeler.tables import objects_table, rows_sha256, samples_table
+
+    refs = []
+    for table, rows, build in (("samples", samples, samples_table), ("objects", objects, objects_table)):
+        path = table_dir(dataset, table) / part_name(shard)  # type: ignore[arg-type]
+        _write_parquet_atomic(path, [build(rows)])  # type: ignore[arg-type]
+        refs.append(TableRef(file=path.name, row_group=0, n_rows=len(rows), sha256=rows_sha256(rows)))
+    return refs[0], refs[1]
+
+
+def read_table(dataset: str | Path, table: Table, ref: TableRef) -> pa.Table:
+    """One shard's rows of a table (one row group: the cost follows the shard, not the file)."""
+    import pyarrow.parquet as pq
+
+    path = table_dir(dataset, table) / ref.file
+    with pq.ParquetFile(path) as f:
+        return f.read_row_group(ref.row_group)
+
+
+def shard_samples(dataset: str | Path, entry: ShardEntry) -> list[SampleRecord]:
+    from labeler.tables import sample_from_row
+
+    return [sample_from_row(r) for r in read_table(dataset, "samples", entry.samples).to_pylist()]
+
+
+def shard_objects(dataset: str | Path, entry: ShardEntry) -> list[ObjectRow]:
+    from labeler.tables import object_from_row
+
+    return [object_from_row(r) for r in read_table(dataset, "objects", entry.objects).to_pylist()]
+
+
+def table_dataset(dataset: str | Path, table: Table, entries: Sequence[ShardEntry]) -> Any:
+    """A lazy pyarrow Dataset over exactly the row groups the shard index names (nothing stale)."""
+    import pyarrow.dataset as pads
+
+    from labeler.tables import objects_schema, samples_schema
+
+    import pyarrow.fs as pafs
+
+    fmt = pads.ParquetFileFormat()
+    fs = pafs.LocalFileSystem()
+    groups: dict[str, list[int]] = {}
+    for e in entries:
+        ref = e.samples if table == "samples" else e.objects
+        groups.setdefault(ref.file, []).append(ref.row_group)
+    base = table_dir(dataset, table)
+    fragments = [
+        fmt.make_fragment(str(base.resolve() / name), filesystem=fs, row_groups=sorted(rgs)) for name, rgs in sorted(groups.items())
+    ]
+    schema = samples_schema() if table == "samples" else objects_schema()
+    return pads.FileSystemDataset(fragments, schema, fmt, filesystem=fs)
+
+
+def compact_tables(dataset: str | Path, entries: dict[int, ShardEntry]) -> list[ShardEntry]:
+    """Merge small per-shard part files into one file per table (a row group per shard), atomically.
+
+    Returns the shards' new entries, to append to the shard index; the caller deletes the old files
+    only after that (`remove_unreferenced_tables`), so a kill at any point loses nothing.
+    """
+    small = sorted(s for s, e in entries.items() if e.samples.file.startswith("s-"))
+    if len(small) < COMPACT_MIN_FILES:
+        return []
+    import pyarrow.parquet as pq
+
+    new_refs: dict[Table, dict[int, TableRef]] = {}
+    for table in TABLES:
+        name = f"c-{small[0]:06d}-{small[-1]:06d}-{len(small)}.parquet"
+        parts, refs = [], {}
+        for i, s in enumerate(small):
+            ref = entries[s].samples if table == "samples" else entries[s].objects
+            parts.append(read_table(dataset, table, ref))
+            refs[s] = ref.model_copy(update={"file": name, "row_group": i})
+        path = table_dir(dataset, table) / name
+        _write_parquet_atomic(path, parts)
+        with pq.ParquetFile(path) as f:  # the merged file must hold what it replaces
+            if f.metadata.num_row_groups != len(small):
+                raise LabelerError(f"{path}: compaction wrote {f.metadata.num_row_groups} row groups")
+        new_refs[table] = refs
+    return [
+        entries[s].model_copy(update={"samples": new_refs["samples"][s], "objects": new_refs["objects"][s]})
+        for s in small
+    ]
+
+
+def remove_unreferenced_tables(dataset: str | Path, entries: dict[int, ShardEntry]) -> int:
+    """Delete table files no current entry names (left by compaction or redone shards)."""
+    removed = 0
+    for table in TABLES:
+        used = {(e.samples if table == "samples" else e.objects).file for e in entries.values()}
+        base = table_dir(dataset, table)
+        for path in base.glob("*.parquet") if base.is_dir() else []:
+            if path.name not in used:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------------------------- shard index
+
+
+def shard_index_path(dataset: str | Path) -> Path:
+    return Path(dataset) / SHARD_INDEX_NAME
+
+
+def append_shard_entries(dataset: str | Path, entries: Sequence[ShardEntry]) -> None:
+    """Append entries to shards.jsonl (the commit point of a shard): O(entry), whatever the index size.
+
+    A line cut short by a kill is dropped first, so the file stays a sequence of whole lines.
+    """
+    path = shard_index_path(dataset)
+    text = "".join(e.model_dump_json() + "\n" for e in entries)
+    with open(path, "a+b") as f:
+        _drop_partial_line(f)
+        f.write(text.encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _drop_partial_line(f: IO[bytes]) -> None:
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    pos = size
+    while pos > 0:  # back to the last newline, a block at a time
+        step = min(pos, 1 << 16)
+        f.seek(pos - step)
+        block = f.read(step)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            f.truncate(pos - step + cut + 1)
+            return
+        pos -= step
+    f.truncate(0)
+
+
+def read_shard_index(dataset: str | Path, *, problems: list[str] | None = None) -> dict[int, ShardEntry]:
+    """The current entry of every finished shard (the latest line wins). A damaged line is skipped
+    (and named in `problems`); a last line cut short by a kill is ignored."""
+    path = shard_index_path(dataset)
+    if not path.is_file():
+        return {}
+    entries: dict[int, ShardEntry] = {}
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines if data.endswith(b"\n") else lines[:-1]
+    for n, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            e = ShardEntry.model_validate_json(line)
+        except ValueError as err:
+            if problems is not None:
+                problems.append(f"{path}:{n}: not a shard entry ({' '.join(str(err).split())[:160]})")
+            continue
+        entries[e.shard] = e
+    return entries
+
+
+def rewrite_shard_index(dataset: str | Path, entries: dict[int, ShardEntry]) -> None:
+    """Replace shards.jsonl by the current entries only (after compaction; O(shards), once per run)."""
+    from labeler.io import write_text_atomic
+
+    write_text_atomic(
+        shard_index_path(dataset), "".join(entries[s].model_dump_json() + "\n" for s in sorted(entries))
+    )
+
+
+def append_row_plan(dataset: str | Path, plans: Sequence[ShardPlan]) -> None:
+    """Record which sample ids own which rows before any of them is labelled (rows.jsonl): a sample
+    keeps its row for life, even when its shard is lost or finishes after later ones."""
+    if not plans:
+        return
+    path = Path(dataset) / ROW_PLAN_NAME
+    with open(path, "a+b") as f:
+        _drop_partial_line(f)
+        f.write("".join(p.model_dump_json() + "\n" for p in plans).encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_row_plan(dataset: str | Path) -> dict[int, ShardPlan]:
+    """Every shard's planned sample ids (the first plan of a shard is final)."""
+    path = Path(dataset) / ROW_PLAN_NAME
+    plans: dict[int, ShardPlan] = {}
+    if not path.is_file():
+        return plans
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    for line in lines if data.endswith(b"\n") else lines[:-1]:
+        if line.strip():
+            try:
+                p = ShardPlan.model_validate_json(line)
+            except ValueError:
+                continue  # a damaged plan line: those rows are planned again
+            plans.setdefault(p.shard, p)
+    return plans
+
+
+def shard_index_bytes(dataset: str | Path) -> int:
+    path = shard_index_path(dataset)
+    return path.stat().st_size if path.is_file() else 0
+
+
+def index_counts(entries: dict[int, ShardEntry]) -> DatasetCounts:
+    ok = sum(e.n_ok for e in entries.values())
+    failed = sum(e.n_failed for e in entries.values())
+    return DatasetCounts(
+        samples=ok + failed,
+        ok=ok,
+        failed=failed,
+        objects=sum(e.n_objects for e in entries.values()),
+        shards=len(entries),
+    )
+
+
+def dataset_version(run_key: str, entries: dict[int, ShardEntry]) -> str:
+    """Content-derived: the run key and every shard's table hashes (which cover the array digests)."""
+    h = hashlib.sha256(run_key.encode())
+    for s in sorted(entries):
+        e = entries[s]
+        h.update(f"{s}:{e.samples.sha256}:{e.objects.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def shard_is_intact(dataset: str | Path, entry: ShardEntry) -> bool:
+    """Cheap store checks for resume: the table files exist and the array files have their recorded
+    sizes. Content is `labeler validate`'s job."""
+    for table in TABLES:
+        ref = entry.samples if table == "samples" else entry.objects
+        if not (table_dir(dataset, table) / ref.file).is_file():
+            return False
+    return shard_file_sizes(dataset, entry.shard) == entry.array_bytes
+
+
+# ---------------------------------------------------------------------------------------- manifest
+
+
+def manifest_path(dataset: str | Path) -> Path:
+    return Path(dataset) / MANIFEST_NAME
+
+
+def has_manifest(dataset: str | Path) -> bool:
+    return manifest_path(dataset).is_file()
+
+
+def write_manifest(dataset: str | Path, manifest: Manifest) -> None:
+    from labeler.io import write_text_atomic
+
+    write_text_atomic(manifest_path(dataset), manifest.model_dump_json(indent=1))
+
+
+def manifest_schema_version(dataset: str | Path) -> int | None:
+    """The manifest's schema_version without validating the rest (None: no readable manifest)."""
+    try:
+        return int(json.loads(manifest_path(dataset).read_text()).get("schema_version"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def load_manifest(dataset: str | Path) -> Manifest:
-    from labeler.errors import InputError
-
-    path = Path(dataset) / MANIFEST_NAME
+    """The v2 dataset record; a v1 dataset is one line naming `labeler migrate`."""
+    path = manifest_path(dataset)
     if not path.is_file():
         raise InputError(
             path,
-            "no manifest: not a labeler dataset (or its first run never finished a shard)",
+            "no manifest: not a labeler dataset (or its first run never started)",
             "run `labeler pseudo-label` or `labeler run` with --out pointing here",
         )
-    return Manifest.model_validate_json(path.read_text())
+    if manifest_schema_version(dataset) == 1:
+        raise InputError(
+            path, "a v1 dataset (one manifest with every sample)", f"convert it: labeler migrate {dataset}"
+        )
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValueError as err:
+        raise InputError(
+            path,
+            f"not a valid manifest ({' '.join(str(err).split())[:200]})",
+            "re-run the labelling command with this --out: it rebuilds the manifest from the shard index",
+        ) from None
 
 
-@dataclass(frozen=True)
-class Sample(SampleArrays):
-    """One labelled sample: its arrays (as SampleArrays) plus its id and object table
-    (`objects` lists exactly the ids present in `instance_ids`)."""
+@contextmanager
+def dataset_lock(dataset: str | Path) -> Iterator[None]:
+    """Exclusive lock for a dataset's writer; the OS drops it when the process dies (no stale lock)."""
+    import fcntl
 
-    sample_id: str
-    objects: list[ObjectRecord]
-
-
-class Dataset:
-    """Read-only view of a dataset: `len(ds)` ok samples, `ds[i]` the i-th, `ds.failures` the rest.
-
-    Opens the store lazily, so it can be pickled into DataLoader workers before first use.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.manifest = load_manifest(self.path)
-        self._ok = self.manifest.ok
-        self._group = None
-
-    def __len__(self) -> int:
-        return len(self._ok)
-
-    def read(self, i: int, names: tuple[str, ...] = ARRAY_NAMES) -> dict[str, np.ndarray]:
-        """Only the named arrays of the i-th ok sample: training needs 4 of the 6, and decompressing the
-        other two (both images) costs about as much as the rest."""
-        import zarr
-
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"sample {i} out of range ({len(self)} ok samples)")
-        if self._group is None:
-            self._group = zarr.open_group(self.path / STORE_NAME, mode="r")
-        unknown = set(names) - set(ARRAY_NAMES)
-        if unknown:
-            raise KeyError(f"no arrays {sorted(unknown)}; a dataset has {', '.join(ARRAY_NAMES)}")
-        return {name: self._group[name][self._ok[i].index] for name in names}
-
-    def __getitem__(self, i: int) -> Sample:
-        rec = self._ok[i] if -len(self) <= i < len(self) else None
-        arrays = self.read(i)
-        return Sample(sample_id=rec.sample_id, objects=list(rec.objects), **arrays)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_group": None}
-
-    @property
-    def sample_ids(self) -> list[str]:
-        return [r.sample_id for r in self._ok]
-
-    @property
-    def failures(self):
-        """Failed samples' records (sample_id, error)."""
-        return self.manifest.failures
-
-    @property
-    def version(self) -> str:
-        return self.manifest.dataset_version
-
-
-def open_dataset(path: str | Path) -> Dataset:
-    """Open a dataset written by `labeler pseudo-label` / `labeler run`."""
-    return Dataset(path)
+    path = Path(dataset) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LabelerError(
+                f"{dataset}: another labeler process is writing this dataset ({holder}); wait for it or "
+                "use another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()

@@ -2,7 +2,11 @@
 objects → shard write. `pipelines/` wires them into a Dask graph; tests call them directly.
 
 A stage never raises for a bad sample: it returns a StageFailure naming the stage and the one-line error,
-and later stages pass it through, so one bad sample is a manifest entry, not a stopped run.
+and later stages pass it through, so one bad sample is a row of the samples table, not a stopped run.
+
+On a GPU worker only the model calls run (`disparity_batch_stage`, `masks_batch_stage`); decoding, depth,
+object statistics, digests, previews, compression and writes (`load_stage`, `finish_batch_stage`,
+`write_stage`) are separate tasks that CPU workers run while the GPU takes the next batch.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from data_schema.backends import MaskConfig, StereoConfig
-from data_schema.manifest import DepthSettings, LabelTask, SampleRecord, ShardPart, SourceFiles, StoreLayout
+from data_schema.captures import RectifiedPair
+from data_schema.manifest import (
+    DepthSettings,
+    LabelTask,
+    ObjectRow,
+    SampleRecord,
+    ShardEntry,
+    SourceFiles,
+    StoreLayout,
+)
 from labeler.segment.base import Masks
 from labeler.shards import SampleArrays
 
@@ -23,13 +36,13 @@ from labeler.shards import SampleArrays
 @dataclass(frozen=True)
 class StageFailure:
     sample_id: str
-    index: int
+    row: int
     stage: str
     error: str
 
     def record(self) -> SampleRecord:
         return SampleRecord(
-            sample_id=self.sample_id, status="failed", index=self.index, error=f"{self.stage}: {self.error}"
+            sample_id=self.sample_id, status="failed", row=self.row, error=f"{self.stage}: {self.error}"
         )
 
 
@@ -52,7 +65,17 @@ class PairDisparity:
 @dataclass(frozen=True)
 class LabelledSample:
     record: SampleRecord
+    objects: list[ObjectRow]
     arrays: SampleArrays
+
+
+@dataclass(frozen=True)
+class PairMasks:
+    """A pair's disparity and its masks: the model work is done, the CPU work (depth, objects) is not."""
+
+    disp: PairDisparity
+    masks: Masks
+    device: str = "cpu"
 
 
 def _stage(name: str):
@@ -68,7 +91,7 @@ def _stage(name: str):
                 return fn(item, *args, **kwargs)
             except Exception as err:  # noqa: BLE001 — one bad sample must never stop the run
                 text = " ".join(str(err).split()) or type(err).__name__
-                return StageFailure(task.sample_id, task.index, name, text)
+                return StageFailure(task.sample_id, task.row, name, text)
 
         return run
 
@@ -76,26 +99,22 @@ def _stage(name: str):
 
 
 def _task_of(item) -> LabelTask:
+    if isinstance(item, PairMasks):
+        return item.disp.pair.task
     return item.task if isinstance(item, LoadedPair) else item.pair.task
 
 
-@functools.lru_cache(maxsize=4)
 def stereo_backend(config: StereoConfig, device: str):
     """One backend (and so one model load) per worker process and config."""
-    import labeler.stereo  # noqa: F401 — registers the backends
-    from labeler.stereo.base import STEREO_BACKENDS
+    from labeler.stereo.base import STEREO_BACKENDS  # importing labeler.stereo registers the backends
 
-    cls = STEREO_BACKENDS.get(config.name)
-    return cls(config, device=device if cls.uses_cuda else "cpu")
+    return STEREO_BACKENDS.shared(config, device=device)
 
 
-@functools.lru_cache(maxsize=4)
 def mask_backend(config: MaskConfig, device: str):
-    import labeler.segment  # noqa: F401 — registers the backends
     from labeler.segment.base import MASK_BACKENDS
 
-    cls = MASK_BACKENDS.get(config.name)
-    return cls(config, device=device if cls.uses_cuda else "cpu")
+    return MASK_BACKENDS.shared(config, device=device)
 
 
 @_stage("load")
@@ -138,25 +157,21 @@ def disparity_stage(pair: LoadedPair, config: StereoConfig, device: str = "cpu")
     return PairDisparity(pair, result.disparity_px, result.confidence)
 
 
-@_stage("masks+depth")
-def label_stage(
-    disp: PairDisparity, config: MaskConfig, settings: DepthSettings, device: str = "cpu"
-) -> LabelledSample:
-    """Masks, metric depth, the instance map and per-object statistics of one pair."""
-    masks = mask_backend(config, device).masks(disp.pair.left, disparity_px=disp.disparity_px)
-    return _labelled(disp, masks, config, settings)
+@_stage("masks")
+def masks_stage(disp: PairDisparity, config: MaskConfig, device: str = "cpu") -> PairMasks:
+    return PairMasks(disp, mask_backend(config, device).masks(disp.pair.left, disparity_px=disp.disparity_px))
 
 
-@_stage("masks+depth")
-def _labelled(
-    disp: PairDisparity, masks: Masks, config: MaskConfig, settings: DepthSettings
-) -> LabelledSample:
+@_stage("depth+objects")
+def finish_stage(pm: PairMasks, config: MaskConfig, settings: DepthSettings) -> LabelledSample:
+    """Metric depth, the instance map, per-object statistics and digests of one pair (CPU work)."""
     from labeler.depth import disparity_to_depth, instance_map, object_records, sample_stats
 
+    disp, masks = pm.disp, pm.masks
     pair = disp.pair
     depth = disparity_to_depth(disp.disparity_px, settings)
     ids, source = instance_map(masks.masks, masks.scores)
-    has_stability = config.name == "sam2"
+    has_stability = config.has_stability
     objects = object_records(
         ids, depth, masks.scores[source], masks.stability[source] if has_stability else None
     )
@@ -168,17 +183,19 @@ def _labelled(
         confidence=disp.confidence,
         instance_ids=ids,
     )
+    task = pair.task
     record = SampleRecord(
-        sample_id=pair.task.sample_id,
+        sample_id=task.sample_id,
         status="ok",
-        index=pair.task.index,
+        row=task.row,
         source=pair.source,
         digests=arrays.digests(),
         stats=sample_stats(depth, disp.confidence, len(objects)),
-        objects=objects,
         seconds=time.perf_counter() - pair.started,
+        device=pm.device,
     )
-    return LabelledSample(record, arrays)
+    rows = [ObjectRow(sample_id=task.sample_id, row=task.row, **o.model_dump()) for o in objects]
+    return LabelledSample(record, rows, arrays)
 
 
 # A batch goes through the backend's batched method (one GPU forward for several samples). If that call
@@ -197,12 +214,9 @@ def disparity_batch_stage(
     return [done.get(id(p), p) for p in pairs]
 
 
-def label_batch_stage(
-    disps: list[PairDisparity | StageFailure],
-    config: MaskConfig,
-    settings: DepthSettings,
-    device: str = "cpu",
-) -> list[LabelledSample | StageFailure]:
+def masks_batch_stage(
+    disps: list[PairDisparity | StageFailure], config: MaskConfig, device: str = "cpu"
+) -> list[PairMasks | StageFailure]:
     ok = [d for d in disps if isinstance(d, PairDisparity)]
     try:
         found = (
@@ -213,9 +227,25 @@ def label_batch_stage(
             else []
         )
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
-        return [label_stage(d, config, settings, device) for d in disps]
-    masks = {id(d): m for d, m in zip(ok, found, strict=True)}
-    return [_labelled(d, masks[id(d)], config, settings) if id(d) in masks else d for d in disps]
+        return [masks_stage(d, config, device) for d in disps]
+    done = {id(d): PairMasks(d, m, device) for d, m in zip(ok, found, strict=True)}
+    return [done.get(id(d), d) for d in disps]
+
+
+def finish_batch_stage(
+    items: list[PairMasks | StageFailure], config: MaskConfig, settings: DepthSettings
+) -> list[LabelledSample | StageFailure]:
+    return [finish_stage(it, config, settings) for it in items]
+
+
+def label_batch_stage(
+    disps: list[PairDisparity | StageFailure],
+    config: MaskConfig,
+    settings: DepthSettings,
+    device: str = "cpu",
+) -> list[LabelledSample | StageFailure]:
+    """Masks then depth and objects in one task (CPU runs, where a task boundary would only copy)."""
+    return finish_batch_stage(masks_batch_stage(disps, config, device), config, settings)
 
 
 def write_stage(
@@ -226,30 +256,35 @@ def write_stage(
     samples: list[LabelledSample | StageFailure],
     *,
     previews: bool = True,
-    rectified: list | None = None,
-) -> ShardPart:
-    """The single writer of one shard: arrays, then previews, then the part record (the resume marker)."""
-    from labeler.io import write_text_atomic
-    from labeler.shards import write_shard
+    rectified: list[RectifiedPair] | None = None,
+) -> ShardEntry:
+    """The single writer of one shard: arrays, previews, then its table part files. Returns the shard's
+    index entry; the client appending it to the shard index is what marks the shard done."""
+    from labeler.shards import shard_file_sizes, write_shard, write_shard_tables
 
     ok = [s for s in samples if isinstance(s, LabelledSample)]
-    write_shard(dataset, shard, layout, {s.record.index: s.arrays for s in ok})
+    write_shard(dataset, shard, layout, {s.record.row: s.arrays for s in ok})
     if previews:
         from labeler.previews import write_preview
 
         for s in ok:
-            write_preview(
-                Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.record.objects
-            )
-    part = ShardPart(
+            write_preview(Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.objects)
+    records = sorted(
+        (s.record if isinstance(s, LabelledSample) else s.record() for s in samples), key=lambda r: r.row
+    )
+    objects = [o for s in sorted(ok, key=lambda s: s.record.row) for o in s.objects]
+    samples_ref, objects_ref = write_shard_tables(dataset, shard, records, objects)
+    span = shard * layout.samples_per_shard
+    return ShardEntry(
         shard=shard,
+        row_start=span,
+        row_stop=span + layout.samples_per_shard,
         run_key=run_key,
-        samples=[s.record if isinstance(s, LabelledSample) else s.record() for s in samples],
+        n_ok=len(ok),
+        n_failed=len(records) - len(ok),
+        n_objects=len(objects),
+        samples=samples_ref,
+        objects=objects_ref,
+        array_bytes=shard_file_sizes(dataset, shard),
         rectified=rectified or [],
     )
-    write_text_atomic(part_path(dataset, shard), part.model_dump_json())
-    return part
-
-
-def part_path(dataset: str | Path, shard: int) -> Path:
-    return Path(dataset) / "parts" / f"shard_{shard:05d}.json"

@@ -87,4 +87,4 @@ def object_table(ids: np.ndarray, scores: np.ndarray, depth_m: np.ndarray | None
     from labeler.depth import object_records
 
     depth = depth_m if depth_m is not None else np.full(ids.shape, np.nan, np.float32)
-    return object_records(ids, depth.astype(np.float32), scores, with_rle=False)
+    return object_records(ids, depth.astype(np.float32), scores)

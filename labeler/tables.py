@@ -1,0 +1,138 @@
+"""The `samples` and `objects` tables: Arrow schemas and the conversions to and from their records.
+
+Columns are flat (nested records are spelled out, e.g. `stats.valid_depth_fraction` becomes
+`valid_depth_fraction`), so pandas, polars and DuckDB query them without unpacking. Where the files live
+is `labeler/shards.py`'s business; this module only knows rows.
+
+A shard's rows hash to the same sha256 whatever Parquet file holds them (`rows_sha256`): the hash is over
+canonical JSON of the records, so compaction into larger files never changes the shard index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from data_schema.manifest import (
+    ARRAY_NAMES,
+    ArrayDigests,
+    ObjectRow,
+    SampleRecord,
+    SampleStats,
+    SourceFiles,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_SOURCE = ("left_path", "right_path", "left_sha256", "right_sha256")
+_STATS = ("valid_depth_fraction", "confidence_mean", "depth_m_min", "depth_m_max", "n_objects")
+
+
+def samples_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("row", pa.int64()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            *[(name, pa.string()) for name in _SOURCE],
+            *[(f"digest_{name}", pa.string()) for name in ARRAY_NAMES],
+            ("valid_depth_fraction", pa.float64()),
+            ("confidence_mean", pa.float64()),
+            ("depth_m_min", pa.float64()),
+            ("depth_m_max", pa.float64()),
+            ("n_objects", pa.int64()),
+            ("seconds", pa.float64()),
+            ("device", pa.string()),
+        ]
+    )
+
+
+def objects_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("row", pa.int64()),
+            ("id", pa.int64()),
+            ("area_px", pa.int64()),
+            ("bbox", pa.list_(pa.int64(), 4)),
+            ("score", pa.float64()),
+            ("stability", pa.float64()),
+            ("valid_fraction", pa.float64()),
+            ("depth_m_median", pa.float64()),
+            ("depth_m_p10", pa.float64()),
+            ("depth_m_p90", pa.float64()),
+            ("class_name", pa.string()),
+        ]
+    )
+
+
+def sample_row(rec: SampleRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "sample_id": rec.sample_id,
+        "row": rec.row,
+        "status": rec.status,
+        "error": rec.error,
+        "seconds": rec.seconds,
+        "device": rec.device,
+    }
+    for name in _SOURCE:
+        out[name] = getattr(rec.source, name) if rec.source else None
+    for name in ARRAY_NAMES:
+        out[f"digest_{name}"] = getattr(rec.digests, name) if rec.digests else None
+    for name in _STATS:
+        out[name] = getattr(rec.stats, name) if rec.stats else None
+    return out
+
+
+def sample_from_row(row: dict[str, Any]) -> SampleRecord:
+    has_source = row["left_path"] is not None
+    has_digests = row["digest_left"] is not None
+    has_stats = row["valid_depth_fraction"] is not None
+    return SampleRecord(
+        sample_id=row["sample_id"],
+        row=row["row"],
+        status=row["status"],
+        error=row["error"],
+        source=SourceFiles(**{n: row[n] for n in _SOURCE}) if has_source else None,
+        digests=ArrayDigests(**{n: row[f"digest_{n}"] for n in ARRAY_NAMES}) if has_digests else None,
+        stats=SampleStats(**{n: row[n] for n in _STATS}) if has_stats else None,
+        seconds=row["seconds"],
+        device=row["device"],
+    )
+
+
+def object_row(obj: ObjectRow) -> dict[str, Any]:
+    return obj.model_dump()
+
+
+def object_from_row(row: dict[str, Any]) -> ObjectRow:
+    return ObjectRow(**row)
+
+
+def samples_table(records: Sequence[SampleRecord]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([sample_row(r) for r in records], schema=samples_schema())
+
+
+def objects_table(rows: Sequence[ObjectRow]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([object_row(r) for r in rows], schema=objects_schema())
+
+
+def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow]) -> str:
+    """sha256 of canonical JSON lines of the records: the same for the same rows in any file."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(json.dumps(rec.model_dump(mode="json"), sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()

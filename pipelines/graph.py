@@ -1,0 +1,188 @@
+"""The pseudo-label graph: [rectify →] load → disparity → masks → depth + objects → shard write.
+
+Each shard of the store gets exactly one write task, which depends on the label tasks of its samples
+(zarr-python #3682: concurrent writers into one shard lose data). Task keys come from the content of their
+inputs (dask's tokenize), so a re-run names the same work the same way. With `--gpu`, only the model calls
+(disparity, and masks for a model mask backend) take the worker's GPU resource; loading, depth, object
+statistics, previews and writes are separate tasks that run beside them, so the GPU never waits on them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from data_schema.captures import RectifiedPair, StereoPairSource
+from data_schema.manifest import DepthSettings, ObjectRow, SampleRecord, StoreLayout
+from labeler.configs import PseudoLabelConfig
+from labeler.stages import (
+    LabelledSample,
+    StageFailure,
+    disparity_batch_stage,
+    finish_batch_stage,
+    label_batch_stage,
+    load_stage,
+    masks_batch_stage,
+    write_stage,
+)
+from pipelines.plan import Item, task_from_rectified
+
+
+def _rectify(src: StereoPairSource, calib_path: str, out: str) -> RectifiedPair:
+    """Rectify one raw pair into OUT/rectified (task body for `labeler run`)."""
+    from labeler.rectify import rectify_source
+
+    return rectify_source(src, _maps(calib_path), calib_path, Path(out) / "rectified")
+
+
+@functools.lru_cache(maxsize=2)
+def _maps(calib_path: str) -> Any:
+    """Remap tables once per worker process and calibration."""
+    from labeler.calibration import load_calibration
+    from labeler.rectify import RectifyMaps
+
+    return RectifyMaps.from_calibration(load_calibration(calib_path))
+
+
+def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, int]) -> Any:
+    if pair.status != "ok":
+        return StageFailure(pair.pair_id, row, "rectify", pair.error or "failed")
+    return load_stage(task_from_rectified(pair, row, Path(out) / "rectified"), expected_size=size)
+
+
+def _device(gpus: tuple[int, ...]) -> str:
+    from pipelines.cluster import worker_device
+
+    return worker_device(gpus)
+
+
+def _disparity(loaded: list, stereo: Any, gpus: tuple[int, ...]) -> list:
+    return disparity_batch_stage(loaded, stereo, _device(gpus))
+
+
+def _masks(disps: list, masks: Any, gpus: tuple[int, ...]) -> list:
+    return masks_batch_stage(disps, masks, _device(gpus))
+
+
+def _finish(items: list, masks: Any, settings: DepthSettings) -> list:
+    return finish_batch_stage(items, masks, settings)
+
+
+def _label(disps: list, masks: Any, settings: DepthSettings, gpus: tuple[int, ...]) -> list:
+    return label_batch_stage(disps, masks, settings, _device(gpus))
+
+
+def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
+    """A finished sample of a shard being rewritten: its arrays as stored, its records unchanged."""
+    from labeler import shards
+
+    try:
+        arrays = shards.SampleArrays(**shards.read_rows(shards.open_store(out), rec.row))
+    except Exception as err:  # noqa: BLE001 — a damaged row is this sample's failure, not the run's
+        return [StageFailure(rec.sample_id, rec.row, "store", f"stored arrays unreadable ({err})")]
+    return [LabelledSample(rec, list(objects), arrays)]
+
+
+def _failed(rec: SampleRecord) -> list:
+    stage, _, error = (rec.error or "failed: unknown").partition(": ")
+    return [StageFailure(rec.sample_id, rec.row, stage, error or stage)]
+
+
+def _write(
+    out: str,
+    shard: int,
+    layout: StoreLayout,
+    key: str,
+    batches: list[list],
+    *,
+    previews: bool,
+    rectified: list,
+) -> Any:
+    """The shard's single writer, over the results of all its batches."""
+    samples = [s for batch in batches for s in batch]
+    return write_stage(out, shard, layout, key, samples, previews=previews, rectified=rectified)
+
+
+def _uses_cuda(cfg: PseudoLabelConfig) -> tuple[bool, bool]:
+    import labeler.segment
+    import labeler.stereo  # noqa: F401 — registers the backends
+    from labeler.segment.base import MASK_BACKENDS
+    from labeler.stereo.base import STEREO_BACKENDS
+
+    return (STEREO_BACKENDS.get(cfg.stereo.name).uses_cuda, MASK_BACKENDS.get(cfg.masks.name).uses_cuda)
+
+
+def build_graph(
+    cfg: PseudoLabelConfig,
+    todo: dict[int, list[Item]],
+    layout: StoreLayout,
+    key: str,
+    settings: DepthSettings,
+    size: tuple[int, int],
+) -> dict[int, Any]:
+    """{shard: its single write task}. Within a shard, samples go through the backends `batch_size` at a
+    time (one GPU forward per batch); in run mode each write also records its pairs' rectification."""
+    import dask
+    from dask.base import tokenize
+
+    out = str(cfg.out)
+    stereo_gpu, masks_gpu = _uses_cuda(cfg) if cfg.gpus else (False, False)
+    gpu = {"resources": {"GPU": 1}}
+    writes = {}
+    for shard, items in todo.items():
+        batches: list[Any] = []
+        rectified: list[Any] = []
+        for it in items:
+            tok = tokenize(it.sample_id, it.row, key)
+            if it.failed is not None:
+                batches.append(dask.delayed(_failed, pure=True)(it.failed, dask_key_name=f"failed-{tok}"))
+            elif it.keep is not None:
+                batches.append(
+                    dask.delayed(_carry)(out, it.keep, it.keep_objects, dask_key_name=f"carry-{tok}")
+                )
+        label = [it for it in items if it.task is not None or it.raw is not None]
+        for start in range(0, len(label), cfg.batch_size):
+            chunk = label[start : start + cfg.batch_size]
+            loaded = []
+            for it in chunk:
+                tok = tokenize(it.sample_id, it.row, key)
+                if it.raw is not None:
+                    rect = dask.delayed(_rectify)(it.raw, str(cfg.calib), out, dask_key_name=f"rectify-{tok}")
+                    rectified.append(rect)
+                    loaded.append(
+                        dask.delayed(_load_rectified)(rect, it.row, out, size, dask_key_name=f"load-{tok}")
+                    )
+                else:
+                    loaded.append(
+                        dask.delayed(load_stage)(it.task, expected_size=size, dask_key_name=f"load-{tok}")
+                    )
+            tok = tokenize([(it.sample_id, it.row) for it in chunk], key)
+            with dask.annotate(retries=1, **(gpu if stereo_gpu else {})):
+                disp = dask.delayed(_disparity)(
+                    loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}"
+                )
+            if masks_gpu or stereo_gpu:
+                with dask.annotate(retries=1, **(gpu if masks_gpu else {})):
+                    masks = dask.delayed(_masks)(disp, cfg.masks, cfg.gpus, dask_key_name=f"masks-{tok}")
+                batches.append(
+                    dask.delayed(_finish)(masks, cfg.masks, settings, dask_key_name=f"finish-{tok}")
+                )
+            else:  # all on the CPU: one task, no copies between workers
+                with dask.annotate(retries=1):
+                    batches.append(
+                        dask.delayed(_label)(
+                            disp, cfg.masks, settings, cfg.gpus, dask_key_name=f"label-{tok}"
+                        )
+                    )
+        writes[shard] = dask.delayed(_write)(
+            out,
+            shard,
+            layout,
+            key,
+            batches,
+            previews=cfg.previews,
+            rectified=rectified,
+            dask_key_name=f"write-{tokenize(shard, key, [(i.sample_id, i.keep is None) for i in items])}",
+        )
+    return writes

@@ -1,0 +1,205 @@
+"""Planning a pseudo-label run: which inputs there are, which row each sample owns, which shards are done.
+
+What is finished is decided from the row plan, the shard index, the samples table and cheap store checks
+(files present with their recorded sizes) — never by re-reading arrays; content is `labeler validate`'s job.
+New samples start at a fresh shard, so appending never rewrites a finished shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_schema.captures import RectifiedPair, StereoPairSource
+from data_schema.manifest import LabelTask, ObjectRow, SampleRecord, ShardEntry, ShardPlan
+from labeler.configs import PseudoLabelConfig
+from labeler.errors import InputError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of a shard to write: a pair to label (task, or raw to rectify first), a known failure, or
+    a finished sample carried over from the store unchanged (when its shard is rewritten)."""
+
+    sample_id: str
+    row: int
+    task: LabelTask | None = None
+    raw: StereoPairSource | None = None
+    failed: SampleRecord | None = None
+    keep: SampleRecord | None = None
+    keep_objects: tuple[ObjectRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    todo: dict[int, list[Item]]  # shards to write, each with every row it will hold
+    done: dict[int, ShardEntry]  # finished shards, kept as they are
+    new_rows: list[ShardPlan] = field(default_factory=list)  # to record before labelling
+    n_rows: int = 0  # rows the store needs
+    n_inputs: int = 0
+
+    @property
+    def n_todo(self) -> int:
+        return sum(1 for items in self.todo.values() for it in items if it.keep is None and it.failed is None)
+
+
+Input = LabelTask | StereoPairSource | SampleRecord
+
+
+def discover_inputs(cfg: PseudoLabelConfig) -> dict[str, Input]:
+    """Raw sources (run) or rectified tasks (pseudo-label), and pairs rectify already failed, by id."""
+    from labeler.captures import discover_pairs
+    from labeler.rectify import load_rectified_set
+
+    found: list[Input] = []
+    if cfg.rectify:
+        found += discover_pairs(cfg.inputs, layout=cfg.layout, stride=cfg.stride)
+    elif not (cfg.inputs / "pairs.json").is_file():
+        if not (cfg.inputs / "left").is_dir():
+            raise InputError(
+                cfg.inputs,
+                "neither pairs.json nor left/ + right/ folders",
+                "run `labeler rectify` first, or pass raw captures to `labeler run`",
+            )
+        # a user's own rectified pairs: left/<id>.png + right/<id>.png
+        found += [
+            LabelTask(sample_id=s.pair_id, row=0, left_path=s.left_path, right_path=s.right_path)
+            for s in discover_pairs(cfg.inputs, layout="pairs")
+        ]
+    else:
+        for p in load_rectified_set(cfg.inputs).pairs:
+            if p.status == "ok":
+                found.append(task_from_rectified(p, 0, cfg.inputs))
+            else:
+                found.append(
+                    SampleRecord(sample_id=p.pair_id, row=0, status="failed", error=f"rectify: {p.error}")
+                )
+    out: dict[str, Input] = {}
+    for inp in found:
+        out.setdefault(_id(inp), inp)
+    return out
+
+
+def _id(inp: Input) -> str:
+    return inp.pair_id if isinstance(inp, StereoPairSource) else inp.sample_id
+
+
+def task_from_rectified(pair: RectifiedPair, row: int, folder: Path) -> LabelTask:
+    if pair.status != "ok":
+        raise InputError(pair.source.left_path, f"rectify failed: {pair.error}", "fix or remove the capture")
+    return LabelTask(
+        sample_id=pair.pair_id,
+        row=row,
+        left_path=str(folder / pair.left_path),
+        right_path=str(folder / pair.right_path),
+        left_sha256=pair.left_sha256,
+        right_sha256=pair.right_sha256,
+    )
+
+
+def _item(sid: str, row: int, inp: Input) -> Item:
+    if isinstance(inp, LabelTask):
+        return Item(sid, row, task=inp.model_copy(update={"row": row}))
+    if isinstance(inp, StereoPairSource):
+        return Item(sid, row, raw=inp)
+    return Item(sid, row, failed=inp.model_copy(update={"row": row}))
+
+
+def plan_run(cfg: PseudoLabelConfig, key: str) -> Plan:
+    """Rows for every input (known ids keep theirs) and the shards that need writing."""
+    from labeler import shards
+
+    inputs = discover_inputs(cfg)
+    out, per_shard = cfg.out, cfg.samples_per_shard
+    row_plan = shards.read_row_plan(out)
+    index = {s: e for s, e in shards.read_shard_index(out).items() if e.run_key == key}
+    intact = {s: e for s, e in index.items() if s in row_plan and shards.shard_is_intact(out, e)}
+    stored = _stored_samples(out, list(intact.values()))
+    todo: dict[int, list[Item]] = {}
+    done: dict[int, ShardEntry] = {}
+    planned: set[str] = set()
+    for shard, sp in sorted(row_plan.items()):
+        planned.update(sp.sample_ids)
+        entry = intact.get(shard)
+        have = stored.get(shard, {})
+        if entry is not None and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
+            done[shard] = entry
+            continue
+        full = {r.sample_id: r for r in shards.shard_samples(out, entry)} if entry is not None else {}
+        keep_objects = _objects_by_row(out, entry) if entry is not None else {}
+        items = []
+        for pos, sid in enumerate(sp.sample_ids):
+            row, rec = sp.row_start + pos, full.get(sid)
+            retry = rec is not None and rec.status == "failed" and cfg.retry_failed
+            if rec is not None and rec.status == "ok":
+                items.append(Item(sid, row, keep=rec, keep_objects=tuple(keep_objects.get(row, ()))))
+            elif sid in inputs and (rec is None or retry):
+                items.append(_item(sid, row, inputs[sid]))
+            elif rec is not None:
+                items.append(Item(sid, row, failed=rec))
+        if items:
+            todo[shard] = items
+    next_shard = max(row_plan, default=-1) + 1
+    new_ids = sorted(sid for sid in inputs if sid not in planned)
+    new_rows = []
+    for k in range(0, len(new_ids), per_shard):
+        shard = next_shard + k // per_shard
+        sp = ShardPlan(shard=shard, row_start=shard * per_shard, sample_ids=new_ids[k : k + per_shard])
+        new_rows.append(sp)
+        todo[shard] = [_item(sid, sp.row_start + i, inputs[sid]) for i, sid in enumerate(sp.sample_ids)]
+    last = max([*row_plan, *(p.shard for p in new_rows)], default=-1)
+    all_plans = {**row_plan, **{p.shard: p for p in new_rows}}
+    n_rows = all_plans[last].row_start + len(all_plans[last].sample_ids) if last >= 0 else 0
+    return Plan(todo=todo, done=done, new_rows=new_rows, n_rows=n_rows, n_inputs=len(inputs))
+
+
+def _needs_rewrite(
+    sp: ShardPlan, have: dict[str, SampleRecord], inputs: dict[str, Input], retry_failed: bool
+) -> bool:
+    """A finished shard is rewritten only to add planned samples that are now available, or to retry
+    failures (--retry-failed) whose inputs are there."""
+    for sid in sp.sample_ids:
+        rec = have.get(sid)
+        if rec is None and sid in inputs:
+            return True
+        if (
+            rec is not None
+            and rec.status == "failed"
+            and retry_failed
+            and isinstance(inputs.get(sid), LabelTask | StereoPairSource)
+        ):
+            return True
+    return False
+
+
+def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[str, SampleRecord]]:
+    """Finished shards' samples (id, row, status only: one scan of three columns)."""
+    if not entries:
+        return {}
+    from labeler import shards
+
+    spans = sorted((e.row_start, e.shard) for e in entries)
+    t = shards.table_dataset(out, "samples", entries).to_table(columns=["sample_id", "row", "status"])
+    import bisect
+
+    starts = [s for s, _ in spans]
+    by_shard: dict[int, dict[str, SampleRecord]] = {}
+    for sid, row, status in zip(
+        t.column("sample_id").to_pylist(),
+        t.column("row").to_pylist(),
+        t.column("status").to_pylist(),
+        strict=True,
+    ):
+        shard = spans[bisect.bisect_right(starts, row) - 1][1]
+        by_shard.setdefault(shard, {})[sid] = SampleRecord(sample_id=sid, row=row, status=status)
+    return by_shard
+
+
+def _objects_by_row(out: Path, entry: ShardEntry) -> dict[int, list[ObjectRow]]:
+    from labeler import shards
+
+    by_row: dict[int, list[ObjectRow]] = {}
+    for o in shards.shard_objects(out, entry):
+        by_row.setdefault(o.row, []).append(o)
+    return by_row

@@ -1,0 +1,270 @@
+"""Running a pseudo-label job: lock the dataset, plan, execute the graph, commit shards as they finish.
+
+A shard is committed by appending its entry to the shard index (O(entry)); the manifest is written at the
+start and the end of a run only, and small table files are compacted every COMPACT_MIN_FILES shards. A
+kill at any moment leaves a dataset that opens, validates, and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from data_schema.calibration import StereoCalibration
+from data_schema.captures import RectifiedPair
+from data_schema.manifest import Manifest, SampleRecord, ShardEntry
+from labeler import shards
+from labeler.configs import PseudoLabelConfig
+from labeler.errors import InputError, LabelerError
+from pipelines.graph import build_graph
+from pipelines.plan import plan_run
+
+LIBRARIES = (
+    "labeler",
+    "numpy",
+    "opencv-contrib-python-headless",
+    "zarr",
+    "pyarrow",
+    "dask",
+    "distributed",
+    "torch",
+    "scikit-image",
+    "sam2",
+    "timm",
+)
+_FAILURES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class LabelRun:
+    """What a run did: the dataset record after it, and this run's own work."""
+
+    manifest: Manifest
+    labelled: int  # samples labelled by this run (ok or failed)
+    skipped: int  # inputs already labelled before
+    new_failures: list[SampleRecord]  # this run's first failures (n_new_failed in all)
+    n_new_failed: int
+
+    @property
+    def dataset_version(self) -> str:
+        return self.manifest.dataset_version
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def run_key(cfg: PseudoLabelConfig, calib_sha: str, depth_json: str) -> str:
+    """Hash of everything that shapes the labels; shards made under another key are not this dataset's."""
+    text = json.dumps(
+        [
+            cfg.stereo.model_dump(mode="json"),
+            cfg.masks.model_dump(mode="json"),
+            calib_sha,
+            depth_json,
+            cfg.samples_per_shard,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> Manifest:
+    """The dataset record for the current shard index (version, counts, index size)."""
+    manifest = base.model_copy(
+        update={
+            "dataset_version": shards.dataset_version(base.run_key, entries),
+            "counts": shards.index_counts(entries),
+            "shard_index_bytes": shards.shard_index_bytes(out),
+        }
+    )
+    shards.write_manifest(out, manifest)
+    return manifest
+
+
+def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
+    """Label every pair under cfg.inputs into cfg.out (resuming and appending to earlier runs)."""
+    from labeler.calibration import load_calibration
+    from labeler.depth import depth_settings
+    from labeler.io import sha256_file
+
+    _check_gpus(cfg)
+    calib = load_calibration(cfg.calib)
+    calib_sha = sha256_file(cfg.calib)
+    settings = depth_settings(calib, z_far_m=cfg.z_far_m)
+    key = run_key(cfg, calib_sha, settings.model_dump_json())
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with shards.dataset_lock(cfg.out):
+        _refuse_other_settings(cfg.out, key)
+        plan = plan_run(cfg, key)
+        if not plan.n_inputs and not plan.done:
+            raise InputError(cfg.inputs, "no pairs to label", "check the folder")
+        w, h = calib.image_size
+        layout = shards.store_layout(plan.n_rows, h, w, cfg.samples_per_shard)
+        base = Manifest(
+            dataset_version=key,
+            labeler_version=metadata.version("labeler"),
+            calibration=calib,
+            calibration_sha256=calib_sha,
+            depth=settings,
+            stereo=cfg.stereo,
+            masks=cfg.masks,
+            run_key=key,
+            library_versions=library_versions(),
+            layout=layout,
+        )
+        shards.prepare_store(cfg.out, layout)
+        shards.append_row_plan(cfg.out, plan.new_rows)
+        entries = dict(plan.done)
+        seal_manifest(cfg.out, base, entries)
+        finished = _execute(cfg, plan, layout, key, settings, (w, h), entries)
+        entries = _compact(cfg.out, entries, force=True)
+        manifest = seal_manifest(cfg.out, base, entries)
+        if cfg.rectify:
+            _write_pairs_json(cfg, calib, calib_sha, [p for e in entries.values() for p in e.rectified])
+        from labeler.gallery import write_gallery
+
+        write_gallery(cfg.out)
+    fails = [r for e in finished for r in shards.shard_samples(cfg.out, e) if r.status == "failed"]
+    new_ids = {it.sample_id for items in plan.todo.values() for it in items if it.keep is None}
+    fails = [r for r in fails if r.sample_id in new_ids]
+    return LabelRun(
+        manifest=manifest,
+        labelled=plan.n_todo,
+        skipped=plan.n_inputs - plan.n_todo,
+        new_failures=fails[:_FAILURES_SHOWN],
+        n_new_failed=len(fails),
+    )
+
+
+def _execute(
+    cfg: PseudoLabelConfig,
+    plan: Any,
+    layout: Any,
+    key: str,
+    settings: Any,
+    size: tuple[int, int],
+    entries: dict[int, ShardEntry],
+) -> list[ShardEntry]:
+    """Run the graph; commit each shard as it finishes (entries is updated in place)."""
+    import dask
+    from tqdm import tqdm
+
+    from pipelines.cluster import dask_client
+
+    writes = build_graph(cfg, plan.todo, layout, key, settings, size)
+    finished: list[ShardEntry] = []
+    since_compaction = 0
+
+    def commit(entry: ShardEntry) -> None:
+        nonlocal since_compaction
+        shards.append_shard_entries(cfg.out, [entry])
+        entries[entry.shard] = entry
+        finished.append(entry)
+        since_compaction += 1
+        if since_compaction >= shards.COMPACT_MIN_FILES:
+            entries.update(_compact(cfg.out, entries))
+            since_compaction = 0
+
+    if not writes:
+        return finished
+    with (
+        dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus) as client,
+        tqdm(total=plan.n_todo, desc="pseudo-label", unit="sample", disable=not cfg.progress) as bar,
+    ):
+        todo_of = {
+            s: sum(1 for it in items if it.keep is None and it.failed is None)
+            for s, items in plan.todo.items()
+        }
+        if client is None:
+            for shard, delayed_write in writes.items():
+                (entry,) = dask.compute(delayed_write, scheduler="sync")
+                commit(entry)
+                bar.update(todo_of[shard])
+        else:
+            from distributed import as_completed
+
+            futures = client.compute(list(writes.values()))
+            shard_of = {f.key: s for f, s in zip(futures, writes, strict=True)}
+            for fut in as_completed(futures):
+                commit(fut.result())
+                bar.update(todo_of[shard_of[fut.key]])
+    return finished
+
+
+def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
+    """Merge small table files when enough have piled up; at the end of a run also drop stale files and
+    rewrite the shard index to its current entries when old lines outnumber them."""
+    new = shards.compact_tables(out, entries)
+    if new:
+        shards.append_shard_entries(out, new)
+        entries = {**entries, **{e.shard: e for e in new}}
+        shards.remove_unreferenced_tables(out, entries)
+    if force:
+        shards.remove_unreferenced_tables(out, entries)
+        if shards.shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
+            shards.rewrite_shard_index(out, entries)
+    return entries
+
+
+def _check_gpus(cfg: PseudoLabelConfig) -> None:
+    """--gpu on a local cluster needs those devices here (an external cluster's workers have their own)."""
+    if not cfg.gpus or (cfg.scheduler and "://" in cfg.scheduler):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [g for g in cfg.gpus if g >= n]
+    if missing:
+        raise LabelerError(
+            f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
+            f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
+        )
+
+
+def _refuse_other_settings(out: Path, key: str) -> None:
+    """A dataset folder holds one set of labels: other backends or calibration need another --out."""
+    if shards.manifest_schema_version(out) == 1:
+        shards.load_manifest(out)  # raises the one line naming `labeler migrate`
+    index = shards.read_shard_index(out)
+    other = {e.run_key for e in index.values()} - {key}
+    if other and any(e.n_ok for e in index.values()):
+        try:
+            old: Manifest | None = shards.load_manifest(out)
+        except InputError:
+            old = None
+        what = (
+            f"stereo {old.stereo.name}, masks {old.masks.name}, calibration {old.calibration.rig}"
+            if old
+            else "another run key"
+        )
+        raise InputError(
+            out, f"holds a dataset made with other settings ({what}, or other parameters)", "use a new --out"
+        )
+
+
+def _write_pairs_json(
+    cfg: PseudoLabelConfig, calib: StereoCalibration, calib_sha: str, pairs: list[RectifiedPair]
+) -> None:
+    """OUT/rectified/pairs.json for `labeler run`, from every finished shard's record."""
+    from data_schema.captures import RectifiedSet
+    from labeler.io import write_text_atomic
+
+    rect = RectifiedSet(
+        calib_path=str(cfg.calib),
+        calib_sha256=calib_sha,
+        rig=calib.rig,
+        image_size=list(calib.image_size),
+        pairs=sorted(pairs, key=lambda p: p.pair_id),
+    )
+    write_text_atomic(cfg.out / "rectified" / "pairs.json", rect.model_dump_json(indent=2))
