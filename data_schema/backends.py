@@ -2,19 +2,41 @@
 
 One pydantic model per backend, each with a `name` literal; `StereoConfig` and `MaskConfig` are
 discriminated unions over them, so a manifest round-trips to the same typed config.
+
+A config also declares which of its fields the `labeler pseudo-label` / `run` command line exposes
+(`cli_flags`); each flag's default and help text are the field's own, so they are written once, here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from data_schema._base import Record
 
 
-class SgbmConfig(Record):
+class BackendConfig(Record):
+    """A backend's settings; subclasses add a `name` literal (the registry name) and their fields."""
+
+    # field -> command-line flag (kept as spelled: flags are a contract). A bool field gets --x/--no-x.
+    cli_flags: ClassVar[Mapping[str, str]] = {}
+
+
+def backend_name(cls: type[BackendConfig]) -> str:
+    """The registry name a config class selects (its `name` literal)."""
+    return str(cls.model_fields["name"].default)
+
+
+def config_classes(union: Any) -> tuple[type[BackendConfig], ...]:
+    """The config classes of a discriminated union (`StereoConfig`, `MaskConfig`), in declared order."""
+    (members, *_) = get_args(union)
+    return get_args(members)
+
+
+class SgbmConfig(BackendConfig):
     """OpenCV semi-global matching with a left-right consistency check and optional WLS hole filling."""
 
     name: Literal["sgbm"] = "sgbm"
@@ -67,8 +89,16 @@ class SgbmConfig(Record):
         return self
 
 
-class FoundationStereoConfig(Record):
+class FoundationStereoConfig(BackendConfig):
     """FoundationStereo (NVIDIA) from a local release checkpoint; cfg.yaml is read from beside it."""
+
+    cli_flags: ClassVar[Mapping[str, str]] = {
+        "weights": "--stereo-weights",
+        "valid_iters": "--valid-iters",
+        "scale": "--scale",
+        "hiera": "--hiera",
+        "max_disp": "--max-disp",
+    }
 
     name: Literal["foundation-stereo"] = "foundation-stereo"
     weights: Path | None = Field(None, description="model_best_bp2.pth of a release; cfg.yaml beside it")
@@ -105,8 +135,11 @@ class FoundationStereoConfig(Record):
 StereoConfig = Annotated[SgbmConfig | FoundationStereoConfig, Field(discriminator="name")]
 
 
-class ClassicalMasksConfig(Record):
+class ClassicalMasksConfig(BackendConfig):
     """Classical instance proposals from colour and disparity (superpixels, merging walled by depth jumps)."""
+
+    # Whether the backend's masks carry a stability score of their own (objects record it only then).
+    has_stability: ClassVar[bool] = False
 
     name: Literal["classical"] = "classical"
     work_max_side: int = Field(320, ge=32, description="longest image side (px) the segmentation works at")
@@ -123,8 +156,21 @@ class ClassicalMasksConfig(Record):
     max_area_frac: float = Field(0.5, gt=0, le=1, description="regions larger than this are background")
 
 
-class Sam2Config(Record):
+class Sam2Config(BackendConfig):
     """SAM2 automatic masks (official `sam2` package); knobs and defaults of SAM2AutomaticMaskGenerator."""
+
+    has_stability: ClassVar[bool] = True
+    cli_flags: ClassVar[Mapping[str, str]] = {
+        "checkpoint": "--sam2-checkpoint",
+        "config": "--sam2-config",
+        "points_per_side": "--sam2-points-per-side",
+        "points_per_batch": "--sam2-points-per-batch",
+        "pred_iou_thresh": "--sam2-pred-iou-thresh",
+        "stability_score_thresh": "--sam2-stability-score-thresh",
+        "box_nms_thresh": "--sam2-box-nms-thresh",
+        "min_mask_region_area": "--sam2-min-mask-region-area",
+        "crop_n_layers": "--sam2-crop-n-layers",
+    }
 
     name: Literal["sam2"] = "sam2"
     checkpoint: Path | None = Field(None, description="local SAM2 checkpoint (.pt); nothing is downloaded")

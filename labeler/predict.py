@@ -9,73 +9,36 @@ Inputs: one image, a folder of images, or a rectified-pairs folder (left/ + righ
 SGBM depth of the pair is computed and the prediction is reported against it.
 
 Per image, in OUT: `<stem>.json` (ImagePrediction), `<stem>_overlay.png`, `<stem>_depth.npy` (float32 m,
-NaN where the model has no depth head), `<stem>_ids.png` (uint16, 0 = none); and `predictions.json`.
+NaN where the model has no depth head), `<stem>_ids.png` (uint16, 0 = none); and `predictions.json`
+(PredictionSet). The records are in data_schema/predictions.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
 
-from data_schema._base import Record
-from labeler.configs import HeadsModelConfig, InstanceParams, PredictConfig
+from data_schema.heads import HeadsModelConfig, InstanceParams
+from data_schema.predictions import ImagePrediction, PredictedObject, PredictionSet, StereoComparison
+from labeler.configs import PredictConfig
 from labeler.errors import InputError, LabelerError
 
+# The records live in data_schema/predictions.py; imported here for callers of labeler.predict.
+__all__ = [
+    "HeadsPredictor",
+    "ImagePrediction",
+    "PredictedObject",
+    "Prediction",
+    "PredictionSet",
+    "StereoComparison",
+    "predict_images",
+    "summary_line",
+]
+
 SIDE_BY_SIDE_MIN_ASPECT = 2.2
-SCHEMA_VERSION: Literal[1] = 1
-
-
-class PredictedObject(Record):
-    """One predicted object: pixels are `ids == id` in `<stem>_ids.png`."""
-
-    id: int = Field(ge=1)
-    area_px: int = Field(ge=1)
-    bbox: list[int] = Field(min_length=4, max_length=4, description="[x, y, width, height], px")
-    score: float = Field(ge=0, le=1, description="mean objectness probability")
-    depth_m_median: float | None = Field(
-        None, description="predicted metric depth; None without a depth head"
-    )
-    depth_m_p10: float | None = None
-    depth_m_p90: float | None = None
-    stereo_depth_m_median: float | None = Field(None, description="SGBM depth over the object (with --calib)")
-
-
-class StereoComparison(Record):
-    """Predicted depth against the SGBM depth of the rectified pair, over pixels with valid stereo depth."""
-
-    abs_rel: float
-    delta1: float
-    median_ratio: float = Field(description="median of predicted / stereo depth (1 = same scale)")
-    stereo_valid_fraction: float = Field(ge=0, le=1)
-
-
-class ImagePrediction(Record):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    image: str = Field(description="input file")
-    layout: Literal["mono", "side-by-side", "pairs"]
-    width: int
-    height: int
-    run: str
-    checkpoint_epoch: int
-    weights: str | None = Field(description="what the backbone was initialised from")
-    task: str
-    max_depth_m: float
-    depth_path: str | None
-    ids_path: str
-    overlay_path: str
-    depth_m_median: float | None = Field(description="median predicted depth over the image")
-    objects: list[PredictedObject]
-    stereo: StereoComparison | None = None
-
-
-class PredictionSet(Record):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    run: str
-    images: list[ImagePrediction]
 
 
 @dataclass(frozen=True)
@@ -232,7 +195,7 @@ def stereo_depth(left: np.ndarray, right: np.ndarray, calib_path: Path, *, z_far
     from data_schema.backends import SgbmConfig
     from labeler.calibration import load_calibration
     from labeler.depth import depth_settings, disparity_to_depth
-    from labeler.stages import stereo_backend
+    from labeler.stereo.base import STEREO_BACKENDS
 
     calib = load_calibration(calib_path)
     w, h = calib.image_size
@@ -242,20 +205,24 @@ def stereo_depth(left: np.ndarray, right: np.ndarray, calib_path: Path, *, z_far
             f"calibration is for {w}x{h} images, the pair is {left.shape[1]}x{left.shape[0]}",
             "pass the calibration of the rig that took it",
         )
-    disp = stereo_backend(SgbmConfig(), "cpu").disparity(left, right)
+    disp = STEREO_BACKENDS.shared(SgbmConfig(), device="cpu").disparity(left, right)
     return disparity_to_depth(disp.disparity_px, depth_settings(calib, z_far_m=z_far_m))
 
 
 def compare_depth(pred_m: np.ndarray, stereo_m: np.ndarray) -> StereoComparison | None:
-    valid = np.isfinite(stereo_m) & (stereo_m > 0) & np.isfinite(pred_m)
-    if not valid.any():
+    """AbsRel, δ1 (labeler/train/metrics.py, as in training) and the scale of predicted (H, W) metres
+    against stereo (H, W) metres; None when no pixel has both."""
+    from labeler.train.metrics import depth_pairs, depth_sums
+
+    p, g = depth_pairs(pred_m, stereo_m)
+    if not g.size:
         return None
-    p, g = np.maximum(pred_m[valid].astype(np.float64), 1e-6), stereo_m[valid].astype(np.float64)
+    abs_rel_sum, delta1_hits = depth_sums(p, g)
     return StereoComparison(
-        abs_rel=float(np.mean(np.abs(p - g) / g)),
-        delta1=float(np.mean(np.maximum(p / g, g / p) < 1.25)),
+        abs_rel=abs_rel_sum / g.size,
+        delta1=delta1_hits / g.size,
         median_ratio=float(np.median(p / g)),
-        stereo_valid_fraction=float(valid.mean()),
+        stereo_valid_fraction=g.size / stereo_m.size,
     )
 
 
@@ -325,7 +292,12 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
             np.save(depth_path, res.depth_m)
         write_png(cfg.out / f"{item.stem}_ids.png", res.ids)
         overlay = preview_row(
-            left, stereo, res.depth_m, None, None, res.ids, records, sample_id=item.path.name
+            left,
+            sample_id=item.path.name,
+            target_depth=stereo,
+            pred_depth=res.depth_m,
+            pred_ids=res.ids,
+            pred_objects=records,
         )
         write_png(cfg.out / f"{item.stem}_overlay.png", overlay)
         pred = ImagePrediction(

@@ -1,11 +1,15 @@
-"""A small name -> backend class registry (timm's shape; a duplicate name is an error, not a warning)."""
+"""A small name -> backend class registry (timm's shape; a duplicate name is an error, not a warning).
+
+A registry builds its backends: `create(config, device=...)` picks the class by `config.name`, and
+`shared(...)` keeps one instance per process, config and device, so a worker loads a model once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 
 class DuplicateBackendError(ValueError):
@@ -19,12 +23,44 @@ class UnknownBackendError(KeyError):
         return str(self.args[0])
 
 
+class NamedConfig(Hashable, Protocol):
+    """What selects and configures a backend: a frozen (hashable) record whose `name` is the backend's."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class Backend(ABC):
+    """What a registry builds. The stereo and mask interfaces derive from this."""
+
+    name: ClassVar[str]
+    # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
+    uses_cuda: ClassVar[bool] = True
+
+    @abstractmethod
+    def __init__(self, config: Any, *, device: str) -> None:
+        """Build from the backend's own config record; `device` is "cpu" or a CUDA device ("cuda:1")."""
+
+    @classmethod  # noqa: B027 — an optional hook: most backends have nothing to check
+    def check_config(cls, config: Any) -> None:
+        """Raise a one-line LabelerError when `config` cannot work (e.g. a named file is missing).
+
+        Called once before the first sample, so a bad flag fails the run instead of every sample.
+        The default has nothing to check.
+        """
+
+
+T = TypeVar("T", bound=Backend)
+
+
 class Registry(Generic[T]):
     """Maps backend names to classes. Registration happens when a backend module is imported."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, shared_size: int = 4) -> None:
         self.kind = kind
         self._classes: dict[str, type[T]] = {}
+        # A few live backends per process: a long-lived worker that sees many configs frees old models.
+        self._shared = functools.lru_cache(maxsize=shared_size)(self._create)
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:
@@ -48,3 +84,19 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._classes)
+
+    def create(self, config: NamedConfig, *, device: str) -> T:
+        """A new backend: `config.name` selects the class; a CPU-only one (`uses_cuda = False`) gets "cpu"."""
+        cls = self.get(config.name)
+        return cls(config, device=device if cls.uses_cuda else "cpu")
+
+    def shared(self, config: NamedConfig, *, device: str) -> T:
+        """The backend of `config` on `device`, built once per process (so one model load per worker)."""
+        return self._shared(config, device)
+
+    def check(self, config: NamedConfig) -> None:
+        """The selected class's `check_config`: fail before any sample when `config` cannot work."""
+        self.get(config.name).check_config(config)
+
+    def _create(self, config: NamedConfig, device: str) -> T:
+        return self.create(config, device=device)

@@ -1,42 +1,104 @@
-"""Where the DAG runs: a LocalCluster (processes or threads), an existing scheduler, or in-process sync."""
+"""Where the DAG runs: a LocalCluster (processes or threads), an existing scheduler, or in-process sync.
+
+Quiet by default: Dask's INFO chatter (scheduler start, nanny and worker registration, shutdown) is not
+the user's news. Dask logs come back when the root logger is at DEBUG (`labeler --verbose`), in the
+worker processes too. Errors always show.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+# A run of this many samples takes minutes even on a GPU: long enough to watch on the dashboard.
+DASHBOARD_MIN_SAMPLES = 100
+DASHBOARD_ADDRESS = "127.0.0.1:8787"  # Dask's usual port; Dask takes a free one when it is in use
 
 
 @contextmanager
-def dask_client(scheduler: str | None, *, workers: int | None, gpus: tuple[int, ...]):
+def dask_client(
+    scheduler: str | None, *, workers: int | None, gpus: tuple[int, ...], samples: int = 0
+) -> Iterator[Client | None]:
     """Yield a distributed Client, or None for `scheduler="sync"` (in-process, for tests and debugging).
 
     scheduler: None or "processes" → LocalCluster of processes; "threads" → LocalCluster of threads;
     "tcp://host:port" → an existing cluster (start one worker per GPU there with `--resources GPU=1`).
     With gpus, the local cluster has one single-threaded worker per GPU, each advertising GPU=1.
+    samples: how many samples the run computes. A local cluster serves the Dask dashboard (it needs
+    bokeh) and logs its address once with --verbose or from DASHBOARD_MIN_SAMPLES samples on; otherwise
+    nothing listens on :8787.
     """
     if scheduler == "sync":
         yield None
         return
     from distributed import Client, LocalCluster
 
-    if scheduler is not None and "://" in scheduler:
-        with Client(scheduler) as client:
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    with _dask_logs_quiet(not verbose):
+        if scheduler is not None and "://" in scheduler:
+            with Client(scheduler) as client:
+                yield client
+            return
+        n = len(gpus) if gpus else (workers or max(1, min(os.cpu_count() or 1, 8)))
+        kwargs: dict[str, Any] = {"resources": {"GPU": 1}} if gpus else {}
+        dashboard = _dashboard_wanted(verbose, samples)
+        if not dashboard:
+            # The scheduler's HTTP server (health, metrics) still starts: on a free port, not Dask's 8787.
+            kwargs["scheduler_kwargs"] = {"dashboard_address": "127.0.0.1:0"}
+        with (
+            LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=scheduler != "threads",
+                dashboard_address=DASHBOARD_ADDRESS if dashboard else None,
+                silence_logs=logging.INFO if verbose else logging.ERROR,  # the worker processes' level
+                **kwargs,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            if dashboard:
+                log.info("Dask dashboard: %s", client.dashboard_link)
             yield client
+
+
+def _dashboard_wanted(verbose: bool, samples: int) -> bool:
+    if not (verbose or samples >= DASHBOARD_MIN_SAMPLES):
+        return False
+    if importlib.util.find_spec("bokeh") is None:
+        log.debug("no Dask dashboard: it needs bokeh (pip install bokeh)")
+        return False
+    return True
+
+
+@contextmanager
+def _dask_logs_quiet(quiet: bool) -> Iterator[None]:
+    """Raise Dask's loggers (which Dask sets to INFO when imported) to ERROR for the block, then restore."""
+    if not quiet:
+        yield
         return
-    n = len(gpus) if gpus else (workers or max(1, min(os.cpu_count() or 1, 8)))
-    kwargs = {"resources": {"GPU": 1}} if gpus else {}
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=scheduler != "threads",
-            dashboard_address=None,
-            silence_logs=40,
-            **kwargs,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    saved = [
+        (lg, lg.level)
+        for name, lg in logging.root.manager.loggerDict.items()
+        if name.split(".")[0] in ("distributed", "bokeh", "tornado")
+        and isinstance(lg, logging.Logger)
+        and logging.NOTSET < lg.level < logging.ERROR
+    ]
+    for lg, _ in saved:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
 
 
 def worker_device(gpus: tuple[int, ...]) -> str:

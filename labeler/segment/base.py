@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from labeler.registry import Registry
+from data_schema.backends import MaskConfig
+from labeler.registry import Backend, Registry
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,16 @@ class Masks:
         return int(self.masks.shape[0])
 
 
-class MaskBackend(ABC):
-    """An instance mask proposer. Subclasses set `name`, take their config in `__init__`, implement `masks`.
+class MaskBackend(Backend):
+    """An instance mask proposer. Subclasses set `name` (and `uses_cuda = False` when CPU-only), take their
+    config in `__init__`, implement `masks`; `MASK_BACKENDS.create(config, device=...)` builds one.
 
     Heavy imports (torch, sam2) belong inside the subclass methods, never at module import.
     """
 
-    name: ClassVar[str]
-    # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
-    uses_cuda: ClassVar[bool] = True
+    @abstractmethod
+    def __init__(self, config: MaskConfig, *, device: str) -> None:
+        """Build from the backend's own config (`Sam2Config`, ...); `device` is "cpu" or "cuda:<id>"."""
 
     @abstractmethod
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:

@@ -92,6 +92,12 @@ class Sam2MaskBackend(MaskBackend):
 
     name = "sam2"
 
+    @classmethod
+    def check_config(cls, config: Sam2Config) -> None:
+        """An unknown --sam2-config or a missing --sam2-checkpoint fails the run before any sample."""
+        resolve_config(config.config)
+        check_checkpoint(config.checkpoint, config.config)
+
     def __init__(self, config: Sam2Config, *, device: str = "cpu") -> None:
         self.config = config
         self.device = device

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from labeler.registry import Registry
+from data_schema.backends import StereoConfig
+from labeler.registry import Backend, Registry
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,16 @@ class Disparity:
             raise ValueError(f"confidence must be {d.shape} float32, got {c.shape} {c.dtype}")
 
 
-class StereoBackend(ABC):
-    """A stereo matcher. Subclasses set `name`, take their config in `__init__`, implement `disparity`.
+class StereoBackend(Backend):
+    """A stereo matcher. Subclasses set `name` (and `uses_cuda = False` when CPU-only), take their config
+    in `__init__`, implement `disparity`; `STEREO_BACKENDS.create(config, device=...)` builds one.
 
     Heavy imports (torch, model code) belong inside the subclass methods, never at module import.
     """
 
-    name: ClassVar[str]
-    # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
-    uses_cuda: ClassVar[bool] = True
+    @abstractmethod
+    def __init__(self, config: StereoConfig, *, device: str) -> None:
+        """Build from the backend's own config (`SgbmConfig`, ...); `device` is "cpu" or "cuda:<id>"."""
 
     @abstractmethod
     def disparity(self, left: np.ndarray, right: np.ndarray) -> Disparity:
