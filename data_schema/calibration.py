@@ -41,10 +41,13 @@ class Rectification(Record):
     Q: Mat4x4
 
 
+BoardKind = Literal["chessboard", "charuco"]
+
+
 class BoardSpec(Record):
     """The calibration target."""
 
-    kind: Literal["chessboard", "charuco"]
+    kind: BoardKind
     cols: int = Field(ge=2, description="chessboard: inner corners per row; charuco: squares per row")
     rows: int = Field(ge=2, description="chessboard: inner corners per column; charuco: squares per column")
     square_m: float = Field(gt=0, description="square side in metres")

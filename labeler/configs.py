@@ -13,6 +13,12 @@ from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, S
 from data_schema.calibration import BoardSpec
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
+# Named so the CLI shows these choices from the same literal the field validates.
+CalibExport = Literal["ros"]
+DepthLoss = Literal["silog", "l1"]
+SegLoss = Literal["bce", "focal"]
+PredictLayout = Literal["auto", "mono", "side-by-side", "pairs"]
+CheckpointName = Literal["last", "best"]
 
 
 class CalibrateConfig(Record):
@@ -23,7 +29,7 @@ class CalibrateConfig(Record):
     stride: int = Field(10, ge=1, description="video: use every Nth frame")
     alpha: float = Field(0.0, ge=-1, le=1)
     out: Path | None = Field(None, description="default calib/<rig>.yaml")
-    export: tuple[Literal["ros"], ...] = ()
+    export: tuple[CalibExport, ...] = ()
 
     @property
     def out_path(self) -> Path:
@@ -114,8 +120,8 @@ class TrainHeadsConfig(Record):
     model: HeadsModelConfig = Field(default_factory=HeadsModelConfig)
     weights: Path | None = Field(None, description="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint")
     random_init: bool = Field(False, description="no weights: deterministic random init (tests, demos)")
-    depth_loss: Literal["silog", "l1"] = "silog"
-    seg_loss: Literal["bce", "focal"] = "bce"
+    depth_loss: DepthLoss = "silog"
+    seg_loss: SegLoss = "bce"
     depth_weight: float = Field(0.5, ge=0)
     seg_weight: float = Field(0.5, ge=0)
     epochs: int = Field(10, ge=1)
@@ -160,8 +166,8 @@ class PredictConfig(Record):
     inputs: Path
     run: Path
     out: Path
-    layout: Literal["auto", "mono", "side-by-side", "pairs"] = "auto"
+    layout: PredictLayout = "auto"
     calib: Path | None = Field(None, description="rectified stereo input: also compare with SGBM depth")
     gpu: int | None = None
-    checkpoint: Literal["last", "best"] = "best"
+    checkpoint: CheckpointName = "best"
     instances: InstanceParams | None = Field(None, description="default: the run's")
