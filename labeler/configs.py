@@ -3,6 +3,7 @@ function. Frozen pydantic models, so a bad flag fails before any work starts, na
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -14,11 +15,16 @@ from data_schema.calibration import BoardSpec
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
 # Named so the CLI shows these choices from the same literal the field validates.
-CalibExport = Literal["ros"]
 DepthLoss = Literal["silog", "l1"]
 SegLoss = Literal["bce", "focal"]
 PredictLayout = Literal["auto", "mono", "side-by-side", "pairs"]
 CheckpointName = Literal["last", "best"]
+
+
+class CalibExport(StrEnum):
+    """What `calibrate --export` also writes (typer takes a list of enum values, not of literals)."""
+
+    ros = "ros"
 
 
 class CalibrateConfig(Record):
