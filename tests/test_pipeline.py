@@ -16,13 +16,21 @@ import pytest
 from labeler import open_dataset
 from labeler.configs import PseudoLabelConfig
 from labeler.validate import validate_dataset
-from pipelines.pseudo_label import run_pseudo_label
+from data_schema.manifest import SampleRecord
+from pipelines.pseudo_label import LabelRun, run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
 
-def label(inputs: Path, calib: Path, out: Path, **kw) -> object:
+def label(inputs: Path, calib: Path, out: Path, **kw) -> LabelRun:
     kw.setdefault("scheduler", "sync")
     return run_pseudo_label(PseudoLabelConfig(inputs=inputs, calib=calib, out=out, progress=False, **kw))
+
+
+def records(out: Path) -> list[SampleRecord]:
+    """Every sample's record (ok and failed), in row order, from the samples table."""
+    from labeler.tables import sample_from_row
+
+    return [sample_from_row(r) for r in open_dataset(out).samples.to_table().sort_by("row").to_pylist()]
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +64,39 @@ def test_reader_api(small):
     assert ids == {o.id for o in s.objects}
     assert all(o.bbox and o.area_px > 0 and 0 <= o.score <= 1 for o in s.objects)
     assert [f.sample_id for f in ds.failures] == ["pair_006"]
+    assert ds[5].sample_id == "pair_005" and ds[-1].row == 5
     with pytest.raises(IndexError):
         ds[6]
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < 20_000 and clone[3].sample_id == "pair_003"
 
 
-def test_failure_is_one_line_in_manifest(small):
-    root, _, manifest = small
-    (fail,) = manifest.failures
+def test_tables_answer_queries_without_a_loop(small):
+    """The README's query: objects nearer than 2 m with a score above 0.9, straight from the tables."""
+    import duckdb
+    import pyarrow.compute as pc
+
+    root, _, _ = small
+    ds = open_dataset(root / "ds")
+    objects = ds.objects.to_table()
+    near = ds.objects.to_table(filter=(pc.field("depth_m_median") < 2) & (pc.field("score") > 0.9))
+    want = [
+        (o.sample_id, o.id)
+        for i in range(len(ds))
+        for o in ds[i].objects
+        if o.depth_m_median is not None and o.depth_m_median < 2 and o.score > 0.9
+    ]
+    assert sorted(zip(near["sample_id"].to_pylist(), near["id"].to_pylist(), strict=True)) == sorted(want)
+    assert want, "the plane pairs have boxes at 1.9 m"
+    n = duckdb.sql("SELECT count(*) FROM objects WHERE depth_m_median < 2 AND score > 0.9").fetchall()[0][0]
+    assert n == len(want) and objects.num_rows == sum(len(ds[i].objects) for i in range(len(ds)))
+
+
+def test_failure_is_one_line_in_the_samples_table(small):
+    root, _, run = small
+    (fail,) = run.new_failures
     assert fail.error.startswith("load: ") and "pair_006.png: not a readable image" in fail.error
     assert "\n" not in fail.error
     assert validate_dataset(root / "ds") == []
@@ -72,28 +106,57 @@ def test_manifest_records_how_data_was_made(small):
     root, calib, manifest = small
     data = json.loads((root / "ds" / "manifest.json").read_text())
     assert (
-        data["schema_version"] == 1
+        data["schema_version"] == 2
         and data["stereo"]["name"] == "sgbm"
         and data["masks"]["name"] == "classical"
     )
+    assert data["counts"] == {
+        "samples": 7,
+        "ok": 6,
+        "failed": 1,
+        "objects": data["counts"]["objects"],
+        "shards": 2,
+    }
+    assert "samples" not in data and len((root / "ds" / "manifest.json").read_text()) < 20_000
     assert {"numpy", "zarr", "dask", "opencv-contrib-python-headless"} <= set(data["library_versions"])
     assert data["calibration_sha256"] and len(data["dataset_version"]) == 64
     left = data["layout"]["arrays"][0]
     assert left["chunk_shape"] == [1, 96, 128, 3] and left["shard_shape"] == [4, 96, 128, 3]
-    ok = manifest.ok[0]
-    assert ok.source.left_sha256 and ok.digests.depth_m and ok.stats.n_objects == len(ok.objects)
+    ds = open_dataset(root / "ds")
+    ok = records(root / "ds")[0]
+    assert ok.source.left_sha256 and ok.digests.depth_m and ok.stats.n_objects == len(ds[0].objects)
     assert (root / "ds" / "previews" / "pair_000.png").is_file()
-    html = (root / "ds" / "index.html").read_text()
-    assert html.count("<figure>") == 6 and "pair_006" in html
+    index = (root / "ds" / "index.html").read_text()
+    page = (root / "ds" / "gallery" / "page-00001.html").read_text()
+    assert page.count("<figure>") == 6 and "pair_006" in index and "gallery/page-00001.html" in index
 
 
-def test_rerun_is_idempotent(small):
-    root, calib, manifest = small
-    parts = {p: p.stat().st_mtime_ns for p in (root / "ds" / "parts").iterdir()}
+def test_rerun_is_idempotent_and_reads_no_arrays(small, monkeypatch):
+    from labeler import shards
+
+    root, calib, first = small
+    before = records(root / "ds")
+    tables = {p: p.stat().st_mtime_ns for p in (root / "ds" / "tables").rglob("*.parquet")}
+
+    def no_reads(*a, **k):
+        raise AssertionError("a no-op re-run read arrays")
+
+    monkeypatch.setattr(shards, "read_rows", no_reads)
     again = label(root / "rect", calib, root / "ds", samples_per_shard=4)
-    assert again.dataset_version == manifest.dataset_version
-    assert {p: p.stat().st_mtime_ns for p in (root / "ds" / "parts").iterdir()} == parts
-    assert [s.sample_id for s in again.samples] == [s.sample_id for s in manifest.samples]
+    assert again.dataset_version == first.dataset_version and again.labelled == 0 and again.skipped == 7
+    assert {p: p.stat().st_mtime_ns for p in (root / "ds" / "tables").rglob("*.parquet")} == tables
+    assert records(root / "ds") == before
+
+
+def test_partial_input_folder_keeps_earlier_samples(small, tmp_path):
+    """Append-only: re-running with fewer inputs drops nothing."""
+    import shutil
+
+    root, calib, first = small
+    shutil.copytree(root / "ds", tmp_path / "ds")
+    write_plane_pairs(tmp_path / "few", 2)
+    again = label(tmp_path / "few", calib, tmp_path / "ds", samples_per_shard=4)
+    assert again.manifest.counts == first.manifest.counts and records(tmp_path / "ds") == records(root / "ds")
 
 
 def test_new_samples_are_appended(small, tmp_path):
@@ -106,11 +169,12 @@ def test_new_samples_are_appended(small, tmp_path):
     for side in ("left", "right"):
         for i, p in enumerate(sorted((tmp_path / "more" / side).iterdir())):
             shutil.copy(p, tmp_path / "rect" / side / f"zz_new_{i}.png")
+    old = {s.sample_id: s.row for s in records(root / "ds")}
     grown = label(tmp_path / "rect", calib, tmp_path / "ds", samples_per_shard=4)
-    index = {s.sample_id: s.index for s in grown.samples}
-    old = {s.sample_id: s.index for s in manifest.samples}
+    index = {s.sample_id: s.row for s in records(tmp_path / "ds")}
     assert all(index[k] == v for k, v in old.items())  # earlier rows keep their place
-    assert sorted(index[k] for k in ("zz_new_0", "zz_new_1")) == [7, 8]
+    assert sorted(index[k] for k in ("zz_new_0", "zz_new_1")) == [8, 9]  # a fresh shard: nothing rewritten
+    assert grown.labelled == 2 and grown.skipped == 7
     assert len(open_dataset(tmp_path / "ds")) == 8 and validate_dataset(tmp_path / "ds") == []
 
 
@@ -131,7 +195,7 @@ def test_validate_finds_damage(small, tmp_path):
 
     from labeler.cli import app
 
-    root, _, manifest = small
+    root, _, _ = small
     shutil.copytree(root / "ds", tmp_path / "ds")
     group = zarr.open_group(tmp_path / "ds" / "data.zarr", mode="r+")
     # rewrite a whole shard (its only writer), with one sample's depth changed
@@ -145,7 +209,7 @@ def test_validate_finds_damage(small, tmp_path):
     assert any(p.startswith("sample pair_001 (row 1)/depth_m: content hash differs") for p in problems)
     assert any("pair_001 (row 1)/depth_m: depth_m != fx·baseline/disparity_px" in p for p in problems)
     assert any(
-        p.startswith("sample pair_004 (row 4)/instance_ids: ids [77] not in the object table")
+        p.startswith("sample pair_004 (row 4)/instance_ids: ids [77] not in the objects table")
         for p in problems
     )
     res = CliRunner().invoke(app, ["validate", str(tmp_path / "ds")])
@@ -168,9 +232,9 @@ def test_many_workers_write_every_shard_once(tmp_path):
         workers=8,
         previews=False,
     )
-    assert len(manifest.ok) == 20
+    assert manifest.manifest.counts.ok == 20 and manifest.manifest.counts.shards == 10
     assert validate_dataset(tmp_path / "ds") == []
-    assert len(list((tmp_path / "ds" / "parts").iterdir())) == 10
+    assert len(list((tmp_path / "ds" / "tables" / "samples").iterdir())) == 10
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path):
@@ -196,14 +260,16 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
         "2",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first = out / "parts" / "shard_00000.json"
+    index = out / "shards.jsonl"
     deadline = time.time() + 120
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = json.loads((out / "manifest.json").read_text())
-    assert 0 < len(partial["samples"]) < 24, "the run finished before it could be killed"
+    n_done = len(index.read_text().splitlines())
+    assert 0 < n_done < 12, "the run finished before it could be killed"
+    assert validate_dataset(out) == []  # a killed dataset is valid as it stands
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert validate_dataset(out) == []
@@ -222,7 +288,7 @@ def test_demo_objects_depth_against_truth(calibrated, demo_dir, tmp_path):
 
     _, calib_path = calibrated
     manifest = label(demo_dir / "scenes", calib_path, tmp_path / "ds", rectify=True)
-    assert len(manifest.ok) == 2
+    assert manifest.manifest.counts.ok == 2
     maps = RectifyMaps.from_calibration(load_calibration(calib_path))
     ds = open_dataset(tmp_path / "ds")
     truth = {s.pair_id: s for s in load_demo_truth(demo_dir).scenes}
@@ -283,12 +349,12 @@ def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
     one = label(tmp_path / "rect", calib, tmp_path / "one", previews=False)
     three = label(tmp_path / "rect", calib, tmp_path / "three", previews=False, batch_size=3)
-    assert [(s.sample_id, s.status, s.digests) for s in one.samples] == [
-        (s.sample_id, s.status, s.digests) for s in three.samples
+    assert [(s.sample_id, s.status, s.digests) for s in records(tmp_path / "one")] == [
+        (s.sample_id, s.status, s.digests) for s in records(tmp_path / "three")
     ]
-    (bad,) = three.failures
+    (bad,) = three.new_failures
     assert bad.sample_id == "pair_001b" and "size 60x40 is not the calibration's 96x64" in bad.error
-    assert len(three.ok) == 5 and validate_dataset(tmp_path / "three") == []
+    assert three.manifest.counts.ok == 5 and validate_dataset(tmp_path / "three") == []
 
 
 def test_existing_process_cluster(tmp_path):
@@ -310,5 +376,7 @@ def test_existing_process_cluster(tmp_path):
             samples_per_shard=2,
             scheduler=cluster.scheduler_address,
         )
-    assert [s.digests for s in remote.samples] == [s.digests for s in sync.samples]
+    assert [s.digests for s in records(tmp_path / "remote")] == [
+        s.digests for s in records(tmp_path / "sync")
+    ]
     assert validate_dataset(tmp_path / "remote") == []
