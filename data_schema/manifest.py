@@ -41,10 +41,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from data_schema._base import Record
 from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
+from data_schema.record import Record
 
 MANIFEST_SCHEMA_VERSION = 2
 
@@ -166,6 +166,7 @@ class ShardEntry(Record):
     n_objects: int = Field(ge=0)
     samples: TableRef
     objects: TableRef
+    content_sha256: str = Field(description="the shard's labels without provenance (timings, device)")
     array_bytes: dict[str, int] = Field(
         description="size of this shard's file of each array (0: none written, all rows failed)"
     )
@@ -196,7 +197,7 @@ class Manifest(Record):
 
     schema_version: Literal[2] = MANIFEST_SCHEMA_VERSION
     dataset_version: str = Field(
-        description="sha256 over the run key and every shard's table hashes (which cover the array digests)"
+        description="sha256 over the run key and every shard's labels (which cover the array digests)"
     )
     labeler_version: str
     calibration: StereoCalibration

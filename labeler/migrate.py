@@ -12,6 +12,7 @@ from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, 
 from data_schema.manifest_v1 import ManifestV1
 from labeler import shards
 from labeler.errors import InputError
+from labeler.tables import content_sha256
 
 
 def migrate_dataset(dataset: str | Path) -> Manifest:
@@ -75,6 +76,7 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
                 n_objects=len(objects),
                 samples=s_ref,
                 objects=o_ref,
+                content_sha256=content_sha256(samples, objects),
                 array_bytes=shards.shard_file_sizes(dataset, shard),
             )
         (dataset / shards.ROW_PLAN_NAME).unlink(missing_ok=True)

@@ -267,7 +267,8 @@ def table_dataset(dataset: str | Path, table: Table, entries: Sequence[ShardEntr
         groups.setdefault(ref.file, []).append(ref.row_group)
     base = table_dir(dataset, table)
     fragments = [
-        fmt.make_fragment(str(base.resolve() / name), filesystem=fs, row_groups=sorted(rgs)) for name, rgs in sorted(groups.items())
+        fmt.make_fragment(str(base.resolve() / name), filesystem=fs, row_groups=sorted(rgs))
+        for name, rgs in sorted(groups.items())
     ]
     schema = samples_schema() if table == "samples" else objects_schema()
     return pads.FileSystemDataset(fragments, schema, fmt, filesystem=fs)
@@ -439,11 +440,11 @@ def index_counts(entries: dict[int, ShardEntry]) -> DatasetCounts:
 
 
 def dataset_version(run_key: str, entries: dict[int, ShardEntry]) -> str:
-    """Content-derived: the run key and every shard's table hashes (which cover the array digests)."""
+    """Content-derived: the run key and every shard's labels (which cover the array digests)."""
     h = hashlib.sha256(run_key.encode())
     for s in sorted(entries):
         e = entries[s]
-        h.update(f"{s}:{e.samples.sha256}:{e.objects.sha256}\n".encode())
+        h.update(f"{s}:{e.content_sha256}\n".encode())
     return h.hexdigest()
 
 

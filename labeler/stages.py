@@ -273,6 +273,8 @@ def write_stage(
         (s.record if isinstance(s, LabelledSample) else s.record() for s in samples), key=lambda r: r.row
     )
     objects = [o for s in sorted(ok, key=lambda s: s.record.row) for o in s.objects]
+    from labeler.tables import content_sha256
+
     samples_ref, objects_ref = write_shard_tables(dataset, shard, records, objects)
     span = shard * layout.samples_per_shard
     return ShardEntry(
@@ -285,6 +287,7 @@ def write_stage(
         n_objects=len(objects),
         samples=samples_ref,
         objects=objects_ref,
+        content_sha256=content_sha256(records, objects),
         array_bytes=shard_file_sizes(dataset, shard),
         rectified=rectified or [],
     )

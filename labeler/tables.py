@@ -129,10 +129,23 @@ def objects_table(rows: Sequence[ObjectRow]) -> pa.Table:
     return pa.Table.from_pylist([object_row(r) for r in rows], schema=objects_schema())
 
 
-def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow]) -> str:
-    """sha256 of canonical JSON lines of the records: the same for the same rows in any file."""
+# Provenance of a run, not content: two runs that make the same labels make the same dataset version.
+PROVENANCE_FIELDS = frozenset({"seconds", "device"})
+
+
+def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, content_only: bool = False) -> str:
+    """sha256 of canonical JSON lines of the records: the same for the same rows in any file.
+    `content_only` leaves out the provenance fields (timings, device) — the dataset version's hash."""
     h = hashlib.sha256()
+    exclude = PROVENANCE_FIELDS if content_only else None
     for rec in records:
-        h.update(json.dumps(rec.model_dump(mode="json"), sort_keys=True).encode())
+        h.update(json.dumps(rec.model_dump(mode="json", exclude=exclude), sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def content_sha256(samples: Sequence[SampleRecord], objects: Sequence[ObjectRow]) -> str:
+    """A shard's labels (ids, status, sources, digests, stats, objects) without provenance."""
+    return hashlib.sha256(
+        (rows_sha256(samples, content_only=True) + rows_sha256(objects, content_only=True)).encode()
+    ).hexdigest()

@@ -40,7 +40,7 @@ def _same(a: object, b: object) -> bool:
 
 def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -> list[str]:
     """Every problem of one finished shard."""
-    from labeler.tables import rows_sha256
+    from labeler.tables import content_sha256, rows_sha256
 
     where = f"shard {entry.shard}"
     try:
@@ -55,6 +55,8 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
                 f"{where}: {table} table rows in {ref.file} changed since written (sha256 differs from the "
                 "shard index)"
             )
+    if not problems and content_sha256(samples, objects) != entry.content_sha256:
+        problems.append(f"{where}: labels differ from the content hash in the shard index")
     n_ok = sum(s.status == "ok" for s in samples)
     if (n_ok, len(samples) - n_ok, len(objects)) != (entry.n_ok, entry.n_failed, entry.n_objects):
         problems.append(

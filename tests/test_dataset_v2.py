@@ -1,0 +1,230 @@
+"""Layout v2: validate names each kind of damage, a kill during the tables' write resumes, v1 migrates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from labeler import open_dataset, shards
+from labeler.configs import PseudoLabelConfig
+from labeler.validate import validate_dataset
+from pipelines.pseudo_label import run_pseudo_label
+from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """Six 96x64 pairs, 2 per shard (3 shards)."""
+    root = tmp_path_factory.mktemp("v2")
+    write_plane_pairs(root / "rect", 6, 96, 64, seed=2)
+    calib = identity_calibration_yaml(root / "calib.yaml", 96, 64)
+    cfg = PseudoLabelConfig(
+        inputs=root / "rect",
+        calib=calib,
+        out=root / "ds",
+        samples_per_shard=2,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    run_pseudo_label(cfg)
+    assert validate_dataset(root / "ds") == []
+    return root
+
+
+@pytest.fixture
+def copy(base, tmp_path) -> Path:
+    shutil.copytree(base / "ds", tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def edit_table(ds: Path, table: str, shard: int, change) -> None:
+    """Rewrite one shard's table file with `change(rows)` applied (as a hand edit would)."""
+    import pyarrow as pa
+
+    entry = shards.read_shard_index(ds)[shard]
+    ref = entry.samples if table == "samples" else entry.objects
+    path = ds / "tables" / table / ref.file
+    t = pq.read_table(path)
+    rows = change(t.to_pylist())
+    pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), path)
+
+
+def test_edited_object_depth_is_named(copy):
+    def bump(rows):
+        rows[0]["depth_m_median"] = rows[0]["depth_m_median"] * 1.5
+        return rows
+
+    edit_table(copy, "objects", 0, bump)
+    problems = validate_dataset(copy)
+    assert any(
+        "depth_m_median is" in p and "the arrays give" in p and p.startswith("sample pair_000")
+        for p in problems
+    ), problems
+    assert any("objects table rows in s-000000.parquet changed" in p for p in problems)
+
+
+def test_dropped_sample_is_named(copy):
+    edit_table(copy, "samples", 1, lambda rows: rows[1:])
+    problems = validate_dataset(copy)
+    assert any("shard 1: samples table rows" in p for p in problems)
+    assert any("1 ok / 0 failed samples" in p and "says 2 / 0" in p for p in problems), problems
+
+
+def test_duplicated_sample_is_named(copy):
+    edit_table(copy, "samples", 2, lambda rows: [rows[0], {**rows[0]}])
+    problems = validate_dataset(copy)
+    assert any(p.startswith("sample pair_004: listed twice") for p in problems), problems
+
+
+def test_edited_sample_id_is_named(copy):
+    def rename(rows):
+        rows[0]["sample_id"] = "renamed"
+        return rows
+
+    edit_table(copy, "samples", 0, rename)
+    problems = validate_dataset(copy)
+    assert any(
+        "sample renamed (row 0): sample_id differs from the row plan's 'pair_000'" in p for p in problems
+    ), problems
+
+
+def test_truncated_shard_file_and_edited_manifest_are_named(copy):
+    f = copy / "data.zarr" / "depth_m" / "c" / "1" / "0" / "0"
+    f.write_bytes(f.read_bytes()[:100])
+    m = json.loads((copy / "manifest.json").read_text())
+    m["dataset_version"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(m))
+    problems = validate_dataset(copy)
+    assert any("shard 1/depth_m: shard file is 100 bytes" in p for p in problems), problems
+    assert any("manifest: dataset_version does not match" in p for p in problems)
+
+
+def test_validate_on_a_cluster_matches_sync(copy):
+    from pipelines.validate import run_validate
+
+    edit_table(copy, "objects", 2, lambda rows: [{**rows[0], "area_px": rows[0]["area_px"] + 1}, *rows[1:]])
+    sync = validate_dataset(copy)
+    threads = run_validate(copy, scheduler="threads", workers=2, progress=False)
+    assert sorted(threads) == sorted(sync) and any("area_px is" in p for p in sync)
+
+
+_KILL_IN_TABLE_WRITE = """
+import os, signal, sys
+from labeler import shards
+real = shards._write_parquet_atomic
+calls = {"n": 0}
+def dying(path, tables):
+    calls["n"] += 1
+    if calls["n"] == 3:  # the second shard's samples file: its temp file exists, the rename never happens
+        import pyarrow.parquet as pq
+        pq.write_table(tables[0], str(path) + ".tmp-half")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, tables)
+shards._write_parquet_atomic = dying
+from labeler.cli import app
+sys.argv = ["labeler", *sys.argv[1:]]
+app()
+"""
+
+
+def test_kill_during_the_tables_write_resumes(base, tmp_path):
+    out = tmp_path / "ds"
+    args = [
+        "pseudo-label",
+        str(base / "rect"),
+        "--calib",
+        str(base / "calib.yaml"),
+        "--out",
+        str(out),
+        "--scheduler",
+        "sync",
+        "--samples-per-shard",
+        "2",
+        "--no-previews",
+    ]
+    killed = subprocess.run([sys.executable, "-c", _KILL_IN_TABLE_WRITE, *args], capture_output=True)
+    assert killed.returncode == -9
+    assert len(shards.read_shard_index(out)) == 1 and validate_dataset(out) == []
+    again = subprocess.run([sys.executable, "-m", "labeler.cli", *args], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert validate_dataset(out) == []
+    ds = open_dataset(out)
+    assert ds.sample_ids == [f"pair_{i:03d}" for i in range(6)]
+    assert ds.version == open_dataset(base / "ds").version  # the same content as an uninterrupted run
+
+
+def _to_v1(ds_path: Path) -> None:
+    """Turn a v2 dataset into the v1 layout labeler 0.1 wrote (one manifest with every sample)."""
+    from data_schema.manifest_v1 import ManifestV1, ObjectRecordV1, SampleRecordV1
+    from labeler.segment.rle import encode
+
+    ds = open_dataset(ds_path)
+    m = ds.manifest
+    samples = []
+    for shard in ds.iter_shards():
+        for rec in shard.samples:
+            objs = []
+            if rec.status == "ok":
+                ids = ds.read_row(rec.row, ("instance_ids",))["instance_ids"]
+                objs = [
+                    ObjectRecordV1(
+                        **o.model_dump(exclude={"sample_id", "row", "class_name"}), rle=encode(ids == o.id)
+                    )
+                    for o in shard.objects_of(rec.row)
+                ]
+            samples.append(
+                SampleRecordV1(
+                    sample_id=rec.sample_id,
+                    status=rec.status,
+                    error=rec.error,
+                    index=rec.row,
+                    source=rec.source,
+                    digests=rec.digests,
+                    stats=rec.stats,
+                    objects=objs,
+                    seconds=rec.seconds,
+                )
+            )
+    v1 = ManifestV1(
+        dataset_version="v1-version",
+        labeler_version="0.1.0",
+        calibration=m.calibration,
+        calibration_sha256=m.calibration_sha256,
+        depth=m.depth,
+        stereo=m.stereo,
+        masks=m.masks,
+        library_versions=m.library_versions,
+        layout=m.layout,
+        samples=samples,
+    )
+    for name in ("tables", "shards.jsonl", "rows.jsonl"):
+        p = ds_path / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (ds_path / "parts").mkdir()
+    (ds_path / "parts" / "shard_00000.json").write_text(json.dumps({"run_key": m.run_key}))
+    (ds_path / "manifest.json").write_text(v1.model_dump_json())
+
+
+def test_v1_is_refused_in_one_line_then_migrated(base, copy):
+    from typer.testing import CliRunner
+
+    from labeler.cli import app
+    from labeler.errors import InputError
+
+    before = open_dataset(base / "ds")
+    _to_v1(copy)
+    with pytest.raises(InputError, match="a v1 dataset.*labeler migrate"):
+        open_dataset(copy)
+    res = CliRunner().invoke(app, ["migrate", str(copy)])
+    assert res.exit_code == 0 and "layout v2, 6 samples ok" in res.output, res.output
+    after = open_dataset(copy)
+    assert validate_dataset(copy) == [] and after.version == before.version
+    assert [after[i].objects for i in range(6)] == [before[i].objects for i in range(6)]
+    assert (copy / "manifest.v1.json").is_file()
