@@ -179,7 +179,7 @@ def _execute(
     if not writes:
         return finished
     with (
-        dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus) as client,
+        dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus, samples=plan.n_todo) as client,
         tqdm(total=plan.n_todo, desc="pseudo-label", unit="sample", disable=not cfg.progress) as bar,
     ):
         todo_of = {
