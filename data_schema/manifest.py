@@ -37,7 +37,7 @@ fill value and are never read. Masks are not stored as RLE: `instance_ids` holds
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
@@ -46,7 +46,7 @@ from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
 from data_schema.record import Record
 
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION: Final = 2
 
 ARRAY_NAMES = ("left", "right", "disparity_px", "depth_m", "confidence", "instance_ids")
 

@@ -7,17 +7,17 @@ nothing writes this layout any more. The Zarr store layout is the same in both v
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
-from data_schema._base import Record
 from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
 from data_schema.manifest import ArrayDigests, CocoRle, DepthSettings, SampleStats, SourceFiles, StoreLayout
+from data_schema.record import Record
 
-MANIFEST_V1_SCHEMA_VERSION = 1
+MANIFEST_V1_SCHEMA_VERSION: Final = 1
 
 
 class ObjectRecordV1(Record):

@@ -139,12 +139,14 @@ def collect_views(
                 f"{size[0]}x{size[1]}; calibrate one resolution at a time"
             )
             continue
-        found = [detect_board(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), board) for img in (left, right)]
-        if found[0] is None or found[1] is None:
-            eye = "left" if found[0] is None else "right"
+        found_l, found_r = (
+            detect_board(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), board) for img in (left, right)
+        )
+        if found_l is None or found_r is None:
+            eye = "left" if found_l is None else "right"
             skip(f"board not found in the {eye} image")
             continue
-        (ids_l, px_l), (ids_r, px_r) = found
+        (ids_l, px_l), (ids_r, px_r) = found_l, found_r
         common, il, ir = np.intersect1d(ids_l, ids_r, return_indices=True)
         if len(common) < 6:
             skip(f"only {len(common)} corners seen by both eyes (need 6)", len(common))
@@ -163,7 +165,8 @@ def _calibrate_eye(views: list[BoardView], eye: str, size: tuple[int, int]):
 
     obj = [v.object_points for v in views]
     img = [getattr(v, f"{eye}_px") for v in views]
-    rms, k, d, _, _, _, _, per_view = cv2.calibrateCameraExtended(obj, img, size, None, None)
+    # the stubs lack the overload with None for "estimate K and d" that OpenCV documents
+    rms, k, d, _, _, _, _, per_view = cv2.calibrateCameraExtended(obj, img, size, None, None)  # type: ignore[call-overload]
     return rms, k, d.reshape(-1), per_view.reshape(-1)
 
 
@@ -172,7 +175,8 @@ def _calibrate_pair(views: list[BoardView], size: tuple[int, int], k_l, d_l, k_r
     import cv2
 
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-9)
-    rms, k_l, d_l, k_r, d_r, r, t, _, _, _, _, per_view = cv2.stereoCalibrateExtended(
+    # the stubs lack the overload with None for R and T (outputs) that OpenCV documents
+    rms, k_l, d_l, k_r, d_r, r, t, _, _, _, _, per_view = cv2.stereoCalibrateExtended(  # type: ignore[call-overload]
         [v.object_points for v in views],
         [v.left_px for v in views],
         [v.right_px for v in views],

@@ -57,7 +57,9 @@ def epipolar_preview(left: np.ndarray, right: np.ndarray, *, spacing_px: int = 3
     return img
 
 
-def write_report(result: CalibrationResult, calib_path: str | Path, preview_pair) -> Path:
+def write_report(
+    result: CalibrationResult, calib_path: str | Path, preview_pair: tuple[np.ndarray, np.ndarray] | None
+) -> Path:
     """Write report.json, coverage.png and rectified_preview.png; returns the report folder."""
     from labeler.rectify import RectifyMaps, rectify_pair
 
@@ -66,7 +68,10 @@ def write_report(result: CalibrationResult, calib_path: str | Path, preview_pair
     write_png(folder / "coverage.png", coverage_image(result))
     if preview_pair is not None:
         maps = RectifyMaps.from_calibration(result.calibration)
-        write_png(folder / "rectified_preview.png", epipolar_preview(*rectify_pair(*preview_pair, maps)))
+        write_png(
+            folder / "rectified_preview.png",
+            epipolar_preview(*rectify_pair(preview_pair[0], preview_pair[1], maps)),
+        )
     return folder
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from data_schema.manifest import ObjectRecord
@@ -47,7 +49,7 @@ def _scale_bar(height: int, lo: float, hi: float, unit: str) -> np.ndarray:
     return bar
 
 
-def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: list[ObjectRecord]) -> np.ndarray:
+def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: Sequence[ObjectRecord]) -> np.ndarray:
     """Each object tinted in its own colour with its outline and a "3: 1.52 m" label at its centre."""
     import cv2
 
@@ -76,7 +78,7 @@ def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: list[Obje
     return out
 
 
-def preview_image(arrays: SampleArrays, objects: list[ObjectRecord]) -> np.ndarray:
+def preview_image(arrays: SampleArrays, objects: Sequence[ObjectRecord]) -> np.ndarray:
     """Rectified left | colourised disparity with a scale bar | labelled mask overlay."""
     d = arrays.disparity_px
     finite = d[np.isfinite(d)]
@@ -85,5 +87,5 @@ def preview_image(arrays: SampleArrays, objects: list[ObjectRecord]) -> np.ndarr
     return np.hstack([arrays.left, disp, mask_overlay(arrays.left, arrays.instance_ids, objects)])
 
 
-def write_preview(path: str | Path, arrays: SampleArrays, objects: list[ObjectRecord]) -> None:
+def write_preview(path: str | Path, arrays: SampleArrays, objects: Sequence[ObjectRecord]) -> None:
     write_png(path, preview_image(arrays, objects))

@@ -77,7 +77,7 @@ def vertical_offset_px(
     """
     import cv2
 
-    sift = cv2.SIFT_create(nfeatures=4000)
+    sift = cv2.SIFT.create(nfeatures=4000)
     kl, dl = sift.detectAndCompute(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), None)
     kr, dr = sift.detectAndCompute(cv2.cvtColor(right, cv2.COLOR_RGB2GRAY), None)
     if dl is None or dr is None or len(kl) < 8 or len(kr) < 8:
@@ -135,6 +135,8 @@ def _still_valid(rec: RectifiedPair, src: StereoPairSource, out: Path) -> bool:
     if rec.status != "ok" or rec.source != src:
         return False
     for rel, sha in ((rec.left_path, rec.left_sha256), (rec.right_path, rec.right_sha256)):
+        if rel is None:
+            return False
         p = out / rel
         if not p.is_file() or sha256_file(p) != sha:
             return False

@@ -211,7 +211,7 @@ def disparity_batch_stage(
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
         return [disparity_stage(p, config, device) for p in pairs]
     done = {id(p): PairDisparity(p, d.disparity_px, d.confidence) for p, d in zip(ok, found, strict=True)}
-    return [done.get(id(p), p) for p in pairs]
+    return [done[id(p)] if isinstance(p, LoadedPair) else p for p in pairs]
 
 
 def masks_batch_stage(
@@ -229,7 +229,7 @@ def masks_batch_stage(
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
         return [masks_stage(d, config, device) for d in disps]
     done = {id(d): PairMasks(d, m, device) for d, m in zip(ok, found, strict=True)}
-    return [done.get(id(d), d) for d in disps]
+    return [done[id(d)] if isinstance(d, PairDisparity) else d for d in disps]
 
 
 def finish_batch_stage(

@@ -137,7 +137,7 @@ def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, conten
     """sha256 of canonical JSON lines of the records: the same for the same rows in any file.
     `content_only` leaves out the provenance fields (timings, device) — the dataset version's hash."""
     h = hashlib.sha256()
-    exclude = PROVENANCE_FIELDS if content_only else None
+    exclude = set(PROVENANCE_FIELDS) if content_only else None
     for rec in records:
         h.update(json.dumps(rec.model_dump(mode="json", exclude=exclude), sort_keys=True).encode())
         h.update(b"\n")

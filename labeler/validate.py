@@ -234,7 +234,9 @@ def _id_problems(dataset: Path, entries: list[ShardEntry], plan: dict) -> list[s
     for p in plan.values():
         for k, sid in enumerate(p.sample_ids):
             planned[p.row_start + k] = sid
-    problems, seen_id, seen_row = [], {}, {}
+    problems: list[str] = []
+    seen_id: dict[str, int] = {}
+    seen_row: dict[int, str] = {}
     for sid, row in zip(t.column("sample_id").to_pylist(), t.column("row").to_pylist(), strict=True):
         if sid in seen_id:
             problems.append(f"sample {sid}: listed twice (rows {seen_id[sid]} and {row})")

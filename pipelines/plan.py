@@ -64,7 +64,7 @@ def discover_inputs(cfg: PseudoLabelConfig) -> dict[str, Input]:
             )
         # a user's own rectified pairs: left/<id>.png + right/<id>.png
         found += [
-            LabelTask(sample_id=s.pair_id, row=0, left_path=s.left_path, right_path=s.right_path)
+            LabelTask(sample_id=s.pair_id, row=0, left_path=s.left_path, right_path=str(s.right_path))
             for s in discover_pairs(cfg.inputs, layout="pairs")
         ]
     else:
@@ -86,7 +86,7 @@ def _id(inp: Input) -> str:
 
 
 def task_from_rectified(pair: RectifiedPair, row: int, folder: Path) -> LabelTask:
-    if pair.status != "ok":
+    if pair.status != "ok" or pair.left_path is None or pair.right_path is None:
         raise InputError(pair.source.left_path, f"rectify failed: {pair.error}", "fix or remove the capture")
     return LabelTask(
         sample_id=pair.pair_id,
