@@ -181,26 +181,14 @@ def _read_state_dict(ckpt: Path, config: str) -> dict[str, Any]:
 
 
 def _check_keys(model_state: dict[str, Any], state: dict[str, Any], ckpt: Path, config: str) -> None:
-    missing = [k for k in model_state if k not in state]
-    unexpected = [k for k in state if k not in model_state]
-    shaped = [k for k in model_state if k in state and tuple(state[k].shape) != tuple(model_state[k].shape)]
-    if not (missing or unexpected or shaped):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    if shaped:
-        k = shaped[0]
-        parts.append(
-            f"{len(shaped)} keys of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-            f"{tuple(model_state[k].shape)} in the model)"
+    from labeler.models.checkpoints import compare_keys
+
+    mismatch = compare_keys(model_state, state)
+    if mismatch:
+        raise Sam2WeightsError(
+            f"{ckpt}: does not match config {config} ({mismatch.describe()}); pass {CHECKPOINT_FLAG} "
+            f"{expected_checkpoint(config)} (or the {CONFIG_FLAG} it was trained with)"
         )
-    raise Sam2WeightsError(
-        f"{ckpt}: does not match config {config}: {', '.join(parts)}; pass {CHECKPOINT_FLAG} "
-        f"{expected_checkpoint(config)} (or the {CONFIG_FLAG} it was trained with)"
-    )
 
 
 def _first_line(err: BaseException) -> str:

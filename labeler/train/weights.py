@@ -21,13 +21,13 @@ from typing import Literal
 import torch
 
 from labeler.errors import WeightsError
+from labeler.models.checkpoints import SHOWN_KEYS, compare_keys
 from labeler.models.dinov2_dpt import VIT_SPECS
 
 WeightsKind = Literal["dinov2", "depth-anything-v2", "foundation-stereo"]
 FOUNDATION_STEREO_PREFIX = "feature.dino.depth_anything."
 DAV2_PREFIXES = ("pretrained.", "depth_head.")
 FLAG = "--weights"
-_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def classify(
         return "depth-anything-v2", dict(state)
     if "cls_token" in state and any(k.startswith("blocks.") for k in state):
         return "dinov2", {f"pretrained.{k}": v for k, v in state.items()}
-    first = ", ".join(list(state)[:_SHOWN])
+    first = ", ".join(list(state)[:SHOWN_KEYS])
     raise _fail(path, f"keys look like none of the three layouts (first keys: {first})")
 
 
@@ -100,28 +100,13 @@ def check_keys(
     backbone: str,
 ) -> None:
     """One-line WeightsError when names or shapes differ."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    parts = []
-    for label, items in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("wrong shape (checkpoint vs model)", reshaped),
-    ):
-        if items:
-            more = f", +{len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
-    raise _fail(
-        path,
-        f"{what} keys do not match --backbone {backbone}{_size_hint(state, backbone)} ({'; '.join(parts)})",
-    )
+    mismatch = compare_keys(expected, state)
+    if mismatch:
+        raise _fail(
+            path,
+            f"{what} keys do not match --backbone {backbone}{_size_hint(state, backbone)} "
+            f"({mismatch.describe()})",
+        )
 
 
 def load_backbone_weights(model: torch.nn.Module, path: str | Path, *, backbone: str) -> LoadedWeights:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from labeler.models.checkpoints import compare_keys
 from labeler.models.foundation_stereo.model import FoundationStereo
 from labeler.models.foundation_stereo.release import (
     CheckpointError,
@@ -15,8 +16,6 @@ from labeler.models.foundation_stereo.release import (
     find_release,
     read_release_config,
 )
-
-_SHOWN = 3  # key names quoted per kind of mismatch in the one-line error
 
 
 def _state_dict_of(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
@@ -32,28 +31,13 @@ def check_state_dict(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, args: FoundationStereoArgs
 ) -> None:
     """Raise one `CheckpointError` line when names or shapes differ from `model`'s state dict."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    parts = []
-    for label, items in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("wrong shape (checkpoint vs model)", reshaped),
-    ):
-        if items:
-            more = f", +{len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
-    raise CheckpointError(
-        path, f"keys do not match FoundationStereo vit_size={args.vit_size} of cfg.yaml ({'; '.join(parts)})"
-    )
+    mismatch = compare_keys(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(
+            path,
+            f"keys do not match FoundationStereo vit_size={args.vit_size} of cfg.yaml "
+            f"({mismatch.describe()})",
+        )
 
 
 def load_foundation_stereo(
