@@ -39,6 +39,7 @@ from data_schema.backends import FoundationStereoConfig
 from labeler.errors import LabelerError
 from labeler.models.foundation_stereo.release import find_release, read_release_config
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
+from labeler.stereo.consistency import lr_difference, outside_right
 
 if TYPE_CHECKING:
     from labeler.models.foundation_stereo.model import FoundationStereo
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _MIN_SCALE = 0.125  # OOM retries stop here
 _SWAP_MIN_SHARE = 0.3  # share of textured pixels that must match on the wrong side ...
 _SWAP_RATIO = 4.0  # ... and outnumber right-side matches by this factor, to call a pair swapped
+OUTSIDE_MARGIN_PX = 0.0  # the demo's remove_invisible: any match left of the right image's first column
 
 
 class ScaleReducedWarning(RuntimeWarning):
@@ -210,9 +212,9 @@ class FoundationStereoBackend(StereoBackend):
         cfg = self.config
         valid = np.isfinite(d_left)
         if cfg.remove_invisible:
-            valid &= ~outside_right(d_left)
+            valid &= ~outside_right(d_left, margin_px=OUTSIDE_MARGIN_PX)
         if d_right is not None:
-            err = lr_error(d_left, d_right)
+            err = np.abs(lr_difference(d_left, d_right, sampling="linear"))
             with np.errstate(invalid="ignore"):
                 valid &= err <= cfg.consistency_px
         else:
@@ -242,36 +244,6 @@ def _restore(disp: np.ndarray, h0: int, w0: int) -> np.ndarray:
     return (up * (w0 / w)).astype(np.float32)
 
 
-def outside_right(disp: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the match x - d lies left of the right image (the demo's `remove_invisible`)."""
-    x = np.arange(disp.shape[1], dtype=np.float32)[None, :]
-    with np.errstate(invalid="ignore"):
-        return (x - disp) < 0
-
-
-def lr_error(d_left: np.ndarray, d_right: np.ndarray) -> np.ndarray:
-    """|d_L(x) - d_R(x - d_L(x))| in px, d_R linearly interpolated along the row.
-
-    Args:
-        d_left: (H, W) disparity of the left image.
-        d_right: (H, W) disparity of the right image (right x + d = left x).
-
-    Returns:
-        (H, W) float32; NaN where x - d_L(x) falls outside [0, W-1] or either disparity is not finite.
-    """
-    w = d_left.shape[1]
-    xr = np.arange(w, dtype=np.float32)[None, :] - d_left
-    inside = np.isfinite(xr) & (xr >= 0) & (xr <= w - 1)
-    xs = np.where(inside, xr, 0.0)
-    x0 = np.clip(np.floor(xs).astype(np.int64), 0, max(w - 2, 0))
-    frac = (xs - x0).astype(np.float32)
-    x1 = np.minimum(x0 + 1, w - 1)
-    sampled = (1 - frac) * np.take_along_axis(d_right, x0, axis=1) + frac * np.take_along_axis(
-        d_right, x1, axis=1
-    )
-    return np.where(inside, np.abs(d_left - sampled), np.nan).astype(np.float32)
-
-
 def swap_evidence(
     left: np.ndarray, right: np.ndarray, *, max_width: int = 320, search_frac: float = 0.25, box: int = 9
 ) -> tuple[float, float]:
@@ -287,7 +259,7 @@ def swap_evidence(
     """
 
     def grey_dx(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-        g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        g: np.ndarray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
         if size is not None:
             g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
         return cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)

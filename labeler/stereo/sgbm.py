@@ -16,6 +16,7 @@ import numpy as np
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
+from labeler.stereo.consistency import lr_difference, occluded, outside_right
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -27,6 +28,11 @@ _COARSE_MIN_WIDTH = 64  # px; the coarse pass never works on an image narrower t
 _COARSE_PERCENTILES = (0.2, 99.8)  # robust ends of the coarse disparity histogram
 _MIN_SUPPORT = 1e-3  # WLS fill weight below which a pixel has no consistent neighbours to borrow from
 _OUTLIER_SCALE_PX = 2.0  # deviation from the WLS surface that costs a consistent match 1/e of its confidence
+# the left-right check reads the right view at the nearest column, so a match up to half a pixel left of
+# the image still reads column 0 and counts as inside
+OUTSIDE_MARGIN_PX = 0.5
+OCCLUSION_TOL_PX = 0.5  # a covering match must land this far past a pixel's own to hide it
+COARSE_LR_MAX_DIFF_PX = 1.0  # left-right tolerance of the coarse search-range pass, in coarse px
 
 
 @STEREO_BACKENDS.register("sgbm")
@@ -54,7 +60,7 @@ class SgbmBackend(StereoBackend):
         d_left, d_right = match_both(
             *_views(left, right, color=cfg.color), min_disparity=lo, num_disparities=num, config=cfg
         )
-        diff = lr_difference(d_left, d_right)
+        diff = lr_difference(d_left, d_right, sampling="nearest")
         with np.errstate(invalid="ignore"):
             consistent = np.abs(diff) <= cfg.lr_max_diff_px
             agreement = np.clip(1.0 - np.abs(diff) / cfg.lr_max_diff_px, 0.0, 1.0)
@@ -72,7 +78,11 @@ class SgbmBackend(StereoBackend):
         else:
             conf = 0.5 + 0.5 * agreement
         conf = conf.astype(np.float32)
-        hidden = occluded(disp) | outside_right(disp) | ~np.isfinite(disp)
+        hidden = (
+            occluded(disp, tol_px=OCCLUSION_TOL_PX)
+            | outside_right(disp, margin_px=OUTSIDE_MARGIN_PX)
+            | ~np.isfinite(disp)
+        )
         disp[hidden] = np.nan
         conf[hidden] = np.nan
         return Disparity(disparity_px=disp, confidence=conf)
@@ -104,7 +114,7 @@ class SgbmBackend(StereoBackend):
             *_views(*small, color=cfg.color), min_disparity=lo_c, num_disparities=num_c, config=coarse
         )
         with np.errstate(invalid="ignore"):
-            good = d_l[np.abs(lr_difference(d_l, d_r)) <= 1.0]
+            good = d_l[np.abs(lr_difference(d_l, d_r, sampling="nearest")) <= COARSE_LR_MAX_DIFF_PX]
         if good.size < max(32, 0.01 * d_l.size):
             return lo_c * s, num_c * s
         p_lo, p_hi = np.percentile(good, _COARSE_PERCENTILES)
@@ -142,7 +152,7 @@ def match(
         right = cv2.copyMakeBorder(right, 0, 0, pad_l, pad_r, cv2.BORDER_REPLICATE)
     cn = 1 if left.ndim == 2 else left.shape[2]
     area = config.block_size**2
-    matcher = cv2.StereoSGBM_create(
+    matcher = cv2.StereoSGBM.create(
         minDisparity=min_disparity,
         numDisparities=num_disparities,
         blockSize=config.block_size,
@@ -159,21 +169,6 @@ def match(
     disp = raw.astype(np.float32) / 16.0
     disp[raw < min_disparity * 16] = np.nan
     return disp
-
-
-def lr_difference(d_left: np.ndarray, d_right: np.ndarray) -> np.ndarray:
-    """d_left(x) - d_right(x - d_left(x)) per pixel, in px; NaN where either is missing.
-
-    Args:
-        d_left: (H, W) float32 disparity of the left view (x_right = x_left - d).
-        d_right: (H, W) float32 disparity of the right view (x_left = x_right + d).
-    """
-    w = d_left.shape[1]
-    x_r = np.rint(np.arange(w, dtype=np.float32)[None, :] - np.nan_to_num(d_left, nan=-1e6))
-    inside = (x_r >= 0) & (x_r < w) & np.isfinite(d_left)
-    cols = np.where(inside, x_r, 0).astype(np.intp)
-    d_r = np.take_along_axis(d_right, cols, axis=1)
-    return np.where(inside, d_left - d_r, np.nan).astype(np.float32)
 
 
 def wls_fill(
@@ -197,33 +192,6 @@ def wls_fill(
     with np.errstate(invalid="ignore", divide="ignore"):
         filled = np.where(den > _MIN_SUPPORT, num / den, np.nan).astype(np.float32)
     return filled, np.clip(den, 0.0, 1.0).astype(np.float32)
-
-
-def occluded(disparity: np.ndarray, *, tol_px: float = 0.5) -> np.ndarray:
-    """Pixels of the left view hidden in the right one: a pixel further right lands on or past them.
-
-    Pixel x (disparity d) is occluded when some x' > x has x' - d(x') <= x - d(x) - tol_px, i.e. a
-    nearer surface covers its match. NaN pixels occlude nothing.
-
-    Args:
-        disparity: (H, W) float32 in px, NaN invalid.
-
-    Returns:
-        (H, W) bool.
-    """
-    h, w = disparity.shape
-    shifted = np.where(np.isfinite(disparity), disparity, -np.inf) - np.arange(w, dtype=np.float32)[None, :]
-    # best (largest d' - x') over x' > x: a reversed running maximum, shifted by one column
-    run = np.maximum.accumulate(shifted[:, ::-1], axis=1)[:, ::-1]
-    after = np.concatenate([run[:, 1:], np.full((h, 1), -np.inf, np.float32)], axis=1)
-    return np.isfinite(disparity) & (after >= shifted + tol_px)
-
-
-def outside_right(disparity: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the match x - d falls left of the right image."""
-    x = np.arange(disparity.shape[1], dtype=np.float32)[None, :]
-    with np.errstate(invalid="ignore"):
-        return x - disparity < -0.5
 
 
 def _views(left: np.ndarray, right: np.ndarray, *, color: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,15 @@ from pydantic import ValidationError
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS
-from labeler.stereo.sgbm import SgbmBackend, lr_difference, occluded, outside_right
-from labeler.testing.conformance import StereoBackendTests, plane_pair, square_scene
+from labeler.stereo.consistency import lr_difference, occluded, outside_right
+from labeler.stereo.sgbm import OCCLUSION_TOL_PX, OUTSIDE_MARGIN_PX, SgbmBackend
+from labeler.testing.conformance import StereoBackendTests
+from labeler.testing.scenes import plane_pair, square_scene
 
 
 class TestSgbmConformance(StereoBackendTests):
+    backend_name = "sgbm"
+
     @pytest.fixture(
         params=[{}, {"wls": False}, {"num_disparities": 32}], ids=["default", "no-wls", "fixed-range"]
     )
@@ -73,9 +77,12 @@ def test_occluded_band_is_invalid() -> None:
 def test_helpers_on_a_toy_row() -> None:
     d = np.array([[1.0, 1.0, 1.0, 4.0, 4.0, 4.0, 1.0, np.nan]], np.float32)
     # pixels 1..2 (d = 1) land on right x 0..1; pixel 3 (d = 4) lands on -1: outside
-    np.testing.assert_array_equal(outside_right(d)[0], [True, False, False, True, False, False, False, False])
+    np.testing.assert_array_equal(
+        outside_right(d, margin_px=OUTSIDE_MARGIN_PX)[0],
+        [True, False, False, True, False, False, False, False],
+    )
     # pixel 4 (d = 4) lands on right x 0, where pixel 1 (d = 1) lands too: pixel 1 is hidden
-    assert occluded(d)[0, 1] and occluded(d)[0, 2] and not occluded(d)[0, 4]
-    assert not occluded(d)[0, 7]
-    same = lr_difference(d, np.full_like(d, 1.0))
+    hidden = occluded(d, tol_px=OCCLUSION_TOL_PX)[0]
+    assert hidden[1] and hidden[2] and not hidden[4] and not hidden[7]
+    same = lr_difference(d, np.full_like(d, 1.0), sampling="nearest")
     assert same[0, 1] == 0.0 and np.isnan(same[0, 0]) and np.isnan(same[0, 7])

@@ -21,14 +21,14 @@ import pytest
 from data_schema.backends import FoundationStereoConfig
 from labeler.models.foundation_stereo.release import CheckpointError
 from labeler.stereo.base import STEREO_BACKENDS
+from labeler.stereo.consistency import lr_difference, outside_right
 from labeler.stereo.foundation_stereo import (
+    OUTSIDE_MARGIN_PX,
     FoundationStereoBackend,
     ScaleReducedWarning,
     StereoOutOfMemoryError,
     SwappedPairError,
     check_not_swapped,
-    lr_error,
-    outside_right,
     swap_evidence,
 )
 from labeler.testing.conformance import StereoBackendTests
@@ -86,6 +86,8 @@ def plain(vits_weights: Path) -> FoundationStereoBackend:
 class TestFoundationStereoConformance(StereoBackendTests):
     """Contract, errors and determinism; the value tests need real weights."""
 
+    backend_name = "foundation-stereo"
+
     @pytest.fixture(scope="class", params=["lr-check", "no-lr-check"])
     @classmethod
     def backend(cls, request: pytest.FixtureRequest, vits_weights: Path) -> FoundationStereoBackend:
@@ -114,7 +116,7 @@ def test_output_contract_on_the_shared_pair(vits_weights: Path, pair: tuple[np.n
     np.testing.assert_array_equal(np.isnan(d), np.isnan(c))
     finite = c[np.isfinite(c)]
     assert np.all((finite > np.exp(-1) - 1e-6) & (finite <= 1))  # lr-check confidence: exp(-err / tolerance)
-    assert not outside_right(d).any()  # remove_invisible
+    assert not outside_right(d, margin_px=OUTSIDE_MARGIN_PX).any()  # remove_invisible
 
 
 @needs_shared
@@ -322,6 +324,10 @@ def test_backend_refuses_a_swapped_pair_before_running(
 # ------------------------------------------------------------------ helpers, OOM, packaging
 
 
+def lr_error(d_left: np.ndarray, d_right: np.ndarray) -> np.ndarray:
+    return np.abs(lr_difference(d_left, d_right, sampling="linear"))  # what the backend thresholds
+
+
 def test_lr_error_and_outside_right_on_a_toy_row() -> None:
     d_left = np.array([[0.0, 1.0, 1.0, 5.0, 2.0, np.nan]], np.float32)
     d_right = np.array([[1.0, 1.0, 3.0, 3.0, 3.0, 3.0]], np.float32)
@@ -332,7 +338,11 @@ def test_lr_error_and_outside_right_on_a_toy_row() -> None:
     assert np.isnan(err[0, 3]) and np.isnan(err[0, 5])
     half = lr_error(np.array([[0.0, 0.5]], np.float32), np.array([[0.0, 2.0]], np.float32))
     assert half[0, 1] == pytest.approx(abs(0.5 - 1.0))  # right x 0.5: halfway between 0 and 2
-    np.testing.assert_array_equal(outside_right(d_left)[0], [False, False, False, True, False, False])
+    np.testing.assert_array_equal(
+        outside_right(d_left, margin_px=OUTSIDE_MARGIN_PX)[0], [False, False, False, True, False, False]
+    )
+    # the demo's rule has no margin: a match 0.25 px left of the image is outside (sgbm's 0.5 px keeps it)
+    assert outside_right(np.array([[0.25]], np.float32), margin_px=OUTSIDE_MARGIN_PX)[0, 0]
 
 
 def test_cuda_oom_retries_pair_by_pair_then_at_a_smaller_scale(
