@@ -275,6 +275,39 @@ class FusionBlock(nn.Module):
         return self.out_conv(path)
 
 
+class DPTScratch(nn.Module):
+    """The DPT fusion path (`scratch.*` in DAv2 checkpoints): per-level 3x3 convs to `features` channels,
+    four fusion blocks, and the output convs (`output_conv1` to features/2, `output_conv2` to the map)."""
+
+    def __init__(
+        self,
+        features: int,
+        channels: tuple[int, int, int, int],
+        *,
+        use_bn: bool,
+        output_activation: OutputActivation,
+        out_channels: int,
+    ) -> None:
+        super().__init__()
+        # created in the order of the DAv2 layout (and of its random initialisation)
+        self.layer1_rn, self.layer2_rn, self.layer3_rn, self.layer4_rn = (
+            nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels
+        )
+        self.refinenet1, self.refinenet2, self.refinenet3, self.refinenet4 = (
+            FusionBlock(features, use_bn) for _ in range(4)
+        )
+        self.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
+        activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+        final: nn.Module = activations[output_activation]()
+        self.output_conv2 = nn.Sequential(
+            nn.Conv2d(features // 2, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, out_channels, 1),
+            final,
+            nn.Identity(),
+        )
+
+
 class DPTHead(nn.Module):
     """Dense prediction decoder: four token maps -> a feature map at 14x the patch grid -> one channel.
 
@@ -315,25 +348,9 @@ class DPTHead(nn.Module):
             self.readout_projects = nn.ModuleList(
                 nn.Sequential(nn.Linear(2 * in_dim, in_dim), nn.GELU()) for _ in channels
             )
-        scratch = nn.Module()
-        for i, c in enumerate(channels, start=1):
-            scratch.add_module(f"layer{i}_rn", nn.Conv2d(c, features, 3, padding=1, bias=False))
-        for i in range(1, 5):
-            scratch.add_module(f"refinenet{i}", FusionBlock(features, use_bn))
-        scratch.add_module("output_conv1", nn.Conv2d(features, features // 2, 3, padding=1))
-        activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
-        final: nn.Module = activations[output_activation]()
-        scratch.add_module(
-            "output_conv2",
-            nn.Sequential(
-                nn.Conv2d(features // 2, 32, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(32, out_channels, 1),
-                final,
-                nn.Identity(),
-            ),
+        self.scratch = DPTScratch(
+            features, channels, use_bn=use_bn, output_activation=output_activation, out_channels=out_channels
         )
-        self.scratch = scratch
 
     def dense_features(self, layers: list[tuple[Tensor, Tensor]], grid: tuple[int, int]) -> Tensor:
         """Decode tapped tokens to the last feature map.
@@ -353,7 +370,12 @@ class DPTHead(nn.Module):
             fmap = tokens.permute(0, 2, 1).reshape(tokens.shape[0], tokens.shape[-1], gh, gw)
             maps.append(self.resize_layers[i](self.projects[i](fmap)))
         s = self.scratch
-        l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1))
+        l1, l2, l3, l4 = (
+            s.layer1_rn(maps[0]),
+            s.layer2_rn(maps[1]),
+            s.layer3_rn(maps[2]),
+            s.layer4_rn(maps[3]),
+        )
         path = s.refinenet4(l4, size=l3.shape[2:])
         path = s.refinenet3(path, l3, size=l2.shape[2:])
         path = s.refinenet2(path, l2, size=l1.shape[2:])

@@ -62,8 +62,10 @@ class StereoFeatures(nn.Module):
         import timm
 
         backbone = timm.create_model("edgenext_small", pretrained=False)
-        self.stem = backbone.stem
-        self.stages = backbone.stages
+        stem, stages = backbone.stem, backbone.stages  # EdgeNeXt's stem and its four stages, 1/4 .. 1/32
+        assert isinstance(stem, nn.Module) and isinstance(stages, nn.Sequential)  # timm types them loosely
+        self.stem = stem
+        self.stages = stages
         c = EDGENEXT_CHANNELS
         vit_ch = vit_spec(vit).dpt_features // 2
         self.dino = DepthAnythingBranch(vit)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ def _norm(kind: Norm, ch: int, dims: int) -> nn.Module:
     return nn.Identity()
 
 
-def _conv(cin: int, cout: int, *, dims: int, transposed: bool = False, **kw: object) -> nn.Module:
+def _conv(cin: int, cout: int, *, dims: int, transposed: bool = False, **kw: Any) -> nn.Module:
     cls: type[nn.Module]
     if dims == 3:
         cls = nn.ConvTranspose3d if transposed else nn.Conv3d
