@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from data_schema._base import Record
+from data_schema.record import Record
 
 
 class BackendConfig(Record):

@@ -8,13 +8,13 @@ The YAML layout is a contract later stages and users rely on (OpenCV meanings th
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator
 
-from data_schema._base import Record
+from data_schema.record import Record
 
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION: Final = 1
 
 Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
 Row3 = Annotated[list[float], Field(min_length=3, max_length=3)]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
-from data_schema._base import Record
+from data_schema.record import Record
 
-CAPTURES_SCHEMA_VERSION = 1
+CAPTURES_SCHEMA_VERSION: Final = 1
 
 
 class CaptureLayout(StrEnum):

@@ -8,20 +8,26 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import data_schema as ds
-from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, ShardPlan
 
 SCHEMA_DIR = Path(__file__).parent
 
 # The documents a user or another tool reads; nested records appear inside them as $defs.
 EXPORTED: dict[str, type[BaseModel]] = {
-    "stereo_calibration": ds.StereoCalibration,
-    "calibration_report": ds.CalibrationReport,
-    "rectified_set": ds.RectifiedSet,
-    "manifest": Manifest,
-    "shard_entry": ShardEntry,
-    "shard_plan": ShardPlan,
-    "sample_record": SampleRecord,
-    "object_row": ObjectRow,
+    "stereo_calibration": ds.StereoCalibration,  # calib/<rig>.yaml
+    "calibration_report": ds.CalibrationReport,  # calib/<rig>.report/report.json
+    "rectified_set": ds.RectifiedSet,  # RECTIFIED/pairs.json
+    "manifest": ds.Manifest,  # DATASET/manifest.json
+    "shard_entry": ds.ShardEntry,  # a line of DATASET/shards.jsonl
+    "shard_plan": ds.ShardPlan,  # a line of DATASET/rows.jsonl
+    "sample_record": ds.SampleRecord,  # a row of DATASET/tables/samples
+    "object_row": ds.ObjectRow,  # a row of DATASET/tables/objects
+    "heads_model_config": ds.HeadsModelConfig,  # `model_config` of RUN/checkpoints/*.pt
+    "instance_params": ds.InstanceParams,  # `instances` of RUN/checkpoints/*.pt
+    "epoch_metrics": ds.EpochMetrics,  # a row of RUN/metrics.json (and metrics.csv)
+    "finetune_comparison": ds.FinetuneComparison,  # RUN/finetune/comparison.json
+    "image_prediction": ds.ImagePrediction,  # OUT/<stem>.json of `labeler predict`
+    "prediction_set": ds.PredictionSet,  # OUT/predictions.json
+    "demo_truth": ds.DemoTruth,  # DEMO/truth/truth.json
 }
 
 

@@ -10,12 +10,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from labeler.errors import LabelerError
+
+if TYPE_CHECKING:
+    from data_schema.heads import HeldoutFigures
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -396,7 +399,7 @@ def _gpus(gpu: str | None) -> tuple[str, ...]:
     return tuple(g.strip() for g in gpu.split(",")) if gpu else ()
 
 
-def _heldout_line(row: dict) -> str:
+def _heldout_line(figures: HeldoutFigures) -> str:
     names = {
         "abs_rel": "AbsRel",
         "delta1": "δ1",
@@ -405,7 +408,8 @@ def _heldout_line(row: dict) -> str:
         "mask_ap50": "mask AP50",
         "heldout_loss": "loss",
     }
-    return ", ".join(f"{label} {row[k]:.3f}" for k, label in names.items() if isinstance(row.get(k), float))
+    values = {k: getattr(figures, k) for k in names}
+    return ", ".join(f"{label} {values[k]:.3f}" for k, label in names.items() if values[k] is not None)
 
 
 @app.command("train-heads")
@@ -472,15 +476,15 @@ def train_heads_cmd(
     res = run(build, train_heads)
     if not res.main:
         return
-    last = res.history[-1] if res.history else {}
-    typer.echo(
-        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
-        f"train loss {res.history[0]['train_loss']:.4f} -> {last.get('train_loss', float('nan')):.4f}"
-        if res.history
-        else f"{res.run_dir}: nothing to train (already at --epochs)"
-    )
-    if last:
-        typer.echo(f"held-out (epoch {last['epoch']}): {_heldout_line(last) or 'no held-out samples'}")
+    if res.history:
+        first, last = res.history[0], res.history[-1]
+        typer.echo(
+            f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} samples ({res.n_heldout} held out); "
+            f"train loss {first.train_loss:.4f} -> {last.train_loss:.4f}"
+        )
+        typer.echo(f"held-out (epoch {last.epoch}): {_heldout_line(last) or 'no held-out samples'}")
+    else:
+        typer.echo(f"{res.run_dir}: nothing to train (already at --epochs)")
     typer.echo(f"weights: {res.weights}")
     typer.echo(
         f"curves {res.run_dir / 'curves.png'}, previews {res.run_dir / 'previews'}, "
@@ -522,13 +526,14 @@ def finetune(
         ),
         finetune_run,
     )
-    if not res.main:
+    if not res.main or res.comparison is None:
         return
     c = res.comparison
     typer.echo(f"{res.run_dir}: {len(res.history)} epochs with the last {unfreeze_last} blocks unfrozen")
-    for k, after in c["finetuned"].items():
-        before = c["frozen"].get(k)
-        if isinstance(after, float) and isinstance(before, float):
+    frozen = c.frozen.model_dump()
+    for k, after in c.finetuned.model_dump().items():
+        before = frozen[k]
+        if after is not None and before is not None:
             typer.echo(f"  held-out {k}: {before:.4f} (frozen) -> {after:.4f} ({after - before:+.4f})")
     typer.echo(f"comparison {res.run_dir / 'comparison.json'}, curves {res.run_dir / 'curves.png'}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedSet
+from data_schema.demo import DemoTruth
 from labeler.configs import CalibrateConfig, DemoConfig, RectifyConfig
 
 
@@ -41,7 +42,7 @@ def rectify_command(cfg: RectifyConfig) -> RectifiedSet:
     )
 
 
-def demo_command(cfg: DemoConfig):
+def demo_command(cfg: DemoConfig) -> DemoTruth:
     from labeler.demo import write_demo, write_middlebury
 
     truth = write_demo(

@@ -9,9 +9,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from data_schema._base import Record
 from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
+from data_schema.heads import HeadsModelConfig, InstanceParams
+from data_schema.record import Record
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
 # Named so the CLI shows these choices from the same literal the field validates.
@@ -90,32 +91,8 @@ class PseudoLabelConfig(Record):
 
 # ------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)
 
-Backbone = Literal["vits", "vitb", "vitl", "vitg", "tiny"]
-HeadsTask = Literal["depth", "seg", "fusion"]
-
-
-class HeadsModelConfig(Record):
-    """What rebuilds a heads model from its checkpoint: backbone size, task, output bound, input size."""
-
-    backbone: Backbone = Field("vits", description="DINOv2 size; tiny = random-init test model")
-    task: HeadsTask = Field("fusion", description="depth | seg | fusion (both, with a joint head)")
-    max_depth_m: float = Field(20.0, gt=0, description="metric depth output is sigmoid * this")
-    input_size: int = Field(518, ge=14, description="short image side fed to the ViT, multiple of 14")
-
-    @model_validator(mode="after")
-    def _patch_multiple(self) -> HeadsModelConfig:
-        if self.input_size % 14:
-            raise ValueError(f"input_size {self.input_size} is not a multiple of the patch size 14")
-        return self
-
-
-class InstanceParams(Record):
-    """Objectness/boundary maps (+ predicted depth) -> instances; see labeler/train/instances.py."""
-
-    objectness: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
-    boundary: float = Field(0.5, gt=0, lt=1, description="boundary probability threshold")
-    depth_jump: float = Field(0.08, ge=0, description="relative depth step that cuts objects; 0 = off")
-    min_area_frac: float = Field(1e-3, ge=0, lt=1, description="smallest object, fraction of the image")
+# HeadsModelConfig and InstanceParams are stored in checkpoints, so they live in data_schema/heads.py;
+# imported here for TrainHeadsConfig and for callers that build them from labeler.configs.
 
 
 class TrainHeadsConfig(Record):

@@ -3,8 +3,8 @@
 Writes, under OUT:
   boards/board_NNN.png   side-by-side 2W x H chessboard captures (9x6 inner corners, 30 mm squares)
   scenes/scene_NNN.png   side-by-side captures of textured objects at known depths
-  truth/rig.json         the true calibration (intrinsics, distortion, R, T)
-  truth/scenes.json      per scene, per object: median depth of its visible pixels in the left camera
+  truth/truth.json       DemoTruth (data_schema/demo.py): the true calibration (intrinsics, distortion,
+                         R, T) and, per scene, per object: median depth of its visible left pixels
   truth/scene_NNN.npz    left-camera depth_m (float32, inf = nothing) and instance_ids (int32)
 """
 
@@ -13,42 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 
-from data_schema._base import Record
 from data_schema.calibration import BoardSpec
+from data_schema.demo import DemoTruth, ObjectTruth, RigTruth, SceneTruth
 from labeler.io import atomic_path, write_png, write_text_atomic
 from labeler.synthetic import Scene, SyntheticRig, TexturedRect, noise_texture, render_board_views, rotation
 
 DEMO_BOARD = BoardSpec(kind="chessboard", cols=9, rows=6, square_m=0.03)
-
-
-class ObjectTruth(Record):
-    id: int
-    depth_m_median: float = Field(description="median camera z over the object's visible left pixels")
-    area_px: int
-    base_rgb: tuple[int, int, int]
-
-
-class SceneTruth(Record):
-    pair_id: str
-    objects: list[ObjectTruth]
-
-
-class RigTruth(Record):
-    K_left: list[list[float]]
-    dist_left: list[float]
-    K_right: list[list[float]]
-    dist_right: list[float]
-    R: list[list[float]]
-    T: list[float]
-    baseline_m: float
-    image_size: list[int]
-
-
-class DemoTruth(Record):
-    rig: RigTruth
-    scenes: list[SceneTruth]
 
 
 def rig_truth(rig: SyntheticRig) -> RigTruth:
@@ -64,7 +35,15 @@ def rig_truth(rig: SyntheticRig) -> RigTruth:
     )
 
 
-def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, list[tuple[int, int, int]]]:
+RGB = tuple[int, int, int]
+
+
+def _rgb(values: np.ndarray) -> RGB:
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
+def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, list[RGB]]:
     """A wall, a floor and `n_objects` textured boards at different depths; objects 1 and 2 share a colour."""
     wall_z = rng.uniform(3.2, 4.0)
     rects = [
@@ -83,11 +62,11 @@ def demo_scene(rng: np.random.Generator, *, n_objects: int = 3) -> tuple[Scene, 
             noise_texture(rng, 512, (110, 100, 90), 35),
         ),
     ]
-    shared = tuple(int(c) for c in rng.integers(60, 200, 3))
+    shared = _rgb(rng.integers(60, 200, 3))
     depths = np.sort(rng.uniform(0.9, 2.6, n_objects))
     colours = []
     for i, z in enumerate(depths, start=1):
-        base = shared if i <= 2 else tuple(int(c) for c in rng.integers(40, 220, 3))
+        base = shared if i <= 2 else _rgb(rng.integers(40, 220, 3))
         colours.append(base)
         w, h = rng.uniform(0.22, 0.4) * z / 1.5 + 0.1, rng.uniform(0.2, 0.35) * z / 1.5 + 0.1
         # spread across the view, with a little yaw so depth varies over the face
@@ -119,8 +98,8 @@ def write_demo(
     """Render the demo rig's board and scene captures into `out` (see the module docstring)."""
     out = Path(out)
     rig = SyntheticRig.arducam_like(width, height)
-    for i, (left, right) in enumerate(render_board_views(rig, DEMO_BOARD, n_boards, seed=seed)):
-        write_png(out / "boards" / f"board_{i:03d}.png", np.hstack([left, right]))
+    for i, (board_left, board_right) in enumerate(render_board_views(rig, DEMO_BOARD, n_boards, seed=seed)):
+        write_png(out / "boards" / f"board_{i:03d}.png", np.hstack([board_left, board_right]))
     rng = np.random.default_rng(seed + 1000)
     rays = rig.left.rays(3), rig.right.rays(3)
     scenes = []

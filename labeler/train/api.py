@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from labeler.configs import FinetuneConfig, HeadsModelConfig, TrainHeadsConfig
+from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig
+from labeler.configs import FinetuneConfig, TrainHeadsConfig
 from labeler.errors import LabelerError, WeightsError
 from labeler.train.heads import HeadsModel, build_model
 from labeler.train.loop import FitSpec, launch, load_checkpoint
@@ -21,13 +22,14 @@ from labeler.train.losses import LossWeights
 
 log = logging.getLogger(__name__)
 RANDOM_INIT = "random-init (deterministic, seeded): NOT a trained backbone; for tests and demos only"
-HELDOUT_KEYS = ("heldout_loss", "abs_rel", "delta1", "fg_iou", "mask_miou", "mask_ap50")
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What a train-heads run did; `history` is RUN/metrics.json, one record per epoch."""
+
     run_dir: Path
-    history: list[dict[str, Any]]
+    history: list[EpochMetrics]
     weights: str
     n_train: int
     n_heldout: int
@@ -40,7 +42,7 @@ def is_main_process() -> bool:
 
 @dataclass(frozen=True)
 class FinetuneResult(TrainResult):
-    comparison: dict[str, dict[str, float | None]]
+    comparison: FinetuneComparison | None  # RUN/comparison.json; None in the other ranks of a torchrun job
 
 
 def _versions() -> dict[str, str]:
@@ -163,10 +165,6 @@ def llrd_groups(model: HeadsModel, *, lr: float, layer_decay: float, head_lr: fl
     return groups
 
 
-def _heldout(row: dict[str, Any]) -> dict[str, float | None]:
-    return {k: row.get(k) for k in HELDOUT_KEYS if k in row}
-
-
 def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
     """Continue a train-heads run with its last N ViT blocks trainable; records held-out metrics against the
     frozen run's best epoch (the checkpoint it starts from) in OUT/comparison.json."""
@@ -219,29 +217,19 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         extra={"weights": rec.get("weights"), "base_run": str(cfg.run)},
     )
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    weights = str(rec.get("weights"))
     if not is_main_process():
-        return FinetuneResult(
-            out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]), False, {}
-        )
-    before, after = _heldout(frozen["metrics"]), _heldout(history[-1])
-    delta: dict[str, float | None] = {}
-    for k, a in after.items():
-        b = before.get(k)
-        delta[k] = a - b if isinstance(a, float) and isinstance(b, float) else None
-    comparison = {"frozen": before, "finetuned": after, "change": delta}
-    write_text_atomic(
-        out / "comparison.json",
-        json.dumps(
-            {
-                "base_run": str(cfg.run),
-                "base_epoch": frozen["epoch"],
-                "finetune_epochs": len(history),
-                **comparison,
-            },
-            indent=1,
-            default=lambda v: None,
-        ),
+        return FinetuneResult(out, history, weights, len(split["train"]), len(split["heldout"]), False, None)
+    before = EpochMetrics.model_validate(frozen["metrics"]).heldout
+    after = history[-1].heldout
+    comparison = FinetuneComparison(
+        base_run=str(cfg.run),
+        base_epoch=frozen["epoch"],
+        finetune_epochs=len(history),
+        frozen=before,
+        finetuned=after,
+        change=after.change_from(before),
     )
-    return FinetuneResult(
-        out, history, str(rec.get("weights")), len(split["train"]), len(split["heldout"]), True, comparison
-    )
+    # The figures a run has not (None) are left out, as they always were in this file.
+    write_text_atomic(out / "comparison.json", comparison.model_dump_json(indent=1, exclude_none=True))
+    return FinetuneResult(out, history, weights, len(split["train"]), len(split["heldout"]), True, comparison)

@@ -19,8 +19,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from labeler.dataset import Dataset
 from labeler.models.dinov2_dpt import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE
-from labeler.shards import Dataset
 
 TRAIN_ARRAYS = ("left", "depth_m", "confidence", "instance_ids")
 
@@ -29,7 +29,7 @@ EDGE_DEPTH_JUMP = 0.08  # relative depth step inside an object that also counts 
 
 
 class _Samples(Protocol):
-    def __getitem__(self, i: int): ...  # -> labeler.shards.Sample
+    def __getitem__(self, i: int): ...  # -> labeler.dataset.Sample
 
 
 def split_ids(sample_ids: Sequence[str], heldout_frac: float, *, seed: int) -> tuple[list[str], list[str]]:

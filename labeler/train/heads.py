@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from labeler.configs import HeadsModelConfig
+from data_schema.heads import HeadsModelConfig
 from labeler.models.dinov2_dpt import PATCH_SIZE, VIT_SPECS, DinoDPT, DPTHead, ViTSpec
 
 # The test / demo size: no released weights exist for it, so it is always randomly initialised.
@@ -26,13 +26,13 @@ BACKBONE_SPECS: dict[str, ViTSpec] = {**VIT_SPECS, "tiny": TINY_SPEC}
 
 def _unused_parameters(head: DPTHead) -> list[nn.Parameter]:
     """Parameters a DPT forward never touches: the deepest fusion block has no skip input."""
-    block: nn.Module = head.scratch.refinenet4  # type: ignore[assignment]
-    return list(block.resConfUnit1.parameters())  # type: ignore[union-attr]
+    block = head.scratch.refinenet4
+    return list(block.resConfUnit1.parameters())
 
 
 def _output_conv(head: DPTHead) -> nn.Module:
     """The head's last convolutions + activation: (B, F/2, H, W) features -> (B, out_channels, H, W)."""
-    return head.scratch.output_conv2  # type: ignore[return-value]
+    return head.scratch.output_conv2
 
 
 class FusionHead(nn.Module):
@@ -71,7 +71,7 @@ class HeadsModel(DinoDPT):
     def __init__(self, config: HeadsModelConfig) -> None:
         spec = BACKBONE_SPECS[config.backbone]
         super().__init__(
-            "vits" if config.backbone == "tiny" else config.backbone,  # type: ignore[arg-type]
+            "vits" if config.backbone == "tiny" else config.backbone,
             output_activation="sigmoid",
             max_depth=config.max_depth_m,
             spec=spec,

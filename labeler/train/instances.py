@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_schema.heads import InstanceParams
 from data_schema.manifest import ObjectRecord
-from labeler.configs import InstanceParams
 
 DEPTH_STEP_REACH_PX = 2  # the depth step is measured between pixels this far on either side
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labeler.configs import HeadsModelConfig, InstanceParams
+from data_schema.heads import EpochMetrics, HeadsModelConfig, HeldoutFigures, InstanceParams
 from labeler.errors import LabelerError
 from labeler.io import atomic_path, write_text_atomic
 from labeler.train.heads import HeadsModel
@@ -145,7 +145,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate(
     model: HeadsModel, loader, spec: FitSpec, dist: Dist, *, epoch: int
-) -> tuple[dict[str, float], list]:
+) -> tuple[HeldoutFigures, list[np.ndarray]]:
     """Held-out loss and metrics (AbsRel, δ1 vs stereo depth; fg IoU, mIoU, AP50 vs pseudo-masks) at the
     model's input resolution, plus preview rows for the first `spec.previews` samples."""
     from labeler.train.instances import instances_from_maps, object_table, sigmoid
@@ -153,7 +153,7 @@ def evaluate(
     from labeler.train.report import preview_row
 
     model.eval()
-    acc, losses, rows = HeldoutMetrics(), [], []  # type: ignore[var-annotated]
+    acc, losses, rows = HeldoutMetrics(), list[float](), list[np.ndarray]()
     reader = loader.dataset
     for batch in loader:
         b = _to(batch, dist.device)
@@ -180,22 +180,24 @@ def evaluate(
                 rows.append(
                     preview_row(
                         image,
-                        target,
-                        depth,
-                        tids,
-                        object_table(tids, np.ones(int(tids.max())), target),
-                        ids,
-                        object_table(ids, scores, depth) if ids is not None and scores is not None else None,
                         sample_id=f"{reader.sample_ids[row]} (epoch {epoch})",
+                        target_depth=target,
+                        pred_depth=depth,
+                        target_ids=tids,
+                        target_objects=object_table(tids, np.ones(int(tids.max())), target),
+                        pred_ids=ids,
+                        pred_objects=object_table(ids, scores, depth)
+                        if ids is not None and scores is not None
+                        else None,
                     )
                 )
     model.train()
-    return {"heldout_loss": float(np.mean(losses)) if losses else float("nan"), **acc.summary()}, rows
+    return acc.summary(heldout_loss=float(np.mean(losses)) if losses else float("nan")), rows
 
 
 def fit(
     spec: FitSpec, dist: Dist | None = None, *, stop_after_epoch: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[EpochMetrics]:
     """Train; returns the per-epoch history (also in RUN/metrics.json).
 
     Args:
@@ -263,7 +265,7 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, warmup_cosine(spec.epochs * steps_per_epoch, spec.warmup_frac)
     )
-    history: list[dict[str, Any]] = []
+    history: list[EpochMetrics] = []
     steps: list[dict[str, Any]] = []
     start, best = 0, float("inf")
     if resumed:
@@ -272,7 +274,8 @@ def fit(
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        start, history, steps, best = ck["epoch"], ck["history"], ck["steps"], ck["best"]
+        start, steps, best = ck["epoch"], ck["steps"], ck["best"]
+        history = [EpochMetrics.model_validate(h) for h in ck["history"]]
         if dist.main:
             log.info("%s: resumed after epoch %d", run, start)
     net: torch.nn.Module = model
@@ -312,30 +315,30 @@ def fit(
             )
             torch.distributed.all_reduce(t)
             sums, n_batches = {"loss": float(t[0]), "depth": float(t[1]), "seg": float(t[2])}, int(t[3])
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": sums["loss"] / max(n_batches, 1),
-            "lr": optim.param_groups[0]["lr"],
-            "seconds": seconds,
-            "train_samples_per_s": seen / max(seconds, 1e-9),
-        }
-        for k in ("depth", "seg"):
-            if k in steps[-1]:
-                row[f"train_{k}"] = sums[k] / max(n_batches, 1)
+        terms_mean = {k: sums[k] / max(n_batches, 1) for k in ("depth", "seg") if k in steps[-1]}
+        heldout, preview_rows = HeldoutFigures(), list[np.ndarray]()
+        if dist.main and held_loader is not None:
+            heldout, preview_rows = evaluate(model, held_loader, spec, dist, epoch=epoch + 1)
+        row = EpochMetrics(
+            epoch=epoch + 1,
+            train_loss=sums["loss"] / max(n_batches, 1),
+            lr=optim.param_groups[0]["lr"],
+            seconds=seconds,
+            train_samples_per_s=seen / max(seconds, 1e-9),
+            train_depth=terms_mean.get("depth"),
+            train_seg=terms_mean.get("seg"),
+            **heldout.model_dump(),
+        )
+        history.append(row)
         if dist.main:
-            preview_rows: list = []
-            if held_loader is not None:
-                metrics, preview_rows = evaluate(model, held_loader, spec, dist, epoch=epoch + 1)
-                row.update(metrics)
-            history.append(row)
-            score = row.get("heldout_loss", row["train_loss"])
+            score = row.heldout_loss if row.heldout_loss is not None else row.train_loss
             payload = {
                 "format": CHECKPOINT_FORMAT,
                 "model_config": mc.model_dump(mode="json"),
                 "instances": spec.instances.model_dump(mode="json"),
                 "model": model.state_dict(),
                 "epoch": epoch + 1,
-                "metrics": row,
+                "metrics": row.model_dump(exclude_none=True),
                 **spec.extra,
             }
             if not score >= best:  # also true for the first finite score
@@ -347,7 +350,7 @@ def fit(
                     **payload,
                     "optimizer": optim.state_dict(),
                     "scheduler": sched.state_dict(),
-                    "history": history,
+                    "history": [h.model_dump(exclude_none=True) for h in history],
                     "steps": steps,
                     "best": best,
                     "record": spec.record,
@@ -361,10 +364,8 @@ def fit(
                 run.name,
                 epoch + 1,
                 spec.epochs,
-                ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float)),
+                ", ".join(f"{k} {v:.4g}" for k, v in row.figures().items()),
             )
-        else:
-            history.append(row)
         if dist.world > 1:
             torch.distributed.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -409,7 +410,7 @@ def _free_port() -> int:
 
 def launch(
     spec: FitSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[EpochMetrics]:
     """Run `fit` on the CPU, one GPU, one process per GPU (`mp.spawn`, DDP over NCCL), or under torchrun."""
     check_run_dir(spec)
     env = _env_dist()
@@ -427,6 +428,8 @@ def launch(
         import torch.multiprocessing as mp
 
         mp.spawn(_spawned, args=(spec, gpus, _free_port()), nprocs=len(gpus), join=True)
-        return json.loads((spec.run_dir / "metrics.json").read_text())
+        return [
+            EpochMetrics.model_validate(h) for h in json.loads((spec.run_dir / "metrics.json").read_text())
+        ]
     device = torch.device(f"cuda:{gpus[0]}") if gpus else torch.device("cpu")
     return fit(spec, Dist(device=device), stop_after_epoch=stop_after_epoch)

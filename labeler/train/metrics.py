@@ -12,17 +12,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_schema.heads import HeldoutFigures
+
+DELTA1_RATIO = 1.25
+MIN_PRED_DEPTH_M = 1e-6  # predictions are floored here so that ratios stay finite
+
+
+def depth_pairs(pred_m: np.ndarray, target_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pred, target), 1-D float64 metres, over the pixels of two (H, W) maps where the target is finite
+    and positive and the prediction finite; predictions floored at MIN_PRED_DEPTH_M."""
+    valid = np.isfinite(target_m) & (target_m > 0) & np.isfinite(pred_m)
+    p = np.maximum(pred_m[valid].astype(np.float64), MIN_PRED_DEPTH_M)
+    return p, target_m[valid].astype(np.float64)
+
+
+def depth_sums(p: np.ndarray, g: np.ndarray) -> tuple[float, int]:
+    """(sum of |p - g| / g, count with max(p/g, g/p) < 1.25) of `depth_pairs` output: AbsRel and δ1 are
+    these over len(g)."""
+    ratio = np.maximum(p / g, g / p)
+    return float((np.abs(p - g) / g).sum()), int((ratio < DELTA1_RATIO).sum())
+
 
 def depth_errors(pred_m: np.ndarray, target_m: np.ndarray) -> tuple[float, int, int]:
     """(sum of |pred-gt|/gt, count with ratio < 1.25, n valid) over finite positive targets, so that
     sums over many images give exact dataset means."""
-    valid = np.isfinite(target_m) & (target_m > 0) & np.isfinite(pred_m)
-    if not valid.any():
+    p, g = depth_pairs(pred_m, target_m)
+    if not g.size:
         return 0.0, 0, 0
-    p = np.maximum(pred_m[valid].astype(np.float64), 1e-6)
-    g = target_m[valid].astype(np.float64)
-    ratio = np.maximum(p / g, g / p)
-    return float((np.abs(p - g) / g).sum()), int((ratio < 1.25).sum()), int(valid.sum())
+    abs_rel_sum, delta1_hits = depth_sums(p, g)
+    return abs_rel_sum, delta1_hits, int(g.size)
 
 
 def iou_matrix(pred_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
@@ -105,15 +123,22 @@ class HeldoutMetrics:
         self.scores += list(s)
         self.tps += list(match_at(iou, s, 0.5))
 
-    def summary(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.depth_px:
-            out["abs_rel"] = self.abs_rel_sum / self.depth_px
-            out["delta1"] = self.delta1_hits / self.depth_px
-        if self.has_masks:
-            out["fg_iou"] = self.fg_inter / self.fg_union if self.fg_union else float("nan")
-            out["mask_miou"] = float(np.mean(self.best_ious)) if self.best_ious else float("nan")
-            out["mask_ap50"] = average_precision(
-                np.asarray(self.scores, float), np.asarray(self.tps, bool), self.n_targets
-            )
-        return out
+    def summary(self, *, heldout_loss: float | None = None) -> HeldoutFigures:
+        """The dataset figures: depth ones when depth was added, mask ones when instances were."""
+        depth = (
+            {"abs_rel": self.abs_rel_sum / self.depth_px, "delta1": self.delta1_hits / self.depth_px}
+            if self.depth_px
+            else {}
+        )
+        masks = (
+            {
+                "fg_iou": self.fg_inter / self.fg_union if self.fg_union else float("nan"),
+                "mask_miou": float(np.mean(self.best_ious)) if self.best_ious else float("nan"),
+                "mask_ap50": average_precision(
+                    np.asarray(self.scores, float), np.asarray(self.tps, bool), self.n_targets
+                ),
+            }
+            if self.has_masks
+            else {}
+        )
+        return HeldoutFigures(heldout_loss=heldout_loss, **depth, **masks)

@@ -8,9 +8,11 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from data_schema.heads import EpochMetrics
 from data_schema.manifest import ObjectRecord
 from labeler.io import write_png, write_text_atomic
 
@@ -33,7 +35,7 @@ STEP_COLUMNS = ("step", "epoch", "loss", "depth", "seg", "lr")
 DISPLAY_HEIGHT = 240
 
 
-def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -42,7 +44,7 @@ def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def _json_safe(x):
+def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
@@ -52,14 +54,18 @@ def _json_safe(x):
     return x
 
 
-def write_metrics(run_dir: Path, history: Sequence[dict], steps: Sequence[dict]) -> None:
-    """metrics.csv / metrics.json (one row per epoch) and steps.csv (one row per optimiser step)."""
-    write_text_atomic(run_dir / "metrics.csv", _csv(history, EPOCH_COLUMNS))
-    write_text_atomic(run_dir / "metrics.json", json.dumps(_json_safe(list(history)), indent=1))
+def write_metrics(run_dir: Path, history: Sequence[EpochMetrics], steps: Sequence[dict[str, Any]]) -> None:
+    """metrics.csv / metrics.json (one row per epoch; a figure the run has not is an empty cell / absent)
+    and steps.csv (one row per optimiser step)."""
+    rows = [h.model_dump(exclude_none=True) for h in history]
+    write_text_atomic(run_dir / "metrics.csv", _csv(rows, EPOCH_COLUMNS))
+    write_text_atomic(run_dir / "metrics.json", json.dumps(_json_safe(rows), indent=1))
     write_text_atomic(run_dir / "steps.csv", _csv(steps, STEP_COLUMNS))
 
 
-def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, title: str) -> None:
+def write_curves(
+    path: Path, history: Sequence[EpochMetrics], steps: Sequence[dict[str, Any]], *, title: str
+) -> None:
     """Loss per step and per epoch; held-out depth metrics; held-out mask metrics."""
     import matplotlib
 
@@ -74,7 +80,7 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
         )
     spe = max(1, len(steps) // max(1, len(history))) if steps else 1
     for key, style in (("train_loss", "-o"), ("heldout_loss", "-s")):
-        pts = [((h["epoch"]) * spe, h[key]) for h in history if _finite(h.get(key))]
+        pts = [(h.epoch * spe, getattr(h, key)) for h in history if _finite(getattr(h, key))]
         if pts:
             ax.plot(*zip(*pts, strict=True), style, ms=4, label=key.replace("_", " "))
     ax.set_xlabel("optimiser step")
@@ -86,7 +92,7 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
         (axes[2], ("fg_iou", "mask_miou", "mask_ap50"), "held-out masks vs pseudo-masks"),
     ):
         for key in keys:
-            pts = [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
+            pts = [(h.epoch, getattr(h, key)) for h in history if _finite(getattr(h, key))]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "-o", ms=4, label=key)
         ax.set_xlabel("epoch")
@@ -101,7 +107,7 @@ def write_curves(path: Path, history: Sequence[dict], steps: Sequence[dict], *, 
     plt.close(fig)
 
 
-def _finite(v) -> bool:
+def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
@@ -115,18 +121,26 @@ def _caption(width: int, text: str) -> np.ndarray:
 
 def preview_row(
     image: np.ndarray,
-    target_depth: np.ndarray | None,
-    pred_depth: np.ndarray | None,
-    target_ids: np.ndarray | None,
-    target_objects: list[ObjectRecord] | None,
-    pred_ids: np.ndarray | None,
-    pred_objects: list[ObjectRecord] | None,
     *,
     sample_id: str,
+    target_depth: np.ndarray | None = None,
+    pred_depth: np.ndarray | None = None,
+    target_ids: np.ndarray | None = None,
+    target_objects: Sequence[ObjectRecord] | None = None,
+    pred_ids: np.ndarray | None = None,
+    pred_objects: Sequence[ObjectRecord] | None = None,
 ) -> np.ndarray:
     """image | stereo depth | predicted depth | pseudo-masks | predicted objects ("3: 1.52 m"), captioned;
-    depths share one colour scale (1st-99th percentile of the stereo depth). Small inputs are enlarged
-    (nearest for maps and ids) to at least `DISPLAY_HEIGHT` rows so the labels stay readable."""
+    a tile is left out when its map is None. Depths share one colour scale (1st-99th percentile of the
+    stereo depth, else of the predicted). Small inputs are enlarged (nearest for maps and ids) to at least
+    `DISPLAY_HEIGHT` rows so the labels stay readable.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        sample_id: caption of the image tile.
+        target_depth, pred_depth: (H, W) metres, NaN or <= 0 where none.
+        target_ids, pred_ids: (H, W) instance ids, 0 = none; objects: their records (bbox, depth).
+    """
     from labeler.previews import colourise, mask_overlay
 
     k = max(1, math.ceil(DISPLAY_HEIGHT / image.shape[0]))
@@ -151,7 +165,7 @@ def preview_row(
                 names.append(f"{name} {lo:.1f}-{hi:.1f} m")
     for ids, objs, name in ((target_ids, target_objects, "pseudo-masks"), (pred_ids, pred_objects, "model")):
         if ids is not None:
-            tiles.append(mask_overlay(image, ids, objs or []))
+            tiles.append(mask_overlay(image, ids, list(objs or [])))
             names.append(f"{name}: {len(objs or [])} objects")
     captions = [_caption(t.shape[1], n) for t, n in zip(tiles, names, strict=True)]
     return np.vstack([np.hstack(captions), np.hstack(tiles)])

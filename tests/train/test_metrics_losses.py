@@ -47,6 +47,23 @@ def test_depth_metrics():
     assert n == 3 and d == 2 and a == pytest.approx(0.1 + 0 + 0.5)
 
 
+def test_predict_reports_depth_with_the_training_metrics():
+    """`labeler predict`'s comparison against stereo uses the held-out metrics' AbsRel and δ1."""
+    from labeler.predict import compare_depth
+
+    gt = np.array([[1.0, 2.0], [4.0, np.nan]])
+    pred = np.array([[1.1, 2.0], [2.0, 5.0]])
+    s = compare_depth(pred, gt)
+    assert s is not None
+    acc = HeldoutMetrics()
+    acc.add_depth(pred, gt)
+    held = acc.summary()
+    assert (s.abs_rel, s.delta1) == (held.abs_rel, held.delta1)
+    assert s.abs_rel == pytest.approx(0.6 / 3) and s.delta1 == pytest.approx(2 / 3)
+    assert s.median_ratio == pytest.approx(1.0) and s.stereo_valid_fraction == 0.75
+    assert compare_depth(pred, np.full_like(gt, np.nan)) is None
+
+
 def test_instance_metrics():
     target = np.zeros((10, 10), np.uint16)
     target[:5, :5], target[5:, 5:] = 1, 2
@@ -58,7 +75,8 @@ def test_instance_metrics():
     acc = HeldoutMetrics()
     acc.add_instances(pred, np.array([0.9, 0.8]), target)
     s = acc.summary()
-    assert s["mask_ap50"] == pytest.approx(1.0) and s["mask_miou"] == pytest.approx((1 + 16 / 25) / 2)
+    assert s.mask_ap50 == pytest.approx(1.0) and s.mask_miou == pytest.approx((1 + 16 / 25) / 2)
+    assert s.abs_rel is None and s.heldout_loss is None  # no depth added, no loss given
     # a confident false positive ranked first halves the precision at the first recall step
     assert average_precision(np.array([0.9, 0.5]), np.array([False, True]), 1) == pytest.approx(0.5)
 

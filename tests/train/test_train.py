@@ -87,12 +87,21 @@ def test_resume_refuses_other_settings(tiny_run):
 
 
 def test_finetune_unfreezes_and_compares(tiny_run, tmp_path):
+    from data_schema import FinetuneComparison
     from labeler.configs import FinetuneConfig
     from labeler.train import finetune
 
     res = finetune(FinetuneConfig(run=tiny_run, unfreeze_last=2, lr=1e-4, epochs=2, out=tmp_path / "ft"))
-    comp = json.loads((tmp_path / "ft" / "comparison.json").read_text())
+    text = (tmp_path / "ft" / "comparison.json").read_text()
+    comp = json.loads(text)
+    assert set(comp) == {"schema_version", "base_run", "base_epoch", "finetune_epochs"} | {
+        "frozen",
+        "finetuned",
+        "change",
+    }
     assert set(comp["frozen"]) == set(comp["finetuned"]) >= {"abs_rel", "delta1", "mask_ap50", "heldout_loss"}
+    assert res.comparison == FinetuneComparison.model_validate_json(text)
+    assert res.comparison.finetuned == res.history[-1].heldout and comp["finetune_epochs"] == 2
     assert comp["change"]["abs_rel"] == pytest.approx(
         comp["finetuned"]["abs_rel"] - comp["frozen"]["abs_rel"]
     )

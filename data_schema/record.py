@@ -1,8 +1,10 @@
-"""Base class every record in the data schema derives from."""
+"""`Record`: the base class of every record in the data schema (and of the CLI's configs)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Record"]
 
 
 class Record(BaseModel):
