@@ -66,7 +66,7 @@ class Dataset:
     def _reset(self) -> None:
         self._entries: list[ShardEntry] | None = None
         self._ok_cum: np.ndarray | None = None
-        self._group: Any = None
+        self._arrays: dict[str, Any] | None = None
         self._cache: OrderedDict[int, ShardRows] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -141,9 +141,9 @@ class Dataset:
         return self.read_row(rec.row, names)
 
     def read_row(self, row: int, names: tuple[str, ...] = ARRAY_NAMES) -> dict[str, np.ndarray]:
-        if self._group is None:
-            self._group = shards.open_store(self.path)
-        return shards.read_rows(self._group, row, names)
+        if self._arrays is None:
+            self._arrays = shards.open_arrays(self.path)
+        return shards.read_rows(self._arrays, row, names)
 
     def __getitem__(self, i: int) -> Sample:
         rec, objects = self.record(i)

@@ -178,9 +178,17 @@ def write_shard(dataset: str | Path, shard: int, layout: StoreLayout, rows: dict
         arr[span.start : stop] = block
 
 
-def read_rows(group: Any, rows: slice | int, names: Sequence[str] = ARRAY_NAMES) -> dict[str, np.ndarray]:
-    """Arrays of one row (int) or of consecutive rows (slice) from an open group."""
-    return {name: group[name][rows] for name in names}
+def open_arrays(dataset: str | Path) -> dict[str, Any]:
+    """The dataset's arrays, opened once (opening one reads its metadata: keep them for many reads)."""
+    group = open_store(dataset)
+    return {name: group[name] for name in ARRAY_NAMES}
+
+
+def read_rows(
+    arrays: dict[str, Any], rows: slice | int, names: Sequence[str] = ARRAY_NAMES
+) -> dict[str, np.ndarray]:
+    """Arrays of one row (int) or of consecutive rows (slice: one read per array for a whole shard)."""
+    return {name: arrays[name][rows] for name in names}
 
 
 def shard_file_sizes(dataset: str | Path, shard: int) -> dict[str, int]:
@@ -254,10 +262,9 @@ def shard_objects(dataset: str | Path, entry: ShardEntry) -> list[ObjectRow]:
 def table_dataset(dataset: str | Path, table: Table, entries: Sequence[ShardEntry]) -> Any:
     """A lazy pyarrow Dataset over exactly the row groups the shard index names (nothing stale)."""
     import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
 
     from labeler.tables import objects_schema, samples_schema
-
-    import pyarrow.fs as pafs
 
     fmt = pads.ParquetFileFormat()
     fs = pafs.LocalFileSystem()

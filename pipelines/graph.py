@@ -78,7 +78,7 @@ def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
     from labeler import shards
 
     try:
-        arrays = shards.SampleArrays(**shards.read_rows(shards.open_store(out), rec.row))
+        arrays = shards.SampleArrays(**shards.read_rows(shards.open_arrays(out), rec.row))
     except Exception as err:  # noqa: BLE001 — a damaged row is this sample's failure, not the run's
         return [StageFailure(rec.sample_id, rec.row, "store", f"stored arrays unreadable ({err})")]
     return [LabelledSample(rec, list(objects), arrays)]

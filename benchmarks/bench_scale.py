@@ -1,0 +1,282 @@
+"""How each dataset operation's cost grows with the dataset: fabricated records and tiny arrays at 10^3, 10^4
+and 10^5 samples, written through the real store functions (labeler/shards.py), then timed:
+
+- open (`open_dataset`), `ds[i]` at row 10 and at the last row (first access loads the shard index),
+- append one shard (arrays + tables + shard index entry + manifest), resume planning over every sample,
+- validate per sample (the dataset-wide checks, plus the per-shard checks of 20 shards), gallery build,
+- bytes and file counts of every metadata file.
+
+Growth = cost at 10^5 / cost at 10^3 (per operation; per sample for the O(N) ones). Part 2 (`--real N`)
+labels N small pairs with `labeler pseudo-label` (sgbm + classical), re-runs it with nothing new, appends 64
+pairs, and labels the same 64 into a new dataset.
+
+    .venv/bin/python benchmarks/bench_scale.py --sizes 1000 10000 100000 [--real 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+H, W, PER_SHARD, OBJECTS = 16, 16, 32, 3
+
+
+def _shard_payload(shard: int, rng: np.random.Generator):
+    from data_schema.manifest import ObjectRow, SampleRecord, SampleStats, SourceFiles
+    from labeler.depth import object_records, sample_stats
+    from labeler.shards import SampleArrays
+
+    rows, records, objects = {}, [], []
+    for k in range(PER_SHARD):
+        row = shard * PER_SHARD + k
+        sid = f"cap_{row:07d}"
+        img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        disp = rng.uniform(5, 20, (H, W)).astype(np.float32)
+        depth = (30.0 / disp).astype(np.float32)
+        ids = np.zeros((H, W), np.uint16)
+        for o in range(OBJECTS):
+            ids[o * 5 : o * 5 + 4, 2:12] = o + 1
+        arrays = SampleArrays(img, img, disp, depth, np.ones((H, W), np.float32), ids)
+        objs = object_records(ids, depth, np.full(OBJECTS, 0.9, np.float32))
+        rows[row] = arrays
+        records.append(
+            SampleRecord(
+                sample_id=sid,
+                row=row,
+                status="ok",
+                source=SourceFiles(
+                    left_path=f"l/{sid}.png",
+                    right_path=f"r/{sid}.png",
+                    left_sha256="0" * 64,
+                    right_sha256="0" * 64,
+                ),
+                digests=arrays.digests(),
+                stats=sample_stats(depth, arrays.confidence, len(objs)),
+                seconds=0.1,
+                device="cpu",
+            )
+        )
+        assert isinstance(records[-1].stats, SampleStats)
+        objects += [ObjectRow(sample_id=sid, row=row, **o.model_dump()) for o in objs]
+    return rows, records, objects
+
+
+def write_one_shard(ds: Path, shard: int, layout, key: str, rng) -> None:
+    from data_schema.manifest import ShardEntry, ShardPlan
+    from labeler import shards
+    from labeler.tables import content_sha256
+
+    rows, records, objects = _shard_payload(shard, rng)
+    shards.append_row_plan(
+        ds, [ShardPlan(shard=shard, row_start=shard * PER_SHARD, sample_ids=[r.sample_id for r in records])]
+    )
+    shards.write_shard(ds, shard, layout, rows)
+    s_ref, o_ref = shards.write_shard_tables(ds, shard, records, objects)
+    entry = ShardEntry(
+        shard=shard,
+        row_start=shard * PER_SHARD,
+        row_stop=(shard + 1) * PER_SHARD,
+        run_key=key,
+        n_ok=len(records),
+        n_failed=0,
+        n_objects=len(objects),
+        samples=s_ref,
+        objects=o_ref,
+        content_sha256=content_sha256(records, objects),
+        array_bytes=shards.shard_file_sizes(ds, shard),
+    )
+    shards.append_shard_entries(ds, [entry])
+
+
+def fabricate(ds: Path, n: int):
+    """A dataset of n samples through the store functions; compaction as a run does it."""
+    from data_schema.manifest import Manifest
+    from labeler import shards
+    from labeler.calibration import load_calibration
+    from labeler.depth import depth_settings
+    from pipelines.run import _compact, seal_manifest
+    from tests.conftest import identity_calibration_yaml
+
+    calib_path = identity_calibration_yaml(ds.parent / "calib.yaml", W, H)
+    calib = load_calibration(calib_path)
+    n_shards = n // PER_SHARD
+    layout = shards.store_layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
+    key = "bench"
+    base = Manifest(
+        dataset_version=key,
+        labeler_version="bench",
+        calibration=calib,
+        calibration_sha256="0" * 64,
+        depth=depth_settings(calib, z_far_m=20.0),
+        stereo={"name": "sgbm"},
+        masks={"name": "classical"},
+        run_key=key,
+        library_versions={},
+        layout=layout,
+    )
+    ds.mkdir(parents=True)
+    shards.prepare_store(ds, layout)
+    rng = np.random.default_rng(0)
+    entries: dict = {}
+    for s in range(n_shards):
+        write_one_shard(ds, s, layout, key, rng)
+        if (s + 1) % shards.COMPACT_MIN_FILES == 0:
+            entries = _compact(ds, shards.read_shard_index(ds))
+    entries = _compact(ds, shards.read_shard_index(ds), force=True)
+    seal_manifest(ds, base, entries)
+    return base, layout, key, calib_path
+
+
+def timed(fn, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure(n: int, work: Path) -> dict[str, float]:
+    from labeler import open_dataset, shards
+    from labeler.gallery import write_gallery
+    from labeler.validate import dataset_problems, shard_problems
+    from pipelines.run import seal_manifest
+
+    ds = work / f"ds-{n}"
+    t0 = time.perf_counter()
+    base, layout, key, _ = fabricate(ds, n)
+    build = time.perf_counter() - t0
+    out: dict[str, float] = {"build_s": build}
+    out["open_ms"] = 1e3 * timed(lambda: open_dataset(ds))
+    out["len_ms"] = 1e3 * timed(lambda: len(open_dataset(ds)))
+    out["first_item_ms"] = 1e3 * timed(lambda: open_dataset(ds)[len(open_dataset(ds)) - 1])
+    r = open_dataset(ds)
+    r[0]
+    out["item_row10_ms"] = 1e3 * timed(lambda: r[10], 20)
+    out["item_last_ms"] = 1e3 * timed(lambda: r[len(r) - 1], 20)
+    rng = np.random.default_rng(1)
+    n_shards = n // PER_SHARD
+
+    def append_one() -> None:
+        nonlocal n_shards
+        write_one_shard(ds, n_shards, layout, key, rng)
+        seal_manifest(ds, base, shards.read_shard_index(ds))
+        n_shards += 1
+
+    out["append_shard_ms"] = 1e3 * timed(append_one, 3)
+    out["resume_plan_ms"] = 1e3 * timed(lambda: _plan(ds, key), 3)
+    t = time.perf_counter()
+    problems, manifest, entries = dataset_problems(ds)
+    wide = time.perf_counter() - t
+    assert not problems, problems[:3]
+    step = max(1, len(entries) // 20)
+    picked = entries[::step][:20]
+    t = time.perf_counter()
+    for e in picked:
+        assert not shard_problems(ds, e, manifest)
+    per_shard = (time.perf_counter() - t) / len(picked)
+    out["validate_us_per_sample"] = 1e6 * (wide / (len(entries) * PER_SHARD) + per_shard / PER_SHARD)
+    t = time.perf_counter()
+    write_gallery(ds)
+    out["gallery_us_per_sample"] = 1e6 * (time.perf_counter() - t) / (len(entries) * PER_SHARD)
+    for name in ("manifest.json", "shards.jsonl", "rows.jsonl"):
+        out[f"bytes_{name}"] = (ds / name).stat().st_size
+    tables = list((ds / "tables").rglob("*.parquet"))
+    out["bytes_tables"] = sum(p.stat().st_size for p in tables)
+    out["files_tables"] = len(tables)
+    shutil.rmtree(ds)
+    return out
+
+
+def _plan(ds: Path, key: str) -> None:
+    """Resume planning with every sample already done: the row plan, the index, the cheap store checks and
+    one scan of the samples table (inputs given as the known ids, so no input folder is read)."""
+    from labeler import shards
+    from pipelines import plan as planning
+
+    ids = [sid for p in shards.read_row_plan(ds).values() for sid in p.sample_ids]
+    fake = {sid: planning.LabelTask(sample_id=sid, row=0, left_path="l", right_path="r") for sid in ids}
+    real = planning.discover_inputs
+    planning.discover_inputs = lambda cfg: fake  # type: ignore[assignment]
+    try:
+        from labeler.configs import PseudoLabelConfig
+
+        cfg = PseudoLabelConfig(
+            inputs=ds, calib=ds.parent / "calib.yaml", out=ds, samples_per_shard=PER_SHARD
+        )
+        p = planning.plan_run(cfg, key)
+        assert not p.todo, f"{len(p.todo)} shards planned on a finished dataset"
+    finally:
+        planning.discover_inputs = real
+
+
+def real_runs(n: int, work: Path) -> None:
+    from labeler.configs import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    write_plane_pairs(work / "rect", n, 64, 48, seed=3)
+    write_plane_pairs(work / "more", 64, 64, 48, seed=4)
+    calib = identity_calibration_yaml(work / "calib.yaml", 64, 48)
+
+    def label(inputs: Path, out: Path) -> float:
+        t = time.perf_counter()
+        run_pseudo_label(
+            PseudoLabelConfig(inputs=inputs, calib=calib, out=out, scheduler="sync", progress=False)
+        )
+        return time.perf_counter() - t
+
+    first = label(work / "rect", work / "ds")
+    noop = label(work / "rect", work / "ds")
+    for side in ("left", "right"):
+        for p in sorted((work / "more" / side).iterdir()):
+            shutil.copy(p, work / "rect" / side / f"zz_{p.name}")
+    append = label(work / "rect", work / "ds")
+    fresh_dir = work / "fresh"
+    for side in ("left", "right"):
+        (fresh_dir / side).mkdir(parents=True)
+        for p in sorted((work / "more" / side).iterdir()):
+            shutil.copy(p, fresh_dir / side / f"zz_{p.name}")
+    fresh = label(fresh_dir, work / "ds-fresh")
+    print(f"\nreal run, {n} pairs 64x48 (sgbm + classical, sync):")
+    print("| operation | seconds | ratio |\n|---|---|---|")
+    print(f"| label {n} pairs into a new dataset | {first:.1f} | 1 |")
+    print(f"| re-run with nothing new (resume) | {noop:.2f} | {noop / first:.3f} of labelling |")
+    print(
+        f"| append 64 new pairs to the {n} | {append:.2f} | {append / fresh:.2f} × labelling the 64 alone |"
+    )
+    print(f"| label the same 64 into a new dataset | {fresh:.2f} | 1 |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--real", type=int, default=0, help="also label this many real small pairs")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        results = {n: measure(n, work) for n in args.sizes}
+        keys = list(results[args.sizes[0]])
+        lo, hi = args.sizes[0], args.sizes[-1]
+        print("| measure | " + " | ".join(f"{n:,}" for n in args.sizes) + f" | growth {lo:,}→{hi:,} |")
+        print("|---|" + "---|" * (len(args.sizes) + 1))
+        for k in keys:
+            vals = [results[n][k] for n in args.sizes]
+            growth = vals[-1] / vals[0] if vals[0] else float("nan")
+            print(f"| {k} | " + " | ".join(f"{v:,.3g}" for v in vals) + f" | {growth:.2f} |")
+        if args.real:
+            real_runs(args.real, work / "real")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
