@@ -6,6 +6,7 @@ so `labeler --help` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -15,6 +16,18 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
+from data_schema.calibration import BoardKind
+from data_schema.heads import Backbone, HeadsTask
+from labeler.cli_backends import FlagError, backend_configs, parameters
+from labeler.configs import (
+    CalibExport,
+    CheckpointName,
+    DepthLoss,
+    Layout,
+    PredictLayout,
+    PseudoLabelConfig,
+    SegLoss,
+)
 from labeler.errors import LabelerError
 
 if TYPE_CHECKING:
@@ -38,13 +51,17 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
-    """Build the config (a bad field exits 2, one line per field), then call (a LabelerError exits 1)."""
+    """Build the config (a bad field or flag exits 2, one line each), then call (a LabelerError exits 1)."""
     try:
         cfg = build()
     except ValidationError as err:
         for e in err.errors():
             field = ".".join(str(p) for p in e["loc"]) or "config"
             typer.echo(f"error: --{field.replace('_', '-')}: {e['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except FlagError as err:
+        for line in err.lines:
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
     try:
         return call(cfg)
@@ -53,17 +70,26 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="debug logging, Dask's own logs (scheduler, workers) and the Dask dashboard, its address "
+            "printed once; without it a run serves the dashboard only from 100 samples on (needs bokeh)",
+        ),
+    ] = False,
+) -> None:
+    # Dask's loggers are quiet unless this is DEBUG: pipelines/cluster.py reads it.
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("distributed", "tornado", "bokeh", "asyncio"):  # cluster chatter is not the user's news
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-LayoutOpt = Annotated[str, typer.Option(help="capture layout: auto|side-by-side|pairs|suffix|video")]
+LayoutOpt = Annotated[Layout, typer.Option(help="capture layout (auto: detected from the files)")]
 StrideOpt = Annotated[int, typer.Option(help="video input: use every Nth frame")]
 
 
@@ -72,7 +98,7 @@ def demo(
     out: Annotated[Path, typer.Argument(help="folder for the synthetic captures")],
     n_boards: Annotated[int, typer.Option(help="board captures to render")] = 14,
     n_scenes: Annotated[int, typer.Option(help="scene captures to render")] = 4,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="random seed of the scenes and poses")] = 0,
     middlebury: Annotated[bool, typer.Option(help="also write the real Middlebury Motorcycle pair")] = True,
 ) -> None:
     """Render a synthetic Arducam-style rig (board captures, scenes, truth); add the Middlebury pair."""
@@ -96,7 +122,7 @@ def calibrate(
         Path, typer.Argument(help="board captures: side-by-side frames, left/+right/, or video")
     ],
     rig: Annotated[str, typer.Option(help="rig name; writes calib/<rig>.yaml")],
-    board: Annotated[str, typer.Option(help="chessboard|charuco")] = "chessboard",
+    board: Annotated[BoardKind, typer.Option(help="calibration target kind")] = "chessboard",
     cols: Annotated[
         int, typer.Option(help="chessboard: inner corners per row; charuco: squares per row")
     ] = 9,
@@ -111,7 +137,7 @@ def calibrate(
     ] = 0.0,
     out: Annotated[Path | None, typer.Option(help="output YAML (default calib/<rig>.yaml)")] = None,
     export: Annotated[
-        list[str] | None, typer.Option(help="also write: ros (camera_info YAML per eye)")
+        list[CalibExport] | None, typer.Option(help="also write: ros (camera_info YAML per eye)")
     ] = None,
 ) -> None:
     """Stereo calibration from board captures -> calib/<rig>.yaml + report."""
@@ -181,43 +207,14 @@ def rectify(
 
 # ------------------------------------------------------------------------------------- pseudo-labels
 
-StereoOpt = Annotated[str, typer.Option(help="stereo backend: sgbm (CPU) | foundation-stereo")]
-MasksOpt = Annotated[str, typer.Option(help="mask backend: classical (CPU) | sam2")]
-OptPath = Annotated[Path | None, typer.Option()]
-OptInt = Annotated[int | None, typer.Option()]
-OptFloat = Annotated[float | None, typer.Option()]
 
+def _check_backends(cfg: PseudoLabelConfig) -> PseudoLabelConfig:
+    """Each selected backend's own check (e.g. sam2's config and checkpoint files), before any sample."""
+    from labeler.segment.base import MASK_BACKENDS
+    from labeler.stereo.base import STEREO_BACKENDS
 
-def _backend_configs(stereo: str, masks: str, flags: dict[str, Any]):
-    """Backend configs from the flags the user gave; unset flags keep the backends' (official) defaults."""
-    from pydantic import TypeAdapter
-
-    from data_schema.backends import MaskConfig, StereoConfig
-
-    def given(prefix: str, names: tuple[str, ...], rename: dict[str, str] | None = None) -> dict[str, Any]:
-        rename = rename or {}
-        return {rename.get(n, n.removeprefix(prefix)): flags[n] for n in names if flags.get(n) is not None}
-
-    stereo_fields = (
-        given("", ("valid_iters", "scale", "hiera", "max_disp"), {}) if stereo == "foundation-stereo" else {}
-    )
-    if stereo == "foundation-stereo" and flags.get("stereo_weights") is not None:
-        stereo_fields["weights"] = flags["stereo_weights"]
-    sam2_names = tuple(n for n in flags if n.startswith("sam2_"))
-    mask_fields = given("sam2_", sam2_names) if masks == "sam2" else {}
-    return (
-        TypeAdapter(StereoConfig).validate_python({"name": stereo, **stereo_fields}),
-        TypeAdapter(MaskConfig).validate_python({"name": masks, **mask_fields}),
-    )
-
-
-def _check_sam2_files(cfg: Any) -> Any:
-    """Fail before any sample when --sam2-config names nothing or --sam2-checkpoint no file (one line)."""
-    if cfg.masks.name == "sam2":
-        from labeler.segment.sam2_model import check_checkpoint, resolve_config
-
-        resolve_config(cfg.masks.config)
-        check_checkpoint(cfg.masks.checkpoint, cfg.masks.config)
+    STEREO_BACKENDS.check(cfg.stereo)
+    MASK_BACKENDS.check(cfg.masks)
     return cfg
 
 
@@ -227,18 +224,15 @@ def _label(
     rectify: bool,
     calib: Path,
     out: Path,
-    stereo: str,
-    masks: str,
     gpu: str | None,
-    flags: dict[str, Any],
+    backend: dict[str, Any],
     **common: Any,
 ) -> None:
-    from labeler.configs import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
 
     def build() -> PseudoLabelConfig:
-        stereo_cfg, mask_cfg = _backend_configs(stereo, masks, flags)
-        gpus = tuple(int(g) for g in gpu.split(",")) if gpu else ()
+        stereo_cfg, mask_cfg = backend_configs(backend)
+        gpus = _gpus(gpu)
         return PseudoLabelConfig(
             inputs=inputs,
             rectify=rectify,
@@ -250,7 +244,7 @@ def _label(
             **common,
         )
 
-    res = run(build, lambda cfg: run_pseudo_label(_check_sam2_files(cfg)))
+    res = run(build, lambda cfg: run_pseudo_label(_check_backends(cfg)))
     for s in res.new_failures:
         typer.echo(f"failed {s.sample_id}: {s.error}")
     if res.n_new_failed > len(res.new_failures):
@@ -270,8 +264,6 @@ def _label_command(rectify: bool):
         ],
         calib: Annotated[Path, typer.Option(help="calib/<rig>.yaml")],
         out: Annotated[Path, typer.Option(help="dataset folder")],
-        stereo: StereoOpt = "sgbm",
-        masks: MasksOpt = "classical",
         gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (one worker per GPU)")] = None,
         workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
         scheduler: Annotated[
@@ -287,38 +279,15 @@ def _label_command(rectify: bool):
         previews: Annotated[bool, typer.Option(help="write a PNG preview per sample")] = True,
         layout: LayoutOpt = "auto",
         stride: StrideOpt = 10,
-        stereo_weights: Annotated[
-            Path | None, typer.Option(help="foundation-stereo: model_best_bp2.pth")
-        ] = None,
-        valid_iters: Annotated[int | None, typer.Option(help="foundation-stereo: GRU iterations")] = None,
-        scale: Annotated[float | None, typer.Option(help="foundation-stereo: image scale")] = None,
-        hiera: Annotated[bool | None, typer.Option(help="foundation-stereo: coarse-to-fine")] = None,
-        max_disp: Annotated[int | None, typer.Option(help="foundation-stereo: max disparity")] = None,
-        sam2_checkpoint: Annotated[Path | None, typer.Option(help="sam2: local checkpoint .pt")] = None,
-        sam2_config: Annotated[str | None, typer.Option(help="sam2: sam2.1_hiera_t|s|b+|l or YAML")] = None,
-        sam2_points_per_side: OptInt = None,
-        sam2_points_per_batch: OptInt = None,
-        sam2_pred_iou_thresh: OptFloat = None,
-        sam2_stability_score_thresh: OptFloat = None,
-        sam2_box_nms_thresh: OptFloat = None,
-        sam2_min_mask_region_area: OptInt = None,
-        sam2_crop_n_layers: OptInt = None,
+        **backend: Any,  # --stereo, --masks and the backends' own flags: `parameters()` below
     ) -> None:
-        flags = {
-            k: v
-            for k, v in locals().items()
-            if k.startswith(("sam2_",))
-            or k in ("stereo_weights", "valid_iters", "scale", "hiera", "max_disp")
-        }
         _label(
             inputs,
             rectify=rectify,
             calib=calib,
             out=out,
-            stereo=stereo,
-            masks=masks,
             gpu=gpu,
-            flags=flags,
+            backend=backend,
             workers=workers,
             scheduler=scheduler,
             z_far_m=z_far_m,
@@ -330,6 +299,10 @@ def _label_command(rectify: bool):
             stride=stride,
         )
 
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    # typer reads the options from the signature; typeshed's FunctionType lacks __signature__
+    command.__signature__ = signature.replace(parameters=[*fixed, *parameters()])  # type: ignore[attr-defined]
     return command
 
 
@@ -395,8 +368,11 @@ def export_ros_cmd(
 # ------------------------------------------------------------------------------------- DINOv2 heads
 
 
-def _gpus(gpu: str | None) -> tuple[str, ...]:
-    return tuple(g.strip() for g in gpu.split(",")) if gpu else ()
+def _gpus(gpu: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(g) for g in gpu.split(",")) if gpu else ()
+    except ValueError:
+        _fail(f"--gpu {gpu}: expected CUDA ids such as 0 or 0,1", 2)
 
 
 def _heldout_line(figures: HeldoutFigures) -> str:
@@ -416,27 +392,27 @@ def _heldout_line(figures: HeldoutFigures) -> str:
 def train_heads_cmd(
     dataset: Annotated[Path, typer.Argument(help="pseudo-label dataset folder (labeler pseudo-label / run)")],
     out: Annotated[Path, typer.Option(help="run folder: config, metrics, curves, previews, checkpoints")],
-    backbone: Annotated[
-        str, typer.Option(help="DINOv2 size: vits|vitb|vitl|vitg, or tiny (random, tests)")
-    ] = "vits",
+    backbone: Annotated[Backbone, typer.Option(help="DINOv2 size; tiny: random, for tests")] = "vits",
     weights: Annotated[
         Path | None, typer.Option(help="local DINOv2 / Depth Anything V2 / FoundationStereo checkpoint")
     ] = None,
     random_init: Annotated[bool, typer.Option(help="no weights: seeded random init (tests, demos)")] = False,
-    task: Annotated[str, typer.Option(help="depth | seg | fusion (joint head)")] = "fusion",
+    task: Annotated[
+        HeadsTask, typer.Option(help="heads to train; fusion: both, with a joint head")
+    ] = "fusion",
     max_depth_m: Annotated[float, typer.Option(help="metric depth output bound, m")] = 20.0,
     input_size: Annotated[int, typer.Option(help="short side fed to the ViT, multiple of 14")] = 518,
-    depth_loss: Annotated[str, typer.Option(help="silog | l1")] = "silog",
-    seg_loss: Annotated[str, typer.Option(help="bce | focal")] = "bce",
+    depth_loss: Annotated[DepthLoss, typer.Option(help="depth loss: scale-invariant log, or L1")] = "silog",
+    seg_loss: Annotated[SegLoss, typer.Option(help="segmentation loss of the objectness maps")] = "bce",
     depth_weight: Annotated[float, typer.Option(help="fusion: weight of the depth loss")] = 0.5,
     seg_weight: Annotated[float, typer.Option(help="fusion: weight of the segmentation loss")] = 0.5,
-    epochs: int = 10,
+    epochs: Annotated[int, typer.Option(help="epochs over the training samples")] = 10,
     batch_size: Annotated[int, typer.Option(help="per process")] = 4,
     lr: Annotated[float, typer.Option(help="heads' AdamW learning rate")] = 1e-4,
-    weight_decay: float = 0.01,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
     heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
     augment: Annotated[bool, typer.Option(help="flips, colour jitter, crops")] = True,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="seed of the split, the init and the augmentations")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
     gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
@@ -499,7 +475,7 @@ def finetune(
     lr: Annotated[float, typer.Option(help="learning rate of the last block")] = 1e-5,
     layer_decay: Annotated[float, typer.Option(help="lr factor per block further from the output")] = 0.8,
     head_lr: Annotated[float | None, typer.Option(help="heads' learning rate (default 10 x --lr)")] = None,
-    epochs: int = 5,
+    epochs: Annotated[int, typer.Option(help="epochs of the finetune")] = 5,
     out: Annotated[Path | None, typer.Option(help="default RUN/finetune")] = None,
     batch_size: Annotated[int | None, typer.Option(help="default: the run's")] = None,
     workers: Annotated[int | None, typer.Option(help="default: the run's")] = None,
@@ -543,12 +519,16 @@ def predict(
     inputs: Annotated[Path, typer.Argument(help="an image, a folder of images, or rectified left/ + right/")],
     run_dir: Annotated[Path, typer.Option("--run", help="train-heads or finetune run folder")],
     out: Annotated[Path, typer.Option(help="folder for depth .npy, ids PNG, overlay PNG, JSON")],
-    layout: Annotated[str, typer.Option(help="auto | mono | side-by-side (left half) | pairs")] = "auto",
+    layout: Annotated[
+        PredictLayout, typer.Option(help="input layout; side-by-side: the left half is used")
+    ] = "auto",
     calib: Annotated[
         Path | None, typer.Option(help="rectified stereo input: compare with SGBM depth")
     ] = None,
     gpu: Annotated[int | None, typer.Option(help="CUDA id")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+    checkpoint: Annotated[
+        CheckpointName, typer.Option(help="checkpoint of the run: best held-out, or last epoch")
+    ] = "best",
 ) -> None:
     """Monocular depth + objects with metric depth for new images, from a trained run."""
     from labeler.configs import PredictConfig

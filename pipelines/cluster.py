@@ -73,10 +73,14 @@ def dask_client(
 def _dashboard_wanted(verbose: bool, samples: int) -> bool:
     if not (verbose or samples >= DASHBOARD_MIN_SAMPLES):
         return False
-    if importlib.util.find_spec("bokeh") is None:
+    if not _has_bokeh():
         log.debug("no Dask dashboard: it needs bokeh (pip install bokeh)")
         return False
     return True
+
+
+def _has_bokeh() -> bool:
+    return importlib.util.find_spec("bokeh") is not None
 
 
 @contextmanager

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -24,11 +27,113 @@ def test_help_imports_nothing_heavy():
     assert out.strip().splitlines()[-1] == "HEAVY=", f"--help imported: {out.strip().splitlines()[-1]}"
 
 
-def test_every_command_has_help():
+def _commands(group, path=()):
+    """Every command and subcommand of the CLI, as (argv path, click command)."""
+    yield path, group
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield from _commands(cmd, (*path, name))
+
+
+def test_every_command_answers_help_and_every_flag_has_help():
+    tree = dict(_commands(typer.main.get_command(app)))
+    assert {("export", "ros"), ("export", "coco"), ("pseudo-label",), ("train-heads",)} <= set(tree)
     runner = CliRunner()
-    for cmd in (["calibrate"], ["rectify"], ["demo"], ["export", "ros"]):
-        res = runner.invoke(app, [*cmd, "--help"])
-        assert res.exit_code == 0, res.output
+    for path, cmd in tree.items():
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, (path, res.output)
+        assert "Usage" in res.output
+        undocumented = [p.name for p in cmd.params if not (p.help or "").strip()]
+        assert not undocumented, f"labeler {' '.join(path)}: no help for {undocumented}"
+
+
+# flags with a fixed set of values show it instead of <str>; values from the configs' literals / registries
+CHOICES = [
+    (["calibrate"], "--board", "<chessboard|charuco>"),
+    (["calibrate"], "--layout", "<auto|side-by-side|pairs|suffix|video>"),
+    (["calibrate"], "--export", "<list[ros]>"),
+    (["rectify"], "--layout", "<auto|side-by-side|pairs|suffix|video>"),
+    (["pseudo-label"], "--stereo", "<sgbm|foundation-stereo>"),
+    (["run"], "--masks", "<classical|sam2>"),
+    (["train-heads"], "--backbone", "<vits|vitb|vitl|vitg|tiny>"),
+    (["train-heads"], "--task", "<depth|seg|fusion>"),
+    (["train-heads"], "--depth-loss", "<silog|l1>"),
+    (["train-heads"], "--seg-loss", "<bce|focal>"),
+    (["predict"], "--layout", "<auto|mono|side-by-side|pairs>"),
+    (["predict"], "--checkpoint", "<last|best>"),
+]
+
+
+@pytest.mark.parametrize(("cmd", "flag", "choices"), CHOICES)
+def test_help_shows_choices(cmd, flag, choices):
+    out = CliRunner().invoke(app, [*cmd, "--help"], env={"COLUMNS": "200"}).output
+    (line,) = [ln for ln in out.splitlines() if re.match(rf"│\s+(\*\s+)?{flag}\s", ln)]
+    assert choices in line
+
+
+def test_backend_choices_are_the_registered_backends():
+    import labeler.segment.base as segment
+    import labeler.stereo.base as stereo
+    from data_schema.backends import MaskConfig, StereoConfig, backend_name, config_classes
+
+    assert stereo.STEREO_BACKENDS.names() == sorted(backend_name(c) for c in config_classes(StereoConfig))
+    assert segment.MASK_BACKENDS.names() == sorted(backend_name(c) for c in config_classes(MaskConfig))
+
+
+def test_backend_flags_take_type_default_and_help_from_the_config():
+    from data_schema.backends import FoundationStereoConfig
+
+    cmd = typer.main.get_command(app).commands["pseudo-label"]
+    opt = {p.name: p for p in cmd.params}
+    field = FoundationStereoConfig.model_fields["valid_iters"]
+    assert opt["valid_iters"].help == field.description == "GRU refinement iterations"
+    assert opt["valid_iters"].show_default == "32"
+    assert opt["valid_iters"].default is None  # not given: the config keeps its own default
+    assert opt["hiera"].opts == ["--hiera"] and opt["hiera"].secondary_opts == ["--no-hiera"]
+    # every flag spelled as before the flags were generated (they are a contract)
+    spelled = {o for p in cmd.params for o in p.opts}
+    assert {
+        "--stereo-weights", "--valid-iters", "--scale", "--hiera", "--max-disp", "--sam2-checkpoint",
+        "--sam2-config", "--sam2-points-per-side", "--sam2-points-per-batch", "--sam2-pred-iou-thresh",
+        "--sam2-stability-score-thresh", "--sam2-box-nms-thresh", "--sam2-min-mask-region-area",
+        "--sam2-crop-n-layers",
+    } <= spelled  # fmt: skip
+
+
+def test_given_backend_flags_reach_the_config():
+    from data_schema.backends import FoundationStereoConfig, Sam2Config
+    from labeler.cli_backends import backend_configs
+
+    values = {"stereo": "foundation-stereo", "masks": "sam2", "valid_iters": 4, "hiera": True}
+    values |= {"sam2_points_per_side": 8, "scale": None}
+    stereo, masks = backend_configs(values)
+    assert stereo == FoundationStereoConfig(valid_iters=4, hiera=True)
+    assert masks == Sam2Config(points_per_side=8)
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (
+            ["--valid-iters", "4"],
+            "error: --valid-iters belongs to --stereo foundation-stereo (selected: sgbm)",
+        ),
+        (
+            ["--sam2-points-per-side", "8", "--masks", "classical"],
+            "error: --sam2-points-per-side belongs to --masks sam2 (selected: classical)",
+        ),
+        (["--no-hiera"], "error: --hiera/--no-hiera belongs to --stereo foundation-stereo (selected: sgbm)"),
+        (
+            ["--stereo", "foundation-stereo", "--valid-iters", "0"],
+            "error: --valid-iters: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_foreign_or_bad_backend_flag_is_refused_in_one_line(tmp_path, flags, line):
+    args = ["pseudo-label", str(tmp_path), "--calib", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, *flags])
+    assert res.exit_code == 2
+    assert res.output.strip() == line
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_flag_value_is_one_line_per_field(tmp_path):
