@@ -26,9 +26,9 @@ dataset: $(BIN)/labeler
 	@echo
 	@echo "calibration:     calib/demo-rig.yaml (report: calib/demo-rig.report/)"
 	@echo "rectified pairs: $(WORK)/rectified"
-	@echo "datasets:        $(DATASETS)/demo, $(DATASETS)/middlebury (manifest.json, data.zarr)"
+	@echo "datasets:        $(DATASETS)/demo, $(DATASETS)/middlebury (manifest.json, shards.jsonl, tables/, data.zarr)"
 	@echo "previews:        $(DATASETS)/demo/previews, $(DATASETS)/middlebury/previews"
-	@echo "galleries:       $(DATASETS)/demo/index.html, $(DATASETS)/middlebury/index.html"
+	@echo "galleries:       $(DATASETS)/demo/index.html, $(DATASETS)/middlebury/index.html (pages in gallery/)"
 
 test: $(BIN)/labeler
 	$(BIN)/python -m pytest -q
