@@ -1,4 +1,4 @@
-"""`labeler migrate DATASET`: convert a v1 dataset (one manifest.json listing every sample and object) to
+"""`labeler migrate DATASET`: convert a v1 dataset (one manifest listing every sample and object) to
 layout v2 in place. The arrays stay where they are (the Zarr layout is the same); the samples and objects
 move into Parquet tables per shard, the shard index and row plan are written, and the old manifest is kept
 beside the new one as `manifest.v1.json`. Re-running after a kill finishes the job.

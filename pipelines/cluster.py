@@ -32,7 +32,10 @@ def dask_client(
 
     scheduler: None or "processes" → LocalCluster of processes; "threads" → LocalCluster of threads;
     "tcp://host:port" → an existing cluster (start one worker per GPU there with `--resources GPU=1`).
-    With gpus, the local cluster has one single-threaded worker per GPU, each advertising GPU=1.
+    With gpus, the local cluster has one worker per GPU, each advertising GPU=1 so that one model task runs
+    on it at a time, with the machine's other cores as its extra threads (`--workers` sets the total): the
+    CPU tasks (loading, depth, objects, previews, writes) run there beside the model calls, so the GPU never
+    waits on them.
     samples: how many samples the run computes. A local cluster serves the Dask dashboard (it needs
     bokeh) and logs its address once with --verbose or from DASHBOARD_MIN_SAMPLES samples on; otherwise
     nothing listens on :8787.
@@ -48,7 +51,9 @@ def dask_client(
             with Client(scheduler) as client:
                 yield client
             return
-        n = len(gpus) if gpus else (workers or max(1, min(os.cpu_count() or 1, 8)))
+        cores = workers or max(1, min(os.cpu_count() or 1, 8))
+        n = len(gpus) if gpus else cores
+        threads = max(2, cores // len(gpus)) if gpus else 1
         kwargs: dict[str, Any] = {"resources": {"GPU": 1}} if gpus else {}
         dashboard = _dashboard_wanted(verbose, samples)
         if not dashboard:
@@ -57,7 +62,7 @@ def dask_client(
         with (
             LocalCluster(
                 n_workers=n,
-                threads_per_worker=1,
+                threads_per_worker=threads,
                 processes=scheduler != "threads",
                 dashboard_address=DASHBOARD_ADDRESS if dashboard else None,
                 silence_logs=logging.INFO if verbose else logging.ERROR,  # the worker processes' level
