@@ -1,0 +1,266 @@
+"""Classical masks: time per image and quality, and the whole label of a pair against a bare SGBM call.
+
+1. `classical` masks on the Middlebury Motorcycle pair (741x500, scikit-image; disparity from the sgbm
+   backend) and on the demo rig scenes of a `make dataset` run (the rectified left view and the stored
+   disparity): ms per image (least of --repeats), and quality: per demo object the best mask IoU
+   against the rendered truth and the error of the labelled median depth (as benchmarks/eval_accuracy.py
+   computes it); on the Motorcycle, the number of proposals, the image share they cover and their depth
+   purity (share of a mask's ground-truth disparities within 10 % of the mask's median).
+2. The whole label of the Motorcycle pair (`run_pseudo_label` as `labeler pseudo-label` does it on
+   rectified pairs: load, sgbm, classical masks, depth, object table, shard write; sync scheduler,
+   previews off), marginal per pair ((T(n pairs) - T(1 pair)) / (n - 1)), against one bare OpenCV
+   SGBM_3WAY call on the same pair (block 5, the search range the sgbm backend picks), in this process.
+3. cProfile of the n-pair label: time per stage and the top functions by self time.
+
+    make dataset WORK=/tmp/wc DATASETS=/tmp/dc
+    .venv/bin/python benchmarks/bench_classical.py --work /tmp/wc --datasets /tmp/dc
+
+Old code against new: run the same command with PYTHONPATH pointing at a `git worktree` of the older
+commit (the benchmark only uses public names, so it runs on either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MOTORCYCLE_CALIB = ROOT / "calib" / "middlebury-motorcycle.yaml"
+# (label in the report, file name suffix, function name) of the stages the profile is summed over
+STAGES = [
+    ("load (PNG decode + sha256)", "stages.py", "load_stage"),
+    ("sgbm backend", "sgbm.py", "disparity"),
+    ("classical masks", "classical.py", "masks"),
+    ("depth + instance map + objects", "stages.py", "_labelled"),
+    ("shard write (zarr)", "shards.py", "write_shard"),
+]
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """(least seconds, last result) of `repeats` calls: the box is shared, the least is the least noisy."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def motorcycle_case(repeats: int) -> dict:
+    from skimage.data import stereo_motorcycle
+
+    from labeler.segment.classical import ClassicalMaskBackend
+    from labeler.stereo.sgbm import SgbmBackend
+
+    left, right, gt = stereo_motorcycle()
+    disparity = SgbmBackend().disparity(left, right).disparity_px
+    seconds, out = timed(lambda: ClassicalMaskBackend().masks(left, disparity_px=disparity), repeats)
+    masks = out.masks
+    purity = []
+    for m in masks:
+        g = gt[m & np.isfinite(gt)]
+        if g.size:
+            purity.append(float(np.mean(np.abs(g / np.median(g) - 1) <= 0.1)))
+    return {
+        "case": "motorcycle 741x500",
+        "ms": 1e3 * seconds,
+        "proposals": len(masks),
+        "covered": float(masks.any(axis=0).mean()) if len(masks) else 0.0,
+        "purity": float(np.mean(purity)) if purity else 0.0,
+    }
+
+
+def demo_cases(work: Path, datasets: Path, repeats: int) -> list[dict]:
+    """One row per demo scene of a `make dataset` run: time, and per truth object IoU + depth error."""
+    import cv2
+
+    from labeler import open_dataset
+    from labeler.demo import load_demo_truth
+    from labeler.depth import disparity_to_depth, instance_map, object_records
+    from labeler.rectify import RectifyMaps
+    from labeler.segment.classical import ClassicalMaskBackend
+
+    ds = open_dataset(datasets / "demo")
+    maps = RectifyMaps.from_calibration(ds.manifest.calibration)
+    truth = {t.pair_id: t for t in load_demo_truth(work / "demo").scenes}
+    rows = []
+    for i in range(len(ds)):
+        s = ds[i]
+        seconds, out = timed(
+            lambda s=s: ClassicalMaskBackend().masks(s.left, disparity_px=s.disparity_px), repeats
+        )
+        depth = disparity_to_depth(s.disparity_px, ds.manifest.depth)
+        ids, src = instance_map(out.masks, out.scores)
+        objects = object_records(ids, depth, out.scores[src], None)
+        raw_ids = np.load(work / "demo" / "truth" / f"{s.sample_id}.npz")["instance_ids"]
+        rect_ids = cv2.remap(raw_ids.astype(np.float32), *maps.left, cv2.INTER_NEAREST).astype(int)
+        ious, errors = [], []
+        for obj in truth[s.sample_id].objects:
+            target = rect_ids == obj.id
+            iou, best = max(
+                ((np.sum(target & (ids == o.id)) / np.sum(target | (ids == o.id)), o) for o in objects),
+                key=lambda t: t[0],
+            )
+            ious.append(float(iou))
+            errors.append(abs(best.depth_m_median / obj.depth_m_median - 1))
+        rows.append(
+            {
+                "case": f"demo {s.sample_id} {s.left.shape[1]}x{s.left.shape[0]}",
+                "ms": 1e3 * seconds,
+                "proposals": len(out.masks),
+                "ious": ious,
+                "depth_errors": errors,
+            }
+        )
+    return rows
+
+
+def write_motorcycle_copies(folder: Path, n: int) -> Path:
+    """n copies of the Motorcycle pair as rectified pairs `left/mNN.png` + `right/mNN.png` (distinct ids)."""
+    from skimage.data import stereo_motorcycle
+
+    from labeler.io import write_png
+
+    left, right, _ = stereo_motorcycle()
+    for k in range(n):
+        write_png(folder / "left" / f"m{k:02d}.png", left)
+        write_png(folder / "right" / f"m{k:02d}.png", right)
+    return folder
+
+
+def label(inputs: Path, out: Path) -> float:
+    from labeler.configs import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=inputs,
+            calib=MOTORCYCLE_CALIB,
+            out=out,
+            scheduler="sync",
+            progress=False,
+            previews=False,
+        )
+    )
+    return time.perf_counter() - start
+
+
+def bare_sgbm_seconds(repeats: int) -> float:
+    """One OpenCV SGBM_3WAY call on the colour pair over the range the sgbm backend searches."""
+    import cv2
+    from skimage.data import stereo_motorcycle
+
+    from labeler.stereo.sgbm import SgbmBackend
+
+    left, right, _ = stereo_motorcycle()
+    lo, num = SgbmBackend().search_range(left, right)
+    block = 5
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=lo,
+        numDisparities=num,
+        blockSize=block,
+        P1=8 * 3 * block**2,
+        P2=32 * 3 * block**2,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
+    matcher.compute(left, right)  # warm-up
+    return timed(lambda: matcher.compute(left, right), repeats)[0]
+
+
+def whole_label(pairs: int, repeats: int, top: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        one = write_motorcycle_copies(root / "one", 1)
+        many = write_motorcycle_copies(root / "many", pairs)
+        label(one, root / "warm")  # imports, first-call caches
+        t_one = min(label(one, root / "ds1") for _ in range(repeats))
+        t_many = min(label(many, root / "dsn") for _ in range(repeats))
+        profile = cProfile.Profile()
+        profile.enable()
+        label(many, root / "dsp")
+        profile.disable()
+    bare = bare_sgbm_seconds(max(5, repeats))
+    marginal = (t_many - t_one) / (pairs - 1)
+    table = pstats.Stats(profile).get_stats_profile()
+    funcs = table.func_profiles
+    stages = []
+    for name, file, func in STAGES:
+        cum = sum(f.cumtime for k, f in funcs.items() if f.file_name.endswith(file) and k == func)
+        stages.append((name, cum / pairs))
+    by_self = sorted(funcs.items(), key=lambda kv: -kv[1].tottime)[:top]
+    return {
+        "pairs": pairs,
+        "t_one": t_one,
+        "t_many": t_many,
+        "marginal": marginal,
+        "bare": bare,
+        "profile_total": table.total_tt,
+        "stages": stages,
+        "top": [(f"{Path(f.file_name).name}:{f.line_number}({k})", f.tottime, f.cumtime) for k, f in by_self],
+    }
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, help="WORK of a `make dataset` run (demo truth)")
+    ap.add_argument("--datasets", type=Path, help="DATASETS of the same run (demo left views + disparity)")
+    ap.add_argument("--repeats", type=int, default=5, help="calls per timing (the least counts)")
+    ap.add_argument("--pairs", type=int, default=5, help="Motorcycle copies for the marginal label time")
+    ap.add_argument("--top", type=int, default=10, help="functions listed by self time")
+    ap.add_argument("--skip-label", action="store_true", help="masks only, no whole-label run")
+    args = ap.parse_args()
+
+    import labeler
+
+    print(f"labeler from {Path(labeler.__file__).parent}")
+    rows = [motorcycle_case(args.repeats)]
+    if args.work and args.datasets:
+        rows += demo_cases(args.work, args.datasets, args.repeats)
+    print("\nclassical masks per image")
+    for r in rows:
+        line = f"  {r['case']:<28} {r['ms']:8.1f} ms  {r['proposals']:3d} proposals"
+        if "ious" in r:
+            ious = " ".join(f"{v:.2f}" for v in r["ious"])
+            errs = " ".join(f"{100 * v:.1f}" for v in r["depth_errors"])
+            line += f"  IoU {ious}  depth error % {errs}"
+        else:
+            line += f"  cover {r['covered']:.2f}  depth purity {r['purity']:.3f}"
+        print(line)
+    demo = [r for r in rows if "ious" in r]
+    if demo:
+        ious = [v for r in demo for v in r["ious"]]
+        errs = [v for r in demo for v in r["depth_errors"]]
+        print(
+            f"  demo: {len(ious)} objects, IoU mean {np.mean(ious):.3f} min {np.min(ious):.2f}; depth error "
+            f"mean {100 * np.mean(errs):.2f} % max {100 * np.max(errs):.2f} %; "
+            f"{np.mean([r['ms'] for r in demo]):.1f} ms per scene"
+        )
+    if args.skip_label:
+        return
+    w = whole_label(args.pairs, max(1, args.repeats // 2), args.top)
+    print(
+        f"\nwhole label of the Motorcycle pair: {w['t_one']:.2f} s for 1 pair, {w['t_many']:.2f} s for "
+        f"{w['pairs']}; marginal {1e3 * w['marginal']:.0f} ms per pair; bare SGBM_3WAY "
+        f"{1e3 * w['bare']:.1f} ms; ratio {w['marginal'] / w['bare']:.1f}x"
+    )
+    print(f"\ncProfile of the {w['pairs']}-pair label ({w['profile_total']:.2f} s), per pair by stage:")
+    for name, seconds in w["stages"]:
+        print(f"  {name:<34} {1e3 * seconds:7.1f} ms")
+    print(f"top {args.top} by self time (self s, cumulative s, over {w['pairs']} pairs):")
+    for name, own, cum in w["top"]:
+        print(f"  {own:6.3f} {cum:6.3f}  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Region adjacency graphs of label maps, and their greedy agglomeration (for the classical mask backend).
+
+Everything a merge decision needs is a sum over pixels or over 4-adjacent pixel pairs: border length,
+colour contrast and depth jumps per adjacent pair of regions; pixel count, colour sums and squares, inner
+contrast and plane-fit moments per region. Sums of a merged region are the sums of its parts, so the
+merge never goes back to the pixels: each decision is a closed-form update of a few floats.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_PROBE_PX = 2  # depth is compared this many px either side of a border
+_WALL_FRAC = 0.3  # a border is a wall when this share of it is a depth jump
+_PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surface (or plane_tol_rel x d)
+_SMOOTH_MAX = 0.02  # |grad log d| per px above which a pixel sits on a depth step
+CONTRAST_LAB = 20.0  # colour contrast (Lab) of a border over its region's texture: evidence 1 - 1/e
+
+
+@dataclass(frozen=True)
+class RegionGraph:
+    """Borders of a label map.
+
+    Per adjacent label pair `pairs[i] = (a, b)`, a < b: border length (4-adjacent pixel pairs), summed
+    colour contrast |dLab| across it, and how many of its pixel pairs see a depth jump with `a` in
+    front (`front_lo`) or `b` in front (`front_hi`). Per label: summed colour contrast and count of the
+    pixel pairs inside it (its texture), and its pixels on the image frame.
+    """
+
+    pairs: np.ndarray  # (E, 2) int64
+    length: np.ndarray  # (E,) float
+    contrast: np.ndarray  # (E,) float, Lab units summed over the border
+    front_lo: np.ndarray  # (E,) float
+    front_hi: np.ndarray  # (E,) float
+    inner_length: np.ndarray  # (N,) float
+    inner_contrast: np.ndarray  # (N,) float
+    frame: np.ndarray  # (N,) float
+    depth_known: bool
+
+    @property
+    def jumps(self) -> np.ndarray:
+        return self.front_lo + self.front_hi
+
+    def relabel(self, root: np.ndarray) -> RegionGraph:
+        """The graph of the label map `root[labels]` (root: (N,) new ids 0..M-1), from the sums alone.
+
+        Borders between parts of one new region become its inside; borders between two new regions add
+        up, with the in-front counts swapped where the order of the pair flips.
+        """
+        m = int(root.max()) + 1
+        a, b = root[self.pairs[:, 0]], root[self.pairs[:, 1]]
+        same = a == b
+        inner_length = np.bincount(root, weights=self.inner_length, minlength=m)
+        inner_length += np.bincount(a[same], weights=self.length[same], minlength=m)
+        inner_contrast = np.bincount(root, weights=self.inner_contrast, minlength=m)
+        inner_contrast += np.bincount(a[same], weights=self.contrast[same], minlength=m)
+        keep = ~same
+        a, b = a[keep], b[keep]
+        flip = a > b
+        lo_front = np.where(flip, self.front_hi[keep], self.front_lo[keep])
+        hi_front = np.where(flip, self.front_lo[keep], self.front_hi[keep])
+        uniq, inv = np.unique(np.minimum(a, b) * m + np.maximum(a, b), return_inverse=True)
+        e = len(uniq)
+        return RegionGraph(
+            pairs=np.stack([uniq // m, uniq % m], axis=1),
+            length=np.bincount(inv, weights=self.length[keep], minlength=e),
+            contrast=np.bincount(inv, weights=self.contrast[keep], minlength=e),
+            front_lo=np.bincount(inv, weights=lo_front, minlength=e),
+            front_hi=np.bincount(inv, weights=hi_front, minlength=e),
+            inner_length=inner_length,
+            inner_contrast=inner_contrast,
+            frame=np.bincount(root, weights=self.frame, minlength=m),
+            depth_known=self.depth_known,
+        )
+
+
+def depth_steps(log_d: np.ndarray, axis: int) -> np.ndarray:
+    """Per 4-adjacent pixel pair along `axis`: the log-disparity step across it beyond the local slope.
+
+    The step is measured _PROBE_PX px out on each side (so a jump the matcher blurred over a few pixels
+    still counts), less the change the surface slope on either side predicts (taken only when both sides
+    slope the same way), so a slanted floor is continuous and an object's silhouette is not.
+    Returns (size - 1) along `axis`, positive where the far side (higher index) is nearer.
+    """
+    p = _PROBE_PX
+    q = 2 * p  # slope baseline
+    pad = np.pad(log_d, [(p + q, p + q) if ax == axis else (0, 0) for ax in (0, 1)], mode="edge")
+    n = log_d.shape[axis] - 1
+
+    def at(offset: int) -> np.ndarray:  # log_d[i + offset] for border i (between i and i + 1)
+        sl = slice(p + q + offset, p + q + offset + n)
+        return pad[sl] if axis == 0 else pad[:, sl]
+
+    before, after = at(-p), at(1 + p)
+    slope_before = (before - at(-p - q)) / q
+    slope_after = (at(1 + p + q) - after) / q
+    same_way = np.sign(slope_before) == np.sign(slope_after)
+    slope = np.where(same_way, np.sign(slope_before) * np.minimum(abs(slope_before), abs(slope_after)), 0.0)
+    return (after - before) - slope * (2 * p + 1)
+
+
+def colour_steps(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """|dLab| between 4-adjacent pixels of the (h, w) L*, a*, b* planes: to the pixel below (h-1, w)
+    and to the pixel on the right (h, w-1)."""
+
+    def norm(d: list[np.ndarray]) -> np.ndarray:
+        return np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+
+    return norm([c[1:] - c[:-1] for c in planes]), norm([c[:, 1:] - c[:, :-1] for c in planes])
+
+
+def border_stats(
+    labels: np.ndarray, steps: tuple[np.ndarray, np.ndarray], log_d: np.ndarray | None, *, jump: float
+) -> RegionGraph:
+    """Border and texture statistics of a label map, vectorized over 4-adjacent pixel pairs.
+
+    Args:
+        labels: (h, w) int labels 0..N-1.
+        steps: colour_steps of the image.
+        log_d: (h, w) float32 log disparity with no hole, or None.
+        jump: log-disparity step that counts as a depth jump.
+    """
+    n = int(labels.max()) + 1
+    keys, contrasts, lo_front, hi_front = [], [], [], []
+    inner_len = np.zeros(n)
+    inner_con = np.zeros(n)
+    for axis, diff in enumerate(steps):
+        a = (labels[:-1] if axis == 0 else labels[:, :-1]).ravel()
+        b = (labels[1:] if axis == 0 else labels[:, 1:]).ravel()
+        diff = diff.ravel()
+        cross = np.flatnonzero(a != b)
+        ca, cb, cd = a[cross].astype(np.int64), b[cross].astype(np.int64), diff[cross]
+        # pairs inside a label = all pairs headed by it less those that cross
+        inner_len += np.bincount(a, minlength=n) - np.bincount(ca, minlength=n)
+        inner_con += np.bincount(a, weights=diff, minlength=n) - np.bincount(ca, weights=cd, minlength=n)
+        keys.append(np.minimum(ca, cb) * n + np.maximum(ca, cb))
+        contrasts.append(cd)
+        if log_d is not None:
+            step = depth_steps(log_d, axis).ravel()[cross]
+            tail_front, head_front = step > jump, step < -jump
+            tail_is_hi = cb > ca
+            lo_front.append(np.where(tail_is_hi, head_front, tail_front))
+            hi_front.append(np.where(tail_is_hi, tail_front, head_front))
+    uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+    e = len(uniq)
+
+    def per_pair(parts: list[np.ndarray]) -> np.ndarray:
+        if not parts:
+            return np.zeros(e)
+        return np.bincount(inv, weights=np.concatenate(parts).astype(np.float64), minlength=e)
+
+    frame = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    return RegionGraph(
+        pairs=np.stack([uniq // n, uniq % n], axis=1),
+        length=np.bincount(inv, minlength=e).astype(np.float64),
+        contrast=per_pair(contrasts),
+        front_lo=per_pair(lo_front),
+        front_hi=per_pair(hi_front),
+        inner_length=inner_len,
+        inner_contrast=inner_con,
+        frame=np.bincount(frame, minlength=n).astype(np.float64),
+        depth_known=log_d is not None,
+    )
+
+
+def region_sums(labels: np.ndarray, planes: list[np.ndarray], log_d: np.ndarray | None, n: int) -> np.ndarray:
+    """Per label, the pixel sums the merge costs need: (n, 5) or, with depth, (n, 15) float64.
+
+    Columns: pixel count; sums of L, a, b; sum of L^2 + a^2 + b^2; then the plane moments of disparity
+    d over the normalised pixel position (x, y) in [0, 1): count, x, y, d, xx, xy, yy, xd, yd, dd.
+    Only pixels of smooth depth enter the plane moments: those next to a depth step (edges, filled
+    holes) would let a few outliers decide whether two regions are one surface.
+    """
+    flat = labels.ravel()
+    cols: list[np.ndarray] = [np.bincount(flat, minlength=n).astype(np.float64)]
+    cols += [np.bincount(flat, weights=c.ravel(), minlength=n) for c in planes]
+    squares = sum(np.square(c, dtype=np.float64) for c in planes)
+    cols.append(np.bincount(flat, weights=np.ravel(squares), minlength=n))
+    if log_d is not None:
+        h, w = labels.shape
+        gx, gy = cv2.Sobel(log_d, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(log_d, cv2.CV_32F, 0, 1, ksize=3)
+        rough = cv2.dilate((np.hypot(gx, gy) / 8 > _SMOOTH_MAX).astype(np.uint8), np.ones((5, 5), np.uint8))
+        one = (rough == 0).ravel().astype(np.float64)  # weight 1 on smooth pixels, 0 elsewhere
+        x = np.broadcast_to(np.arange(w) / w, (h, w)).ravel()
+        y = np.repeat(np.arange(h) / h, w)
+        d = np.exp(log_d.ravel().astype(np.float64))
+        ox, oy, od = one * x, one * y, one * d
+        for t in (one, ox, oy, od, ox * x, ox * y, oy * y, ox * d, oy * d, od * d):
+            cols.append(np.bincount(flat, weights=t, minlength=n))
+    return np.stack(cols, axis=1)
+
+
+def plane_rms(m: list[float]) -> tuple[float, float]:
+    """(rms residual, mean) in px of the least-squares plane d = a x + b y + c through plane moments `m`
+    (the last 10 columns of region_sums).
+
+    The fit is on centred sums (a 2 x 2 solve); collinear pixels fit along their line. Fewer than three
+    smooth pixels fit any plane: (0, 0).
+    """
+    n, sx, sy, sd, sxx, sxy, syy, sxd, syd, sdd = m
+    if n < 3:
+        return 0.0, 0.0
+    cxx, cxy, cyy = sxx - sx * sx / n, sxy - sx * sy / n, syy - sy * sy / n
+    cxd, cyd, cdd = sxd - sx * sd / n, syd - sy * sd / n, sdd - sd * sd / n
+    det = cxx * cyy - cxy * cxy
+    if det > 1e-9 * cxx * cyy:
+        explained = (cyy * cxd * cxd - 2.0 * cxy * cxd * cyd + cxx * cyd * cyd) / det
+    else:  # rank one: C = s u u^T with s = trace, explained = (c^T C c) / s^2
+        s = cxx + cyy
+        explained = (cxx * cxd * cxd + 2.0 * cxy * cxd * cyd + cyy * cyd * cyd) / (s * s) if s > 0 else 0.0
+    return math.sqrt(max(cdd - explained, 0.0) / n), sd / n
+
+
+def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_rel: float) -> np.ndarray:
+    """Greedy agglomeration, cheapest border first; returns root: (N,) merged region id (0..M-1) per label.
+
+    Cost of merging a and b: the larger of (1) the distance of their mean Lab colours over their pooled
+    texture and (2) how much stronger the colour contrast across their border is than inside either.
+    With depth: infinite across a wall (their border is mostly a depth step), halved when one plane
+    fits the disparities of both (rms within max(0.5 px, plane_tol_rel * disparity)).
+
+    A priority queue of border costs with lazy invalidation: a merge bumps the version of the region it
+    grows, which retires every queued border of it; its borders are queued anew at their new cost. Costs
+    above the threshold are never queued: they can only change when an end merges, and are then redone.
+    Everything is plain Python floats: a cost is a few dozen float operations, where numpy calls on
+    scalars would cost more than the arithmetic.
+    """
+    n = len(sums)
+    with_plane = sums.shape[1] > 5
+    stats: list[list[float]] = sums.tolist()  # region_sums per region; a merged-away one's becomes []
+    mean = [(r[1] / r[0], r[2] / r[0], r[3] / r[0]) for r in stats]
+    inner_len, inner_con = graph.inner_length.tolist(), graph.inner_contrast.tolist()
+    inside = [c / max(ln, 1.0) for ln, c in zip(inner_len, inner_con, strict=True)]
+    border: list[dict[int, list[float]]] = [{} for _ in range(n)]
+    for (a, b), ln, jp, ct in zip(
+        graph.pairs.tolist(),
+        graph.length.tolist(),
+        graph.jumps.tolist(),
+        graph.contrast.tolist(),
+        strict=True,
+    ):
+        border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
+    walls = graph.depth_known
+    wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
+    limit = 2.0 * threshold  # above this even a halved cost stays above the threshold
+
+    def cost(a: int, b: int, ln: float, jp: float, ct: float) -> float:
+        if walls and jp > wall_frac * ln:
+            return math.inf
+        sa, sb, ma, mb = stats[a], stats[b], mean[a], mean[b]
+        dl, da, db = ma[0] - mb[0], ma[1] - mb[1], ma[2] - mb[2]
+        nab, pl, pa, pb = sa[0] + sb[0], sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]
+        var = (sa[4] + sb[4]) / nab - (pl * pl + pa * pa + pb * pb) / (nab * nab)
+        means = sqrt(dl * dl + da * da + db * db) / (1.0 + (sqrt(var) if var > 0 else 0.0) / contrast)
+        ia, ib = inside[a], inside[b]
+        edge = ct / ln - (ia if ia > ib else ib)
+        c = means if means > edge else edge
+        if not with_plane or c > limit:
+            return c
+        rms, d = plane_rms([x + y for x, y in zip(sa[5:], sb[5:], strict=True)])
+        return 0.5 * c if rms <= max(min_tol, plane_tol_rel * d) else c
+
+    version = [0] * n
+    heap = []
+    for a in range(n):
+        for b, (ln, jp, ct) in border[a].items():
+            if a < b and (c := cost(a, b, ln, jp, ct)) <= threshold:
+                heap.append((c, a, b, 0, 0))
+    heapq.heapify(heap)
+    parent = list(range(n))
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        _, a, b, va, vb = pop(heap)
+        if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
+            continue  # stale: an end has merged since this cost was queued
+        if len(border[b]) > len(border[a]):
+            a, b = b, a  # fold the region with fewer borders into the other
+        parent[b] = a
+        merged = [x + y for x, y in zip(stats[a], stats[b], strict=True)]
+        stats[a], stats[b] = merged, []
+        mean[a] = (merged[1] / merged[0], merged[2] / merged[0], merged[3] / merged[0])
+        nbr_a = border[a]
+        shared = nbr_a.pop(b)
+        inner_len[a] += inner_len[b] + shared[0]
+        inner_con[a] += inner_con[b] + shared[2]
+        inside[a] = inner_con[a] / max(inner_len[a], 1.0)
+        for k, e in border[b].items():
+            if k == a:
+                continue
+            del border[k][b]
+            if k in nbr_a:
+                both = nbr_a[k]
+                both[0] += e[0]
+                both[1] += e[1]
+                both[2] += e[2]
+            else:
+                nbr_a[k] = border[k][a] = e
+        border[b] = {}
+        version[a] += 1
+        va = version[a]
+        for k, (ln, jp, ct) in nbr_a.items():
+            if (c := cost(a, k, ln, jp, ct)) <= threshold:
+                push(heap, (c, a, k, va, version[k]) if a < k else (c, k, a, version[k], va))
+    root = np.asarray(parent)
+    while True:  # resolve the union-find forest
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    kept = np.zeros(n, bool)
+    kept[root] = True
+    return (np.cumsum(kept) - 1)[root]
