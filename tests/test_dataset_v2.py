@@ -228,3 +228,33 @@ def test_v1_is_refused_in_one_line_then_migrated(base, copy):
     assert validate_dataset(copy) == [] and after.version == before.version
     assert [after[i].objects for i in range(6)] == [before[i].objects for i in range(6)]
     assert (copy / "manifest.v1.json").is_file()
+
+
+def test_a_second_writer_is_refused_in_one_line(base, tmp_path):
+    """One writer per dataset: a live lock holder makes the second run fail in one line naming it."""
+    from labeler.errors import LabelerError
+
+    out = tmp_path / "ds"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from labeler import shards\n"
+            f"with shards.dataset_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = PseudoLabelConfig(
+            inputs=base / "rect", calib=base / "calib.yaml", out=out, scheduler="sync", progress=False
+        )
+        with pytest.raises(
+            LabelerError, match=rf"another labeler process is writing this dataset \(pid {holder.pid}"
+        ):
+            run_pseudo_label(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_pseudo_label(cfg).manifest.counts.ok == 6  # the OS dropped the dead holder's lock

@@ -32,3 +32,14 @@ def test_unreadable_image(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(InputError, match=r"x\.png: not a readable image; replace or remove"):
         read_rgb(tmp_path / "x.png")
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    """mkstemp's 0600 would lock other users out of a dataset; files get the umask's mode (issue 12)."""
+    import os
+    import stat
+
+    from labeler import io
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o666 & ~io._UMASK
