@@ -249,6 +249,12 @@ def _label(
         typer.echo(f"failed {s.sample_id}: {s.error}")
     if res.n_new_failed > len(res.new_failures):
         typer.echo(f"... and {res.n_new_failed - len(res.new_failures)} more failures (ds.failures)")
+    if res.relabelled_changed:
+        shown = ", ".join(res.relabelled_changed[:5]) + (" …" if len(res.relabelled_changed) > 5 else "")
+        typer.echo(
+            f"relabelled {len(res.relabelled_changed)} samples whose rectified images changed since they "
+            f"were labelled: {shown}"
+        )
     c = res.manifest.counts
     typer.echo(
         f"{out}: {c.ok} samples ok, {c.failed} failed ({res.labelled} labelled now, {res.skipped} already "

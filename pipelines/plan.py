@@ -38,6 +38,7 @@ class Plan:
     new_rows: list[ShardPlan] = field(default_factory=list)  # to record before labelling
     n_rows: int = 0  # rows the store needs
     n_inputs: int = 0
+    stale: list[str] = field(default_factory=list)  # labelled before from images that have changed since
 
     @property
     def n_todo(self) -> int:
@@ -47,8 +48,9 @@ class Plan:
 Input = LabelTask | StereoPairSource | SampleRecord
 
 
-def discover_inputs(cfg: PseudoLabelConfig) -> dict[str, Input]:
-    """Raw sources (run) or rectified tasks (pseudo-label), and pairs rectify already failed, by id."""
+def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) -> dict[str, Input]:
+    """Raw sources (run) or rectified tasks (pseudo-label), and pairs rectify already failed, by id.
+    A rectified folder made with another calibration than `calib_sha256` is refused."""
     from labeler.captures import discover_pairs
     from labeler.rectify import load_rectified_set
 
@@ -68,7 +70,15 @@ def discover_inputs(cfg: PseudoLabelConfig) -> dict[str, Input]:
             for s in discover_pairs(cfg.inputs, layout="pairs")
         ]
     else:
-        for p in load_rectified_set(cfg.inputs).pairs:
+        rect = load_rectified_set(cfg.inputs)
+        if calib_sha256 is not None and rect.calib_sha256 != calib_sha256:
+            raise InputError(
+                cfg.inputs / "pairs.json",
+                f"rectified with rig {rect.rig!r}'s calibration {rect.calib_path} (sha256 "
+                f"{rect.calib_sha256[:12]}), not with {cfg.calib} ({calib_sha256[:12]})",
+                "label it with the calibration that rectified it, or rectify the captures again with this",
+            )
+        for p in rect.pairs:
             if p.status == "ok":
                 found.append(task_from_rectified(p, 0, cfg.inputs))
             else:
@@ -106,11 +116,11 @@ def _item(sid: str, row: int, inp: Input) -> Item:
     return Item(sid, row, failed=inp.model_copy(update={"row": row}))
 
 
-def plan_run(cfg: PseudoLabelConfig, key: str) -> Plan:
+def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = None) -> Plan:
     """Rows for every input (known ids keep theirs) and the shards that need writing."""
     from labeler import shards
 
-    inputs = discover_inputs(cfg)
+    inputs = discover_inputs(cfg, calib_sha256=calib_sha256)
     out, per_shard = cfg.out, cfg.samples_per_shard
     row_plan = shards.read_row_plan(out)
     index = {s: e for s, e in shards.read_shard_index(out).items() if e.run_key == key}
@@ -119,11 +129,14 @@ def plan_run(cfg: PseudoLabelConfig, key: str) -> Plan:
     todo: dict[int, list[Item]] = {}
     done: dict[int, ShardEntry] = {}
     planned: set[str] = set()
+    stale: set[str] = set()
     for shard, sp in sorted(row_plan.items()):
         planned.update(sp.sample_ids)
         entry = intact.get(shard)
         have = stored.get(shard, {})
-        if entry is not None and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
+        changed = _changed(have, inputs)
+        stale.update(changed)
+        if entry is not None and not changed and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
             done[shard] = entry
             continue
         full = {r.sample_id: r for r in shards.shard_samples(out, entry)} if entry is not None else {}
@@ -132,7 +145,9 @@ def plan_run(cfg: PseudoLabelConfig, key: str) -> Plan:
         for pos, sid in enumerate(sp.sample_ids):
             row, rec = sp.row_start + pos, full.get(sid)
             retry = rec is not None and rec.status == "failed" and cfg.retry_failed
-            if rec is not None and rec.status == "ok":
+            if sid in changed:  # its rectified images changed since it was labelled: label it again
+                items.append(_item(sid, row, inputs[sid]))
+            elif rec is not None and rec.status == "ok":
                 items.append(Item(sid, row, keep=rec, keep_objects=tuple(keep_objects.get(row, ()))))
             elif sid in inputs and (rec is None or retry):
                 items.append(_item(sid, row, inputs[sid]))
@@ -151,11 +166,24 @@ def plan_run(cfg: PseudoLabelConfig, key: str) -> Plan:
     last = max([*row_plan, *(p.shard for p in new_rows)], default=-1)
     all_plans = {**row_plan, **{p.shard: p for p in new_rows}}
     n_rows = all_plans[last].row_start + len(all_plans[last].sample_ids) if last >= 0 else 0
-    return Plan(todo=todo, done=done, new_rows=new_rows, n_rows=n_rows, n_inputs=len(inputs))
+    return Plan(
+        todo=todo, done=done, new_rows=new_rows, n_rows=n_rows, n_inputs=len(inputs), stale=sorted(stale)
+    )
+
+
+def _changed(have: dict[str, Stored], inputs: dict[str, Input]) -> set[str]:
+    """Ok samples whose input now records other image hashes than the ones they were labelled from."""
+    out = set()
+    for sid, st in have.items():
+        inp = inputs.get(sid)
+        if st.status == "ok" and isinstance(inp, LabelTask) and inp.left_sha256 is not None:
+            if (inp.left_sha256, inp.right_sha256) != (st.left_sha256, st.right_sha256):
+                out.add(sid)
+    return out
 
 
 def _needs_rewrite(
-    sp: ShardPlan, have: dict[str, SampleRecord], inputs: dict[str, Input], retry_failed: bool
+    sp: ShardPlan, have: dict[str, Stored], inputs: dict[str, Input], retry_failed: bool
 ) -> bool:
     """A finished shard is rewritten only to add planned samples that are now available, or to retry
     failures (--retry-failed) whose inputs are there."""
@@ -173,26 +201,31 @@ def _needs_rewrite(
     return False
 
 
-def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[str, SampleRecord]]:
-    """Finished shards' samples (id, row, status only: one scan of three columns)."""
+@dataclass(frozen=True)
+class Stored:
+    """What planning needs of a finished sample."""
+
+    status: str
+    left_sha256: str | None
+    right_sha256: str | None
+
+
+def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[str, Stored]]:
+    """Finished shards' samples: id, status and source hashes (one scan of five columns)."""
     if not entries:
         return {}
     from labeler import shards
 
     spans = sorted((e.row_start, e.shard) for e in entries)
-    t = shards.table_dataset(out, "samples", entries).to_table(columns=["sample_id", "row", "status"])
+    cols = ["sample_id", "row", "status", "left_sha256", "right_sha256"]
+    t = shards.table_dataset(out, "samples", entries).to_table(columns=cols)
     import bisect
 
     starts = [s for s, _ in spans]
-    by_shard: dict[int, dict[str, SampleRecord]] = {}
-    for sid, row, status in zip(
-        t.column("sample_id").to_pylist(),
-        t.column("row").to_pylist(),
-        t.column("status").to_pylist(),
-        strict=True,
-    ):
+    by_shard: dict[int, dict[str, Stored]] = {}
+    for sid, row, status, left, right in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
         shard = spans[bisect.bisect_right(starts, row) - 1][1]
-        by_shard.setdefault(shard, {})[sid] = SampleRecord(sample_id=sid, row=row, status=status)
+        by_shard.setdefault(shard, {})[sid] = Stored(status, left, right)
     return by_shard
 
 

@@ -48,6 +48,7 @@ class LabelRun:
     skipped: int  # inputs already labelled before
     new_failures: list[SampleRecord]  # this run's first failures (n_new_failed in all)
     n_new_failed: int
+    relabelled_changed: list[str]  # labelled again: their rectified images changed since the last run
 
     @property
     def dataset_version(self) -> str:
@@ -99,6 +100,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     from labeler.io import sha256_file
 
     _check_gpus(cfg)
+    if cfg.out.resolve() == cfg.inputs.resolve():
+        raise InputError(cfg.out, "is also the input folder", "write the dataset to another --out")
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
@@ -106,7 +109,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     cfg.out.mkdir(parents=True, exist_ok=True)
     with shards.dataset_lock(cfg.out):
         _refuse_other_settings(cfg.out, key)
-        plan = plan_run(cfg, key)
+        plan = plan_run(cfg, key, calib_sha256=calib_sha)
         if not plan.n_inputs and not plan.done:
             raise InputError(cfg.inputs, "no pairs to label", "check the folder")
         w, h = calib.image_size
@@ -144,6 +147,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         skipped=plan.n_inputs - plan.n_todo,
         new_failures=fails[:_FAILURES_SHOWN],
         n_new_failed=len(fails),
+        relabelled_changed=plan.stale,
     )
 
 

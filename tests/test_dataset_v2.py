@@ -258,3 +258,104 @@ def test_a_second_writer_is_refused_in_one_line(base, tmp_path):
         holder.kill()
         holder.wait()
     assert run_pseudo_label(cfg).manifest.counts.ok == 6  # the OS dropped the dead holder's lock
+
+
+def test_inputs_that_do_not_belong_together_are_refused(base, tmp_path):
+    """Issue 12: a rectified folder made with another calibration; an --out that is the input folder."""
+    from labeler.errors import InputError
+    from labeler.rectify import load_rectified_set
+
+    other = identity_calibration_yaml(tmp_path / "other.yaml", 96, 64, baseline_m=0.2)
+    rect = tmp_path / "rect"
+    shutil.copytree(base / "rect", rect)
+    (rect / "pairs.json").write_text(_pairs_json(rect, base / "calib.yaml"))
+    assert load_rectified_set(rect).pairs
+    with pytest.raises(InputError, match=r"pairs.json: rectified with rig .* not with .*other.yaml"):
+        run_pseudo_label(PseudoLabelConfig(inputs=rect, calib=other, out=tmp_path / "ds", scheduler="sync"))
+    with pytest.raises(InputError, match="is also the input folder"):
+        run_pseudo_label(
+            PseudoLabelConfig(inputs=rect, calib=base / "calib.yaml", out=rect, scheduler="sync")
+        )
+
+
+def _pairs_json(rect: Path, calib: Path) -> str:
+    """A pairs.json for a left/ + right/ folder, as `labeler rectify` writes it."""
+    from data_schema.captures import RectifiedPair, RectifiedSet, StereoPairSource
+    from labeler.io import sha256_file
+
+    pairs = [
+        RectifiedPair(
+            pair_id=p.stem,
+            status="ok",
+            source=StereoPairSource(
+                pair_id=p.stem, layout="pairs", left_path=str(p), right_path=str(rect / "right" / p.name)
+            ),
+            left_path=f"left/{p.name}",
+            right_path=f"right/{p.name}",
+            left_sha256=sha256_file(p),
+            right_sha256=sha256_file(rect / "right" / p.name),
+        )
+        for p in sorted((rect / "left").iterdir())
+    ]
+    return RectifiedSet(
+        calib_path=str(calib), calib_sha256=sha256_file(calib), rig="test", image_size=[96, 64], pairs=pairs
+    ).model_dump_json()
+
+
+def test_changed_captures_are_relabelled_and_said(base, tmp_path):
+    """Issue 12: a pair whose rectified images changed since it was labelled is labelled again, never kept."""
+    from labeler.io import write_png
+
+    rect = tmp_path / "rect"
+    shutil.copytree(base / "rect", rect)
+    (rect / "pairs.json").write_text(_pairs_json(rect, base / "calib.yaml"))
+    cfg = PseudoLabelConfig(
+        inputs=rect,
+        calib=base / "calib.yaml",
+        out=tmp_path / "ds",
+        samples_per_shard=2,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    first = run_pseudo_label(cfg)
+    before = open_dataset(tmp_path / "ds")[3]
+    img = before.left.copy()
+    img[10:20, 10:20] = 255
+    write_png(rect / "left" / "pair_003.png", img)
+    (rect / "pairs.json").write_text(_pairs_json(rect, base / "calib.yaml"))
+    again = run_pseudo_label(cfg)
+    assert again.relabelled_changed == ["pair_003"] and again.labelled == 1
+    after = open_dataset(tmp_path / "ds")
+    assert (
+        (after[3].left == img).all()
+        and after[3].row == before.row
+        and after[2].left.tobytes() == open_dataset(base / "ds")[2].left.tobytes()
+    )
+    assert again.dataset_version != first.dataset_version and validate_dataset(tmp_path / "ds") == []
+
+
+def test_garbage_manifest_and_zarr_json_are_one_line_and_a_rerun_rebuilds(base, copy):
+    """Issue 12: a garbage manifest.json is one line for readers and validate, and a re-run rebuilds it
+    from the shard index; a garbage zarr.json is one line from validate, not a crash."""
+    from labeler.errors import InputError
+
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match="manifest.json: not a valid manifest.*rebuilds the manifest"):
+        open_dataset(copy)
+    (problem,) = validate_dataset(copy)
+    assert "not a valid manifest" in problem
+    cfg = PseudoLabelConfig(
+        inputs=base / "rect",
+        calib=base / "calib.yaml",
+        out=copy,
+        samples_per_shard=2,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    again = run_pseudo_label(cfg)
+    assert again.labelled == 0 and again.dataset_version == open_dataset(base / "ds").version
+    (copy / "data.zarr" / "depth_m" / "zarr.json").write_text("garbage")
+    problems = validate_dataset(copy)
+    assert problems and all("\n" not in p for p in problems) and any("depth_m" in p for p in problems)
