@@ -23,9 +23,14 @@ import numpy as np
 
 from data_schema.manifest import ARRAY_NAMES, Manifest, ObjectRow, SampleRecord, ShardEntry
 from labeler import shards
+from labeler.errors import LabelerError
 from labeler.shards import SampleArrays
 
 _SHARD_CACHE = 4  # shards' table rows kept per reader (sequential reads hit, random reads cost 1 read)
+
+
+class DamagedSampleError(LabelerError):
+    """A sample's stored arrays do not match their digests."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,9 @@ class Dataset:
     """Read-only view of a dataset: `len(ds)` ok samples, `ds[i]` the i-th (in row order), `ds.failures`
     the failed ones, `ds.samples` / `ds.objects` the tables (lazy pyarrow datasets)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
         self.path = Path(path)
+        self.verify = verify
         self.manifest: Manifest = shards.load_manifest(self.path)
         self._reset()
 
@@ -70,10 +76,10 @@ class Dataset:
         self._cache: OrderedDict[int, ShardRows] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "manifest": self.manifest}
+        return {"path": self.path, "manifest": self.manifest, "verify": self.verify}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path, self.manifest = state["path"], state["manifest"]
+        self.path, self.manifest, self.verify = state["path"], state["manifest"], state["verify"]
         self._reset()
 
     # ------------------------------------------------------------------ index
@@ -138,7 +144,7 @@ class Dataset:
         if unknown:
             raise KeyError(f"no arrays {sorted(unknown)}; a dataset has {', '.join(ARRAY_NAMES)}")
         rec, _ = self.record(i)
-        return self.read_row(rec.row, names)
+        return self._checked(rec, self.read_row(rec.row, names))
 
     def read_row(self, row: int, names: tuple[str, ...] = ARRAY_NAMES) -> dict[str, np.ndarray]:
         if self._arrays is None:
@@ -147,7 +153,21 @@ class Dataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec, objects = self.record(i)
-        return Sample(sample_id=rec.sample_id, row=rec.row, objects=objects, **self.read_row(rec.row))
+        arrays = self._checked(rec, self.read_row(rec.row))
+        return Sample(sample_id=rec.sample_id, row=rec.row, objects=objects, **arrays)
+
+    def _checked(self, rec: SampleRecord, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Arrays that fail their recorded digest are never returned (one line naming sample and array)."""
+        if not self.verify or rec.digests is None:
+            return arrays
+        for name, a in arrays.items():
+            if shards.digest(a) != getattr(rec.digests, name):
+                raise DamagedSampleError(
+                    f"{self.path}: sample {rec.sample_id} (row {rec.row}) {name}: content differs from its "
+                    f"digest (damaged); find all damage with `labeler validate {self.path}`, fix it with "
+                    f"`labeler repair {self.path}`"
+                )
+        return arrays
 
     @property
     def sample_ids(self) -> list[str]:
@@ -184,6 +204,7 @@ class Dataset:
         return self.manifest.dataset_version
 
 
-def open_dataset(path: str | Path) -> Dataset:
-    """Open a dataset written by `labeler pseudo-label` / `labeler run`."""
-    return Dataset(path)
+def open_dataset(path: str | Path, *, verify: bool = True) -> Dataset:
+    """Open a dataset written by `labeler pseudo-label` / `labeler run`. `verify` (default) checks each
+    array read against its digest (the arrays are decoded anyway; sha256 adds a few percent)."""
+    return Dataset(path, verify=verify)

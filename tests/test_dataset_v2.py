@@ -359,3 +359,21 @@ def test_garbage_manifest_and_zarr_json_are_one_line_and_a_rerun_rebuilds(base, 
     (copy / "data.zarr" / "depth_m" / "zarr.json").write_text("garbage")
     problems = validate_dataset(copy)
     assert problems and all("\n" not in p for p in problems) and any("depth_m" in p for p in problems)
+
+
+def test_the_reader_never_returns_damaged_arrays(copy):
+    """Issue 12: a sample whose stored arrays fail their digest is one line naming sample and array."""
+    from labeler.dataset import DamagedSampleError
+
+    depth = shards.open_store(copy, "r+")["depth_m"]
+    block = depth[2:4]
+    block[1, 5, 5] = 42.0
+    depth[2:4] = block  # the whole shard, as its one writer would
+    ds = open_dataset(copy)
+    assert ds[2].sample_id == "pair_002"
+    with pytest.raises(DamagedSampleError, match=r"sample pair_003 \(row 3\) depth_m: content differs"):
+        ds[3]
+    with pytest.raises(DamagedSampleError):
+        ds.read(3, ("depth_m",))
+    assert ds.read(3, ("left",))["left"].shape == (64, 96, 3)  # other arrays still read
+    assert open_dataset(copy, verify=False)[3].depth_m[5, 5] == 42.0
