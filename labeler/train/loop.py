@@ -332,6 +332,8 @@ def fit(
         history.append(row)
         if dist.main:
             score = row.heldout_loss if row.heldout_loss is not None else row.train_loss
+            # metrics and history go in as plain dicts, as they always have: a pickled record would tie
+            # every checkpoint to the class's import path
             payload = {
                 "format": CHECKPOINT_FORMAT,
                 "model_config": mc.model_dump(mode="json"),
