@@ -358,6 +358,30 @@ def migrate(
     )
 
 
+@app.command()
+def repair(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, or threads | sync")
+    ] = "sync",
+) -> None:
+    """Rewrite every shard that fails validation from its samples' rectified images; says what it redid."""
+    from pipelines.repair import repair_dataset
+
+    res = run(lambda: dataset, lambda d: repair_dataset(d, scheduler=scheduler, workers=workers))
+    if not res.repaired:
+        typer.echo(f"{dataset}: nothing to repair")
+        return
+    for shard, problems in sorted(res.repaired.items()):
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        typer.echo(f"repaired shard {shard}: {problems[0]}{more}")
+    for s in res.failed:
+        typer.echo(f"failed {s.sample_id}: {s.error}")
+    version = res.manifest.dataset_version[:12]
+    typer.echo(f"{dataset}: {len(res.repaired)} shards rewritten; dataset {version}")
+
+
 @export_app.command("ros")
 def export_ros_cmd(
     calib: Annotated[Path, typer.Argument(help="calib/<rig>.yaml")],

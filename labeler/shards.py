@@ -191,12 +191,22 @@ def read_rows(
     return {name: arrays[name][rows] for name in names}
 
 
+def _shard_file(dataset: str | Path, name: str, shard: int) -> Path:
+    tail = "/0/0/0" if name in ("left", "right") else "/0/0"
+    return Path(dataset) / STORE_NAME / name / "c" / f"{shard}{tail}"
+
+
+def remove_shard_files(dataset: str | Path, shard: int) -> None:
+    """Drop a damaged shard's array files (the writer then starts from nothing, never reading them)."""
+    for name in ARRAY_NAMES:
+        _shard_file(dataset, name, shard).unlink(missing_ok=True)
+
+
 def shard_file_sizes(dataset: str | Path, shard: int) -> dict[str, int]:
     """Bytes of each array's file of this shard (0: not written, e.g. every row failed)."""
     out = {}
     for name in ARRAY_NAMES:
-        tail = "/0/0/0" if name in ("left", "right") else "/0/0"
-        path = Path(dataset) / STORE_NAME / name / "c" / f"{shard}{tail}"
+        path = _shard_file(dataset, name, shard)
         out[name] = path.stat().st_size if path.is_file() else 0
     return out
 

@@ -377,3 +377,25 @@ def test_the_reader_never_returns_damaged_arrays(copy):
         ds.read(3, ("depth_m",))
     assert ds.read(3, ("left",))["left"].shape == (64, 96, 3)  # other arrays still read
     assert open_dataset(copy, verify=False)[3].depth_m[5, 5] == 42.0
+
+
+def test_repair_rewrites_damaged_shards_from_their_samples(base, copy):
+    """Issue 12: a truncated shard file made every re-run crash; `labeler repair` rewrites that shard (and
+    one with an edited table) from the samples' sources and says what it redid; the rest is untouched."""
+    from typer.testing import CliRunner
+
+    from labeler.cli import app
+
+    f = copy / "data.zarr" / "left" / "c" / "1" / "0" / "0" / "0"
+    f.write_bytes(f.read_bytes()[:50])
+    edit_table(copy, "objects", 2, lambda rows: [{**rows[0], "depth_m_median": 99.0}, *rows[1:]])
+    untouched = (copy / "data.zarr" / "left" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns
+    assert validate_dataset(copy)
+    res = CliRunner().invoke(app, ["repair", str(copy)])
+    assert res.exit_code == 0, res.output
+    assert "repaired shard 1: shard 1/left: shard file is 50 bytes" in res.output
+    assert "repaired shard 2:" in res.output and "2 shards rewritten" in res.output
+    assert validate_dataset(copy) == []
+    assert open_dataset(copy).version == open_dataset(base / "ds").version  # the same labels again
+    assert (copy / "data.zarr" / "left" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == untouched
+    assert "nothing to repair" in CliRunner().invoke(app, ["repair", str(copy)]).output
