@@ -1,0 +1,80 @@
+"""Registries build their backends from a config: class by `config.name`, CPU-only ones on the CPU."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytest
+
+from data_schema.record import Record
+from labeler.errors import LabelerError
+from labeler.registry import Backend, DuplicateBackendError, Registry, UnknownBackendError
+
+
+class GpuConfig(Record):
+    name: Literal["gpu-ish"] = "gpu-ish"
+    size: int = 1
+    weights: str | None = None
+
+
+class CpuConfig(Record):
+    name: Literal["cpu-only"] = "cpu-only"
+
+
+REG: Registry[Backend] = Registry("test")
+
+
+@REG.register("gpu-ish")
+class GpuBackend(Backend):
+    name = "gpu-ish"
+    built = 0
+
+    def __init__(self, config: GpuConfig, *, device: str) -> None:
+        self.config, self.device = config, device
+        type(self).built += 1
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if config.weights is None:
+            raise LabelerError("gpu-ish needs --weights")
+
+
+@REG.register("cpu-only")
+class CpuBackend(Backend):
+    name = "cpu-only"
+    uses_cuda = False
+
+    def __init__(self, config: CpuConfig, *, device: str) -> None:
+        self.device = device
+
+
+def test_create_picks_the_class_by_name_and_keeps_cpu_only_backends_on_the_cpu():
+    gpu = REG.create(GpuConfig(size=3), device="cuda:1")
+    assert isinstance(gpu, GpuBackend) and gpu.device == "cuda:1" and gpu.config.size == 3
+    cpu = REG.create(CpuConfig(), device="cuda:1")
+    assert isinstance(cpu, CpuBackend) and cpu.device == "cpu"
+
+
+def test_shared_builds_once_per_config_and_device():
+    before = GpuBackend.built
+    a = REG.shared(GpuConfig(size=2), device="cuda:0")
+    assert REG.shared(GpuConfig(size=2), device="cuda:0") is a  # an equal config: the same model
+    assert REG.shared(GpuConfig(size=5), device="cuda:0") is not a
+    assert REG.shared(GpuConfig(size=2), device="cuda:1") is not a
+    assert GpuBackend.built - before == 3
+
+
+def test_check_runs_the_selected_class_check():
+    REG.check(CpuConfig())  # the default check: nothing to check
+    REG.check(GpuConfig(weights="w.pth"))
+    with pytest.raises(LabelerError, match="gpu-ish needs --weights"):
+        REG.check(GpuConfig())
+
+
+def test_unknown_and_duplicate_names():
+    with pytest.raises(
+        UnknownBackendError, match="unknown test backend 'nope'; choose one of: cpu-only, gpu-ish"
+    ):
+        REG.get("nope")
+    with pytest.raises(DuplicateBackendError, match="'cpu-only' is registered twice"):
+        REG.register("cpu-only")(CpuBackend)
