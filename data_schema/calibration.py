@@ -8,9 +8,10 @@ The YAML layout is a contract later stages and users rely on (OpenCV meanings th
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from data_schema.record import Record
 
@@ -82,6 +83,57 @@ class StereoCalibration(Record):
         if min(v) <= 0:
             raise ValueError("image_size must be positive [width, height]")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StereoCalibration:
+        """Numbers a rectification can use: finite, positive focal lengths and baseline, rotations."""
+        r = self.rectification
+        named: list[tuple[str, list]] = [
+            ("left.K", self.left.K),
+            ("left.dist", self.left.dist),
+            ("right.K", self.right.K),
+            ("right.dist", self.right.dist),
+            ("R", self.R),
+            ("T", self.T),
+            ("rectification.R1", r.R1),
+            ("rectification.R2", r.R2),
+            ("rectification.P1", r.P1),
+            ("rectification.P2", r.P2),
+            ("rectification.Q", r.Q),
+            ("baseline_m", [self.baseline_m]),
+        ]
+        for name, value in named:
+            flat = [v for row in value for v in (row if isinstance(row, list) else [row])]
+            if not all(math.isfinite(v) for v in flat):
+                raise ValueError(f"{name} has a value that is not a finite number (NaN or inf)")
+        for eye in ("left", "right"):
+            k = getattr(self, eye).K
+            if not (k[0][0] > 0 and k[1][1] > 0):
+                raise ValueError(f"{eye}.K: focal lengths fx, fy must be positive, got {k[0][0]}, {k[1][1]}")
+        for name, m in (("R", self.R), ("rectification.R1", r.R1), ("rectification.R2", r.R2)):
+            gram = [[sum(m[i][k] * m[j][k] for k in range(3)) for j in range(3)] for i in range(3)]
+            off = max(abs(gram[i][j] - (i == j)) for i in range(3) for j in range(3))
+            det = (
+                m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+            )
+            if off > 1e-3 or det <= 0:
+                raise ValueError(
+                    f"{name} is not a rotation (R·Rᵀ differs from I by {off:.3g}, det {det:.3g})"
+                )
+        p1, p2 = r.P1, r.P2
+        if not p1[0][0] > 0:
+            raise ValueError(f"rectification.P1: fx must be positive, got {p1[0][0]}")
+        if not (
+            math.isclose(p1[0][0], p2[0][0], rel_tol=1e-6) and math.isclose(p1[1][2], p2[1][2], abs_tol=1e-6)
+        ):
+            raise ValueError("rectification.P1 and P2 disagree (fx or cy differ): not one rectification")
+        if not -p2[0][3] / p2[0][0] > 0:
+            raise ValueError(
+                f"rectification.P2: baseline -P2[0][3]/P2[0][0] must be positive, got {-p2[0][3] / p2[0][0]}"
+            )
+        return self
 
     @property
     def rectified_fx_px(self) -> float:

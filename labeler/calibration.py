@@ -317,6 +317,9 @@ def save_calibration(calib: StereoCalibration, path: str | Path) -> None:
     write_text_atomic(path, calibration_yaml(calib))
 
 
+_MAX_CALIBRATION_BYTES = 1 << 20  # a calibration YAML is a few KB; anything this big is another file
+
+
 def load_calibration(path: str | Path) -> StereoCalibration:
     """Read `calib/<rig>.yaml`; every problem is one InputError line naming the file and the fix."""
     path = Path(path)
@@ -325,8 +328,16 @@ def load_calibration(path: str | Path) -> StereoCalibration:
         raise InputError(
             path, "calibration file not found", "pass --calib with the YAML `labeler calibrate` wrote"
         )
+    if path.stat().st_size > _MAX_CALIBRATION_BYTES:
+        raise InputError(
+            path,
+            f"{path.stat().st_size} bytes: not a calibration (a few KB)",
+            "pass the YAML `labeler calibrate` wrote",
+        )
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file", "pass the YAML `labeler calibrate` wrote") from None
     except yaml.YAMLError as err:
         raise InputError(
             path, f"not valid YAML ({str(err).splitlines()[0]})", "fix or regenerate it"
@@ -336,6 +347,10 @@ def load_calibration(path: str | Path) -> StereoCalibration:
     version = data.get("schema_version")
     if version is None:
         raise InputError(path, "has no schema_version (an older or foreign calibration file)", regen)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(
+            path, f"schema_version must be the integer {CALIBRATION_SCHEMA_VERSION}, got {version!r}", regen
+        )
     if version != CALIBRATION_SCHEMA_VERSION:
         relation = "older" if isinstance(version, int) and version < CALIBRATION_SCHEMA_VERSION else "newer"
         raise InputError(
@@ -349,5 +364,9 @@ def load_calibration(path: str | Path) -> StereoCalibration:
         problems = []
         for e in err.errors():
             loc = ".".join(str(p) for p in e["loc"])
-            problems.append(f"missing field '{loc}'" if e["type"] == "missing" else f"'{loc}': {e['msg']}")
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            if e["type"] == "missing":
+                problems.append(f"missing field '{loc}'")
+            else:
+                problems.append(f"'{loc}': {msg}" if loc else msg)
         raise InputError(path, "; ".join(problems), f"add the field(s) or {regen}") from None
