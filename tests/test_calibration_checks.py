@@ -24,7 +24,9 @@ def _edited(tmp_path, change) -> str:
         (lambda d: d["left"]["K"][0].__setitem__(0, float("nan")), "left.K has a value that is not a finite"),
         (lambda d: d["T"].__setitem__(0, float("inf")), "T has a value that is not a finite"),
         (
-            lambda d: d["right"].__setitem__("K", [[300.0, 0, 48], [0, 0.0, 32], [0, 0, 1]]),
+            lambda d: d.__setitem__(
+                "right", {"K": [[300.0, 0, 48], [0, 0.0, 32], [0, 0, 1]], "dist": [0.0] * 5}
+            ),
             "right.K: focal lengths fx, fy must be positive",
         ),
         (lambda d: d["R"][0].__setitem__(1, 0.5), r"R is not a rotation \(R·Rᵀ differs from I"),
