@@ -34,13 +34,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTORCYCLE_CALIB = ROOT / "calib" / "middlebury-motorcycle.yaml"
-# (label in the report, file name suffix, function name) of the stages the profile is summed over
+# (label in the report, [(file name suffix, function name), ...]) of the stages the profile is summed
+# over: functions of one stage never call each other, so their cumulative times add up
 STAGES = [
-    ("load (PNG decode + sha256)", "stages.py", "load_stage"),
-    ("sgbm backend", "sgbm.py", "disparity"),
-    ("classical masks", "classical.py", "masks"),
-    ("depth + instance map + objects", "stages.py", "_labelled"),
-    ("shard write (zarr)", "shards.py", "write_shard"),
+    ("load (PNG decode + sha256)", [("stages.py", "load_stage")]),
+    ("sgbm backend", [("sgbm.py", "disparity")]),
+    ("classical masks", [("classical.py", "masks")]),
+    (
+        "depth + instance map + objects",
+        [("depth.py", "disparity_to_depth"), ("depth.py", "instance_map"), ("depth.py", "object_records")],
+    ),
+    ("shard write (zarr + tables)", [("shards.py", "write_shard"), ("shards.py", "write_shard_tables")]),
 ]
 
 
@@ -191,22 +195,24 @@ def whole_label(pairs: int, repeats: int, top: int) -> dict:
         profile.disable()
     bare = bare_sgbm_seconds(max(5, repeats))
     marginal = (t_many - t_one) / (pairs - 1)
-    table = pstats.Stats(profile).get_stats_profile()
-    funcs = table.func_profiles
+    # (file, line, function) -> (calls, primitive calls, self s, cumulative s, callers)
+    raw = pstats.Stats(profile).stats  # get_stats_profile() keys by bare name: "masks" would collide
+    total = max(v[3] for v in raw.values())
     stages = []
-    for name, file, func in STAGES:
-        cum = sum(f.cumtime for k, f in funcs.items() if f.file_name.endswith(file) and k == func)
+    for name, where in STAGES:
+        cum = sum(v[3] for k, v in raw.items() if (Path(k[0]).name, k[2]) in where)
         stages.append((name, cum / pairs))
-    by_self = sorted(funcs.items(), key=lambda kv: -kv[1].tottime)[:top]
+    stages.append(("everything else", total / pairs - sum(t for _, t in stages)))
+    by_self = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]
     return {
         "pairs": pairs,
         "t_one": t_one,
         "t_many": t_many,
         "marginal": marginal,
         "bare": bare,
-        "profile_total": table.total_tt,
+        "profile_total": total,
         "stages": stages,
-        "top": [(f"{Path(f.file_name).name}:{f.line_number}({k})", f.tottime, f.cumtime) for k, f in by_self],
+        "top": [(f"{Path(k[0]).name}:{k[1]}({k[2]})", v[2], v[3]) for k, v in by_self],
     }
 
 

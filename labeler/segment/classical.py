@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from data_schema.backends import ClassicalMasksConfig
 from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
@@ -121,7 +120,7 @@ def _superpixels(
     markers[sy, sx] = np.arange(1, sy.size + 1)
     if compactness > 0:
         seeds = (markers == 0).astype(np.uint8)
-        grad += np.float32(compactness) * cv2.distanceTransform(seeds, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        grad += np.float32(compactness) * cv2.distanceTransform(seeds, cv2.DIST_L2, cv2.DIST_MASK_5)
     labels = _flood(grad, markers, steps)
     present = np.bincount(labels.ravel()) > 0  # two seeds may land on one pixel
     return (np.cumsum(present) - 1).astype(np.int32)[labels]
@@ -139,31 +138,33 @@ def _flood(grad: np.ndarray, markers: np.ndarray, steps: tuple[np.ndarray, np.nd
     """
     h, w = grad.shape
     level = np.minimum(grad * np.float32(_LEVELS_PER_LAB), 255).astype(np.uint8)
-    black = (np.indices((h, w)).sum(axis=0) % 2).astype(bool)
     image = np.zeros((h + 2, w + 2, 3), np.uint8)  # OpenCV marks the frame as a line: pad it away
-    image[1:-1, 1:-1, 0] = np.where(black, level, 0)
-    image[1:-1, 1:-1, 1] = np.where(black, 0, level)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        image[1 + dy : h + 1 : 2, 1 + dx : w + 1 : 2, (dy + dx) % 2] = level[dy::2, dx::2]
     flooded = np.zeros((h + 2, w + 2), np.int32)
     flooded[1:-1, 1:-1] = markers
     cv2.watershed(image, flooded)
-    labels = flooded[1:-1, 1:-1]
-    down, right = steps  # a line pixel joins the labelled 4-neighbour nearest in colour
+    # a line pixel joins its labelled 4-neighbour nearest in colour; on the padded map the neighbours of
+    # an inner pixel are at flat offsets -1, +1, -W, +W, and the frame (-1) is never a candidate
+    stride = w + 2
+    labels = flooded.ravel()
+    down, right = np.full((h + 2, w + 2), np.inf, np.float32), np.full((h + 2, w + 2), np.inf, np.float32)
+    down[1:-2, 1:-1], right[1:-1, 1:-2] = steps  # |dLab| to the pixel below / on the right
+    down, right = down.ravel(), right.ravel()
+    ys, xs = np.nonzero(flooded[1:-1, 1:-1] <= 0)
+    line = (ys + 1) * stride + xs + 1
     for _ in range(4):  # a line pixel may touch only other line pixels: a few rounds
-        ys, xs = np.nonzero(labels <= 0)
-        if ys.size == 0:
+        if line.size == 0:
             break
-        near = np.full(ys.size, np.inf, np.float32)
-        pick = np.zeros(ys.size, np.int32)
-        for ok, ny, nx, dist in (
-            (ys > 0, ys - 1, xs, down[np.maximum(ys - 1, 0), xs]),
-            (ys < h - 1, ys + 1, xs, down[np.minimum(ys, h - 2), xs]),
-            (xs > 0, ys, xs - 1, right[ys, np.maximum(xs - 1, 0)]),
-            (xs < w - 1, ys, xs + 1, right[ys, np.minimum(xs, w - 2)]),
-        ):
-            other = labels[np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)]
-            better = ok & (other > 0) & (dist < near)
-            near[better], pick[better] = dist[better], other[better]
-        labels[ys, xs] = pick
+        nbr = np.stack([line - stride, line + stride, line - 1, line + 1])
+        dist = np.stack([down[line - stride], down[line], right[line - 1], right[line]])
+        cand = labels[nbr]
+        dist[cand <= 0] = np.inf
+        best = np.argmin(dist, axis=0)
+        pick = cand[best, np.arange(line.size)]
+        labels[line] = pick
+        line = line[pick <= 0]
+    labels = flooded[1:-1, 1:-1]
     return np.maximum(labels, 1)  # a pixel no round resolved (none seen so far) joins basin 1
 
 
@@ -174,8 +175,8 @@ def _log_disparity(disparity_px: np.ndarray, size: tuple[int, int]) -> np.ndarra
     fill never leaks into pixels that saw any match; only working pixels with none take the nearest
     valid working pixel's value.
     """
-    d = disparity_px.astype(np.float32)
-    valid = np.isfinite(d) & (d > 0)
+    d = np.asarray(disparity_px, dtype=np.float32)
+    valid = (d > 0) & (d < np.inf)  # NaN compares false
     if not valid.any():
         return None
     log_d: np.ndarray = np.log(np.where(valid, d, np.float32(1)))  # 0 where invalid
@@ -184,7 +185,7 @@ def _log_disparity(disparity_px: np.ndarray, size: tuple[int, int]) -> np.ndarra
         log_d = cv2.resize(log_d, size, interpolation=cv2.INTER_AREA)
         weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
     seen = weight > 1e-3
-    log_d = np.where(seen, log_d / np.maximum(weight, np.float32(1e-3)), np.float32(0))
+    log_d = log_d / np.where(seen, weight, np.float32(1))
     if not seen.all():
         # label of the nearest seen pixel; DIST_LABEL_PIXEL numbers seen pixels 1.. in raster order
         _, nearest = cv2.distanceTransformWithLabels(
@@ -227,13 +228,13 @@ def _proposals(
     solidity = _solidity(regions, ids, full_area, scale=(w / regions.shape[1], h / regions.shape[0]))
     scores = np.clip(evidence[ids] * (0.5 + 0.5 * solidity) * (0.5 + 0.5 * framed[ids]), 0.0, 1.0)
     order = np.argsort(-scores, kind="stable")
-    rank = np.full(n, -1)
-    rank[ids[order]] = np.arange(len(ids))
     # one pass over the full-size label map scatters every kept region into its own mask
-    where = rank[full.ravel()]
-    pixels = np.flatnonzero(where >= 0)
-    masks = np.zeros((len(ids), h * w), dtype=bool)
-    masks[where[pixels], pixels] = True
+    offset = np.full(n, -1, dtype=np.int64)
+    offset[ids[order]] = np.arange(len(ids)) * (h * w)
+    at = offset[full.ravel()]
+    pixels = np.flatnonzero(at >= 0)
+    masks = np.zeros(len(ids) * h * w, dtype=bool)
+    masks[at[pixels] + pixels] = True
     s = scores[order].astype(np.float32)
     return Masks(masks=masks.reshape(-1, h, w), scores=s, stability=np.ones_like(s))
 
@@ -243,20 +244,26 @@ def _solidity(
 ) -> np.ndarray:
     """Per region in `ids`: its full-size pixel count over the area of the convex hull of its pixels.
 
-    The hull is of the pixels as squares (corners of each row's first and last pixel, enough for the
-    hull), at the working size scaled to full size, so a full rectangle has solidity 1. Clipped to 1.
+    The hull is of the pixels as squares, at the working size scaled to full size, so a full rectangle
+    has solidity 1; the corners of each row run of a region are enough for its hull. Clipped to 1.
     """
-    boxes = ndimage.find_objects(regions + 1)
+    h, w = regions.shape
+    starts = np.ones((h, w), bool)
+    starts[:, 1:] = regions[:, 1:] != regions[:, :-1]
+    ends = np.ones((h, w), bool)
+    ends[:, :-1] = starts[:, 1:]
+    ys, x0 = np.nonzero(starts)  # runs in raster order: the k-th start and the k-th end are one run's
+    x1 = np.nonzero(ends)[1] + 1
+    run_label = regions[ys, x0]
+    order = np.argsort(run_label, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(run_label, minlength=int(regions.max()) + 1))])
+    sx, sy = np.float32(scale[0]), np.float32(scale[1])
+    xs = np.stack([x0, x1, x0, x1], axis=1)[order].astype(np.float32) * sx
+    ys4 = np.stack([ys, ys, ys + 1, ys + 1], axis=1)[order].astype(np.float32) * sy
     out = np.ones(len(ids))
     for i, r in enumerate(ids.tolist()):
-        box = boxes[r]
-        inside = regions[box] == r
-        rows = np.flatnonzero(inside.any(axis=1))
-        first = inside[rows].argmax(axis=1)
-        last = inside.shape[1] - inside[rows, ::-1].argmax(axis=1)  # one past the last pixel
-        x = np.concatenate([first, last, first, last]) + box[1].start
-        y = np.concatenate([rows, rows, rows + 1, rows + 1]) + box[0].start
-        corners = np.stack([x * scale[0], y * scale[1]], axis=1).astype(np.float32)
+        sel = slice(bounds[r], bounds[r + 1])
+        corners = np.stack([xs[sel].ravel(), ys4[sel].ravel()], axis=1)
         hull_area = cv2.contourArea(cv2.convexHull(corners))
         out[i] = min(1.0, full_area[r] / max(hull_area, 1.0))
     return out

@@ -79,22 +79,22 @@ class RegionGraph:
         )
 
 
-def depth_steps(log_d: np.ndarray, axis: int) -> np.ndarray:
-    """Per 4-adjacent pixel pair along `axis`: the log-disparity step across it beyond the local slope.
+def depth_steps(log_d: np.ndarray, axis: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The log-disparity step beyond the local slope across the pixel pairs ((ys, xs), next along `axis`).
 
     The step is measured _PROBE_PX px out on each side (so a jump the matcher blurred over a few pixels
     still counts), less the change the surface slope on either side predicts (taken only when both sides
-    slope the same way), so a slanted floor is continuous and an object's silhouette is not.
-    Returns (size - 1) along `axis`, positive where the far side (higher index) is nearer.
+    slope the same way), so a slanted floor is continuous and an object's silhouette is not. Probes past
+    the image edge read the edge pixel. Positive where the far side (higher index) is nearer.
     """
     p = _PROBE_PX
     q = 2 * p  # slope baseline
-    pad = np.pad(log_d, [(p + q, p + q) if ax == axis else (0, 0) for ax in (0, 1)], mode="edge")
-    n = log_d.shape[axis] - 1
+    last = log_d.shape[axis] - 1
+    i = ys if axis == 0 else xs
 
-    def at(offset: int) -> np.ndarray:  # log_d[i + offset] for border i (between i and i + 1)
-        sl = slice(p + q + offset, p + q + offset + n)
-        return pad[sl] if axis == 0 else pad[:, sl]
+    def at(offset: int) -> np.ndarray:  # log_d at offset along `axis` from the pair's first pixel
+        j = np.minimum(np.maximum(i + offset, 0), last)
+        return log_d[j, xs] if axis == 0 else log_d[ys, j]
 
     before, after = at(-p), at(1 + p)
     slope_before = (before - at(-p - q)) / q
@@ -141,7 +141,8 @@ def border_stats(
         keys.append(np.minimum(ca, cb) * n + np.maximum(ca, cb))
         contrasts.append(cd)
         if log_d is not None:
-            step = depth_steps(log_d, axis).ravel()[cross]
+            ys, xs = np.divmod(cross, labels.shape[1] - axis)
+            step = depth_steps(log_d, axis, ys, xs)
             tail_front, head_front = step > jump, step < -jump
             tail_is_hi = cb > ca
             lo_front.append(np.where(tail_is_hi, head_front, tail_front))
@@ -197,7 +198,7 @@ def region_sums(labels: np.ndarray, planes: list[np.ndarray], log_d: np.ndarray 
 
 def plane_rms(m: list[float]) -> tuple[float, float]:
     """(rms residual, mean) in px of the least-squares plane d = a x + b y + c through plane moments `m`
-    (the last 10 columns of region_sums).
+    (the last 10 columns of region_sums; merge inlines the same arithmetic).
 
     The fit is on centred sums (a 2 x 2 solve); collinear pixels fit along their line. Fewer than three
     smooth pixels fit any plane: (0, 0).
@@ -210,10 +211,18 @@ def plane_rms(m: list[float]) -> tuple[float, float]:
     det = cxx * cyy - cxy * cxy
     if det > 1e-9 * cxx * cyy:
         explained = (cyy * cxd * cxd - 2.0 * cxy * cxd * cyd + cxx * cyd * cyd) / det
-    else:  # rank one: C = s u u^T with s = trace, explained = (c^T C c) / s^2
-        s = cxx + cyy
-        explained = (cxx * cxd * cxd + 2.0 * cxy * cxd * cyd + cyy * cyd * cyd) / (s * s) if s > 0 else 0.0
+    else:
+        explained = plane_explained(cxx, cxy, cyy, cxd, cyd)
     return math.sqrt(max(cdd - explained, 0.0) / n), sd / n
+
+
+def plane_explained(cxx: float, cxy: float, cyy: float, cxd: float, cyd: float) -> float:
+    """The disparity variance (summed) a line explains when the position covariance C is of rank one.
+
+    C = s u u^T with s its trace; the fit along u explains (c^T C c) / s^2, c = (cxd, cyd).
+    """
+    s = cxx + cyy
+    return (cxx * cxd * cxd + 2.0 * cxy * cxd * cyd + cyy * cyd * cyd) / (s * s) if s > 0 else 0.0
 
 
 def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_rel: float) -> np.ndarray:
@@ -225,10 +234,12 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     fits the disparities of both (rms within max(0.5 px, plane_tol_rel * disparity)).
 
     A priority queue of border costs with lazy invalidation: a merge bumps the version of the region it
-    grows, which retires every queued border of it; its borders are queued anew at their new cost. Costs
-    above the threshold are never queued: they can only change when an end merges, and are then redone.
-    Everything is plain Python floats: a cost is a few dozen float operations, where numpy calls on
-    scalars would cost more than the arithmetic.
+    grows, which retires every queued border of it; its borders are queued anew at their new cost. The
+    plane test is lazy too: a border is queued at half its colour cost (a lower bound) and the plane is
+    fitted only when it comes first: one plane, and that is its cost and it merges now; none, and it is
+    queued again at its full cost. Costs above the threshold are never queued (they can only change
+    when an end merges, and are then redone). Everything is plain Python floats: a cost is a few dozen
+    float operations, where numpy calls on scalars would cost more than the arithmetic.
     """
     n = len(sums)
     with_plane = sums.shape[1] > 5
@@ -247,37 +258,60 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
     walls = graph.depth_known
     wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
-    limit = 2.0 * threshold  # above this even a halved cost stays above the threshold
+    # the key a border is queued at: its cost, or half its colour cost while its plane is untested
+    key_scale = 0.5 if with_plane else 1.0
 
-    def cost(a: int, b: int, ln: float, jp: float, ct: float) -> float:
+    def colour_cost(a: int, b: int, ln: float, jp: float, ct: float) -> float:
         if walls and jp > wall_frac * ln:
             return math.inf
+        ia, ib = inside[a], inside[b]
+        edge = ct / ln - (ia if ia > ib else ib)
+        if edge * key_scale > threshold:
+            return edge  # never queued: the mean-colour term cannot lower it
         sa, sb, ma, mb = stats[a], stats[b], mean[a], mean[b]
         dl, da, db = ma[0] - mb[0], ma[1] - mb[1], ma[2] - mb[2]
         nab, pl, pa, pb = sa[0] + sb[0], sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]
         var = (sa[4] + sb[4]) / nab - (pl * pl + pa * pa + pb * pb) / (nab * nab)
         means = sqrt(dl * dl + da * da + db * db) / (1.0 + (sqrt(var) if var > 0 else 0.0) / contrast)
-        ia, ib = inside[a], inside[b]
-        edge = ct / ln - (ia if ia > ib else ib)
-        c = means if means > edge else edge
-        if not with_plane or c > limit:
-            return c
-        rms, d = plane_rms([x + y for x, y in zip(sa[5:], sb[5:], strict=True)])
-        return 0.5 * c if rms <= max(min_tol, plane_tol_rel * d) else c
+        return means if means > edge else edge
+
+    def one_plane(sa: list[float], sb: list[float]) -> bool:
+        """plane_rms of the pooled moments within tolerance, inlined (it runs for every merge)."""
+        n = sa[5] + sb[5]
+        if n < 3:
+            return True
+        sx, sy, sd = sa[6] + sb[6], sa[7] + sb[7], sa[8] + sb[8]
+        cxx, cxy, cyy = (
+            sa[9] + sb[9] - sx * sx / n,
+            sa[10] + sb[10] - sx * sy / n,
+            sa[11] + sb[11] - sy * sy / n,
+        )
+        cxd, cyd = sa[12] + sb[12] - sx * sd / n, sa[13] + sb[13] - sy * sd / n
+        det = cxx * cyy - cxy * cxy
+        if det > 1e-9 * cxx * cyy:
+            explained = (cyy * cxd * cxd - 2.0 * cxy * cxd * cyd + cxx * cyd * cyd) / det
+        else:
+            explained = plane_explained(cxx, cxy, cyy, cxd, cyd)
+        tol = max(min_tol, plane_tol_rel * sd / n)
+        return sa[14] + sb[14] - sd * sd / n - explained <= tol * tol * n
 
     version = [0] * n
-    heap = []
+    heap = []  # (key, a, b, version of a, version of b, whether key is the cost), a < b
     for a in range(n):
         for b, (ln, jp, ct) in border[a].items():
-            if a < b and (c := cost(a, b, ln, jp, ct)) <= threshold:
-                heap.append((c, a, b, 0, 0))
+            if a < b and (key := key_scale * colour_cost(a, b, ln, jp, ct)) <= threshold:
+                heap.append((key, a, b, 0, 0, not with_plane))
     heapq.heapify(heap)
     parent = list(range(n))
     pop, push = heapq.heappop, heapq.heappush
     while heap:
-        _, a, b, va, vb = pop(heap)
+        key, a, b, va, vb, final = pop(heap)
         if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
             continue  # stale: an end has merged since this cost was queued
+        if not final and not one_plane(stats[a], stats[b]):
+            if 2.0 * key <= threshold:
+                push(heap, (2.0 * key, a, b, va, vb, True))
+            continue
         if len(border[b]) > len(border[a]):
             a, b = b, a  # fold the region with fewer borders into the other
         parent[b] = a
@@ -304,8 +338,13 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         version[a] += 1
         va = version[a]
         for k, (ln, jp, ct) in nbr_a.items():
-            if (c := cost(a, k, ln, jp, ct)) <= threshold:
-                push(heap, (c, a, k, va, version[k]) if a < k else (c, k, a, version[k], va))
+            if (key := key_scale * colour_cost(a, k, ln, jp, ct)) <= threshold:
+                entry = (
+                    (key, a, k, va, version[k], not with_plane)
+                    if a < k
+                    else (key, k, a, version[k], va, not with_plane)
+                )
+                push(heap, entry)
     root = np.asarray(parent)
     while True:  # resolve the union-find forest
         nxt = root[root]
