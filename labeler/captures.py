@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -14,13 +15,26 @@ from labeler.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_rgb
 _SUFFIX_RE = re.compile(r"^(?P<stem>.+)_(?P<side>left|right)$", re.IGNORECASE)
 
 
+log = logging.getLogger(__name__)
+
+
 def safe_id(text: str) -> str:
-    """A filename-safe pair id."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "pair"
+    """A filename-safe pair id; letters and digits of any script are kept (フレーム_01 stays itself)."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "pair"
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files of a folder, sorted; an entry named like an image that cannot be read as a file (a
+    folder, a broken link, a symlink loop) is named in a warning rather than skipped without a word."""
+    found = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            found.append(p)
+        else:
+            log.warning("%s: skipped, not a readable file (a folder, a broken link or a link loop)", p)
+    return sorted(found)
 
 
 def detect_layout(root: Path) -> CaptureLayout:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -81,9 +81,15 @@ class PseudoLabelConfig(Record):
     z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
     samples_per_shard: int = Field(32, ge=1)
     batch_size: int = Field(1, ge=1, description="samples per backend call (one GPU forward for several)")
-    gpus: tuple[int, ...] = Field((), description="CUDA device ids; one worker per GPU")
+    gpus: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        (), description="CUDA device ids; one worker per GPU"
+    )
     workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
-    scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+    scheduler: str | None = Field(
+        None,
+        pattern=r"^(sync|threads|processes|[a-z]+://\S+)$",
+        description="sync | threads | processes, or a running Dask scheduler's address (tcp://host:port)",
+    )
     retry_failed: bool = False
     previews: bool = True
     progress: bool = True

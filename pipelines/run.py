@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +38,7 @@ LIBRARIES = (
     "timm",
 )
 _FAILURES_SHOWN = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
     key = run_key(cfg, calib_sha, settings.model_dump_json())
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    _check_out(cfg.out)
+    _check_scheduler(cfg.scheduler)
     with shards.dataset_lock(cfg.out):
         _refuse_other_settings(cfg.out, key)
         plan = plan_run(cfg, key, calib_sha256=calib_sha)
@@ -192,8 +195,12 @@ def _execute(
         }
         if client is None:
             for shard, delayed_write in writes.items():
-                (entry,) = dask.compute(delayed_write, scheduler="sync")
-                commit(entry)
+                try:
+                    (entry,) = dask.compute(delayed_write, scheduler="sync")
+                except Exception as err:  # noqa: BLE001 — the shard's failure, not the run's
+                    entry = _failed_shard(cfg, shard, plan.todo[shard], layout, key, err)
+                if entry is not None:
+                    commit(entry)
                 bar.update(todo_of[shard])
         else:
             from distributed import as_completed
@@ -201,9 +208,33 @@ def _execute(
             futures = client.compute(list(writes.values()))
             shard_of = {f.key: s for f, s in zip(futures, writes, strict=True)}
             for fut in as_completed(futures):
-                commit(fut.result())
-                bar.update(todo_of[shard_of[fut.key]])
+                shard = shard_of[fut.key]
+                try:
+                    entry = fut.result()
+                except Exception as err:  # noqa: BLE001 — e.g. KilledWorker: this shard fails, the run goes on
+                    entry = _failed_shard(cfg, shard, plan.todo[shard], layout, key, err)
+                if entry is not None:
+                    commit(entry)
+                bar.update(todo_of[shard])
     return finished
+
+
+def _failed_shard(
+    cfg: PseudoLabelConfig, shard: int, items: list[Any], layout: Any, key: str, err: BaseException
+) -> ShardEntry | None:
+    """A shard whose task died (a worker killed repeatedly, an error outside any sample): its samples are
+    recorded as failed with the reason. A disk or permission error stops the run in one line instead, and
+    a shard that carries finished samples is left for the next run rather than lose them."""
+    from labeler.stages import StageFailure, write_stage
+
+    if isinstance(err, OSError):
+        raise LabelerError(f"{cfg.out}: cannot write shard {shard} ({' '.join(str(err).split())})") from None
+    if any(it.keep is not None for it in items):
+        log.warning("shard %s not written this run (%s); the next run retries it", shard, type(err).__name__)
+        return None
+    text = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    fails = [StageFailure(it.sample_id, it.row, "shard", text) for it in items]
+    return write_stage(cfg.out, shard, layout, key, list(fails), previews=False)
 
 
 def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
@@ -219,6 +250,35 @@ def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) 
         if shards.shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
             shards.rewrite_shard_index(out, entries)
     return entries
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a folder this process can write (before any work: one line, not a traceback)."""
+    from labeler.io import write_text_atomic
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file, not a dataset folder", "pass a folder to --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / ".write-test", "")
+        (out / ".write-test").unlink()
+    except OSError as err:
+        raise InputError(out, f"cannot write here ({err.strerror or err})", "pass a writable --out") from None
+
+
+def _check_scheduler(scheduler: str | None) -> None:
+    """An unreachable --scheduler is one line, before a store is created."""
+    if not scheduler or "://" not in scheduler:
+        return
+    from distributed import Client
+
+    try:
+        Client(scheduler, timeout=10).close()
+    except (OSError, TimeoutError) as err:
+        raise LabelerError(
+            f"--scheduler {scheduler}: no Dask scheduler answers there ({type(err).__name__}); start one "
+            "(`dask scheduler`) or drop --scheduler to run a local cluster"
+        ) from None
 
 
 def _check_gpus(cfg: PseudoLabelConfig) -> None:

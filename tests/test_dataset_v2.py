@@ -399,3 +399,70 @@ def test_repair_rewrites_damaged_shards_from_their_samples(base, copy):
     assert open_dataset(copy).version == open_dataset(base / "ds").version  # the same labels again
     assert (copy / "data.zarr" / "left" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == untouched
     assert "nothing to repair" in CliRunner().invoke(app, ["repair", str(copy)]).output
+
+
+def test_a_dying_shard_task_is_a_recorded_failure_of_its_samples(base, tmp_path, monkeypatch):
+    """Issue 12: a task that dies outside any sample (KilledWorker, say) fails its shard's samples, in the
+    samples table with the reason; the other shards are labelled and the run ends normally."""
+    from pipelines import graph
+
+    real = graph._write
+
+    def flaky(out, shard, *a, **k):
+        if shard == 1:
+            raise RuntimeError("worker died three times")
+        return real(out, shard, *a, **k)
+
+    monkeypatch.setattr(graph, "_write", flaky)
+    cfg = PseudoLabelConfig(
+        inputs=base / "rect",
+        calib=base / "calib.yaml",
+        out=tmp_path / "ds",
+        samples_per_shard=2,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    res = run_pseudo_label(cfg)
+    assert res.manifest.counts.ok == 4 and res.n_new_failed == 2
+    assert {f.sample_id for f in res.new_failures} == {"pair_002", "pair_003"}
+    assert res.new_failures[0].error == "shard: RuntimeError: worker died three times"
+    assert validate_dataset(tmp_path / "ds") == []
+    monkeypatch.setattr(graph, "_write", real)
+    again = run_pseudo_label(cfg.model_copy(update={"retry_failed": True}))
+    assert again.manifest.counts.ok == 6 and again.labelled == 2
+
+
+def test_bad_out_scheduler_and_gpu_are_one_line(base, tmp_path):
+    """Issue 12: --out a file, an unreachable or nonsense --scheduler, --gpu -1: one line each, no store."""
+    from pydantic import ValidationError
+
+    from labeler.errors import InputError, LabelerError
+
+    (tmp_path / "file").write_text("x")
+    common = {"inputs": base / "rect", "calib": base / "calib.yaml", "progress": False}
+    with pytest.raises(InputError, match="is a file, not a dataset folder"):
+        run_pseudo_label(PseudoLabelConfig(out=tmp_path / "file", scheduler="sync", **common))
+    with pytest.raises(LabelerError, match="--scheduler tcp://127.0.0.1:9: no Dask scheduler answers"):
+        run_pseudo_label(PseudoLabelConfig(out=tmp_path / "ds", scheduler="tcp://127.0.0.1:9", **common))
+    assert not (tmp_path / "ds" / "data.zarr").exists()
+    with pytest.raises(ValidationError, match="scheduler"):
+        PseudoLabelConfig(out=tmp_path / "ds", scheduler="nonsense", **common)
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        PseudoLabelConfig(out=tmp_path / "ds", gpus=(-1,), **common)
+
+
+def test_capture_names_in_any_script_and_unusable_entries(tmp_path, caplog):
+    """Issue 12: non-ASCII names keep distinct ids (they all mapped to `pair`); a folder named like an
+    image is named in a warning instead of skipped without a word."""
+    from labeler.captures import discover_pairs
+
+    write_plane_pairs(tmp_path / "in", 2, 64, 48)
+    for side in ("left", "right"):
+        (tmp_path / "in" / side / "pair_000.png").rename(tmp_path / "in" / side / "フレーム.png")
+        (tmp_path / "in" / side / "pair_001.png").rename(tmp_path / "in" / side / "кадр.png")
+        (tmp_path / "in" / side / "odd.png").mkdir()
+    with caplog.at_level("WARNING"):
+        ids = [s.pair_id for s in discover_pairs(tmp_path / "in", layout="pairs")]
+    assert sorted(ids) == sorted(["フレーム", "кадр"])
+    assert any("odd.png: skipped, not a readable file" in r.message for r in caplog.records)
