@@ -115,7 +115,15 @@ def collect_views(
     views: list[BoardView] = []
     results: list[ViewResult] = []
     size: tuple[int, int] | None = None
-    for src in discover_pairs(root, layout=layout, stride=stride):
+    orphans: list[tuple[StereoPairSource, str]] = []  # a frame without its partner is a dropped view
+    sources = discover_pairs(root, layout=layout, stride=stride, orphans=orphans)
+    for orphan, problem in orphans:
+        results.append(
+            ViewResult(
+                view_id=orphan.pair_id, source=orphan.left_path, corners_found=0, used=False, reason=problem
+            )
+        )
+    for src in sources:
         source = (
             src.left_path if src.layout is not CaptureLayout.video else f"{src.left_path}#{src.frame_index}"
         )

@@ -56,7 +56,11 @@ def detect_layout(root: Path) -> CaptureLayout:
 
 
 def discover_pairs(
-    root: str | Path, *, layout: CaptureLayout | str = "auto", stride: int = 10
+    root: str | Path,
+    *,
+    layout: CaptureLayout | str = "auto",
+    stride: int = 10,
+    orphans: list[tuple[StereoPairSource, str]] | None = None,
 ) -> list[StereoPairSource]:
     """List the stereo pairs under `root`, sorted by pair id.
 
@@ -65,18 +69,21 @@ def discover_pairs(
             or a single video / side-by-side image file.
         layout: "auto" or a CaptureLayout value.
         stride: for video, keep every `stride`-th frame.
+        orphans: if given, a frame whose partner is missing is appended here (its source and the one-line
+            problem) instead of stopping the discovery, so a run records it as that capture's failure.
 
     Raises:
-        InputError: the folder does not exist, holds no captures, or a pair is incomplete.
+        InputError: the folder does not exist, holds no captures, or (without `orphans`) a pair is
+            incomplete.
     """
     root = Path(root)
     if not root.exists():
         raise InputError(root, "no such file or folder", "check the capture path")
     lay = detect_layout(root) if layout == "auto" else CaptureLayout(layout)
     if lay is CaptureLayout.pairs:
-        sources = _pairs_from_folders(root)
+        sources = _pairs_from_folders(root, orphans)
     elif lay is CaptureLayout.suffix:
-        sources = _pairs_from_suffixes(root)
+        sources = _pairs_from_suffixes(root, orphans)
     elif lay is CaptureLayout.video:
         videos = (
             [root]
@@ -87,7 +94,7 @@ def discover_pairs(
     else:
         frames = [root] if root.is_file() else _images(root)
         sources = [StereoPairSource(pair_id=safe_id(p.stem), layout=lay, left_path=str(p)) for p in frames]
-    if not sources:
+    if not sources and not orphans:
         raise InputError(
             root, f"no stereo captures found (layout {lay.value})", "check the folder or pass --layout"
         )
@@ -98,17 +105,35 @@ def discover_pairs(
     return sorted(sources, key=lambda s: s.pair_id)
 
 
-def _pairs_from_folders(root: Path) -> list[StereoPairSource]:
+def _orphan(
+    orphans: list[tuple[StereoPairSource, str]] | None, src: StereoPairSource, err: InputError
+) -> None:
+    """A frame seen by one eye only is not a pair: say so (raise, or record it for the caller)."""
+    if orphans is None:
+        raise err
+    orphans.append((src, str(err)))
+
+
+def _pairs_from_folders(
+    root: Path, orphans: list[tuple[StereoPairSource, str]] | None = None
+) -> list[StereoPairSource]:
     lefts = {p.name: p for p in _images(root / "left")}
     rights = {p.name: p for p in _images(root / "right")}
-    # A frame seen by one eye only is not a pair; say so rather than dropping it silently.
     for name in sorted(set(lefts) ^ set(rights)):
         missing = "right" if name in lefts else "left"
-        raise InputError(
+        err = InputError(
             root / missing / name,
             f"missing: {name} exists only on the other side",
             "capture both eyes or remove the orphan frame",
         )
+        src = StereoPairSource(
+            pair_id=safe_id(Path(name).stem),
+            layout=CaptureLayout.pairs,
+            left_path=str(root / "left" / name),
+            right_path=str(root / "right" / name),
+        )
+        _orphan(orphans, src, err)
+    both = sorted(set(lefts) & set(rights))
     return [
         StereoPairSource(
             pair_id=safe_id(Path(n).stem),
@@ -116,11 +141,13 @@ def _pairs_from_folders(root: Path) -> list[StereoPairSource]:
             left_path=str(lefts[n]),
             right_path=str(rights[n]),
         )
-        for n in sorted(lefts)
+        for n in both
     ]
 
 
-def _pairs_from_suffixes(root: Path) -> list[StereoPairSource]:
+def _pairs_from_suffixes(
+    root: Path, orphans: list[tuple[StereoPairSource, str]] | None = None
+) -> list[StereoPairSource]:
     sides: dict[str, dict[str, Path]] = {}
     for p in _images(root):
         m = _SUFFIX_RE.match(p.stem)
@@ -130,7 +157,12 @@ def _pairs_from_suffixes(root: Path) -> list[StereoPairSource]:
     for stem, pair in sorted(sides.items()):
         if set(pair) != {"left", "right"}:
             have = next(iter(pair.values()))
-            raise InputError(have, "has no matching _left/_right partner", "capture both eyes or remove it")
+            err = InputError(have, "has no matching _left/_right partner", "capture both eyes or remove it")
+            src = StereoPairSource(
+                pair_id=safe_id(stem), layout=CaptureLayout.suffix, left_path=str(have), right_path=str(have)
+            )
+            _orphan(orphans, src, err)
+            continue
         out.append(
             StereoPairSource(
                 pair_id=safe_id(stem),

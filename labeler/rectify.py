@@ -169,8 +169,12 @@ def rectify_folder(
     if previous is not None and previous.calib_sha256 == calib_sha:
         kept = {p.pair_id: p for p in previous.pairs}
     maps = RectifyMaps.from_calibration(calib)
-    sources = discover_pairs(root, layout=layout, stride=stride)
-    records = []
+    orphans: list[tuple[StereoPairSource, str]] = []  # a frame without its partner fails alone
+    sources = discover_pairs(root, layout=layout, stride=stride, orphans=orphans)
+    records = [
+        RectifiedPair(pair_id=src.pair_id, source=src, status="failed", error=problem)
+        for src, problem in orphans
+    ]
     for src in tqdm(sources, desc="rectify", unit="pair", disable=not progress):
         old = kept.get(src.pair_id)
         records.append(

@@ -55,8 +55,9 @@ def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) 
     from labeler.rectify import load_rectified_set
 
     found: list[Input] = []
+    orphans: list[tuple[StereoPairSource, str]] = []  # a frame without its partner fails alone
     if cfg.rectify:
-        found += discover_pairs(cfg.inputs, layout=cfg.layout, stride=cfg.stride)
+        found += discover_pairs(cfg.inputs, layout=cfg.layout, stride=cfg.stride, orphans=orphans)
     elif not (cfg.inputs / "pairs.json").is_file():
         if not (cfg.inputs / "left").is_dir():
             raise InputError(
@@ -67,7 +68,7 @@ def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) 
         # a user's own rectified pairs: left/<id>.png + right/<id>.png
         found += [
             LabelTask(sample_id=s.pair_id, row=0, left_path=s.left_path, right_path=str(s.right_path))
-            for s in discover_pairs(cfg.inputs, layout="pairs")
+            for s in discover_pairs(cfg.inputs, layout="pairs", orphans=orphans)
         ]
     else:
         rect = load_rectified_set(cfg.inputs)
@@ -85,6 +86,10 @@ def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) 
                 found.append(
                     SampleRecord(sample_id=p.pair_id, row=0, status="failed", error=f"rectify: {p.error}")
                 )
+    found += [
+        SampleRecord(sample_id=src.pair_id, row=0, status="failed", error=f"discover: {problem}")
+        for src, problem in orphans
+    ]
     out: dict[str, Input] = {}
     for inp in found:
         out.setdefault(_id(inp), inp)

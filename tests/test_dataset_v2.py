@@ -466,3 +466,26 @@ def test_capture_names_in_any_script_and_unusable_entries(tmp_path, caplog):
         ids = [s.pair_id for s in discover_pairs(tmp_path / "in", layout="pairs")]
     assert sorted(ids) == sorted(["フレーム", "кадр"])
     assert any("odd.png: skipped, not a readable file" in r.message for r in caplog.records)
+
+
+def test_a_frame_without_its_partner_fails_alone(tmp_path):
+    """Issue 12: `labeler run` on captures where one frame lost its partner: that pair is a recorded
+    failure; the others are labelled (it used to stop the whole run)."""
+    raw = write_plane_pairs(tmp_path / "raw", 3, 96, 64, seed=6, suffix_layout=True)
+    (raw / "pair_001_right.png").unlink()
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    res = run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=raw,
+            calib=calib,
+            out=tmp_path / "ds",
+            rectify=True,
+            scheduler="sync",
+            progress=False,
+            previews=False,
+        )
+    )
+    assert res.manifest.counts.ok == 2
+    (fail,) = res.new_failures
+    assert fail.sample_id == "pair_001" and "has no matching _left/_right partner" in fail.error
+    assert validate_dataset(tmp_path / "ds") == []
