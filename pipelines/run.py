@@ -108,6 +108,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
     key = run_key(cfg, calib_sha, settings.model_dump_json())
+    _check_backends(cfg)
     _check_out(cfg.out)
     _check_scheduler(cfg.scheduler)
     with shards.dataset_lock(cfg.out):
@@ -250,6 +251,17 @@ def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) 
         if shards.shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
             shards.rewrite_shard_index(out, entries)
     return entries
+
+
+def _check_backends(cfg: PseudoLabelConfig) -> None:
+    """Weights, configs: a mistake is one line before the first sample, not one failure per sample."""
+    import labeler.segment
+    import labeler.stereo  # noqa: F401 — registers the backends
+    from labeler.segment.base import MASK_BACKENDS
+    from labeler.stereo.base import STEREO_BACKENDS
+
+    STEREO_BACKENDS.check(cfg.stereo)
+    MASK_BACKENDS.check(cfg.masks)
 
 
 def _check_out(out: Path) -> None:

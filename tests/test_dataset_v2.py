@@ -489,3 +489,20 @@ def test_a_frame_without_its_partner_fails_alone(tmp_path):
     (fail,) = res.new_failures
     assert fail.sample_id == "pair_001" and "has no matching _left/_right partner" in fail.error
     assert validate_dataset(tmp_path / "ds") == []
+
+
+def test_a_configuration_mistake_is_one_line_before_any_sample(base, tmp_path):
+    """Issue 12: missing FoundationStereo weights used to be N per-sample failures with exit 0."""
+    from data_schema.backends import FoundationStereoConfig
+    from labeler.errors import LabelerError
+
+    cfg = PseudoLabelConfig(
+        inputs=base / "rect",
+        calib=base / "calib.yaml",
+        out=tmp_path / "ds",
+        stereo=FoundationStereoConfig(weights=tmp_path / "nope.pth"),
+        scheduler="sync",
+    )
+    with pytest.raises(LabelerError, match="nope.pth"):
+        run_pseudo_label(cfg)
+    assert not (tmp_path / "ds").exists()

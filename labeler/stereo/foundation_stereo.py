@@ -77,6 +77,12 @@ class FoundationStereoBackend(StereoBackend):
 
     name = "foundation-stereo"
 
+    @classmethod
+    def check_config(cls, config: FoundationStereoConfig) -> None:
+        """Before any sample: the checkpoint and its cfg.yaml exist and cfg.yaml reads (a missing
+        --stereo-weights is one line, not one failure per sample). Keys are checked at the first load."""
+        read_release_config(find_release(config.weights).cfg).with_max_disp(config.max_disp)
+
     def __init__(self, config: FoundationStereoConfig, *, device: str = "cpu") -> None:
         self.config = config
         self.device = device
