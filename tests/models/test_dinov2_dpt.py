@@ -14,6 +14,9 @@ from labeler.models.dinov2_dpt import VIT_SPECS, DinoDPT
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
 BRANCH = "feature.dino.depth_anything."  # where FoundationStereo embeds a DAv2 model
+# name, shape and dtype of every tensor of the official DepthAnythingV2 classes (relative depth, all four
+# sizes; metric depth, ViT-S), written once from the official repository by benchmarks/dump_dav2_keys.py
+OFFICIAL_KEYS = Path(__file__).resolve().parent / "data" / "dav2_official_keys.json"
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"FoundationStereo key lists not found at {SHARED}")
@@ -25,6 +28,26 @@ def test_layout_is_the_dav2_branch_of_foundation_stereo(vit: str) -> None:
     listed = json.loads((SHARED / f"keys_{vit}.json").read_text())
     release = {name[len(BRANCH) :]: shape for name, shape, _ in listed if name.startswith(BRANCH)}
     assert ours == release
+
+
+@pytest.mark.parametrize(
+    "name", ["relative/vits", "relative/vitb", "relative/vitl", "relative/vitg", "metric/vits"]
+)
+def test_layout_is_the_official_depth_anything_v2(name: str) -> None:
+    """Every tensor of the official class, with its shape and dtype, and no other: DAv2 checkpoints load
+    strictly (the metric class differs only in its head's final activation, which has no tensors)."""
+    variant, vit = name.split("/")
+    with torch.device("meta"):
+        model = DinoDPT(vit, output_activation="sigmoid" if variant == "metric" else "relu")
+    ours = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+    official = {
+        k: (shape, dtype) for k, shape, dtype in json.loads(OFFICIAL_KEYS.read_text())["models"][name]
+    }
+    differ = sorted(k for k in ours.keys() | official.keys() if ours.get(k) != official.get(k))
+    assert not differ, f"{len(differ)} tensors differ, e.g. " + ", ".join(
+        f"{k}: ours {ours.get(k)}, official {official.get(k)}" for k in differ[:3]
+    )
+    assert len(ours) == len(official) > 200
 
 
 def test_vitg_has_the_swiglu_feed_forward() -> None:

@@ -4,6 +4,9 @@ The vectors live in ../shared/foundation_stereo (see its README): deterministic 
 checkpoints built by `make_checkpoint.py`, a 160x224 pair, and the official outputs for it (float32,
 CPU, iters=4) including intermediate outputs named by submodule. The pair goes through the backend
 (checkpoint -> cfg.yaml -> strict load -> demo pre/post-processing) with hooks on the model.
+
+The demo's other steps (padding to a multiple of 32, `--hiera`, `--remove_invisible`, `--scale`) are checked
+against vectors committed beside this file (data/foundation_stereo_demo_vits.*, see the end of the file).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from labeler.stereo.foundation_stereo import FoundationStereoBackend
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
@@ -163,3 +170,103 @@ def test_vits_parity_cuda_float32(tmp_path_factory: pytest.TempPathFactory) -> N
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
     compare("vits", disp, captured, disp_tol=1e-2, rel_tol=1e-3, label="vits cuda")
+
+
+# ------------------------------------------------ the demo's padding, hiera, remove_invisible and scale
+# Vectors from the official code run as its scripts/run_demo.py (CPU, float32, the shared ViT-S weights):
+# tests/models/data/foundation_stereo_demo_vits.{npz,json}, written once by
+# benchmarks/make_foundation_stereo_vectors.py (the JSON names the official commit and the command).
+
+DEMO = Path(__file__).resolve().parent / "data" / "foundation_stereo_demo_vits"
+
+
+def demo_case(name: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The case's inputs (from the JSON) and the official disparity and remove_invisible mask."""
+    case = json.loads(DEMO.with_suffix(".json").read_text())["cases"][name]
+    vectors = np.load(DEMO.with_suffix(".npz"))
+    return case, vectors[f"{name}.disp"], vectors[f"{name}.invisible"]
+
+
+def case_pair(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The case's input pair, built by the generator's own `case_pair` (one definition of the inputs)."""
+    import importlib.util
+
+    path = REPO / "benchmarks" / "make_foundation_stereo_vectors.py"
+    spec = importlib.util.spec_from_file_location("make_foundation_stereo_vectors", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pair: tuple[np.ndarray, np.ndarray] = module.case_pair(case, SHARED)
+    return pair
+
+
+def demo_backend(
+    weights: Path, case: dict[str, Any], *, remove_invisible: bool = False
+) -> FoundationStereoBackend:
+    """The backend set up as the demo runs: the case's scale / hiera / iterations, no labeler-only steps."""
+    import torch
+
+    from data_schema.backends import FoundationStereoConfig
+    from labeler.stereo.foundation_stereo import FoundationStereoBackend
+
+    torch.set_num_threads(2)
+    config = FoundationStereoConfig(
+        weights=weights,
+        valid_iters=case["valid_iters"],
+        scale=case["scale"],
+        hiera=case["hiera"],
+        remove_invisible=remove_invisible,
+        mixed_precision=False,
+        lr_check=False,
+        detect_swapped=False,  # a mirror-tiled pair is no real scene; the demo has no such check
+    )
+    return FoundationStereoBackend(config, device="cpu")
+
+
+def max_diff(got: np.ndarray, expected: np.ndarray, label: str) -> float:
+    assert got.shape == expected.shape, f"{label}: shape {got.shape}, expected {expected.shape}"
+    diff = float(np.abs(got.astype(np.float64) - expected).max())
+    print(f"\n[{label}] max|diff| {diff:.3g} px over {expected.size} pixels")
+    return diff
+
+
+def test_demo_padding(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """61x421: replicate-padded to 64x448 (rows 1 + 2, columns 13 + 14), unpadded back."""
+    case, expected, _ = demo_case("pad")
+    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case))
+    assert max_diff(disp.disparity_px, expected, "padding") <= DISP_TOL_PX
+
+
+def test_demo_remove_invisible(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """NaN exactly where the demo sets inf (x - d < 0); the other pixels keep the demo's disparity."""
+    case, expected, invisible = demo_case("pad")
+    backend = demo_backend(build_release(tmp_path_factory, "vits"), case, remove_invisible=True)
+    disp = backend.disparity(*case_pair(case)).disparity_px
+    assert 0.2 < invisible.mean() < 0.8  # both kinds of pixels, so that a wrong rule shows
+    x = np.arange(expected.shape[1])[None, :]
+    # a pixel whose match lies within the disparity tolerance of the border may fall either way
+    decided = np.abs(x - expected) > DISP_TOL_PX
+    assert decided.mean() > 0.99
+    np.testing.assert_array_equal(np.isnan(disp)[decided], invisible[decided])
+    visible = ~np.isnan(disp)
+    assert max_diff(disp[visible], expected[visible], "remove_invisible") <= DISP_TOL_PX
+
+
+def test_demo_hiera(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """93x211 coarse-to-fine: the coarse pass at 48x112 (itself padded to 64x128) seeds the 96x224 pass."""
+    case, expected, _ = demo_case("hiera")
+    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case))
+    assert max_diff(disp.disparity_px, expected, "hiera") <= DISP_TOL_PX
+
+
+def test_demo_scale(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """scale 0.6: the demo returns the 96x134 disparity of the resized pair; labeler brings it back to the
+    input's 160x224, bilinearly, in input px (x 224/134), which at most scales the difference by 224/134."""
+    import cv2
+
+    case, expected, _ = demo_case("scale")
+    left, right = case_pair(case)
+    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(left, right)
+    h, w = left.shape[:2]
+    restored = cv2.resize(expected, (w, h), interpolation=cv2.INTER_LINEAR) * (w / expected.shape[1])
+    assert max_diff(disp.disparity_px, restored, "scale") <= DISP_TOL_PX * w / expected.shape[1]
