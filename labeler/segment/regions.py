@@ -196,33 +196,25 @@ def region_sums(labels: np.ndarray, planes: list[np.ndarray], log_d: np.ndarray 
     return np.stack(cols, axis=1)
 
 
-def plane_rms(m: list[float]) -> tuple[float, float]:
-    """(rms residual, mean) in px of the least-squares plane d = a x + b y + c through plane moments `m`
-    (the last 10 columns of region_sums; merge inlines the same arithmetic).
+def plane_sse(m: list[float]) -> float:
+    """Summed squared residual (px^2) of the least-squares plane d = a x + b y + c through plane moments
+    `m` (the last 10 columns of region_sums, or sums of them).
 
-    The fit is on centred sums (a 2 x 2 solve); collinear pixels fit along their line. Fewer than three
-    smooth pixels fit any plane: (0, 0).
+    The fit is on centred sums (a 2 x 2 solve); collinear pixels fit along their line, and fewer than
+    three pixels fit any plane (0).
     """
     n, sx, sy, sd, sxx, sxy, syy, sxd, syd, sdd = m
     if n < 3:
-        return 0.0, 0.0
+        return 0.0
     cxx, cxy, cyy = sxx - sx * sx / n, sxy - sx * sy / n, syy - sy * sy / n
     cxd, cyd, cdd = sxd - sx * sd / n, syd - sy * sd / n, sdd - sd * sd / n
     det = cxx * cyy - cxy * cxy
     if det > 1e-9 * cxx * cyy:
         explained = (cyy * cxd * cxd - 2.0 * cxy * cxd * cyd + cxx * cyd * cyd) / det
-    else:
-        explained = plane_explained(cxx, cxy, cyy, cxd, cyd)
-    return math.sqrt(max(cdd - explained, 0.0) / n), sd / n
-
-
-def plane_explained(cxx: float, cxy: float, cyy: float, cxd: float, cyd: float) -> float:
-    """The disparity variance (summed) a line explains when the position covariance C is of rank one.
-
-    C = s u u^T with s its trace; the fit along u explains (c^T C c) / s^2, c = (cxd, cyd).
-    """
-    s = cxx + cyy
-    return (cxx * cxd * cxd + 2.0 * cxy * cxd * cyd + cyy * cyd * cyd) / (s * s) if s > 0 else 0.0
+    else:  # rank one: C = s u u^T with s its trace; the fit along u explains (c^T C c) / s^2
+        s = cxx + cyy
+        explained = (cxx * cxd * cxd + 2.0 * cxy * cxd * cyd + cyy * cyd * cyd) / (s * s) if s > 0 else 0.0
+    return max(cdd - explained, 0.0)
 
 
 def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_rel: float) -> np.ndarray:
@@ -276,24 +268,12 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         return means if means > edge else edge
 
     def one_plane(sa: list[float], sb: list[float]) -> bool:
-        """plane_rms of the pooled moments within tolerance, inlined (it runs for every merge)."""
-        n = sa[5] + sb[5]
-        if n < 3:
+        """Whether one plane fits the disparities of both: rms within max(min_tol, plane_tol_rel * d)."""
+        m = [x + y for x, y in zip(sa[5:], sb[5:], strict=True)]
+        if m[0] < 3:
             return True
-        sx, sy, sd = sa[6] + sb[6], sa[7] + sb[7], sa[8] + sb[8]
-        cxx, cxy, cyy = (
-            sa[9] + sb[9] - sx * sx / n,
-            sa[10] + sb[10] - sx * sy / n,
-            sa[11] + sb[11] - sy * sy / n,
-        )
-        cxd, cyd = sa[12] + sb[12] - sx * sd / n, sa[13] + sb[13] - sy * sd / n
-        det = cxx * cyy - cxy * cxy
-        if det > 1e-9 * cxx * cyy:
-            explained = (cyy * cxd * cxd - 2.0 * cxy * cxd * cyd + cxx * cyd * cyd) / det
-        else:
-            explained = plane_explained(cxx, cxy, cyy, cxd, cyd)
-        tol = max(min_tol, plane_tol_rel * sd / n)
-        return sa[14] + sb[14] - sd * sd / n - explained <= tol * tol * n
+        tol = max(min_tol, plane_tol_rel * m[3] / m[0])
+        return plane_sse(m) <= tol * tol * m[0]
 
     version = [0] * n
     heap = []  # (key, a, b, version of a, version of b, whether key is the cost), a < b
