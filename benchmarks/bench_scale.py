@@ -109,15 +109,19 @@ def fabricate(ds: Path, n: int):
     calib = load_calibration(calib_path)
     n_shards = n // PER_SHARD
     layout = shards.store_layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
-    key = "bench"
+    from data_schema.backends import ClassicalMasksConfig, SgbmConfig
+    from labeler.runkey import run_key
+
+    depth = depth_settings(calib, z_far_m=20.0)
+    key = run_key(SgbmConfig(), ClassicalMasksConfig(), "0" * 64, depth, PER_SHARD)
     base = Manifest(
         dataset_version=key,
         labeler_version="bench",
         calibration=calib,
         calibration_sha256="0" * 64,
-        depth=depth_settings(calib, z_far_m=20.0),
-        stereo={"name": "sgbm"},
-        masks={"name": "classical"},
+        depth=depth,
+        stereo=SgbmConfig(),
+        masks=ClassicalMasksConfig(),
         run_key=key,
         library_versions={},
         layout=layout,

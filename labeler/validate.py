@@ -214,6 +214,14 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     index = shards.read_shard_index(dataset, problems=problems)
     entries = [index[s] for s in sorted(index)]
     plan = shards.read_row_plan(dataset)
+    from labeler.depth import depth_settings
+    from labeler.runkey import run_key
+
+    m = manifest
+    if depth_settings(m.calibration, z_far_m=m.depth.z_far_m) != m.depth:
+        problems.append("manifest: depth settings do not follow from the embedded calibration (edited)")
+    if run_key(m.stereo, m.masks, m.calibration_sha256, m.depth, m.layout.samples_per_shard) != m.run_key:
+        problems.append("manifest: run_key does not match its configs, calibration_sha256 and depth (edited)")
     foreign = [e.shard for e in entries if e.run_key != manifest.run_key]
     if foreign:
         problems.append(f"shards {foreign[:10]}: made with another run key than the manifest's")

@@ -7,8 +7,6 @@ kill at any moment leaves a dataset that opens, validates, and resumes where it 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,6 +19,7 @@ from data_schema.manifest import Manifest, SampleRecord, ShardEntry
 from labeler import shards
 from labeler.configs import PseudoLabelConfig
 from labeler.errors import InputError, LabelerError
+from labeler.runkey import run_key
 from pipelines.graph import build_graph
 from pipelines.plan import plan_run
 
@@ -67,21 +66,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def run_key(cfg: PseudoLabelConfig, calib_sha: str, depth_json: str) -> str:
-    """Hash of everything that shapes the labels; shards made under another key are not this dataset's."""
-    text = json.dumps(
-        [
-            cfg.stereo.model_dump(mode="json"),
-            cfg.masks.model_dump(mode="json"),
-            calib_sha,
-            depth_json,
-            cfg.samples_per_shard,
-        ],
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> Manifest:
     """The dataset record for the current shard index (version, counts, index size)."""
     manifest = base.model_copy(
@@ -107,7 +91,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
-    key = run_key(cfg, calib_sha, settings.model_dump_json())
+    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard)
     _check_backends(cfg)
     _check_out(cfg.out)
     _check_scheduler(cfg.scheduler)

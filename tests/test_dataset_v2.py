@@ -506,3 +506,14 @@ def test_a_configuration_mistake_is_one_line_before_any_sample(base, tmp_path):
     with pytest.raises(LabelerError, match="nope.pth"):
         run_pseudo_label(cfg)
     assert not (tmp_path / "ds").exists()
+
+
+def test_edited_manifest_configs_are_named(copy):
+    """Issue 12: the manifest's configs, calibration hash and depth settings are covered by the run key."""
+    m = json.loads((copy / "manifest.json").read_text())
+    m["masks"]["n_segments"] = 999
+    m["depth"]["baseline_m"] = 0.2
+    (copy / "manifest.json").write_text(json.dumps(m))
+    problems = validate_dataset(copy)
+    assert "manifest: run_key does not match its configs, calibration_sha256 and depth (edited)" in problems
+    assert "manifest: depth settings do not follow from the embedded calibration (edited)" in problems
