@@ -110,8 +110,13 @@ class FoundationStereoConfig(BackendConfig):
     max_disp: int | None = Field(
         None, ge=16, multiple_of=16, description="override of cfg.yaml max_disp (px at inference scale)"
     )
-    mixed_precision: bool = Field(True, description="autocast (amp_dtype); only on CUDA, float32 on the CPU")
-    amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="autocast dtype on CUDA")
+    mixed_precision: bool | None = Field(
+        None,
+        description="autocast (amp_dtype) on CUDA; None: as the release's cfg.yaml says; float32 on the CPU",
+    )
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        "float16", description="autocast dtype on CUDA (the release runs float16; bfloat16 is a choice)"
+    )
     remove_invisible: bool = Field(
         True, description="invalidate pixels whose match falls outside the right image"
     )

@@ -118,6 +118,9 @@ class SampleRecord(Record):
     stats: SampleStats | None = None
     seconds: float | None = Field(None, ge=0, description="wall time spent labelling this sample")
     device: str | None = Field(None, description="where the models ran (cpu, cuda:0, ...)")
+    stereo_scale: float | None = Field(None, description="image scale the stereo network ran at")
+    stereo_iters: int | None = Field(None, description="stereo refinement iterations")
+    stereo_dtype: str | None = Field(None, description="stereo compute dtype (float32, float16, bfloat16)")
 
 
 class ArraySpec(Record):

@@ -31,6 +31,7 @@ from data_schema.manifest import (
 )
 from labeler.segment.base import Masks
 from labeler.shards import SampleArrays
+from labeler.stereo.base import Disparity
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class PairDisparity:
     pair: LoadedPair
     disparity_px: np.ndarray
     confidence: np.ndarray
+    made: Disparity | None = None  # the backend's record of how (scale, iterations, dtype)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def load_stage(task: LabelTask, *, expected_size: tuple[int, int] | None = None)
 @_stage("disparity")
 def disparity_stage(pair: LoadedPair, config: StereoConfig, device: str = "cpu") -> PairDisparity:
     result = stereo_backend(config, device).disparity(pair.left, pair.right)
-    return PairDisparity(pair, result.disparity_px, result.confidence)
+    return PairDisparity(pair, result.disparity_px, result.confidence, result)
 
 
 @_stage("masks")
@@ -193,6 +195,9 @@ def finish_stage(pm: PairMasks, config: MaskConfig, settings: DepthSettings) -> 
         stats=sample_stats(depth, disp.confidence, len(objects)),
         seconds=time.perf_counter() - pair.started,
         device=pm.device,
+        stereo_scale=disp.made.scale if disp.made else None,
+        stereo_iters=disp.made.iters if disp.made else None,
+        stereo_dtype=disp.made.dtype if disp.made else None,
     )
     rows = [ObjectRow(sample_id=task.sample_id, row=task.row, **o.model_dump()) for o in objects]
     return LabelledSample(record, rows, arrays)
@@ -210,7 +215,7 @@ def disparity_batch_stage(
         found = stereo_backend(config, device).disparity_many([(p.left, p.right) for p in ok]) if ok else []
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
         return [disparity_stage(p, config, device) for p in pairs]
-    done = {id(p): PairDisparity(p, d.disparity_px, d.confidence) for p, d in zip(ok, found, strict=True)}
+    done = {id(p): PairDisparity(p, d.disparity_px, d.confidence, d) for p, d in zip(ok, found, strict=True)}
     return [done[id(p)] if isinstance(p, LoadedPair) else p for p in pairs]
 
 

@@ -49,6 +49,9 @@ def samples_schema() -> pa.Schema:
             ("n_objects", pa.int64()),
             ("seconds", pa.float64()),
             ("device", pa.string()),
+            ("stereo_scale", pa.float64()),
+            ("stereo_iters", pa.int64()),
+            ("stereo_dtype", pa.string()),
         ]
     )
 
@@ -82,6 +85,9 @@ def sample_row(rec: SampleRecord) -> dict[str, Any]:
         "error": rec.error,
         "seconds": rec.seconds,
         "device": rec.device,
+        "stereo_scale": rec.stereo_scale,
+        "stereo_iters": rec.stereo_iters,
+        "stereo_dtype": rec.stereo_dtype,
     }
     for name in _SOURCE:
         out[name] = getattr(rec.source, name) if rec.source else None
@@ -106,6 +112,9 @@ def sample_from_row(row: dict[str, Any]) -> SampleRecord:
         stats=SampleStats(**{n: row[n] for n in _STATS}) if has_stats else None,
         seconds=row["seconds"],
         device=row["device"],
+        stereo_scale=row.get("stereo_scale"),
+        stereo_iters=row.get("stereo_iters"),
+        stereo_dtype=row.get("stereo_dtype"),
     )
 
 
@@ -130,7 +139,7 @@ def objects_table(rows: Sequence[ObjectRow]) -> pa.Table:
 
 
 # Provenance of a run, not content: two runs that make the same labels make the same dataset version.
-PROVENANCE_FIELDS = frozenset({"seconds", "device"})
+PROVENANCE_FIELDS = frozenset({"seconds", "device", "stereo_scale", "stereo_iters", "stereo_dtype"})
 
 
 def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, content_only: bool = False) -> str:

@@ -24,6 +24,10 @@ class Disparity:
 
     disparity_px: np.ndarray
     confidence: np.ndarray
+    # how this pair was made, where a backend varies it (recorded per sample in the samples table)
+    scale: float | None = None  # image scale the network ran at (FoundationStereo lowers it after OOM)
+    iters: int | None = None  # refinement iterations
+    dtype: str | None = None  # compute dtype (float32, or the autocast dtype on CUDA)
 
     def __post_init__(self) -> None:
         d, c = self.disparity_px, self.confidence

@@ -17,7 +17,8 @@ Steps for one rectified pair (uint8 RGB, H x W):
      consistency_px), in (1/e, 1]. Both directions run as one batch, doubling the cost.
    - otherwise: agreement between the last two GRU iterations, exp(-|last update| / consistency_px).
 
-On CUDA the network runs under autocast (`amp_dtype`, bfloat16 by default) when `mixed_precision`;
+On CUDA the network runs under autocast (`amp_dtype`, float16 by default as in the release) when
+`mixed_precision` (default: the release cfg.yaml's setting); each Disparity records scale, iterations, dtype;
 on the CPU always in float32. A CUDA out-of-memory error is retried pair by pair, then at half the
 scale (down to 1/8), each reduction reported as a `ScaleReducedWarning` and kept in `scales_used`;
 past 1/8 a `StereoOutOfMemoryError` is raised.
@@ -28,6 +29,7 @@ use (and not pickled with the instance, so a backend can be shipped to workers c
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -165,7 +167,16 @@ class FoundationStereoBackend(StereoBackend):
                 stacklevel=3,
             )
             return self._match(pairs, smaller)
-        return [(self._finish(*r), scale) for r in raw]
+        dtype = self.config.amp_dtype if self.autocast else "float32"
+        made = {"scale": scale, "iters": self.config.valid_iters, "dtype": dtype}
+        return [(dataclasses.replace(self._finish(*r), **made), scale) for r in raw]
+
+    @property
+    def autocast(self) -> bool:
+        """Mixed precision: only on CUDA; the config's choice, else the release's cfg.yaml."""
+        wanted = self.config.mixed_precision
+        wanted = self.args.mixed_precision if wanted is None else wanted
+        return bool(wanted) and self.device.startswith("cuda")
 
     def _infer(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: float
@@ -196,7 +207,7 @@ class FoundationStereoBackend(StereoBackend):
         h, w = a.shape[-2:]
         pad = Padding.to_multiple(h, w)
         a, b = pad.pad(a, b)
-        amp = device.type == "cuda" and cfg.mixed_precision
+        amp = self.autocast
         dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=amp):
             if cfg.hiera:

@@ -87,6 +87,7 @@ class TestFoundationStereoConformance(StereoBackendTests):
     """Contract, errors and determinism; the value tests need real weights."""
 
     backend_name = "foundation-stereo"
+    many_atol = 1e-3  # a batched forward pass rounds differently in float32 (as in test_batches_...)
 
     @pytest.fixture(scope="class", params=["lr-check", "no-lr-check"])
     @classmethod
@@ -222,6 +223,21 @@ def test_labeler_run_with_foundation_stereo(vits_weights: Path, tmp_path: Path) 
     recorded = json.loads((out / "manifest.json").read_text())["stereo"]
     assert recorded["name"] == "foundation-stereo" and recorded["valid_iters"] == 1
     assert Path(recorded["weights"]) == vits_weights
+    # per-sample provenance (issue 12): the scale, iterations, dtype and device each sample was made with
+    made = ds.samples.to_table(columns=["stereo_scale", "stereo_iters", "stereo_dtype", "device"]).to_pylist()
+    assert made == [{"stereo_scale": 1.0, "stereo_iters": 1, "stereo_dtype": "float32", "device": "cpu"}] * 2
+
+
+def test_mixed_precision_follows_the_release(vits_weights: Path) -> None:
+    """The release runs float16 autocast as its cfg.yaml says; bf16 is a choice; never on the CPU."""
+    cfg = FoundationStereoConfig(weights=vits_weights)
+    assert cfg.amp_dtype == "float16" and cfg.mixed_precision is None
+    backend = FoundationStereoBackend(cfg)
+    assert backend.args.mixed_precision is True and backend.autocast is False  # CPU: float32
+    on_gpu = FoundationStereoBackend(cfg, device="cuda:0")  # nothing runs: only the decision is read
+    assert on_gpu.autocast is True
+    off = FoundationStereoBackend(cfg.model_copy(update={"mixed_precision": False}), device="cuda:0")
+    assert off.autocast is False
 
 
 # ------------------------------------------------------------------ errors
@@ -412,3 +428,24 @@ def test_cuda_mixed_precision_close_to_float32(
     a, b = fp32.disparity(*pair).disparity_px, bf16.disparity(*pair).disparity_px
     assert np.isfinite(b).all()
     assert np.median(np.abs(a - b)) < 2.0  # random-like weights amplify rounding; a smoke bound
+
+
+def test_cost_lookup_runs_with_cudnn_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: cuDNN's grid_sample fails from 65 536 rows (8 pairs + the left-right pass at 480x640 are
+    307 200), so the lookup turns cuDNN off, as the release does (its PR #202)."""
+    import torch
+    import torch.nn.functional as F
+
+    from labeler.models.foundation_stereo import volume
+
+    seen = []
+    real = F.grid_sample
+
+    def spy(*a, **k):  # type: ignore[no-untyped-def]
+        seen.append(torch.backends.cudnn.enabled)
+        return real(*a, **k)
+
+    monkeypatch.setattr(volume.F, "grid_sample", spy)
+    out = volume._sample_rows(torch.arange(8.0).reshape(1, 1, 1, 8), torch.tensor([[[[2.5]]]]))
+    assert seen == [False] and torch.backends.cudnn.enabled is True
+    assert out.item() == pytest.approx(2.5)

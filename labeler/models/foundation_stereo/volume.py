@@ -75,7 +75,10 @@ def _sample_rows(table: Tensor, x: Tensor) -> Tensor:
     width = table.shape[-1]
     gx = 2 * x / (width - 1) - 1
     grid = torch.cat([gx, torch.zeros_like(gx)], dim=-1).to(table.dtype)
-    return F.grid_sample(table, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    # cuDNN's grid_sample fails from 65 536 rows (CUDNN_STATUS_NOT_SUPPORTED, PyTorch #88380): a batch of
+    # 8 pairs with the left-right pass at 480x640 has 307 200. The release turns cuDNN off here too.
+    with torch.backends.cudnn.flags(enabled=False):
+        return F.grid_sample(table, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 class CostLookup:
