@@ -68,6 +68,7 @@ from data_schema.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
     ImagePrediction,
     PredictedObject,
+    PredictFailure,
     PredictionSet,
     StereoComparison,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "ObjectRow",
     "ObjectTruth",
     "PredictedObject",
+    "PredictFailure",
     "PredictionSet",
     "Record",
     "Rectification",

@@ -61,9 +61,17 @@ class ImagePrediction(Record):
     stereo: StereoComparison | None = None
 
 
+class PredictFailure(Record):
+    """An input image `labeler predict` could not use, with the one-line reason."""
+
+    image: str
+    error: str
+
+
 class PredictionSet(Record):
     """`OUT/predictions.json`: every image of one `labeler predict` call."""
 
     schema_version: Literal[1] = PREDICTIONS_SCHEMA_VERSION
     run: str
     images: list[ImagePrediction]
+    failures: list[PredictFailure] = Field(default_factory=list, description="images that could not be used")

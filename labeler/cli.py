@@ -572,8 +572,11 @@ def predict(
     )
     for p in res.images:
         typer.echo(summary_line(p))
+    for f in res.failures:
+        typer.echo(f"failed {f.image}: {f.error}")
     typer.echo(
         f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)"
+        + (f"; {len(res.failures)} failed" if res.failures else "")
     )
 
 

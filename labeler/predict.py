@@ -22,7 +22,13 @@ from typing import Literal
 import numpy as np
 
 from data_schema.heads import HeadsModelConfig, InstanceParams
-from data_schema.predictions import ImagePrediction, PredictedObject, PredictionSet, StereoComparison
+from data_schema.predictions import (
+    ImagePrediction,
+    PredictedObject,
+    PredictFailure,
+    PredictionSet,
+    StereoComparison,
+)
 from labeler.configs import PredictConfig
 from labeler.errors import InputError, LabelerError
 
@@ -264,8 +270,13 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
     items = discover_inputs(cfg.inputs, cfg.layout)
     cfg.out.mkdir(parents=True, exist_ok=True)
     results = []
+    failures = []
     for item in items:
-        layout, left, right = load_input(item)
+        try:  # one unreadable or truncated image is that image's failure, not the run's
+            layout, left, right = load_input(item)
+        except LabelerError as err:
+            failures.append(PredictFailure(image=str(item.path), error=str(err)))
+            continue
         res = predictor.predict(left)
         stereo = (
             stereo_depth(left, right, cfg.calib, z_far_m=mc.max_depth_m)
@@ -321,6 +332,6 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
         )
         write_text_atomic(cfg.out / f"{item.stem}.json", pred.model_dump_json(indent=1))
         results.append(pred)
-    out = PredictionSet(run=str(cfg.run), images=results)
+    out = PredictionSet(run=str(cfg.run), images=results, failures=failures)
     write_text_atomic(cfg.out / "predictions.json", out.model_dump_json(indent=1))
     return out

@@ -97,3 +97,23 @@ def test_cli_prints_one_line_per_image(run, inputs, tmp_path):
     )
     assert res.exit_code == 1 and "no checkpoints/best.pt" in res.output
     assert json.loads((tmp_path / "predictions.json").read_text())["schema_version"] == 1
+
+
+def test_a_truncated_image_fails_alone(run, inputs, tmp_path):
+    """Issue 12: one truncated image in `predict` is that image's recorded failure; the rest is predicted."""
+    import shutil
+
+    from labeler.cli import app
+
+    root, _ = inputs
+    folder = tmp_path / "in"
+    shutil.copytree(root / "mono", folder)
+    good = (folder / "frame_0001.png").read_bytes()
+    (folder / "frame_0000.png").write_bytes(good[: len(good) // 3])
+    res = CliRunner().invoke(app, ["predict", str(folder), "--run", str(run), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "failed" in res.output and "frame_0000.png: not a readable image" in res.output
+    data = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(data["images"]) == 2 and [f["image"] for f in data["failures"]] == [
+        str(folder / "frame_0000.png")
+    ]
