@@ -517,3 +517,26 @@ def test_edited_manifest_configs_are_named(copy):
     problems = validate_dataset(copy)
     assert "manifest: run_key does not match its configs, calibration_sha256 and depth (edited)" in problems
     assert "manifest: depth settings do not follow from the embedded calibration (edited)" in problems
+
+
+def test_a_lost_shard_entry_keeps_every_sample_in_its_row(base, copy):
+    """Issue 12: after a lost record of a shard that finished before later ones, samples used to move to
+    new rows and leave holes; the row plan keeps each sample's row for life."""
+    before = {s: open_dataset(base / "ds")[i].row for i, s in enumerate(open_dataset(base / "ds").sample_ids)}
+    lines = (copy / "shards.jsonl").read_text().splitlines(keepends=True)
+    (copy / "shards.jsonl").write_text("".join(line for line in lines if not line.startswith('{"shard":0,')))
+    (copy / "manifest.json").unlink()
+    cfg = PseudoLabelConfig(
+        inputs=base / "rect",
+        calib=base / "calib.yaml",
+        out=copy,
+        samples_per_shard=2,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    again = run_pseudo_label(cfg)
+    assert again.labelled == 2 and again.skipped == 4
+    ds = open_dataset(copy)
+    assert {s: ds[i].row for i, s in enumerate(ds.sample_ids)} == before
+    assert ds.version == open_dataset(base / "ds").version and validate_dataset(copy) == []
