@@ -168,8 +168,10 @@ class FoundationStereoBackend(StereoBackend):
             )
             return self._match(pairs, smaller)
         dtype = self.config.amp_dtype if self.autocast else "float32"
-        made = {"scale": scale, "iters": self.config.valid_iters, "dtype": dtype}
-        return [(dataclasses.replace(self._finish(*r), **made), scale) for r in raw]
+        iters = self.config.valid_iters
+        return [
+            (dataclasses.replace(self._finish(*r), scale=scale, iters=iters, dtype=dtype), scale) for r in raw
+        ]
 
     @property
     def autocast(self) -> bool:
