@@ -222,7 +222,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="WORK of a `make dataset` run (demo truth)")
     ap.add_argument("--datasets", type=Path, help="DATASETS of the same run (demo left views + disparity)")
     ap.add_argument("--repeats", type=int, default=5, help="calls per timing (the least counts)")
-    ap.add_argument("--pairs", type=int, default=5, help="Motorcycle copies for the marginal label time")
+    ap.add_argument("--pairs", type=int, default=8, help="Motorcycle copies for the marginal label time")
+    ap.add_argument(
+        "--label-repeats", type=int, default=3, help="runs of each label timing (the least counts)"
+    )
     ap.add_argument("--top", type=int, default=10, help="functions listed by self time")
     ap.add_argument("--skip-label", action="store_true", help="masks only, no whole-label run")
     args = ap.parse_args()
@@ -254,7 +257,7 @@ def main() -> None:
         )
     if args.skip_label:
         return
-    w = whole_label(args.pairs, max(1, args.repeats // 2), args.top)
+    w = whole_label(args.pairs, args.label_repeats, args.top)
     print(
         f"\nwhole label of the Motorcycle pair: {w['t_one']:.2f} s for 1 pair, {w['t_many']:.2f} s for "
         f"{w['pairs']}; marginal {1e3 * w['marginal']:.0f} ms per pair; bare SGBM_3WAY "

@@ -286,14 +286,14 @@ def _solidity(
     run_label = regions[ys, x0]
     order = np.argsort(run_label, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(run_label, minlength=int(regions.max()) + 1))])
-    sx, sy = np.float32(scale[0]), np.float32(scale[1])
-    xs = np.stack([x0, x1, x0, x1], axis=1)[order].astype(np.float32) * sx
-    ys4 = np.stack([ys, ys, ys + 1, ys + 1], axis=1)[order].astype(np.float32) * sy
+    # four corners per run, runs grouped by region: (4 * runs, 2) float32 at full-size scale
+    corners = np.stack(
+        [np.stack([x0, x1, x0, x1], axis=1), np.stack([ys, ys, ys + 1, ys + 1], axis=1)], axis=2
+    )[order].reshape(-1, 2) * np.asarray(scale, dtype=np.float32)
+    corners = corners.astype(np.float32)
     out = np.ones(len(ids))
     for i, r in enumerate(ids.tolist()):
-        sel = slice(bounds[r], bounds[r + 1])
-        corners = np.stack([xs[sel].ravel(), ys4[sel].ravel()], axis=1)
-        hull_area = cv2.contourArea(cv2.convexHull(corners))
+        hull_area = cv2.contourArea(cv2.convexHull(corners[4 * bounds[r] : 4 * bounds[r + 1]]))
         out[i] = min(1.0, full_area[r] / max(hull_area, 1.0))
     return out
 

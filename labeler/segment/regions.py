@@ -235,10 +235,23 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     """
     n = len(sums)
     with_plane = sums.shape[1] > 5
-    stats: list[list[float]] = sums.tolist()  # region_sums per region; a merged-away one's becomes []
-    mean = [(r[1] / r[0], r[2] / r[0], r[3] / r[0]) for r in stats]
+    # per region: (pixels, colour scatter sum |x - mean|^2, mean L, a, b, mean inner contrast); a merged
+    # region's follow in closed form (scatter of a union = both scatters + na nb / n |mean_a - mean_b|^2)
+    count, s_l, s_a, s_b, squares = (sums[:, c] for c in range(5))
+    scatter = np.maximum(squares - (s_l * s_l + s_a * s_a + s_b * s_b) / count, 0.0)
     inner_len, inner_con = graph.inner_length.tolist(), graph.inner_contrast.tolist()
-    inside = [c / max(ln, 1.0) for ln, c in zip(inner_len, inner_con, strict=True)]
+    region = list(
+        zip(
+            count.tolist(),
+            scatter.tolist(),
+            (s_l / count).tolist(),
+            (s_a / count).tolist(),
+            (s_b / count).tolist(),
+            (graph.inner_contrast / np.maximum(graph.inner_length, 1.0)).tolist(),
+            strict=True,
+        )
+    )
+    moments: list[list[float]] = sums[:, 5:].tolist()  # plane moments; a merged-away region's: []
     border: list[dict[int, list[float]]] = [{} for _ in range(n)]
     for (a, b), ln, jp, ct in zip(
         graph.pairs.tolist(),
@@ -256,20 +269,21 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     def colour_cost(a: int, b: int, ln: float, jp: float, ct: float) -> float:
         if walls and jp > wall_frac * ln:
             return math.inf
-        ia, ib = inside[a], inside[b]
+        na, qa, la, aa, ba, ia = region[a]
+        nb, qb, lb, ab, bb, ib = region[b]
         edge = ct / ln - (ia if ia > ib else ib)
         if edge * key_scale > threshold:
             return edge  # never queued: the mean-colour term cannot lower it
-        sa, sb, ma, mb = stats[a], stats[b], mean[a], mean[b]
-        dl, da, db = ma[0] - mb[0], ma[1] - mb[1], ma[2] - mb[2]
-        nab, pl, pa, pb = sa[0] + sb[0], sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]
-        var = (sa[4] + sb[4]) / nab - (pl * pl + pa * pa + pb * pb) / (nab * nab)
-        means = sqrt(dl * dl + da * da + db * db) / (1.0 + (sqrt(var) if var > 0 else 0.0) / contrast)
+        dl, da, db = la - lb, aa - ab, ba - bb
+        d2 = dl * dl + da * da + db * db
+        nab = na + nb
+        texture = sqrt((qa + qb + na * nb / nab * d2) / nab)  # rms colour spread of the union
+        means = sqrt(d2) / (1.0 + texture / contrast)
         return means if means > edge else edge
 
-    def one_plane(sa: list[float], sb: list[float]) -> bool:
+    def one_plane(a: int, b: int) -> bool:
         """Whether one plane fits the disparities of both: rms within max(min_tol, plane_tol_rel * d)."""
-        m = [x + y for x, y in zip(sa[5:], sb[5:], strict=True)]
+        m = [x + y for x, y in zip(moments[a], moments[b], strict=True)]
         if m[0] < 3:
             return True
         tol = max(min_tol, plane_tol_rel * m[3] / m[0])
@@ -288,21 +302,30 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         key, a, b, va, vb, final = pop(heap)
         if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
             continue  # stale: an end has merged since this cost was queued
-        if not final and not one_plane(stats[a], stats[b]):
+        if not final and not one_plane(a, b):
             if 2.0 * key <= threshold:
                 push(heap, (2.0 * key, a, b, va, vb, True))
             continue
         if len(border[b]) > len(border[a]):
             a, b = b, a  # fold the region with fewer borders into the other
         parent[b] = a
-        merged = [x + y for x, y in zip(stats[a], stats[b], strict=True)]
-        stats[a], stats[b] = merged, []
-        mean[a] = (merged[1] / merged[0], merged[2] / merged[0], merged[3] / merged[0])
         nbr_a = border[a]
         shared = nbr_a.pop(b)
         inner_len[a] += inner_len[b] + shared[0]
         inner_con[a] += inner_con[b] + shared[2]
-        inside[a] = inner_con[a] / max(inner_len[a], 1.0)
+        na, qa, la, aa, ba, _ = region[a]
+        nb, qb, lb, ab, bb, _ = region[b]
+        nab = na + nb
+        dl, da, db = la - lb, aa - ab, ba - bb
+        region[a] = (
+            nab,
+            qa + qb + na * nb / nab * (dl * dl + da * da + db * db),
+            (na * la + nb * lb) / nab,
+            (na * aa + nb * ab) / nab,
+            (na * ba + nb * bb) / nab,
+            inner_con[a] / max(inner_len[a], 1.0),
+        )
+        moments[a], moments[b] = [x + y for x, y in zip(moments[a], moments[b], strict=True)], []
         for k, e in border[b].items():
             if k == a:
                 continue
@@ -319,12 +342,8 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         va = version[a]
         for k, (ln, jp, ct) in nbr_a.items():
             if (key := key_scale * colour_cost(a, k, ln, jp, ct)) <= threshold:
-                entry = (
-                    (key, a, k, va, version[k], not with_plane)
-                    if a < k
-                    else (key, k, a, version[k], va, not with_plane)
-                )
-                push(heap, entry)
+                entry = (key, a, k, va, version[k], not with_plane)
+                push(heap, entry if a < k else (key, k, a, version[k], va, not with_plane))
     root = np.asarray(parent)
     while True:  # resolve the union-find forest
         nxt = root[root]
