@@ -78,10 +78,10 @@ def storage(folder: Path, n: int, width: int, height: int) -> list[tuple[str, fl
     from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
     from labeler.shards import DEFAULT_SAMPLES_PER_SHARD
-    from tests.conftest import plane_pair
+    from labeler.testing.scenes import box_pair
 
     rng = np.random.default_rng(0)
-    lefts = np.stack([plane_pair(rng, width, height)[0] for _ in range(n)])
+    lefts = np.stack([box_pair(rng, width, height).left for _ in range(n)])
     yy, xx = np.mgrid[0:height, 0:width]
     depth = np.stack(
         [

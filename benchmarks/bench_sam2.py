@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from data_schema.backends import Sam2Config
     from labeler.segment.sam2_amg import Sam2MaskBackend
-    from labeler.testing.conformance import object_scene
     from labeler.testing.sam2_tiny import OPEN_THRESHOLDS, official_generator, write_tiny_sam2
+    from labeler.testing.scenes import object_scene
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a synthetic stereo rig with known truth, its board captures, and demo scenes."""
+"""Shared fixtures: a synthetic stereo rig with known truth, its board captures, and demo scenes; writers of
+synthetic rectified pairs (rendered by `labeler.testing.scenes`) and of their identity calibration."""
 
 from __future__ import annotations
 
@@ -105,31 +106,18 @@ def identity_calibration_yaml(
     return path
 
 
-def plane_pair(
-    rng: np.random.Generator, width: int, height: int, *, d_background: int = 6, d_object: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """A rectified pair: a textured background at one disparity, a textured box in front at another."""
-    from labeler.synthetic import noise_texture
-
-    pad = d_object + 8
-    bg = noise_texture(rng, max(width + 2 * pad, height), (140, 130, 120), 50)[:height]
-    obj = noise_texture(rng, max(width, height), tuple(int(c) for c in rng.integers(40, 220, 3)), 60)
-    x0, y0, w, h = width // 3, height // 4, width // 3, height // 2
-    left = bg[:, pad : pad + width].copy()
-    right = bg[:, pad + d_background : pad + d_background + width].copy()
-    left[y0 : y0 + h, x0 : x0 + w] = obj[:h, :w]
-    right[y0 : y0 + h, x0 - d_object : x0 - d_object + w] = obj[:h, :w]
-    return left, right
-
-
 def write_plane_pairs(
     folder: Path, n: int, width: int = 128, height: int = 96, *, seed: int = 0, suffix_layout: bool = False
 ) -> Path:
+    """n rectified pairs of `labeler.testing.scenes.box_pair` as PNGs: left/ and right/ folders, or
+    `pair_NNN_left.png` / `pair_NNN_right.png` side by side in `folder` (`suffix_layout`)."""
     from labeler.io import write_png
+    from labeler.testing.scenes import box_pair
 
     rng = np.random.default_rng(seed)
     for i in range(n):
-        left, right = plane_pair(rng, width, height)
+        pair = box_pair(rng, width, height)
+        left, right = pair.left, pair.right
         if suffix_layout:
             write_png(folder / f"pair_{i:03d}_left.png", left)
             write_png(folder / f"pair_{i:03d}_right.png", right)

@@ -151,7 +151,8 @@ def test_charuco_with_partial_views(tmp_path, rig):
     board = BoardSpec(
         kind="charuco", cols=8, rows=6, square_m=0.035, marker_m=0.026, dictionary="DICT_5X5_100"
     )
-    views = render_board_views(rig, board, 10, seed=5)
+    # 2 x 2 samples per pixel (not 3 x 3): 3.5 times faster to render, as accurate (baseline 1e-4, fx 8e-4)
+    views = render_board_views(rig, board, 10, seed=5, supersample=2)
     for left, right in views[:4]:  # hide the right part of both images
         left[:, 440:] = 128
         right[:, 440:] = 128

@@ -127,6 +127,8 @@ class Sam2MaskBackend(MaskBackend):
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         for image, disparity_px in zip(images, disparities, strict=True):
             check_image(image, disparity_px)
+        if not images:  # no encoder batch to stack
+            return []
         import torch
 
         run = self._loaded()

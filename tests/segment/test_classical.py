@@ -7,46 +7,50 @@ import pytest
 
 from labeler.segment.classical import ClassicalMaskBackend
 from labeler.stereo.sgbm import SgbmBackend
-from labeler.testing.conformance import Layer, Scene, best_iou, disc, render, texture
+from labeler.synthetic import RectifiedPair, blurred_noise_texture
+from labeler.testing.conformance import best_iou
+from labeler.testing.scenes import Layer, disc, layered_pair
 
 RED = (200, 50, 50)
 
 
 @pytest.fixture(scope="module")
-def scene() -> Scene:
+def scene() -> RectifiedPair:
     """A red box at 16 px, a red disc at 26 px overlapping it, a colourful plane at 6 px; 240 x 320."""
     h, w = 240, 320
     box = np.zeros((h, w), bool)
     box[60:180, 60:170] = True
-    return render(
-        texture(h, w, seed=3, blur_px=2.0),
+    return layered_pair(
+        blurred_noise_texture(h, w, seed=3, blur_px=2.0),
         6.0,
         [
-            Layer(box, texture(h, w, seed=4, base=RED, amplitude=30.0), 16.0),
-            Layer(disc(h, w, 190, 130, 60), texture(h, w, seed=5, base=RED, amplitude=30.0), 26.0),
+            Layer(box, blurred_noise_texture(h, w, seed=4, base=RED, amplitude=30.0), 16.0),
+            Layer(
+                disc(h, w, 190, 130, 60), blurred_noise_texture(h, w, seed=5, base=RED, amplitude=30.0), 26.0
+            ),
         ],
     )
 
 
-def _ious(masks: np.ndarray, scene: Scene) -> list[float]:
+def _ious(masks: np.ndarray, scene: RectifiedPair) -> list[float]:
     return [best_iou(masks, scene.instance_ids == k) for k in (1, 2)]
 
 
-def test_same_colour_objects_separate_by_true_depth(scene: Scene) -> None:
+def test_same_colour_objects_separate_by_true_depth(scene: RectifiedPair) -> None:
     out = ClassicalMaskBackend().masks(scene.left, disparity_px=scene.disparity_px)
     assert min(_ious(out.masks, scene)) > 0.9  # measured 0.955 (box, partly hidden) and 0.978 (disc)
     top2 = out.masks[:2]  # the two objects are the two best-scored proposals
     assert min(_ious(top2, scene)) > 0.9
 
 
-def test_same_colour_objects_separate_by_sgbm_depth(scene: Scene) -> None:
+def test_same_colour_objects_separate_by_sgbm_depth(scene: RectifiedPair) -> None:
     """End to end on the rendered pair: sgbm disparity (NaN occlusions and all) is enough."""
     disparity = SgbmBackend().disparity(scene.left, scene.right).disparity_px
     out = ClassicalMaskBackend().masks(scene.left, disparity_px=disparity)
     assert min(_ious(out.masks, scene)) > 0.8  # measured 0.888 and 0.934
 
 
-def test_colour_alone_cannot_separate_them(scene: Scene) -> None:
+def test_colour_alone_cannot_separate_them(scene: RectifiedPair) -> None:
     """The control: without disparity the two red objects come back as one region."""
     out = ClassicalMaskBackend().masks(scene.left)
     assert max(_ious(out.masks, scene)) < 0.6

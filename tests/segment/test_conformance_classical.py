@@ -9,10 +9,13 @@ from pydantic import ValidationError
 from data_schema.backends import ClassicalMasksConfig
 from labeler.segment.base import MASK_BACKENDS
 from labeler.segment.classical import ClassicalMaskBackend
-from labeler.testing.conformance import MaskBackendTests, object_scene
+from labeler.testing.conformance import MaskBackendTests
+from labeler.testing.scenes import object_scene
 
 
 class TestClassicalConformance(MaskBackendTests):
+    backend_name = "classical"
+
     @pytest.fixture(params=[{}, {"n_segments": 100, "work_max_side": 64}], ids=["default", "coarse"])
     def backend(self, request: pytest.FixtureRequest) -> ClassicalMaskBackend:
         return ClassicalMaskBackend(ClassicalMasksConfig(**request.param))
