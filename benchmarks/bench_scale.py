@@ -110,10 +110,11 @@ def fabricate(ds: Path, n: int):
     n_shards = n // PER_SHARD
     layout = shards.store_layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
     from data_schema.backends import ClassicalMasksConfig, SgbmConfig
+    from data_schema.manifest import ObjectPolicy
     from labeler.runkey import run_key
 
     depth = depth_settings(calib, z_far_m=20.0)
-    key = run_key(SgbmConfig(), ClassicalMasksConfig(), "0" * 64, depth, PER_SHARD)
+    key = run_key(SgbmConfig(), ClassicalMasksConfig(), "0" * 64, depth, PER_SHARD, ObjectPolicy())
     base = Manifest(
         dataset_version=key,
         labeler_version="bench",

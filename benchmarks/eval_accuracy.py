@@ -2,7 +2,8 @@
 
 - Middlebury Motorcycle (real): EPE, bad-2 (invalid predictions count as bad), density, and the stored
   metric depth against depth from the ground-truth disparity.
-- Demo rig scenes (rendered): each object's median depth (best-IoU labelled object) against the truth.
+- Demo rig scenes (rendered): each object's median depth (best-IoU labelled object) against the truth, and
+  objects per scene against the rendered truth: precision and recall of objects at mask IoU >= 0.5.
 
     .venv/bin/python benchmarks/eval_accuracy.py [--work work] [--datasets datasets]
 """
@@ -46,10 +47,26 @@ def main() -> None:
     maps = RectifyMaps.from_calibration(ds.manifest.calibration)  # the manifest embeds the calibration
     truth = {t.pair_id: t for t in load_demo_truth(args.work / "demo").scenes}
     errors = []
+    n_labelled = n_true = tp_labelled = tp_true = 0
     for i in range(len(ds)):
         s = ds[i]
         raw_ids = np.load(args.work / "demo" / "truth" / f"{s.sample_id}.npz")["instance_ids"]
         rect_ids = cv2.remap(raw_ids.astype(np.float32), *maps.left, cv2.INTER_NEAREST).astype(int)
+        true_masks = [rect_ids == t.id for t in truth[s.sample_id].objects]
+        ious = np.array(
+            [
+                [
+                    np.logical_and(m, s.instance_ids == o.id).sum()
+                    / np.logical_or(m, s.instance_ids == o.id).sum()
+                    for m in true_masks
+                ]
+                for o in s.objects
+            ]
+        ).reshape(len(s.objects), len(true_masks))
+        n_labelled, n_true = n_labelled + len(s.objects), n_true + len(true_masks)
+        tp_labelled += int((ious.max(axis=1, initial=0) >= 0.5).sum())
+        tp_true += int((ious.max(axis=0, initial=0) >= 0.5).sum())
+        print(f"  {s.sample_id}: {len(s.objects)} objects labelled, {len(true_masks)} rendered")
         for obj in truth[s.sample_id].objects:
             mask = rect_ids == obj.id
             iou, best = max(
@@ -71,6 +88,11 @@ def main() -> None:
             )
     print(
         f"demo rig: {len(errors)} objects, depth error mean {np.mean(errors):.2%}, max {np.max(errors):.2%}"
+    )
+    print(
+        f"demo rig objects at IoU >= 0.5: precision {tp_labelled / max(n_labelled, 1):.3f} "
+        f"({tp_labelled} of {n_labelled} labelled), recall {tp_true / max(n_true, 1):.3f} "
+        f"({tp_true} of {n_true} rendered)"
     )
 
 

@@ -104,6 +104,24 @@ class SampleStats(Record):
     depth_m_min: float | None = None
     depth_m_max: float | None = None
     n_objects: int = Field(ge=0)
+    n_objects_dropped: int = Field(
+        0, ge=0, description="masks the object policy turned away (too small, or too little valid depth)"
+    )
+
+
+class ObjectPolicy(Record):
+    """What a mask must have to be an object, for every mask backend (recorded in the manifest)."""
+
+    min_area_px: int = Field(64, ge=1, description="smallest object, px (at the stored resolution)")
+    min_valid_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="least share of an object's pixels with valid depth (border slivers fail)",
+    )
+    min_depth_px: int = Field(
+        32, ge=1, description="an object's depth statistics need at least this many valid pixels, else null"
+    )
 
 
 class SampleRecord(Record):
@@ -208,7 +226,8 @@ class Manifest(Record):
     depth: DepthSettings
     stereo: StereoConfig
     masks: MaskConfig
-    run_key: str = Field(description="hash of the configs, calibration and depth settings")
+    run_key: str = Field(description="hash of the configs, calibration, depth settings and object policy")
+    objects: ObjectPolicy = Field(default_factory=ObjectPolicy)
     library_versions: dict[str, str]
     layout: StoreLayout
     counts: DatasetCounts = Field(default_factory=DatasetCounts)

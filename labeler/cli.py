@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from data_schema.calibration import BoardKind
 from data_schema.heads import Backbone, HeadsTask
+from data_schema.manifest import ObjectPolicy
 from labeler.cli_backends import FlagError, backend_configs, parameters
 from labeler.configs import (
     CalibExport,
@@ -263,6 +264,9 @@ def _label(
     )
 
 
+_POLICY = ObjectPolicy()  # the flags' defaults are the record's
+
+
 def _label_command(rectify: bool):
     def command(
         inputs: Annotated[
@@ -285,6 +289,15 @@ def _label_command(rectify: bool):
         previews: Annotated[bool, typer.Option(help="write a PNG preview per sample")] = True,
         layout: LayoutOpt = "auto",
         stride: StrideOpt = 10,
+        min_object_area_px: Annotated[
+            int, typer.Option(help="every backend: smallest object, px (smaller masks are counted, not kept)")
+        ] = _POLICY.min_area_px,
+        min_object_valid_fraction: Annotated[
+            float, typer.Option(help="every backend: least share of an object's pixels with valid depth")
+        ] = _POLICY.min_valid_fraction,
+        min_depth_px: Annotated[
+            int, typer.Option(help="an object's depth needs at least this many valid pixels, else none")
+        ] = _POLICY.min_depth_px,
         **backend: Any,  # --stereo, --masks and the backends' own flags: `parameters()` below
     ) -> None:
         _label(
@@ -303,6 +316,11 @@ def _label_command(rectify: bool):
             previews=previews,
             layout=layout,
             stride=stride,
+            objects={
+                "min_area_px": min_object_area_px,
+                "min_valid_fraction": min_object_valid_fraction,
+                "min_depth_px": min_depth_px,
+            },
         )
 
     signature = inspect.signature(command, eval_str=True)

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
 from data_schema.heads import HeadsModelConfig, InstanceParams
+from data_schema.manifest import ObjectPolicy
 from data_schema.record import Record
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
@@ -79,6 +80,9 @@ class PseudoLabelConfig(Record):
     stereo: StereoConfig = Field(default_factory=SgbmConfig)
     masks: MaskConfig = Field(default_factory=ClassicalMasksConfig)
     z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
+    objects: ObjectPolicy = Field(
+        default_factory=ObjectPolicy, description="what a mask needs to be an object"
+    )
     samples_per_shard: int = Field(32, ge=1)
     batch_size: int = Field(1, ge=1, description="samples per backend call (one GPU forward for several)")
     gpus: tuple[Annotated[int, Field(ge=0)], ...] = Field(

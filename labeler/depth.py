@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_schema.calibration import StereoCalibration
-from data_schema.manifest import DepthSettings, ObjectRecord, SampleStats
+from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRecord, SampleStats
 
 
 def depth_settings(calib: StereoCalibration, *, z_far_m: float) -> DepthSettings:
@@ -73,11 +73,35 @@ def instance_map(masks: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return ids, np.asarray(source, dtype=int)
 
 
+def apply_object_policy(
+    instance_ids: np.ndarray, depth_m: np.ndarray, policy: ObjectPolicy
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Turn away masks that are not objects (too small, too little valid depth); ids stay 1..K.
+
+    Returns:
+        the new id map, `kept` (K,) the old id of each new id, and how many ids were dropped.
+    """
+    n = int(instance_ids.max()) if instance_ids.size else 0
+    flat = instance_ids.ravel()
+    area = np.bincount(flat, minlength=n + 1)
+    valid = np.bincount(flat, weights=np.isfinite(depth_m).ravel(), minlength=n + 1)
+    ids = np.arange(n + 1)
+    ok = (area >= policy.min_area_px) & (valid >= policy.min_valid_fraction * np.maximum(area, 1))
+    ok &= ids > 0
+    present = (area > 0) & (ids > 0)
+    kept = np.flatnonzero(ok)
+    lut = np.zeros(n + 1, np.uint16)
+    lut[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
+    return lut[instance_ids], kept, int((present & ~ok).sum())
+
+
 def object_records(
     instance_ids: np.ndarray,
     depth_m: np.ndarray,
     scores: np.ndarray,
     stability: np.ndarray | None = None,
+    *,
+    min_depth_px: int = 1,
 ) -> list[ObjectRecord]:
     """Per-object table for an id map: area, bbox, score, depth median / p10 / p90, valid fraction.
 
@@ -100,7 +124,8 @@ def object_records(
         ys, xs = boxes[oid - 1]
         depth = groups[oid]
         valid = depth[np.isfinite(depth)]
-        stats = np.percentile(valid, [50, 10, 90]) if valid.size else (None, None, None)
+        # never a depth from a handful of pixels
+        stats = np.percentile(valid, [50, 10, 90]) if valid.size >= min_depth_px else (None, None, None)
         records.append(
             ObjectRecord(
                 id=oid,
@@ -117,7 +142,9 @@ def object_records(
     return records
 
 
-def sample_stats(depth_m: np.ndarray, confidence: np.ndarray, n_objects: int) -> SampleStats:
+def sample_stats(
+    depth_m: np.ndarray, confidence: np.ndarray, n_objects: int, *, n_objects_dropped: int = 0
+) -> SampleStats:
     valid = np.isfinite(depth_m)
     conf = confidence[np.isfinite(confidence)]
     return SampleStats(
@@ -126,4 +153,5 @@ def sample_stats(depth_m: np.ndarray, confidence: np.ndarray, n_objects: int) ->
         depth_m_min=float(depth_m[valid].min()) if valid.any() else None,
         depth_m_max=float(depth_m[valid].max()) if valid.any() else None,
         n_objects=n_objects,
+        n_objects_dropped=n_objects_dropped,
     )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, ShardPlan
+from data_schema.manifest import Manifest, ObjectPolicy, ObjectRow, SampleRecord, ShardEntry, ShardPlan
 from data_schema.manifest_v1 import ManifestV1
 from labeler import shards
 from labeler.errors import InputError
+from labeler.runkey import run_key as make_run_key
 from labeler.tables import content_sha256
 
 
@@ -39,7 +40,9 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
         for s in v1.samples:
             if s.index is not None:
                 by_shard.setdefault(s.index // per, []).append(s)
-        run_key = _v1_run_key(dataset) or v1.dataset_version
+        # v1 kept every mask as an object: the policy that says so, in the v2 run key
+        policy = ObjectPolicy(min_area_px=1, min_valid_fraction=0.0, min_depth_px=1)
+        run_key = make_run_key(v1.stereo, v1.masks, v1.calibration_sha256, v1.depth, per, policy)
         plans, entries = [], {}
         for shard in sorted(by_shard):
             recs = sorted(by_shard[shard], key=lambda s: s.index)
@@ -91,6 +94,7 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
             stereo=v1.stereo,
             masks=v1.masks,
             run_key=run_key,
+            objects=policy,
             library_versions=v1.library_versions,
             layout=v1.layout,
             counts=shards.index_counts(entries),
@@ -101,15 +105,3 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
 
     write_gallery(dataset)
     return manifest
-
-
-def _v1_run_key(dataset: Path) -> str | None:
-    """v1 kept its run key (the same hash v2 uses) in each parts/shard_*.json."""
-    import json
-
-    for path in sorted((dataset / "parts").glob("shard_*.json")):
-        try:
-            return str(json.loads(path.read_text())["run_key"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return None

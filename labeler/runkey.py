@@ -1,6 +1,6 @@
 """The run key: one hash of everything that shapes a dataset's labels (backend configs, calibration, depth
-settings, shard size). Shards made under another key are not the dataset's; `labeler validate` recomputes it
-from the manifest, so an edited config, calibration hash or depth setting there is found."""
+settings, shard size, object policy). Shards made under another key are not the dataset's; `labeler
+validate` recomputes it from the manifest, so an edited config, calibration hash or depth setting is found."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import json
 
 from data_schema.backends import MaskConfig, StereoConfig
-from data_schema.manifest import DepthSettings
+from data_schema.manifest import DepthSettings, ObjectPolicy
 
 
 def run_key(
@@ -17,6 +17,7 @@ def run_key(
     calibration_sha256: str,
     depth: DepthSettings,
     samples_per_shard: int,
+    objects: ObjectPolicy,
 ) -> str:
     text = json.dumps(
         [
@@ -25,6 +26,7 @@ def run_key(
             calibration_sha256,
             depth.model_dump_json(),
             samples_per_shard,
+            objects.model_dump(mode="json"),
         ],
         sort_keys=True,
     )

@@ -23,6 +23,7 @@ from data_schema.captures import RectifiedPair
 from data_schema.manifest import (
     DepthSettings,
     LabelTask,
+    ObjectPolicy,
     ObjectRow,
     SampleRecord,
     ShardEntry,
@@ -165,17 +166,32 @@ def masks_stage(disp: PairDisparity, config: MaskConfig, device: str = "cpu") ->
 
 
 @_stage("depth+objects")
-def finish_stage(pm: PairMasks, config: MaskConfig, settings: DepthSettings) -> LabelledSample:
+def finish_stage(
+    pm: PairMasks, config: MaskConfig, settings: DepthSettings, policy: ObjectPolicy | None = None
+) -> LabelledSample:
     """Metric depth, the instance map, per-object statistics and digests of one pair (CPU work)."""
-    from labeler.depth import disparity_to_depth, instance_map, object_records, sample_stats
+    from labeler.depth import (
+        apply_object_policy,
+        disparity_to_depth,
+        instance_map,
+        object_records,
+        sample_stats,
+    )
 
     disp, masks = pm.disp, pm.masks
     pair = disp.pair
     depth = disparity_to_depth(disp.disparity_px, settings)
+    policy = policy or ObjectPolicy()
     ids, source = instance_map(masks.masks, masks.scores)
+    ids, kept, n_dropped = apply_object_policy(ids, depth, policy)
+    source = source[kept - 1]
     has_stability = config.has_stability
     objects = object_records(
-        ids, depth, masks.scores[source], masks.stability[source] if has_stability else None
+        ids,
+        depth,
+        masks.scores[source],
+        masks.stability[source] if has_stability else None,
+        min_depth_px=policy.min_depth_px,
     )
     arrays = SampleArrays(
         left=pair.left,
@@ -192,7 +208,7 @@ def finish_stage(pm: PairMasks, config: MaskConfig, settings: DepthSettings) -> 
         row=task.row,
         source=pair.source,
         digests=arrays.digests(),
-        stats=sample_stats(depth, disp.confidence, len(objects)),
+        stats=sample_stats(depth, disp.confidence, len(objects), n_objects_dropped=n_dropped),
         seconds=time.perf_counter() - pair.started,
         device=pm.device,
         stereo_scale=disp.made.scale if disp.made else None,
@@ -238,9 +254,12 @@ def masks_batch_stage(
 
 
 def finish_batch_stage(
-    items: list[PairMasks | StageFailure], config: MaskConfig, settings: DepthSettings
+    items: list[PairMasks | StageFailure],
+    config: MaskConfig,
+    settings: DepthSettings,
+    policy: ObjectPolicy | None = None,
 ) -> list[LabelledSample | StageFailure]:
-    return [finish_stage(it, config, settings) for it in items]
+    return [finish_stage(it, config, settings, policy) for it in items]
 
 
 def label_batch_stage(
@@ -248,9 +267,10 @@ def label_batch_stage(
     config: MaskConfig,
     settings: DepthSettings,
     device: str = "cpu",
+    policy: ObjectPolicy | None = None,
 ) -> list[LabelledSample | StageFailure]:
     """Masks then depth and objects in one task (CPU runs, where a task boundary would only copy)."""
-    return finish_batch_stage(masks_batch_stage(disps, config, device), config, settings)
+    return finish_batch_stage(masks_batch_stage(disps, config, device), config, settings, policy)
 
 
 def write_stage(

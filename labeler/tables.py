@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _SOURCE = ("left_path", "right_path", "left_sha256", "right_sha256")
-_STATS = ("valid_depth_fraction", "confidence_mean", "depth_m_min", "depth_m_max", "n_objects")
+_STATS = (
+    "valid_depth_fraction",
+    "confidence_mean",
+    "depth_m_min",
+    "depth_m_max",
+    "n_objects",
+    "n_objects_dropped",
+)
 
 
 def samples_schema() -> pa.Schema:
@@ -47,6 +54,7 @@ def samples_schema() -> pa.Schema:
             ("depth_m_min", pa.float64()),
             ("depth_m_max", pa.float64()),
             ("n_objects", pa.int64()),
+            ("n_objects_dropped", pa.int64()),
             ("seconds", pa.float64()),
             ("device", pa.string()),
             ("stereo_scale", pa.float64()),
@@ -109,7 +117,7 @@ def sample_from_row(row: dict[str, Any]) -> SampleRecord:
         error=row["error"],
         source=SourceFiles(**{n: row[n] for n in _SOURCE}) if has_source else None,
         digests=ArrayDigests(**{n: row[f"digest_{n}"] for n in ARRAY_NAMES}) if has_digests else None,
-        stats=SampleStats(**{n: row[n] for n in _STATS}) if has_stats else None,
+        stats=SampleStats(**{n: row[n] for n in _STATS if row.get(n) is not None}) if has_stats else None,
         seconds=row["seconds"],
         device=row["device"],
         stereo_scale=row.get("stereo_scale"),

@@ -116,7 +116,7 @@ def sample_problems(
         if digest(raw[name]) != getattr(rec.digests, name):
             problems.append(f"{where}/{name}: content hash differs from the samples table (data changed)")
     problems += _relation_problems(where, arrays, manifest.depth)
-    problems += _object_problems(where, arrays, rec, objects)
+    problems += _object_problems(where, arrays, rec, objects, manifest.objects.min_depth_px)
     return problems
 
 
@@ -145,7 +145,9 @@ def _relation_problems(where: str, a: SampleArrays, depth: DepthSettings) -> lis
     return problems
 
 
-def _object_problems(where: str, a: SampleArrays, rec: SampleRecord, objects: list[ObjectRow]) -> list[str]:
+def _object_problems(
+    where: str, a: SampleArrays, rec: SampleRecord, objects: list[ObjectRow], min_depth_px: int
+) -> list[str]:
     """Recompute every object's statistics from instance_ids and depth_m and compare with the table."""
     from labeler.depth import object_records, sample_stats
 
@@ -162,7 +164,9 @@ def _object_problems(where: str, a: SampleArrays, rec: SampleRecord, objects: li
         other = sorted({o.sample_id for o in objects} - {rec.sample_id})
         problems.append(f"{where}: sample_id is {rec.sample_id!r} in the samples table, {other} in objects")
     n_max = int(ids.max()) if ids.size else 0
-    fresh = {o.id: o for o in object_records(ids, a.depth_m, np.ones(n_max, np.float32))}
+    fresh = {
+        o.id: o for o in object_records(ids, a.depth_m, np.ones(n_max, np.float32), min_depth_px=min_depth_px)
+    }
     for o in sorted(objects, key=lambda o: o.id):
         ref = fresh.get(o.id)
         if ref is None:
@@ -173,7 +177,7 @@ def _object_problems(where: str, a: SampleArrays, rec: SampleRecord, objects: li
                     f"{where}: object {o.id} {name} is {getattr(o, name)} in the objects table, the arrays "
                     f"give {getattr(ref, name)}"
                 )
-    stats = sample_stats(a.depth_m, a.confidence, len(present))
+    stats = sample_stats(a.depth_m, a.confidence, len(present), n_objects_dropped=rec.stats.n_objects_dropped)
     for name, value in stats.model_dump().items():
         if not _same(getattr(rec.stats, name), value):
             problems.append(
@@ -220,7 +224,10 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     m = manifest
     if depth_settings(m.calibration, z_far_m=m.depth.z_far_m) != m.depth:
         problems.append("manifest: depth settings do not follow from the embedded calibration (edited)")
-    if run_key(m.stereo, m.masks, m.calibration_sha256, m.depth, m.layout.samples_per_shard) != m.run_key:
+    if (
+        run_key(m.stereo, m.masks, m.calibration_sha256, m.depth, m.layout.samples_per_shard, m.objects)
+        != m.run_key
+    ):
         problems.append("manifest: run_key does not match its configs, calibration_sha256 and depth (edited)")
     foreign = [e.shard for e in entries if e.run_key != manifest.run_key]
     if foreign:

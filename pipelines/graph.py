@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data_schema.captures import RectifiedPair, StereoPairSource
-from data_schema.manifest import DepthSettings, ObjectRow, SampleRecord, StoreLayout
+from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRow, SampleRecord, StoreLayout
 from labeler.configs import PseudoLabelConfig
 from labeler.stages import (
     LabelledSample,
@@ -65,12 +65,14 @@ def _masks(disps: list, masks: Any, gpus: tuple[int, ...]) -> list:
     return masks_batch_stage(disps, masks, _device(gpus))
 
 
-def _finish(items: list, masks: Any, settings: DepthSettings) -> list:
-    return finish_batch_stage(items, masks, settings)
+def _finish(items: list, masks: Any, settings: DepthSettings, policy: ObjectPolicy) -> list:
+    return finish_batch_stage(items, masks, settings, policy)
 
 
-def _label(disps: list, masks: Any, settings: DepthSettings, gpus: tuple[int, ...]) -> list:
-    return label_batch_stage(disps, masks, settings, _device(gpus))
+def _label(
+    disps: list, masks: Any, settings: DepthSettings, policy: ObjectPolicy, gpus: tuple[int, ...]
+) -> list:
+    return label_batch_stage(disps, masks, settings, _device(gpus), policy)
 
 
 def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
@@ -166,13 +168,15 @@ def build_graph(
                 with dask.annotate(retries=1, **(gpu if masks_gpu else {})):
                     masks = dask.delayed(_masks)(disp, cfg.masks, cfg.gpus, dask_key_name=f"masks-{tok}")
                 batches.append(
-                    dask.delayed(_finish)(masks, cfg.masks, settings, dask_key_name=f"finish-{tok}")
+                    dask.delayed(_finish)(
+                        masks, cfg.masks, settings, cfg.objects, dask_key_name=f"finish-{tok}"
+                    )
                 )
             else:  # all on the CPU: one task, no copies between workers
                 with dask.annotate(retries=1):
                     batches.append(
                         dask.delayed(_label)(
-                            disp, cfg.masks, settings, cfg.gpus, dask_key_name=f"label-{tok}"
+                            disp, cfg.masks, settings, cfg.objects, cfg.gpus, dask_key_name=f"label-{tok}"
                         )
                     )
         writes[shard] = dask.delayed(_write)(

@@ -91,7 +91,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
-    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard)
+    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects)
     _check_backends(cfg)
     _check_out(cfg.out)
     _check_scheduler(cfg.scheduler)
@@ -111,6 +111,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             stereo=cfg.stereo,
             masks=cfg.masks,
             run_key=key,
+            objects=cfg.objects,
             library_versions=library_versions(),
             layout=layout,
         )
