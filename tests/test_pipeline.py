@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_schema.manifest import SampleRecord
 from labeler import open_dataset
 from labeler.configs import PseudoLabelConfig
 from labeler.validate import validate_dataset
-from data_schema.manifest import SampleRecord
 from pipelines.pseudo_label import LabelRun, run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -347,7 +347,7 @@ def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):
             tmp_path / "rect" / side / "pair_001b.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
         )
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
-    one = label(tmp_path / "rect", calib, tmp_path / "one", previews=False)
+    label(tmp_path / "rect", calib, tmp_path / "one", previews=False)
     three = label(tmp_path / "rect", calib, tmp_path / "three", previews=False, batch_size=3)
     assert [(s.sample_id, s.status, s.digests) for s in records(tmp_path / "one")] == [
         (s.sample_id, s.status, s.digests) for s in records(tmp_path / "three")
@@ -363,12 +363,12 @@ def test_existing_process_cluster(tmp_path):
 
     write_plane_pairs(tmp_path / "rect", 4, 96, 64, seed=4)
     calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
-    sync = label(tmp_path / "rect", calib, tmp_path / "sync", previews=False)
+    label(tmp_path / "rect", calib, tmp_path / "sync", previews=False)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster),
     ):
-        remote = label(
+        label(
             tmp_path / "rect",
             calib,
             tmp_path / "remote",
