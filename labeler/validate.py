@@ -177,7 +177,8 @@ def _object_problems(
                     f"{where}: object {o.id} {name} is {getattr(o, name)} in the objects table, the arrays "
                     f"give {getattr(ref, name)}"
                 )
-    stats = sample_stats(a.depth_m, a.confidence, len(present), n_objects_dropped=rec.stats.n_objects_dropped)
+    dropped = rec.stats.n_objects_dropped if rec.stats else 0  # not in the arrays: as recorded
+    stats = sample_stats(a.depth_m, a.confidence, len(present), n_objects_dropped=dropped)
     for name, value in stats.model_dump().items():
         if not _same(getattr(rec.stats, name), value):
             problems.append(
