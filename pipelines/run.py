@@ -115,7 +115,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             library_versions=library_versions(),
             layout=layout,
         )
-        shards.prepare_store(cfg.out, layout)
+        layout = shards.prepare_store(cfg.out, layout)
         shards.append_row_plan(cfg.out, plan.new_rows)
         entries = dict(plan.done)
         seal_manifest(cfg.out, base, entries)
