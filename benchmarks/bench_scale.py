@@ -210,7 +210,7 @@ def _plan(ds: Path, key: str) -> None:
     ids = [sid for p in shards.read_row_plan(ds).values() for sid in p.sample_ids]
     fake = {sid: planning.LabelTask(sample_id=sid, row=0, left_path="l", right_path="r") for sid in ids}
     real = planning.discover_inputs
-    planning.discover_inputs = lambda cfg: fake  # type: ignore[assignment]
+    planning.discover_inputs = lambda cfg, **kw: fake  # type: ignore[assignment]
     try:
         from labeler.configs import PseudoLabelConfig
 
