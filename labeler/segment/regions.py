@@ -266,20 +266,34 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     # the key a border is queued at: its cost, or half its colour cost while its plane is untested
     key_scale = 0.5 if with_plane else 1.0
 
-    def colour_cost(a: int, b: int, ln: float, jp: float, ct: float) -> float:
-        if walls and jp > wall_frac * ln:
-            return math.inf
+    version = [0] * n
+    heap: list[tuple[float, int, int, int, int, bool]] = []  # (key, a, b, versions, key is the cost), a < b
+    push, pop = heapq.heappush, heapq.heappop
+    exact = not with_plane  # without depth a queued key is the cost itself
+
+    def queue(a: int, above: int) -> None:
+        """Queue the borders of region a to neighbours k > above at their keys (the colour cost, halved
+        while the plane is untested), unless a wall or over the threshold. One loop with a's stats
+        unpacked once: this is the merge's inner loop."""
         na, qa, la, aa, ba, ia = region[a]
-        nb, qb, lb, ab, bb, ib = region[b]
-        edge = ct / ln - (ia if ia > ib else ib)
-        if edge * key_scale > threshold:
-            return edge  # never queued: the mean-colour term cannot lower it
-        dl, da, db = la - lb, aa - ab, ba - bb
-        d2 = dl * dl + da * da + db * db
-        nab = na + nb
-        texture = sqrt((qa + qb + na * nb / nab * d2) / nab)  # rms colour spread of the union
-        means = sqrt(d2) / (1.0 + texture / contrast)
-        return means if means > edge else edge
+        va = version[a]
+        for k, (ln, jp, ct) in border[a].items():
+            if k <= above or (walls and jp > wall_frac * ln):
+                continue
+            nk, qk, lk, ak, bk, ik = region[k]
+            edge = ct / ln - (ia if ia > ik else ik)
+            if edge * key_scale > threshold:
+                continue  # the mean-colour term cannot lower it
+            dl, da, db = la - lk, aa - ak, ba - bk
+            d2 = dl * dl + da * da + db * db
+            nak = na + nk
+            texture = sqrt((qa + qk + na * nk / nak * d2) / nak)  # rms colour spread of the union
+            means = sqrt(d2) / (1.0 + texture / contrast)
+            key = key_scale * (means if means > edge else edge)
+            if key <= threshold:
+                push(
+                    heap, (key, a, k, va, version[k], exact) if a < k else (key, k, a, version[k], va, exact)
+                )
 
     def one_plane(a: int, b: int) -> bool:
         """Whether one plane fits the disparities of both: rms within max(min_tol, plane_tol_rel * d)."""
@@ -289,15 +303,9 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         tol = max(min_tol, plane_tol_rel * m[3] / m[0])
         return plane_sse(m) <= tol * tol * m[0]
 
-    version = [0] * n
-    heap = []  # (key, a, b, version of a, version of b, whether key is the cost), a < b
     for a in range(n):
-        for b, (ln, jp, ct) in border[a].items():
-            if a < b and (key := key_scale * colour_cost(a, b, ln, jp, ct)) <= threshold:
-                heap.append((key, a, b, 0, 0, not with_plane))
-    heapq.heapify(heap)
+        queue(a, a)
     parent = list(range(n))
-    pop, push = heapq.heappop, heapq.heappush
     while heap:
         key, a, b, va, vb, final = pop(heap)
         if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
@@ -339,11 +347,7 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
                 nbr_a[k] = border[k][a] = e
         border[b] = {}
         version[a] += 1
-        va = version[a]
-        for k, (ln, jp, ct) in nbr_a.items():
-            if (key := key_scale * colour_cost(a, k, ln, jp, ct)) <= threshold:
-                entry = (key, a, k, va, version[k], not with_plane)
-                push(heap, entry if a < k else (key, k, a, version[k], va, not with_plane))
+        queue(a, -1)
     root = np.asarray(parent)
     while True:  # resolve the union-find forest
         nxt = root[root]
