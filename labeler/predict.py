@@ -83,7 +83,7 @@ class HeadsPredictor:
         instances: InstanceParams | None = None,
     ) -> HeadsPredictor:
         from labeler.train.heads import build_model
-        from labeler.train.loop import load_checkpoint
+        from labeler.train.heads_task import load_checkpoint
 
         path = Path(run) / "checkpoints" / f"{checkpoint}.pt"
         if not path.is_file():

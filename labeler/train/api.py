@@ -1,10 +1,10 @@
-"""`train_heads` (frozen DINOv2, heads trained) and `finetune` (last ViT blocks unfrozen, layer-wise lr)."""
+"""`train_heads` (frozen DINOv2, heads trained) and `finetune` (last ViT blocks unfrozen, layer-wise lr):
+the heads task (labeler/train/heads_task.py) on the engine (labeler/train/engine.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -16,8 +16,9 @@ import torch
 from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig
 from labeler.configs import FinetuneConfig, TrainHeadsConfig
 from labeler.errors import LabelerError, WeightsError
+from labeler.train.engine import EngineSpec, is_main_process, launch
 from labeler.train.heads import HeadsModel, build_model
-from labeler.train.loop import FitSpec, launch, load_checkpoint
+from labeler.train.heads_task import HeadsTask, load_checkpoint
 from labeler.train.losses import LossWeights
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ class TrainResult:
     n_train: int
     n_heldout: int
     main: bool  # False in the other ranks of a torchrun job: they print nothing
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
 
 
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
-    """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/loop.py."""
+    """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/engine.py."""
     from labeler import open_dataset
     from labeler.train.data import split_ids
 
@@ -110,26 +107,31 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         "n_heldout": len(held_ids),
         "versions": _versions(),
     }
-    spec = FitSpec(
-        run_dir=cfg.out,
+    task = HeadsTask(
         dataset=cfg.dataset,
         model_config=cfg.model,
-        train_ids=train_ids,
-        heldout_ids=held_ids,
         make_model=partial(_frozen_model, cfg.model, weights, cfg.seed),
         make_groups=partial(_head_groups, lr=cfg.lr),
+        loss_weights=LossWeights(cfg.depth_loss, cfg.seg_loss, cfg.depth_weight, cfg.seg_weight),
+        instances=cfg.instances,
+        augment=cfg.augment,
+        previews=cfg.previews,
+        seed=cfg.seed,
+    )
+    spec = EngineSpec(
+        run_dir=cfg.out,
+        task=task,
         record=record,
+        train_ids=train_ids,
+        heldout_ids=held_ids,
+        dataset=cfg.dataset,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         workers=cfg.workers,
         seed=cfg.seed,
-        augment=cfg.augment,
         amp=cfg.amp,
         warmup_frac=cfg.warmup_frac,
         weight_decay=cfg.weight_decay,
-        loss=LossWeights(cfg.depth_loss, cfg.seg_loss, cfg.depth_weight, cfg.seg_weight),
-        instances=cfg.instances,
-        previews=cfg.previews,
         resume=cfg.resume,
         title=f"train-heads {cfg.model.backbone} {cfg.model.task}: {cfg.out.name}",
         extra={"weights": label},
@@ -192,26 +194,33 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         "dataset_version": rec.get("dataset_version"),
         "versions": _versions(),
     }
-    spec = FitSpec(
-        run_dir=out,
+    task = HeadsTask(
         dataset=base_cfg.dataset,
         model_config=base_cfg.model,
-        train_ids=split["train"],
-        heldout_ids=split["heldout"],
         make_model=partial(_finetuned_model, str(base), cfg.unfreeze_last),
         make_groups=partial(llrd_groups, lr=cfg.lr, layer_decay=cfg.layer_decay, head_lr=head_lr),
+        loss_weights=LossWeights(
+            base_cfg.depth_loss, base_cfg.seg_loss, base_cfg.depth_weight, base_cfg.seg_weight
+        ),
+        instances=base_cfg.instances,
+        augment=base_cfg.augment,
+        previews=base_cfg.previews,
+        seed=base_cfg.seed,
+    )
+    spec = EngineSpec(
+        run_dir=out,
+        task=task,
         record=record,
+        train_ids=split["train"],
+        heldout_ids=split["heldout"],
+        dataset=base_cfg.dataset,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size or base_cfg.batch_size,
         workers=cfg.workers if cfg.workers is not None else base_cfg.workers,
         seed=base_cfg.seed,
-        augment=base_cfg.augment,
         amp=base_cfg.amp,
         warmup_frac=base_cfg.warmup_frac,
         weight_decay=base_cfg.weight_decay,
-        loss=LossWeights(base_cfg.depth_loss, base_cfg.seg_loss, base_cfg.depth_weight, base_cfg.seg_weight),
-        instances=base_cfg.instances,
-        previews=base_cfg.previews,
         resume=cfg.resume,
         title=f"finetune last {cfg.unfreeze_last} blocks of {cfg.run.name}",
         extra={"weights": rec.get("weights"), "base_run": str(cfg.run)},

@@ -1,4 +1,5 @@
-"""What a run folder shows a person: metrics as CSV + JSON, curves PNG, prediction previews PNG."""
+"""What a run folder shows a person: metrics as CSV + JSON, curves PNG, prediction previews PNG
+(every task of the engine; the default columns and the preview row are the heads')."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from data_schema.heads import EpochMetrics
 from data_schema.manifest import ObjectRecord
+from data_schema.record import Record
 from labeler.io import write_png, write_text_atomic
 
 EPOCH_COLUMNS = (
@@ -54,25 +55,38 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def write_metrics(run_dir: Path, history: Sequence[EpochMetrics], steps: Sequence[dict[str, Any]]) -> None:
+def write_metrics(
+    run_dir: Path,
+    history: Sequence[Record],
+    steps: Sequence[dict[str, Any]],
+    *,
+    epoch_columns: Sequence[str] = EPOCH_COLUMNS,
+    step_columns: Sequence[str] = STEP_COLUMNS,
+) -> None:
     """metrics.csv / metrics.json (one row per epoch; a figure the run has not is an empty cell / absent)
-    and steps.csv (one row per optimiser step)."""
+    and steps.csv (one row per optimiser step). The default columns are the heads'."""
     rows = [h.model_dump(exclude_none=True) for h in history]
-    write_text_atomic(run_dir / "metrics.csv", _csv(rows, EPOCH_COLUMNS))
+    write_text_atomic(run_dir / "metrics.csv", _csv(rows, epoch_columns))
     write_text_atomic(run_dir / "metrics.json", json.dumps(_json_safe(rows), indent=1))
-    write_text_atomic(run_dir / "steps.csv", _csv(steps, STEP_COLUMNS))
+    write_text_atomic(run_dir / "steps.csv", _csv(steps, step_columns))
 
 
 def write_curves(
-    path: Path, history: Sequence[EpochMetrics], steps: Sequence[dict[str, Any]], *, title: str
+    path: Path,
+    history: Sequence[Any],
+    steps: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    panels: Sequence[tuple[Sequence[str], str]],
 ) -> None:
-    """Loss per step and per epoch; held-out depth metrics; held-out mask metrics."""
+    """Loss per step and per epoch (train_loss, heldout_loss where the records have them), then one panel
+    per (record fields, title) of `panels`, against the epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5 * (1 + len(panels)), 4.2))
     ax = axes[0]
     if steps:
         ax.plot(
@@ -80,17 +94,14 @@ def write_curves(
         )
     spe = max(1, len(steps) // max(1, len(history))) if steps else 1
     for key, style in (("train_loss", "-o"), ("heldout_loss", "-s")):
-        pts = [(h.epoch * spe, getattr(h, key)) for h in history if _finite(getattr(h, key))]
+        pts = [(h.epoch * spe, getattr(h, key, None)) for h in history if _finite(getattr(h, key, None))]
         if pts:
             ax.plot(*zip(*pts, strict=True), style, ms=4, label=key.replace("_", " "))
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title("loss")
     ax.legend(fontsize=8)
-    for ax, keys, name in (
-        (axes[1], ("abs_rel", "delta1"), "held-out depth vs stereo"),
-        (axes[2], ("fg_iou", "mask_miou", "mask_ap50"), "held-out masks vs pseudo-masks"),
-    ):
+    for ax, (keys, name) in zip(axes[1:], panels, strict=True):
         for key in keys:
             pts = [(h.epoch, getattr(h, key)) for h in history if _finite(getattr(h, key))]
             if pts:
