@@ -5,7 +5,8 @@ Every record derives from `Record`: frozen, unknown fields are errors. Top-level
 drift from the models. The modules: `backends` (stereo and mask backend configs), `calibration`
 (calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets),
 `heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
-truth). `manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
+truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`).
+`manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
 """
 
 from data_schema.backends import (
@@ -34,6 +35,7 @@ from data_schema.captures import (
     StereoPairSource,
 )
 from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
+from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.heads import (
     HEADS_SCHEMA_VERSION,
     Backbone,
@@ -54,6 +56,7 @@ from data_schema.manifest import (
     DepthSettings,
     LabelTask,
     Manifest,
+    ObjectPolicy,
     ObjectRecord,
     ObjectRow,
     SampleRecord,
@@ -73,14 +76,24 @@ from data_schema.predictions import (
     StereoComparison,
 )
 from data_schema.record import Record
+from data_schema.review import (
+    DOUBT_PASS_SCHEMA_VERSION,
+    REVIEWS_SCHEMA_VERSION,
+    Decision,
+    DoubtPass,
+    Review,
+)
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
     "CAPTURES_SCHEMA_VERSION",
     "DEMO_SCHEMA_VERSION",
+    "DIFF_SCHEMA_VERSION",
+    "DOUBT_PASS_SCHEMA_VERSION",
     "HEADS_SCHEMA_VERSION",
     "MANIFEST_SCHEMA_VERSION",
     "PREDICTIONS_SCHEMA_VERSION",
+    "REVIEWS_SCHEMA_VERSION",
     "ArrayDigests",
     "ArraySpec",
     "Backbone",
@@ -92,8 +105,11 @@ __all__ = [
     "ClassicalMasksConfig",
     "CocoRle",
     "DatasetCounts",
+    "DatasetDiff",
+    "Decision",
     "DemoTruth",
     "DepthSettings",
+    "DoubtPass",
     "EpochMetrics",
     "FinetuneComparison",
     "FoundationStereoConfig",
@@ -104,7 +120,9 @@ __all__ = [
     "InstanceParams",
     "LabelTask",
     "Manifest",
+    "MetricShift",
     "MaskConfig",
+    "ObjectPolicy",
     "ObjectRecord",
     "ObjectRow",
     "ObjectTruth",
@@ -115,7 +133,9 @@ __all__ = [
     "Rectification",
     "RectifiedPair",
     "RectifiedSet",
+    "Review",
     "RigTruth",
+    "SampleChange",
     "SampleRecord",
     "SampleStats",
     "Sam2Config",
@@ -123,6 +143,7 @@ __all__ = [
     "SgbmConfig",
     "ShardEntry",
     "ShardPlan",
+    "SignalShift",
     "SourceFiles",
     "StereoCalibration",
     "StereoComparison",

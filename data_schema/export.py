@@ -28,6 +28,9 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "image_prediction": ds.ImagePrediction,  # OUT/<stem>.json of `labeler predict`
     "prediction_set": ds.PredictionSet,  # OUT/predictions.json
     "demo_truth": ds.DemoTruth,  # DEMO/truth/truth.json
+    "review": ds.Review,  # a line of DATASET/reviews.jsonl
+    "doubt_pass": ds.DoubtPass,  # DATASET/doubt.json
+    "dataset_diff": ds.DatasetDiff,  # REPORT/diff.json of `labeler diff`
 }
 
 

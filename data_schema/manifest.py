@@ -71,6 +71,25 @@ class ObjectRecord(Record):
     depth_m_p10: float | None = None
     depth_m_p90: float | None = None
     class_name: str | None = Field(None, description="the object's class, from backends that name them")
+    # Doubt signals (labeler/doubt.py): derived from the labels, so left out of the content hash.
+    thickness_px: float | None = Field(
+        None,
+        ge=0,
+        description="doubt: width of the mask's thickest part, px (2 x its largest outline distance + 1)",
+    )
+    edge_alignment: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="doubt: share of the mask's outline within 2 px of a depth edge (None: no depth there)",
+    )
+    mono_disagreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="doubt (`labeler doubt` with a model): share of the object's pixels whose stereo and "
+        "monocular surface normals differ by more than 30 degrees",
+    )
 
 
 class ObjectRow(ObjectRecord):
@@ -139,6 +158,20 @@ class SampleRecord(Record):
     stereo_scale: float | None = Field(None, description="image scale the stereo network ran at")
     stereo_iters: int | None = Field(None, description="stereo refinement iterations")
     stereo_dtype: str | None = Field(None, description="stereo compute dtype (float32, float16, bfloat16)")
+    # Doubt signals a `labeler doubt` pass adds (derived, so left out of the content hash).
+    mono_disagreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="doubt: share of valid pixels whose stereo and monocular surface normals differ by more "
+        "than 30 degrees (None: no monocular model was run)",
+    )
+    temporal_instability: float | None = Field(
+        None,
+        ge=0,
+        description="doubt (video captures): median relative depth change of static pixels against the "
+        "neighbouring frame (None: not a video frame, or too few static pixels)",
+    )
 
 
 class ArraySpec(Record):

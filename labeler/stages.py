@@ -215,7 +215,19 @@ def finish_stage(
         stereo_iters=disp.made.iters if disp.made else None,
         stereo_dtype=disp.made.dtype if disp.made else None,
     )
-    rows = [ObjectRow(sample_id=task.sample_id, row=task.row, **o.model_dump()) for o in objects]
+    from labeler.doubt import shape_signals
+
+    shape = shape_signals(ids, depth)  # doubt signals of the masks' shapes (labeler/doubt.py)
+    rows = [
+        ObjectRow(
+            sample_id=task.sample_id,
+            row=task.row,
+            **o.model_dump(exclude={"thickness_px", "edge_alignment"}),
+            thickness_px=shape[o.id][0],
+            edge_alignment=shape[o.id][1],
+        )
+        for o in objects
+    ]
     return LabelledSample(record, rows, arrays)
 
 

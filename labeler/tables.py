@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _SOURCE = ("left_path", "right_path", "left_sha256", "right_sha256")
+# Doubt signals (labeler/doubt.py), nullable: tables written before them read back as None.
+_SAMPLE_DOUBT = ("mono_disagreement", "temporal_instability")
+_OBJECT_DOUBT = ("thickness_px", "edge_alignment", "mono_disagreement")
 _STATS = (
     "valid_depth_fraction",
     "confidence_mean",
@@ -60,6 +63,7 @@ def samples_schema() -> pa.Schema:
             ("stereo_scale", pa.float64()),
             ("stereo_iters", pa.int64()),
             ("stereo_dtype", pa.string()),
+            *[(name, pa.float64()) for name in _SAMPLE_DOUBT],
         ]
     )
 
@@ -81,6 +85,7 @@ def objects_schema() -> pa.Schema:
             ("depth_m_p10", pa.float64()),
             ("depth_m_p90", pa.float64()),
             ("class_name", pa.string()),
+            *[(name, pa.float64()) for name in _OBJECT_DOUBT],
         ]
     )
 
@@ -96,6 +101,7 @@ def sample_row(rec: SampleRecord) -> dict[str, Any]:
         "stereo_scale": rec.stereo_scale,
         "stereo_iters": rec.stereo_iters,
         "stereo_dtype": rec.stereo_dtype,
+        **{name: getattr(rec, name) for name in _SAMPLE_DOUBT},
     }
     for name in _SOURCE:
         out[name] = getattr(rec.source, name) if rec.source else None
@@ -123,6 +129,7 @@ def sample_from_row(row: dict[str, Any]) -> SampleRecord:
         stereo_scale=row.get("stereo_scale"),
         stereo_iters=row.get("stereo_iters"),
         stereo_dtype=row.get("stereo_dtype"),
+        **{name: row.get(name) for name in _SAMPLE_DOUBT},
     )
 
 
@@ -148,14 +155,20 @@ def objects_table(rows: Sequence[ObjectRow]) -> pa.Table:
 
 # Provenance of a run, not content: two runs that make the same labels make the same dataset version.
 PROVENANCE_FIELDS = frozenset({"seconds", "device", "stereo_scale", "stereo_iters", "stereo_dtype"})
+# Derived from the labels (and from a monocular model or neighbouring frames), not labels themselves:
+# `labeler doubt` adding them leaves the dataset version as it is.
+DOUBT_FIELDS = frozenset(_SAMPLE_DOUBT + _OBJECT_DOUBT)
 
 
 def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, content_only: bool = False) -> str:
     """sha256 of canonical JSON lines of the records: the same for the same rows in any file.
-    `content_only` leaves out the provenance fields (timings, device) — the dataset version's hash."""
+    `content_only` leaves out the provenance fields (timings, device) and the doubt signals — the
+    dataset version's hash. Doubt fields that are None are left out too, so rows written before those
+    fields existed hash as they did."""
     h = hashlib.sha256()
-    exclude = set(PROVENANCE_FIELDS) if content_only else None
+    base = set(PROVENANCE_FIELDS | DOUBT_FIELDS) if content_only else set()
     for rec in records:
+        exclude = base | {f for f in DOUBT_FIELDS if getattr(rec, f, 0) is None}
         h.update(json.dumps(rec.model_dump(mode="json", exclude=exclude), sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()

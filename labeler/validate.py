@@ -177,6 +177,7 @@ def _object_problems(
                     f"{where}: object {o.id} {name} is {getattr(o, name)} in the objects table, the arrays "
                     f"give {getattr(ref, name)}"
                 )
+    problems += _doubt_problems(where, a, rec, objects)
     dropped = rec.stats.n_objects_dropped if rec.stats else 0  # not in the arrays: as recorded
     stats = sample_stats(a.depth_m, a.confidence, len(present), n_objects_dropped=dropped)
     for name, value in stats.model_dump().items():
@@ -184,6 +185,27 @@ def _object_problems(
             problems.append(
                 f"{where}: {name} is {getattr(rec.stats, name)} in the samples table, the arrays give {value}"
             )
+    return problems
+
+
+def _doubt_problems(where: str, a: SampleArrays, rec: SampleRecord, objects: list[ObjectRow]) -> list[str]:
+    """Doubt signals: the mask-shape ones are recomputed from the arrays (tables written before they
+    existed hold None: nothing to compare). The model and video ones (mono_disagreement,
+    temporal_instability) come from what validate cannot rerun (a model, the neighbouring frame): they are
+    derived, covered by the table hashes, and their range is checked by the records on read."""
+    from labeler.doubt import shape_signals
+
+    problems = []
+    fresh = shape_signals(a.instance_ids, a.depth_m)
+    for o in sorted(objects, key=lambda o: o.id):
+        if o.id not in fresh:
+            continue
+        for name, value in zip(("thickness_px", "edge_alignment"), fresh[o.id], strict=True):
+            stored = getattr(o, name)
+            if stored is not None and not _same(stored, value):
+                problems.append(
+                    f"{where}: object {o.id} {name} is {stored} in the objects table, the arrays give {value}"
+                )
     return problems
 
 

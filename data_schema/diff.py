@@ -1,0 +1,69 @@
+"""`labeler diff A B`: what changed between two datasets (REPORT/diff.json)."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import Field
+
+from data_schema.record import Record
+
+DIFF_SCHEMA_VERSION: Final = 1
+
+
+class SampleChange(Record):
+    """A sample in both datasets whose arrays differ (by digest)."""
+
+    sample_id: str
+    arrays: list[str] = Field(description="names of the arrays whose digests differ")
+    depth_rel_change_median: float | None = Field(
+        None, description="median |z_B - z_A| / z_A over pixels with valid depth in both"
+    )
+    depth_rel_change_p90: float | None = None
+    valid_depth_fraction_change: float | None = Field(None, description="B - A")
+    mask_iou_mean: float | None = Field(
+        None, description="mean IoU of A's objects matched one-to-one to B's (IoU >= 0.5); None: no objects"
+    )
+    objects_matched: int = Field(ge=0)
+    objects_appeared: int = Field(ge=0, description="objects of B matched to none of A")
+    objects_vanished: int = Field(ge=0, description="objects of A matched to none of B")
+    doubt_a: float | None = None
+    doubt_b: float | None = None
+    picture: str | None = Field(None, description="PNG side by side, relative to the report folder")
+
+
+class SignalShift(Record):
+    """One doubt signal (or term) over the samples both datasets have."""
+
+    name: str
+    mean_a: float | None
+    mean_b: float | None
+    shift: float | None = Field(description="mean_b - mean_a")
+    n: int = Field(ge=0, description="samples with the signal in both")
+
+
+class MetricShift(Record):
+    """A held-out metric of the run given for A against the run given for B (their last epochs)."""
+
+    name: str
+    a: float | None
+    b: float | None
+    change: float | None
+
+
+class DatasetDiff(Record):
+    """The whole report; `changed` is sorted with the largest changes first."""
+
+    schema_version: Literal[1] = DIFF_SCHEMA_VERSION
+    a: str
+    b: str
+    version_a: str
+    version_b: str
+    added: list[str] = Field(description="ok sample ids only in B")
+    removed: list[str] = Field(description="ok sample ids only in A")
+    n_unchanged: int = Field(ge=0)
+    changed: list[SampleChange]
+    doubt: list[SignalShift]
+    metrics: list[MetricShift] = Field(default_factory=list, description="only when runs are given")
+    objects_a: int = Field(ge=0)
+    objects_b: int = Field(ge=0)
