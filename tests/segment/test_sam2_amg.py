@@ -95,6 +95,26 @@ def test_a_batch_of_images_gives_each_image_its_own_masks(tiny_sam2, scene, over
         np.testing.assert_allclose(got.scores, alone.scores, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"crop_n_layers": 1}, {"multimask_output": False}, {"min_mask_region_area": 20}],
+    ids=["crops", "single-mask", "host-fill"],
+)
+def test_the_object_is_found_on_every_path(tiny_sam2, scene, overrides):
+    """The colour stand-in network under the official thresholds: crops (uncropped masks, NMS across
+    crops), one mask per prompt, and the SciPy hole fill all keep the object (measured IoU 0.90-0.95)."""
+    from labeler.testing.conformance import best_iou
+    from labeler.testing.sam2_colour import use_colour_network
+
+    config, checkpoint = tiny_sam2
+    backend = Sam2MaskBackend(
+        Sam2Config(checkpoint=checkpoint, config=str(config), points_per_side=8, **overrides)
+    )
+    use_colour_network(backend.model)
+    out = backend.masks(scene.left)
+    assert best_iou(out.masks, scene.instance_ids == 1) > 0.85
+
+
 def test_ids_and_objects_agree(backend, scene):
     out = backend.masks(scene.left)
     ids, source = instance_map(out.masks, out.scores)
