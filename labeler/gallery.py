@@ -4,8 +4,9 @@
 PAGE_SIZE samples' previews, most doubtful first. Building it reads the two tables once (O(N)), never a
 page's worth per page.
 
-Doubt (higher = look first): the mean of (1 - mean stereo confidence) and (1 - valid-depth fraction), so
-samples whose depth the matcher was least sure of, or that have the most holes, come first.
+Doubt (higher = look first) is labeler/doubt.py's combined score: the mean of the sample's terms (stereo
+confidence, holes in depth, monocular disagreement and video flicker where present, its most doubtful
+object). Each caption names the score and its two largest terms.
 """
 
 from __future__ import annotations
@@ -24,12 +25,6 @@ _STYLE = (
 )
 
 
-def doubt(confidence_mean: float | None, valid_depth_fraction: float | None) -> float:
-    conf = 0.0 if confidence_mean is None else confidence_mean
-    valid = 0.0 if valid_depth_fraction is None else valid_depth_fraction
-    return 0.5 * (1 - conf) + 0.5 * (1 - valid)
-
-
 def _page_name(k: int) -> str:
     return f"page-{k + 1:05d}.html"
 
@@ -46,16 +41,17 @@ def write_gallery(dataset: str | Path) -> Path:
     import pyarrow.compute as pc
 
     from labeler.dataset import open_dataset
+    from labeler.doubt import with_doubt
 
     dataset = Path(dataset)
     ds = open_dataset(dataset)
     m = ds.manifest
-    cols = ["sample_id", "row", "status", "error", "confidence_mean", "valid_depth_fraction", "n_objects"]
-    samples = ds.samples.to_table(columns=cols)
+    width, height = m.calibration.image_size
+    samples, objects = with_doubt(ds.samples.to_table(), ds.objects.to_table(), width * height)
     ok = samples.filter(pc.field("status") == "ok").to_pylist()
     failed = samples.filter(pc.field("status") == "failed").sort_by("row").to_pylist()
-    captions = _object_captions(ds.objects.to_table(columns=["row", "id", "depth_m_median"]))
-    ok.sort(key=lambda s: (-doubt(s["confidence_mean"], s["valid_depth_fraction"]), s["sample_id"]))
+    captions = _object_captions(objects.select(["row", "id", "depth_m_median"]))
+    ok.sort(key=lambda s: (-(s["doubt"] or 0.0), s["sample_id"]))
     n_pages = max(1, -(-len(ok) // PAGE_SIZE))
     version = m.dataset_version[:12]
     for k in range(n_pages):
@@ -84,8 +80,9 @@ def write_gallery(dataset: str | Path) -> Path:
         f"<p>{c.ok} samples ok, {c.failed} failed, {c.objects} objects in {c.shards} shards · stereo "
         f"<code>{m.stereo.name}</code> · masks <code>{m.masks.name}</code> · rig "
         f"<code>{html.escape(m.calibration.rig)}</code> · labeler {html.escape(m.labeler_version)}.</p>"
-        f"<p>Pages of {PAGE_SIZE}, most doubtful first (low stereo confidence, holes in depth). Each row: "
-        "rectified left | disparity (px) | objects with median depth.</p>"
+        f"<p>Pages of {PAGE_SIZE}, most doubtful first (labeler/doubt.py: stereo confidence, holes, mask "
+        "shapes and edges, depth spread; monocular disagreement and flicker after `labeler doubt`). "
+        "Each row: rectified left | disparity (px) | objects with median depth.</p>"
         f"<h2>Pages</h2><nav>{links}</nav>"
         + (
             f'<h2 class="fail">Failed ({len(failed)})</h2><ul class="fail">{fails}</ul>{more}'
@@ -118,11 +115,13 @@ def _object_captions(objects: Any) -> dict[int, str]:
 
 
 def _figure(s: dict[str, Any], objects: str) -> str:
+    from labeler.doubt import describe
+
     sid = html.escape(s["sample_id"])
     conf = s["confidence_mean"]
     return (
         f'<figure><img src="../previews/{sid}.png" loading="lazy">'
-        f"<figcaption><b>{sid}</b> · doubt {doubt(conf, s['valid_depth_fraction']):.2f} · confidence "
+        f"<figcaption><b>{sid}</b> · {describe(s)} · confidence "
         f"{'n/a' if conf is None else f'{conf:.2f}'} · valid depth {s['valid_depth_fraction']:.0%} · "
         f"{html.escape(objects) or 'no objects'}</figcaption></figure>"
     )

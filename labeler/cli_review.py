@@ -1,0 +1,82 @@
+"""The review loop's commands: `labeler doubt`, `labeler review`, `labeler diff`, `labeler export rerun`,
+`labeler export hf`. Registered on labeler/cli.py's app (which imports this module); like the rest of the
+command line, nothing heavy is imported until a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labeler.cli import app, export_app, run
+
+IncludeRejected = Annotated[
+    bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
+]
+
+
+@app.command()
+def doubt(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    stereo_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="FoundationStereo release checkpoint: its Depth Anything V2 branch is the mono model"
+        ),
+    ] = None,
+    heads: Annotated[
+        Path | None, typer.Option(help="or a train-heads / finetune run with a depth head")
+    ] = None,
+    gpu: Annotated[int | None, typer.Option(help="CUDA id for the monocular model")] = None,
+) -> None:
+    """Add the doubt signals a pass over the dataset gives: stereo-monocular disagreement (with a model),
+    frame-to-frame instability of video captures, mask-shape signals missing from older tables."""
+    from labeler.doubt_pass import run_doubt
+    from labeler.gallery import write_gallery
+    from labeler.mono import mono_model
+
+    device = f"cuda:{gpu}" if gpu is not None else "cpu"
+
+    def call(path: Path):
+        rec = run_doubt(path, model=mono_model(stereo_weights=stereo_weights, heads=heads, device=device))
+        if (path / "index.html").is_file():
+            write_gallery(path)  # the gallery's order follows the score
+        return rec
+
+    rec = run(lambda: dataset, call)
+    typer.echo(
+        f"{dataset}: {rec.n_mono} samples with mono_disagreement"
+        + (f" ({rec.model})" if rec.model else " (no model: pass --stereo-weights or --heads)")
+        + f", {rec.n_temporal} video frames with temporal_instability; {rec.n_shards_rewritten} shards' "
+        f"tables rewritten in {rec.seconds:.1f} s; dataset {rec.dataset_version[:12]} (unchanged)"
+    )
+
+
+@app.command()
+def review(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    host: Annotated[
+        str, typer.Option(help="address to listen on; anything but 127.0.0.1 serves other machines too")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8765,
+    user: Annotated[
+        str | None, typer.Option(help="name recorded with each decision (default: login)")
+    ] = None,
+) -> None:
+    """Review a dataset in the browser: samples by doubt, layers, keyboard decisions saved at once."""
+    from labeler.review.app import LOOPBACK, default_user, serve
+    from labeler.shards import load_manifest
+
+    run(lambda: dataset, load_manifest)  # one line for a folder that is not a dataset
+    if host not in LOOPBACK:
+        typer.echo(
+            f"warning: listening on {host}: anyone who can reach this machine can read {dataset} and record "
+            "decisions in it (no login); use the default 127.0.0.1 unless you mean it",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(
+        f"labeler review: http://{shown}:{port}/ ({dataset}, user {user or default_user()}); Ctrl-C stops"
+    )
+    serve(dataset, host=host, port=port, user=user)

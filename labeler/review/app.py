@@ -1,0 +1,163 @@
+"""`labeler review DATASET`: the review web app (FastAPI, served by uvicorn).
+
+Routes: `/` the listing (query: ListQuery), `/sample/{id}` a sample's page, `/layer/{id}/{name}.png` its
+layers, `/maps/{id}.bin` the pointer readout's depth and ids, `/thumb/{id}.png` the listing's thumbnails,
+`POST /api/decide` one decision (saved before the answer: labeler/review/decisions.py).
+
+Bound to 127.0.0.1 by default. Then only requests naming a loopback host are served (another page the
+browser has open cannot reach the app through a DNS name that points here), and a decision must come as
+JSON, which a cross-site form cannot send without the browser asking first. (This module imports
+FastAPI at the top, as its route signatures need: only `labeler review` imports it.)
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from data_schema.record import Record
+from data_schema.review import Decision
+from labeler.review.listing import ListQuery, ReviewData
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STATIC = Path(__file__).parent / "static"
+_THUMB_HEIGHT = 64
+
+
+class DecideRequest(Record):
+    sample_id: str
+    object_id: int | None = Field(None, ge=1)
+    decision: Decision
+    note: str = Field("", max_length=2000)
+
+
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The app for one dataset; `host` is where it will listen (loopback: local requests only)."""
+    from labeler.review import pages
+    from labeler.review.decisions import decide
+    from labeler.review.layers import LAYERS, colour_layer, pointer_maps, render
+
+    data = ReviewData(dataset)
+    data.refresh()
+    who = user or default_user()
+    app = FastAPI(title="labeler review", docs_url=None, redoc_url=None, openapi_url=None)
+    if host in LOOPBACK:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+
+    def meta() -> dict[str, Any]:
+        width, height = data.ds.manifest.calibration.image_size
+        return {
+            "version": data.ds.version[:12],
+            "n_ok": data.ds.manifest.counts.ok if data.ds.manifest.counts.ok else len(data.ds),
+            "reviewed": data.decisions.summary(),
+            "user": who,
+            "width": width,
+            "height": height,
+        }
+
+    def ok_sample(sample_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        try:
+            row, objects = data.sample(sample_id)
+        except KeyError:
+            raise HTTPException(404, f"no sample {sample_id!r} in {data.path}") from None
+        if row["status"] != "ok":
+            raise HTTPException(404, f"sample {sample_id!r} failed: {row['error']}")
+        return row, objects
+
+    def state(sample_id: str) -> dict[str, Any]:
+        d = data.decisions
+        objects = {str(o): r.decision for (s, o), r in d.current.items() if s == sample_id and o is not None}
+        return {"sample": d.of(sample_id), "objects": objects}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(q: Annotated[ListQuery, Query()]) -> str:
+        return pages.list_page(data.listing(q), q, meta())
+
+    @app.get("/sample/{sample_id}", response_class=HTMLResponse)
+    def sample(sample_id: str, q: Annotated[ListQuery, Query()]) -> str:
+        row, objects = ok_sample(sample_id)
+        arrays = data.arrays(row["row"])
+        ranges = {
+            "disparity": colour_layer(arrays["disparity_px"])[1],
+            "depth": colour_layer(arrays["depth_m"])[1],
+        }
+        return pages.sample_page(row, objects, state(sample_id), data.place(q, sample_id), q, meta(), ranges)
+
+    @app.get("/layer/{sample_id}/{name}.png")
+    def layer(sample_id: str, name: str) -> Response:
+        if name not in LAYERS:
+            raise HTTPException(404, f"no layer {name!r}; layers: {', '.join(LAYERS)}")
+        row, _ = ok_sample(sample_id)
+        return Response(render(name, data.arrays(row["row"])), media_type="image/png")
+
+    @app.get("/thumb/{sample_id}.png")
+    def thumb(sample_id: str) -> Response:
+        preview = data.path / "previews" / f"{sample_id}.png"
+        if preview.is_file() and preview.resolve().parent == (data.path / "previews").resolve():
+            return FileResponse(preview, media_type="image/png")
+        import cv2
+
+        row, _ = ok_sample(sample_id)
+        left = data.arrays(row["row"])["left"]
+        h, w = left.shape[:2]
+        small = cv2.resize(
+            left, (max(1, w * _THUMB_HEIGHT // h), _THUMB_HEIGHT), interpolation=cv2.INTER_AREA
+        )
+        return Response(render("left", {"left": small}), media_type="image/png")
+
+    @app.get("/maps/{sample_id}.bin")
+    def maps(sample_id: str) -> Response:
+        row, _ = ok_sample(sample_id)
+        return Response(pointer_maps(data.arrays(row["row"])), media_type="application/octet-stream")
+
+    @app.get("/static/sample.js")
+    def script() -> FileResponse:
+        return FileResponse(STATIC / "sample.js", media_type="text/javascript")
+
+    @app.post("/api/decide")
+    async def decide_route(request: Request) -> JSONResponse:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise HTTPException(415, "send the decision as application/json")
+        req = DecideRequest.model_validate_json(await request.body())
+        row, objects = ok_sample(req.sample_id)
+        if req.object_id is not None and req.object_id not in {o["id"] for o in objects}:
+            raise HTTPException(422, f"sample {req.sample_id!r} has no object {req.object_id}")
+        decide(
+            data.path,
+            sample_id=req.sample_id,
+            labels=data.labels[req.sample_id],
+            decision=req.decision,
+            object_id=req.object_id,
+            note=req.note,
+            user=who,
+        )
+        data.refresh()
+        return JSONResponse(state(req.sample_id))
+
+    @app.get("/api/decisions/{sample_id}")
+    def decisions(sample_id: str) -> dict[str, Any]:
+        ok_sample(sample_id)
+        data.refresh()
+        return state(sample_id)
+
+    return app
+
+
+def serve(dataset: str | Path, *, host: str = "127.0.0.1", port: int = 8765, user: str | None = None) -> None:
+    """Run the app until interrupted (uvicorn, one process: decisions are appended by one writer)."""
+    import uvicorn
+
+    uvicorn.run(create_app(dataset, user=user, host=host), host=host, port=port, log_level="warning")
