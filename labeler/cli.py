@@ -613,5 +613,8 @@ def export_coco_cmd(
     typer.echo(f"COCO instances: {path}")
 
 
+# The review loop's commands (doubt, review, diff, export rerun / hf) live in labeler/cli_review.py.
+from labeler import cli_review  # noqa: E402, F401 — registers them on `app`
+
 if __name__ == "__main__":
     app()
