@@ -359,7 +359,9 @@ def validate(
         typer.echo(line)
     if problems:
         _fail(f"{dataset}: {len(problems)} problem(s)", 1)
-    typer.echo(f"{dataset}: valid")
+    from labeler.validate import review_summary
+
+    typer.echo(f"{dataset}: valid; {review_summary(dataset)}")
 
 
 @app.command()
@@ -605,16 +607,26 @@ def export_coco_cmd(
     images: Annotated[
         Path | None, typer.Option(help="also write the left images here as PNG (file_name points at them)")
     ] = None,
+    include_rejected: Annotated[
+        bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
+    ] = False,
 ) -> None:
     """Write a dataset's masks as COCO instances JSON (class-agnostic, RLE, depth per annotation)."""
     from labeler.export import export_coco
 
-    path = run(lambda: dataset, lambda d: export_coco(d, out, images=images))
+    path = run(
+        lambda: dataset, lambda d: export_coco(d, out, images=images, include_rejected=include_rejected)
+    )
     typer.echo(f"COCO instances: {path}")
 
 
 # The review loop's commands (doubt, review, diff, export rerun / hf) live in labeler/cli_review.py.
 from labeler import cli_review  # noqa: E402, F401 — registers them on `app`
+
+# `train-stereo` lives in labeler/cli_train.py; registered here so `python -m labeler.cli` (torchrun) has it.
+from labeler.cli_train import train_stereo_cmd  # noqa: E402
+
+app.command("train-stereo")(train_stereo_cmd)
 
 if __name__ == "__main__":
     app()

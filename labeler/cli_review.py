@@ -80,3 +80,29 @@ def review(
         f"labeler review: http://{shown}:{port}/ ({dataset}, user {user or default_user()}); Ctrl-C stops"
     )
     serve(dataset, host=host, port=port, user=user)
+
+
+@export_app.command("rerun")
+def export_rerun_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help=".rrd file to write (open it with `rerun FILE`)")],
+    include_rejected: IncludeRejected = False,
+) -> None:
+    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera."""
+    from labeler.export_rerun import export_rerun
+
+    path = run(lambda: dataset, lambda d: export_rerun(d, out, include_rejected=include_rejected))
+    typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
+
+
+@export_app.command("hf")
+def export_hf_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the Hugging Face dataset (datasets.load_from_disk)")],
+    include_rejected: IncludeRejected = False,
+) -> None:
+    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects."""
+    from labeler.export_hf import export_hf
+
+    path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
+    typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")

@@ -1,4 +1,10 @@
-"""Dataset exports: COCO instances JSON (class-agnostic, RLE masks, per-object depth attributes).
+"""Dataset exports: COCO instances JSON (class-agnostic, RLE masks, per-object depth attributes), and the
+shared walk over the samples that every export honours review decisions through (`reviewed_samples`;
+the Rerun and Hugging Face exports are labeler/export_rerun.py and labeler/export_hf.py).
+
+Review decisions (labeler/review): a sample a review rejected is left out, and so is a rejected object
+(its pixels are no object in the exported masks); `include_rejected` keeps both. Exported records carry
+the decision in force (`review`: accept | reject | flag, or null).
 
 `export_coco(dataset, out)` writes one COCO "instances" file that pycocotools' `COCO()` loads:
 
@@ -13,6 +19,8 @@
   and `instance_id`;
 - `info`: the dataset version, labeler version and the stereo / mask backend settings.
 
+- each image and annotation also has `review` (the decision in force, or null) and annotations `doubt`.
+
 It reads the tables shard by shard and each sample's `instance_ids` once (masks are stored there, not
 as RLE). Works for every mask backend. The file is written atomically and is the same byte for byte
 for the same dataset.
@@ -22,17 +30,84 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data_schema.manifest import Manifest, ObjectRow, SampleRecord
+from data_schema.review import Decision
+from labeler.dataset import Dataset
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str | Path | None = None) -> Path:
+@dataclass(frozen=True)
+class ExportSample:
+    """One sample as an export sees it: the rejected objects already gone (unless included)."""
+
+    record: SampleRecord
+    objects: list[ObjectRow]
+    arrays: dict[str, np.ndarray]  # the names asked for; instance_ids without rejected objects
+    review: Decision | None  # the sample's decision in force
+    object_reviews: dict[int, Decision]  # object id -> decision in force
+    doubt: float | None  # the sample's combined doubt score
+    object_doubt: dict[int, float | None]
+
+
+def reviewed_samples(
+    ds: Dataset, names: Sequence[str], *, include_rejected: bool = False
+) -> Iterator[ExportSample]:
+    """The ok samples in row order, shard by shard, as the review decisions leave them."""
+    from labeler.doubt import object_doubt, sample_doubt
+    from labeler.review import load_decisions
+    from labeler.tables import objects_table, samples_table
+
+    decisions = load_decisions(ds)
+    width, height = ds.manifest.calibration.image_size
+    need = tuple(dict.fromkeys([*names, "instance_ids"]))
+    for shard in ds.iter_shards():
+        s_doubt = sample_doubt(samples_table(shard.samples), objects_table(shard.objects), width * height)
+        o_doubt = object_doubt(objects_table(shard.objects), width * height)
+        by_row = {r.row: _finite(v) for r, v in zip(shard.samples, s_doubt, strict=True)}
+        by_obj = {(o.row, o.id): _finite(v) for o, v in zip(shard.objects, o_doubt, strict=True)}
+        for rec in shard.ok:
+            review = decisions.of(rec.sample_id)
+            if review == "reject" and not include_rejected:
+                continue
+            objects = shard.objects_of(rec.row)
+            reviews = {o.id: d for o in objects if (d := decisions.of(rec.sample_id, o.id)) is not None}
+            arrays = ds.read_row(rec.row, need)
+            dropped = [o.id for o in objects if reviews.get(o.id) == "reject"] if not include_rejected else []
+            if dropped:
+                ids = arrays["instance_ids"].copy()
+                ids[np.isin(ids, dropped)] = 0
+                arrays = {**arrays, "instance_ids": ids}
+                objects = [o for o in objects if o.id not in dropped]
+            yield ExportSample(
+                rec,
+                objects,
+                arrays,
+                review,
+                reviews,
+                by_row[rec.row],
+                {o.id: by_obj[(o.row, o.id)] for o in objects},
+            )
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def export_coco(
+    dataset_path: str | Path,
+    out_path: str | Path,
+    *,
+    images: str | Path | None = None,
+    include_rejected: bool = False,
+) -> Path:
     """Write the COCO instances JSON of a dataset.
 
     Args:
@@ -40,6 +115,7 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
         out_path: the JSON file to write (parent folders are created).
         images: if given, also write each sample's rectified left image there as `<sample_id>.png`;
             `file_name` is then that PNG's path relative to the JSON's folder.
+        include_rejected: keep the samples and objects a review rejected.
 
     Returns:
         out_path.
@@ -52,25 +128,29 @@ def export_coco(dataset_path: str | Path, out_path: str | Path, *, images: str |
     width, height = ds.manifest.calibration.image_size
     coco_images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for shard in ds.iter_shards():
-        for rec in shard.ok:
-            file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
-            names = ("instance_ids", "left") if images is not None else ("instance_ids",)
-            arrays = ds.read_row(rec.row, names)
-            if images is not None:
-                file_name = _write_image(arrays["left"], rec, Path(images), out_path.parent)
-            image_id = rec.row + 1
-            coco_images.append(
-                {
-                    "id": image_id,
-                    "file_name": file_name,
-                    "width": width,
-                    "height": height,
-                    "sample_id": rec.sample_id,
-                }
+    names = ("instance_ids", "left") if images is not None else ("instance_ids",)
+    for s in reviewed_samples(ds, names, include_rejected=include_rejected):
+        rec, arrays = s.record, s.arrays
+        file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
+        if images is not None:
+            file_name = _write_image(arrays["left"], rec, Path(images), out_path.parent)
+        image_id = rec.row + 1
+        coco_images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": width,
+                "height": height,
+                "sample_id": rec.sample_id,
+                "review": s.review,
+                "doubt": s.doubt,
+            }
+        )
+        for obj in s.objects:
+            ann = _annotation(len(annotations) + 1, image_id, obj, arrays["instance_ids"])
+            annotations.append(
+                {**ann, "review": s.object_reviews.get(obj.id), "doubt": s.object_doubt[obj.id]}
             )
-            for obj in shard.objects_of(rec.row):
-                annotations.append(_annotation(len(annotations) + 1, image_id, obj, arrays["instance_ids"]))
     coco = {
         "info": _info(ds.manifest),
         "licenses": [],

@@ -265,6 +265,7 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
         if e.shard not in plan:
             problems.append(f"shard {e.shard}: finished but not in the row plan")
     problems += _id_problems(dataset, entries, plan)
+    shards.read_reviews(dataset, problems=problems)  # damaged decision lines
     return problems, manifest, entries
 
 
@@ -309,3 +310,11 @@ def validate_dataset(
     else:
         per_shard = map_shards(entries, manifest)
     return problems + [p for ps in per_shard for p in ps]
+
+
+def review_summary(dataset: str | Path) -> str:
+    """The review decisions in force and the stale ones, as one line (`labeler validate` prints it)."""
+    from labeler.dataset import open_dataset
+    from labeler.review import load_decisions
+
+    return load_decisions(open_dataset(dataset)).summary()

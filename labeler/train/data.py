@@ -148,6 +148,8 @@ class HeadsDataset(torch.utils.data.Dataset):
         max_depth_m: depths beyond it get weight 0.
         source: anything indexable like the reader (e.g. a list of Samples, for the memory benchmark);
             default the reader itself.
+        include_rejected: keep what a review rejected (labeler/review). By default a rejected sample is
+            left out of the split and a rejected object is not an object: its pixels become id 0.
 
     Item (a dict of tensors): image (3, H, W) uint8 (normalise on the device: `normalise_batch`);
     depth (H, W) m (0 where invalid); weight (H, W) confidence (0 invalid); fg, edges (H, W) float
@@ -165,14 +167,23 @@ class HeadsDataset(torch.utils.data.Dataset):
         max_depth_m: float = 20.0,
         seed: int = 0,
         source: _Samples | None = None,
+        include_rejected: bool = False,
     ) -> None:
         from labeler import open_dataset
+        from labeler.review import load_decisions
 
         reader = open_dataset(dataset)
         where = {s: i for i, s in enumerate(reader.sample_ids)}
         unknown = [s for s in sample_ids if s not in where]
         if unknown:
             raise ValueError(f"{dataset}: sample ids not in the dataset: {unknown[:3]}")
+        self.rejected_objects: dict[int, list[int]] = {}  # reader index -> object ids to erase
+        if not include_rejected:
+            decisions = load_decisions(reader)
+            sample_ids = [s for s in sample_ids if s not in decisions.rejected_samples]
+            self.rejected_objects = {
+                where[s]: sorted(ids) for s, ids in decisions.rejected_objects.items() if s in where
+            }
         self.rows = [where[s] for s in sample_ids]
         self.sample_ids = list(sample_ids)
         self.source: _Samples = source if source is not None else reader
@@ -186,8 +197,14 @@ class HeadsDataset(torch.utils.data.Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         row = self.rows[i]
         if isinstance(self.source, Dataset):  # read only what training uses, not both images
-            return self.item(SimpleNamespace(**self.source.read(row, TRAIN_ARRAYS)), epoch=epoch, i=i)
-        return self.item(self.source[row], epoch=epoch, i=i)
+            s = SimpleNamespace(**self.source.read(row, TRAIN_ARRAYS))
+        else:
+            s = self.source[row]
+        if row in self.rejected_objects:  # a rejected mask is no object
+            ids = s.instance_ids.copy()
+            ids[np.isin(ids, self.rejected_objects[row])] = 0
+            s = SimpleNamespace(**{**{n: getattr(s, n) for n in TRAIN_ARRAYS}, "instance_ids": ids})
+        return self.item(s, epoch=epoch, i=i)
 
     def item(self, s, *, epoch: int, i: int) -> dict[str, torch.Tensor]:
         import cv2
