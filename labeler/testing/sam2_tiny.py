@@ -9,6 +9,8 @@ well under a second on a CPU core.
 
 Random weights give masks that are speckles over the whole image (their boxes span it, so box NMS merges
 them all) with predicted IoU near 0.5 and stability near 0: `OPEN_THRESHOLDS` lets them through.
+For a model that finds objects, `labeler.testing.sam2_colour.use_colour_network` swaps a colour-similarity
+encoder and decoder into the loaded model.
 
 `official_generator` builds the official `SAM2AutomaticMaskGenerator` on the same model and settings
 (the reference of the parity test and the benchmark).
