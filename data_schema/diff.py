@@ -29,6 +29,12 @@ class SampleChange(Record):
     objects_vanished: int = Field(ge=0, description="objects of A matched to none of B")
     doubt_a: float | None = None
     doubt_b: float | None = None
+    magnitude: float = Field(
+        0.0,
+        ge=0,
+        description="how much changed, to sort by: median |dz|/z + |valid-depth change| + (1 - mask IoU) + "
+        "share of objects appeared or vanished",
+    )
     picture: str | None = Field(None, description="PNG side by side, relative to the report folder")
 
 
@@ -52,7 +58,7 @@ class MetricShift(Record):
 
 
 class DatasetDiff(Record):
-    """The whole report; `changed` is sorted with the largest changes first."""
+    """The whole report; `changed` is sorted by `magnitude`, largest first."""
 
     schema_version: Literal[1] = DIFF_SCHEMA_VERSION
     a: str

@@ -106,3 +106,24 @@ def export_hf_cmd(
 
     path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
+
+
+@app.command()
+def diff(
+    dataset_a: Annotated[Path, typer.Argument(metavar="A", help="dataset folder (before)")],
+    dataset_b: Annotated[Path, typer.Argument(metavar="B", help="dataset folder (after)")],
+    out: Annotated[Path, typer.Option(help="report folder: index.html, diff.json, changes/*.png")],
+    run_a: Annotated[Path | None, typer.Option(help="a train-heads run on A: held-out metrics shift")] = None,
+    run_b: Annotated[Path | None, typer.Option(help="the same kind of run on B")] = None,
+    pictures: Annotated[int, typer.Option(help="largest changes drawn side by side")] = 20,
+) -> None:
+    """What changed between two datasets: samples added / removed / changed, depth and mask changes,
+    doubt signal shifts (and held-out metrics of runs on each)."""
+    from labeler.diff import diff_datasets
+    from labeler.diff_report import summary_line
+
+    report = run(
+        lambda: (dataset_a, dataset_b),
+        lambda ab: diff_datasets(ab[0], ab[1], out, run_a=run_a, run_b=run_b, pictures=pictures),
+    )
+    typer.echo(summary_line(report, out))
