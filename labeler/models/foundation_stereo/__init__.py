@@ -19,7 +19,12 @@ from labeler.models.foundation_stereo.release import (
 
 if TYPE_CHECKING:
     from labeler.models.foundation_stereo.loader import load_foundation_stereo
-    from labeler.models.foundation_stereo.model import FoundationStereo, Padding, StereoEstimate
+    from labeler.models.foundation_stereo.model import (
+        FoundationStereo,
+        Padding,
+        StereoEstimate,
+        StereoSequence,
+    )
 
 __all__ = [
     "CheckpointError",
@@ -28,6 +33,7 @@ __all__ = [
     "Padding",
     "ReleaseFiles",
     "StereoEstimate",
+    "StereoSequence",
     "find_release",
     "load_foundation_stereo",
     "read_release_config",
@@ -37,6 +43,7 @@ _LAZY = {
     "FoundationStereo": "model",
     "Padding": "model",
     "StereoEstimate": "model",
+    "StereoSequence": "model",
     "load_foundation_stereo": "loader",
 }
 

@@ -94,6 +94,19 @@ class StereoEstimate(NamedTuple):
     last_update: Tensor
 
 
+class StereoSequence(NamedTuple):
+    """Output of `FoundationStereo.estimate_sequence` (training: a loss on every GRU iteration).
+
+    Attributes:
+        initial: (B, 1, H, W) float32 px, the cost volume's initial disparity (bilinearly upsampled from 1/4).
+        iterations: one (B, 1, H, W) float32 px disparity per GRU iteration (convex-upsampled); the last
+            is what `estimate` returns.
+    """
+
+    initial: Tensor
+    iterations: list[Tensor]
+
+
 def convex_upsample(disp: Tensor, weights: Tensor) -> Tensor:
     """Upsample 4x as a per-pixel convex combination of the 3x3 low-resolution neighbourhood.
 
@@ -191,6 +204,33 @@ class FoundationStereo(nn.Module):
             )
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
+        up, delta, _ = self._run(left, right, iters=iters, init_disp=init_disp, sequence=False)
+        last = F.interpolate(4 * delta.float().abs(), scale_factor=4, mode="bilinear", align_corners=False)
+        return StereoEstimate(disparity=up[-1], last_update=last)
+
+    def estimate_sequence(self, left: Tensor, right: Tensor, *, iters: int) -> StereoSequence:
+        """The disparity after every GRU iteration, and the initial one, for training.
+
+        As in RAFT-style training, the estimate is detached before each cost lookup, so every iteration
+        learns its own update; the gradient reaches the features through the lookups and the context.
+        Same inputs as `estimate`.
+        """
+        if left.shape != right.shape or left.shape[-2] % PAD_MULTIPLE or left.shape[-1] % PAD_MULTIPLE:
+            raise ValueError(
+                f"left/right must be equal (B, 3, H, W) with H, W multiples of 32, got "
+                f"{tuple(left.shape)} and {tuple(right.shape)}"
+            )
+        if iters < 1:
+            raise ValueError(f"iters must be >= 1, got {iters}")
+        ups, _, init = self._run(left, right, iters=iters, init_disp=None, sequence=True)
+        initial = F.interpolate(4 * init.float(), scale_factor=4, mode="bilinear", align_corners=False)
+        return StereoSequence(initial=initial, iterations=ups)
+
+    def _run(
+        self, left: Tensor, right: Tensor, *, iters: int, init_disp: Tensor | None, sequence: bool
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """(upsampled disparities: the last only, or every iteration's with `sequence`; the last 1/4
+        update; the initial 1/4 disparity)."""
         b = left.shape[0]
         d4 = self.args.max_disp // 4
         left_n, right_n = normalize_rgb(left), normalize_rgb(right)
@@ -224,14 +264,19 @@ class FoundationStereo(nn.Module):
         disp = init_disp.float()
         delta = torch.zeros_like(disp)
         mask_feat = None
+        ups = []
         for _ in range(iters):
+            if sequence:
+                disp = disp.detach()
             corr = lookup(disp, columns)
             net, mask_feat, delta = self.update_block(net, inp, corr, disp, att)
             disp = disp + delta.float()
+            if sequence:
+                ups.append(self.upsample(disp, mask_feat, stem2))
         assert mask_feat is not None
-        up = self.upsample(disp, mask_feat, stem2)
-        last = F.interpolate(4 * delta.float().abs(), scale_factor=4, mode="bilinear", align_corners=False)
-        return StereoEstimate(disparity=up, last_update=last)
+        if not sequence:
+            ups.append(self.upsample(disp, mask_feat, stem2))
+        return ups, delta, init_disp
 
     def upsample(self, disp: Tensor, mask_feat: Tensor, stem2: Tensor) -> Tensor:
         """(B, 1, h, w) 1/4 disparity -> (B, 1, 4h, 4w) float32 in full-resolution px."""
