@@ -1,0 +1,209 @@
+"""Doubt signals against hand-made maps, the combined score's terms, and the `labeler doubt` pass."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from labeler import doubt, open_dataset, shards
+from labeler.validate import validate_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from tests.train.conftest import make_tiny_dataset
+
+    return make_tiny_dataset(tmp_path_factory.getbasetemp())
+
+
+def test_thickness_and_edge_alignment_of_hand_made_masks():
+    ids = np.zeros((60, 80), np.uint16)
+    ids[10:30, 10:40] = 1  # a 20 x 30 box standing in front (its own depth)
+    ids[40:43, 5:75] = 2  # a 3 px strip painted on the wall (no depth edge)
+    ids[50, :] = 3  # a 1 px line
+    depth = np.full(ids.shape, 4.0, np.float32)
+    depth[10:30, 10:40] = 2.0
+    got = doubt.shape_signals(ids, depth)
+    assert got[1] == (pytest.approx(19.0, abs=0.5), 1.0)  # 2 x 9 + 1: the box's middle is 9-10 px inside
+    assert got[2] == (pytest.approx(3.0), 0.0)  # no outline pixel lies on a depth edge
+    assert got[3][0] == 1.0
+    depth[:] = np.nan
+    assert doubt.shape_signals(ids, depth)[1][1] is None  # no depth on the outline: no alignment
+
+
+def test_normals_agree_on_the_same_plane_and_disagree_on_a_tilted_one():
+    h, w = 48, 64
+    k = (60.0, 60.0, 32.0, 24.0)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    wall = np.full((h, w), 3.0, np.float32)
+    # a plane sloping 45 degrees about the vertical axis: z = z0 / (1 - x/z), x = (u - cx) z / fx
+    slope = (3.0 / (1 + (u - k[2]) / k[0])).astype(np.float32)
+    ids = np.zeros((h, w), np.uint16)
+    ids[10:30, 10:30] = 1
+    same, per = doubt.normal_disagreement(wall, wall * 1.7, ids, k)  # scale does not change normals
+    assert same == 0.0 and per == {1: 0.0}
+    tilted, per = doubt.normal_disagreement(wall, slope, ids, k)
+    assert tilted > 0.95 and per[1] == 1.0
+
+
+def test_inverse_depth_is_aligned_to_the_disparity():
+    rng = np.random.default_rng(0)
+    disp = rng.uniform(5, 40, (30, 40)).astype(np.float32)
+    rel = (disp - 3.0) / 2.5
+    rel[0, 0] = np.nan
+    aligned = doubt.align_inverse_depth(rel, disp)
+    np.testing.assert_allclose(aligned[1:], disp[1:], rtol=1e-4)
+    assert doubt.align_inverse_depth(rel[:5, :5], disp[:5, :5]) is None  # too few pixels to fit
+
+
+def test_temporal_instability_of_static_pixels():
+    rng = np.random.default_rng(1)
+    left = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    depth = np.full((40, 50), 2.0, np.float32)
+    assert doubt.temporal_instability(left, depth, left, depth) == 0.0
+    assert doubt.temporal_instability(left, depth, left, depth * 1.1) == pytest.approx(0.1, rel=1e-5)
+    ramp = np.repeat(np.linspace(0, 250, 50, dtype=np.float32)[None, :, None], 40, 0).repeat(3, 2)
+    ramp = ramp.astype(np.uint8)
+    moved = np.roll(ramp, 7, axis=1)  # a panning camera: nothing is static
+    assert doubt.temporal_instability(ramp, depth, moved, depth) is None
+
+
+def test_video_neighbours_are_the_previous_frame_of_the_same_video():
+    ids = ["cam_f000010", "cam_f000000", "cam_f000020", "other_f000005", "still"]
+    assert doubt.video_neighbours(ids) == {
+        "cam_f000000": "cam_f000010",
+        "cam_f000010": "cam_f000000",
+        "cam_f000020": "cam_f000010",
+    }
+
+
+def test_combined_score_terms():
+    objects = pa.table(
+        {
+            "row": [0, 0, 1],
+            "area_px": [50_000, 100, 20_000],
+            "depth_m_p10": [2.0, 2.0, 1.0],
+            "depth_m_p90": [2.0, 2.2, 1.5],
+            "thickness_px": [200.0, 4.0, 80.0],
+            "edge_alignment": [1.0, 0.5, None],
+            "valid_fraction": [1.0, 0.8, 0.9],
+            "mono_disagreement": [None, None, None],
+        }
+    )
+    terms = doubt.object_terms(objects, image_px=100_000)
+    np.testing.assert_allclose(terms["spread"], [0.0, np.log(1.1) / np.log(1.5), 1.0])
+    np.testing.assert_allclose(terms["shape"], [0.0, max(1 - 100 / 500, 1 - 3 / 15), 0.0])
+    np.testing.assert_allclose(terms["edges"], [0.0, 0.5, np.nan])
+    per_object = doubt.object_doubt(objects, image_px=100_000)
+    np.testing.assert_allclose(per_object[2], np.mean([1.0, 0.0, 0.1]))  # absent terms drop out
+    samples = pa.table(
+        {
+            "row": [0, 1, 2],
+            "confidence_mean": [0.9, 0.5, None],
+            "valid_depth_fraction": [1.0, 0.6, None],
+            "temporal_instability": [None, 0.1, None],
+        }
+    )
+    score = doubt.sample_doubt(samples, objects, image_px=100_000)
+    np.testing.assert_allclose(score[0], np.mean([0.1, 0.0, per_object[:2].max()]))
+    np.testing.assert_allclose(score[1], np.mean([0.5, 0.4, 1.0, per_object[2]]))
+    assert np.isnan(score[2])  # a failed sample has nothing to doubt
+
+
+def test_labelled_objects_carry_shape_signals_and_validate_recomputes_them(tiny):
+    ds = open_dataset(tiny)
+    t = ds.objects.to_table(columns=["thickness_px", "edge_alignment"])
+    assert t.num_rows and t.column("thickness_px").null_count == 0
+    s = ds[0]
+    fresh = doubt.shape_signals(s.instance_ids, s.depth_m)
+    assert [(o.thickness_px, o.edge_alignment) for o in s.objects] == [fresh[o.id] for o in s.objects]
+
+
+class _ExactMono:
+    """A monocular model that sees exactly the stereo depth (metric): disagreement must be 0."""
+
+    name = "test:stereo-depth"
+    kind = "metric"
+
+    def __init__(self, ds) -> None:
+        self.depth = {
+            ds.read(i, ("left",))["left"].tobytes(): ds.read(i, ("depth_m",))["depth_m"]
+            for i in range(len(ds))
+        }
+
+    def predict_many(self, images):
+        return [self.depth[im.tobytes()] for im in images]
+
+
+def test_doubt_pass_adds_signals_keeps_the_version_and_stays_valid(tiny, tmp_path):
+    path = tmp_path / "ds"
+    shutil.copytree(tiny, path)
+    before = open_dataset(path)
+    from labeler.doubt_pass import run_doubt
+
+    rec = run_doubt(path, model=_ExactMono(before))
+    after = open_dataset(path)
+    assert after.version == before.version and rec.dataset_version == before.version
+    assert rec.n_mono == len(after) and rec.n_shards_rewritten == len(after.entries)
+    mono = after.samples.to_table(columns=["mono_disagreement"]).column("mono_disagreement").to_pylist()
+    assert mono == [0.0] * len(after)
+    assert validate_dataset(path) == []
+    assert shards.read_doubt_pass(path) == rec
+    again = run_doubt(path, model=_ExactMono(after))  # same signals: nothing to rewrite
+    assert again.n_shards_rewritten == 0
+
+
+def test_doubt_pass_gives_video_frames_temporal_instability(tmp_path):
+    from labeler.configs import PseudoLabelConfig
+    from labeler.doubt_pass import run_doubt
+    from labeler.io import write_png
+    from labeler.testing.scenes import box_pair
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml
+
+    pair = box_pair(np.random.default_rng(4), 96, 64)
+    for i in range(3):  # a still camera: three identical frames of one "video"
+        write_png(tmp_path / "rect" / "left" / f"cam_f{i:06d}.png", pair.left)
+        write_png(tmp_path / "rect" / "right" / f"cam_f{i:06d}.png", pair.right)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    cfg = PseudoLabelConfig(
+        inputs=tmp_path / "rect",
+        calib=calib,
+        out=tmp_path / "ds",
+        scheduler="sync",
+        progress=False,
+        previews=False,
+    )
+    run_pseudo_label(cfg)
+    rec = run_doubt(tmp_path / "ds")
+    assert rec.n_temporal == 3 and rec.model is None and rec.n_mono == 0
+    t = open_dataset(tmp_path / "ds").samples.to_table(columns=["temporal_instability"])
+    assert t.column("temporal_instability").to_pylist() == [0.0, 0.0, 0.0]
+    assert validate_dataset(tmp_path / "ds") == []
+
+
+SHARED_FS = Path(__file__).resolve().parents[1].parent / "shared" / "foundation_stereo"
+
+
+def test_depth_anything_branch_of_a_foundation_stereo_checkpoint(tmp_path_factory):
+    """The DAv2 branch loads strictly from a release checkpoint and gives one map per image, input size."""
+    import subprocess
+    import sys
+
+    if not (SHARED_FS / "make_checkpoint.py").is_file():
+        pytest.skip(f"FoundationStereo test data not found at {SHARED_FS}")
+    root = tmp_path_factory.getbasetemp() / "foundation-stereo-vits"
+    if not (root / "model_best_bp2.pth").is_file():
+        subprocess.run([sys.executable, str(SHARED_FS / "make_checkpoint.py"), "vits", str(root)], check=True)
+    from labeler.mono import DepthAnythingMono
+
+    model = DepthAnythingMono(root / "model_best_bp2.pth")
+    images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3)).astype(np.uint8) for i in range(2)]
+    out = model.predict_many(images)
+    assert [o.shape for o in out] == [(50, 70), (50, 70)] and all(o.dtype == np.float32 for o in out)
+    assert all(np.isfinite(o).all() and (o >= 0).all() for o in out)  # relu output: inverse depth
+    assert not np.array_equal(out[0], out[1])

@@ -1,0 +1,171 @@
+"""`labeler review` in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by
+selenium. A keypress rejects a sample, a click and a keypress flag an object; the reviews table holds both
+after the server is restarted, and the next train-heads leaves the sample out. `.ci/install-browser.sh`
+installs the browser; without it these tests skip with one line saying so."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from labeler import open_dataset, shards
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="no chromium / chromedriver (apt-get install chromium chromium-driver: .ci/install-browser.sh)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def review_server(dataset: Path) -> Iterator[str]:
+    """`labeler review DATASET` in a child process; yields its URL once it answers (at most 30 s)."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-c",
+        "from labeler.cli import app; app()",
+        "review",
+        str(dataset),
+        "--port",
+        str(port),
+        "--user",
+        "browser",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"labeler review exited: {proc.stdout.read().decode() if proc.stdout else ''}"
+                )
+            try:
+                urllib.request.urlopen(url + "/", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def dataset(tmp_path_factory, tmp_path) -> Path:
+    from tests.train.conftest import make_tiny_dataset
+
+    shutil.copytree(make_tiny_dataset(tmp_path_factory.getbasetemp()), tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def _text_becomes(driver, element_id: str, text: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.find_element("id", element_id).text == text)
+
+
+def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(browser, dataset, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from labeler.train.data import HeadsDataset, split_ids
+
+    ds = open_dataset(dataset)
+    sid = ds.sample_ids[3]
+    oid = ds[3].objects[0].id
+    with review_server(dataset) as url:
+        browser.get(url + "/")
+        assert f'data-sample="{sid}"' in browser.page_source
+        browser.get(f"{url}/sample/{sid}")
+        assert browser.find_element(By.ID, "sample-decision").text == "undecided"
+        browser.find_element(By.TAG_NAME, "body").send_keys("r")
+        _text_becomes(browser, "status", "saved: reject · sample")
+        browser.find_element(By.CSS_SELECTOR, f'tr.obj[data-id="{oid}"]').click()
+        browser.find_element(By.TAG_NAME, "body").send_keys("f")
+        _text_becomes(browser, "status", f"saved: flag · object {oid}")
+        browser.save_screenshot(str(tmp_path / "sample.png"))
+    saved = [(r.sample_id, r.object_id, r.decision, r.user) for r in shards.read_reviews(dataset)]
+    assert saved == [(sid, None, "reject", "browser"), (sid, oid, "flag", "browser")]
+    with review_server(dataset) as url:  # a new process: everything comes from the reviews table
+        browser.get(f"{url}/sample/{sid}")
+        assert browser.find_element(By.ID, "sample-decision").text == "reject"
+        row = browser.find_element(By.CSS_SELECTOR, f'tr.obj[data-id="{oid}"] td.odec')
+        assert row.text == "flag"
+        browser.get(url + "/?decision=reject")
+        assert (
+            browser.page_source.count("data-sample=") == 1 and f'data-sample="{sid}"' in browser.page_source
+        )
+    train_ids, held_ids = split_ids(ds.sample_ids, 0.25, seed=0)  # as train-heads splits
+    kept = [
+        *HeadsDataset(dataset, train_ids, input_size=56, train=True).sample_ids,
+        *HeadsDataset(dataset, held_ids, input_size=56, train=False).sample_ids,
+    ]
+    assert sid not in kept and sorted(kept) == sorted(set(ds.sample_ids) - {sid})
+
+
+def test_pointer_readout_and_layer_keys(browser, dataset):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    s = open_dataset(dataset)[0]
+    with review_server(dataset) as url:
+        browser.get(f"{url}/sample/{s.sample_id}")
+        stack = browser.find_element(By.ID, "stack")
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script("return ids !== null"))
+        box = stack.rect
+        x, y = int(s.depth_m.shape[1] * 0.5), int(s.depth_m.shape[0] * 0.5)
+        ActionChains(browser).move_to_element_with_offset(
+            stack,
+            int((x + 0.5) * box["width"] / s.depth_m.shape[1] - box["width"] / 2),
+            int((y + 0.5) * box["height"] / s.depth_m.shape[0] - box["height"] / 2),
+        ).perform()
+        text = browser.find_element(By.ID, "readout").text
+        px, py = (int(v) for v in text.split(" · ")[0].split()[1::2])  # "x 64 y 47 · depth ..."
+        assert abs(px - x) <= 1 and abs(py - y) <= 1
+        z, o = s.depth_m[py, px], int(s.instance_ids[py, px])
+        assert (f"depth {z:.3f} m" in text) if z == z else ("depth invalid" in text)
+        assert text.endswith(f"object {o}") if o else text.endswith("no object")
+        assert not browser.find_element(By.ID, "img-depth").is_displayed()
+        browser.find_element(By.TAG_NAME, "body").send_keys("3")
+        assert browser.find_element(By.ID, "img-depth").is_displayed()
