@@ -73,3 +73,15 @@ heads-demo: $(BIN)/labeler
 	@echo "run:         $(HEADS_DEMO) (metrics.csv, curves.png, previews/, checkpoints/)"
 	@echo "finetune:    $(HEADS_DEMO)/finetune (comparison.json: held-out change against the frozen run)"
 	@echo "predictions: $(HEADS_DEMO)/predictions (*_overlay.png, *_depth.npy, *_ids.png, predictions.json)"
+
+# Every CUDA path measured in one short run (benchmarks/gpu_check.py; README "GPU check"): results.json,
+# results.md and log.txt in GPU_CHECK_OUT, the table appended to benchmarks/RESULTS.md on CUDA.
+# DEVICE=cpu runs the same parts at small sizes (a few minutes) to prove they work. On a GPU machine
+# without the venv: make gpu-check GPU_CHECK_PY=python3 (no install is attempted then).
+DEVICE ?= cuda
+GPU_CHECK_OUT ?= $(WORK)/gpu-check
+GPU_CHECK_PY ?= $(BIN)/python
+GPU_CHECK_FLAGS ?=
+.PHONY: gpu-check
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_CHECK_PY)),$(BIN)/labeler)
+	$(GPU_CHECK_PY) benchmarks/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT) $(GPU_CHECK_FLAGS)

@@ -260,8 +260,8 @@ def cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
-    if len(rows) == 1 and len(rows[0]) > 8:  # one record of many fields (env): one field a line
+def markdown_table(rows: list[dict[str, Any]], *, transpose: bool = False) -> list[str]:
+    if transpose:  # one record of many fields (env): one field a line
         return ["| field | value |", "|---|---|", *(f"| {k} | {cell(v)} |" for k, v in rows[0].items())]
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -297,11 +297,11 @@ def render(results: dict[str, Any]) -> str:
         for p in results["parts"]
     ]
     for p in results["parts"]:
-        if p["name"] == "env" or not (p["tables"] or p["notes"] or p["skips"] or p["failures"]):
+        if not (p["tables"] or p["notes"] or p["skips"] or p["failures"]):
             continue
         lines += ["", f"#### {p['name']}"]
         for table, rows in p["tables"].items():
-            lines += ["", f"{table}:", "", *markdown_table(rows)]
+            lines += ["", f"{table}:", "", *markdown_table(rows, transpose=table == "env")]
         extra = [f"- {n}" for n in p["notes"]] + [
             f"- skipped {s['check']}: {s['reason']}" for s in p["skips"]
         ]

@@ -63,6 +63,7 @@ class Profile:
     pipeline_boards: int
     pipeline_vit: str
     pipeline_flags: tuple[str, ...]  # extra `labeler run` flags
+    train_stereo_flags: tuple[str, ...]  # `labeler train-stereo` flags besides --epochs 1
     budgets_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -97,6 +98,22 @@ GPU = Profile(
     pipeline_boards=14,
     pipeline_vit="vitl",
     pipeline_flags=("--gpu", "0", "--batch-size", "4", "--sam2-points-per-side", "16"),
+    train_stereo_flags=(
+        "--gpu",
+        "0",
+        "--batch-size",
+        "2",
+        "--crop",
+        "320x640",
+        "--train-iters",
+        "8",
+        "--valid-iters",
+        "8",
+        "--workers",
+        "4",
+        "--previews",
+        "1",
+    ),  # fmt: skip
     budgets_s={
         "env": 60,
         "checkpoints": 150,
@@ -143,6 +160,24 @@ CPU = Profile(
     pipeline_boards=8,
     pipeline_vit="vits",
     pipeline_flags=("--workers", "1", "--scale", "0.1", "--valid-iters", "1", "--sam2-points-per-side", "2"),
+    train_stereo_flags=(
+        "--batch-size",
+        "2",
+        "--crop",
+        "64x96",
+        "--train-iters",
+        "1",
+        "--valid-iters",
+        "1",
+        "--eval-scale",
+        "0.25",
+        "--heldout-frac",
+        "0.34",
+        "--workers",
+        "0",
+        "--previews",
+        "0",
+    ),  # fmt: skip
     budgets_s={
         "env": 60,
         "checkpoints": 120,
@@ -153,7 +188,7 @@ CPU = Profile(
         "sam2": 90,
         "heads": 150,
         "pipeline": 240,
-        "trainers": 120,
+        "trainers": 180,
         "fs_compile": 240,
     },
 )
@@ -252,8 +287,8 @@ class Timing:
 
 
 def measure(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int) -> Timing:
-    """Median wall seconds of `fn()` over `repeats` calls after `warmup` (synchronised around each call),
-    with the peak device memory of all calls."""
+    """Median wall seconds of `fn()` over `repeats` calls after `warmup` untimed ones (synchronised
+    around each call), with the peak device memory over all of them. `warmup + repeats` calls in all."""
     import torch
 
     cuda = device.startswith("cuda")
@@ -261,21 +296,18 @@ def measure(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int) ->
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        out = fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
+    times, first, out = [], None, None
+    for i in range(max(0, warmup) + max(1, repeats)):
         t0 = time.perf_counter()
         out = fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        first = seconds if first is None else first
+        if i >= warmup:
+            times.append(seconds)
+    assert first is not None
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    return Timing(statistics.median(times) if times else first, first, peak, out)
+    return Timing(statistics.median(times), first, peak, out)
 
 
 def gib(value: float | None) -> float | None:

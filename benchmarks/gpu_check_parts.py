@@ -110,7 +110,6 @@ def env(part: Part) -> None:
     else:
         values["device_name"] = _cpu_name()
     values["packages"] = ", ".join(f"{k} {v}" for k, v in found.items())
-    part.row("env", **values)
     try:
         import cv2
 
@@ -118,6 +117,15 @@ def env(part: Part) -> None:
             part.note("cv2 has no ximgproc (opencv-contrib): sgbm's WLS fill is off in the heads dataset")
     except ImportError:
         pass
+    try:
+        values["labeler_installed"] = importlib.metadata.version("labeler")
+    except importlib.metadata.PackageNotFoundError:  # `labeler run` records its own version in manifests
+        part.fail(
+            "labeler",
+            "not installed in this Python: python3 -m pip install --no-deps --no-index --no-build-isolation "
+            "--ignore-requires-python -e .",
+        )
+    part.row("env", **values)
     if missing:
         part.fail(
             "packages",
@@ -337,12 +345,14 @@ def labeler(part: Part, step: str, *args: object, table: str = "pipeline") -> bo
             text=True,
             timeout=max(5.0, part.time_left_s() - 5),
         )
-        rc, output = done.returncode, done.stdout + done.stderr
+        rc, stdout, stderr = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired as err:
-        rc, output = -9, f"{_text(err.stdout)}{_text(err.stderr)}\nstopped at the part's budget"
+        rc, stdout, stderr = -9, _text(err.stdout), f"{_text(err.stderr)}\nstopped at the part's budget"
     seconds = time.perf_counter() - t0
-    print(f"$ labeler {' '.join(map(str, args))}\n{output}", flush=True)
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    print(f"$ labeler {' '.join(map(str, args))}\n{stdout}{stderr}", flush=True)
+    # what the command says it did (stdout) when it succeeded; why it failed (stderr) when not
+    said = stdout if rc == 0 and stdout.strip() else stdout + stderr
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
     part.row(table, step=step, rc=rc, seconds=round(seconds, 1), last_line=lines[-1][:200] if lines else "")
     if rc != 0:
         part.fail(step, f"exit {rc}: {lines[-1][:300] if lines else 'no output'}")
@@ -401,29 +411,38 @@ def pipeline(part: Part) -> None:
 # ---------------------------------------------------------------- trainers
 
 
-def _train_stereo(part: Part, out: Path) -> list[object] | None:
-    """HOOK: `labeler train-stereo` did not exist when this check was written; when it does, return its
-    one-short-step command here (e.g. on heads_dataset(part), the shared ViT-S weights, --gpu 0)."""
+def _train_stereo(part: Part, out: Path) -> list[object]:
+    """One short epoch of FoundationStereo fine-tuning on the heads part's sgbm-labelled dataset."""
+    prof = part.profile
+    weights = foundation_stereo_weights(part, prof.batch_vit)
+    return ["train-stereo", heads_dataset(part), "--stereo-weights", weights, "--out", out,
+            "--epochs", 1, *prof.train_stereo_flags]  # fmt: skip
+
+
+def _not_written(part: Part, out: Path) -> None:
+    """HOOK for a trainer to come: return its one-short-step command as `_train_stereo` does."""
     return None
 
 
+# trainer command -> its one-short-step command line (None: the trainer exists, its step is not written)
 TRAINERS: dict[str, Callable[[Part, Path], list[object] | None]] = {
     "train-stereo": _train_stereo,
-    "train-sam2": lambda part, out: None,  # HOOK, as _train_stereo
-    "adapt-backbone": lambda part, out: None,  # HOOK, as _train_stereo
+    "train-sam2": _not_written,
+    "adapt-backbone": _not_written,
 }
 
 
 def trainers(part: Part) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    from labeler.cli import app
+
+    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     for name, command in TRAINERS.items():
-        exists = subprocess.run(
-            [part.python, "-c", CLI, name, "--help"], cwd=REPO, env=env, capture_output=True, timeout=120
-        )
-        if exists.returncode != 0:
+        if name not in commands:
             part.skip(name, f"`labeler {name}` is not in this labeler yet (a hook waits in TRAINERS)")
             continue
-        args = command(part, part.work / "trainers" / name)
+        out = part.work / "trainers" / name
+        shutil.rmtree(out, ignore_errors=True)
+        args = command(part, out)
         if args is None:
             part.fail(name, f"`labeler {name}` exists but TRAINERS gives it no one-step command yet")
             continue

@@ -230,11 +230,14 @@ def fs_batches(part: Part) -> None:
         f"{config.amp_dtype if backend.autocast else 'off (float32)'}, "
         f"cudnn.enabled {torch.backends.cudnn.enabled}"
     )
+    passes = [0]  # network passes (the feature extractor runs once per pass): > 1 a call = split after OOM
+    backend.model.feature.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
     last_s = 0.0
     for h, w in prof.sizes:
         left, right = bench.make_pair(h, w, max(prof.batches))
-        with part.check(f"{label(h, w)} warm-up"):
-            backend.disparity_many([(left[0], right[0])])
+        if part.cuda:  # cuDNN picks its algorithms per shape on the first call
+            with part.check(f"{label(h, w)} warm-up"):
+                backend.disparity_many([(left[0], right[0])])
         for n in prof.batches:
             name = f"{label(h, w)} x{n}"
             if not part.enough_time(name, 2 * last_s + 5):
@@ -242,6 +245,7 @@ def fs_batches(part: Part) -> None:
             with part.check(name), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 pairs = [(left[i], right[i]) for i in range(n)]
+                passes[0] = 0
                 t0 = time.perf_counter()
                 t = measure(partial(backend.disparity_many, pairs), device=part.device, warmup=0, repeats=1)
                 last_s = time.perf_counter() - t0
@@ -252,7 +256,8 @@ def fs_batches(part: Part) -> None:
                     vit=prof.batch_vit,
                     size=label(h, w),
                     pairs=n,
-                    images_per_forward=2 * n,
+                    images_per_pass=2 * n,
+                    network_passes=passes[0],
                     dtype=t.out[0].dtype,
                     pairs_per_s=round(n / t.median_s, 3),
                     peak_gib=gib(t.peak_gib),
@@ -261,6 +266,10 @@ def fs_batches(part: Part) -> None:
                 )
                 if reduced:
                     part.fail(name, f"ran out of memory and fell back: {reduced[0]}")
+                elif passes[0] > 1:
+                    part.fail(
+                        name, f"{passes[0]} network passes for one batch: split after running out of memory"
+                    )
 
 
 # ---------------------------------------------------------------- fs_compile
@@ -362,6 +371,9 @@ def _official_of(part: Part, src: Path, vit: str) -> None:
                 ) -> Any:
                     with torch.inference_mode(), _autocast(part, dtype):
                         if official_api:
+                            # the release wraps its blocks in autocast(enabled=args.mixed_precision): off,
+                            # that would run them in float32 inside our float16 autocast
+                            net.args["mixed_precision"] = dtype != "float32"
                             return net(left, right, iters=iters, test_mode=True)
                         return net(left, right, iters=iters)
 
