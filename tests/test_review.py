@@ -129,7 +129,12 @@ def test_listing_sorts_by_doubt_and_filters_by_decision_and_depth(client, copy):
     scores = dict(zip(t.column("sample_id").to_pylist(), t.column("doubt").to_pylist(), strict=True))
     assert [scores[s] for s in order] == sorted(scores.values(), reverse=True)
     r = client.post("/api/decide", json={"sample_id": order[0], "decision": "reject", "note": "holes"})
-    assert r.status_code == 200 and r.json() == {"sample": "reject", "objects": {}}
+    assert r.status_code == 200
+    assert r.json() == {
+        "sample": "reject",
+        "objects": {},
+        "reviewed": "reviewed: 1 sample (1 reject), 0 objects",
+    }
     assert client.get("/?decision=reject").text.count("data-sample=") == 1
     assert client.get("/?decision=undecided").text.count("data-sample=") == len(order) - 1
     assert client.get("/?depth_max=0.01").text.count("data-sample=") == 0
@@ -151,7 +156,11 @@ def test_sample_page_layers_maps_and_object_decisions(client, copy):
     np.testing.assert_array_equal(np.frombuffer(maps[4 * h * w :], "<u2").reshape(h, w), s.instance_ids)
     oid = s.objects[0].id
     r = client.post("/api/decide", json={"sample_id": s.sample_id, "object_id": oid, "decision": "flag"})
-    assert r.json() == {"sample": None, "objects": {str(oid): "flag"}}
+    assert r.json() == {
+        "sample": None,
+        "objects": {str(oid): "flag"},
+        "reviewed": "reviewed: 0 samples, 1 object (1 flag)",
+    }
     assert (
         client.post(
             "/api/decide", json={"sample_id": s.sample_id, "object_id": 999, "decision": "flag"}

@@ -91,11 +91,20 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture
 def dataset(tmp_path_factory, tmp_path) -> Path:
+    """A copy of `make dataset`'s demo dataset where there is one (LABELER_REVIEW_DATASET, else
+    datasets/demo), else the tests' tiny one."""
+    import os
+
     from tests.train.conftest import make_tiny_dataset
 
-    shutil.copytree(make_tiny_dataset(tmp_path_factory.getbasetemp()), tmp_path / "ds")
+    made = Path(os.environ.get("LABELER_REVIEW_DATASET", REPO / "datasets" / "demo"))
+    source = made if (made / "manifest.json").is_file() else make_tiny_dataset(tmp_path_factory.getbasetemp())
+    shutil.copytree(source, tmp_path / "ds")
     return tmp_path / "ds"
 
 
@@ -111,8 +120,8 @@ def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(br
     from labeler.train.data import HeadsDataset, split_ids
 
     ds = open_dataset(dataset)
-    sid = ds.sample_ids[3]
-    oid = ds[3].objects[0].id
+    sid = ds.sample_ids[-1]
+    oid = ds[len(ds) - 1].objects[0].id
     with review_server(dataset) as url:
         browser.get(url + "/")
         assert f'data-sample="{sid}"' in browser.page_source
@@ -123,6 +132,9 @@ def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(br
         browser.find_element(By.CSS_SELECTOR, f'tr.obj[data-id="{oid}"]').click()
         browser.find_element(By.TAG_NAME, "body").send_keys("f")
         _text_becomes(browser, "status", f"saved: flag · object {oid}")
+        assert (
+            browser.find_element(By.ID, "reviewed").text == "reviewed: 1 sample (1 reject), 1 object (1 flag)"
+        )
         browser.save_screenshot(str(tmp_path / "sample.png"))
     saved = [(r.sample_id, r.object_id, r.decision, r.user) for r in shards.read_reviews(dataset)]
     assert saved == [(sid, None, "reject", "browser"), (sid, oid, "flag", "browser")]

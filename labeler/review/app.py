@@ -145,7 +145,7 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
             user=who,
         )
         data.refresh()
-        return JSONResponse(state(req.sample_id))
+        return JSONResponse({**state(req.sample_id), "reviewed": data.decisions.summary()})
 
     @app.get("/api/decisions/{sample_id}")
     def decisions(sample_id: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 def _header(title: str, meta: dict[str, Any]) -> str:
     return (
         f"<header><b>labeler review</b> · {html.escape(title)} · dataset <code>{meta['version']}</code>"
-        f" · {meta['n_ok']} samples · {html.escape(meta['reviewed'])} · user "
+        f' · {meta["n_ok"]} samples · <span id="reviewed">{html.escape(meta["reviewed"])}</span> · user '
         f"<b>{html.escape(meta['user'])}</b></header>"
     )
 

@@ -51,6 +51,7 @@ async function decide(d) {
   document.querySelectorAll('tr.obj').forEach(tr => {
     tr.querySelector('.odec').replaceChildren(badge(s.objects[tr.dataset.id] || null));
   });
+  document.getElementById('reviewed').textContent = s.reviewed;
   status.textContent = `saved: ${d} · ${sel ? 'object ' + sel : 'sample'}` + (note.value ? ' · note' : '');
   note.value = '';
 }
