@@ -5,7 +5,8 @@ Every record derives from `Record`: frozen, unknown fields are errors. Top-level
 drift from the models. The modules: `backends` (stereo and mask backend configs), `calibration`
 (calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets),
 `heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
-truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`).
+truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train`
+(`labeler train-stereo` runs).
 `manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
 """
 
@@ -83,6 +84,14 @@ from data_schema.review import (
     DoubtPass,
     Review,
 )
+from data_schema.stereo_train import (
+    STEREO_TRAIN_SCHEMA_VERSION,
+    StereoEpochMetrics,
+    StereoHeldoutFigures,
+    StereoRunSummary,
+    StereoTrainFigures,
+    TrainStereoConfig,
+)
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
@@ -93,6 +102,7 @@ __all__ = [
     "HEADS_SCHEMA_VERSION",
     "MANIFEST_SCHEMA_VERSION",
     "PREDICTIONS_SCHEMA_VERSION",
+    "STEREO_TRAIN_SCHEMA_VERSION",
     "REVIEWS_SCHEMA_VERSION",
     "ArrayDigests",
     "ArraySpec",
@@ -148,9 +158,14 @@ __all__ = [
     "StereoCalibration",
     "StereoComparison",
     "StereoConfig",
+    "StereoEpochMetrics",
+    "StereoHeldoutFigures",
     "StereoPairSource",
+    "StereoRunSummary",
+    "StereoTrainFigures",
     "StoreLayout",
     "TableRef",
     "TrainFigures",
+    "TrainStereoConfig",
     "ViewResult",
 ]

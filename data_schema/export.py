@@ -31,6 +31,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "review": ds.Review,  # a line of DATASET/reviews.jsonl
     "doubt_pass": ds.DoubtPass,  # DATASET/doubt.json
     "dataset_diff": ds.DatasetDiff,  # REPORT/diff.json of `labeler diff`
+    "train_stereo_config": ds.TrainStereoConfig,  # `config` of OUT/config.json of `labeler train-stereo`
+    "stereo_epoch_metrics": ds.StereoEpochMetrics,  # a row of OUT/metrics.json (and metrics.csv)
+    "stereo_heldout_figures": ds.StereoHeldoutFigures,  # OUT/initial.json (the parent, before training)
+    "stereo_run_summary": ds.StereoRunSummary,  # OUT/summary.json
 }
 
 

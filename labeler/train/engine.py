@@ -62,6 +62,14 @@ class TrainTerms:
     terms: dict[str, float]  # the task's loss terms (unweighted), those its steps returned
 
 
+class Items(Protocol):
+    """A task's training or held-out items: item i of an epoch is `items[(epoch, i)]`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]: ...
+
+
 class Task(Protocol):
     """A trainer's definition. Instances are picklable (they travel to spawned GPU processes).
 
@@ -93,9 +101,7 @@ class Task(Protocol):
     @property
     def evaluate_initial(self) -> bool: ...
 
-    def datasets(
-        self, train_ids: list[str], heldout_ids: list[str]
-    ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
+    def datasets(self, train_ids: list[str], heldout_ids: list[str]) -> tuple[Items, Items | None]:
         """Training and held-out items, indexable by (epoch, i); None when nothing is held out."""
         ...
 
@@ -137,7 +143,9 @@ class Task(Protocol):
         """Plain fields stored in every checkpoint beside the weights (what rebuilds the model)."""
         ...
 
-    def save_best(self, run_dir: Path, model: torch.nn.Module, payload: dict[str, Any]) -> None: ...
+    def save_best(self, run_dir: Path, model: torch.nn.Module, payload: dict[str, Any], *, step: int) -> None:
+        """Keep the best epoch's model (`payload`: the checkpoint fields; `step`: optimiser steps so far)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -271,13 +279,13 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
             run / "split.json", json.dumps({"train": spec.train_ids, "heldout": spec.heldout_ids}, indent=1)
         )
     train_ds, held_ds = task.datasets(spec.train_ids, spec.heldout_ids)
-    sampler = EpochSampler(len(train_ds), seed=spec.seed, rank=dist.rank, world=dist.world)  # type: ignore[arg-type]
+    sampler = EpochSampler(len(train_ds), seed=spec.seed, rank=dist.rank, world=dist.world)
     pin = dist.device.type == "cuda"
     train_loader = loader(train_ds, sampler, spec.batch_size, spec.workers, pin)
     held_loader = (
         loader(
             held_ds,
-            EpochSampler(len(held_ds), seed=spec.seed, shuffle=False),  # type: ignore[arg-type]
+            EpochSampler(len(held_ds), seed=spec.seed, shuffle=False),
             spec.batch_size,
             spec.workers,
             pin,
@@ -377,7 +385,7 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
             score = task.score(row)
             if not score >= best:  # also true for the first finite score
                 best = score
-                task.save_best(run, model, payload)
+                task.save_best(run, model, payload, step=len(steps))
             save_checkpoint(
                 last,
                 {

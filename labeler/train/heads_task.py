@@ -196,5 +196,5 @@ class HeadsTask:
             "instances": self.instances.model_dump(mode="json"),
         }
 
-    def save_best(self, run_dir: Path, model: torch.nn.Module, payload: dict[str, Any]) -> None:
+    def save_best(self, run_dir: Path, model: torch.nn.Module, payload: dict[str, Any], *, step: int) -> None:
         save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)

@@ -122,7 +122,7 @@ def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def _caption(width: int, text: str) -> np.ndarray:
+def caption(width: int, text: str) -> np.ndarray:
     import cv2
 
     strip = np.full((18, width, 3), 255, np.uint8)
@@ -178,7 +178,7 @@ def preview_row(
         if ids is not None:
             tiles.append(mask_overlay(image, ids, list(objs or [])))
             names.append(f"{name}: {len(objs or [])} objects")
-    captions = [_caption(t.shape[1], n) for t, n in zip(tiles, names, strict=True)]
+    captions = [caption(t.shape[1], n) for t, n in zip(tiles, names, strict=True)]
     return np.vstack([np.hstack(captions), np.hstack(tiles)])
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TINY_INPUT = 56  # 4x4 patches: every step is a few hundred ms on one CPU core
@@ -98,3 +99,112 @@ def torch_threads(n: int) -> Iterator[None]:
 def one_torch_thread():
     with torch_threads(1):
         yield
+
+
+# ------------------------------------------------------------------ train-stereo
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_FS = REPO.parent / "shared" / "foundation_stereo"
+STEREO_SIZE = (96, 128)  # (height, width): multiples of 32, so held-out pairs need no padding
+
+
+def make_vits_release(base: Path) -> Path:
+    """The shared generator's ViT-S release (random-like weights), once per session (the folder the
+    FoundationStereo backend tests use too)."""
+    import subprocess
+    import sys
+
+    if not (SHARED_FS / "make_checkpoint.py").is_file():
+        pytest.skip(f"FoundationStereo test data not found at {SHARED_FS}")
+    root = base / "foundation-stereo-vits"
+    if not (root / "model_best_bp2.pth").is_file():
+        subprocess.run(
+            [sys.executable, str(SHARED_FS / "make_checkpoint.py"), "vits", str(root)],
+            check=True,
+            capture_output=True,
+        )
+    return root / "model_best_bp2.pth"
+
+
+def make_stereo_dataset(base: Path, n: int = 3, name: str = "stereo-tiny") -> tuple[Path, Path]:
+    """(dataset, truth folder): n box pairs 128x96 (box at 16 px in front of a wall at 6 px) labelled by
+    sgbm + classical masks, and their exact disparities as truth/<sample_id>.npy."""
+    from labeler.configs import PseudoLabelConfig
+    from labeler.io import write_png
+    from labeler.testing.scenes import box_pair
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml
+
+    h, w = STEREO_SIZE
+    root = base / name
+    ds, truth = root / "ds", root / "truth"
+    if not (ds / "manifest.json").is_file():
+        rng = np.random.default_rng(5)
+        truth.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pair = box_pair(rng, w, h)
+            write_png(root / "pairs" / "left" / f"pair_{i:03d}.png", pair.left)
+            write_png(root / "pairs" / "right" / f"pair_{i:03d}.png", pair.right)
+            np.save(truth / f"pair_{i:03d}.npy", pair.disparity_px)
+        calib = identity_calibration_yaml(root / "calib.yaml", w, h)
+        run_pseudo_label(
+            PseudoLabelConfig(
+                inputs=root / "pairs", calib=calib, out=ds, scheduler="sync", previews=False, progress=False
+            )
+        )
+    return ds, truth
+
+
+def tiny_stereo_config(dataset: Path, out: Path, weights: Path, **overrides):
+    """One step of 2 pairs (64x96 crops, 2 GRU iterations), 1 held-out pair at 96x128."""
+    from data_schema.stereo_train import TrainStereoConfig
+
+    fields = {
+        "dataset": dataset,
+        "out": out,
+        "stereo_weights": weights,
+        "epochs": 1,
+        "batch_size": 2,
+        "crop": (64, 96),
+        "train_iters": 2,
+        "valid_iters": 2,
+        "max_disp": 32,
+        "heldout_frac": 0.34,
+        "workers": 0,
+        "previews": 1,
+        "warmup_frac": 0.0,
+    }
+    fields.update(overrides)
+    return TrainStereoConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def vits_release(tmp_path_factory) -> Path:
+    return make_vits_release(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def stereo_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    return make_stereo_dataset(tmp_path_factory.getbasetemp())
+
+
+TINY_STEREO_FLAGS = (
+    "--epochs 1 --batch-size 2 --crop 64x96 --train-iters 2 --valid-iters 2 --max-disp 32 "
+    "--heldout-frac 0.34 --workers 0 --previews 1 --lr 2e-5"
+).split()
+
+
+@pytest.fixture(scope="session")
+def stereo_run(tmp_path_factory, stereo_dataset, vits_release) -> tuple[Path, str]:
+    """(run folder, what the command printed): one tiny `labeler train-stereo` run with truth, shared by the
+    tests that read its folder."""
+    from typer.testing import CliRunner
+
+    from labeler.cli import app
+
+    run = tmp_path_factory.getbasetemp() / "stereo-tiny-run"
+    ds, truth = stereo_dataset
+    args = [str(ds), "--stereo-weights", str(vits_release), "--out", str(run), "--truth", str(truth)]
+    res = CliRunner().invoke(app, ["train-stereo", *args, *TINY_STEREO_FLAGS])
+    assert res.exit_code == 0, res.output
+    return run, res.output

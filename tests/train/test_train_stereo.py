@@ -1,0 +1,225 @@
+"""`labeler train-stereo` with the shared generator's ViT-S release (random-like weights): the training pass,
+the release-layout checkpoint it writes, the records of the run, and one line per bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from labeler.cli import app
+from tests.train.conftest import SHARED_FS, TINY_STEREO_FLAGS
+
+
+def _errors(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith("error:")]
+
+
+def test_sequence_pass_matches_inference_and_trains_every_parameter(vits_release):
+    """The last training iteration is exactly `estimate`'s disparity; after one loss every parameter that
+    trains has a gradient (DDP needs that), the DAv2 branch none."""
+    from labeler.models.foundation_stereo.loader import load_foundation_stereo
+    from labeler.train.stereo_losses import sequence_loss
+    from labeler.train.stereo_task import train_with_frozen_batch_norm, trainable_modules
+
+    model = load_foundation_stereo(vits_release, max_disp=32)
+    g = torch.Generator().manual_seed(0)
+    left = torch.rand(1, 3, 32, 64, generator=g) * 255
+    right = torch.roll(left, -4, dims=-1)
+    with torch.no_grad():
+        seq = model.estimate_sequence(left, right, iters=2)
+        assert torch.equal(seq.iterations[-1], model.estimate(left, right, iters=2).disparity)
+    trainable_modules(model, ())
+    train_with_frozen_batch_norm(model)
+    assert model.training and not model.cnet.norm1.training  # batch-norm statistics frozen
+    seq = model.estimate_sequence(left, right, iters=2)
+    assert len(seq.iterations) == 2 and seq.initial.shape == (1, 1, 32, 64)
+    target = torch.full((1, 32, 64), 4.0)
+    sequence_loss(seq.initial, seq.iterations, target, torch.ones_like(target)).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:5]
+    assert all(p.grad is None for p in model.feature.dino.parameters())
+
+
+def test_release_writer_keeps_the_release_layout(vits_release, tmp_path):
+    """Keys, shapes and dtypes of the shared key list; the file and its cfg.yaml load strictly."""
+    from labeler.models.foundation_stereo.loader import load_foundation_stereo
+    from labeler.train.stereo_task import write_release
+
+    model = load_foundation_stereo(vits_release)
+    with torch.no_grad():
+        model.update_block.disp_head.conv[0].bias.add_(1.0)  # a trained-looking change
+    cfg = {**yaml.safe_load((vits_release.parent / "cfg.yaml").read_text()), "labeler_image_size": [128, 96]}
+    path = write_release(tmp_path / "out", model, cfg, epoch=3, step=12)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(ck) == {"model", "global_step", "epoch"} and (ck["epoch"], ck["global_step"]) == (3, 12)
+    keys = json.loads((SHARED_FS / "keys_vits.json").read_text())
+    assert {k for k, _, _ in keys} == set(ck["model"]) and len(keys) == len(ck["model"])
+    assert all(
+        list(ck["model"][k].shape) == shape and str(ck["model"][k].dtype) == dtype for k, shape, dtype in keys
+    )
+    assert yaml.safe_load((tmp_path / "out" / "cfg.yaml").read_text()) == cfg
+    again = load_foundation_stereo(path)
+    assert torch.equal(again.update_block.disp_head.conv[0].bias, model.update_block.disp_head.conv[0].bias)
+
+
+@pytest.mark.slow
+def test_run_writes_a_release_checkpoint_and_its_records(stereo_run, stereo_dataset, vits_release):
+    from data_schema import StereoEpochMetrics, StereoHeldoutFigures, StereoRunSummary
+    from labeler import open_dataset
+    from labeler.io import sha256_file
+    from labeler.models.foundation_stereo.loader import load_foundation_stereo
+
+    run, _ = stereo_run
+    ck = torch.load(run / "model_best_bp2.pth", map_location="cpu", weights_only=True)
+    assert set(ck) == {"model", "global_step", "epoch"} and ck["epoch"] == 1 and ck["global_step"] == 1
+    keys = json.loads((SHARED_FS / "keys_vits.json").read_text())
+    assert {k for k, _, _ in keys} == set(ck["model"]) and len(keys) == len(ck["model"])
+    assert all(
+        list(ck["model"][k].shape) == shape and str(ck["model"][k].dtype) == dtype for k, shape, dtype in keys
+    )
+    parent = torch.load(vits_release, map_location="cpu", weights_only=True)["model"]
+    changed = {k.split(".")[0] for k in parent if not torch.equal(parent[k], ck["model"][k])}
+    assert {"cnet", "update_block", "cost_agg", "feature"} <= changed
+    assert all(torch.equal(parent[k], ck["model"][k]) for k in parent if k.startswith("feature.dino."))
+    load_foundation_stereo(run / "model_best_bp2.pth")  # strictly, through cfg.yaml beside it
+    parent_cfg = yaml.safe_load((vits_release.parent / "cfg.yaml").read_text())
+    cfg = yaml.safe_load((run / "cfg.yaml").read_text())
+    assert {k: cfg[k] for k in parent_cfg} == parent_cfg
+    ds = open_dataset(stereo_dataset[0])
+    assert cfg["labeler_image_size"] == [128, 96] and cfg["labeler_dataset_version"] == ds.version
+
+    summary = StereoRunSummary.model_validate_json((run / "summary.json").read_text())
+    assert summary.parent_sha256 == sha256_file(vits_release) and summary.dataset_version == ds.version
+    assert summary.weights_sha256 == sha256_file(run / "model_best_bp2.pth") and summary.teacher == "sgbm"
+    before = StereoHeldoutFigures.model_validate_json((run / "initial.json").read_text())
+    (row,) = [StereoEpochMetrics.model_validate(h) for h in json.loads((run / "metrics.json").read_text())]
+    assert summary.before == before and summary.after == row.heldout and summary.best_epoch == 1
+    for figures in (before, row.heldout):
+        assert all(v is not None and np.isfinite(v) for v in figures.model_dump().values()), figures
+    assert summary.change.truth_epe_px == pytest.approx(row.truth_epe_px - before.truth_epe_px)
+    record = json.loads((run / "config.json").read_text())
+    assert record["command"] == "train-stereo" and record["parent_sha256"] == summary.parent_sha256
+    assert record["config"]["crop"] == [64, 96] and record["dataset_version"] == ds.version
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) == 2 and len(split["heldout"]) == 1
+    for name in (
+        "curves.png",
+        "steps.csv",
+        "metrics.csv",
+        "previews/epoch_000.png",
+        "previews/epoch_001.png",
+    ):
+        assert (run / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_command_prints_the_summary_figures(stereo_run):
+    from data_schema import StereoRunSummary
+
+    run, output = stereo_run
+    s = StereoRunSummary.model_validate_json((run / "summary.json").read_text())
+    lines = output.splitlines()
+    assert lines[0].endswith("1 epochs on 2 pairs (1 held out); best epoch 1")
+    b, a = s.before.truth_epe_px, s.after.truth_epe_px
+    assert f"  held-out EPE vs truth, px: {b:.3f} (parent) -> {a:.3f} ({a - b:+.3f})" in lines
+    assert (
+        f"checkpoint {run / 'model_best_bp2.pth'} (cfg.yaml beside it; use it with --stereo-weights)" in lines
+    )
+
+
+@pytest.mark.slow
+def test_resume_at_the_last_epoch_trains_nothing_more(stereo_run, stereo_dataset, vits_release):
+    run, _ = stereo_run
+    ds, truth = stereo_dataset
+    args = [str(ds), "--stereo-weights", str(vits_release), "--out", str(run), "--truth", str(truth)]
+    res = CliRunner().invoke(app, ["train-stereo", *args, *TINY_STEREO_FLAGS])
+    assert res.exit_code == 1 and "already holds a run; pass --resume" in res.output
+    steps = (run / "steps.csv").read_text()
+    res = CliRunner().invoke(app, ["train-stereo", *args, *TINY_STEREO_FLAGS, "--resume", "--lr", "1e-3"])
+    assert res.exit_code == 1 and "--resume with different settings (lr)" in res.output
+    assert (run / "steps.csv").read_text() == steps
+
+
+# ------------------------------------------------------------------ bad input: one line each
+
+
+def _release_copy(folder: Path, weights: Path, cfg: dict | None) -> Path:
+    """A release folder with the weights linked (not copied: 250 MB) and `cfg` as its cfg.yaml."""
+    folder.mkdir(parents=True)
+    os.symlink(weights, folder / "model_best_bp2.pth")
+    if cfg is not None:
+        (folder / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return folder / "model_best_bp2.pth"
+
+
+def _train(dataset: Path, weights: Path, out: Path, *flags: str):
+    return CliRunner().invoke(
+        app, ["train-stereo", str(dataset), "--stereo-weights", str(weights), "--out", str(out), *flags]
+    )
+
+
+def test_checkpoint_without_cfg_yaml(stereo_dataset, vits_release, tmp_path):
+    weights = _release_copy(tmp_path / "r", vits_release, None)
+    res = _train(stereo_dataset[0], weights, tmp_path / "out")
+    (line,) = _errors(res.output)
+    assert res.exit_code == 1 and "cfg.yaml not found beside the checkpoint" in line
+    assert "--stereo-weights" in line and not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_another_release(stereo_dataset, vits_release, tmp_path):
+    """A file whose tensors are not this release's (a Depth Anything V2 layout) beside a ViT-S cfg.yaml."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    torch.save({"model": {"pretrained.cls_token": torch.zeros(1, 1, 384)}}, folder / "model_best_bp2.pth")
+    (folder / "cfg.yaml").write_text((vits_release.parent / "cfg.yaml").read_text())
+    res = _train(stereo_dataset[0], folder / "model_best_bp2.pth", tmp_path / "out", "--crop", "64x96")
+    (line,) = _errors(res.output)
+    assert res.exit_code == 1 and "keys do not match FoundationStereo vit_size=vits of cfg.yaml" in line
+    assert "--stereo-weights" in line
+
+
+def test_crop_larger_than_the_images_names_the_flag(stereo_dataset, vits_release, tmp_path):
+    res = _train(stereo_dataset[0], vits_release, tmp_path / "out", "--crop", "128x160")
+    (line,) = _errors(res.output)
+    assert res.exit_code == 1 and line.startswith("error: --crop 128x160 is larger than the images of")
+    assert "at most 96x128" in line
+    res = _train(stereo_dataset[0], vits_release, tmp_path / "out", "--crop", "64x100")
+    assert res.exit_code == 2 and _errors(res.output) == [
+        "error: --crop: Value error, crop 64x100: height and width must be positive multiples of 32"
+    ]
+
+
+def test_dataset_of_another_size_than_the_checkpoints_training(stereo_dataset, vits_release, tmp_path):
+    cfg = {**yaml.safe_load((vits_release.parent / "cfg.yaml").read_text()), "labeler_image_size": [640, 480]}
+    weights = _release_copy(tmp_path / "r", vits_release, cfg)
+    res = _train(stereo_dataset[0], weights, tmp_path / "out", "--crop", "64x96")
+    (line,) = _errors(res.output)
+    assert res.exit_code == 1 and "cfg.yaml: the checkpoint was fine-tuned on 640x480 images" in line
+    assert "has 128x96" in line and "--allow-other-size" in line
+
+
+def test_dataset_without_stereo_confidence(tmp_path):
+    from labeler.errors import LabelerError
+    from labeler.train.stereo_api import _check_confidence
+
+    class NoConfidence:
+        def __len__(self) -> int:
+            return 2
+
+        def read(self, i: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+            return {
+                "disparity_px": np.ones((4, 4), np.float32),
+                "confidence": np.full((4, 4), np.nan, np.float32),
+            }
+
+    with pytest.raises(
+        LabelerError, match=r"made without stereo confidence .*relabel it with a stereo backend"
+    ):
+        _check_confidence(NoConfidence(), tmp_path)
