@@ -299,7 +299,7 @@ def heads(part: Part) -> None:
     t0 = time.perf_counter()
     dataset = heads_dataset(part)
     ids = open_dataset(dataset).sample_ids
-    part.note(f"dataset: {len(ids)} samples in {time.perf_counter() - t0:.0f} s ({dataset})")
+    part.note(f"dataset: {len(ids)} samples labelled by sgbm in {time.perf_counter() - t0:.0f} s")
     workers = min(prof.heads_workers, os.cpu_count() or 1)
     for backbone, size in prof.heads_models:
         with part.check(f"{backbone} {size}"):
@@ -353,7 +353,8 @@ def labeler(part: Part, step: str, *args: object, table: str = "pipeline") -> bo
     # what the command says it did (stdout) when it succeeded; why it failed (stderr) when not
     said = stdout if rc == 0 and stdout.strip() else stdout + stderr
     lines = [line.strip() for line in said.splitlines() if line.strip()]
-    part.row(table, step=step, rc=rc, seconds=round(seconds, 1), last_line=lines[-1][:200] if lines else "")
+    last = lines[-1].replace(str(part.work), "WORK")[:200] if lines else ""
+    part.row(table, step=step, rc=rc, seconds=round(seconds, 1), last_line=last)
     if rc != 0:
         part.fail(step, f"exit {rc}: {lines[-1][:300] if lines else 'no output'}")
     return rc == 0

@@ -49,8 +49,9 @@ def _pair_tensors(part: Part, h: int, w: int, batch: int = 1) -> tuple[Any, Any]
 def _autocast(part: Part, dtype: str) -> Any:
     import torch
 
+    on = dtype != "float32"  # (a float32 target dtype, even disabled, makes CUDA autocast warn)
     return torch.autocast(
-        "cuda" if part.cuda else "cpu", dtype=getattr(torch, dtype), enabled=dtype != "float32"
+        "cuda" if part.cuda else "cpu", dtype=getattr(torch, dtype if on else "bfloat16"), enabled=on
     )
 
 
@@ -161,7 +162,10 @@ def _speed_of(part: Part, vit: str, dtypes: tuple[str, ...]) -> None:
         left, right = _pair_tensors(part, h, w)
         for iters in prof.iters:
             reference = None
-            for dtype in dtypes:
+            # every dtype (and the autocast ones against float32) at the most iterations; at fewer, the
+            # release's float16 alone, for pairs/s (keeps the grid inside its budget)
+            chosen = dtypes if iters == max(prof.iters) or len(dtypes) == 1 else ("float16",)
+            for dtype in chosen:
                 name = f"{vit} {label(h, w)} iters {iters} {dtype}"
                 if not part.enough_time(name, 2 * last_s + 5):
                     continue
@@ -358,6 +362,7 @@ def _official_of(part: Part, src: Path, vit: str) -> None:
     ours = load_foundation_stereo(weights, device=part.device)
     official = bench.load_official(src, weights, part.device)
     iters = prof.official_iters
+    warm = max(1, prof.warmup)  # a ratio of two timings: neither may carry the first call's costs
     for h, w in prof.official_sizes:
         left, right = _pair_tensors(part, h, w)
         for dtype in dtypes:
@@ -378,10 +383,10 @@ def _official_of(part: Part, src: Path, vit: str) -> None:
                         return net(left, right, iters=iters)
 
                 t_ours = measure(
-                    partial(run, ours, False), device=part.device, warmup=prof.warmup, repeats=prof.repeats
+                    partial(run, ours, False), device=part.device, warmup=warm, repeats=prof.repeats
                 )
                 t_off = measure(
-                    partial(run, official, True), device=part.device, warmup=prof.warmup, repeats=prof.repeats
+                    partial(run, official, True), device=part.device, warmup=warm, repeats=prof.repeats
                 )
                 epe, _, max_diff = disparity_difference(t_ours.out, t_off.out)
                 part.row(
