@@ -85,3 +85,30 @@ GPU_CHECK_FLAGS ?=
 .PHONY: gpu-check
 gpu-check: $(if $(filter $(BIN)/python,$(GPU_CHECK_PY)),$(BIN)/labeler)
 	$(GPU_CHECK_PY) benchmarks/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT) $(GPU_CHECK_FLAGS)
+
+# FoundationStereo fine-tuned on the demo rig, on the CPU in minutes: `labeler train-stereo` from the shared
+# generator's ViT-S release (random-like weights, NOT a trained model) on the demo dataset's labelled scenes
+# (small crops at half scale, 2 GRU iterations), held-out EPE against the rendered truth before and after
+# (summary.json); then the fine-tuned checkpoint labels the rectified scenes through `labeler pseudo-label`
+# and `labeler validate` checks that dataset. Real runs: docs/foundation-stereo-training.md.
+SHARED ?= ../shared
+STEREO_DEMO := $(RUNS)/stereo-demo
+STEREO_PARENT := $(WORK)/foundation-stereo-vits
+STEREO_TRAIN_FLAGS ?= --epochs 20 --batch-size 1 --lr 5e-5 --warmup-frac 0 --crop 96x128 --min-scale 0.45 \
+	--max-scale 0.55 --eval-scale 0.5 --train-iters 2 --valid-iters 2 --max-disp 32 --workers 0 --previews 1
+STEREO_LABEL_FLAGS ?= --scale 0.5 --valid-iters 2 --max-disp 32
+.PHONY: stereo-demo
+stereo-demo: $(BIN)/labeler
+	@test -f $(DATASETS)/demo/manifest.json || $(MAKE) dataset
+	@test -f $(STEREO_PARENT)/model_best_bp2.pth || \
+		$(BIN)/python $(SHARED)/foundation_stereo/make_checkpoint.py vits $(STEREO_PARENT)
+	rm -rf $(STEREO_DEMO)
+	OMP_NUM_THREADS=1 $(BIN)/labeler train-stereo $(DATASETS)/demo --stereo-weights $(STEREO_PARENT)/model_best_bp2.pth \
+		--out $(STEREO_DEMO) --truth $(WORK)/demo $(STEREO_TRAIN_FLAGS)
+	OMP_NUM_THREADS=1 $(BIN)/labeler pseudo-label $(WORK)/rectified --calib calib/demo-rig.yaml --out $(STEREO_DEMO)/dataset \
+		--stereo foundation-stereo --stereo-weights $(STEREO_DEMO)/model_best_bp2.pth $(STEREO_LABEL_FLAGS) --masks classical
+	$(BIN)/labeler validate $(STEREO_DEMO)/dataset
+	@echo
+	@echo "run:      $(STEREO_DEMO) (summary.json: held-out EPE before/after, metrics.csv, curves.png, previews/)"
+	@echo "weights:  $(STEREO_DEMO)/model_best_bp2.pth + cfg.yaml (release layout)"
+	@echo "relabelled with them: $(STEREO_DEMO)/dataset"

@@ -39,6 +39,7 @@ def train_stereo_cmd(
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
     feature_lr_factor: Annotated[float, typer.Option(help="EdgeNeXt features' lr as a factor of --lr")] = 1.0,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-5,
+    warmup_frac: Annotated[float, typer.Option(help="linear warm-up share of all steps, then cosine")] = 0.05,
     crop: Annotated[str, typer.Option(help="training crop HEIGHTxWIDTH, multiples of 32")] = "320x640",
     train_iters: Annotated[int, typer.Option(help="GRU iterations in training, each supervised")] = 22,
     valid_iters: Annotated[
@@ -89,6 +90,7 @@ def train_stereo_cmd(
             lr=lr,
             feature_lr_factor=feature_lr_factor,
             weight_decay=weight_decay,
+            warmup_frac=warmup_frac,
             crop=_crop(crop),
             train_iters=train_iters,
             valid_iters=valid_iters,

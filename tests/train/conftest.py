@@ -190,7 +190,7 @@ def stereo_dataset(tmp_path_factory) -> tuple[Path, Path]:
 
 TINY_STEREO_FLAGS = (
     "--epochs 1 --batch-size 2 --crop 64x96 --train-iters 2 --valid-iters 2 --max-disp 32 "
-    "--heldout-frac 0.34 --workers 0 --previews 1 --lr 2e-5"
+    "--heldout-frac 0.34 --workers 0 --previews 1 --lr 2e-5 --warmup-frac 0"
 ).split()
 
 

@@ -223,3 +223,70 @@ def test_dataset_without_stereo_confidence(tmp_path):
         LabelerError, match=r"made without stereo confidence .*relabel it with a stereo backend"
     ):
         _check_confidence(NoConfidence(), tmp_path)
+
+
+# ------------------------------------------------------------------ shown to work (smaller make stereo-demo)
+
+EPE_DROP = 0.5  # held-out EPE against truth after <= this x before (measured: see benchmarks/RESULTS.md)
+
+
+@pytest.mark.slow
+def test_fine_tuning_lowers_heldout_epe_against_truth(vits_release, tmp_path_factory):
+    """From the random-like release, 8 epochs on 5 box pairs: the held-out pair's EPE against its exact
+    disparity falls by half or more."""
+    from labeler.train.stereo_api import train_stereo
+    from tests.train.conftest import make_stereo_dataset, tiny_stereo_config
+
+    base = tmp_path_factory.getbasetemp()
+    ds, truth = make_stereo_dataset(base, n=6, name="stereo-six")
+    cfg = tiny_stereo_config(
+        ds,
+        base / "stereo-six-run",
+        vits_release,
+        truth=truth,
+        epochs=8,
+        batch_size=1,
+        lr=5e-5,
+        heldout_frac=0.2,
+    )
+    res = train_stereo(cfg)
+    assert res.summary is not None and (res.n_train, res.n_heldout) == (5, 1)
+    before, after = res.summary.before.truth_epe_px, res.summary.after.truth_epe_px
+    assert before is not None and after is not None
+    assert after <= EPE_DROP * before, f"held-out EPE vs truth {before:.2f} -> {after:.2f} px"
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_checkpoint_labels_a_dataset(stereo_run, stereo_dataset, tmp_path):
+    """train-stereo -> pseudo-label --stereo-weights <new> -> validate."""
+    run, _ = stereo_run
+    pairs = stereo_dataset[0].parent / "pairs"
+    calib = stereo_dataset[0].parent / "calib.yaml"
+    out = tmp_path / "relabelled"
+    res = CliRunner().invoke(
+        app,
+        [
+            "pseudo-label",
+            str(pairs),
+            "--calib",
+            str(calib),
+            "--out",
+            str(out),
+            "--stereo",
+            "foundation-stereo",
+            "--stereo-weights",
+            str(run / "model_best_bp2.pth"),
+            "--valid-iters",
+            "2",
+            "--max-disp",
+            "32",
+            "--masks",
+            "classical",
+            "--scheduler",
+            "sync",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "3 samples ok, 0 failed" in res.output
+    res = CliRunner().invoke(app, ["validate", str(out)])
+    assert res.exit_code == 0 and f"{out}: valid" in res.output, res.output
