@@ -18,21 +18,19 @@ from pipelines.pseudo_label import run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
 
+def quick_cfg(inputs: Path, calib: Path, out: Path, **kw) -> PseudoLabelConfig:
+    """The tests' labelling settings: 2 samples per shard, in-process, quiet, no previews."""
+    opts = {"samples_per_shard": 2, "scheduler": "sync", "progress": False, "previews": False, **kw}
+    return PseudoLabelConfig(inputs=inputs, calib=calib, out=out, **opts)
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """Six 96x64 pairs, 2 per shard (3 shards)."""
     root = tmp_path_factory.mktemp("v2")
     write_plane_pairs(root / "rect", 6, 96, 64, seed=2)
     calib = identity_calibration_yaml(root / "calib.yaml", 96, 64)
-    cfg = PseudoLabelConfig(
-        inputs=root / "rect",
-        calib=calib,
-        out=root / "ds",
-        samples_per_shard=2,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-    )
+    cfg = quick_cfg(root / "rect", calib, root / "ds")
     run_pseudo_label(cfg)
     assert validate_dataset(root / "ds") == []
     return root
@@ -317,15 +315,7 @@ def test_changed_captures_are_relabelled_and_said(base, tmp_path):
     rect = tmp_path / "rect"
     shutil.copytree(base / "rect", rect)
     (rect / "pairs.json").write_text(_pairs_json(rect, base / "calib.yaml"))
-    cfg = PseudoLabelConfig(
-        inputs=rect,
-        calib=base / "calib.yaml",
-        out=tmp_path / "ds",
-        samples_per_shard=2,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-    )
+    cfg = quick_cfg(rect, base / "calib.yaml", tmp_path / "ds")
     first = run_pseudo_label(cfg)
     before = open_dataset(tmp_path / "ds")[3]
     img = before.left.copy()
@@ -353,15 +343,7 @@ def test_garbage_manifest_and_zarr_json_are_one_line_and_a_rerun_rebuilds(base, 
         open_dataset(copy)
     (problem,) = validate_dataset(copy)
     assert "not a valid manifest" in problem
-    cfg = PseudoLabelConfig(
-        inputs=base / "rect",
-        calib=base / "calib.yaml",
-        out=copy,
-        samples_per_shard=2,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-    )
+    cfg = quick_cfg(base / "rect", base / "calib.yaml", copy)
     again = run_pseudo_label(cfg)
     assert again.labelled == 0 and again.dataset_version == open_dataset(base / "ds").version
     (copy / "data.zarr" / "depth_m" / "zarr.json").write_text("garbage")
@@ -422,15 +404,7 @@ def test_a_dying_shard_task_is_a_recorded_failure_of_its_samples(base, tmp_path,
         return real(out, shard, *a, **k)
 
     monkeypatch.setattr(graph, "_write", flaky)
-    cfg = PseudoLabelConfig(
-        inputs=base / "rect",
-        calib=base / "calib.yaml",
-        out=tmp_path / "ds",
-        samples_per_shard=2,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-    )
+    cfg = quick_cfg(base / "rect", base / "calib.yaml", tmp_path / "ds")
     res = run_pseudo_label(cfg)
     assert res.manifest.counts.ok == 4 and res.n_new_failed == 2
     assert {f.sample_id for f in res.new_failures} == {"pair_002", "pair_003"}
@@ -534,15 +508,7 @@ def test_a_lost_shard_entry_keeps_every_sample_in_its_row(base, copy):
     lines = (copy / "shards.jsonl").read_text().splitlines(keepends=True)
     (copy / "shards.jsonl").write_text("".join(line for line in lines if not line.startswith('{"shard":0,')))
     (copy / "manifest.json").unlink()
-    cfg = PseudoLabelConfig(
-        inputs=base / "rect",
-        calib=base / "calib.yaml",
-        out=copy,
-        samples_per_shard=2,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-    )
+    cfg = quick_cfg(base / "rect", base / "calib.yaml", copy)
     again = run_pseudo_label(cfg)
     assert again.labelled == 2 and again.skipped == 4
     ds = open_dataset(copy)
