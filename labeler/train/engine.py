@@ -14,6 +14,11 @@ held-out evaluation and the typed per-epoch record are. The engine does the rest
 - the run folder: config.json (the command's record, compared on --resume), split.json (train / held-out
   sample ids), metrics.csv + metrics.json (one typed record per epoch), steps.csv, curves.png,
   previews/epoch_NNN.png, and, for tasks that ask, initial.json (held-out figures before any step).
+
+Adding a trainer (train-sam2, adapt-backbone, ...): a frozen, picklable dataclass with the `Task` members
+(heads_task.py and stereo_task.py are the two so far), its typed records in data_schema/, and an api
+function that checks its inputs (one line each), splits the dataset by sample id (`data.split_ids`), writes
+nothing itself but builds the config.json record and an `EngineSpec`, and calls `launch`.
 """
 
 from __future__ import annotations

@@ -290,3 +290,37 @@ def test_the_fine_tuned_checkpoint_labels_a_dataset(stereo_run, stereo_dataset, 
     assert "3 samples ok, 0 failed" in res.output
     res = CliRunner().invoke(app, ["validate", str(out)])
     assert res.exit_code == 0 and f"{out}: valid" in res.output, res.output
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(stereo_dataset, vits_release, tmp_path):
+    """Two epochs, or one then --resume: the same weights, optimiser state, history and best checkpoint."""
+    from labeler.train.stereo_api import train_stereo
+    from tests.train.conftest import tiny_stereo_config
+
+    ds, truth = stereo_dataset
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train_stereo(tiny_stereo_config(ds, whole, vits_release, truth=truth, epochs=2, batch_size=1))
+    train_stereo(
+        tiny_stereo_config(ds, parts, vits_release, truth=truth, epochs=2, batch_size=1), stop_after_epoch=1
+    )
+    assert json.loads((parts / "metrics.json").read_text())[-1]["epoch"] == 1
+    train_stereo(
+        tiny_stereo_config(ds, parts, vits_release, truth=truth, epochs=2, batch_size=1, resume=True)
+    )
+    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=False) for r in (whole, parts))
+    assert a["epoch"] == b["epoch"] == 2 and all(
+        torch.equal(a["model"][k], b["model"][k]) for k in a["model"]
+    )
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    strip = [
+        {k: v for k, v in h.items() if k not in ("seconds", "train_samples_per_s")} for h in a["history"]
+    ]
+    assert strip == [
+        {k: v for k, v in h.items() if k not in ("seconds", "train_samples_per_s")} for h in b["history"]
+    ]
+    assert (whole / "initial.json").read_text() == (parts / "initial.json").read_text()
+    best_a, best_b = (torch.load(r / "model_best_bp2.pth", weights_only=True) for r in (whole, parts))
+    assert best_a["epoch"] == best_b["epoch"] and best_a["global_step"] == best_b["global_step"]
+    assert all(torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"])
