@@ -73,9 +73,11 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
     by_row: dict[int, list[ObjectRow]] = {}
     for o in objects:
         by_row.setdefault(o.row, []).append(o)
-    inside = [s for s in samples if entry.row_start <= s.row < entry.row_stop]
+    inside = []
     for rec in samples:
-        if rec not in inside:
+        if entry.row_start <= rec.row < entry.row_stop:
+            inside.append(rec)
+        else:
             problems.append(f"sample {rec.sample_id}: row {rec.row} is outside shard {entry.shard}")
     ok = [s for s in inside if s.status == "ok"]
     block: dict[str, np.ndarray] = {}
