@@ -98,17 +98,17 @@ def write_demo(
     """Render the demo rig's board and scene captures into `out` (see the module docstring)."""
     out = Path(out)
     rig = SyntheticRig.arducam_like(width, height)
-    for i, (board_left, board_right) in enumerate(render_board_views(rig, DEMO_BOARD, n_boards, seed=seed)):
+    rays = rig.left.rays(3), rig.right.rays(3)  # boards and scenes: the same cameras, 3x3 samples
+    boards = render_board_views(rig, DEMO_BOARD, n_boards, seed=seed, supersample=3, rays=rays)
+    for i, (board_left, board_right) in enumerate(boards):
         write_png(out / "boards" / f"board_{i:03d}.png", np.hstack([board_left, board_right]))
     rng = np.random.default_rng(seed + 1000)
-    rays = rig.left.rays(3), rig.right.rays(3)
     scenes = []
     for i in range(n_scenes):
         pair_id = f"scene_{i:03d}"
         scene, colours = demo_scene(rng)
-        left, right = (
-            scene.render(cam, noise_dn=1.0, rng=rng, rays=r)
-            for cam, r in zip((rig.left, rig.right), rays, strict=True)
+        left, right = scene.render_views(
+            list(zip((rig.left, rig.right), rays, strict=True)), noise_dn=1.0, rng=rng
         )
         write_png(out / "scenes" / f"{pair_id}.png", np.hstack([left.image, right.image]))
         with atomic_path(out / "truth" / f"{pair_id}.npz") as tmp, open(tmp, "wb") as f:

@@ -22,16 +22,26 @@ log = logging.getLogger(__name__)
 # A run of this many samples takes minutes even on a GPU: long enough to watch on the dashboard.
 DASHBOARD_MIN_SAMPLES = 100
 DASHBOARD_ADDRESS = "127.0.0.1:8787"  # Dask's usual port; Dask takes a free one when it is in use
+# Below this many samples the default runs in-process: starting a process cluster (~3-5 s of CPU for the
+# scheduler and two workers importing cv2/torch) costs more than a second core saves on ~1 s samples.
+IN_PROCESS_BELOW_SAMPLES = 16
 
 
 @contextmanager
 def dask_client(
-    scheduler: str | None, *, workers: int | None, gpus: tuple[int, ...], samples: int = 0
+    scheduler: str | None,
+    *,
+    workers: int | None,
+    gpus: tuple[int, ...],
+    samples: int = 0,
+    in_process_below: int = IN_PROCESS_BELOW_SAMPLES,
 ) -> Iterator[Client | None]:
-    """Yield a distributed Client, or None for `scheduler="sync"` (in-process, for tests and debugging).
+    """Yield a distributed Client, or None to run in-process (`scheduler="sync"`, and small default runs).
 
-    scheduler: None or "processes" → LocalCluster of processes; "threads" → LocalCluster of threads;
-    "tcp://host:port" → an existing cluster (start one worker per GPU there with `--resources GPU=1`).
+    scheduler: None → LocalCluster of processes, or in-process when `samples < in_process_below` (a
+    cluster there costs more than it saves; `--scheduler processes` forces one); "processes" →
+    LocalCluster of processes; "threads" → LocalCluster of threads; "tcp://host:port" → an existing
+    cluster (start one worker per GPU there with `--resources GPU=1`).
     With gpus, the local cluster has one worker per GPU, each advertising GPU=1 so that one model task runs
     on it at a time, with the machine's other cores as its extra threads (`--workers` sets the total): the
     CPU tasks (loading, depth, objects, previews, writes) run there beside the model calls, so the GPU never
@@ -40,7 +50,7 @@ def dask_client(
     bokeh) and logs its address once with --verbose or from DASHBOARD_MIN_SAMPLES samples on; otherwise
     nothing listens on :8787.
     """
-    if scheduler == "sync":
+    if scheduler == "sync" or (scheduler is None and samples < in_process_below):
         yield None
         return
     from distributed import Client, LocalCluster

@@ -8,6 +8,10 @@ from pathlib import Path
 from data_schema.manifest import Manifest, ShardEntry
 from labeler.validate import shard_problems, validate_dataset
 
+# Checking a sample (decode, digests, statistics) costs about a tenth of labelling it: a process cluster
+# pays for its start-up from some ten times more samples than a labelling run needs.
+VALIDATE_IN_PROCESS_BELOW = 128
+
 
 def run_validate(
     dataset: str | Path, *, scheduler: str | None = None, workers: int | None = None, progress: bool = True
@@ -19,7 +23,13 @@ def run_validate(
     def map_shards(entries: list[ShardEntry], manifest: Manifest) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in entries]
         with (
-            dask_client(scheduler, workers=workers, gpus=()) as client,
+            dask_client(
+                scheduler,
+                workers=workers,
+                gpus=(),
+                samples=sum(e.n_ok + e.n_failed for e in entries),
+                in_process_below=VALIDATE_IN_PROCESS_BELOW,
+            ) as client,
             tqdm(total=len(entries), desc="validate", unit="shard", disable=not progress) as bar,
         ):
             if client is None:

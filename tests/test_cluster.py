@@ -65,3 +65,17 @@ def test_a_long_run_prints_the_dashboard_address_once(monkeypatch, caplog):
         _run_one_task(samples=cluster.DASHBOARD_MIN_SAMPLES)
     (line,) = [r.getMessage() for r in caplog.records if "dashboard" in r.getMessage()]
     assert line.startswith("Dask dashboard: http://") and line.endswith("/status")
+
+
+def test_a_small_default_run_stays_in_process_and_a_named_scheduler_does_not():
+    """Issue 13: below IN_PROCESS_BELOW_SAMPLES the default (no --scheduler) starts no cluster (its start-up
+    costs more than it saves); from there on, and whenever a scheduler is named, it does."""
+    import pipelines.cluster as cluster
+
+    small = cluster.IN_PROCESS_BELOW_SAMPLES - 1
+    with dask_client(None, workers=1, gpus=(), samples=small) as client:
+        assert client is None
+    with dask_client(None, workers=1, gpus=(), samples=small, in_process_below=small) as client:
+        assert client is not None and client.submit(int, "7").result() == 7
+    with dask_client("processes", workers=1, gpus=(), samples=1) as client:
+        assert client is not None

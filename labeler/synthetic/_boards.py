@@ -115,20 +115,23 @@ def render_board_views(
     seed: int = 0,
     supersample: int = 3,
     noise_dn: float = 1.0,
+    rays: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n_views (left, right) RGB pairs of the board in random poses fully visible to both eyes."""
+    """n_views (left, right) RGB pairs of the board in random poses fully visible to both eyes.
+
+    `rays`: the two cameras' `rays(supersample)`, when the caller renders more with the same rig.
+    """
     rng = np.random.default_rng(seed)
     backdrop = noise_texture(rng, 256, (120, 120, 120), contrast=25)
-    rays_l, rays_r = rig.left.rays(supersample), rig.right.rays(supersample)
+    rays_l, rays_r = rays or (rig.left.rays(supersample), rig.right.rays(supersample))
     views: list[tuple[np.ndarray, np.ndarray]] = []
     while len(views) < n_views:
         pose = random_board_pose(rng, board)
         if not board_visible(rig, board, pose):
             continue
         scene = board_scene(board, pose, backdrop)
-        left, right = (
-            scene.render(cam, supersample=supersample, noise_dn=noise_dn, rng=rng, rays=rays).image
-            for cam, rays in ((rig.left, rays_l), (rig.right, rays_r))
+        left, right = scene.render_views(
+            [(rig.left, rays_l), (rig.right, rays_r)], supersample=supersample, noise_dn=noise_dn, rng=rng
         )
-        views.append((left, right))
+        views.append((left.image, right.image))
     return views

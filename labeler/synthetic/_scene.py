@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,11 +35,15 @@ class TexturedRect:
     def intersect(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ray parameter t (inf where missed) and plane coordinates (a, b) for each ray."""
         n = np.cross(self.u, self.v)
-        denom = dirs @ n
+        # one (rays, 3) @ (3, 3) product instead of building the (rays, 3) hit points: the hit's plane
+        # coordinates are (origin - self.origin)·u + t·(dir·u), likewise for v
+        # (3, rays) rows, each contiguous: the elementwise work below runs on unstrided arrays
+        dn, du, dv = (np.stack([n, self.u, self.v]) @ dirs.reshape(-1, 3).T).reshape((3, *dirs.shape[:-1]))
+        rel = origin - self.origin
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = ((self.origin - origin) @ n) / denom
-        hit = origin + t[..., None] * dirs - self.origin
-        a, b = hit @ self.u, hit @ self.v
+            t = -(rel @ n) / dn
+            a = rel @ self.u + t * du
+            b = rel @ self.v + t * dv
         ok = t > 0
         if self.bounded:
             a0, a1, b0, b1 = self.extent
@@ -109,18 +116,42 @@ class Scene:
             rng: the noise's generator (default: seed 0).
             rays: `camera.rays(supersample)`, when the caller renders several scenes with one camera.
         """
-        image, depth_m, ids = self._trace(camera, supersample, noise_dn, rng, rays)
-        return Rendering(image=image, depth_m=depth_m.astype(np.float32), instance_ids=ids)
+        return self.render_views([(camera, rays)], supersample=supersample, noise_dn=noise_dn, rng=rng)[0]
+
+    def render_views(
+        self,
+        views: Sequence[tuple[Camera, tuple[np.ndarray, np.ndarray] | None]],
+        *,
+        supersample: int = 3,
+        noise_dn: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> list[Rendering]:
+        """`render` of several (camera, rays) views, traced in parallel threads (numpy and OpenCV release
+        the GIL); the noise is drawn afterwards in view order from `rng`, so the images equal one `render`
+        per view with that generator."""
+        s = supersample
+        if len(views) == 1:
+            traced = [self._trace(views[0][0], s, views[0][1])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(views), os.cpu_count() or 1)) as pool:
+                traced = list(pool.map(lambda view: self._trace(view[0], s, view[1]), views))
+        noise_rng = rng or np.random.default_rng(0)
+        return [
+            Rendering(
+                image=_to_uint8(image, noise_dn, noise_rng),
+                depth_m=depth_m.astype(np.float32),
+                instance_ids=ids,
+            )
+            for image, depth_m, ids in traced
+        ]
 
     def _trace(
         self,
         camera: Camera,
         supersample: int,
-        noise_dn: float = 0.0,
-        rng: np.random.Generator | None = None,
         rays: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image uint8, float64 camera z of the centre samples, instance ids) of one view."""
+        """(float image before rounding, float64 camera z of the centre samples, instance ids) of one view."""
         origin, dirs = rays if rays is not None else camera.rays(supersample)
         s = supersample
         best_t = np.full(dirs.shape[:2], np.inf)
@@ -131,20 +162,25 @@ class Scene:
             closer = t < best_t
             if not closer.any():
                 continue
-            best_t = np.where(closer, t, best_t)
-            rgb[closer] = rect.colour(a, b)[closer]
+            # copyto with a mask writes in place; boolean indexing would gather and scatter copies
+            np.copyto(best_t, t, where=closer)
+            # colour only the rows and columns this patch is seen in (remap is per pixel: same values)
+            rows, cols = np.flatnonzero(closer.any(axis=1)), np.flatnonzero(closer.any(axis=0))
+            win = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            np.copyto(rgb[win], rect.colour(a[win], b[win]), where=closer[win][..., None])
             ids[closer] = rect.instance_id
         h, w = dirs.shape[0] // s, dirs.shape[1] // s
         image = rgb.reshape(h, s, w, s, 3).mean(axis=(1, 3))
-        if noise_dn > 0:
-            image = image + (rng or np.random.default_rng(0)).normal(0, noise_dn, image.shape)
         c = s // 2  # the centre sample when s is odd; the nearest one otherwise
         # camera z = t because every direction has camera-frame z = 1
-        return (
-            np.clip(np.rint(image), 0, 255).astype(np.uint8),
-            best_t.reshape(h, s, w, s)[:, c, :, c],
-            ids.reshape(h, s, w, s)[:, c, :, c].copy(),
-        )
+        return image, best_t.reshape(h, s, w, s)[:, c, :, c], ids.reshape(h, s, w, s)[:, c, :, c].copy()
+
+
+def _to_uint8(image: np.ndarray, noise_dn: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A traced float image with Gaussian noise of `noise_dn` (from `rng`), rounded to uint8."""
+    if noise_dn > 0:
+        image = image + (rng or np.random.default_rng(0)).normal(0, noise_dn, image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -219,8 +255,9 @@ def render_pair(rig: SyntheticRig, scene: Scene, *, supersample: int = 1) -> Rec
     """
     if not rig.is_rectified:
         raise ValueError("render_pair needs a rectified rig (SyntheticRig.rectified)")
-    left, depth_m, ids = scene._trace(rig.left, supersample)
-    right, _, _ = scene._trace(rig.right, supersample)
+    left_f, depth_m, ids = scene._trace(rig.left, supersample)
+    right_f, _, _ = scene._trace(rig.right, supersample)
+    left, right = _to_uint8(left_f), _to_uint8(right_f)
     with np.errstate(divide="ignore"):
         disparity = rig.left.K[0, 0] * rig.baseline_m / depth_m  # float64 depth: exact round trip
     return RectifiedPair(
