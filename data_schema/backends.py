@@ -108,7 +108,10 @@ class FoundationStereoConfig(BackendConfig):
     )
     hiera: bool = Field(False, description="coarse-to-fine inference for images over ~1K px")
     max_disp: int | None = Field(
-        None, ge=16, multiple_of=16, description="override of cfg.yaml max_disp (px at inference scale)"
+        None,
+        ge=32,
+        multiple_of=32,  # the 3-D hourglass halves the 1/4-resolution disparity axis three times
+        description="override of cfg.yaml max_disp (px at inference scale)",
     )
     mixed_precision: bool | None = Field(
         None,
@@ -209,4 +212,65 @@ class Sam2Config(BackendConfig):
     mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
 
 
-MaskConfig = Annotated[ClassicalMasksConfig | Sam2Config, Field(discriminator="name")]
+class Sam3Config(BackendConfig):
+    """SAM 3 (official `sam3` package): every instance of each named class, one text prompt per class;
+    thresholds named and defaulted as the official image predictor's (`Sam3Processor`)."""
+
+    has_stability: ClassVar[bool] = False
+    cli_flags: ClassVar[Mapping[str, str]] = {
+        "checkpoint": "--sam3-checkpoint",
+        "classes": "--classes",
+        "bpe_path": "--sam3-bpe-path",
+        "arch": "--sam3-arch",
+        "confidence_threshold": "--sam3-confidence-threshold",
+        "det_nms_thresh": "--sam3-det-nms-thresh",
+        "batch_size": "--sam3-batch-size",
+    }
+
+    name: Literal["sam3"] = "sam3"
+    checkpoint: Path | None = Field(None, description="local SAM 3 checkpoint (sam3.pt); never downloaded")
+    classes: tuple[str, ...] | None = Field(
+        None,
+        validate_default=True,
+        description='the classes to find, comma-separated ("person,forklift"); their order is the order of '
+        "the COCO categories",
+    )
+    bpe_path: Path | None = Field(
+        None, description="CLIP's bpe_simple_vocab_16e6.txt.gz; default: the copy open_clip_torch ships"
+    )
+    arch: str = Field("sam3", description='"sam3" (the released image model) or a Sam3Arch .json file')
+    confidence_threshold: float = Field(
+        0.5, ge=0, lt=1, description="keep detections whose score (class x presence probability) exceeds this"
+    )
+    det_nms_thresh: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="per-class mask NMS: drop a detection overlapping a better one by more than this IoU "
+        "(0: off, as the official image predictor; its video model uses 0.1)",
+    )
+    batch_size: int = Field(4, ge=1, description="images per image-encoder pass (each with every class)")
+    mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if v is None:
+            raise ValueError('sam3 needs the classes to find: --classes "person,forklift"')
+        names = [n.strip() for n in v.split(",")] if isinstance(v, str) else v
+        if isinstance(names, list | tuple):
+            if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+                raise ValueError(f"class names must be non-empty, comma-separated; got {v!r}")
+            names = [n.strip() for n in names]
+            if len(set(names)) != len(names):
+                raise ValueError(f"class names must differ; got {v!r}")
+            return tuple(names)
+        return v
+
+
+MaskConfig = Annotated[ClassicalMasksConfig | Sam2Config | Sam3Config, Field(discriminator="name")]
+
+
+def mask_classes(config: ClassicalMasksConfig | Sam2Config | Sam3Config) -> tuple[str, ...] | None:
+    """The class list a mask backend's config names (None: a class-agnostic backend)."""
+    return config.classes if isinstance(config, Sam3Config) else None

@@ -76,6 +76,8 @@ def parameters() -> list[inspect.Parameter]:
     for f in backend_flags():
         info = f.config.model_fields[f.field]
         kind = _without_none(info.annotation)
+        if get_origin(kind) is tuple:  # a list field (sam3's classes) is one comma-separated string here
+            kind = str
         default = info.get_default(call_default_factory=True)
         option = typer.Option(
             f.spelled,

@@ -193,6 +193,9 @@ def finish_stage(
         masks.stability[source] if has_stability else None,
         min_depth_px=policy.min_depth_px,
     )
+    if masks.class_names is not None:  # a class-naming backend (sam3): each object keeps its mask's class
+        names = masks.class_names
+        objects = [o.model_copy(update={"class_name": names[source[o.id - 1]]}) for o in objects]
     arrays = SampleArrays(
         left=pair.left,
         right=pair.right,

@@ -20,11 +20,14 @@ class Masks:
         masks: (N, H, W) bool, one layer per instance; may overlap.
         scores: (N,) float32 in [0, 1], the backend's quality estimate per mask.
         stability: (N,) float32 in [0, 1] (SAM's stability score; 1 where a backend has no such notion).
+        class_names: (N,) the class of each mask, from backends prompted with class names (sam3);
+            None from class-agnostic backends.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     stability: np.ndarray
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         m = self.masks
@@ -34,6 +37,8 @@ class Masks:
             a = getattr(self, name)
             if a.shape != (m.shape[0],) or a.dtype != np.float32:
                 raise ValueError(f"{name} must be ({m.shape[0]},) float32, got {a.shape} {a.dtype}")
+        if self.class_names is not None and len(self.class_names) != m.shape[0]:
+            raise ValueError(f"class_names must name {m.shape[0]} masks, got {len(self.class_names)}")
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

@@ -1,0 +1,82 @@
+"""A tiny SAM 3 with deterministic random weights, for tests and CPU benchmarks (nothing is downloaded).
+
+`write_tiny_sam3(folder)` writes `sam3_tiny.json` (a `Sam3Arch`: the released layout shrunk to a 112 px
+input, a 2-block ViT of width 32, a 1-layer text encoder of width 32, width-32 fusion encoder / decoder of
+one layer each with 16 queries) and `sam3_tiny.pt` (`{"model": {"detector.…": …}}`, the release layout,
+of that model initialised by the package under `torch.manual_seed(seed)`), so it goes through the
+user-facing loader like a real `sam3.pt`. About 1.7 M parameters (most of them the 49408-token
+embedding), 7 MB; one 96 x 128 image with two classes takes well under a second on a CPU core.
+
+Random weights detect nothing in particular: scores sit near 0.25 (two sigmoids of small logits), so
+`OPEN_THRESHOLD` lets every query through and the masks are whatever the random head draws.
+
+`official_processor` builds the official image predictor (`Sam3Processor`) on the same model (the
+reference of the parity test and the benchmark).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labeler.segment.sam3_model import Sam3Arch
+
+if TYPE_CHECKING:
+    import torch
+
+ARCH_NAME = "sam3_tiny.json"
+CHECKPOINT_NAME = "sam3_tiny.pt"
+OPEN_THRESHOLD = 0.0  # confidence_threshold that keeps every query of the random model
+
+TINY = Sam3Arch(
+    resolution=112,
+    vit_dim=32,
+    vit_depth=2,
+    vit_heads=2,
+    vit_mlp_ratio=2.0,
+    vit_window=4,
+    vit_global_blocks=(1,),
+    vit_pretrain_size=112,
+    text_width=32,
+    text_heads=2,
+    text_layers=1,
+    d_model=32,
+    heads=2,
+    ffn_dim=64,
+    encoder_layers=1,
+    decoder_layers=1,
+    queries=16,
+    geometry_layers=1,
+)
+
+
+def write_tiny_sam3(folder: Path, *, seed: int = 0, arch: Sam3Arch = TINY) -> tuple[Path, Path]:
+    """Write the tiny SAM 3's architecture JSON and checkpoint (seed-`seed` weights); returns both paths."""
+    import torch
+
+    from labeler.segment.sam3_model import build_sam3, find_bpe, release_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arch_path, ckpt_path = folder / ARCH_NAME, folder / CHECKPOINT_NAME
+    arch_path.write_text(arch.model_dump_json(indent=2) + "\n")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_sam3(arch, find_bpe(None))
+        # The package leaves two text-encoder tensors as torch.empty (a release checkpoint fills them);
+        # random weights need values: CLIP's initialisation of the same tensors.
+        text = model.backbone.language_backbone.encoder
+        torch.nn.init.normal_(text.positional_embedding, std=0.01)
+        torch.nn.init.normal_(text.text_projection, std=arch.text_width**-0.5)
+    torch.save(release_state_dict(model), ckpt_path)
+    return arch_path, ckpt_path
+
+
+def official_processor(
+    model: torch.nn.Module, *, resolution: int, device: str = "cpu", confidence_threshold: float = 0.5
+) -> Any:
+    """The official `Sam3Processor` on `model` at input side `resolution` (the arch's), its own transform."""
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    return Sam3Processor(
+        model, resolution=resolution, device=device, confidence_threshold=confidence_threshold
+    )
