@@ -259,6 +259,11 @@ class Manifest(Record):
     depth: DepthSettings
     stereo: StereoConfig
     masks: MaskConfig
+    classes: tuple[str, ...] | None = Field(
+        None,
+        description="the class list of a class-naming mask backend (sam3 --classes), in order; None: masks "
+        "are class-agnostic",
+    )
     run_key: str = Field(description="hash of the configs, calibration, depth settings and object policy")
     objects: ObjectPolicy = Field(default_factory=ObjectPolicy)
     library_versions: dict[str, str]

@@ -11,7 +11,8 @@ the decision in force (`review`: accept | reject | flag, or null).
 - `images`: one per ok sample, `id` = dataset row + 1, `width` / `height`, `file_name` = the rectified
   left image the labels were made on (as recorded in the manifest, or the PNG written under `images`),
   plus `sample_id`;
-- `categories`: one class-agnostic category, id 1, "object";
+- `categories`: one per class of a class-naming backend (sam3 `--classes`), ids 1.. in that order, each
+  annotation in its object's class; class-agnostic datasets keep one category, id 1, "object";
 - `annotations`: one per object, `segmentation` a COCO RLE with a compressed `counts` string (the pixels
   of `instance_ids == instance_id`, so masks never overlap), `bbox` [x, y, w, h] and `area` in px,
   `iscrowd` 0, `score`, and the depth attributes `depth_m_median`, `depth_m_p10`, `depth_m_p90`
@@ -146,8 +147,11 @@ def export_coco(
                 "doubt": s.doubt,
             }
         )
+        category_of = {c["name"]: c["id"] for c in categories(ds.manifest)}
         for obj in s.objects:
             ann = _annotation(len(annotations) + 1, image_id, obj, arrays["instance_ids"])
+            if ds.manifest.classes is not None:
+                ann["category_id"] = category_of[obj.class_name or ""]
             annotations.append(
                 {**ann, "review": s.object_reviews.get(obj.id), "doubt": s.object_doubt[obj.id]}
             )
@@ -155,12 +159,19 @@ def export_coco(
         "info": _info(ds.manifest),
         "licenses": [],
         "images": coco_images,
-        "categories": [CATEGORY],
+        "categories": categories(ds.manifest),
         "annotations": annotations,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_path, json.dumps(coco, separators=(",", ":")))
     return out_path
+
+
+def categories(manifest: Manifest) -> list[dict[str, Any]]:
+    """COCO categories: one per class in the dataset's class order (ids from 1); else the single "object"."""
+    if manifest.classes is None:
+        return [CATEGORY]
+    return [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(manifest.classes, 1)]
 
 
 def _annotation(ann_id: int, image_id: int, obj: ObjectRow, instance_ids: np.ndarray) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def write_gallery(dataset: str | Path) -> Path:
     samples, objects = with_doubt(ds.samples.to_table(), ds.objects.to_table(), width * height)
     ok = samples.filter(pc.field("status") == "ok").to_pylist()
     failed = samples.filter(pc.field("status") == "failed").sort_by("row").to_pylist()
-    captions = _object_captions(objects.select(["row", "id", "depth_m_median"]))
+    captions = _object_captions(objects.select(["row", "id", "depth_m_median", "class_name"]))
     ok.sort(key=lambda s: (-(s["doubt"] or 0.0), s["sample_id"]))
     n_pages = max(1, -(-len(ok) // PAGE_SIZE))
     version = m.dataset_version[:12]
@@ -102,16 +102,25 @@ def _nav(k: int, n_pages: int) -> str:
 
 
 def _object_captions(objects: Any) -> dict[int, str]:
-    by_row: dict[int, list[str]] = {}
-    for row, oid, depth in zip(
+    """Per row, "1: 1.52 m, 2: 3.10 m" ("person 1: 1.52 m, forklift 1: 3.10 m" with classes)."""
+    from labeler.previews import object_names
+
+    per_row: dict[int, list[tuple[int, float | None, str | None]]] = {}
+    for row, oid, depth, name in zip(
         objects.column("row").to_pylist(),
         objects.column("id").to_pylist(),
         objects.column("depth_m_median").to_pylist(),
+        objects.column("class_name").to_pylist(),
         strict=True,
     ):
-        if depth is not None:
-            by_row.setdefault(row, []).append(f"{oid}: {depth:.2f} m")
-    return {row: ", ".join(v) for row, v in by_row.items()}
+        per_row.setdefault(row, []).append((oid, depth, name))
+    out = {}
+    for row, objs in per_row.items():
+        called = object_names([o[0] for o in objs], [o[2] for o in objs])
+        shown = [f"{called[oid]}: {depth:.2f} m" for oid, depth, _ in objs if depth is not None]
+        if shown:
+            out[row] = ", ".join(shown)
+    return out
 
 
 def _figure(s: dict[str, Any], objects: str) -> str:

@@ -12,6 +12,20 @@ from labeler.io import write_png
 from labeler.shards import SampleArrays
 
 
+def object_names(ids: Sequence[int], class_names: Sequence[str | None]) -> dict[int, str]:
+    """What an object is called in pictures and reports: "person 2" (the 2nd person by id) when its backend
+    names classes, else its id ("3")."""
+    seen: dict[str, int] = {}
+    out = {}
+    for oid, name in sorted(zip(ids, class_names, strict=True)):
+        if name is None:
+            out[oid] = str(oid)
+        else:
+            seen[name] = seen.get(name, 0) + 1
+            out[oid] = f"{name} {seen[name]}"
+    return out
+
+
 def colourise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """(H, W) float -> (H, W, 3) uint8 RGB with the turbo map; NaN is black."""
     import cv2
@@ -49,7 +63,8 @@ def _scale_bar(height: int, lo: float, hi: float, unit: str) -> np.ndarray:
 
 
 def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: Sequence[ObjectRecord]) -> np.ndarray:
-    """Each object tinted in its own colour with its outline and a "3: 1.52 m" label at its centre."""
+    """Each object tinted in its own colour with its outline and a "3: 1.52 m" label at its centre
+    ("person 1: 1.52 m" for a class-naming backend's objects)."""
     import cv2
 
     out = image.astype(np.float32) * 0.55
@@ -62,9 +77,11 @@ def mask_overlay(image: np.ndarray, instance_ids: np.ndarray, objects: Sequence[
     out[edges & sel] = 255
     # Largest objects first; a label that would cover an earlier one is left out (the tint still shows).
     taken: list[tuple[int, int, int, int]] = []
+    called = object_names([o.id for o in objects], [o.class_name for o in objects])
     for obj in sorted(objects, key=lambda o: -o.area_px):
         x, y, w, h = obj.bbox
-        label = f"{obj.id}: {obj.depth_m_median:.2f} m" if obj.depth_m_median is not None else f"{obj.id}: ?"
+        name = called[obj.id]
+        label = f"{name}: {obj.depth_m_median:.2f} m" if obj.depth_m_median is not None else f"{name}: ?"
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         cx = int(np.clip(x + w // 2 - tw // 2, 3, instance_ids.shape[1] - tw - 3))
         cy = int(np.clip(y + h // 2 + th // 2, th + 4, instance_ids.shape[0] - 4))

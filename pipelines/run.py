@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data_schema.backends import mask_classes
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
 from data_schema.manifest import Manifest, SampleRecord, ShardEntry
@@ -110,6 +111,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             depth=settings,
             stereo=cfg.stereo,
             masks=cfg.masks,
+            classes=mask_classes(cfg.masks),
             run_key=key,
             objects=cfg.objects,
             library_versions=library_versions(),
