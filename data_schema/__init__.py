@@ -6,7 +6,7 @@ drift from the models. The modules: `backends` (stereo and mask backend configs)
 (calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets),
 `heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
 truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train`
-(`labeler train-stereo` runs).
+(`labeler train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs).
 `manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
 """
 
@@ -37,6 +37,14 @@ from data_schema.captures import (
 )
 from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
 from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
+from data_schema.dino_adapt import (
+    DINO_ADAPT_SCHEMA_VERSION,
+    AdaptBackboneConfig,
+    AdaptRunSummary,
+    DinoEpochMetrics,
+    DinoHeldoutFigures,
+    ProbeFigures,
+)
 from data_schema.heads import (
     HEADS_SCHEMA_VERSION,
     Backbone,
@@ -94,10 +102,13 @@ from data_schema.stereo_train import (
 )
 
 __all__ = [
+    "AdaptBackboneConfig",
+    "AdaptRunSummary",
     "CALIBRATION_SCHEMA_VERSION",
     "CAPTURES_SCHEMA_VERSION",
     "DEMO_SCHEMA_VERSION",
     "DIFF_SCHEMA_VERSION",
+    "DINO_ADAPT_SCHEMA_VERSION",
     "DOUBT_PASS_SCHEMA_VERSION",
     "HEADS_SCHEMA_VERSION",
     "MANIFEST_SCHEMA_VERSION",
@@ -119,6 +130,8 @@ __all__ = [
     "Decision",
     "DemoTruth",
     "DepthSettings",
+    "DinoEpochMetrics",
+    "DinoHeldoutFigures",
     "DoubtPass",
     "EpochMetrics",
     "FinetuneComparison",
@@ -139,6 +152,7 @@ __all__ = [
     "PredictedObject",
     "PredictFailure",
     "PredictionSet",
+    "ProbeFigures",
     "Record",
     "Rectification",
     "RectifiedPair",

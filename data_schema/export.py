@@ -35,6 +35,9 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "stereo_epoch_metrics": ds.StereoEpochMetrics,  # a row of OUT/metrics.json (and metrics.csv)
     "stereo_heldout_figures": ds.StereoHeldoutFigures,  # OUT/initial.json (the parent, before training)
     "stereo_run_summary": ds.StereoRunSummary,  # OUT/summary.json
+    "adapt_backbone_config": ds.AdaptBackboneConfig,  # `config` of OUT/*/config.json of `adapt-backbone`
+    "dino_epoch_metrics": ds.DinoEpochMetrics,  # a row of OUT/warmup|adapt/metrics.json
+    "adapt_run_summary": ds.AdaptRunSummary,  # OUT/summary.json of `labeler adapt-backbone`
 }
 
 

@@ -624,9 +624,10 @@ def export_coco_cmd(
 from labeler import cli_review  # noqa: E402, F401 — registers them on `app`
 
 # `train-stereo` lives in labeler/cli_train.py; registered here so `python -m labeler.cli` (torchrun) has it.
-from labeler.cli_train import train_stereo_cmd  # noqa: E402
+from labeler.cli_train import adapt_backbone_cmd, train_stereo_cmd  # noqa: E402
 
 app.command("train-stereo")(train_stereo_cmd)
+app.command("adapt-backbone")(adapt_backbone_cmd)
 
 if __name__ == "__main__":
     app()

@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from data_schema.dino_adapt import Export  # adapt-backbone's choices (pydantic only, no torch)
+from data_schema.heads import Backbone
+
 
 def _crop(text: str) -> tuple[int, int]:
     from labeler.cli_backends import FlagError
@@ -137,3 +140,149 @@ def train_stereo_cmd(
             typer.echo(f"  held-out {label}: {before:.3f} (parent) -> {after:.3f} ({after - before:+.3f})")
     typer.echo(f"checkpoint {s.weights} (cfg.yaml beside it; use it with --stereo-weights)")
     typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+
+
+def _pair(text: str, flag: str) -> tuple[float, float]:
+    from labeler.cli_backends import FlagError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise FlagError([f"{flag} {text}: expected LOW,HIGH, e.g. 0.32,1.0"]) from None
+    return lo, hi
+
+
+def adapt_backbone_cmd(
+    dataset: Annotated[Path, typer.Argument(help="pseudo-label dataset: left images train, held-out probes")],
+    out: Annotated[
+        Path, typer.Option(help="run folder: backbone.pth, warmup/, adapt/, probe/, summary.json")
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="parent checkpoint: DINOv2 (official), Depth Anything V2, FoundationStereo"),
+    ] = None,
+    backbone: Annotated[Backbone, typer.Option(help="DINOv2 size (tiny: random, for tests)")] = "vits",
+    random_init: Annotated[bool, typer.Option(help="no parent: a seeded random ViT (tests, demos)")] = False,
+    images: Annotated[
+        Path | None, typer.Option(help="a folder of more images (captures) to train on")
+    ] = None,
+    head_epochs: Annotated[int, typer.Option(help="warm-up epochs: projection heads only")] = 2,
+    epochs: Annotated[int, typer.Option(help="adaptation epochs")] = 10,
+    unfreeze_last: Annotated[int, typer.Option(help="last ViT blocks trained in full")] = 2,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank on the other blocks (peft); 0: none")] = 0,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default: the rank)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per step, per process")] = 8,
+    lr: Annotated[float, typer.Option(help="projection heads' AdamW learning rate")] = 1e-3,
+    backbone_lr: Annotated[float, typer.Option(help="deepest unfrozen block's learning rate")] = 1e-5,
+    lora_lr: Annotated[float, typer.Option(help="LoRA adapters' learning rate")] = 1e-4,
+    layer_decay: Annotated[float, typer.Option(help="each earlier unfrozen block's lr x this")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.04,
+    warmup_frac: Annotated[float, typer.Option(help="linear lr warm-up share of each phase")] = 0.1,
+    global_size: Annotated[int, typer.Option(help="global crop side, px (multiple of 14)")] = 224,
+    local_size: Annotated[int, typer.Option(help="local crop side, px (multiple of 14)")] = 98,
+    local_crops: Annotated[int, typer.Option(help="local crops per image")] = 8,
+    global_scale: Annotated[str, typer.Option(help="global crops' share of the area, LOW,HIGH")] = "0.32,1.0",
+    local_scale: Annotated[str, typer.Option(help="local crops' share of the area, LOW,HIGH")] = "0.05,0.32",
+    mask_probability: Annotated[float, typer.Option(help="share of global crops masked (iBOT)")] = 0.5,
+    mask_ratio: Annotated[str, typer.Option(help="masked share of a masked crop, LOW,HIGH")] = "0.1,0.5",
+    prototypes: Annotated[int, typer.Option(help="prototypes of the projection head")] = 65536,
+    head_hidden: Annotated[int, typer.Option(help="projection head's hidden width")] = 2048,
+    head_bottleneck: Annotated[int, typer.Option(help="projection head's bottleneck width")] = 256,
+    dino_weight: Annotated[float, typer.Option(help="weight of the class-token DINO loss")] = 1.0,
+    ibot_weight: Annotated[float, typer.Option(help="weight of the masked-patch iBOT loss")] = 1.0,
+    koleo_weight: Annotated[float, typer.Option(help="weight of the KoLeo regulariser")] = 0.1,
+    teacher_temp: Annotated[float, typer.Option(help="teacher temperature after its warm-up")] = 0.07,
+    warmup_teacher_temp: Annotated[float, typer.Option(help="teacher temperature at the start")] = 0.04,
+    momentum: Annotated[float, typer.Option(help="teacher EMA momentum at the start (cosine to 1)")] = 0.992,
+    export: Annotated[Export, typer.Option(help="backbone.pth: the EMA teacher or the student")] = "teacher",
+    probe_epochs: Annotated[int, typer.Option(help="epochs of each depth-head probe; 0: no probe")] = 10,
+    probe_input_size: Annotated[int, typer.Option(help="probe's short side, multiple of 14")] = 518,
+    probe_lr: Annotated[float, typer.Option(help="probe's learning rate")] = 1e-3,
+    probe_batch_size: Annotated[int, typer.Option(help="probe's batch size")] = 4,
+    probe_max_depth_m: Annotated[float, typer.Option(help="probe's depth bound, m")] = 20.0,
+    heldout_frac: Annotated[
+        float, typer.Option(help="share of sample ids held out (never adapted on)")
+    ] = 0.2,
+    include_rejected: Annotated[bool, typer.Option(help="also train on samples a review rejected")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the split, the heads' init and every crop")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
+    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+) -> None:
+    """Adapt DINOv2 to the rig's images (DINO + iBOT + KoLeo, EMA teacher); writes OUT/backbone.pth."""
+    from data_schema.dino_adapt import AdaptBackboneConfig
+    from labeler.cli import _gpus, run
+    from labeler.train.dino_api import adapt_backbone
+
+    def build() -> AdaptBackboneConfig:
+        return AdaptBackboneConfig(
+            dataset=dataset,
+            out=out,
+            backbone=backbone,
+            weights=weights,
+            random_init=random_init,
+            images=images,
+            include_rejected=include_rejected,
+            head_epochs=head_epochs,
+            epochs=epochs,
+            unfreeze_last=unfreeze_last,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            batch_size=batch_size,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            lora_lr=lora_lr,
+            layer_decay=layer_decay,
+            weight_decay=weight_decay,
+            warmup_frac=warmup_frac,
+            global_size=global_size,
+            local_size=local_size,
+            local_crops=local_crops,
+            global_scale=_pair(global_scale, "--global-scale"),
+            local_scale=_pair(local_scale, "--local-scale"),
+            mask_probability=mask_probability,
+            mask_ratio=_pair(mask_ratio, "--mask-ratio"),
+            prototypes=prototypes,
+            head_hidden=head_hidden,
+            head_bottleneck=head_bottleneck,
+            dino_weight=dino_weight,
+            ibot_weight=ibot_weight,
+            koleo_weight=koleo_weight,
+            teacher_temp=teacher_temp,
+            warmup_teacher_temp=warmup_teacher_temp,
+            momentum=momentum,
+            export=export,
+            probe_epochs=probe_epochs,
+            probe_input_size=probe_input_size,
+            probe_lr=probe_lr,
+            probe_batch_size=probe_batch_size,
+            probe_max_depth_m=probe_max_depth_m,
+            heldout_frac=heldout_frac,
+            seed=seed,
+            workers=workers,
+            gpus=_gpus(gpu),
+            amp=amp,
+            resume=resume,
+        )
+
+    res = run(build, adapt_backbone)
+    if not res.main or res.summary is None:
+        return
+    s = res.summary
+    for name, rows in (("heads warm-up", res.warmup), ("adaptation", res.adapt)):
+        if rows:
+            typer.echo(
+                f"{name}: {len(rows)} epochs, train loss {rows[0].train_loss:.4f} -> "
+                f"{rows[-1].train_loss:.4f}"
+                + (f", held-out {rows[-1].heldout_loss:.4f}" if rows[-1].heldout_loss is not None else "")
+            )
+    typer.echo(f"{res.run_dir}: {res.n_train} training images, {res.n_heldout} held out; {s.steps} steps")
+    b, a = s.probe_before, s.probe_after
+    if b is not None and a is not None and b.abs_rel is not None and a.abs_rel is not None:
+        typer.echo(
+            f"probe (depth head, {a.epochs} epochs, frozen backbone), held-out AbsRel: "
+            f"{b.abs_rel:.4f} (parent) -> {a.abs_rel:.4f} (adapted), {a.abs_rel - b.abs_rel:+.4f}"
+        )
+    typer.echo(f"backbone {s.weights} ({s.export}; use it with train-heads --weights)")
+    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'adapt' / 'curves.png'}")
