@@ -73,3 +73,7 @@ class DatasetDiff(Record):
     metrics: list[MetricShift] = Field(default_factory=list, description="only when runs are given")
     objects_a: int = Field(ge=0)
     objects_b: int = Field(ge=0)
+    class_counts_a: dict[str, int] | None = Field(
+        None, description="objects per class of A (sam3 --classes datasets); None: class-agnostic"
+    )
+    class_counts_b: dict[str, int] | None = Field(None, description="objects per class of B")

@@ -58,6 +58,15 @@ def _side(path: str | Path) -> Side:
     return Side(ds, {r["sample_id"]: r for r in ok}, objects)
 
 
+def class_counts(side: Side) -> dict[str, int] | None:
+    """Objects per class, in the dataset's class order (None for a class-agnostic dataset)."""
+    classes = side.ds.manifest.classes
+    if classes is None:
+        return None
+    names = side.objects["class_name"].to_pylist()
+    return {c: names.count(c) for c in classes}
+
+
 def match_objects(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[list[tuple[int, int, float]], int, int]:
     """Greedy one-to-one matching of two id maps by IoU.
 
@@ -247,6 +256,8 @@ def diff_datasets(
         metrics=run_metrics(run_a, run_b) if run_a is not None and run_b is not None else [],
         objects_a=a.objects.num_rows,
         objects_b=b.objects.num_rows,
+        class_counts_a=class_counts(a),
+        class_counts_b=class_counts(b),
     )
     write_text_atomic(out / "diff.json", report.model_dump_json(indent=1))
     write_report(out, report)

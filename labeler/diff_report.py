@@ -98,6 +98,7 @@ def write_report(out: Path, r: DatasetDiff) -> Path:
         f"<code>{html.escape(r.b)}</code> (dataset {r.version_b[:12]})</p>"
         f"<p><b>{len(r.changed)}</b> changed · <b>{r.n_unchanged}</b> unchanged · <b>{len(r.added)}</b> "
         f"added · <b>{len(r.removed)}</b> removed · objects {r.objects_a} → {r.objects_b}</p>"
+        f"{_class_counts(r.class_counts_a, r.class_counts_b)}"
         f"<p>added: {_ids(r.added)}<br>removed: {_ids(r.removed)}</p>"
         "<h2>Doubt signals (samples in both)</h2><table><tr><th>signal</th><th>mean A</th><th>mean B</th>"
         f"<th>B - A</th><th>n</th></tr>{shifts}</table>"
@@ -139,3 +140,12 @@ def summary_line(r: DatasetDiff, out: Path) -> str:
         f"{len(r.changed)} changed, {r.n_unchanged} unchanged, {len(r.added)} added, {len(r.removed)} removed"
         f"{top}; report {out / 'index.html'}, {out / 'diff.json'}"
     )
+
+
+def _class_counts(a: dict[str, int] | None, b: dict[str, int] | None) -> str:
+    """ "<p>person 4 → 6 · forklift 1 → 1</p>" for datasets with classes; nothing for class-agnostic ones."""
+    if a is None and b is None:
+        return ""
+    names = list(a or {}) + [n for n in (b or {}) if n not in (a or {})]
+    shown = [f"{html.escape(n)} {(a or {}).get(n, 0)} → {(b or {}).get(n, 0)}" for n in names]
+    return f"<p>objects per class: {' · '.join(shown)}</p>"

@@ -134,6 +134,7 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
 
     from labeler import open_dataset
     from labeler.cli import app
+    from labeler.diff import diff_datasets
     from labeler.export import export_coco
 
     monkeypatch.setattr(sam3_backend, "_Loaded", _FixedNamedMasks)
@@ -169,6 +170,9 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
     assert by_instance == {(r + 1, 1): 2 for r in (0, 1)} | {(r + 1, 2): 1 for r in (0, 1)}
     pages = " ".join(p.read_text() for p in (out / "gallery").glob("*.html"))
     assert "forklift 1: " in pages and "person 1: " in pages and " m" in pages
+    report = diff_datasets(out, out, tmp_path / "diff", pictures=0)
+    assert report.class_counts_a == report.class_counts_b == {"person": 2, "forklift": 2}
+    assert "person 2 → 2 · forklift 2 → 2" in (tmp_path / "diff" / "index.html").read_text()
 
 
 def test_class_agnostic_datasets_keep_one_category(tmp_path):
