@@ -95,7 +95,8 @@ class EpochMetrics(HeldoutFigures, TrainFigures):
 
 class FinetuneComparison(Record):
     """`FINETUNE_RUN/comparison.json`: held-out figures of the frozen run's best epoch (the checkpoint
-    finetuning starts from), those after finetuning, and the change."""
+    finetuning starts from), those after finetuning, and the change. When a review has rejected held-out
+    samples since the frozen run, its best epoch is scored again on the samples left (RUN/initial.json)."""
 
     schema_version: Literal[1] = HEADS_SCHEMA_VERSION
     base_run: str = Field(description="the train-heads run folder")

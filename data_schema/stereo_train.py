@@ -84,6 +84,9 @@ class TrainStereoConfig(Record):
     amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
     resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
     previews: int = Field(2, ge=0, description="held-out samples drawn per epoch")
+    include_rejected: bool = Field(
+        False, description="also train and evaluate on samples a review rejected (their masks are not used)"
+    )
 
     @field_validator("crop")
     @classmethod

@@ -468,6 +468,9 @@ def train_heads_cmd(
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
     previews: Annotated[int, typer.Option(help="held-out samples drawn per epoch")] = 3,
+    include_rejected: Annotated[
+        bool, typer.Option(help="also train on samples and objects a review rejected (default: left out)")
+    ] = False,
 ) -> None:
     """Train depth / segmentation / fusion heads on a frozen DINOv2 from a pseudo-label dataset."""
     from labeler.configs import HeadsModelConfig, TrainHeadsConfig
@@ -497,6 +500,7 @@ def train_heads_cmd(
             amp=amp,
             resume=resume,
             previews=previews,
+            include_rejected=include_rejected,
         )
 
     res = run(build, train_heads)
@@ -531,6 +535,9 @@ def finetune(
     workers: Annotated[int | None, typer.Option(help="default: the run's")] = None,
     gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the finetune run in --out")] = False,
+    include_rejected: Annotated[
+        bool, typer.Option(help="also train on samples and objects a review rejected (default: left out)")
+    ] = False,
 ) -> None:
     """Unfreeze the last N ViT blocks of a run (layer-wise lr decay), train, compare held-out metrics."""
     from labeler.configs import FinetuneConfig
@@ -549,6 +556,7 @@ def finetune(
             workers=workers,
             gpus=_gpus(gpu),
             resume=resume,
+            include_rejected=include_rejected,
         ),
         finetune_run,
     )

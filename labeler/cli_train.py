@@ -77,6 +77,9 @@ def train_stereo_cmd(
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
     previews: Annotated[int, typer.Option(help="held-out pairs drawn per epoch")] = 2,
+    include_rejected: Annotated[
+        bool, typer.Option(help="also train on samples a review rejected (default: left out)")
+    ] = False,
 ) -> None:
     """Fine-tune FoundationStereo on a rig's own pseudo-label dataset; writes a release-layout checkpoint."""
     from data_schema.stereo_train import TrainStereoConfig
@@ -118,6 +121,7 @@ def train_stereo_cmd(
             amp=amp,
             resume=resume,
             previews=previews,
+            include_rejected=include_rejected,
         )
 
     res = run(build, train_stereo)

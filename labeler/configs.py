@@ -131,6 +131,9 @@ class TrainHeadsConfig(Record):
     resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
     previews: int = Field(3, ge=0, description="held-out samples drawn per epoch")
     instances: InstanceParams = Field(default_factory=InstanceParams)
+    include_rejected: bool = Field(
+        False, description="also train and evaluate on samples and objects a review rejected"
+    )
 
 
 class FinetuneConfig(Record):
@@ -147,6 +150,9 @@ class FinetuneConfig(Record):
     workers: int | None = Field(None, ge=0)
     gpus: tuple[int, ...] = ()
     resume: bool = False
+    include_rejected: bool = Field(
+        False, description="also train and evaluate on samples and objects a review rejected"
+    )
 
     @property
     def out_dir(self) -> Path:

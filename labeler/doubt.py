@@ -94,8 +94,11 @@ def depth_edges(depth_m: np.ndarray, *, rel_step: float = DEPTH_EDGE_REL) -> tup
     all_valid = cv2.erode(v8, k, borderType=cv2.BORDER_REPLICATE).astype(bool)
     hi = cv2.dilate(np.where(valid, depth_m, 0).astype(np.float32), k)
     lo = cv2.erode(np.where(valid, depth_m, np.inf).astype(np.float32), k)
-    with np.errstate(invalid="ignore", over="ignore"):  # erode pads with FLT_MAX
-        step = all_valid & (hi > lo * (1 + rel_step))
+    # erode pads the image with FLT_MAX, so an invalid region on the border (the Motorcycle pair's left
+    # columns) has lo = FLT_MAX there, and FLT_MAX * 1.05 overflows. Those windows are not all valid, so
+    # they are no step: leave them out of the product (the windows that are keep the same arithmetic).
+    lo = np.where(all_valid, lo, np.float32(0))
+    step = all_valid & (hi > lo * (1 + rel_step))
     return (any_valid & ~all_valid) | step, any_valid
 
 

@@ -35,6 +35,22 @@ def test_thickness_and_edge_alignment_of_hand_made_masks():
     assert doubt.shape_signals(ids, depth)[1][1] is None  # no depth on the outline: no alignment
 
 
+def test_depth_edges_of_a_hole_on_the_image_border_without_overflow():
+    """The Motorcycle pair has no depth in its left columns: erode's FLT_MAX padding met them there and
+    `lo * 1.05` overflowed. The hole's rim is an edge, the wall's 2 m -> 3 m step is one, flat wall is not."""
+    import warnings
+
+    depth = np.full((40, 60), 3.0, np.float32)
+    depth[:, 30:] = 2.0
+    depth[:, :6] = np.nan  # the invalid border
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
+        edges, seen = doubt.depth_edges(depth)
+        doubt.shape_signals(np.ones(depth.shape, np.uint16), depth)
+    assert edges[:, 5:7].all() and not edges[:, :4].any() and not seen[:, :4].any()
+    assert edges[:, 29:31].all() and not edges[:, 8:28].any() and not edges[:, 32:].any()
+
+
 def test_normals_agree_on_the_same_plane_and_disagree_on_a_tilted_one():
     h, w = 48, 64
     k = (60.0, 60.0, 32.0, 24.0)

@@ -72,6 +72,11 @@ class Decisions:
                 out.setdefault(s, set()).add(o)
         return out
 
+    def kept(self, sample_ids: Sequence[str]) -> list[str]:
+        """`sample_ids` without the rejected samples, in their order: the one rule training applies."""
+        rejected = self.rejected_samples
+        return [s for s in sample_ids if s not in rejected]
+
     def counts(self) -> dict[str, Counter[str]]:
         """{"samples": Counter(decision), "objects": Counter(decision)} of the decisions in force."""
         out: dict[str, Counter[str]] = {"samples": Counter(), "objects": Counter()}
@@ -142,8 +147,8 @@ def decide(
 
 
 def kept_sample_ids(ds: Dataset, sample_ids: Sequence[str], *, include_rejected: bool = False) -> list[str]:
-    """`sample_ids` without the rejected samples (all of them with `include_rejected`)."""
+    """`sample_ids` without the rejected samples (all of them with `include_rejected`): what train-heads,
+    finetune and train-stereo train and evaluate on (their `--include-rejected` flag)."""
     if include_rejected:
         return list(sample_ids)
-    rejected = load_decisions(ds).rejected_samples
-    return [s for s in sample_ids if s not in rejected]
+    return load_decisions(ds).kept(sample_ids)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig
+from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig, HeldoutFigures
 from labeler.configs import FinetuneConfig, TrainHeadsConfig
 from labeler.errors import LabelerError, WeightsError
 from labeler.train.engine import EngineSpec, is_main_process, launch
@@ -89,13 +89,15 @@ def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
     """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/engine.py."""
     from labeler import open_dataset
-    from labeler.train.data import split_ids
+    from labeler.train.data import rejected_note, reviewed_split, split_ids
 
     weights, label = weights_label(cfg)
     ds = open_dataset(cfg.dataset)
-    train_ids, held_ids = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_ids, held_ids, rejected = reviewed_split(
+        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
+    )
     if not train_ids:
-        raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
     record = {
         "command": "train-heads",
         "config": cfg.model_dump(mode="json"),
@@ -103,6 +105,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         "dataset_version": ds.version,
         "n_train": len(train_ids),
         "n_heldout": len(held_ids),
+        "rejected_left_out": rejected,
         "versions": _versions(),
     }
     task = HeadsTask(
@@ -115,6 +118,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         augment=cfg.augment,
         previews=cfg.previews,
         seed=cfg.seed,
+        include_rejected=cfg.include_rejected,
     )
     spec = EngineSpec(
         run_dir=cfg.out,
@@ -177,9 +181,22 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
             f"{cfg.run}: not a train-heads run (no checkpoints/best.pt + config.json); "
             f"run `labeler train-heads ... --out {cfg.run}` first"
         )
+    from labeler import open_dataset
+    from labeler.train.data import reviewed_split
+
     rec = json.loads(config_path.read_text())
     base_cfg = TrainHeadsConfig.model_validate(rec["config"])
     split = json.loads((cfg.run / "split.json").read_text())
+    # The decisions in force now count, also those made after the frozen run (train, review, finetune).
+    train_ids, held_ids, rejected = reviewed_split(
+        open_dataset(base_cfg.dataset),
+        split["train"],
+        split["heldout"],
+        include_rejected=cfg.include_rejected,
+    )
+    # The frozen run scored another held-out set: score its best epoch again on this one (initial.json),
+    # so that the comparison is on the same samples.
+    rescore = held_ids != split["heldout"]
     frozen = load_checkpoint(base)
     out = cfg.out_dir
     head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
@@ -190,6 +207,9 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         "base_epoch": frozen["epoch"],
         "weights": rec.get("weights"),
         "dataset_version": rec.get("dataset_version"),
+        "n_train": len(train_ids),
+        "n_heldout": len(held_ids),
+        "rejected_left_out": rejected,
         "versions": _versions(),
     }
     task = HeadsTask(
@@ -204,13 +224,15 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         augment=base_cfg.augment,
         previews=base_cfg.previews,
         seed=base_cfg.seed,
+        include_rejected=cfg.include_rejected,
+        evaluate_initial=rescore,
     )
     spec = EngineSpec(
         run_dir=out,
         task=task,
         record=record,
-        train_ids=split["train"],
-        heldout_ids=split["heldout"],
+        train_ids=train_ids,
+        heldout_ids=held_ids,
         dataset=base_cfg.dataset,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size or base_cfg.batch_size,
@@ -226,8 +248,14 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
     weights = str(rec.get("weights"))
     if not is_main_process():
-        return FinetuneResult(out, history, weights, len(split["train"]), len(split["heldout"]), False, None)
-    before = EpochMetrics.model_validate(frozen["metrics"]).heldout
+        return FinetuneResult(out, history, weights, len(train_ids), len(held_ids), False, None)
+    initial = out / "initial.json"  # absent when a review rejected the whole held-out set
+    if not rescore:
+        before = EpochMetrics.model_validate(frozen["metrics"]).heldout
+    else:
+        before = (
+            HeldoutFigures.model_validate_json(initial.read_text()) if initial.is_file() else HeldoutFigures()
+        )
     after = history[-1].heldout
     comparison = FinetuneComparison(
         base_run=str(cfg.run),
@@ -239,4 +267,4 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
     )
     # The figures a run has not (None) are left out, as they always were in this file.
     write_text_atomic(out / "comparison.json", comparison.model_dump_json(indent=1, exclude_none=True))
-    return FinetuneResult(out, history, weights, len(split["train"]), len(split["heldout"]), True, comparison)
+    return FinetuneResult(out, history, weights, len(train_ids), len(held_ids), True, comparison)

@@ -9,6 +9,7 @@ draws exactly what an uninterrupted one would, with any number of workers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from labeler.models.dinov2_dpt import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE
 
 TRAIN_ARRAYS = ("left", "depth_m", "confidence", "instance_ids")
 
+log = logging.getLogger(__name__)
 EDGE_RADIUS_PX = 1  # boundary band: object pixels within this many px of another id (at training scale)
 EDGE_DEPTH_JUMP = 0.08  # relative depth step inside an object that also counts as a boundary
 
@@ -45,6 +47,35 @@ def split_ids(sample_ids: Sequence[str], heldout_frac: float, *, seed: int) -> t
         k = min(max(k, 1), n - 1)
     held = set(order[:k])
     return [s for s in sample_ids if s not in held], [s for s in sample_ids if s in held]
+
+
+def reviewed_split(
+    ds: Dataset, train_ids: list[str], heldout_ids: list[str], *, include_rejected: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """(train, held-out, rejected ids left out): a split by sample id (`data.split_ids`) without the
+    samples a review rejected (labeler/review), unless `include_rejected`. Split first, then filter, so
+    rejecting a sample moves no other sample across the split. Shared by train-heads, finetune and
+    train-stereo."""
+    from labeler.review import kept_sample_ids
+    from labeler.train.engine import is_main_process
+
+    kept_train = kept_sample_ids(ds, train_ids, include_rejected=include_rejected)
+    kept_held = kept_sample_ids(ds, heldout_ids, include_rejected=include_rejected)
+    left_out = sorted((set(train_ids) - set(kept_train)) | (set(heldout_ids) - set(kept_held)))
+    if left_out and is_main_process():
+        log.info(
+            "%s: %d sample(s) a review rejected left out (--include-rejected keeps them)",
+            ds.path,
+            len(left_out),
+        )
+    return kept_train, kept_held, left_out
+
+
+def rejected_note(left_out: Sequence[str]) -> str:
+    """`` (3 rejected by a review left out; --include-rejected keeps them)``, or nothing."""
+    return (
+        f" ({len(left_out)} rejected by a review left out; --include-rejected keeps them)" if left_out else ""
+    )
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -180,7 +211,7 @@ class HeadsDataset(torch.utils.data.Dataset):
         self.rejected_objects: dict[int, list[int]] = {}  # reader index -> object ids to erase
         if not include_rejected:
             decisions = load_decisions(reader)
-            sample_ids = [s for s in sample_ids if s not in decisions.rejected_samples]
+            sample_ids = decisions.kept(sample_ids)
             self.rejected_objects = {
                 where[s]: sorted(ids) for s, ids in decisions.rejected_objects.items() if s in where
             }

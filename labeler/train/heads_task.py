@@ -66,6 +66,8 @@ class HeadsTask:
     augment: bool
     previews: int
     seed: int
+    include_rejected: bool = False  # keep the objects a review rejected (the samples are the api's split)
+    evaluate_initial: bool = False  # finetune: the frozen model on a held-out set its run did not score
 
     checkpoint_format = CHECKPOINT_FORMAT
     loss_terms = ("depth", "seg")
@@ -74,7 +76,6 @@ class HeadsTask:
     epoch_columns = EPOCH_COLUMNS
     step_columns = STEP_COLUMNS
     curve_panels = HEADS_PANELS
-    evaluate_initial = False
 
     def datasets(self, train_ids: list[str], heldout_ids: list[str]):
         from labeler.train.data import HeadsDataset
@@ -88,6 +89,7 @@ class HeadsTask:
             augment=self.augment,
             max_depth_m=mc.max_depth_m,
             seed=self.seed,
+            include_rejected=self.include_rejected,
         )
         held = (
             HeadsDataset(
@@ -97,6 +99,7 @@ class HeadsTask:
                 train=False,
                 max_depth_m=mc.max_depth_m,
                 seed=self.seed,
+                include_rejected=self.include_rejected,
             )
             if heldout_ids
             else None

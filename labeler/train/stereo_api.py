@@ -124,7 +124,7 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
     """Fine-tune the `--stereo-weights` model on `cfg.dataset`; see labeler/train/stereo_task.py."""
     from labeler.io import sha256_file, write_text_atomic
     from labeler.models.foundation_stereo.release import CHECKPOINT_NAME, find_release
-    from labeler.train.data import split_ids
+    from labeler.train.data import rejected_note, reviewed_split, split_ids
     from labeler.train.engine import EngineSpec, is_main_process, launch
     from labeler.train.stereo_task import StereoTask
     from labeler.train.stereo_truth import truth_source
@@ -132,9 +132,11 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
     ds, parent_cfg, max_disp, valid_iters = check_inputs(cfg)
     files = find_release(cfg.stereo_weights)
     truth = truth_source(cfg.truth, ds.manifest.calibration)
-    train_ids, held_ids = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_ids, held_ids, rejected = reviewed_split(
+        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
+    )
     if not train_ids:
-        raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
     parent_sha = sha256_file(files.weights)
     size = _image_size(ds.manifest)
     record = {
@@ -149,6 +151,7 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         "valid_iters": valid_iters,
         "n_train": len(train_ids),
         "n_heldout": len(held_ids),
+        "rejected_left_out": rejected,
         "versions": _versions(),
     }
     release_cfg = {

@@ -168,8 +168,8 @@ def test_max_disp_override(tmp_path: Path) -> None:
     (tmp_path / "cfg.yaml").write_text("vit_size: vits\nmax_disp: 416\n")
     backend = FoundationStereoBackend(FoundationStereoConfig(weights=tmp_path, max_disp=192))
     assert backend.args.max_disp == 192 and backend.args.vit_size == "vits"
-    with pytest.raises(ValueError, match="multiple of 16"):
-        FoundationStereoConfig(weights=tmp_path, max_disp=200)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        FoundationStereoConfig(weights=tmp_path, max_disp=208)  # 16 x 13: the hourglass needs 32 x k
 
 
 @needs_shared

@@ -100,3 +100,105 @@ def test_train_and_finetune_print_their_figures(tiny_dataset, tmp_path):
     for k, before, after, change in shown:
         assert before == f"{getattr(comp.frozen, k):.4f}" and after == f"{getattr(comp.finetuned, k):.4f}"
         assert change == f"{getattr(comp.change, k):+.4f}"
+
+
+# ------------------------------------------------------------------ review decisions count
+
+
+HEADS_FLAGS = ["--backbone", "tiny", "--input-size", "56", "--max-depth-m", "10", "--batch-size", "3"]
+ONE_EPOCH = ["--epochs", "1", "--workers", "0", "--heldout-frac", "0.25", "--previews", "0"]
+
+
+def _reject(dataset, *sample_ids: str) -> None:
+    from labeler import open_dataset
+    from labeler.review import decide
+    from labeler.review.decisions import current_labels
+
+    labels = current_labels(open_dataset(dataset))
+    for sid in sample_ids:
+        decide(dataset, sample_id=sid, labels=labels[sid], decision="reject", user="test")
+
+
+def _split(run) -> dict[str, list[str]]:
+    return json.loads((run / "split.json").read_text())
+
+
+def test_train_heads_leaves_rejected_samples_out_unless_asked(tiny_dataset, tmp_path):
+    """The split (what the engine trains and scores) has no rejected sample; --include-rejected keeps them."""
+    import shutil
+
+    from labeler import open_dataset
+    from labeler.train.data import split_ids
+
+    ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    train, held = split_ids(open_dataset(ds).sample_ids, 0.25, seed=0)
+    _reject(ds, train[0], held[0])
+    res = CliRunner().invoke(
+        app, ["train-heads", str(ds), "--out", str(tmp_path / "r"), *HEADS_FLAGS, *ONE_EPOCH]
+    )
+    assert res.exit_code == 0, res.output
+    assert _split(tmp_path / "r") == {"train": train[1:], "heldout": held[1:]}
+    assert "on 5 samples (1 held out)" in res.output.splitlines()[0]
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["rejected_left_out"] == sorted([train[0], held[0]]) and record["n_train"] == 5
+    res = CliRunner().invoke(
+        app,
+        [
+            "train-heads",
+            str(ds),
+            "--out",
+            str(tmp_path / "all"),
+            *HEADS_FLAGS,
+            *ONE_EPOCH,
+            "--include-rejected",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert _split(tmp_path / "all") == {"train": train, "heldout": held}
+    assert json.loads((tmp_path / "all" / "config.json").read_text())["rejected_left_out"] == []
+
+
+def test_everything_rejected_is_one_line_naming_the_flag(tiny_dataset, tmp_path):
+    import shutil
+
+    from labeler import open_dataset
+
+    ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    _reject(ds, *open_dataset(ds).sample_ids)
+    res = CliRunner().invoke(
+        app, ["train-heads", str(ds), "--out", str(tmp_path / "r"), *HEADS_FLAGS, *ONE_EPOCH]
+    )
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert res.exit_code == 1 and lines == [
+        f"error: {ds}: no ok samples to train on "
+        "(8 rejected by a review left out; --include-rejected keeps them)"
+    ]
+
+
+def test_finetune_counts_decisions_made_after_the_frozen_run(tiny_dataset, tmp_path):
+    """Rejected after train-heads: finetune neither trains nor scores them, and scores the frozen best
+    epoch again on the held-out samples left (initial.json), so the comparison is on the same samples."""
+    import shutil
+
+    from data_schema import EpochMetrics, FinetuneComparison, HeldoutFigures
+
+    ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    run = tmp_path / "r"
+    res = CliRunner().invoke(app, ["train-heads", str(ds), "--out", str(run), *HEADS_FLAGS, *ONE_EPOCH])
+    assert res.exit_code == 0, res.output
+    base = _split(run)
+    assert len(base["heldout"]) == 2  # so that one stays held out
+    _reject(ds, base["train"][0], base["heldout"][0])
+    ft = ["finetune", str(run), "--unfreeze-last", "1", "--epochs", "1", "--workers", "0"]
+    res = CliRunner().invoke(app, [*ft, "--out", str(tmp_path / "ft")])
+    assert res.exit_code == 0, res.output
+    assert _split(tmp_path / "ft") == {"train": base["train"][1:], "heldout": base["heldout"][1:]}
+    comp = FinetuneComparison.model_validate_json((tmp_path / "ft" / "comparison.json").read_text())
+    rescored = HeldoutFigures.model_validate_json((tmp_path / "ft" / "initial.json").read_text())
+    frozen = EpochMetrics.model_validate(json.loads((run / "metrics.json").read_text())[0]).heldout
+    assert comp.frozen == rescored and rescored != frozen
+    res = CliRunner().invoke(app, [*ft, "--out", str(tmp_path / "ft-all"), "--include-rejected"])
+    assert res.exit_code == 0, res.output
+    assert _split(tmp_path / "ft-all") == base and not (tmp_path / "ft-all" / "initial.json").exists()
+    comp = FinetuneComparison.model_validate_json((tmp_path / "ft-all" / "comparison.json").read_text())
+    assert comp.frozen == frozen

@@ -3,6 +3,7 @@ the release-layout checkpoint it writes, the records of the run, and one line pe
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -223,6 +224,71 @@ def test_dataset_without_stereo_confidence(tmp_path):
         LabelerError, match=r"made without stereo confidence .*relabel it with a stereo backend"
     ):
         _check_confidence(NoConfidence(), tmp_path)
+
+
+def test_max_disp_the_configs_accept_is_what_the_hourglass_runs(vits_release, tmp_path):
+    """The 3-D hourglass halves the 1/4-resolution disparity axis three times: 32 x k runs, 16 x odd
+    does not (a shape error deep in the network), and both configs refuse it with one line."""
+    from pydantic import ValidationError
+
+    from data_schema.backends import FoundationStereoConfig
+    from data_schema.stereo_train import TrainStereoConfig
+    from labeler.models.foundation_stereo.loader import load_foundation_stereo
+
+    left = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 255
+    right = torch.roll(left, -2, dims=-1)
+    for max_disp in (32, 64):  # accepted, and the network runs
+        model = load_foundation_stereo(vits_release, max_disp=max_disp)
+        with torch.no_grad():
+            assert model(left, right, iters=1).shape == (1, 1, 32, 64)
+        FoundationStereoConfig(weights=vits_release, max_disp=max_disp)
+        TrainStereoConfig(dataset=tmp_path, out=tmp_path, stereo_weights=vits_release, max_disp=max_disp)
+    unchecked = copy.copy(model.args)  # 48 past the checks, as the old multiple-of-16 rule let it through
+    object.__setattr__(unchecked, "max_disp", 48)
+    model.args = unchecked
+    with torch.no_grad(), pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        model(left, right, iters=1)
+    for max_disp in (48, 80):
+        with pytest.raises(ValueError, match=rf"max_disp {max_disp} \(a positive multiple of 32\)"):
+            load_foundation_stereo(vits_release, max_disp=max_disp)
+        with pytest.raises(ValidationError, match="multiple of 32"):
+            FoundationStereoConfig(weights=vits_release, max_disp=max_disp)
+        with pytest.raises(ValidationError, match="multiple of 32"):
+            TrainStereoConfig(dataset=tmp_path, out=tmp_path, stereo_weights=vits_release, max_disp=max_disp)
+
+
+# ------------------------------------------------------------------ review decisions count
+
+
+def test_rejected_pairs_are_neither_trained_nor_scored_unless_asked(
+    stereo_dataset, vits_release, tmp_path, monkeypatch
+):
+    """The split the engine gets (train and held-out ids) has no rejected pair; include_rejected keeps it."""
+    import shutil
+
+    import labeler.train.engine as engine
+    from labeler import open_dataset
+    from labeler.review import decide
+    from labeler.review.decisions import current_labels
+    from labeler.train.data import split_ids
+    from labeler.train.stereo_api import train_stereo
+    from tests.train.conftest import tiny_stereo_config
+
+    ds = shutil.copytree(stereo_dataset[0], tmp_path / "ds")
+    reader = open_dataset(ds)
+    train, held = split_ids(reader.sample_ids, 0.34, seed=0)
+    decide(ds, sample_id=train[0], labels=current_labels(reader)[train[0]], decision="reject", user="t")
+    specs = []
+    monkeypatch.setattr(engine, "launch", lambda spec, gpus, stop_after_epoch=None: specs.append(spec) or [])
+    train_stereo(tiny_stereo_config(ds, tmp_path / "out", vits_release))
+    train_stereo(tiny_stereo_config(ds, tmp_path / "all", vits_release, include_rejected=True))
+    kept, everything = specs
+    assert (kept.train_ids, kept.heldout_ids) == (train[1:], held)
+    assert kept.record["rejected_left_out"] == [train[0]] and kept.record["n_train"] == len(train) - 1
+    assert (everything.train_ids, everything.heldout_ids) == (train, held)
+    assert everything.record["rejected_left_out"] == []
+    items, _ = kept.task.datasets(kept.train_ids, kept.heldout_ids)
+    assert items.sample_ids == train[1:]
 
 
 # ------------------------------------------------------------------ shown to work (smaller make stereo-demo)

@@ -47,7 +47,7 @@ def load_foundation_stereo(
 
     Args:
         weights_path: a release's `model_best_bp2.pth` (or the folder holding it).
-        max_disp: override of cfg.yaml's `max_disp` (px at full resolution, multiple of 16).
+        max_disp: override of cfg.yaml's `max_disp` (px at full resolution, multiple of 32).
         device: where the model goes.
 
     Returns:

@@ -35,7 +35,7 @@ class FoundationStereoArgs:
 
     Attributes:
         vit_size: DINOv2 size of the Depth Anything side branch ("vits" | "vitb" | "vitl").
-        max_disp: largest disparity of the cost volume, in px at full resolution (multiple of 16).
+        max_disp: largest disparity of the cost volume, in px at full resolution (multiple of 32).
         hidden_dims: GRU hidden widths at 1/4, 1/8, 1/16 (the release: 128 each).
         n_gru_layers: number of GRU levels (1 to 3).
         n_downsample: log2 of the cost volume's downsampling (the release: 2, i.e. 1/4).
@@ -59,8 +59,8 @@ class FoundationStereoArgs:
         problems = []
         if self.vit_size not in ("vits", "vitb", "vitl"):
             problems.append(f"vit_size {self.vit_size!r} (vits|vitb|vitl)")
-        if self.max_disp < 16 or self.max_disp % 16:
-            problems.append(f"max_disp {self.max_disp} (a positive multiple of 16)")
+        if self.max_disp < 32 or self.max_disp % 32:  # the 3-D hourglass halves max_disp / 4 three times
+            problems.append(f"max_disp {self.max_disp} (a positive multiple of 32)")
         if tuple(self.hidden_dims) != (128,) * len(self.hidden_dims) or len(self.hidden_dims) < 3:
             problems.append(f"hidden_dims {list(self.hidden_dims)} (the architecture has [128, 128, 128])")
         if self.n_gru_layers not in (1, 2, 3):
