@@ -191,3 +191,27 @@ def test_class_agnostic_datasets_keep_one_category(tmp_path):
 
 def test_errors_are_labeler_errors():
     assert issubclass(Sam3WeightsError, LabelerError) and issubclass(Sam3ConfigError, LabelerError)
+
+
+@pytest.mark.slow
+def test_builds_the_official_model(monkeypatch):
+    """labeler's builder at the released sizes == `sam3.model_builder.build_sam3_image_model`: the same
+    tensors with the same shapes (840 M parameters each, random init on the CPU: ~30 s, ~7 GB)."""
+    import sam3.model.decoder as decoder
+    import sam3.model_builder as builder
+
+    from labeler.segment.sam3_model import OFFICIAL, build_sam3, find_bpe
+
+    # the official builder precomputes two caches on "cuda"; on a CPU machine build them on the CPU
+    sine = builder._create_position_encoding
+    monkeypatch.setattr(builder, "_create_position_encoding", lambda precompute_resolution=None: sine(None))
+    coords = decoder.TransformerDecoder._get_coords
+    monkeypatch.setattr(
+        decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: coords(h, w, "cpu"))
+    )
+    ours = {k: tuple(v.shape) for k, v in build_sam3(OFFICIAL, find_bpe(None)).state_dict().items()}
+    official = builder.build_sam3_image_model(
+        bpe_path=str(find_bpe(None)), device="cpu", checkpoint_path=None, load_from_HF=False
+    )
+    assert ours == {k: tuple(v.shape) for k, v in official.state_dict().items()}
+    assert len(ours) == 1134
