@@ -53,7 +53,7 @@ class CropSettings:
 
 
 def block_mask(rng: np.random.Generator, grid: int, n_masked: int) -> np.ndarray:
-    """(grid, grid) bool with about `n_masked` patches set, as rectangles of at least 4 patches.
+    """(grid, grid) bool with about `n_masked` patches set, as rectangles of about 4 patches or more.
 
     Rectangles are added until the count is reached; one that would overshoot the remaining count or adds
     nothing new is drawn again (10 tries), and masking stops when none fits.
@@ -65,7 +65,8 @@ def block_mask(rng: np.random.Generator, grid: int, n_masked: int) -> np.ndarray
         budget = min(left, most)
         added = 0
         for _ in range(10):
-            area = rng.uniform(MASK_MIN_PATCHES, max(budget, MASK_MIN_PATCHES))
+            lo_area, hi_area = sorted((MASK_MIN_PATCHES, budget))  # a budget under 4: areas in (budget, 4)
+            area = rng.uniform(lo_area, hi_area)
             aspect = math.exp(rng.uniform(lo, hi))
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if not (0 < h < grid and 0 < w < grid):
