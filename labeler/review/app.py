@@ -66,6 +66,7 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
             "user": who,
             "width": width,
             "height": height,
+            "classes": list(data.ds.manifest.classes or ()),  # the class filter's choices (none: no filter)
         }
 
     def ok_sample(sample_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

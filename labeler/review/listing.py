@@ -45,6 +45,9 @@ class ListQuery(Record):
     depth_max: float | None = Field(None, ge=0, description="keep samples with depth at or before, m")
     status: Literal["ok", "failed", "all"] = "ok"
     decision: DecisionFilter = "all"
+    class_name: str | None = Field(
+        None, description="keep samples with an object of this class (datasets with --classes)"
+    )
     page: int = Field(1, ge=1)
 
     def params(self, **change: Any) -> str:
@@ -130,6 +133,10 @@ class ReviewData:
             conds.append(pc.is_valid(t.column("decision")))
         elif q.decision != "all":
             conds.append(pc.equal(t.column("decision"), q.decision))
+        if q.class_name is not None and q.class_name != "all":
+            named = pc.equal(self.objects.column("class_name"), q.class_name)
+            rows = pc.unique(pc.filter(self.objects.column("row"), pc.fill_null(named, False)))
+            conds.append(pc.is_in(t.column("row"), value_set=rows))
         if q.depth_min is not None:
             conds.append(pc.greater_equal(t.column("depth_m_max"), q.depth_min))
         if q.depth_max is not None:

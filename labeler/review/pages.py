@@ -80,6 +80,11 @@ def list_page(listing: Listing, q: ListQuery, meta: dict[str, Any]) -> str:
         + _number("depth_max", q.depth_max)
         + _select("status", q.status, ["ok", "failed", "all"])
         + _select("decision", q.decision, ["all", "undecided", "decided", "accept", "reject", "flag"])
+        + (
+            _select("class_name", q.class_name or "all", ["all", *meta["classes"]])
+            if meta.get("classes")
+            else ""
+        )
         + '<button type="submit">apply</button></form>'
     )
     rows = []

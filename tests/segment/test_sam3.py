@@ -170,6 +170,12 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
     assert by_instance == {(r + 1, 1): 2 for r in (0, 1)} | {(r + 1, 2): 1 for r in (0, 1)}
     pages = " ".join(p.read_text() for p in (out / "gallery").glob("*.html"))
     assert "forklift 1: " in pages and "person 1: " in pages and " m" in pages
+    from labeler.review.listing import ListQuery, ReviewData
+
+    review = ReviewData(out)
+    assert review.listing(ListQuery(class_name="person")).total == 2
+    assert review.listing(ListQuery(class_name="pallet")).total == 0  # no such object
+    assert review.listing(ListQuery(class_name="all")).total == 2
     report = diff_datasets(out, out, tmp_path / "diff", pictures=0)
     assert report.class_counts_a == report.class_counts_b == {"person": 2, "forklift": 2}
     assert "person 2 → 2 · forklift 2 → 2" in (tmp_path / "diff" / "index.html").read_text()
