@@ -45,7 +45,7 @@ class SignalShift(Record):
     mean_a: float | None
     mean_b: float | None
     shift: float | None = Field(description="mean_b - mean_a")
-    n: int = Field(ge=0, description="samples with the signal in both")
+    n: int = Field(ge=0, description="samples with the signal in both (objects.*: with objects that have it)")
 
 
 class MetricShift(Record):

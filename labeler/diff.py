@@ -10,11 +10,11 @@ the tables are read — and changed otherwise; for a changed sample the arrays o
   (appeared) and of A matched to none (vanished);
 - the doubt score of both.
 
-Doubt signals shift (mean over the samples both have, B - A) for every sample signal and term, and for the
-object signals over those samples' objects. With `--run-a` / `--run-b` (runs trained on A and on B), the
-held-out figures of each run's last epoch and their change. Changed samples are listed largest change
-first: by `magnitude` = median |dz|/z + |valid-depth change| + (1 - mask IoU) + share of objects that
-appeared or vanished.
+Doubt signals shift (mean over the samples both have with the signal, B - A) for every sample signal and
+term, and for the object signals over every object of those samples on each side. With `--run-a` /
+`--run-b` (runs trained on A and on B), the held-out figures of each run's last epoch and their change.
+Changed samples are listed largest change first: by `magnitude` = median |dz|/z + |valid-depth change| +
+(1 - mask IoU) + share of objects that appeared or vanished.
 """
 
 from __future__ import annotations
@@ -121,6 +121,16 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(got)) if got else None
 
 
+def _object_values(side: Side, name: str) -> dict[int, list[float]]:
+    """{sample row: the signal's values of its objects that have it}."""
+    out: dict[int, list[float]] = {}
+    for r, v in zip(side.objects["row"].to_pylist(), side.objects[name].to_pylist(), strict=True):
+        x = _num(v)
+        if x is not None:
+            out.setdefault(r, []).append(x)
+    return out
+
+
 def _shifts(a: Side, b: Side, common: list[str]) -> list[SignalShift]:
     from labeler.doubt import SAMPLE_TERMS
 
@@ -131,23 +141,15 @@ def _shifts(a: Side, b: Side, common: list[str]) -> list[SignalShift]:
         ma, mb = _mean([x for x, _ in both]), _mean([y for _, y in both])
         shift = None if ma is None or mb is None else mb - ma
         out.append(SignalShift(name=name, mean_a=ma, mean_b=mb, shift=shift, n=len(both)))
-    rows_a = {a.samples[s]["row"] for s in common}
-    rows_b = {b.samples[s]["row"] for s in common}
+    # Objects: the mean over every object of the common samples that have the signal on both sides (the
+    # objects themselves may differ: appeared and vanished ones count on their side); n counts those samples.
     for name in OBJECT_SIGNALS:
-        va = [
-            _num(v)
-            for r, v in zip(a.objects["row"].to_pylist(), a.objects[name].to_pylist(), strict=True)
-            if r in rows_a
-        ]
-        vb = [
-            _num(v)
-            for r, v in zip(b.objects["row"].to_pylist(), b.objects[name].to_pylist(), strict=True)
-            if r in rows_b
-        ]
-        ma, mb = _mean(va), _mean(vb)
-        n = min(sum(v is not None for v in va), sum(v is not None for v in vb))
+        va, vb = _object_values(a, name), _object_values(b, name)
+        kept = [s for s in common if va.get(a.samples[s]["row"]) and vb.get(b.samples[s]["row"])]
+        ma = _mean([v for s in kept for v in va[a.samples[s]["row"]]])
+        mb = _mean([v for s in kept for v in vb[b.samples[s]["row"]]])
         shift = None if ma is None or mb is None else mb - ma
-        out.append(SignalShift(name=f"objects.{name}", mean_a=ma, mean_b=mb, shift=shift, n=n))
+        out.append(SignalShift(name=f"objects.{name}", mean_a=ma, mean_b=mb, shift=shift, n=len(kept)))
     return out
 
 

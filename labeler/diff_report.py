@@ -100,7 +100,9 @@ def write_report(out: Path, r: DatasetDiff) -> Path:
         f"added · <b>{len(r.removed)}</b> removed · objects {r.objects_a} → {r.objects_b}</p>"
         f"{_class_counts(r.class_counts_a, r.class_counts_b)}"
         f"<p>added: {_ids(r.added)}<br>removed: {_ids(r.removed)}</p>"
-        "<h2>Doubt signals (samples in both)</h2><table><tr><th>signal</th><th>mean A</th><th>mean B</th>"
+        "<h2>Doubt signals (samples in both)</h2><p>Means over the samples both have with the signal "
+        "(n); <code>objects.*</code>: over every object of those samples on each side, so objects that "
+        "vanished or appeared move them too.</p><table><tr><th>signal</th><th>mean A</th><th>mean B</th>"
         f"<th>B - A</th><th>n</th></tr>{shifts}</table>"
         + (
             "<h2>Held-out metrics (runs given)</h2><table><tr><th>figure</th><th>A</th><th>B</th>"
@@ -108,7 +110,9 @@ def write_report(out: Path, r: DatasetDiff) -> Path:
             if r.metrics
             else ""
         )
-        + "<h2>Changed samples, largest change first</h2><table><tr><th>sample</th><th>change</th>"
+        + "<h2>Changed samples, largest change first</h2><p>change = median |dz|/z + |valid-depth "
+        "change| + (1 - mask IoU) + share of objects that appeared or vanished.</p>"
+        "<table><tr><th>sample</th><th>change</th>"
         "<th>arrays changed</th><th>median |dz|/z</th><th>p90</th><th>mask IoU</th><th>matched</th>"
         "<th>appeared</th><th>vanished</th><th>valid depth</th><th>doubt A → B</th></tr>"
         f"{''.join(rows)}</table>"

@@ -117,3 +117,22 @@ def test_held_out_metrics_of_runs_on_each(two_versions, tmp_path):
     report = diff_datasets(a, b, tmp_path / "r", run_a=tmp_path / "ra", run_b=tmp_path / "rb", pictures=0)
     got = {m.name: m for m in report.metrics}
     assert got["abs_rel"].change == pytest.approx(-0.05) and got["delta1"].change == 0.0
+
+
+def test_object_signals_shift_over_every_object_of_the_samples_both_have():
+    """A's sample s has objects of thickness 2 and 10, B's only the 10 one (the thin one vanished); t has
+    no objects in B: the mean is over s's objects on each side, and n counts s alone."""
+    import pyarrow as pa
+
+    from labeler.diff import OBJECT_SIGNALS, Side, _shifts
+
+    def side(rows: dict[str, int], objects: list[tuple[int, float]]) -> Side:
+        cols = {"row": [r for r, _ in objects], **{n: [None] * len(objects) for n in OBJECT_SIGNALS}}
+        cols["thickness_px"] = [t for _, t in objects]
+        return Side(ds=None, samples={s: {"row": r} for s, r in rows.items()}, objects=pa.table(cols))
+
+    a = side({"s": 0, "t": 1}, [(0, 2.0), (0, 10.0), (1, 4.0)])
+    b = side({"s": 5, "t": 6}, [(5, 10.0)])
+    shift = {s.name: s for s in _shifts(a, b, ["s", "t"])}["objects.thickness_px"]
+    assert (shift.mean_a, shift.mean_b, shift.shift, shift.n) == (6.0, 10.0, 4.0, 1)
+    assert {s.name: s for s in _shifts(a, b, ["s", "t"])}["objects.edge_alignment"].n == 0
