@@ -29,7 +29,7 @@ from labeler.configs import (
     PseudoLabelConfig,
     SegLoss,
 )
-from labeler.errors import LabelerError
+from labeler.errors import LabelerError, disk_error
 
 if TYPE_CHECKING:
     from data_schema.heads import HeldoutFigures
@@ -68,6 +68,12 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
         return call(cfg)
     except LabelerError as err:
         _fail(str(err), 1)
+    except OSError as err:
+        # a disk that fills up or turns read-only mid-command: one line (what was finished is kept)
+        disk = disk_error(err, getattr(cfg, "out", None) or "a file")
+        if disk is None:
+            raise
+        _fail(str(disk), 1)
 
 
 @app.callback()

@@ -19,7 +19,7 @@ from data_schema.captures import RectifiedPair
 from data_schema.manifest import Manifest, SampleRecord, ShardEntry
 from labeler import shards
 from labeler.configs import PseudoLabelConfig
-from labeler.errors import InputError, LabelerError
+from labeler.errors import InputError, LabelerError, disk_error
 from labeler.runkey import run_key
 from pipelines.graph import build_graph
 from pipelines.plan import plan_run
@@ -216,7 +216,9 @@ def _failed_shard(
     from labeler.stages import StageFailure, write_stage
 
     if isinstance(err, OSError):
-        raise LabelerError(f"{cfg.out}: cannot write shard {shard} ({' '.join(str(err).split())})") from None
+        line = disk_error(err, cfg.out, f"shard {shard}")
+        text = " ".join(str(err).split())
+        raise line or LabelerError(f"{cfg.out}: cannot write shard {shard} ({text})") from None
     if any(it.keep is not None for it in items):
         log.warning("shard %s not written this run (%s); the next run retries it", shard, type(err).__name__)
         return None
