@@ -95,7 +95,7 @@ def _check_confidence(ds: Any, path: Path) -> None:
             return
     raise LabelerError(
         f"{path}: made without stereo confidence (no finite confidence where the disparity is valid); "
-        f"relabel it with a stereo backend that writes one (sgbm, or foundation-stereo with lr_check)"
+        f"relabel it with a stereo backend that writes one (sgbm, foundation-stereo)"
     )
 
 

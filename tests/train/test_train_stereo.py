@@ -206,24 +206,28 @@ def test_dataset_of_another_size_than_the_checkpoints_training(stereo_dataset, v
     assert "has 128x96" in line and "--allow-other-size" in line
 
 
-def test_dataset_without_stereo_confidence(tmp_path):
-    from labeler.errors import LabelerError
-    from labeler.train.stereo_api import _check_confidence
+def test_dataset_without_stereo_confidence(vits_release, tmp_path_factory, tmp_path, monkeypatch):
+    """A real dataset whose stereo backend wrote no confidence (every confidence NaN): one line naming it."""
+    import dataclasses
 
-    class NoConfidence:
-        def __len__(self) -> int:
-            return 2
+    from labeler.stereo.sgbm import SgbmBackend
+    from tests.train.conftest import make_stereo_dataset
 
-        def read(self, i: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-            return {
-                "disparity_px": np.ones((4, 4), np.float32),
-                "confidence": np.full((4, 4), np.nan, np.float32),
-            }
+    plain = SgbmBackend.disparity
 
-    with pytest.raises(
-        LabelerError, match=r"made without stereo confidence .*relabel it with a stereo backend"
-    ):
-        _check_confidence(NoConfidence(), tmp_path)
+    def without_confidence(self, left, right):
+        d = plain(self, left, right)
+        return dataclasses.replace(d, confidence=np.full_like(d.disparity_px, np.nan))
+
+    monkeypatch.setattr(SgbmBackend, "disparity", without_confidence)
+    ds, _ = make_stereo_dataset(tmp_path_factory.getbasetemp(), n=2, name="stereo-no-confidence")
+    monkeypatch.undo()
+    res = _train(ds, vits_release, tmp_path / "out", "--crop", "64x96")
+    assert res.exit_code == 1 and _errors(res.output) == [
+        f"error: {ds}: made without stereo confidence (no finite confidence where the disparity is valid); "
+        "relabel it with a stereo backend that writes one (sgbm, foundation-stereo)"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_max_disp_the_configs_accept_is_what_the_hourglass_runs(vits_release, tmp_path):
