@@ -5,6 +5,7 @@ installs the browser; without it these tests skip with one line saying so."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -116,8 +117,9 @@ def _text_becomes(driver, element_id: str, text: str) -> None:
 
 def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(browser, dataset, tmp_path):
     from selenium.webdriver.common.by import By
+    from typer.testing import CliRunner
 
-    from labeler.train.data import HeadsDataset, split_ids
+    from labeler.cli import app
 
     ds = open_dataset(dataset)
     sid = ds.sample_ids[-1]
@@ -147,12 +149,16 @@ def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(br
         assert (
             browser.page_source.count("data-sample=") == 1 and f'data-sample="{sid}"' in browser.page_source
         )
-    train_ids, held_ids = split_ids(ds.sample_ids, 0.25, seed=0)  # as train-heads splits
-    kept = [
-        *HeadsDataset(dataset, train_ids, input_size=56, train=True).sample_ids,
-        *HeadsDataset(dataset, held_ids, input_size=56, train=False).sample_ids,
-    ]
-    assert sid not in kept and sorted(kept) == sorted(set(ds.sample_ids) - {sid})
+    run = tmp_path / "run"  # the next train-heads (tiny random ViT, one epoch) neither trains nor scores it
+    res = CliRunner().invoke(
+        app,
+        ["train-heads", str(dataset), "--out", str(run), "--backbone", "tiny", "--input-size", "56"]
+        + ["--epochs", "1", "--workers", "0", "--previews", "0", "--heldout-frac", "0.25"],
+    )
+    assert res.exit_code == 0, res.output
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"] + split["heldout"]) == sorted(set(ds.sample_ids) - {sid})
+    assert json.loads((run / "config.json").read_text())["rejected_left_out"] == [sid]
 
 
 def test_pointer_readout_and_layer_keys(browser, dataset):
