@@ -6,7 +6,8 @@ drift from the models. The modules: `backends` (stereo and mask backend configs)
 (calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets),
 `heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
 truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train`
-(`labeler train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs).
+(`labeler train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs), `sam2_train`
+(`labeler train-sam2` runs).
 `manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
 """
 
@@ -92,6 +93,14 @@ from data_schema.review import (
     DoubtPass,
     Review,
 )
+from data_schema.sam2_train import (
+    SAM2_TRAIN_SCHEMA_VERSION,
+    Sam2EpochMetrics,
+    Sam2HeldoutFigures,
+    Sam2RunSummary,
+    Sam2TrainFigures,
+    TrainSam2Config,
+)
 from data_schema.stereo_train import (
     STEREO_TRAIN_SCHEMA_VERSION,
     StereoEpochMetrics,
@@ -113,6 +122,7 @@ __all__ = [
     "HEADS_SCHEMA_VERSION",
     "MANIFEST_SCHEMA_VERSION",
     "PREDICTIONS_SCHEMA_VERSION",
+    "SAM2_TRAIN_SCHEMA_VERSION",
     "STEREO_TRAIN_SCHEMA_VERSION",
     "REVIEWS_SCHEMA_VERSION",
     "ArrayDigests",
@@ -163,6 +173,10 @@ __all__ = [
     "SampleRecord",
     "SampleStats",
     "Sam2Config",
+    "Sam2EpochMetrics",
+    "Sam2HeldoutFigures",
+    "Sam2RunSummary",
+    "Sam2TrainFigures",
     "SceneTruth",
     "SgbmConfig",
     "ShardEntry",
@@ -180,6 +194,7 @@ __all__ = [
     "StoreLayout",
     "TableRef",
     "TrainFigures",
+    "TrainSam2Config",
     "TrainStereoConfig",
     "ViewResult",
 ]

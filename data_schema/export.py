@@ -35,6 +35,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "stereo_epoch_metrics": ds.StereoEpochMetrics,  # a row of OUT/metrics.json (and metrics.csv)
     "stereo_heldout_figures": ds.StereoHeldoutFigures,  # OUT/initial.json (the parent, before training)
     "stereo_run_summary": ds.StereoRunSummary,  # OUT/summary.json
+    "train_sam2_config": ds.TrainSam2Config,  # `config` of OUT/config.json of `labeler train-sam2`
+    "sam2_epoch_metrics": ds.Sam2EpochMetrics,  # a row of OUT/metrics.json (and metrics.csv)
+    "sam2_heldout_figures": ds.Sam2HeldoutFigures,  # OUT/initial.json (the parent, before training)
+    "sam2_run_summary": ds.Sam2RunSummary,  # OUT/summary.json
     "adapt_backbone_config": ds.AdaptBackboneConfig,  # `config` of OUT/*/config.json of `adapt-backbone`
     "dino_epoch_metrics": ds.DinoEpochMetrics,  # a row of OUT/warmup|adapt/metrics.json
     "adapt_run_summary": ds.AdaptRunSummary,  # OUT/summary.json of `labeler adapt-backbone`

@@ -637,10 +637,12 @@ def export_coco_cmd(
 # The review loop's commands (doubt, review, diff, export rerun / hf) live in labeler/cli_review.py.
 from labeler import cli_review  # noqa: E402, F401 — registers them on `app`
 
-# `train-stereo` lives in labeler/cli_train.py; registered here so `python -m labeler.cli` (torchrun) has it.
-from labeler.cli_train import adapt_backbone_cmd, train_stereo_cmd  # noqa: E402
+# `train-stereo` and `train-sam2` live in labeler/cli_train.py; registered here so `python -m labeler.cli`
+# (torchrun) has them.
+from labeler.cli_train import adapt_backbone_cmd, train_sam2_cmd, train_stereo_cmd  # noqa: E402
 
 app.command("train-stereo")(train_stereo_cmd)
+app.command("train-sam2")(train_sam2_cmd)
 app.command("adapt-backbone")(adapt_backbone_cmd)
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`labeler train-stereo` (registered on the app by labeler/cli.py, which is long enough already).
+"""`labeler train-stereo` and `labeler train-sam2` (registered on the app by labeler/cli.py, which is long
+enough already).
 
 Nothing heavy is imported here either: torch loads inside the command.
 """
@@ -143,6 +144,133 @@ def train_stereo_cmd(
         if before is not None and after is not None:
             typer.echo(f"  held-out {label}: {before:.3f} (parent) -> {after:.3f} ({after - before:+.3f})")
     typer.echo(f"checkpoint {s.weights} (cfg.yaml beside it; use it with --stereo-weights)")
+    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+
+
+def train_sam2_cmd(
+    dataset: Annotated[Path, typer.Argument(help="pseudo-label dataset folder whose masks are the targets")],
+    sam2_checkpoint: Annotated[
+        Path, typer.Option(help="parent SAM2 checkpoint (.pt, {'model': ...} as released)")
+    ],
+    out: Annotated[Path, typer.Option(help="run folder: sam2.pt, metrics, curves, previews, summary.json")],
+    sam2_config: Annotated[
+        str, typer.Option(help="config name (sam2.1_hiera_t|s|b+|l) or YAML path of the checkpoint")
+    ] = "sam2.1_hiera_s",
+    epochs: Annotated[int, typer.Option(help="epochs over the training images")] = 10,
+    batch_size: Annotated[int, typer.Option(help="images per step, per process")] = 4,
+    objects_per_image: Annotated[int, typer.Option(help="target objects drawn per training image")] = 3,
+    lr: Annotated[
+        float, typer.Option(help="AdamW learning rate of the prompt encoder and mask decoder")
+    ] = 1e-5,
+    train_encoder: Annotated[
+        bool, typer.Option(help="train the image encoder too, at a lower layer-wise rate (no cache)")
+    ] = False,
+    encoder_lr_factor: Annotated[float, typer.Option(help="image encoder's lr as a factor of --lr")] = 0.6,
+    layer_decay: Annotated[float, typer.Option(help="encoder rate x this per block below the top")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
+    warmup_frac: Annotated[float, typer.Option(help="linear warm-up share of all steps, then cosine")] = 0.05,
+    corrections: Annotated[
+        int, typer.Option(help="corrective clicks per step, from the previous errors")
+    ] = 7,
+    box_prob: Annotated[
+        float, typer.Option(help="share of steps prompted by a box instead of a click")
+    ] = 0.5,
+    gt_click_prob: Annotated[
+        float, typer.Option(help="share of corrective clicks drawn from the target")
+    ] = 0.1,
+    focal_weight: Annotated[float, typer.Option(help="weight of the focal loss")] = 20.0,
+    dice_weight: Annotated[float, typer.Option(help="weight of the dice loss")] = 1.0,
+    iou_weight: Annotated[float, typer.Option(help="weight of the IoU-prediction L1 loss")] = 1.0,
+    object_score_weight: Annotated[float, typer.Option(help="weight of the object-score loss")] = 1.0,
+    min_score: Annotated[float, typer.Option(help="objects with a lower mask score are no targets")] = 0.0,
+    min_area: Annotated[int, typer.Option(help="objects smaller than this many px are no targets")] = 0,
+    include_rejected: Annotated[
+        bool, typer.Option(help="keep samples and objects rejected in review as targets")
+    ] = False,
+    cache_embeddings: Annotated[
+        bool, typer.Option(help="keep the frozen encoder's output per image in host memory")
+    ] = True,
+    heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
+    heldout_objects: Annotated[int, typer.Option(help="held-out objects scored per image, at most")] = 16,
+    amg_points_per_side: Annotated[
+        int, typer.Option(help="automatic generator's grid on held-out images (0: no recall)")
+    ] = 16,
+    amg_pred_iou_thresh: Annotated[float, typer.Option(help="automatic generator's pred_iou_thresh")] = 0.8,
+    amg_stability_thresh: Annotated[
+        float, typer.Option(help="automatic generator's stability_score_thresh")
+    ] = 0.95,
+    seed: Annotated[int, typer.Option(help="seed of the split, the objects drawn and the prompts")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
+    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    previews: Annotated[int, typer.Option(help="held-out images drawn per epoch")] = 2,
+) -> None:
+    """Retrain SAM2's prompt encoder and mask decoder on a dataset's masks; writes OUT/sam2.pt."""
+    from data_schema.sam2_train import TrainSam2Config
+    from labeler.cli import _gpus, run
+    from labeler.train.sam2_api import train_sam2
+
+    def build() -> TrainSam2Config:
+        return TrainSam2Config(
+            dataset=dataset,
+            out=out,
+            sam2_checkpoint=sam2_checkpoint,
+            sam2_config=sam2_config,
+            epochs=epochs,
+            batch_size=batch_size,
+            objects_per_image=objects_per_image,
+            lr=lr,
+            train_encoder=train_encoder,
+            encoder_lr_factor=encoder_lr_factor,
+            layer_decay=layer_decay,
+            weight_decay=weight_decay,
+            warmup_frac=warmup_frac,
+            corrections=corrections,
+            box_prob=box_prob,
+            gt_click_prob=gt_click_prob,
+            focal_weight=focal_weight,
+            dice_weight=dice_weight,
+            iou_weight=iou_weight,
+            object_score_weight=object_score_weight,
+            min_score=min_score,
+            min_area=min_area,
+            include_rejected=include_rejected,
+            cache_embeddings=cache_embeddings,
+            heldout_frac=heldout_frac,
+            heldout_objects=heldout_objects,
+            amg_points_per_side=amg_points_per_side,
+            amg_pred_iou_thresh=amg_pred_iou_thresh,
+            amg_stability_thresh=amg_stability_thresh,
+            seed=seed,
+            workers=workers,
+            gpus=_gpus(gpu),
+            amp=amp,
+            resume=resume,
+            previews=previews,
+        )
+
+    res = run(build, train_sam2)
+    if not res.main or res.summary is None:
+        return
+    s = res.summary
+    typer.echo(
+        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} images ({s.n_train_objects} objects; "
+        f"{res.n_heldout} images held out); best epoch {s.best_epoch}"
+    )
+    for key, label in (
+        ("point_miou", "mIoU, one centre click"),
+        ("box_miou", "mIoU, exact box"),
+        ("amg_recall", "automatic masks' matched recall"),
+        ("amg_masks_per_image", "automatic masks per image"),
+    ):
+        before, after = getattr(s.before, key), getattr(s.after, key)
+        if before is not None and after is not None:
+            typer.echo(f"  held-out {label}: {before:.3f} (parent) -> {after:.3f} ({after - before:+.3f})")
+    typer.echo(
+        f"checkpoint {s.checkpoint}: use it with --masks sam2 --sam2-checkpoint {s.checkpoint} "
+        f"--sam2-config {s.sam2_config}"
+    )
     typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
 
 

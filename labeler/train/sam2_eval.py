@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +78,17 @@ def automatic_generator(sam: Any, *, points_per_side: int, pred_iou_thresh: floa
     s = sam.image_size
     gen.predictor._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
     return gen
+
+
+@contextmanager
+def _quiet_predictor() -> Iterator[None]:
+    """No INFO lines: the official image predictor logs two per image on the root logger."""
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 @dataclass
@@ -146,7 +160,7 @@ def evaluate_sam2(
             targets = gt[img == j]
             found = None
             if gen is not None:
-                with autocast(device, amp):
+                with autocast(device, amp), _quiet_predictor():
                     out = gen.generate(image)
                 found = (
                     np.stack([m["segmentation"] for m in out])
