@@ -74,6 +74,31 @@ heads-demo: $(BIN)/labeler
 	@echo "finetune:    $(HEADS_DEMO)/finetune (comparison.json: held-out change against the frozen run)"
 	@echo "predictions: $(HEADS_DEMO)/predictions (*_overlay.png, *_depth.npy, *_ids.png, predictions.json)"
 
+# DINOv2 adapted to the demo rig's images, on the CPU in minutes: `labeler adapt-backbone` (DINO + iBOT +
+# KoLeo, EMA teacher; heads warm-up, then the last 2 blocks + LoRA on the others) from a tiny RANDOM-INIT
+# ViT (no weights needed: the figures only show that the chain works) on the demo dataset's training scenes
+# and the calibration captures (--images), the frozen-feature probe before / after (depth head, held-out
+# AbsRel, printed), then train-heads on the adapted backbone. Real runs: docs/backbone-adaptation.md.
+BACKBONE_DEMO := $(RUNS)/backbone-demo
+BACKBONE_FLAGS ?= --backbone tiny --random-init --head-epochs 2 --epochs 10 --batch-size 4 --global-size 112 \
+	--local-size 56 --local-crops 4 --prototypes 1024 --head-hidden 256 --head-bottleneck 64 --unfreeze-last 2 \
+	--lora-rank 4 --lr 1e-3 --backbone-lr 1e-4 --lora-lr 1e-3 --momentum 0.99 --heldout-frac 0.5 --workers 1 \
+	--probe-epochs 20 --probe-input-size 126 --probe-max-depth-m 10 --probe-batch-size 2
+.PHONY: backbone-demo
+backbone-demo: $(BIN)/labeler
+	@test -f $(DATASETS)/demo/manifest.json || $(MAKE) dataset
+	rm -rf $(BACKBONE_DEMO)
+	OMP_NUM_THREADS=1 $(BIN)/labeler adapt-backbone $(DATASETS)/demo --out $(BACKBONE_DEMO) \
+		--images $(WORK)/demo/boards $(BACKBONE_FLAGS)
+	OMP_NUM_THREADS=1 $(BIN)/labeler train-heads $(DATASETS)/demo --out $(BACKBONE_DEMO)/heads --backbone tiny \
+		--weights $(BACKBONE_DEMO)/backbone.pth --input-size 126 --max-depth-m 10 --batch-size 2 --workers 1 \
+		--heldout-frac 0.5 --epochs 30 --lr 1e-3
+	@echo
+	@echo "adapted:  $(BACKBONE_DEMO)/backbone.pth (official DINOv2 layout; summary.json: parent sha256, probe)"
+	@echo "curves:   $(BACKBONE_DEMO)/warmup/curves.png, $(BACKBONE_DEMO)/adapt/curves.png (previews/: PCA of patches)"
+	@echo "probe:    $(BACKBONE_DEMO)/probe/before, $(BACKBONE_DEMO)/probe/after (train-heads runs, depth head)"
+	@echo "heads:    $(BACKBONE_DEMO)/heads (train-heads --weights $(BACKBONE_DEMO)/backbone.pth)"
+
 # Every CUDA path measured in one short run (benchmarks/gpu_check.py; README "GPU check"): results.json,
 # results.md and log.txt in GPU_CHECK_OUT, the table appended to benchmarks/RESULTS.md on CUDA.
 # DEVICE=cpu runs the same parts at small sizes (a few minutes) to prove they work. On a GPU machine

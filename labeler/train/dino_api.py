@@ -39,7 +39,7 @@ class AdaptResult:
 def _random_parent(cfg: AdaptBackboneConfig) -> Path:
     """OUT/parent.pth: the seeded random ViT (the same file on every resume)."""
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.dino_task import save_backbone
+    from labeler.train.dino_model import save_backbone
     from labeler.train.heads import BACKBONE_SPECS
 
     path = cfg.out / PARENT_RANDOM
@@ -57,7 +57,7 @@ def check_inputs(cfg: AdaptBackboneConfig) -> tuple[Any, list[Path], str]:
     """(dataset reader, --images files, parent kind) — or one LabelerError line naming the flag."""
     from labeler import open_dataset
     from labeler.train.dino_data import folder_images
-    from labeler.train.dino_task import parent_vit_state
+    from labeler.train.dino_model import parent_vit_state
     from labeler.train.heads import BACKBONE_SPECS
 
     if cfg.random_init and cfg.weights is not None:
@@ -156,7 +156,8 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
     from labeler.io import sha256_file, write_text_atomic
     from labeler.review.decisions import kept_sample_ids
     from labeler.train.data import split_ids
-    from labeler.train.dino_task import DinoTask, Schedules, parent_vit_state, save_backbone
+    from labeler.train.dino_model import Schedules, parent_vit_state, save_backbone
+    from labeler.train.dino_task import DinoTask
     from labeler.train.engine import EngineSpec, is_main_process, launch
     from labeler.train.heads import BACKBONE_SPECS
 

@@ -145,7 +145,7 @@ def test_block_masks_and_views_are_reproducible():
 
 def test_lora_merged_weights_give_the_lora_models_outputs():
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.dino_task import add_lora, effective_state, encode
+    from labeler.train.dino_model import add_lora, effective_state, encode
     from labeler.train.heads import TINY_SPEC
 
     torch.manual_seed(0)
