@@ -27,6 +27,11 @@ class HeadsModelConfig(Record):
     task: HeadsTask = Field("fusion", description="depth | seg | fusion (both, with a joint head)")
     max_depth_m: float = Field(20.0, gt=0, description="metric depth output is sigmoid * this")
     input_size: int = Field(518, ge=14, description="short image side fed to the ViT, multiple of 14")
+    classes: tuple[str, ...] | None = Field(
+        None,
+        description="the dataset's classes (sam3 --classes): seg / fusion heads also learn a class map "
+        "(0 = no object, then these in order); None: class-agnostic",
+    )
 
     @model_validator(mode="after")
     def _patch_multiple(self) -> HeadsModelConfig:

@@ -29,6 +29,7 @@ class PredictedObject(Record):
     depth_m_p10: float | None = None
     depth_m_p90: float | None = None
     stereo_depth_m_median: float | None = Field(None, description="SGBM depth over the object (with --calib)")
+    class_name: str | None = Field(None, description="the class the heads' class map gives it (None: none)")
 
 
 class StereoComparison(Record):

@@ -54,6 +54,7 @@ class Prediction:
     depth_m: np.ndarray | None  # (H, W) float32 metres
     ids: np.ndarray  # (H, W) uint16, 0 = none
     scores: np.ndarray  # (K,) float32
+    class_names: tuple[str, ...] | None = None  # (K,) each id's class, from a model trained with classes
 
 
 class HeadsPredictor:
@@ -120,6 +121,12 @@ class HeadsPredictor:
         cuda = str(self.device).startswith("cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out = self.model(x[None].to(self.device))
+        class_prob: np.ndarray | None = None
+        if "class_logits" in out:  # (C + 1, H, W) class probabilities at the image's size
+            up = F.interpolate(
+                out.pop("class_logits").float(), size=(h, w), mode="bilinear", align_corners=False
+            )
+            class_prob = up[0].softmax(0).cpu().numpy()
         maps = {
             k: F.interpolate(v[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             .cpu()
@@ -133,7 +140,29 @@ class HeadsPredictor:
             )
         else:
             ids, scores = np.zeros((h, w), np.uint16), np.zeros(0, np.float32)
-        return Prediction(depth_m=None if depth is None else depth.astype(np.float32), ids=ids, scores=scores)
+        names = None
+        classes = self.model_config.classes
+        if class_prob is not None and classes is not None:
+            names = instance_classes(ids, class_prob, classes)
+        return Prediction(
+            depth_m=None if depth is None else depth.astype(np.float32),
+            ids=ids,
+            scores=scores,
+            class_names=names,
+        )
+
+
+def instance_classes(ids: np.ndarray, class_prob: np.ndarray, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """Each instance's class: the class (not "no object") of highest mean probability over its pixels.
+
+    Args:
+        ids: (H, W) instance ids 1..K (0: none).
+        class_prob: (C + 1, H, W) class probabilities, channel 0 = no object.
+    """
+    k = int(ids.max()) if ids.size else 0
+    flat = ids.ravel()
+    sums = np.stack([np.bincount(flat, weights=p.ravel(), minlength=k + 1) for p in class_prob[1:]])
+    return tuple(classes[int(j)] for j in sums[:, 1:].argmax(axis=0)) if k else ()
 
 
 # ------------------------------------------------------------------ inputs
@@ -236,13 +265,19 @@ def compare_depth(pred_m: np.ndarray, stereo_m: np.ndarray) -> StereoComparison 
 
 
 def summary_line(pred: ImagePrediction) -> str:
-    """'frame_0042.png: object 1 at 0.84 m, object 2 at 1.52 m' (+ the stereo comparison)."""
+    """'frame_0042.png: object 1 at 0.84 m, object 2 at 1.52 m' (+ the stereo comparison); with classes
+    'frame_0042.png: person 1 at 1.52 m, forklift 1 at 3.10 m'."""
+    from labeler.previews import object_names
+
     name = Path(pred.image).name
+    named = object_names([o.id for o in pred.objects], [o.class_name for o in pred.objects])
+    # "person 1" from a model trained on classes (numbered within the class), else "object 3"
+    called = {o.id: named[o.id] if o.class_name is not None else f"object {o.id}" for o in pred.objects}
     if pred.objects:
         parts = [
-            f"object {o.id} at {o.depth_m_median:.2f} m"
+            f"{called[o.id]} at {o.depth_m_median:.2f} m"
             if o.depth_m_median is not None
-            else f"object {o.id} (no depth)"
+            else f"{called[o.id]} (no depth)"
             for o in pred.objects
         ]
         text = f"{name}: {', '.join(parts)}"
@@ -295,6 +330,7 @@ def predict_images(cfg: PredictConfig) -> PredictionSet:
                 depth_m_p10=r.depth_m_p10,
                 depth_m_p90=r.depth_m_p90,
                 stereo_depth_m_median=stereo_records[i].depth_m_median if stereo_records else None,
+                class_name=res.class_names[r.id - 1] if res.class_names is not None else None,
             )
             for i, r in enumerate(records)
         ]

@@ -86,6 +86,18 @@ def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
     return str(Path(cfg.weights).expanduser()), f"{kind}: {Path(cfg.weights).expanduser()}"
 
 
+def with_dataset_classes(cfg: TrainHeadsConfig, ds: Any) -> TrainHeadsConfig:
+    """The config with the dataset's class list in its model config (seg / fusion heads learn a class map
+    then); one line when the config already names another class list."""
+    classes = ds.manifest.classes if cfg.model.task != "depth" else None
+    if cfg.model.classes is not None and cfg.model.classes != classes:
+        raise LabelerError(
+            f"{cfg.dataset}: its classes {list(classes) if classes else 'none (class-agnostic)'} differ from "
+            f"the model's {list(cfg.model.classes)}; train on datasets of one class list"
+        )
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"classes": classes})})
+
+
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
     """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/engine.py."""
     from labeler import open_dataset
@@ -93,6 +105,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
 
     weights, label = weights_label(cfg)
     ds = open_dataset(cfg.dataset)
+    cfg = with_dataset_classes(cfg, ds)
     train_ids, held_ids, rejected = reviewed_split(
         ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
     )

@@ -78,6 +78,32 @@ def rejected_note(left_out: Sequence[str]) -> str:
     )
 
 
+def object_classes(reader: Dataset, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per sample id, a lookup object id -> class index (1.. in `classes` order; 0: no object).
+
+    Raises:
+        LabelerError: the dataset's class list is not `classes` (a model of one class list does not train
+            on another's labels).
+    """
+    from labeler.errors import LabelerError
+
+    have = reader.manifest.classes
+    if tuple(have or ()) != classes:
+        raise LabelerError(
+            f"{reader.path}: its classes {list(have) if have else 'none (class-agnostic)'} differ from the "
+            f"model's {list(classes)}; train on datasets of one class list"
+        )
+    table = reader.objects.to_table(columns=["sample_id", "id", "class_name"]).to_pydict()
+    index = {c: k for k, c in enumerate(classes, 1)}
+    top: dict[str, int] = {}
+    for sid, oid in zip(table["sample_id"], table["id"], strict=True):
+        top[sid] = max(top.get(sid, 0), oid)
+    out = {sid: np.zeros(n + 1, np.int64) for sid, n in top.items()}
+    for sid, oid, name in zip(table["sample_id"], table["id"], table["class_name"], strict=True):
+        out[sid][oid] = index.get(name, 0)
+    return out
+
+
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(H, W) with the short side at `short_side` and both sides rounded to multiples of 14."""
     scale = short_side / min(height, width)
@@ -199,11 +225,16 @@ class HeadsDataset(torch.utils.data.Dataset):
         seed: int = 0,
         source: _Samples | None = None,
         include_rejected: bool = False,
+        classes: tuple[str, ...] | None = None,
     ) -> None:
         from labeler import open_dataset
         from labeler.review import load_decisions
 
         reader = open_dataset(dataset)
+        # With classes, items carry a class map "cls": per sample, object id -> class index (0: none).
+        self.class_of: dict[str, np.ndarray] | None = None
+        if classes is not None:
+            self.class_of = object_classes(reader, classes)
         where = {s: i for i, s in enumerate(reader.sample_ids)}
         unknown = [s for s in sample_ids if s not in where]
         if unknown:
@@ -266,7 +297,12 @@ class HeadsDataset(torch.utils.data.Dataset):
         valid = np.isfinite(depth) & (depth > 0) & (depth <= self.max_depth_m) & np.isfinite(conf)
         weight = np.where(valid, np.clip(np.nan_to_num(conf), 0, 1), 0).astype(np.float32)
         edges = edge_targets(ids, depth)
+        extra = {}
+        if self.class_of is not None:
+            lut = self.class_of.get(self.sample_ids[i], np.zeros(1, np.int64))
+            extra["cls"] = torch.from_numpy(lut[np.minimum(ids, len(lut) - 1)].astype(np.int64))
         return {
+            **extra,
             "image": to_chw(image),
             "depth": torch.from_numpy(np.where(valid, depth, 0).astype(np.float32)),
             "weight": torch.from_numpy(weight),

@@ -66,6 +66,7 @@ class HeadsModel(DinoDPT):
     `forward(x)` takes (B, 3, H, W) ImageNet-normalised RGB (H, W multiples of 14) and returns a dict:
         "depth": (B, H, W) metres in (0, max_depth_m)   (tasks depth, fusion)
         "objectness", "boundary": (B, H, W) logits        (tasks seg, fusion)
+        "class_logits": (B, C + 1, H, W) logits, 0 = no object  (seg, fusion on a dataset with C classes)
     """
 
     def __init__(self, config: HeadsModelConfig) -> None:
@@ -89,6 +90,10 @@ class HeadsModel(DinoDPT):
             )
         if config.task == "fusion":
             self.fusion = FusionHead(spec.dpt_features // 2)
+        # A dataset with classes: a class map (no object + each class) from the seg decoder's features.
+        self.class_head: nn.Conv2d | None = None
+        if config.classes is not None and self.seg_head is not None:
+            self.class_head = nn.Conv2d(spec.dpt_features // 2, len(config.classes) + 1, 1)
         self.freeze_backbone()
 
     # ------------------------------------------------------------------ what trains
@@ -103,7 +108,7 @@ class HeadsModel(DinoDPT):
 
     def head_modules(self) -> list[nn.Module]:
         mods: list[nn.Module] = [self.depth_head] if self.has_depth else []
-        return mods + [m for m in (self.seg_head, self.fusion) if m is not None]
+        return mods + [m for m in (self.seg_head, self.fusion, self.class_head) if m is not None]
 
     def freeze_backbone(self) -> None:
         """ViT frozen; trained heads trainable except parameters no forward uses (DDP needs that)."""
@@ -155,6 +160,8 @@ class HeadsModel(DinoDPT):
                 log_depth = torch.log(out["depth"].clamp_min(1e-3))
                 logits = logits + self.fusion(depth_feat, seg_feat, log_depth)
             out["objectness"], out["boundary"] = logits[:, 0], logits[:, 1]
+            if self.class_head is not None:
+                out["class_logits"] = self.class_head(seg_feat)  # (B, C + 1, H, W), 0 = no object
         return out
 
 

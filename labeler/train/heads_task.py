@@ -90,6 +90,7 @@ class HeadsTask:
             max_depth_m=mc.max_depth_m,
             seed=self.seed,
             include_rejected=self.include_rejected,
+            classes=mc.classes if mc.task != "depth" else None,
         )
         held = (
             HeadsDataset(
@@ -100,6 +101,7 @@ class HeadsTask:
                 max_depth_m=mc.max_depth_m,
                 seed=self.seed,
                 include_rejected=self.include_rejected,
+                classes=mc.classes if mc.task != "depth" else None,
             )
             if heldout_ids
             else None

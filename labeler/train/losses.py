@@ -110,5 +110,7 @@ def joint_loss(out: dict[str, Tensor], batch: dict[str, Tensor], weights: LossWe
             batch["edges"],
             kind=weights.seg_kind,
         )
+        if "class_logits" in out and "cls" in batch:  # a dataset with classes: the class map's cross-entropy
+            terms["seg"] = terms["seg"] + F.cross_entropy(out["class_logits"].float(), batch["cls"])
         total = total + (weights.seg if "depth" in out else 1.0) * terms["seg"]
     return {"loss": total, **terms}
