@@ -53,7 +53,7 @@ CHOICES = [
     (["calibrate"], "--export", "<list[ros]>"),
     (["rectify"], "--layout", "<auto|side-by-side|pairs|suffix|video>"),
     (["pseudo-label"], "--stereo", "<sgbm|foundation-stereo>"),
-    (["run"], "--masks", "<classical|sam2>"),
+    (["run"], "--masks", "<classical|sam2|sam3>"),
     (["train-heads"], "--backbone", "<vits|vitb|vitl|vitg|tiny>"),
     (["train-heads"], "--task", "<depth|seg|fusion>"),
     (["train-heads"], "--depth-loss", "<silog|l1>"),
