@@ -18,8 +18,8 @@ paired one to one (both keep the detections over the same threshold, so the coun
 mean IoU of the pairs, the largest score difference, and the count of masks only one side has.
 
 Without `--checkpoint` a SAM 3 with seeded random weights is written to a temporary folder: the tiny one
-(`labeler.testing.sam3_tiny`) by default, or `--arch sam3` at the released size (840 M parameters; a GPU
-job). Random weights score every query near 0.25, so `--confidence-threshold` defaults to 0.27 (about
+(`labeler.testing.sam3_tiny`) by default, that of a `--arch` JSON, or `--arch sam3` at the released size
+(840 M parameters; a GPU job). Random weights score every query near 0.25, so `--confidence-threshold` defaults to 0.27 (about
 half the queries) without a checkpoint and to the official 0.5 with one. Inputs are synthetic scenes
 (a plain disc before a textured background), one seed per image.
 """
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     arch, checkpoint = args.arch, args.checkpoint
-    if checkpoint is None:
-        sizes = OFFICIAL if arch == "sam3" else TINY
+    if checkpoint is None:  # random weights of the named arch (default: the tiny one)
+        sizes = TINY if arch is None else OFFICIAL if arch == "sam3" else resolve_arch(arch)
         arch_path, checkpoint = write_tiny_sam3(Path(tmp.name), seed=0, arch=sizes)
         arch = "sam3" if arch == "sam3" else str(arch_path)
     arch = arch or "sam3"
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"# sam3 arch {arch if args.arch else 'tiny'} ({n_params / 1e6:.1f} M parameters), device "
+        f"# sam3 arch {args.arch or 'tiny'} ({n_params / 1e6:.1f} M parameters), device "
         f"{args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"{platform.processor() or platform.machine()}; classes {', '.join(classes)}; confidence_threshold "
         f"{threshold}; batch_size {args.batch_size}; {'bf16 autocast' if amp else 'float32'}"
