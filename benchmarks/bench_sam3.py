@@ -19,9 +19,9 @@ mean IoU of the pairs, the largest score difference, and the count of masks only
 
 Without `--checkpoint` a SAM 3 with seeded random weights is written to a temporary folder: the tiny one
 (`labeler.testing.sam3_tiny`) by default, that of a `--arch` JSON, or `--arch sam3` at the released size
-(840 M parameters; a GPU job). Random weights score every query near 0.25, so `--confidence-threshold` defaults to 0.27 (about
-half the queries) without a checkpoint and to the official 0.5 with one. Inputs are synthetic scenes
-(a plain disc before a textured background), one seed per image.
+(840 M parameters; a GPU job). Random weights score every query near 0.25, so `--confidence-threshold`
+defaults to 0.27 (about half the queries) without a checkpoint and to the official 0.5 with one.
+Inputs are synthetic scenes (a plain disc before a textured background), one seed per image.
 """
 
 from __future__ import annotations
