@@ -283,7 +283,12 @@ def test_rejected_pairs_are_neither_trained_nor_scored_unless_asked(
     train, held = split_ids(reader.sample_ids, 0.34, seed=0)
     decide(ds, sample_id=train[0], labels=current_labels(reader)[train[0]], decision="reject", user="t")
     specs = []
-    monkeypatch.setattr(engine, "launch", lambda spec, gpus, stop_after_epoch=None: specs.append(spec) or [])
+
+    def launch(spec, gpus, stop_after_epoch=None) -> list:  # what the engine would train on; no training
+        specs.append(spec)
+        return []
+
+    monkeypatch.setattr(engine, "launch", launch)
     train_stereo(tiny_stereo_config(ds, tmp_path / "out", vits_release))
     train_stereo(tiny_stereo_config(ds, tmp_path / "all", vits_release, include_rejected=True))
     kept, everything = specs
