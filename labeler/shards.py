@@ -47,6 +47,7 @@ DOUBT_PASS_NAME = "doubt.json"  # what the last `labeler doubt` pass computed
 STORE_NAME = "data.zarr"
 TABLES_DIR = "tables"
 LOCK_NAME = ".lock"
+JOURNAL_NAME = ".journal"  # array files of shards being rewritten, until the rewrite commits (journal.py)
 # lz4 + byte shuffle: 6x zstd-3's write speed at 55 % instead of 39 % of raw, and faster reads
 # (benchmarks/bench_codecs.py, RESULTS.md). Arrays made with another codec keep theirs.
 COMPRESSOR = "blosc-lz4-5-shuffle"
@@ -225,6 +226,15 @@ def read_rows(
 def _shard_file(dataset: str | Path, name: str, shard: int) -> Path:
     tail = "/0/0/0" if name in ("left", "right") else "/0/0"
     return Path(dataset) / STORE_NAME / name / "c" / f"{shard}{tail}"
+
+
+def shard_array_files(dataset: str | Path, shard: int) -> dict[str, Path]:
+    """Each array's file of this shard (whether written or not)."""
+    return {name: _shard_file(dataset, name, shard) for name in ARRAY_NAMES}
+
+
+def journal_path(dataset: str | Path) -> Path:
+    return Path(dataset) / JOURNAL_NAME
 
 
 def remove_shard_files(dataset: str | Path, shard: int) -> None:

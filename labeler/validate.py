@@ -242,6 +242,13 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
         return problems, manifest, []
     index = shards.read_shard_index(dataset, problems=problems)
     entries = [index[s] for s in sorted(index)]
+    from labeler.journal import open_journals
+
+    problems += [
+        f"shard {s}: a rewrite was cut short by a killed process ({shards.JOURNAL_NAME}/{s}); run the same "
+        "command again (it rolls the shard back first) or `labeler repair`"
+        for s in open_journals(dataset)
+    ]
     plan = shards.read_row_plan(dataset)
     from labeler.depth import depth_settings
     from labeler.runkey import run_key

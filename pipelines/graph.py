@@ -100,9 +100,15 @@ def _write(
     *,
     previews: bool,
     rectified: list,
+    journal: str | None = None,
 ) -> Any:
-    """The shard's single writer, over the results of all its batches."""
+    """The shard's single writer, over the results of all its batches. `journal`: the content_sha256 of
+    the shard's committed entry when it is rewritten (its files are journalled first: labeler/journal.py)."""
+    from labeler import journal as rewrite_journal
+
     samples = [s for batch in batches for s in batch]
+    if journal is not None:
+        rewrite_journal.begin(out, shard, journal)
     return write_stage(out, shard, layout, key, samples, previews=previews, rectified=rectified)
 
 
@@ -122,9 +128,11 @@ def build_graph(
     key: str,
     settings: DepthSettings,
     size: tuple[int, int],
+    rewrites: dict[int, str] | None = None,
 ) -> dict[int, Any]:
     """{shard: its single write task}. Within a shard, samples go through the backends `batch_size` at a
-    time (one GPU forward per batch); in run mode each write also records its pairs' rectification."""
+    time (one GPU forward per batch); in run mode each write also records its pairs' rectification.
+    `rewrites` (shard: the content_sha256 of its committed entry) are written under a journal."""
     import dask
     from dask.base import tokenize
 
@@ -187,6 +195,7 @@ def build_graph(
             batches,
             previews=cfg.previews,
             rectified=rectified,
+            journal=(rewrites or {}).get(shard),
             dask_key_name=f"write-{tokenize(shard, key, [(i.sample_id, i.keep is None) for i in items])}",
         )
     return writes

@@ -39,6 +39,8 @@ class Plan:
     n_rows: int = 0  # rows the store needs
     n_inputs: int = 0
     stale: list[str] = field(default_factory=list)  # labelled before from images that have changed since
+    # shards to write that have a committed entry: rewritten under a journal, that entry in force until then
+    rewrites: dict[int, ShardEntry] = field(default_factory=dict)
 
     @property
     def n_todo(self) -> int:
@@ -128,7 +130,8 @@ def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = Non
     inputs = discover_inputs(cfg, calib_sha256=calib_sha256)
     out, per_shard = cfg.out, cfg.samples_per_shard
     row_plan = shards.read_row_plan(out)
-    index = {s: e for s, e in shards.read_shard_index(out).items() if e.run_key == key}
+    committed = shards.read_shard_index(out)
+    index = {s: e for s, e in committed.items() if e.run_key == key}
     intact = {s: e for s, e in index.items() if s in row_plan and shards.shard_is_intact(out, e)}
     stored = _stored_samples(out, list(intact.values()))
     todo: dict[int, list[Item]] = {}
@@ -172,7 +175,13 @@ def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = Non
     all_plans = {**row_plan, **{p.shard: p for p in new_rows}}
     n_rows = all_plans[last].row_start + len(all_plans[last].sample_ids) if last >= 0 else 0
     return Plan(
-        todo=todo, done=done, new_rows=new_rows, n_rows=n_rows, n_inputs=len(inputs), stale=sorted(stale)
+        todo=todo,
+        done=done,
+        new_rows=new_rows,
+        n_rows=n_rows,
+        n_inputs=len(inputs),
+        stale=sorted(stale),
+        rewrites={s: committed[s] for s in todo if s in committed},
     )
 
 

@@ -33,6 +33,9 @@ def repair_dataset(
 
     dataset = Path(dataset)
     with shards.dataset_lock(dataset):
+        from labeler import journal
+
+        journal.recover(dataset)  # a rewrite a killed process left half-done is rolled back, not repaired
         manifest = shards.load_manifest(dataset)
         index = shards.read_shard_index(dataset)
         plan = shards.read_row_plan(dataset)

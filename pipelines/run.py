@@ -97,6 +97,11 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     _check_out(cfg.out)
     _check_scheduler(cfg.scheduler)
     with shards.dataset_lock(cfg.out):
+        from labeler import journal
+
+        rolled = journal.recover(cfg.out)  # a rewrite a killed process left half-done
+        if rolled:
+            log.warning("rolled back the interrupted rewrite of shard(s) %s", ", ".join(map(str, rolled)))
         _refuse_other_settings(cfg.out, key)
         plan = plan_run(cfg, key, calib_sha256=calib_sha)
         if not plan.n_inputs and not plan.done:
@@ -119,7 +124,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         )
         layout = shards.prepare_store(cfg.out, layout)
         shards.append_row_plan(cfg.out, plan.new_rows)
-        entries = dict(plan.done)
+        # the shards being rewritten keep their committed entries until their rewrites commit
+        entries = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
         seal_manifest(cfg.out, base, entries)
         finished = _execute(cfg, plan, layout, key, settings, (w, h), entries)
         entries = _compact(cfg.out, entries, force=True)
@@ -155,15 +161,18 @@ def _execute(
     import dask
     from tqdm import tqdm
 
+    from labeler import journal
     from pipelines.cluster import dask_client
 
-    writes = build_graph(cfg, plan.todo, layout, key, settings, size)
+    rewrites = {s: e.content_sha256 for s, e in plan.rewrites.items()}
+    writes = build_graph(cfg, plan.todo, layout, key, settings, size, rewrites)
     finished: list[ShardEntry] = []
     since_compaction = 0
 
     def commit(entry: ShardEntry) -> None:
         nonlocal since_compaction
         shards.append_shard_entries(cfg.out, [entry])
+        journal.end(cfg.out, entry.shard)  # committed: the old files are no longer needed
         entries[entry.shard] = entry
         finished.append(entry)
         since_compaction += 1
@@ -213,8 +222,10 @@ def _failed_shard(
     """A shard whose task died (a worker killed repeatedly, an error outside any sample): its samples are
     recorded as failed with the reason. A disk or permission error stops the run in one line instead, and
     a shard that carries finished samples is left for the next run rather than lose them."""
+    from labeler import journal
     from labeler.stages import StageFailure, write_stage
 
+    journal.roll_back(cfg.out, shard)  # a rewrite that failed half-way: its committed files come back
     if isinstance(err, OSError):
         line = disk_error(err, cfg.out, f"shard {shard}")
         text = " ".join(str(err).split())
