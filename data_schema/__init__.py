@@ -17,6 +17,7 @@ from data_schema.backends import (
     FoundationStereoConfig,
     MaskConfig,
     Sam2Config,
+    Sam3Config,
     SgbmConfig,
     StereoConfig,
 )
@@ -177,6 +178,7 @@ __all__ = [
     "Sam2HeldoutFigures",
     "Sam2RunSummary",
     "Sam2TrainFigures",
+    "Sam3Config",
     "SceneTruth",
     "SgbmConfig",
     "ShardEntry",
