@@ -58,7 +58,7 @@ def instance_map(masks: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     n, h, w = masks.shape
     if n >= np.iinfo(np.uint16).max:
         raise ValueError(f"{n} masks do not fit a uint16 id map")
-    areas = masks.reshape(n, -1).sum(1)
+    areas = masks.reshape(n, h * w).sum(1)  # not -1: a backend may find no mask (n = 0)
     order = np.lexsort((areas, -scores))  # best first: score descending, then area ascending
     ids = np.zeros((h, w), np.uint16)
     claimed = np.zeros((h, w), bool)

@@ -144,7 +144,12 @@ def evaluate_sam2(
     """
     model.eval()
     tally, rows = _Tally(), list[np.ndarray]()
-    gen = automatic_generator(model.sam, **amg) if amg else None
+    gen = None
+    if amg:  # built once per model: the official predictor scripts its transforms (seconds)
+        key = tuple(sorted(amg.items()))
+        if key not in model.generators:
+            model.generators[key] = automatic_generator(model.sam, **amg)
+        gen = model.generators[key]
     reader = loader.dataset
     for batch in loader:
         b = {k: v.to(device) for k, v in batch.items()}

@@ -102,6 +102,7 @@ class PromptedSam2(nn.Module):
         self.train_encoder = train_encoder
         self.cache_enabled = cache and not train_encoder
         self._cache: dict[int, list[Tensor]] = {}  # dataset row -> encoder levels (C, h, w), host memory
+        self.generators: dict[tuple[Any, ...], Any] = {}  # held-out automatic generators over `sam`
         self.register_buffer("mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) * 255, persistent=False)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -210,6 +211,14 @@ def test_rejected_and_weak_objects_are_never_targets(sam2_dataset, tmp_path):
     assert sample not in items.sample_ids
     item = items[0]
     assert item["masks"].shape == (8, 64, 64) and int(item["valid"].sum()) == len(items.objects[0])
+
+
+def test_a_model_that_finds_no_mask_labels_a_sample_with_no_objects():
+    """A retrained SAM2 may keep no mask of an image: the sample then has no object, it does not fail."""
+    from labeler.depth import instance_map
+
+    ids, source = instance_map(np.zeros((0, 6, 8), bool), np.zeros(0, np.float32))
+    assert ids.shape == (6, 8) and not ids.any() and source.size == 0
 
 
 @pytest.mark.parametrize(
