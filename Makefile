@@ -146,9 +146,11 @@ stereo-demo: $(BIN)/labeler
 SAM2_DEMO := $(RUNS)/sam2-demo
 SAM2_PARENT := $(WORK)/sam2-tiny
 DEMO_CALIB ?= calib/demo-rig.yaml
+# The tiny model's predicted IoU and stability mean nothing yet: the generator's thresholds are opened.
 SAM2_TRAIN_FLAGS ?= --epochs 80 --batch-size 1 --lr 5e-3 --warmup-frac 0 --corrections 3 --min-score 0.5 \
-	--heldout-frac 0.25 --amg-points-per-side 8 --workers 0 --previews 1
-SAM2_LABEL_FLAGS ?= --sam2-points-per-side 8 --sam2-pred-iou-thresh 0.5 --sam2-stability-score-thresh 0.5
+	--heldout-frac 0.25 --amg-points-per-side 8 --amg-pred-iou-thresh 0 --amg-stability-thresh 0 --workers 0 \
+	--previews 1
+SAM2_LABEL_FLAGS ?= --sam2-points-per-side 8 --sam2-pred-iou-thresh 0 --sam2-stability-score-thresh 0
 .PHONY: sam2-demo
 sam2-demo: $(BIN)/labeler
 	@test -f $(DATASETS)/demo/manifest.json || $(MAKE) dataset

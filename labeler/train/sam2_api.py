@@ -32,6 +32,7 @@ class Sam2TrainResult:
 class CheckedInputs:
     reader: Any
     config_path: Path
+    checkpoint: Path
     image_size: int
     targets: Any  # labeler.train.sam2_data.TargetObjects
 
@@ -44,7 +45,7 @@ def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
     from labeler.train.sam2_data import target_objects
 
     config_path = resolve_config(cfg.sam2_config)  # unknown name or missing YAML: one line
-    check_checkpoint(cfg.sam2_checkpoint, cfg.sam2_config)
+    checkpoint = check_checkpoint(cfg.sam2_checkpoint, cfg.sam2_config)
     reader = open_dataset(cfg.dataset)
     if len(reader) == 0:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
@@ -60,13 +61,13 @@ def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
             f"{cfg.dataset}: no objects to train on ({targets.describe()}); lower --min-score or --min-area, "
             f"or label the dataset with a mask backend (--masks)"
         )
-    sam = load_sam2(str(config_path), cfg.sam2_checkpoint)  # keys and shapes, strictly: one line
+    sam = load_sam2(str(config_path), checkpoint)  # keys and shapes, strictly: one line
     if not getattr(sam, "directly_add_no_mem_embed", False):
         raise LabelerError(
             f"{CONFIG_FLAG} {cfg.sam2_config}: the config sets directly_add_no_mem_embed false; train-sam2 "
             f"trains the image path of configs that add no_mem_embed directly, as every release does"
         )
-    return CheckedInputs(reader, config_path, int(sam.image_size), targets)
+    return CheckedInputs(reader, config_path, checkpoint, int(sam.image_size), targets)
 
 
 def _versions() -> dict[str, str]:
@@ -109,7 +110,7 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
             f"lower --heldout-frac"
         )
     n_train_objects = sum(len(targets.ids[s]) for s in train_ids)
-    parent_sha = sha256_file(cfg.sam2_checkpoint)
+    parent_sha = sha256_file(checked.checkpoint)
     record = {
         "command": "train-sam2",
         "config": cfg.model_dump(mode="json"),
