@@ -18,10 +18,11 @@ paired one to one (both keep the detections over the same threshold, so the coun
 mean IoU of the pairs, the largest score difference, and the count of masks only one side has.
 
 Without `--checkpoint` a SAM 3 with seeded random weights is written to a temporary folder: the tiny one
-(`labeler.testing.sam3_tiny`) by default, that of a `--arch` JSON, or `--arch sam3` at the released size
-(840 M parameters; a GPU job). Random weights score every query near 0.25, so `--confidence-threshold`
-defaults to 0.27 (about half the queries) without a checkpoint and to the official 0.5 with one.
-Inputs are synthetic scenes (a plain disc before a textured background), one seed per image.
+(`labeler.testing.sam3_tiny`) by default, `--arch small` (its 11 M-parameter one), that of a `--arch` JSON,
+or `--arch sam3` at the released size (840 M parameters; a GPU job). Random weights score every query near
+0.25, so `--confidence-threshold` defaults to 0.27 (about half the queries of the tiny model) without a
+checkpoint and to the official 0.5 with one. Inputs are synthetic scenes (a plain disc before a textured
+background), one seed per image.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ import numpy as np
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default=None, help='"sam3" or a Sam3Arch JSON (default: the tiny model)')
+    p.add_argument(
+        "--arch", default=None, help='"sam3", "small" or a Sam3Arch JSON (default: the tiny model)'
+    )
     p.add_argument("--checkpoint", type=Path, default=None, help="local sam3.pt (default: random weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", nargs="+", default=["240x320"], help="HxW of the images")
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from data_schema.backends import Sam3Config
     from labeler.segment.sam3 import Sam3MaskBackend
     from labeler.segment.sam3_model import OFFICIAL, resolve_arch, without_pinned_memory
-    from labeler.testing.sam3_tiny import TINY, official_processor, write_tiny_sam3
+    from labeler.testing.sam3_tiny import SMALL, TINY, official_processor, write_tiny_sam3
     from labeler.testing.scenes import object_scene
 
     if args.threads:
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     tmp = tempfile.TemporaryDirectory()
     arch, checkpoint = args.arch, args.checkpoint
     if checkpoint is None:  # random weights of the named arch (default: the tiny one)
-        sizes = TINY if arch is None else OFFICIAL if arch == "sam3" else resolve_arch(arch)
+        named = {None: TINY, "small": SMALL, "sam3": OFFICIAL}
+        sizes = named[arch] if arch in named else resolve_arch(arch)
         arch_path, checkpoint = write_tiny_sam3(Path(tmp.name), seed=0, arch=sizes)
         arch = "sam3" if arch == "sam3" else str(arch_path)
     arch = arch or "sam3"

@@ -201,7 +201,8 @@ class _Loaded:
         import torch.nn.functional as F
 
         cfg = self.config
-        masks, scores, names = [], [], []
+        h, w = image.shape[:2]
+        chunks, scores, names = [], [], []
         for c, name in enumerate(self.classes):
             keep = probs[c] > cfg.confidence_threshold
             if cfg.det_nms_thresh > 0:
@@ -210,24 +211,30 @@ class _Loaded:
                 keep &= nms_masks(probs[c], logits[c], cfg.confidence_threshold, cfg.det_nms_thresh)
             if not keep.any():
                 continue
-            up = F.interpolate(
-                logits[c][keep][:, None], image.shape[:2], mode="bilinear", align_corners=False
-            )
-            masks.append(up[:, 0].sigmoid() > 0.5)
-            scores.append(probs[c][keep])
-            names += [name] * int(keep.sum())
-        h, w = image.shape[:2]
-        if not masks:
+            up = F.interpolate(logits[c][keep][:, None], (h, w), mode="bilinear", align_corners=False)[:, 0]
+            prob = up.sigmoid_()  # in place: the official threshold is on the probability, at 0.5
+            nonempty = prob.flatten(1).amax(1) > 0.5  # cheaper than .any() of the thresholded masks
+            if not nonempty.any():
+                continue
+            mask = prob > 0.5
+            chunks.append(mask if bool(nonempty.all()) else mask[nonempty])
+            scores.append(probs[c][keep][nonempty])
+            names += [name] * len(chunks[-1])
+        if not chunks:
             empty = np.zeros(0, np.float32)
             return Masks(np.zeros((0, h, w), bool), empty, empty.copy(), class_names=())
-        m, s = torch.cat(masks), torch.cat(scores)
-        nonempty = m.flatten(1).any(1)
-        order = torch.argsort(torch.where(nonempty, s, -1.0), descending=True, stable=True)
-        order = order[: int(nonempty.sum())]
-        picked = order.cpu().numpy()
+        s = torch.cat(scores)
+        order = torch.argsort(s, descending=True, stable=True).cpu().numpy()
+        place = np.empty_like(order)
+        place[order] = np.arange(len(order))  # where each mask goes in the sorted output
+        out = np.empty((len(order), h, w), bool)
+        start = 0
+        for chunk in chunks:  # one copy per class straight into its sorted places (no concatenation)
+            out[place[start : start + len(chunk)]] = chunk.cpu().numpy()
+            start += len(chunk)
         return Masks(
-            masks=m[order].cpu().numpy(),
-            scores=s[order].clamp(0, 1).cpu().numpy().astype(np.float32),
-            stability=np.ones(len(picked), np.float32),
-            class_names=tuple(names[i] for i in picked),
+            masks=out,
+            scores=s.clamp(0, 1).cpu().numpy().astype(np.float32)[order],
+            stability=np.ones(len(order), np.float32),
+            class_names=tuple(names[i] for i in order),
         )
