@@ -172,6 +172,29 @@ def test_train_encoder_uses_layer_wise_rates(sam2_dataset, tiny_sam2, tmp_path):
     assert list(lrs.values())[1:] == sorted(list(lrs.values())[1:])
 
 
+def test_cached_embeddings_equal_a_fresh_encoder_pass(tiny_sam2, tmp_path):
+    """The frozen encoder's cached output is what it computes again; a trained encoder is never cached."""
+    from labeler.segment.sam2_model import load_sam2
+    from labeler.train.sam2_net import PromptedSam2, PromptSettings
+
+    sam = load_sam2(str(tiny_sam2[0]), tiny_sam2[1])
+    cached = PromptedSam2(sam, PromptSettings(), train_encoder=False, cache=True).eval()
+    fresh = PromptedSam2(sam, PromptSettings(), train_encoder=False, cache=False).eval()
+    image = torch.randint(
+        0, 256, (2, 3, 256, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    rows = torch.tensor([4, 9])
+    first = cached.features(image, rows)
+    assert sorted(cached._cache) == [4, 9] and not fresh._cache
+    again = cached.features(torch.zeros_like(image), rows)  # read from the cache, not the (blank) images
+    ref = fresh.features(image, rows)
+    for a, b, c in zip([first[0], *first[1]], [again[0], *again[1]], [ref[0], *ref[1]], strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    trained = PromptedSam2(sam, PromptSettings(), train_encoder=True, cache=True)
+    trained.features(image, rows)
+    assert not trained._cache
+
+
 def test_rejected_and_weak_objects_are_never_targets(sam2_dataset, tmp_path):
     import shutil
 
@@ -252,7 +275,6 @@ def test_bad_inputs_are_one_line_naming_the_flag(case, flag, sam2_dataset, tiny_
     assert "Traceback" not in res.output and not (tmp_path / "run" / "sam2.pt").exists()
 
 
-@pytest.mark.slow
 def test_cli_run_then_pseudo_label_with_its_checkpoint(sam2_dataset, tiny_sam2, tmp_path):
     """The command end to end, then its checkpoint labels the dataset's pairs through `--masks sam2`."""
     from labeler import open_dataset
