@@ -153,6 +153,9 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
+    from labeler.validate import validate_dataset
+
+    assert validate_dataset(out) == []
     ds = open_dataset(out)
     assert ds.manifest.classes == ("person", "forklift")
     assert ds.manifest.masks.name == "sam3" and ds.manifest.masks.classes == ("person", "forklift")
