@@ -420,6 +420,16 @@ def _train_stereo(part: Part, out: Path) -> list[object]:
             "--epochs", 1, *prof.train_stereo_flags]  # fmt: skip
 
 
+def _train_sam2(part: Part, out: Path) -> list[object]:
+    """One short epoch of SAM2 retraining (labeler's tiny random SAM2) on the heads part's dataset; the
+    generator's thresholds are opened (the random model's predicted IoU means nothing)."""
+    config, checkpoint = tiny_sam2(part)
+    gpu = ["--gpu", "0"] if part.cuda else []
+    return ["train-sam2", heads_dataset(part), "--sam2-checkpoint", checkpoint, "--sam2-config", config,
+            "--out", out, "--epochs", 1, "--batch-size", 1, "--corrections", 1, "--amg-points-per-side", 4,
+            "--amg-pred-iou-thresh", 0, "--amg-stability-thresh", 0, "--workers", 0, *gpu]  # fmt: skip
+
+
 def _not_written(part: Part, out: Path) -> None:
     """HOOK for a trainer to come: return its one-short-step command as `_train_stereo` does."""
     return None
@@ -428,7 +438,7 @@ def _not_written(part: Part, out: Path) -> None:
 # trainer command -> its one-short-step command line (None: the trainer exists, its step is not written)
 TRAINERS: dict[str, Callable[[Part, Path], list[object] | None]] = {
     "train-stereo": _train_stereo,
-    "train-sam2": _not_written,
+    "train-sam2": _train_sam2,
     "adapt-backbone": _not_written,
 }
 
