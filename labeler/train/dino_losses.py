@@ -21,32 +21,48 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _all_reduce(t: Tensor) -> Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-    return t
+def _dist(distributed: bool) -> bool:
+    return distributed and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 @torch.no_grad()
-def sinkhorn_knopp(scores: Tensor, temperature: float, *, iterations: int = 3) -> Tensor:
-    """Balanced soft assignments of the teacher's (N, K) prototype scores (N over every DDP rank).
+def sinkhorn_knopp(
+    scores: Tensor, temperature: float, *, iterations: int = 3, distributed: bool = True
+) -> Tensor:
+    """Balanced soft assignments of the teacher's (N, K) prototype scores.
+
+    Args:
+        scores: (N, K) this process's rows (N may be 0: a rank whose crops have no masked patch).
+        temperature: the teacher's.
+        iterations: rounds of row and column normalisation.
+        distributed: normalise over the rows of every DDP rank (every rank must call it then, as in a
+            training step); False for a pass that runs on one rank (held-out).
 
     Returns:
         (N, K) float32: each row (a sample) sums to 1 exactly; each column (a prototype) sums to about
         N_total / K, closer with every round.
     """
+    reduce = _dist(distributed)
+
+    def all_sum(t: Tensor) -> Tensor:
+        if reduce:
+            torch.distributed.all_reduce(t)
+        return t
+
+    s = scores.float() / temperature
     # Subtracting the global maximum changes nothing after the normalisations and keeps exp finite at
     # small temperatures.
-    s = scores.float() / temperature
-    top = s.max().detach().clone()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    top = s.max().clone() if s.numel() else s.new_full((), -torch.inf)
+    if reduce:
         torch.distributed.all_reduce(top, op=torch.distributed.ReduceOp.MAX)
+    if not reduce and s.shape[0] == 0:
+        return s.clone()
     q = torch.exp(s - top).t()  # (K, N)
     k = q.shape[0]
-    n_total = _all_reduce(torch.tensor(float(q.shape[1]), device=q.device))
-    q /= _all_reduce(q.sum())
+    n_total = all_sum(torch.tensor(float(q.shape[1]), device=q.device))
+    q /= all_sum(q.sum())
     for _ in range(iterations):
-        q /= _all_reduce(q.sum(dim=1, keepdim=True))  # every prototype carries 1/K of the mass
+        q /= all_sum(q.sum(dim=1, keepdim=True))  # every prototype carries 1/K of the mass
         q /= k
         q /= q.sum(dim=0, keepdim=True)  # every sample carries 1/N of it
         q /= n_total

@@ -211,13 +211,10 @@ class DinoSSL(nn.Module):
         with torch.no_grad():
             t_cls, t_patch = encode(self.teacher["backbone"], global_crops)
             t_scores = self.teacher["head"](torch.cat([t_cls, t_patch[masks]]))
-            n = t_cls.shape[0]
-            t_global = sinkhorn_knopp(t_scores[:n], temp, iterations=self.sk_iterations)
-            t_masked = (
-                sinkhorn_knopp(t_scores[n:], temp, iterations=self.sk_iterations)
-                if t_scores.shape[0] > n
-                else t_scores[n:].float()
-            )
+            n, its, ddp = t_cls.shape[0], self.sk_iterations, self.training  # held-out runs on one rank
+            t_global = sinkhorn_knopp(t_scores[:n], temp, iterations=its, distributed=ddp)
+            # on every rank, whether its crops have masked patches or not (the sums are collective)
+            t_masked = sinkhorn_knopp(t_scores[n:], temp, iterations=its, distributed=ddp)
         s_cls, s_patch = encode(self.student["backbone"], global_crops, masks)
         head = self.student["head"]
         s_local = (

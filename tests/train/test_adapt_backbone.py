@@ -302,3 +302,24 @@ def test_cli_lora_run_feeds_train_heads(tiny_dataset, tmp_path):
     res = CliRunner().invoke(app, heads)
     assert res.exit_code == 0, res.output
     assert "dinov2:" in res.output and "backbone.pth" in res.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tiny_dataset, tmp_path):
+    """Both phases and the probes under torchrun (gloo): the collective Sinkhorn-Knopp, rank 0 reports."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "labeler.cli", "adapt-backbone", str(tiny_dataset), "--out", str(out), *TINY_FLAGS]
+    cmd += ["--batch-size", "2", "--probe-epochs", "1", "--probe-input-size", "56"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("6 training images, 2 held out") == 1  # only rank 0 reports
+    steps = (out / "adapt" / "steps.csv").read_text().strip().splitlines()[1:]
+    assert len(steps) == 2 * 2  # 6 images / 2 ranks / batch 2 -> 2 steps per epoch on each rank
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["probe_before"]["abs_rel"] > 0 and summary["probe_after"]["abs_rel"] > 0
