@@ -139,7 +139,9 @@ class DinoTask:
             if self.warm_checkpoint is not None:  # the warmed-up heads (and the step count)
                 ck = torch.load(self.warm_checkpoint, map_location="cpu", weights_only=False)
                 model.load_state_dict(ck["model"], strict=True)
-            model.adapt(self.cfg.unfreeze_last, self.cfg.lora_rank, self.cfg.lora_alpha)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed + 1)  # LoRA's A init: seeded too, not the process's RNG state
+                model.adapt(self.cfg.unfreeze_last, self.cfg.lora_rank, self.cfg.lora_alpha)
         return model
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
