@@ -326,6 +326,12 @@ def adapt_backbone_cmd(
     teacher_temp: Annotated[float, typer.Option(help="teacher temperature after its warm-up")] = 0.07,
     warmup_teacher_temp: Annotated[float, typer.Option(help="teacher temperature at the start")] = 0.04,
     momentum: Annotated[float, typer.Option(help="teacher EMA momentum at the start (cosine to 1)")] = 0.992,
+    teacher_temp_warmup_frac: Annotated[
+        float, typer.Option(help="share of all steps over which the teacher temperature warms up")
+    ] = 0.3,
+    student_temp: Annotated[float, typer.Option(help="student temperature")] = 0.1,
+    sinkhorn_iterations: Annotated[int, typer.Option(help="Sinkhorn-Knopp rounds of the teacher")] = 3,
+    clip_grad: Annotated[float, typer.Option(help="largest gradient norm")] = 3.0,
     export: Annotated[Export, typer.Option(help="backbone.pth: the EMA teacher or the student")] = "teacher",
     probe_epochs: Annotated[int, typer.Option(help="epochs of each depth-head probe; 0: no probe")] = 10,
     probe_input_size: Annotated[int, typer.Option(help="probe's short side, multiple of 14")] = 518,
@@ -384,6 +390,10 @@ def adapt_backbone_cmd(
             teacher_temp=teacher_temp,
             warmup_teacher_temp=warmup_teacher_temp,
             momentum=momentum,
+            teacher_temp_warmup_frac=teacher_temp_warmup_frac,
+            student_temp=student_temp,
+            sinkhorn_iterations=sinkhorn_iterations,
+            clip_grad=clip_grad,
             export=export,
             probe_epochs=probe_epochs,
             probe_input_size=probe_input_size,
