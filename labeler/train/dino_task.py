@@ -146,25 +146,34 @@ class DinoTask:
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Heads at lr; the deepest unfrozen block (with the final norm) at backbone_lr, each earlier one
-        x layer_decay; LoRA adapters at lora_lr."""
+        x layer_decay; LoRA adapters at lora_lr. Biases, norms, LayerScale gammas and the prototypes'
+        weight-norm magnitudes get no weight decay (as DINOv2's groups)."""
         m, c = _inner(model), self.cfg
-        groups: list[dict[str, Any]] = [
-            {"params": list(m.student["head"].parameters()), "lr": c.lr, "name": "heads"}
-        ]
+        groups: list[dict[str, Any]] = []
+
+        def add(named: list[tuple[str, nn.Parameter]], lr: float, name: str) -> None:
+            decay = [p for n, p in named if p.ndim > 1 and not n.endswith("original0")]
+            plain = [p for n, p in named if not (p.ndim > 1 and not n.endswith("original0"))]
+            groups.append({"params": decay, "lr": lr, "name": name})
+            groups.append({"params": plain, "lr": lr, "name": f"{name}_no_decay", "weight_decay": 0.0})
+
+        add(list(m.student["head"].named_parameters()), c.lr, "heads")
         vit = vit_of(m.student["backbone"])
-        lora = [p for n, p in vit.named_parameters() if ".lora_" in n and p.requires_grad]
         depth = 0
         for i in range(len(vit.blocks) - 1, -1, -1):
-            params = [p for n, p in vit.blocks[i].named_parameters() if p.requires_grad and ".lora_" not in n]
-            if not params:
+            named = [
+                (n, p) for n, p in vit.blocks[i].named_parameters() if p.requires_grad and ".lora_" not in n
+            ]
+            if not named:
                 continue
             if i == len(vit.blocks) - 1:
-                params += [p for p in vit.norm.parameters() if p.requires_grad]
-            groups.append({"params": params, "lr": c.backbone_lr * c.layer_decay**depth, "name": f"block{i}"})
+                named += [(f"norm.{n}", p) for n, p in vit.norm.named_parameters() if p.requires_grad]
+            add(named, c.backbone_lr * c.layer_decay**depth, f"block{i}")
             depth += 1
+        lora = [(n, p) for n, p in vit.named_parameters() if ".lora_" in n and p.requires_grad]
         if lora:
-            groups.append({"params": lora, "lr": c.lora_lr, "name": "lora"})
-        return groups
+            add(lora, c.lora_lr, "lora")
+        return [g for g in groups if g["params"]]
 
     def train_mode(self, model: nn.Module) -> None:
         model.train()

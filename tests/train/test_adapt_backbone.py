@@ -177,6 +177,32 @@ def test_lora_merged_weights_give_the_lora_models_outputs():
     assert not torch.allclose(encode(plain, x)[0], cls, atol=1e-3)  # the adapters did change the outputs
 
 
+def test_param_groups_cover_every_trainable_parameter_once(tmp_path):
+    from labeler.models.dinov2_dpt import DinoViT
+    from labeler.train.dino_model import Schedules
+    from labeler.train.dino_task import DinoTask
+    from labeler.train.heads import TINY_SPEC
+
+    parent = tmp_path / "parent.pth"
+    torch.save(DinoViT(TINY_SPEC).state_dict(), parent)
+    cfg = _cfg(tmp_path, tmp_path / "r", unfreeze_last=1, lora_rank=2, layer_decay=0.5)
+    task = DinoTask(
+        cfg=cfg, phase="adapt", spec=TINY_SPEC, parent=parent, schedules=Schedules(10, 0.07, 0.04, 3, 0.9)
+    )
+    model = task.build_model()
+    groups = task.param_groups(model)
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) and set(ids) == trainable
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"heads", "heads_no_decay", "block3", "block3_no_decay", "lora"}
+    assert by_name["block3"]["lr"] == cfg.backbone_lr and by_name["lora"]["lr"] == cfg.lora_lr
+    assert all(p.ndim == 1 or p.shape[-1] == 1 for p in by_name["heads_no_decay"]["params"])
+    assert by_name["block3_no_decay"]["weight_decay"] == 0.0 and "weight_decay" not in by_name["block3"]
+    vit = model.teacher["backbone"]
+    assert not any(p.requires_grad for p in vit.parameters())  # the teacher never trains
+
+
 # ------------------------------------------------------------------ a run
 
 
