@@ -148,6 +148,7 @@ def probe(cfg: AdaptBackboneConfig, weights: Path, out: Path) -> ProbeFigures:
         amp=cfg.amp,
         resume=cfg.resume,
         previews=1,
+        include_rejected=cfg.include_rejected,  # the same samples as the adaptation's split
     )
     res = train_heads(heads_cfg)
     last = res.history[-1] if res.history else None
