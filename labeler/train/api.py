@@ -16,7 +16,7 @@ import torch
 from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig, HeldoutFigures
 from labeler.configs import FinetuneConfig, TrainHeadsConfig
 from labeler.errors import LabelerError, WeightsError
-from labeler.train.engine import EngineSpec, is_main_process, launch
+from labeler.train.engine import EngineSpec, engine_spec, is_main_process, launch
 from labeler.train.heads import HeadsModel, build_model
 from labeler.train.heads_task import HeadsTask, load_checkpoint
 from labeler.train.losses import LossWeights
@@ -133,21 +133,12 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         seed=cfg.seed,
         include_rejected=cfg.include_rejected,
     )
-    spec = EngineSpec(
-        run_dir=cfg.out,
+    spec = engine_spec(
+        cfg,
         task=task,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
-        dataset=cfg.dataset,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        amp=cfg.amp,
-        warmup_frac=cfg.warmup_frac,
-        weight_decay=cfg.weight_decay,
-        resume=cfg.resume,
         title=f"train-heads {cfg.model.backbone} {cfg.model.task}: {cfg.out.name}",
         extra={"weights": label},
     )

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -184,6 +184,82 @@ class EngineSpec:
     clip_grad_norm: float = 1.0
     title: str = "run"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunSettings(Protocol):
+    """The fields every trainer's command config shares (TrainHeadsConfig, TrainStereoConfig, ...), read
+    only (the configs are frozen)."""
+
+    @property
+    def out(self) -> Path: ...
+
+    @property
+    def dataset(self) -> Path: ...
+
+    @property
+    def epochs(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def amp(self) -> bool: ...
+
+    @property
+    def warmup_frac(self) -> float: ...
+
+    @property
+    def weight_decay(self) -> float: ...
+
+    @property
+    def resume(self) -> bool: ...
+
+
+def engine_spec(
+    cfg: RunSettings,
+    *,
+    task: Task,
+    record: dict[str, Any],
+    train_ids: list[str],
+    heldout_ids: list[str],
+    title: str,
+    extra: dict[str, Any],
+) -> EngineSpec:
+    """The EngineSpec of a trainer's command config: its shared run settings, and what is its own."""
+    return EngineSpec(
+        run_dir=cfg.out,
+        task=task,
+        record=record,
+        train_ids=train_ids,
+        heldout_ids=heldout_ids,
+        dataset=cfg.dataset,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        amp=cfg.amp,
+        warmup_frac=cfg.warmup_frac,
+        weight_decay=cfg.weight_decay,
+        resume=cfg.resume,
+        title=title,
+        extra=extra,
+    )
+
+
+R = TypeVar("R", bound=Record)
+
+
+def initial_figures(run_dir: Path, figures: type[R]) -> R:
+    """The held-out figures before any step (initial.json, written by the engine for tasks that ask), or
+    the record's defaults when the run has none."""
+    initial = run_dir / "initial.json"
+    return figures.model_validate_json(initial.read_text()) if initial.is_file() else figures()
 
 
 def warmup_cosine(total_steps: int, warmup_frac: float) -> Callable[[int], float]:

@@ -96,7 +96,7 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
     """Retrain the `--sam2-checkpoint` model on `cfg.dataset`'s masks; see labeler/train/sam2_task.py."""
     from labeler.io import sha256_file, write_text_atomic
     from labeler.train.data import split_ids
-    from labeler.train.engine import EngineSpec, is_main_process, launch
+    from labeler.train.engine import engine_spec, initial_figures, is_main_process, launch
     from labeler.train.sam2_task import CHECKPOINT_NAME, Sam2Task
 
     checked = check_inputs(cfg)
@@ -135,33 +135,19 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
     task = Sam2Task(
         cfg=cfg, config_path=checked.config_path, targets=targets.ids, image_size=checked.image_size
     )
-    spec = EngineSpec(
-        run_dir=cfg.out,
+    spec = engine_spec(
+        cfg,
         task=task,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
-        dataset=cfg.dataset,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        amp=cfg.amp,
-        warmup_frac=cfg.warmup_frac,
-        weight_decay=cfg.weight_decay,
-        resume=cfg.resume,
         title=f"train-sam2 {cfg.sam2_checkpoint.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": reader.version},
     )
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
     if not is_main_process() or not history:
         return Sam2TrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
-    initial = cfg.out / "initial.json"
-    before = (
-        Sam2HeldoutFigures.model_validate_json(initial.read_text())
-        if initial.is_file()
-        else Sam2HeldoutFigures()
-    )
+    before = initial_figures(cfg.out, Sam2HeldoutFigures)
     best = best_epoch(history, task.score)
     weights = cfg.out / CHECKPOINT_NAME
     summary = Sam2RunSummary(

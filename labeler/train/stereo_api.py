@@ -125,7 +125,7 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
     from labeler.io import sha256_file, write_text_atomic
     from labeler.models.foundation_stereo.release import CHECKPOINT_NAME, find_release
     from labeler.train.data import rejected_note, reviewed_split, split_ids
-    from labeler.train.engine import EngineSpec, is_main_process, launch
+    from labeler.train.engine import engine_spec, initial_figures, is_main_process, launch
     from labeler.train.stereo_task import StereoTask
     from labeler.train.stereo_truth import truth_source
 
@@ -168,33 +168,19 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         release_cfg=release_cfg,
         truth=truth,
     )
-    spec = EngineSpec(
-        run_dir=cfg.out,
+    spec = engine_spec(
+        cfg,
         task=task,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
-        dataset=cfg.dataset,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        amp=cfg.amp,
-        warmup_frac=cfg.warmup_frac,
-        weight_decay=cfg.weight_decay,
-        resume=cfg.resume,
         title=f"train-stereo {files.weights.parent.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": ds.version},
     )
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
     if not is_main_process() or not history:
         return StereoTrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
-    initial = cfg.out / "initial.json"
-    before = (
-        StereoHeldoutFigures.model_validate_json(initial.read_text())
-        if initial.is_file()
-        else StereoHeldoutFigures()
-    )
+    before = initial_figures(cfg.out, StereoHeldoutFigures)
     best = best_epoch(history, task.score)
     weights = cfg.out / CHECKPOINT_NAME
     summary = StereoRunSummary(
