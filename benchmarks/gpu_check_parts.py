@@ -430,6 +430,20 @@ def _train_sam2(part: Part, out: Path) -> list[object]:
             "--amg-pred-iou-thresh", 0, "--amg-stability-thresh", 0, "--workers", 0, *gpu]  # fmt: skip
 
 
+def _adapt_backbone(part: Part, out: Path) -> list[object]:
+    """One short epoch of DINOv2 adaptation (random init: no weights here) on the heads part's dataset,
+    warm-up and probe included: the tiny ViT on the CPU, ViT-S/14 at the official crop sizes on CUDA."""
+    if part.cuda:
+        model = ["--backbone", "vits", "--gpu", "0", "--global-size", 224, "--local-size", 98]
+    else:
+        model = ["--backbone", "tiny", "--global-size", 112, "--local-size", 56]
+    return ["adapt-backbone", heads_dataset(part), "--out", out, *model, "--random-init", "--head-epochs", 1,
+            "--epochs", 1, "--batch-size", 2, "--local-crops", 2, "--prototypes", 1024, "--head-hidden", 256,
+            "--head-bottleneck", 64, "--unfreeze-last", 1, "--lora-rank", 2, "--heldout-frac", 0.25,
+            "--workers", 0, "--probe-epochs", 1, "--probe-input-size", 126,
+            "--probe-batch-size", 2]  # fmt: skip
+
+
 def _not_written(part: Part, out: Path) -> None:
     """HOOK for a trainer to come: return its one-short-step command as `_train_stereo` does."""
     return None
@@ -439,7 +453,7 @@ def _not_written(part: Part, out: Path) -> None:
 TRAINERS: dict[str, Callable[[Part, Path], list[object] | None]] = {
     "train-stereo": _train_stereo,
     "train-sam2": _train_sam2,
-    "adapt-backbone": _not_written,
+    "adapt-backbone": _adapt_backbone,
 }
 
 
