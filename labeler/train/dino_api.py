@@ -109,17 +109,6 @@ def _world(gpus: tuple[int, ...]) -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if "WORLD_SIZE" in os.environ else max(len(gpus), 1)
 
 
-def _fresh_group_names(launch_index: int) -> None:
-    """Under torchrun the phases and probes are several launches in one job; each makes and destroys the
-    default process group, and torch names a re-made one "0" again, so it would meet the previous group's
-    keys in torchrun's store (stale peer addresses: "Connection refused"). A distinct name per launch
-    keeps them apart (torch exposes no public way to name the default group)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from torch.distributed import distributed_c10d
-
-        distributed_c10d._world.group_count = 1000 * launch_index
-
-
 def probe(cfg: AdaptBackboneConfig, weights: Path, out: Path) -> ProbeFigures:
     """The depth head trained for `probe_epochs` on the frozen backbone of `weights` (train-heads, the
     dataset's split); its held-out figures at the last epoch (a fixed budget: no epoch is chosen)."""
@@ -238,7 +227,6 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
     warm_dir, adapt_dir = cfg.out / "warmup", cfg.out / "adapt"
     if cfg.head_epochs:
         warm = engine_spec(task("warmup"), warm_dir, cfg.head_epochs, "heads warm-up")
-        _fresh_group_names(0)
         warm_history = launch(warm, cfg.gpus, stop_after_epoch=stop_after_epoch)
         if stop_after_epoch is not None and len(warm_history) < cfg.head_epochs:
             return AdaptResult(cfg.out, warm_history, [], None, n_train, len(held_ids), is_main_process())
@@ -248,7 +236,6 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
         task("adapt", warm_checkpoint=warm_last, export_to=backbone_path), adapt_dir, cfg.epochs, "adaptation"
     )
     remaining = None if stop_after_epoch is None else stop_after_epoch - cfg.head_epochs
-    _fresh_group_names(1)
     history = launch(adapt, cfg.gpus, stop_after_epoch=remaining)
     main = is_main_process()
     if len(history) < cfg.epochs:
@@ -259,9 +246,7 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
         if kind not in ("dinov2", "random-init"):  # probe the parent's ViT alone, with a fresh head
             probe_parent = cfg.out / "probe" / PROBE_PARENT
             save_backbone(probe_parent, parent_vit_state(parent, cfg.backbone)[1])  # atomic, same bytes
-        _fresh_group_names(2)
         before = probe(cfg, probe_parent, cfg.out / "probe" / "before")
-        _fresh_group_names(3)
         after = probe(cfg, backbone_path, cfg.out / "probe" / "after")
     if not main:
         return AdaptResult(cfg.out, warm_history, history, None, n_train, len(held_ids), False)

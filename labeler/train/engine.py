@@ -500,12 +500,28 @@ def _batch_len(batch: dict[str, torch.Tensor]) -> int:
 # ------------------------------------------------------------------ processes
 
 
+_LAUNCHES = [0]  # torchrun launches in this process so far
+
+
+def _fresh_group_names() -> None:
+    """A job may launch several runs under one torchrun (adapt-backbone: warm-up, adaptation, probes); each
+    makes and destroys the default process group, and torch names a re-made one "0" again, so it would meet
+    the previous group's keys in torchrun's store (stale peer addresses: "Connection refused"). A distinct
+    name per launch (every rank launches in the same order) keeps them apart; torch has no public way to
+    name the default group."""
+    from torch.distributed import distributed_c10d
+
+    _LAUNCHES[0] += 1
+    distributed_c10d._world.group_count = 1000 * _LAUNCHES[0]
+
+
 def _env_dist() -> Dist | None:
     """torchrun (possibly multi-node): RANK / WORLD_SIZE / LOCAL_RANK in the environment."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     cuda = torch.cuda.is_available()
+    _fresh_group_names()
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(local)
