@@ -55,7 +55,7 @@ EPOCH_COLUMNS = (
 STEP_COLUMNS = ("step", "epoch", "loss", *TERMS, "lr")
 SAM2_PANELS = (
     (("point_miou", "box_miou"), "held-out mIoU: one centre click, exact box"),
-    (("amg_recall",), "held-out automatic masks: matched recall (IoU >= 0.5)"),
+    (("amg_recall",), "held-out automatic masks: recall at IoU >= 0.5"),
 )
 
 
