@@ -459,4 +459,8 @@ app.command("train-sam2")(train_sam2_cmd)
 app.command("adapt-backbone")(adapt_backbone_cmd)
 
 if __name__ == "__main__":
-    app()
+    # `python -m labeler.cli` (torchrun) runs this file as __main__, a module apart from labeler.cli, on
+    # whose app cli_heads and cli_review register their commands: run that app
+    from labeler.cli import app as registered
+
+    registered()

@@ -34,6 +34,22 @@ def _commands(group, path=()):
         yield from _commands(cmd, (*path, name))
 
 
+def test_python_m_labeler_cli_has_every_command():
+    """torchrun starts `python -m labeler.cli`: that entry point knows every command the `labeler` one does
+    (commands registered from other modules included: train-heads, review, ...)."""
+    names = set(typer.main.get_command(app).commands)
+    out = subprocess.run(
+        [sys.executable, "-m", "labeler.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    listed = set(re.findall(r"^│ ([a-z][a-z0-9-]+) ", out, re.M))
+    assert {"train-heads", "finetune", "predict", "review", "train-stereo", "adapt-backbone"} <= names
+    assert listed == names
+
+
 def test_every_command_answers_help_and_every_flag_has_help():
     tree = dict(_commands(typer.main.get_command(app)))
     assert {("export", "ros"), ("export", "coco"), ("pseudo-label",), ("train-heads",)} <= set(tree)
