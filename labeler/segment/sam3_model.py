@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,21 +130,35 @@ def check_checkpoint(checkpoint: str | Path | None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet_sam3_import() -> Iterator[None]:
+    """Import sam3 without the two warnings its modules raise at import, which tell a user nothing:
+    torch.jit.script's deprecation, and "CUDA is not available ... Disabling autocast" from decorators
+    evaluated on a machine without CUDA (labeler chooses the dtype per device itself)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+        )
+        warnings.filterwarnings("ignore", message=r"CUDA is not available or torch_xla", category=UserWarning)
+        yield
+
+
 def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
     """The `Sam3Image` of `arch` with the package's own initialisation (eval mode, CPU, float32)."""
-    from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
-    from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
-    from sam3.model.geometry_encoders import SequenceGeometryEncoder
-    from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
-    from sam3.model.model_misc import MLP, DotProductScoring, TransformerWrapper
-    from sam3.model.model_misc import MultiheadAttentionWrapper as Attention
-    from sam3.model.necks import Sam3DualViTDetNeck
-    from sam3.model.position_encoding import PositionEmbeddingSine
-    from sam3.model.sam3_image import Sam3Image
-    from sam3.model.text_encoder_ve import VETextEncoder
-    from sam3.model.tokenizer_ve import SimpleTokenizer
-    from sam3.model.vitdet import ViT
-    from sam3.model.vl_combiner import SAM3VLBackbone
+    with quiet_sam3_import():
+        from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
+        from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
+        from sam3.model.geometry_encoders import SequenceGeometryEncoder
+        from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
+        from sam3.model.model_misc import MLP, DotProductScoring, TransformerWrapper
+        from sam3.model.model_misc import MultiheadAttentionWrapper as Attention
+        from sam3.model.necks import Sam3DualViTDetNeck
+        from sam3.model.position_encoding import PositionEmbeddingSine
+        from sam3.model.sam3_image import Sam3Image
+        from sam3.model.text_encoder_ve import VETextEncoder
+        from sam3.model.tokenizer_ve import SimpleTokenizer
+        from sam3.model.vitdet import ViT
+        from sam3.model.vl_combiner import SAM3VLBackbone
     from torch import nn
 
     a, d = arch, arch.d_model
