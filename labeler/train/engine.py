@@ -285,6 +285,23 @@ def _check_resume(saved: dict[str, Any], now: dict[str, Any], run_dir: Path) -> 
         )
 
 
+def _check_split(spec: EngineSpec) -> None:
+    """A resumed run trains and scores the samples it started with: a split that changed since (samples
+    added or removed, a review's rejections) would make the resumed run no longer the run it continues."""
+    try:
+        saved = json.loads((spec.run_dir / "split.json").read_text())
+    except (OSError, ValueError):
+        return  # a run from before split.json was kept: nothing to compare
+    now = {"train": spec.train_ids, "heldout": spec.heldout_ids}
+    changed = {k: set(saved.get(k, [])) ^ set(now[k]) for k in now}
+    if any(changed.values()):
+        n = sum(len(v) for v in changed.values())
+        raise LabelerError(
+            f"{spec.run_dir}: --resume with another train / held-out split ({n} sample(s) in or out since "
+            "the run started: the dataset or its review decisions changed); start a new --out"
+        )
+
+
 def loader(ds, sampler, batch_size: int, workers: int, pin: bool):
     """Workers persist across epochs: the sampler runs in this process, so its (epoch, i) keys stay right."""
     return torch.utils.data.DataLoader(
@@ -353,6 +370,8 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
     check_run_dir(spec)
     if not spec.train_ids:
         raise LabelerError(f"{spec.dataset}: no training samples (held-out split took them all)")
+    if resumed:
+        _check_split(spec)
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run / "config.json", json.dumps(spec.record, indent=1))

@@ -202,3 +202,23 @@ def test_finetune_counts_decisions_made_after_the_frozen_run(tiny_dataset, tmp_p
     assert _split(tmp_path / "ft-all") == base and not (tmp_path / "ft-all" / "initial.json").exists()
     comp = FinetuneComparison.model_validate_json((tmp_path / "ft-all" / "comparison.json").read_text())
     assert comp.frozen == frozen
+
+
+def test_resume_after_new_rejections_is_refused_in_one_line(tiny_dataset, tmp_path):
+    """A review decision made after a run started changes its split: --resume would silently train and
+    score other samples than the run it continues, so it is refused (a new --out starts over)."""
+    import shutil
+
+    from labeler import open_dataset
+    from labeler.train.data import split_ids
+
+    ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
+    args = ["train-heads", str(ds), "--out", str(tmp_path / "r"), *HEADS_FLAGS, *ONE_EPOCH]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    train, _ = split_ids(open_dataset(ds).sample_ids, 0.25, seed=0)
+    _reject(ds, train[0])
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 1, res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert "--resume with another train / held-out split (1 sample(s) in or out" in line
+    assert "start a new --out" in line
