@@ -127,18 +127,17 @@ class Scene:
         rng: np.random.Generator | None = None,
     ) -> list[Rendering]:
         """`render` of several (camera, rays) views, traced in parallel threads (numpy and OpenCV release
-        the GIL); the noise is drawn afterwards in view order from `rng`, so the images equal one `render`
-        per view with that generator."""
+        the GIL); the noise is drawn afterwards in view order from `rng` (default: seed 0 for each
+        view), so the images equal one `render` per view."""
         s = supersample
         if len(views) == 1:
             traced = [self._trace(views[0][0], s, views[0][1])]
         else:
             with ThreadPoolExecutor(max_workers=min(len(views), os.cpu_count() or 1)) as pool:
                 traced = list(pool.map(lambda view: self._trace(view[0], s, view[1]), views))
-        noise_rng = rng or np.random.default_rng(0)
         return [
             Rendering(
-                image=_to_uint8(image, noise_dn, noise_rng),
+                image=_to_uint8(image, noise_dn, rng),
                 depth_m=depth_m.astype(np.float32),
                 instance_ids=ids,
             )
