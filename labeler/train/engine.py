@@ -23,6 +23,7 @@ nothing itself but builds the config.json record and an `EngineSpec`, and calls 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -519,7 +520,7 @@ def _batch_len(batch: dict[str, torch.Tensor]) -> int:
 # ------------------------------------------------------------------ processes
 
 
-_LAUNCHES = [0]  # torchrun launches in this process so far
+_LAUNCH_NUMBERS = itertools.count(1)  # torchrun launches in this process
 
 
 def _fresh_group_names() -> None:
@@ -530,8 +531,7 @@ def _fresh_group_names() -> None:
     name the default group."""
     from torch.distributed import distributed_c10d
 
-    _LAUNCHES[0] += 1
-    distributed_c10d._world.group_count = 1000 * _LAUNCHES[0]
+    distributed_c10d._world.group_count = 1000 * next(_LAUNCH_NUMBERS)
 
 
 def _env_dist() -> Dist | None:
