@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from data_schema.backends import MaskConfig
+from labeler.errors import LabelerError
 from labeler.registry import Backend, Registry
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,31 @@ class MaskBackend(Backend):
         """Masks of several images; model backends override this to batch their encoder (GPU)."""
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
+
+
+class LoadsOnFirstUse:
+    """For model backends: the model loads on first use in each process and never travels in a pickle
+    (a Dask worker loads its own); a failed load (wrong weights: a LabelerError) is kept and raised again
+    at once for every later image instead of reloading."""
+
+    _state: Any = None
+    _error: LabelerError | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_state"] = state["_error"] = None
+        return state
+
+    def _load_once(self, load: Callable[[], T]) -> T:
+        if self._state is None:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._state = load()
+            except LabelerError as err:
+                self._error = err
+                raise
+        return cast(T, self._state)
 
 
 def check_image(image: np.ndarray, disparity_px: np.ndarray | None = None) -> None:

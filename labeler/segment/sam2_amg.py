@@ -42,13 +42,12 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data_schema.backends import Sam2Config
-from labeler.errors import LabelerError
-from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
+from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_image
 from labeler.segment.sam2_model import check_checkpoint, resolve_config
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class _Proposals:
 
 
 @MASK_BACKENDS.register("sam2")
-class Sam2MaskBackend(MaskBackend):
+class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend):
     """SAM2 automatic masks; see the module docstring for the steps.
 
     Args:
@@ -103,13 +102,6 @@ class Sam2MaskBackend(MaskBackend):
         self.device = device
         self.config_path = resolve_config(config.config)
         self.checkpoint = check_checkpoint(config.checkpoint, config.config)
-        self._state: _Loaded | None = None
-        self._error: LabelerError | None = None  # a failed load, re-raised at once for later images
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_state"] = state["_error"] = None
-        return state
 
     @property
     def model(self) -> SAM2Base:
@@ -148,17 +140,7 @@ class Sam2MaskBackend(MaskBackend):
         return out
 
     def _loaded(self) -> _Loaded:
-        if self._state is None:
-            if self._error is not None:
-                raise self._error
-            try:
-                self._state = _Loaded(self.config, self.device)
-            except (
-                LabelerError
-            ) as err:  # wrong weights: every later image fails the same way, without reloading
-                self._error = err
-                raise
-        return self._state
+        return self._load_once(lambda: _Loaded(self.config, self.device))
 
 
 class _Loaded:

@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data_schema.backends import Sam3Config
-from labeler.errors import LabelerError
-from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
+from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_image
 from labeler.segment.sam3_model import check_checkpoint, find_bpe, resolve_arch, without_pinned_memory
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
 
 @MASK_BACKENDS.register("sam3")
-class Sam3MaskBackend(MaskBackend):
+class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend):
     """SAM 3 text-prompted instance masks, one prompt per class; see the module docstring for the steps.
 
     Args:
@@ -70,13 +69,6 @@ class Sam3MaskBackend(MaskBackend):
         self.check_config(config)
         self.config = config
         self.device = device
-        self._state: _Loaded | None = None
-        self._error: LabelerError | None = None  # a failed load, re-raised at once for later images
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_state"] = state["_error"] = None
-        return state
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -106,15 +98,7 @@ class Sam3MaskBackend(MaskBackend):
         return [m for i in range(0, len(images), step) for m in run.detect(list(images[i : i + step]))]
 
     def _loaded(self) -> _Loaded:
-        if self._state is None:
-            if self._error is not None:
-                raise self._error
-            try:
-                self._state = _Loaded(self.config, self.device)
-            except LabelerError as err:  # wrong weights: every later image fails the same way at once
-                self._error = err
-                raise
-        return self._state
+        return self._load_once(lambda: _Loaded(self.config, self.device))
 
 
 class _Loaded:
