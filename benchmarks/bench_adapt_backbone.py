@@ -41,10 +41,9 @@ CONFIGS: dict[str, tuple[Backbone, int, int]] = {
 
 def one(args: argparse.Namespace) -> dict:
     """Time `args.steps` steps after one warm-up step, in this process."""
-    import resource
-
     import numpy as np
     import torch
+    from train_timing import time_steps  # beside this script
 
     from data_schema.dino_adapt import AdaptBackboneConfig
     from labeler.models.dinov2_dpt import DinoViT
@@ -106,21 +105,7 @@ def one(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad)
         optim.step()
 
-    step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / args.steps
-    peak_gib = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    )
+    dt, peak_gib = time_steps(lambda _: step(), args.steps, cuda=cuda)
     return {
         "s_per_step": dt,
         "steps_per_s": 1 / dt,

@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +51,8 @@ def _parent(model: str, checkpoint: str | None, folder: Path) -> tuple[str, Path
 
 def one(args: argparse.Namespace) -> dict:
     """Time `args.steps` steps after one warm-up step, in this process."""
-    import resource
-
     import torch
+    from train_timing import time_steps  # beside this script
 
     from data_schema.sam2_train import TrainSam2Config
     from labeler.segment.sam2_model import resolve_config
@@ -106,21 +104,7 @@ def one(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optim.step()
 
-    step(0)
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        step(i + 1)
-    if cuda:
-        torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / args.steps
-    peak_gib = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    )
+    dt, peak_gib = time_steps(step, args.steps, cuda=cuda)
     return {
         "size": s,
         "s_per_step": dt,

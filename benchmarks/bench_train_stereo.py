@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,9 +27,8 @@ sys.path.insert(0, str(REPO))
 
 def one(args: argparse.Namespace) -> dict:
     """Time `args.steps` steps after one warm-up step, in this process."""
-    import resource
-
     import torch
+    from train_timing import time_steps  # beside this script
 
     from data_schema.stereo_train import TrainStereoConfig
     from labeler.models.foundation_stereo.release import find_release, read_release_config
@@ -85,21 +83,7 @@ def one(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optim.step()
 
-    step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / args.steps
-    peak_gib = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    )
+    dt, peak_gib = time_steps(lambda _: step(), args.steps, cuda=cuda)
     n_train = sum(p.numel() for p in trainable)
     return {
         "s_per_step": dt,
