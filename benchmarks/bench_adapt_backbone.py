@@ -1,6 +1,6 @@
 """adapt-backbone throughput: optimiser steps/s and peak memory of DINOv2 continued self-supervised training.
 
-One step is what `labeler adapt-backbone` does per batch (labeler/train/dino_task.py): the teacher EMA
+One step is what `labeler adapt-backbone` does per batch (labeler/train/dino/task.py): the teacher EMA
 update, the teacher on the 2 global crops (Sinkhorn-Knopp of its class tokens and masked patches), the
 student on every crop (global ones masked), DINO + iBOT + KoLeo, backward, gradient clipping, AdamW. Each
 configuration runs in its own process, so its peak memory is its own (CPU: peak RSS of the process; CUDA:
@@ -47,11 +47,11 @@ def one(args: argparse.Namespace) -> dict:
 
     from data_schema.dino_adapt import AdaptBackboneConfig
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.dino_data import block_mask
-    from labeler.train.dino_model import Schedules, save_backbone
-    from labeler.train.dino_task import DinoTask
+    from labeler.train.dino.data import block_mask
+    from labeler.train.dino.model import Schedules, save_backbone
+    from labeler.train.dino.task import DinoTask
     from labeler.train.engine import autocast
-    from labeler.train.heads import BACKBONE_SPECS
+    from labeler.train.heads.model import BACKBONE_SPECS
 
     torch.set_num_threads(args.threads)
     backbone, last, rank = CONFIGS[args.config]
@@ -118,7 +118,7 @@ def one(args: argparse.Namespace) -> dict:
 def views_per_s(args: argparse.Namespace, n: int = 10) -> float:
     import numpy as np
 
-    from labeler.train.dino_data import CropSettings, views
+    from labeler.train.dino.data import CropSettings, views
 
     image = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     crops = CropSettings(args.global_size, args.local_size, args.local_crops)

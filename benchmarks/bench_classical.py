@@ -90,10 +90,10 @@ def demo_cases(work: Path, datasets: Path, repeats: int) -> list[dict]:
     import cv2
 
     from labeler import open_dataset
-    from labeler.demo import load_demo_truth
     from labeler.depth import disparity_to_depth, instance_map, object_records
-    from labeler.rectify import RectifyMaps
+    from labeler.rig.rectify import RectifyMaps
     from labeler.segment.classical import ClassicalMaskBackend
+    from labeler.synthetic.demo import load_demo_truth
 
     ds = open_dataset(datasets / "demo")
     maps = RectifyMaps.from_calibration(ds.manifest.calibration)
@@ -146,7 +146,7 @@ def write_motorcycle_copies(folder: Path, n: int) -> Path:
 
 def label(inputs: Path, out: Path) -> tuple[float, float]:
     """(wall s, CPU s) of one `run_pseudo_label` of `inputs` into a fresh `out`."""
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
 
     shutil.rmtree(out, ignore_errors=True)

@@ -62,10 +62,10 @@ def run_graph(
 ) -> tuple[float, int]:
     from distributed import Client, LocalCluster
 
-    from labeler import shards
-    from labeler.calibration import load_calibration
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
+    from labeler.dataset import shards
     from labeler.depth import depth_settings
+    from labeler.rig.calibration import load_calibration
     from pipelines.graph import build_graph
     from pipelines.plan import plan_run
 

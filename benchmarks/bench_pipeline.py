@@ -52,7 +52,7 @@ def bare_loop(folder: Path) -> float:
 
 
 def pipeline(folder: Path, calib: Path, scheduler: str, workers: int | None = None) -> float:
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
 
     out = folder / f"ds-{scheduler}"
@@ -77,7 +77,7 @@ def storage(folder: Path, n: int, width: int, height: int) -> list[tuple[str, fl
     import zarr
     from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
-    from labeler.shards import DEFAULT_SAMPLES_PER_SHARD
+    from labeler.dataset.shards import DEFAULT_SAMPLES_PER_SHARD
     from labeler.testing.scenes import box_pair
 
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """How each dataset operation's cost grows with the dataset: fabricated records and tiny arrays at 10^3, 10^4
-and 10^5 samples, written through the real store functions (labeler/shards.py), then timed:
+and 10^5 samples, written through the real store functions (labeler/dataset/shards.py), then timed:
 
 - open (`open_dataset`), `ds[i]` at row 10 and at the last row (first access loads the shard index),
 - append one shard (arrays + tables + shard index entry + manifest), resume planning over every sample,
@@ -31,8 +31,8 @@ H, W, PER_SHARD, OBJECTS = 16, 16, 32, 3
 
 def _shard_payload(shard: int, rng: np.random.Generator):
     from data_schema.manifest import ObjectRow, SampleRecord, SampleStats, SourceFiles
+    from labeler.dataset.shards import SampleArrays
     from labeler.depth import object_records, sample_stats
-    from labeler.shards import SampleArrays
 
     rows, records, objects = {}, [], []
     for k in range(PER_SHARD):
@@ -71,15 +71,16 @@ def _shard_payload(shard: int, rng: np.random.Generator):
 
 def write_one_shard(ds: Path, shard: int, layout, key: str, rng) -> None:
     from data_schema.manifest import ShardEntry, ShardPlan
-    from labeler import shards
-    from labeler.tables import content_sha256
+    from labeler.dataset import shards
+    from labeler.dataset.index import append_row_plan, append_shard_entries
+    from labeler.dataset.tables import content_sha256, write_shard_tables
 
     rows, records, objects = _shard_payload(shard, rng)
-    shards.append_row_plan(
+    append_row_plan(
         ds, [ShardPlan(shard=shard, row_start=shard * PER_SHARD, sample_ids=[r.sample_id for r in records])]
     )
     shards.write_shard(ds, shard, layout, rows)
-    s_ref, o_ref = shards.write_shard_tables(ds, shard, records, objects)
+    s_ref, o_ref = write_shard_tables(ds, shard, records, objects)
     entry = ShardEntry(
         shard=shard,
         row_start=shard * PER_SHARD,
@@ -93,15 +94,15 @@ def write_one_shard(ds: Path, shard: int, layout, key: str, rng) -> None:
         content_sha256=content_sha256(records, objects),
         array_bytes=shards.shard_file_sizes(ds, shard),
     )
-    shards.append_shard_entries(ds, [entry])
+    append_shard_entries(ds, [entry])
 
 
 def fabricate(ds: Path, n: int):
     """A dataset of n samples through the store functions; compaction as a run does it."""
     from data_schema.manifest import Manifest
-    from labeler import shards
-    from labeler.calibration import load_calibration
+    from labeler.dataset import shards
     from labeler.depth import depth_settings
+    from labeler.rig.calibration import load_calibration
     from pipelines.run import _compact, seal_manifest
     from tests.conftest import identity_calibration_yaml
 
@@ -111,7 +112,7 @@ def fabricate(ds: Path, n: int):
     layout = shards.store_layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
     from data_schema.backends import ClassicalMasksConfig, SgbmConfig
     from data_schema.manifest import ObjectPolicy
-    from labeler.runkey import run_key
+    from labeler.dataset.runkey import run_key
 
     depth = depth_settings(calib, z_far_m=20.0)
     key = run_key(SgbmConfig(), ClassicalMasksConfig(), "0" * 64, depth, PER_SHARD, ObjectPolicy())
@@ -133,9 +134,9 @@ def fabricate(ds: Path, n: int):
     entries: dict = {}
     for s in range(n_shards):
         write_one_shard(ds, s, layout, key, rng)
-        if (s + 1) % shards.COMPACT_MIN_FILES == 0:
-            entries = _compact(ds, shards.read_shard_index(ds))
-    entries = _compact(ds, shards.read_shard_index(ds), force=True)
+        if (s + 1) % COMPACT_MIN_FILES == 0:
+            entries = _compact(ds, read_shard_index(ds))
+    entries = _compact(ds, read_shard_index(ds), force=True)
     seal_manifest(ds, base, entries)
     return base, layout, key, calib_path
 
@@ -150,9 +151,9 @@ def timed(fn, repeat: int = 5) -> float:
 
 
 def measure(n: int, work: Path) -> dict[str, float]:
-    from labeler import open_dataset, shards
-    from labeler.gallery import write_gallery
-    from labeler.validate import dataset_problems, shard_problems
+    from labeler import open_dataset
+    from labeler.dataset.validate import dataset_problems, shard_problems
+    from labeler.review.gallery import write_gallery
     from pipelines.run import seal_manifest
 
     ds = work / f"ds-{n}"
@@ -177,7 +178,7 @@ def measure(n: int, work: Path) -> dict[str, float]:
 
     # a shard's commit (arrays, tables, its shard-index line) and, once per run, sealing the manifest
     out["append_shard_ms"] = 1e3 * timed(append_one, 3)
-    out["seal_per_run_ms"] = 1e3 * timed(lambda: seal_manifest(ds, base, shards.read_shard_index(ds)), 3)
+    out["seal_per_run_ms"] = 1e3 * timed(lambda: seal_manifest(ds, base, read_shard_index(ds)), 3)
     out["resume_plan_ms"] = 1e3 * timed(lambda: _plan(ds, key), 3)
     t = time.perf_counter()
     problems, manifest, entries = dataset_problems(ds)
@@ -205,15 +206,14 @@ def measure(n: int, work: Path) -> dict[str, float]:
 def _plan(ds: Path, key: str) -> None:
     """Resume planning with every sample already done: the row plan, the index, the cheap store checks and
     one scan of the samples table (inputs given as the known ids, so no input folder is read)."""
-    from labeler import shards
     from pipelines import plan as planning
 
-    ids = [sid for p in shards.read_row_plan(ds).values() for sid in p.sample_ids]
+    ids = [sid for p in read_row_plan(ds).values() for sid in p.sample_ids]
     fake = {sid: planning.LabelTask(sample_id=sid, row=0, left_path="l", right_path="r") for sid in ids}
     real = planning.discover_inputs
     planning.discover_inputs = lambda cfg, **kw: fake  # type: ignore[assignment]
     try:
-        from labeler.configs import PseudoLabelConfig
+        from data_schema.commands import PseudoLabelConfig
 
         cfg = PseudoLabelConfig(
             inputs=ds, calib=ds.parent / "calib.yaml", out=ds, samples_per_shard=PER_SHARD
@@ -225,7 +225,7 @@ def _plan(ds: Path, key: str) -> None:
 
 
 def real_runs(n: int, work: Path) -> None:
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_dataset(folder: Path, n: int, width: int, height: int) -> Path:
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -58,7 +58,7 @@ def rate(fn, n: int, *, min_s: float = 2.0) -> float:
 def loader_rate(ds, workers: int, batch: int, epochs: int = 3) -> float:
     import torch
 
-    from labeler.train.data import EpochSampler
+    from labeler.train.sampling import EpochSampler
 
     sampler = EpochSampler(len(ds), seed=0)
     dl = torch.utils.data.DataLoader(
@@ -81,10 +81,10 @@ def train_rate(
     """(samples/s, s/step) of frozen-backbone fusion training, random init, batches from memory."""
     import torch
 
-    from labeler.configs import HeadsModelConfig
-    from labeler.train.data import HeadsDataset, normalise_batch
-    from labeler.train.heads import build_model
-    from labeler.train.losses import LossWeights, joint_loss
+    from data_schema.commands import HeadsModelConfig
+    from labeler.train.heads.data import HeadsDataset, normalise_batch
+    from labeler.train.heads.losses import LossWeights, joint_loss
+    from labeler.train.heads.model import build_model
 
     mc = HeadsModelConfig(backbone=backbone, input_size=size)
     ds = HeadsDataset(dataset, ids, input_size=size, train=True)
@@ -121,7 +121,7 @@ def main() -> None:
     import torch
 
     from labeler import open_dataset
-    from labeler.train.data import HeadsDataset
+    from labeler.train.heads.data import HeadsDataset
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", type=Path, help="default: build 16 pairs 640x480 with the pipeline")

@@ -1,6 +1,6 @@
 """train-sam2 throughput: optimiser steps/s and peak memory of SAM2 retraining.
 
-One step is what `labeler train-sam2` does per batch (labeler/train/sam2_task.py): image features (the cached
+One step is what `labeler train-sam2` does per batch (labeler/train/sam2/task.py): image features (the cached
 output of the frozen encoder, or the encoder with gradients under --train-encoder), a box or a click per
 object then `--corrections` corrective clicks through the official prompt encoder and mask decoder, the
 focal + dice + IoU + object-score loss over every prompt step, backward, clipping, AdamW. The first
@@ -57,7 +57,7 @@ def one(args: argparse.Namespace) -> dict:
     from data_schema.sam2_train import TrainSam2Config
     from labeler.segment.sam2_model import resolve_config
     from labeler.train.engine import autocast
-    from labeler.train.sam2_task import Sam2Task
+    from labeler.train.sam2.task import Sam2Task
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

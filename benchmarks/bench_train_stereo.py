@@ -1,6 +1,6 @@
 """train-stereo throughput: optimiser steps/s and peak memory of FoundationStereo fine-tuning.
 
-One step is what `labeler train-stereo` does per batch (labeler/train/stereo_task.py): the sequence pass over
+One step is what `labeler train-stereo` does per batch (labeler/train/stereo/task.py): the sequence pass over
 `--iters` GRU iterations, distillation + photometric + smoothness loss, backward, gradient clipping, AdamW.
 Each (model, size) runs in its own process, so its peak memory is its own (CPU: peak RSS of the process;
 CUDA: torch.cuda.max_memory_allocated). Inputs are a textured random pair shifted by 8 px (the values do not
@@ -33,7 +33,7 @@ def one(args: argparse.Namespace) -> dict:
     from data_schema.stereo_train import TrainStereoConfig
     from labeler.models.foundation_stereo.release import find_release, read_release_config
     from labeler.train.engine import autocast
-    from labeler.train.stereo_task import StereoTask
+    from labeler.train.stereo.task import StereoTask
 
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))

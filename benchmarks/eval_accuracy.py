@@ -20,10 +20,10 @@ def main() -> None:
     import cv2
 
     from labeler import open_dataset
-    from labeler.demo import load_demo_truth
     from labeler.depth import disparity_to_depth
-    from labeler.rectify import RectifyMaps
+    from labeler.rig.rectify import RectifyMaps
     from labeler.stereo.metrics import stereo_errors
+    from labeler.synthetic.demo import load_demo_truth
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("work"))

@@ -175,7 +175,7 @@ def checkpoints(part: Part) -> None:
             t0 = time.perf_counter()
             path = build()
             part.row("checkpoints", what=what, mb=size_mb(path), seconds=round(time.perf_counter() - t0, 1))
-    part.note("heads: seeded random init (labeler.train.heads.build_model, seed 0), no file needed")
+    part.note("heads: seeded random init (labeler.train.heads.model.build_model, seed 0), no file needed")
 
 
 # ---------------------------------------------------------------- sam2
@@ -261,7 +261,7 @@ def sam2(part: Part) -> None:
 def heads_dataset(part: Part) -> Path:
     """A small dataset labelled by the pipeline (sgbm, classical masks) under the work folder."""
     from data_schema.backends import SgbmConfig
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
 
     folder = part.work / "heads"
@@ -293,7 +293,7 @@ def heads(part: Part) -> None:
     import torch
 
     from labeler import open_dataset
-    from labeler.train.data import HeadsDataset
+    from labeler.train.heads.data import HeadsDataset
 
     prof = part.profile
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def heads(part: Part) -> None:
 
 # ---------------------------------------------------------------- pipeline
 
-CLI = "import sys; from labeler.cli import app; sys.argv[0] = 'labeler'; app()"
+CLI = "import sys; from labeler.cli.main import app; sys.argv[0] = 'labeler'; app()"
 
 
 def labeler(part: Part, step: str, *args: object, table: str = "pipeline") -> bool:
@@ -458,7 +458,7 @@ TRAINERS: dict[str, Callable[[Part, Path], list[object] | None]] = {
 
 
 def trainers(part: Part) -> None:
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     for name, command in TRAINERS.items():

@@ -41,6 +41,11 @@ class Rectification(Record):
     P2: Mat3x4
     Q: Mat4x4
 
+    @property
+    def left_intrinsics(self) -> tuple[float, float, float, float]:
+        """fx, fy, cx, cy of the rectified left camera (from P1), px."""
+        return self.P1[0][0], self.P1[1][1], self.P1[0][2], self.P1[1][2]
+
 
 BoardKind = Literal["chessboard", "charuco"]
 

@@ -41,7 +41,7 @@ class HeadsModelConfig(Record):
 
 
 class InstanceParams(Record):
-    """Objectness/boundary maps (+ predicted depth) -> instances; see labeler/train/instances.py."""
+    """Objectness/boundary maps (+ predicted depth) -> instances; see labeler/train/heads/instances.py."""
 
     objectness: float = Field(0.5, gt=0, lt=1, description="foreground probability threshold")
     boundary: float = Field(0.5, gt=0, lt=1, description="boundary probability threshold")

@@ -3,6 +3,6 @@
 Public names only; importing this package loads nothing heavy (no torch, dask or zarr).
 """
 
-from labeler.dataset import Dataset, Sample, open_dataset
+from labeler.dataset.reader import Dataset, Sample, open_dataset
 
 __all__ = ["Dataset", "Sample", "open_dataset"]

@@ -63,7 +63,9 @@ FLICKER_FULL = 0.05  # temporal instability at which the flicker term reaches 1
 
 OBJECT_TERMS = ("spread", "shape", "edges", "holes", "mono")
 SAMPLE_TERMS = ("confidence", "holes", "mono", "flicker", "objects")
-VIDEO_FRAME = re.compile(r"^(?P<video>.+)_f(?P<frame>\d{6})$")  # labeler/captures.py names video frames so
+VIDEO_FRAME = re.compile(
+    r"^(?P<video>.+)_f(?P<frame>\d{6})$"
+)  # labeler/rig/captures.py names video frames so
 
 
 # ------------------------------------------------------------------------------ per-object signals

@@ -8,10 +8,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from labeler.errors import InputError
+
+if TYPE_CHECKING:
+    pass
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
@@ -99,3 +103,23 @@ def write_png(path: str | Path, rgb: np.ndarray) -> bytes:
     data = encode_png(rgb)
     write_bytes_atomic(path, data)
     return data
+
+
+def drop_partial_line(f: IO[bytes]) -> None:
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    pos = size
+    while pos > 0:  # back to the last newline, a block at a time
+        step = min(pos, 1 << 16)
+        f.seek(pos - step)
+        block = f.read(step)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            f.truncate(pos - step + cut + 1)
+            return
+        pos -= step
+    f.truncate(0)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from data_schema.heads import HeadsModelConfig, InstanceParams
+from data_schema.commands import PredictConfig
 from data_schema.predictions import (
     ImagePrediction,
     PredictedObject,
@@ -29,8 +29,8 @@ from data_schema.predictions import (
     PredictionSet,
     StereoComparison,
 )
-from labeler.configs import PredictConfig
 from labeler.errors import InputError, LabelerError
+from labeler.train.heads.predictor import HeadsPredictor
 
 # The records live in data_schema/predictions.py; imported here for callers of labeler.predict.
 __all__ = [
@@ -45,124 +45,6 @@ __all__ = [
 ]
 
 SIDE_BY_SIDE_MIN_ASPECT = 2.2
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """numpy results of one image at its own resolution."""
-
-    depth_m: np.ndarray | None  # (H, W) float32 metres
-    ids: np.ndarray  # (H, W) uint16, 0 = none
-    scores: np.ndarray  # (K,) float32
-    class_names: tuple[str, ...] | None = None  # (K,) each id's class, from a model trained with classes
-
-
-class HeadsPredictor:
-    """A trained heads model from a run folder, numpy in / numpy out."""
-
-    def __init__(
-        self,
-        model,
-        *,
-        model_config: HeadsModelConfig,
-        instances: InstanceParams,
-        device: str = "cpu",
-        epoch: int = 0,
-        weights: str | None = None,
-        run: str = "",
-    ) -> None:
-        self.model, self.model_config, self.instances = model, model_config, instances
-        self.device, self.epoch, self.weights, self.run = device, epoch, weights, run
-
-    @classmethod
-    def from_run(
-        cls,
-        run: str | Path,
-        *,
-        checkpoint: str = "best",
-        device: str = "cpu",
-        instances: InstanceParams | None = None,
-    ) -> HeadsPredictor:
-        from labeler.train.heads import build_model
-        from labeler.train.heads_task import load_checkpoint
-
-        path = Path(run) / "checkpoints" / f"{checkpoint}.pt"
-        if not path.is_file():
-            raise LabelerError(
-                f"{run}: no checkpoints/{checkpoint}.pt; pass --run a train-heads or finetune run folder"
-            )
-        ck = load_checkpoint(path)
-        mc = HeadsModelConfig.model_validate(ck["model_config"])
-        model = build_model(mc)
-        model.load_state_dict(ck["model"], strict=True)
-        model.requires_grad_(False)
-        return cls(
-            model.eval().to(device),
-            model_config=mc,
-            device=device,
-            epoch=int(ck["epoch"]),
-            instances=instances or InstanceParams.model_validate(ck["instances"]),
-            weights=ck.get("weights"),
-            run=str(run),
-        )
-
-    def predict(self, rgb: np.ndarray) -> Prediction:
-        """(H, W, 3) uint8 RGB -> depth (H, W) metres (None without a depth head) and instances."""
-        import cv2
-        import torch
-        import torch.nn.functional as F
-
-        from labeler.train.data import normalise, resized_shape
-        from labeler.train.instances import instances_from_maps, sigmoid
-
-        h, w = rgb.shape[:2]
-        rh, rw = resized_shape(h, w, self.model_config.input_size)
-        x = normalise(cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR))
-        cuda = str(self.device).startswith("cuda")
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            out = self.model(x[None].to(self.device))
-        class_prob: np.ndarray | None = None
-        if "class_logits" in out:  # (C + 1, H, W) class probabilities at the image's size
-            up = F.interpolate(
-                out.pop("class_logits").float(), size=(h, w), mode="bilinear", align_corners=False
-            )
-            class_prob = up[0].softmax(0).cpu().numpy()
-        maps = {
-            k: F.interpolate(v[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-            .cpu()
-            .numpy()
-            for k, v in out.items()
-        }
-        depth = maps.get("depth")
-        if "objectness" in maps:
-            ids, scores = instances_from_maps(
-                sigmoid(maps["objectness"]), sigmoid(maps["boundary"]), depth, self.instances
-            )
-        else:
-            ids, scores = np.zeros((h, w), np.uint16), np.zeros(0, np.float32)
-        names = None
-        classes = self.model_config.classes
-        if class_prob is not None and classes is not None:
-            names = instance_classes(ids, class_prob, classes)
-        return Prediction(
-            depth_m=None if depth is None else depth.astype(np.float32),
-            ids=ids,
-            scores=scores,
-            class_names=names,
-        )
-
-
-def instance_classes(ids: np.ndarray, class_prob: np.ndarray, classes: tuple[str, ...]) -> tuple[str, ...]:
-    """Each instance's class: the class (not "no object") of highest mean probability over its pixels.
-
-    Args:
-        ids: (H, W) instance ids 1..K (0: none).
-        class_prob: (C + 1, H, W) class probabilities, channel 0 = no object.
-    """
-    k = int(ids.max()) if ids.size else 0
-    flat = ids.ravel()
-    sums = np.stack([np.bincount(flat, weights=p.ravel(), minlength=k + 1) for p in class_prob[1:]])
-    return tuple(classes[int(j)] for j in sums[:, 1:].argmax(axis=0)) if k else ()
 
 
 # ------------------------------------------------------------------ inputs
@@ -209,8 +91,8 @@ Resolved = Literal["mono", "side-by-side", "pairs"]
 
 def load_input(item: InputImage) -> tuple[Resolved, np.ndarray, np.ndarray | None]:
     """(the resolved layout, left (H, W, 3) uint8, right or None)."""
-    from labeler.captures import split_side_by_side
     from labeler.io import read_rgb
+    from labeler.rig.captures import split_side_by_side
 
     rgb = read_rgb(item.path)
     if item.layout == "pairs":
@@ -228,8 +110,8 @@ def load_input(item: InputImage) -> tuple[Resolved, np.ndarray, np.ndarray | Non
 def stereo_depth(left: np.ndarray, right: np.ndarray, calib_path: Path, *, z_far_m: float) -> np.ndarray:
     """SGBM metric depth (H, W) float32 of a rectified pair, NaN invalid."""
     from data_schema.backends import SgbmConfig
-    from labeler.calibration import load_calibration
     from labeler.depth import depth_settings, disparity_to_depth
+    from labeler.rig.calibration import load_calibration
     from labeler.stereo.base import STEREO_BACKENDS
 
     calib = load_calibration(calib_path)
@@ -245,9 +127,9 @@ def stereo_depth(left: np.ndarray, right: np.ndarray, calib_path: Path, *, z_far
 
 
 def compare_depth(pred_m: np.ndarray, stereo_m: np.ndarray) -> StereoComparison | None:
-    """AbsRel, δ1 (labeler/train/metrics.py, as in training) and the scale of predicted (H, W) metres
+    """AbsRel, δ1 (labeler/train/heads/metrics.py, as in training) and the scale of predicted (H, W) metres
     against stereo (H, W) metres; None when no pixel has both."""
-    from labeler.train.metrics import depth_pairs, depth_sums
+    from labeler.train.heads.metrics import depth_pairs, depth_sums
 
     p, g = depth_pairs(pred_m, stereo_m)
     if not g.size:
@@ -294,7 +176,7 @@ def summary_line(pred: ImagePrediction) -> str:
 def predict_images(cfg: PredictConfig) -> PredictionSet:
     """Predict every input image, write its files into cfg.out, return the set (also predictions.json)."""
     from labeler.io import write_png, write_text_atomic
-    from labeler.train.instances import object_table
+    from labeler.train.heads.instances import object_table
     from labeler.train.report import preview_row
 
     device = f"cuda:{cfg.gpu}" if cfg.gpu is not None else "cpu"

@@ -1,4 +1,4 @@
-"""Pictures people look at: a PNG per sample (the gallery pages that show them: labeler/gallery.py)."""
+"""Pictures people look at: a PNG per sample (the gallery pages that show them: labeler/review/gallery.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from data_schema.manifest import ObjectRecord
+from labeler.dataset.shards import SampleArrays
 from labeler.io import write_png
-from labeler.shards import SampleArrays
 
 
 def object_names(ids: Sequence[int], class_names: Sequence[str | None]) -> dict[int, str]:

@@ -30,8 +30,8 @@ from data_schema.manifest import (
     SourceFiles,
     StoreLayout,
 )
+from labeler.dataset.shards import SampleArrays
 from labeler.segment.base import Masks
-from labeler.shards import SampleArrays
 from labeler.stereo.base import Disparity
 
 
@@ -300,7 +300,8 @@ def write_stage(
 ) -> ShardEntry:
     """The single writer of one shard: arrays, previews, then its table part files. Returns the shard's
     index entry; the client appending it to the shard index is what marks the shard done."""
-    from labeler.shards import shard_file_sizes, write_shard, write_shard_tables
+    from labeler.dataset.shards import shard_file_sizes, write_shard
+    from labeler.dataset.tables import write_shard_tables
 
     ok = [s for s in samples if isinstance(s, LabelledSample)]
     write_shard(dataset, shard, layout, {s.record.row: s.arrays for s in ok})
@@ -313,7 +314,7 @@ def write_stage(
         (s.record if isinstance(s, LabelledSample) else s.record() for s in samples), key=lambda r: r.row
     )
     objects = [o for s in sorted(ok, key=lambda s: s.record.row) for o in s.objects]
-    from labeler.tables import content_sha256
+    from labeler.dataset.tables import content_sha256
 
     samples_ref, objects_ref = write_shard_tables(dataset, shard, records, objects)
     span = shard * layout.samples_per_shard

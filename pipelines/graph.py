@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from data_schema.captures import RectifiedPair, StereoPairSource
+from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRow, SampleRecord, StoreLayout
-from labeler.configs import PseudoLabelConfig
 from labeler.stages import (
     LabelledSample,
     StageFailure,
@@ -31,7 +31,7 @@ from pipelines.plan import Item, task_from_rectified
 
 def _rectify(src: StereoPairSource, calib_path: str, out: str) -> RectifiedPair:
     """Rectify one raw pair into OUT/rectified (task body for `labeler run`)."""
-    from labeler.rectify import rectify_source
+    from labeler.rig.rectify import rectify_source
 
     return rectify_source(src, _maps(calib_path), calib_path, Path(out) / "rectified")
 
@@ -39,8 +39,8 @@ def _rectify(src: StereoPairSource, calib_path: str, out: str) -> RectifiedPair:
 @functools.lru_cache(maxsize=2)
 def _maps(calib_path: str) -> Any:
     """Remap tables once per worker process and calibration."""
-    from labeler.calibration import load_calibration
-    from labeler.rectify import RectifyMaps
+    from labeler.rig.calibration import load_calibration
+    from labeler.rig.rectify import RectifyMaps
 
     return RectifyMaps.from_calibration(load_calibration(calib_path))
 
@@ -77,7 +77,7 @@ def _label(
 
 def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
     """A finished sample of a shard being rewritten: its arrays as stored, its records unchanged."""
-    from labeler import shards
+    from labeler.dataset import shards
 
     try:
         arrays = shards.SampleArrays(**shards.read_rows(shards.open_arrays(out), rec.row))
@@ -103,8 +103,8 @@ def _write(
     journal: str | None = None,
 ) -> Any:
     """The shard's single writer, over the results of all its batches. `journal`: the content_sha256 of
-    the shard's committed entry when it is rewritten (its files are journalled first: labeler/journal.py)."""
-    from labeler import journal as rewrite_journal
+    the shard's committed entry when it is rewritten (its files are journalled first: labeler/dataset/journal.py)."""
+    from labeler.dataset import journal as rewrite_journal
 
     samples = [s for batch in batches for s in batch]
     if journal is not None:

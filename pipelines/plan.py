@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_schema.captures import RectifiedPair, StereoPairSource
+from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import LabelTask, ObjectRow, SampleRecord, ShardEntry, ShardPlan
-from labeler.configs import PseudoLabelConfig
 from labeler.errors import InputError
 
 
@@ -53,8 +53,8 @@ Input = LabelTask | StereoPairSource | SampleRecord
 def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) -> dict[str, Input]:
     """Raw sources (run) or rectified tasks (pseudo-label), and pairs rectify already failed, by id.
     A rectified folder made with another calibration than `calib_sha256` is refused."""
-    from labeler.captures import discover_pairs
-    from labeler.rectify import load_rectified_set
+    from labeler.rig.captures import discover_pairs
+    from labeler.rig.rectify import load_rectified_set
 
     found: list[Input] = []
     orphans: list[tuple[StereoPairSource, str]] = []  # a frame without its partner fails alone
@@ -125,14 +125,15 @@ def _item(sid: str, row: int, inp: Input) -> Item:
 
 def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = None) -> Plan:
     """Rows for every input (known ids keep theirs) and the shards that need writing."""
-    from labeler import shards
+    from labeler.dataset.index import read_row_plan, read_shard_index, shard_is_intact
+    from labeler.dataset.tables import shard_samples
 
     inputs = discover_inputs(cfg, calib_sha256=calib_sha256)
     out, per_shard = cfg.out, cfg.samples_per_shard
-    row_plan = shards.read_row_plan(out)
-    committed = shards.read_shard_index(out)
+    row_plan = read_row_plan(out)
+    committed = read_shard_index(out)
     index = {s: e for s, e in committed.items() if e.run_key == key}
-    intact = {s: e for s, e in index.items() if s in row_plan and shards.shard_is_intact(out, e)}
+    intact = {s: e for s, e in index.items() if s in row_plan and shard_is_intact(out, e)}
     stored = _stored_samples(out, list(intact.values()))
     todo: dict[int, list[Item]] = {}
     done: dict[int, ShardEntry] = {}
@@ -147,7 +148,7 @@ def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = Non
         if entry is not None and not changed and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
             done[shard] = entry
             continue
-        full = {r.sample_id: r for r in shards.shard_samples(out, entry)} if entry is not None else {}
+        full = {r.sample_id: r for r in shard_samples(out, entry)} if entry is not None else {}
         keep_objects = _objects_by_row(out, entry) if entry is not None else {}
         items = []
         for pos, sid in enumerate(sp.sample_ids):
@@ -228,11 +229,11 @@ def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[
     """Finished shards' samples: id, status and source hashes (one scan of five columns)."""
     if not entries:
         return {}
-    from labeler import shards
+    from labeler.dataset.tables import table_dataset
 
     spans = sorted((e.row_start, e.shard) for e in entries)
     cols = ["sample_id", "row", "status", "left_sha256", "right_sha256"]
-    t = shards.table_dataset(out, "samples", entries).to_table(columns=cols)
+    t = table_dataset(out, "samples", entries).to_table(columns=cols)
     import bisect
 
     starts = [s for s, _ in spans]
@@ -244,9 +245,9 @@ def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[
 
 
 def _objects_by_row(out: Path, entry: ShardEntry) -> dict[int, list[ObjectRow]]:
-    from labeler import shards
+    from labeler.dataset.tables import shard_objects
 
     by_row: dict[int, list[ObjectRow]] = {}
-    for o in shards.shard_objects(out, entry):
+    for o in shard_objects(out, entry):
         by_row.setdefault(o.row, []).append(o)
     return by_row

@@ -12,10 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import LabelTask, Manifest, SampleRecord, ShardEntry
-from labeler import shards
-from labeler.configs import PseudoLabelConfig
-from labeler.validate import shard_problems
+from labeler.dataset import shards
+from labeler.dataset.index import read_row_plan, read_shard_index
+from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_path
+from labeler.dataset.tables import shard_samples
+from labeler.dataset.validate import shard_problems
 from pipelines.plan import Item, Plan
 
 
@@ -32,13 +35,13 @@ def repair_dataset(
     from pipelines.run import _compact, _execute, seal_manifest
 
     dataset = Path(dataset)
-    with shards.dataset_lock(dataset):
-        from labeler import journal
+    with dataset_lock(dataset):
+        from labeler.dataset import journal
 
         journal.recover(dataset)  # a rewrite a killed process left half-done is rolled back, not repaired
-        manifest = shards.load_manifest(dataset)
-        index = shards.read_shard_index(dataset)
-        plan = shards.read_row_plan(dataset)
+        manifest = load_manifest(dataset)
+        index = read_shard_index(dataset)
+        plan = read_row_plan(dataset)
         damaged: dict[int, list[str]] = {}
         for s in sorted(plan):
             entry = index.get(s)
@@ -50,7 +53,7 @@ def repair_dataset(
         todo = {s: _items(dataset, index[s], plan[s].row_start, plan[s].sample_ids) for s in damaged}
         cfg = PseudoLabelConfig(
             inputs=dataset,
-            calib=shards.manifest_path(dataset),  # unused: repair relabels rectified images only
+            calib=manifest_path(dataset),  # unused: repair relabels rectified images only
             out=dataset,
             stereo=manifest.stereo,
             masks=manifest.masks,
@@ -68,8 +71,8 @@ def repair_dataset(
         finished = _execute(cfg, run, layout, manifest.run_key, manifest.depth, (w, h), entries)
         entries = _compact(dataset, entries, force=True)
         sealed = seal_manifest(dataset, manifest, entries)
-    failed = [r for e in finished for r in shards.shard_samples(dataset, e) if r.status == "failed"]
-    from labeler.gallery import write_gallery
+    failed = [r for e in finished for r in shard_samples(dataset, e) if r.status == "failed"]
+    from labeler.review.gallery import write_gallery
 
     write_gallery(dataset)
     return RepairResult(sealed, damaged, failed)
@@ -79,7 +82,7 @@ def _items(dataset: Path, entry: ShardEntry, row_start: int, planned: list[str])
     """Every planned sample of the shard: relabelled from its recorded source (the same graph as
     labelling), or its failure kept."""
     try:
-        records = {r.sample_id: r for r in shards.shard_samples(dataset, entry)}
+        records = {r.sample_id: r for r in shard_samples(dataset, entry)}
     except Exception:  # noqa: BLE001 — an unreadable table: nothing is known of its samples
         records = {}
     items = []

@@ -16,11 +16,27 @@ from typing import Any
 from data_schema.backends import mask_classes
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
+from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import Manifest, SampleRecord, ShardEntry
-from labeler import shards
-from labeler.configs import PseudoLabelConfig
+from labeler.dataset import shards
+from labeler.dataset.index import (
+    append_row_plan,
+    append_shard_entries,
+    dataset_version,
+    index_counts,
+    read_shard_index,
+    rewrite_shard_index,
+    shard_index_bytes,
+)
+from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_schema_version, write_manifest
+from labeler.dataset.runkey import run_key
+from labeler.dataset.tables import (
+    COMPACT_MIN_FILES,
+    compact_tables,
+    remove_unreferenced_tables,
+    shard_samples,
+)
 from labeler.errors import InputError, LabelerError, disk_error
-from labeler.runkey import run_key
 from pipelines.graph import build_graph
 from pipelines.plan import plan_run
 
@@ -71,20 +87,20 @@ def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> 
     """The dataset record for the current shard index (version, counts, index size)."""
     manifest = base.model_copy(
         update={
-            "dataset_version": shards.dataset_version(base.run_key, entries),
-            "counts": shards.index_counts(entries),
-            "shard_index_bytes": shards.shard_index_bytes(out),
+            "dataset_version": dataset_version(base.run_key, entries),
+            "counts": index_counts(entries),
+            "shard_index_bytes": shard_index_bytes(out),
         }
     )
-    shards.write_manifest(out, manifest)
+    write_manifest(out, manifest)
     return manifest
 
 
 def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     """Label every pair under cfg.inputs into cfg.out (resuming and appending to earlier runs)."""
-    from labeler.calibration import load_calibration
     from labeler.depth import depth_settings
     from labeler.io import sha256_file
+    from labeler.rig.calibration import load_calibration
 
     _check_gpus(cfg)
     if cfg.out.resolve() == cfg.inputs.resolve():
@@ -96,8 +112,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     _check_backends(cfg)
     _check_out(cfg.out)
     _check_scheduler(cfg.scheduler)
-    with shards.dataset_lock(cfg.out):
-        from labeler import journal
+    with dataset_lock(cfg.out):
+        from labeler.dataset import journal
 
         rolled = journal.recover(cfg.out)  # a rewrite a killed process left half-done
         if rolled:
@@ -123,7 +139,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             layout=layout,
         )
         layout = shards.prepare_store(cfg.out, layout)
-        shards.append_row_plan(cfg.out, plan.new_rows)
+        append_row_plan(cfg.out, plan.new_rows)
         # the shards being rewritten keep their committed entries until their rewrites commit
         entries = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
         seal_manifest(cfg.out, base, entries)
@@ -132,10 +148,10 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         manifest = seal_manifest(cfg.out, base, entries)
         if cfg.rectify:
             _write_pairs_json(cfg, calib, calib_sha, [p for e in entries.values() for p in e.rectified])
-        from labeler.gallery import write_gallery
+        from labeler.review.gallery import write_gallery
 
         write_gallery(cfg.out)
-    fails = [r for e in finished for r in shards.shard_samples(cfg.out, e) if r.status == "failed"]
+    fails = [r for e in finished for r in shard_samples(cfg.out, e) if r.status == "failed"]
     new_ids = {it.sample_id for items in plan.todo.values() for it in items if it.keep is None}
     fails = [r for r in fails if r.sample_id in new_ids]
     return LabelRun(
@@ -161,7 +177,7 @@ def _execute(
     import dask
     from tqdm import tqdm
 
-    from labeler import journal
+    from labeler.dataset import journal
     from pipelines.cluster import dask_client
 
     rewrites = {s: e.content_sha256 for s, e in plan.rewrites.items()}
@@ -171,12 +187,12 @@ def _execute(
 
     def commit(entry: ShardEntry) -> None:
         nonlocal since_compaction
-        shards.append_shard_entries(cfg.out, [entry])
+        append_shard_entries(cfg.out, [entry])
         journal.end(cfg.out, entry.shard)  # committed: the old files are no longer needed
         entries[entry.shard] = entry
         finished.append(entry)
         since_compaction += 1
-        if since_compaction >= shards.COMPACT_MIN_FILES:
+        if since_compaction >= COMPACT_MIN_FILES:
             entries.update(_compact(cfg.out, entries))
             since_compaction = 0
 
@@ -222,7 +238,7 @@ def _failed_shard(
     """A shard whose task died (a worker killed repeatedly, an error outside any sample): its samples are
     recorded as failed with the reason. A disk or permission error stops the run in one line instead, and
     a shard that carries finished samples is left for the next run rather than lose them."""
-    from labeler import journal
+    from labeler.dataset import journal
     from labeler.stages import StageFailure, write_stage
 
     journal.roll_back(cfg.out, shard)  # a rewrite that failed half-way: its committed files come back
@@ -241,15 +257,15 @@ def _failed_shard(
 def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
     """Merge small table files when enough have piled up; at the end of a run also drop stale files and
     rewrite the shard index to its current entries when old lines outnumber them."""
-    new = shards.compact_tables(out, entries)
+    new = compact_tables(out, entries)
     if new:
-        shards.append_shard_entries(out, new)
+        append_shard_entries(out, new)
         entries = {**entries, **{e.shard: e for e in new}}
-        shards.remove_unreferenced_tables(out, entries)
+        remove_unreferenced_tables(out, entries)
     if force:
-        shards.remove_unreferenced_tables(out, entries)
-        if shards.shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
-            shards.rewrite_shard_index(out, entries)
+        remove_unreferenced_tables(out, entries)
+        if shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
+            rewrite_shard_index(out, entries)
     return entries
 
 
@@ -310,13 +326,13 @@ def _check_gpus(cfg: PseudoLabelConfig) -> None:
 
 def _refuse_other_settings(out: Path, key: str) -> None:
     """A dataset folder holds one set of labels: other backends or calibration need another --out."""
-    if shards.manifest_schema_version(out) == 1:
-        shards.load_manifest(out)  # raises the one line naming `labeler migrate`
-    index = shards.read_shard_index(out)
+    if manifest_schema_version(out) == 1:
+        load_manifest(out)  # raises the one line naming `labeler migrate`
+    index = read_shard_index(out)
     other = {e.run_key for e in index.values()} - {key}
     if other and any(e.n_ok for e in index.values()):
         try:
-            old: Manifest | None = shards.load_manifest(out)
+            old: Manifest | None = load_manifest(out)
         except InputError:
             old = None
         what = (

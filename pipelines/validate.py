@@ -1,4 +1,4 @@
-"""`labeler validate` on Dask: the per-shard checks of labeler/validate.py as one task per shard, on the
+"""`labeler validate` on Dask: the per-shard checks of labeler/dataset/validate.py as one task per shard, on the
 same kind of cluster as labelling (`--workers`, `--scheduler`), with a progress bar."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_schema.manifest import Manifest, ShardEntry
-from labeler.validate import shard_problems, validate_dataset
+from labeler.dataset.validate import shard_problems, validate_dataset
 
 # Checking a sample (decode, digests, statistics) costs about a tenth of labelling it: a process cluster
 # pays for its start-up from some ten times more samples than a labelling run needs.

@@ -59,7 +59,7 @@ def board_dir(tmp_path_factory, board_views) -> Path:
 @pytest.fixture(scope="session")
 def calibrated(board_dir):
     """(CalibrationResult, calib YAML path) for the synthetic rig."""
-    from labeler.calibration import calibrate, save_calibration
+    from labeler.rig.calibration import calibrate, save_calibration
 
     result = calibrate(board_dir, rig="test-rig", board=CHESSBOARD)
     path = board_dir.parent / "test-rig.yaml"
@@ -70,7 +70,7 @@ def calibrated(board_dir):
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """The demo rig's scene captures (no boards) with truth."""
-    from labeler.demo import write_demo
+    from labeler.synthetic.demo import write_demo
 
     folder = tmp_path_factory.mktemp("demo")
     write_demo(folder, n_boards=0, n_scenes=2, seed=0)

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from data_schema.calibration import BoardSpec
-from labeler.calibration import CalibrationError, calibrate, load_calibration
 from labeler.errors import InputError
 from labeler.io import write_png
+from labeler.rig.calibration import CalibrationError, calibrate, load_calibration
 from tests.conftest import CHESSBOARD, write_side_by_side
 
 
@@ -191,7 +191,7 @@ def test_missing_calibration_file(tmp_path):
 
 
 def test_ros_camera_info(calibrated, tmp_path):
-    from labeler.calibration_report import export_ros
+    from labeler.rig.calibration_report import export_ros
 
     calib = calibrated[0].calibration
     left, right = export_ros(calib, tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from labeler.calibration import load_calibration
 from labeler.errors import InputError
+from labeler.rig.calibration import load_calibration
 from tests.conftest import identity_calibration_yaml
 
 

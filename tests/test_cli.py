@@ -11,14 +11,14 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from labeler.cli import app
+from labeler.cli.main import app
 
 HEAVY = ("torch", "sam2", "dask", "distributed", "zarr", "timm")
 
 
 def test_help_imports_nothing_heavy():
     code = (
-        "import sys\nfrom labeler.cli import app\n"
+        "import sys\nfrom labeler.cli.main import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -117,7 +117,7 @@ def test_backend_flags_take_type_default_and_help_from_the_config():
 
 def test_given_backend_flags_reach_the_config():
     from data_schema.backends import FoundationStereoConfig, Sam2Config
-    from labeler.cli_backends import backend_configs
+    from labeler.cli.backends import backend_configs
 
     values = {"stereo": "foundation-stereo", "masks": "sam2", "valid_iters": 4, "hiera": True}
     values |= {"sam2_points_per_side": 8, "scale": None}

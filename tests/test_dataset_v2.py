@@ -11,9 +11,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from labeler import open_dataset, shards
-from labeler.configs import PseudoLabelConfig
-from labeler.validate import validate_dataset
+from data_schema.commands import PseudoLabelConfig
+from labeler import open_dataset
+from labeler.dataset import shards
+from labeler.dataset.index import read_shard_index
+from labeler.dataset.validate import validate_dataset
 from pipelines.pseudo_label import run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -46,7 +48,7 @@ def edit_table(ds: Path, table: str, shard: int, change) -> None:
     """Rewrite one shard's table file with `change(rows)` applied (as a hand edit would)."""
     import pyarrow as pa
 
-    entry = shards.read_shard_index(ds)[shard]
+    entry = read_shard_index(ds)[shard]
     ref = entry.samples if table == "samples" else entry.objects
     path = ds / "tables" / table / ref.file
     t = pq.read_table(path)
@@ -115,8 +117,8 @@ def test_validate_on_a_cluster_matches_sync(copy):
 
 _KILL_IN_TABLE_WRITE = """
 import os, signal, sys
-from labeler import shards
-real = shards._write_parquet_atomic
+from labeler.dataset import shards
+real = _write_parquet_atomic
 calls = {"n": 0}
 def dying(path, tables):
     calls["n"] += 1
@@ -125,8 +127,8 @@ def dying(path, tables):
         pq.write_table(tables[0], str(path) + ".tmp-half")
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, tables)
-shards._write_parquet_atomic = dying
-from labeler.cli import app
+_write_parquet_atomic = dying
+from labeler.cli.main import app
 sys.argv = ["labeler", *sys.argv[1:]]
 app()
 """
@@ -149,7 +151,7 @@ def test_kill_during_the_tables_write_resumes(base, tmp_path):
     ]
     killed = subprocess.run([sys.executable, "-c", _KILL_IN_TABLE_WRITE, *args], capture_output=True)
     assert killed.returncode == -9
-    assert len(shards.read_shard_index(out)) == 1 and validate_dataset(out) == []
+    assert len(read_shard_index(out)) == 1 and validate_dataset(out) == []
     again = subprocess.run([sys.executable, "-m", "labeler.cli", *args], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert validate_dataset(out) == []
@@ -161,8 +163,8 @@ def test_kill_during_the_tables_write_resumes(base, tmp_path):
 def _to_v1(ds_path: Path) -> None:
     """Turn a v2 dataset into the v1 layout labeler 0.1 wrote (one manifest with every sample)."""
     from data_schema.manifest_v1 import ManifestV1, ObjectRecordV1, SampleRecordV1
+    from labeler.dataset.tables import DOUBT_FIELDS  # v1 had no doubt signals
     from labeler.segment.rle import encode
-    from labeler.tables import DOUBT_FIELDS  # v1 had no doubt signals
 
     ds = open_dataset(ds_path)
     m = ds.manifest
@@ -215,7 +217,7 @@ def _to_v1(ds_path: Path) -> None:
 def test_v1_is_refused_in_one_line_then_migrated(base, copy):
     from typer.testing import CliRunner
 
-    from labeler.cli import app
+    from labeler.cli.main import app
     from labeler.errors import InputError
 
     before = open_dataset(base / "ds")
@@ -227,7 +229,7 @@ def test_v1_is_refused_in_one_line_then_migrated(base, copy):
     after = open_dataset(copy)
     assert validate_dataset(copy) == []
     assert after.manifest.objects.min_area_px == 1  # v1 kept every mask: the migrated policy says so
-    from labeler.tables import DOUBT_FIELDS  # v1 had no doubt signals: `labeler doubt` adds them
+    from labeler.dataset.tables import DOUBT_FIELDS  # v1 had no doubt signals: `labeler doubt` adds them
 
     def labels(d):
         return [[o.model_dump(exclude=DOUBT_FIELDS) for o in d[i].objects] for i in range(6)]
@@ -246,7 +248,7 @@ def test_a_second_writer_is_refused_in_one_line(base, tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from labeler import shards\n"
-            f"with shards.dataset_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(30)",
+            f"with dataset_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(30)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -269,7 +271,7 @@ def test_a_second_writer_is_refused_in_one_line(base, tmp_path):
 def test_inputs_that_do_not_belong_together_are_refused(base, tmp_path):
     """Issue 12: a rectified folder made with another calibration; an --out that is the input folder."""
     from labeler.errors import InputError
-    from labeler.rectify import load_rectified_set
+    from labeler.rig.rectify import load_rectified_set
 
     other = identity_calibration_yaml(tmp_path / "other.yaml", 96, 64, baseline_m=0.2)
     rect = tmp_path / "rect"
@@ -353,7 +355,7 @@ def test_garbage_manifest_and_zarr_json_are_one_line_and_a_rerun_rebuilds(base, 
 
 def test_the_reader_never_returns_damaged_arrays(copy):
     """Issue 12: a sample whose stored arrays fail their digest is one line naming sample and array."""
-    from labeler.dataset import DamagedSampleError
+    from labeler.dataset.reader import DamagedSampleError
 
     depth = shards.open_store(copy, "r+")["depth_m"]
     block = depth[2:4]
@@ -374,7 +376,7 @@ def test_repair_rewrites_damaged_shards_from_their_samples(base, copy):
     one with an edited table) from the samples' sources and says what it redid; the rest is untouched."""
     from typer.testing import CliRunner
 
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     f = copy / "data.zarr" / "left" / "c" / "1" / "0" / "0" / "0"
     f.write_bytes(f.read_bytes()[:50])
@@ -437,7 +439,7 @@ def test_bad_out_scheduler_and_gpu_are_one_line(base, tmp_path):
 def test_capture_names_in_any_script_and_unusable_entries(tmp_path, caplog):
     """Issue 12: non-ASCII names keep distinct ids (they all mapped to `pair`); a folder named like an
     image is named in a warning instead of skipped without a word."""
-    from labeler.captures import discover_pairs
+    from labeler.rig.captures import discover_pairs
 
     write_plane_pairs(tmp_path / "in", 2, 64, 48)
     for side in ("left", "right"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labeler import open_dataset
-from labeler.diff import depth_change, diff_datasets, match_objects
+from labeler.review.diff import depth_change, diff_datasets, match_objects
 
 
 def test_objects_are_matched_one_to_one_by_iou():
@@ -37,7 +37,7 @@ def test_depth_change_over_pixels_valid_in_both():
 def two_versions(tmp_path_factory) -> tuple[Path, Path]:
     """Six pairs labelled twice: A with the defaults, B with a nearer z_far and a larger min object area,
     and B without the last pair and with one pair A lacks."""
-    from labeler.configs import ObjectPolicy, PseudoLabelConfig
+    from data_schema.commands import ObjectPolicy, PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -95,7 +95,7 @@ def test_report_of_two_labellings(two_versions, tmp_path):
 
 
 def test_a_dataset_against_itself_reads_only_tables(two_versions, tmp_path, monkeypatch):
-    from labeler.dataset import Dataset
+    from labeler.dataset.reader import Dataset
 
     a, _ = two_versions
 
@@ -124,7 +124,7 @@ def test_object_signals_shift_over_every_object_of_the_samples_both_have():
     no objects in B: the mean is over s's objects on each side, and n counts s alone."""
     import pyarrow as pa
 
-    from labeler.diff import OBJECT_SIGNALS, Side, _shifts
+    from labeler.review.diff import OBJECT_SIGNALS, Side, _shifts
 
     def side(rows: dict[str, int], objects: list[tuple[int, float]]) -> Side:
         cols = {"row": [r for r, _ in objects], **{n: [None] * len(objects) for n in OBJECT_SIGNALS}}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from labeler import open_dataset
-from labeler.validate import validate_dataset
+from labeler.dataset.validate import validate_dataset
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from labeler import doubt, open_dataset, shards
-from labeler.validate import validate_dataset
+from labeler import doubt, open_dataset
+from labeler.dataset.sidecars import read_doubt_pass
+from labeler.dataset.validate import validate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ def test_doubt_pass_adds_signals_keeps_the_version_and_stays_valid(tiny, tmp_pat
     path = tmp_path / "ds"
     shutil.copytree(tiny, path)
     before = open_dataset(path)
-    from labeler.doubt_pass import run_doubt
+    from labeler.review.doubt_pass import run_doubt
 
     rec = run_doubt(path, model=_ExactMono(before))
     after = open_dataset(path)
@@ -168,15 +169,15 @@ def test_doubt_pass_adds_signals_keeps_the_version_and_stays_valid(tiny, tmp_pat
     mono = after.samples.to_table(columns=["mono_disagreement"]).column("mono_disagreement").to_pylist()
     assert mono == [0.0] * len(after)
     assert validate_dataset(path) == []
-    assert shards.read_doubt_pass(path) == rec
+    assert read_doubt_pass(path) == rec
     again = run_doubt(path, model=_ExactMono(after))  # same signals: nothing to rewrite
     assert again.n_shards_rewritten == 0
 
 
 def test_doubt_pass_gives_video_frames_temporal_instability(tmp_path):
-    from labeler.configs import PseudoLabelConfig
-    from labeler.doubt_pass import run_doubt
+    from data_schema.commands import PseudoLabelConfig
     from labeler.io import write_png
+    from labeler.review.doubt_pass import run_doubt
     from labeler.testing.scenes import box_pair
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml
@@ -215,7 +216,7 @@ def test_depth_anything_branch_of_a_foundation_stereo_checkpoint(tmp_path_factor
     root = tmp_path_factory.getbasetemp() / "foundation-stereo-vits"
     if not (root / "model_best_bp2.pth").is_file():
         subprocess.run([sys.executable, str(SHARED_FS / "make_checkpoint.py"), "vits", str(root)], check=True)
-    from labeler.mono import DepthAnythingMono
+    from labeler.review.mono import DepthAnythingMono
 
     model = DepthAnythingMono(root / "model_best_bp2.pth")
     images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3)).astype(np.uint8) for i in range(2)]

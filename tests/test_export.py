@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from data_schema.commands import PseudoLabelConfig
 from labeler import open_dataset
-from labeler.cli import app
-from labeler.configs import PseudoLabelConfig
-from labeler.export import export_coco
+from labeler.cli.main import app
+from labeler.export.coco import export_coco
 from pipelines.pseudo_label import run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 

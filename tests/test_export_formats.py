@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from labeler import open_dataset
-from labeler.review import decide
-from labeler.review.decisions import current_labels
+from labeler.dataset.decisions import current_labels, decide
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def reviewed(tmp_path_factory) -> tuple[Path, str, tuple[str, int]]:
 def test_coco_leaves_rejected_out_and_includes_them_on_request(reviewed, tmp_path):
     from pycocotools.coco import COCO
 
-    from labeler.export import export_coco
+    from labeler.export.coco import export_coco
 
     path, rejected, (sid, oid) = reviewed
     ds = open_dataset(path)
@@ -54,7 +53,7 @@ def test_coco_leaves_rejected_out_and_includes_them_on_request(reviewed, tmp_pat
 def test_rerun_recording_reads_back(reviewed, tmp_path):
     import rerun.chunk as rc
 
-    from labeler.export_rerun import export_rerun
+    from labeler.export.rerun import export_rerun
 
     path, _, (sid, oid) = reviewed
     ds = open_dataset(path)
@@ -76,7 +75,7 @@ def test_rerun_recording_reads_back(reviewed, tmp_path):
 
 
 def test_back_projection_puts_a_pixel_at_its_depth():
-    from labeler.export_rerun import back_project
+    from labeler.export.rerun import back_project
 
     depth = np.full((4, 6), np.nan, np.float32)
     depth[1, 4] = 2.0
@@ -88,7 +87,7 @@ def test_back_projection_puts_a_pixel_at_its_depth():
 def test_hugging_face_folder_has_float_depth_and_uint16_masks(reviewed, tmp_path):
     import datasets
 
-    from labeler.export_hf import export_hf
+    from labeler.export.hf import export_hf
 
     path, rejected, (sid, oid) = reviewed
     ds = open_dataset(path)

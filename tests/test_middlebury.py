@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_schema.commands import PseudoLabelConfig
 from labeler import open_dataset
-from labeler.configs import PseudoLabelConfig
 from labeler.depth import disparity_to_depth
 from labeler.stereo.metrics import stereo_errors
 from pipelines.pseudo_label import run_pseudo_label
@@ -22,7 +22,7 @@ CALIB = Path(__file__).resolve().parents[1] / "calib" / "middlebury-motorcycle.y
 
 @pytest.fixture(scope="module")
 def motorcycle_dataset(tmp_path_factory):
-    from labeler.demo import write_middlebury
+    from labeler.synthetic.demo import write_middlebury
 
     root = tmp_path_factory.mktemp("mb")
     raw = write_middlebury(root)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import SampleRecord
 from labeler import open_dataset
-from labeler.configs import PseudoLabelConfig
-from labeler.validate import validate_dataset
+from labeler.dataset.validate import validate_dataset
 from pipelines.pseudo_label import LabelRun, run_pseudo_label
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -28,7 +28,7 @@ def label(inputs: Path, calib: Path, out: Path, **kw) -> LabelRun:
 
 def records(out: Path) -> list[SampleRecord]:
     """Every sample's record (ok and failed), in row order, from the samples table."""
-    from labeler.tables import sample_from_row
+    from labeler.dataset.tables import sample_from_row
 
     return [sample_from_row(r) for r in open_dataset(out).samples.to_table().sort_by("row").to_pylist()]
 
@@ -132,7 +132,7 @@ def test_manifest_records_how_data_was_made(small):
 
 
 def test_rerun_is_idempotent_and_reads_no_arrays(small, monkeypatch):
-    from labeler import shards
+    from labeler.dataset import shards
 
     root, calib, first = small
     before = records(root / "ds")
@@ -193,7 +193,7 @@ def test_validate_finds_damage(small, tmp_path):
     import zarr
     from typer.testing import CliRunner
 
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     root, _, _ = small
     shutil.copytree(root / "ds", tmp_path / "ds")
@@ -282,9 +282,9 @@ def test_demo_objects_depth_against_truth(calibrated, demo_dir, tmp_path):
     """Demo scenes: each rendered object's median depth, from sgbm + classical, within 3 % of the truth."""
     import cv2
 
-    from labeler.calibration import load_calibration
-    from labeler.demo import load_demo_truth
-    from labeler.rectify import RectifyMaps
+    from labeler.rig.calibration import load_calibration
+    from labeler.rig.rectify import RectifyMaps
+    from labeler.synthetic.demo import load_demo_truth
 
     _, calib_path = calibrated
     manifest = label(demo_dir / "scenes", calib_path, tmp_path / "ds", rectify=True)

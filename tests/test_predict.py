@@ -39,7 +39,7 @@ def one_thread():
 
 
 def test_predict_folder_shapes_and_schema(run, inputs, tmp_path):
-    from labeler.configs import PredictConfig
+    from data_schema.commands import PredictConfig
     from labeler.predict import ImagePrediction, PredictionSet, predict_images, summary_line
 
     root, _ = inputs
@@ -69,7 +69,7 @@ def test_predict_folder_shapes_and_schema(run, inputs, tmp_path):
 
 
 def test_predict_pairs_with_calibration_reports_stereo(run, inputs, tmp_path):
-    from labeler.configs import PredictConfig
+    from data_schema.commands import PredictConfig
     from labeler.predict import predict_images
 
     _, pairs = inputs
@@ -82,7 +82,7 @@ def test_predict_pairs_with_calibration_reports_stereo(run, inputs, tmp_path):
 
 
 def test_cli_prints_one_line_per_image(run, inputs, tmp_path):
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     root, _ = inputs
     res = CliRunner().invoke(
@@ -103,7 +103,7 @@ def test_a_truncated_image_fails_alone(run, inputs, tmp_path):
     """Issue 12: one truncated image in `predict` is that image's recorded failure; the rest is predicted."""
     import shutil
 
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     root, _ = inputs
     folder = tmp_path / "in"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from labeler.io import read_rgb, write_png
-from labeler.rectify import RectifyMaps, rectify_folder, rectify_pair, vertical_offset_px
+from labeler.rig.rectify import RectifyMaps, rectify_folder, rectify_pair, vertical_offset_px
 from tests.conftest import identity_calibration_yaml
 
 
@@ -34,7 +34,7 @@ def test_known_scene_is_rectified(calibrated, demo_dir):
         assert p.vertical_offset_px is not None and p.vertical_offset_px < 0.3
         assert p.n_matches > 100
     # the raw pair is far from rectified: the measure does see misalignment
-    from labeler.captures import discover_pairs, load_pair
+    from labeler.rig.captures import discover_pairs, load_pair
 
     raw = load_pair(discover_pairs(demo_dir / "scenes")[0])
     dy_raw, _ = vertical_offset_px(*raw)
@@ -76,7 +76,7 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
     first = rectify_folder(demo_dir / "scenes", calib_path=calib_path, out=out, progress=False)
     (out / "left" / "scene_001.png").write_bytes(b"damaged")
     calls = []
-    import labeler.rectify as rect
+    import labeler.rig.rectify as rect
 
     real = rect.rectify_source
     monkeypatch.setattr(rect, "rectify_source", lambda src, *a: calls.append(src.pair_id) or real(src, *a))
@@ -87,7 +87,7 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
 
 
 def test_maps_are_identity_only_for_identity(calibrated, tmp_path):
-    from labeler.calibration import load_calibration
+    from labeler.rig.calibration import load_calibration
 
     assert RectifyMaps.from_calibration(
         load_calibration(identity_calibration_yaml(tmp_path / "i.yaml", 320, 240))
@@ -104,7 +104,7 @@ def test_rectify_pair_output_shape(calibrated):
 
 @pytest.mark.parametrize("layout", ["pairs", "suffix"])
 def test_input_layouts(tmp_path, layout):
-    from labeler.captures import discover_pairs, load_pair
+    from labeler.rig.captures import discover_pairs, load_pair
 
     a, b = np.zeros((4, 6, 3), np.uint8), np.ones((4, 6, 3), np.uint8)
     if layout == "pairs":
@@ -120,8 +120,8 @@ def test_input_layouts(tmp_path, layout):
 
 
 def test_orphan_frame_is_named(tmp_path):
-    from labeler.captures import discover_pairs
     from labeler.errors import InputError
+    from labeler.rig.captures import discover_pairs
 
     write_png(tmp_path / "left" / "x1.png", np.zeros((4, 6, 3), np.uint8))
     (tmp_path / "right").mkdir()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from data_schema.review import Review
-from labeler import open_dataset, shards
-from labeler.review import decide, load_decisions
-from labeler.review.decisions import current_labels, decisions_from
+from labeler import open_dataset
+from labeler.dataset.decisions import current_labels, decide, decisions_from, load_decisions
+from labeler.dataset.sidecars import read_reviews, reviews_path
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +60,20 @@ def test_decisions_are_appended_and_a_torn_last_line_is_dropped(copy):
     sid = ds.sample_ids[0]
     labels = current_labels(ds)[sid]
     decide(copy, sample_id=sid, labels=labels, decision="flag", user="u")
-    with open(shards.reviews_path(copy), "ab") as f:  # a kill in the middle of a write
+    with open(reviews_path(copy), "ab") as f:  # a kill in the middle of a write
         f.write(b'{"sample_id": "x", "deci')
-    assert [r.decision for r in shards.read_reviews(copy)] == ["flag"]
+    assert [r.decision for r in read_reviews(copy)] == ["flag"]
     decide(copy, sample_id=sid, labels=labels, decision="reject", note="smeared", user="u")
-    assert [r.decision for r in shards.read_reviews(copy)] == ["flag", "reject"]
+    assert [r.decision for r in read_reviews(copy)] == ["flag", "reject"]
     assert load_decisions(ds).rejected_samples == {sid}
-    assert shards.reviews_path(copy).read_bytes().count(b"\n") == 2
+    assert reviews_path(copy).read_bytes().count(b"\n") == 2
 
 
 def test_validate_lists_reviewed_counts_and_damaged_lines(copy):
     from typer.testing import CliRunner
 
-    from labeler.cli import app
-    from labeler.validate import validate_dataset
+    from labeler.cli.main import app
+    from labeler.dataset.validate import validate_dataset
 
     ds = open_dataset(copy)
     labels = current_labels(ds)
@@ -83,13 +83,13 @@ def test_validate_lists_reviewed_counts_and_damaged_lines(copy):
     res = CliRunner().invoke(app, ["validate", str(copy), "--scheduler", "sync", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "valid; reviewed: 1 sample (1 reject), 1 object (1 accept)" in res.output
-    with open(shards.reviews_path(copy), "ab") as f:
+    with open(reviews_path(copy), "ab") as f:
         f.write(b"not json\n")
     assert any("reviews.jsonl:3: not a review decision" in p for p in validate_dataset(copy))
 
 
 def test_training_items_leave_rejected_samples_out_and_rejected_masks_are_no_object(copy):
-    from labeler.train.data import HeadsDataset
+    from labeler.train.heads.data import HeadsDataset
 
     ds = open_dataset(copy)
     labels = current_labels(ds)
@@ -138,7 +138,7 @@ def test_listing_sorts_by_doubt_and_filters_by_decision_and_depth(client, copy):
     assert client.get("/?decision=reject").text.count("data-sample=") == 1
     assert client.get("/?decision=undecided").text.count("data-sample=") == len(order) - 1
     assert client.get("/?depth_max=0.01").text.count("data-sample=") == 0
-    assert shards.read_reviews(copy)[0].note == "holes" and shards.read_reviews(copy)[0].user == "tester"
+    assert read_reviews(copy)[0].note == "holes" and read_reviews(copy)[0].user == "tester"
 
 
 def test_sample_page_layers_maps_and_object_decisions(client, copy):
@@ -182,7 +182,7 @@ def test_decisions_only_as_json_and_only_for_local_hosts(client, copy):
         content=f"sample_id={sid}&decision=reject",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert form.status_code == 415 and shards.read_reviews(copy) == []
+    assert form.status_code == 415 and read_reviews(copy) == []
     rebound = TestClient(create_app(copy, user="x"), base_url="http://attacker.example")
     assert rebound.get("/").status_code == 400
     lan = TestClient(create_app(copy, user="x", host="0.0.0.0"), base_url="http://192.0.2.7")
@@ -193,7 +193,7 @@ def test_review_refuses_a_folder_that_is_not_a_dataset_and_warns_for_other_hosts
     from typer.testing import CliRunner
 
     import labeler.review.app as review_app
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     res = CliRunner().invoke(app, ["review", str(tmp_path)])
     assert res.exit_code == 1 and "no manifest" in res.output

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from labeler import open_dataset, shards
+from labeler import open_dataset
+from labeler.dataset.sidecars import read_reviews
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -40,7 +41,7 @@ def review_server(dataset: Path) -> Iterator[str]:
     cmd = [
         sys.executable,
         "-c",
-        "from labeler.cli import app; app()",
+        "from labeler.cli.main import app; app()",
         "review",
         str(dataset),
         "--port",
@@ -119,7 +120,7 @@ def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(br
     from selenium.webdriver.common.by import By
     from typer.testing import CliRunner
 
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     ds = open_dataset(dataset)
     sid = ds.sample_ids[-1]
@@ -138,7 +139,7 @@ def test_keypress_rejects_a_sample_kept_across_restarts_and_training_skips_it(br
             browser.find_element(By.ID, "reviewed").text == "reviewed: 1 sample (1 reject), 1 object (1 flag)"
         )
         browser.save_screenshot(str(tmp_path / "sample.png"))
-    saved = [(r.sample_id, r.object_id, r.decision, r.user) for r in shards.read_reviews(dataset)]
+    saved = [(r.sample_id, r.object_id, r.decision, r.user) for r in read_reviews(dataset)]
     assert saved == [(sid, None, "reject", "browser"), (sid, oid, "flag", "browser")]
     with review_server(dataset) as url:  # a new process: everything comes from the reviews table
         browser.get(f"{url}/sample/{sid}")

@@ -1,5 +1,5 @@
 """Issue 12: rewriting a finished shard (a retried failure joining it, its other samples carried over) is
-all-or-nothing against kill -9: labeler/journal.py keeps the committed files until the rewrite commits."""
+all-or-nothing against kill -9: labeler/dataset/journal.py keeps the committed files until the rewrite commits."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from labeler import journal, open_dataset, shards
-from labeler.validate import validate_dataset
+from labeler import open_dataset
+from labeler.dataset import journal, shards
+from labeler.dataset.validate import validate_dataset
 from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
 # In a subprocess: label as the CLI does, but die by SIGKILL once shard 0's rewrite has replaced the files
 # of its first two arrays (the others still hold the committed shard).
 _KILL_MID_REWRITE = """
 import os, signal, sys
-from labeler import shards
+from labeler.dataset import shards
 real = shards.write_shard
 def dying(dataset, shard, layout, rows):
     if shard == 0 and (shards.journal_path(dataset) / "0").is_dir():
@@ -26,7 +27,7 @@ def dying(dataset, shard, layout, rows):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(dataset, shard, layout, rows)
 shards.write_shard = dying
-from labeler.cli import app
+from labeler.cli.main import app
 sys.argv = ["labeler", *sys.argv[1:]]
 app()
 """

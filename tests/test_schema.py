@@ -58,7 +58,9 @@ def test_package_reexports_every_record():
 
 def test_heads_records_stay_importable_from_their_old_homes():
     import data_schema as ds
-    from labeler import configs, demo, predict
+    from data_schema import commands as configs
+    from labeler import predict
+    from labeler.synthetic import demo
 
     assert configs.HeadsModelConfig is ds.HeadsModelConfig and configs.InstanceParams is ds.InstanceParams
     assert predict.PredictionSet is ds.PredictionSet and predict.ImagePrediction is ds.ImagePrediction

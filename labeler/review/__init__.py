@@ -1,9 +1,4 @@
-"""The review loop: decisions on doubtful labels (`decisions`) and the `labeler review` web app (`app`).
-
-`load_decisions(open_dataset(path))` gives the decisions in force; its `rejected_samples` and
-`rejected_objects` are what training and the exports leave out.
+"""The review loop above the labels: the `labeler review` web app, the doubt pass, the monocular model it
+compares against, dataset diffs and their report, the gallery and the review summary. Decisions themselves
+are dataset records (labeler/dataset/decisions.py).
 """
-
-from labeler.review.decisions import Decisions, decide, kept_sample_ids, labels_sha256, load_decisions
-
-__all__ = ["Decisions", "decide", "kept_sample_ids", "labels_sha256", "load_decisions"]

@@ -2,7 +2,7 @@
 
 Routes: `/` the listing (query: ListQuery), `/sample/{id}` a sample's page, `/layer/{id}/{name}.png` its
 layers, `/maps/{id}.bin` the pointer readout's depth and ids, `/thumb/{id}.png` the listing's thumbnails,
-`POST /api/decide` one decision (saved before the answer: labeler/review/decisions.py).
+`POST /api/decide` one decision (saved before the answer: labeler/dataset/decisions.py).
 
 Bound to 127.0.0.1 by default. Then only requests naming a loopback host are served (another page the
 browser has open cannot reach the app through a DNS name that points here), and a decision must come as
@@ -46,8 +46,8 @@ def default_user() -> str:
 
 def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1") -> FastAPI:
     """The app for one dataset; `host` is where it will listen (loopback: local requests only)."""
+    from labeler.dataset.decisions import decide
     from labeler.review import pages
-    from labeler.review.decisions import decide
     from labeler.review.layers import LAYERS, colour_layer, pointer_maps, render
 
     data = ReviewData(dataset)

@@ -17,9 +17,10 @@ import numpy as np
 from pydantic import Field
 
 from data_schema.record import Record
-from labeler import shards
+from labeler.dataset.decisions import Decisions, current_labels, decisions_from
+from labeler.dataset.index import shard_index_bytes
+from labeler.dataset.sidecars import read_reviews, reviews_bytes
 from labeler.doubt import SAMPLE_TERMS
-from labeler.review.decisions import Decisions, current_labels, decisions_from
 
 PAGE_SIZE = 100
 # Columns a listing can sort by (higher first, except sample_id).
@@ -87,10 +88,10 @@ class ReviewData:
     # ------------------------------------------------------------ cached state
 
     def refresh(self) -> None:
-        from labeler.dataset import open_dataset
+        from labeler.dataset.reader import open_dataset
         from labeler.doubt import with_doubt
 
-        size = shards.shard_index_bytes(self.path)
+        size = shard_index_bytes(self.path)
         if size != self._index_bytes:
             self.ds = open_dataset(self.path)
             width, height = self.ds.manifest.calibration.image_size
@@ -102,9 +103,9 @@ class ReviewData:
             self.by_id = {s: i for i, s in enumerate(self.samples.column("sample_id").to_pylist())}
             self._index_bytes, self._reviews_bytes = size, -1
             self._arrays.clear()
-        rsize = shards.reviews_bytes(self.path)
+        rsize = reviews_bytes(self.path)
         if rsize != self._reviews_bytes:
-            self.decisions: Decisions = decisions_from(shards.read_reviews(self.path), self.labels)
+            self.decisions: Decisions = decisions_from(read_reviews(self.path), self.labels)
             self._decision_col = self._decision_column()
             self._reviews_bytes = rsize
 

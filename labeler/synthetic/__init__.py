@@ -10,13 +10,12 @@ disparity that the backend conformance suites and the tests use (`labeler.testin
 World frame = the left camera frame (metres, x right, y down, z forward).
 """
 
+from labeler.rig.boards import board_corners, charuco_board
 from labeler.synthetic._boards import (
     Pose,
-    board_corners,
     board_scene,
     board_texture,
     board_visible,
-    charuco_board,
     random_board_pose,
     render_board_views,
 )

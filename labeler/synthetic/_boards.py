@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_schema.calibration import BoardSpec
+from labeler.rig.boards import board_corners, charuco_board
 from labeler.synthetic._rig import SyntheticRig, rotation
 from labeler.synthetic._scene import Scene, TexturedRect
 from labeler.synthetic._textures import noise_texture
 
 if TYPE_CHECKING:
-    import cv2
+    pass
 
 
 def board_texture(
@@ -41,23 +42,6 @@ def board_texture(
         img = cv_board.generateImage((board.cols * m + 2 * m, board.rows * m + 2 * m), marginSize=m)
         extent = (-sq, (board.cols + 1) * sq, -sq, (board.rows + 1) * sq)
     return np.repeat(img[..., None], 3, axis=2), extent
-
-
-def charuco_board(board: BoardSpec) -> cv2.aruco.CharucoBoard:
-    import cv2
-
-    if board.marker_m is None:
-        raise ValueError("a ChArUco board needs marker_m")
-    dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, board.dictionary or "DICT_5X5_100"))
-    return cv2.aruco.CharucoBoard((board.cols, board.rows), board.square_m, board.marker_m, dictionary)
-
-
-def board_corners(board: BoardSpec) -> np.ndarray:
-    """(N, 3) inner-corner object points in board coordinates."""
-    if board.kind == "chessboard":
-        j, i = np.mgrid[0 : board.rows, 0 : board.cols]
-        return np.stack([i.ravel(), j.ravel(), np.zeros(i.size)], -1) * board.square_m
-    return np.asarray(charuco_board(board).getChessboardCorners(), np.float64)
 
 
 Pose = tuple[np.ndarray, np.ndarray]

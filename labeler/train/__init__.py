@@ -13,30 +13,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from data_schema.commands import FinetuneConfig, TrainHeadsConfig
     from data_schema.stereo_train import TrainStereoConfig
-    from labeler.configs import FinetuneConfig, TrainHeadsConfig
-    from labeler.train.api import FinetuneResult, TrainResult
-    from labeler.train.stereo_api import StereoTrainResult
+    from labeler.train.heads.api import FinetuneResult, TrainResult
+    from labeler.train.stereo.api import StereoTrainResult
 
 __all__ = ["finetune", "train_heads", "train_stereo"]
 
 
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
-    """Train heads on a frozen DINOv2; see `labeler.train.api.train_heads`."""
-    from labeler.train.api import train_heads as run
+    """Train heads on a frozen DINOv2; see `labeler.train.heads.api.train_heads`."""
+    from labeler.train.heads.api import train_heads as run
 
     return run(cfg, stop_after_epoch=stop_after_epoch)
 
 
 def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
-    """Continue a train-heads run with its last ViT blocks trainable; see `labeler.train.api.finetune`."""
-    from labeler.train.api import finetune as run
+    """Continue a train-heads run with its last ViT blocks trainable; see `labeler.train.heads.api.finetune`."""
+    from labeler.train.heads.api import finetune as run
 
     return run(cfg, stop_after_epoch=stop_after_epoch)
 
 
 def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None) -> StereoTrainResult:
-    """Fine-tune FoundationStereo on a rig's dataset; see `labeler.train.stereo_api.train_stereo`."""
-    from labeler.train.stereo_api import train_stereo as run
+    """Fine-tune FoundationStereo on a rig's dataset; see `labeler.train.stereo.api.train_stereo`."""
+    from labeler.train.stereo.api import train_stereo as run
 
     return run(cfg, stop_after_epoch=stop_after_epoch)

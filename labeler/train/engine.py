@@ -23,11 +23,9 @@ nothing itself but builds the config.json record and an `EngineSpec`, and calls 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,20 +38,10 @@ import torch
 from data_schema.record import Record
 from labeler.errors import LabelerError
 from labeler.io import atomic_path, write_text_atomic
+from labeler.train.dist import Dist, _env_dist, _free_port
 
 log = logging.getLogger(__name__)
 RESUME_MAY_DIFFER = ("resume", "workers", "gpus")
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass(frozen=True)
@@ -360,8 +348,8 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
         dist: rank/world/device (default: one process on CPU).
         stop_after_epoch: return after this epoch's checkpoint (simulates an interruption in tests).
     """
-    from labeler.train.data import EpochSampler
     from labeler.train.report import write_previews
+    from labeler.train.sampling import EpochSampler
 
     dist = dist or Dist()
     task = spec.task
@@ -520,33 +508,6 @@ def _batch_len(batch: dict[str, torch.Tensor]) -> int:
 # ------------------------------------------------------------------ processes
 
 
-_LAUNCH_NUMBERS = itertools.count(1)  # torchrun launches in this process
-
-
-def _fresh_group_names() -> None:
-    """A job may launch several runs under one torchrun (adapt-backbone: warm-up, adaptation, probes); each
-    makes and destroys the default process group, and torch names a re-made one "0" again, so it would meet
-    the previous group's keys in torchrun's store (stale peer addresses: "Connection refused"). A distinct
-    name per launch (every rank launches in the same order) keeps them apart; torch has no public way to
-    name the default group."""
-    from torch.distributed import distributed_c10d
-
-    distributed_c10d._world.group_count = 1000 * next(_LAUNCH_NUMBERS)
-
-
-def _env_dist() -> Dist | None:
-    """torchrun (possibly multi-node): RANK / WORLD_SIZE / LOCAL_RANK in the environment."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    cuda = torch.cuda.is_available()
-    _fresh_group_names()
-    torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local)
-    return Dist(rank, world, torch.device(f"cuda:{local}") if cuda else torch.device("cpu"))
-
-
 def _spawned(rank: int, spec: EngineSpec, gpus: tuple[int, ...], port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # spawn starts unconfigured
     torch.cuda.set_device(gpus[rank])
@@ -557,18 +518,6 @@ def _spawned(rank: int, spec: EngineSpec, gpus: tuple[int, ...], port: int) -> N
         fit(spec, Dist(rank, len(gpus), torch.device(f"cuda:{gpus[rank]}")))
     finally:
         torch.distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def launch(spec: EngineSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None = None) -> list[Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labeler.demo import demo_scene
 from labeler.segment.classical import ClassicalMaskBackend
 from labeler.stereo.sgbm import SgbmBackend
 from labeler.synthetic import RectifiedPair, SyntheticRig, blurred_noise_texture, render_pair
+from labeler.synthetic.demo import demo_scene
 from labeler.testing.conformance import best_iou
 from labeler.testing.scenes import Layer, disc, layered_pair
 
@@ -61,7 +61,7 @@ def test_colour_alone_cannot_separate_them(scene: RectifiedPair) -> None:
 
 @pytest.fixture(scope="module")
 def room() -> RectifiedPair:
-    """A demo-rig scene the demo dataset does not hold (labeler.demo.demo_scene, seed 5) through an ideal
+    """A demo-rig scene the demo dataset does not hold (labeler.synthetic.demo.demo_scene, seed 5) through an ideal
     rectified rig: a textured wall and floor, boards at 1.15, 1.44 and 2.08 m, the first two of one
     colour; 240 x 320."""
     scene, _ = demo_scene(np.random.default_rng(5))

@@ -311,10 +311,10 @@ def test_labeler_run_with_sam2(tmp_path, tiny_sam2):
     masks back exactly from the COCO export."""
     from pycocotools.coco import COCO
 
+    from data_schema.commands import PseudoLabelConfig
     from labeler import open_dataset
-    from labeler.configs import PseudoLabelConfig
-    from labeler.export import export_coco
-    from labeler.validate import validate_dataset
+    from labeler.dataset.validate import validate_dataset
+    from labeler.export.coco import export_coco
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -351,8 +351,8 @@ def test_labeler_run_with_sam2(tmp_path, tiny_sam2):
 def test_cli_flags_reach_the_manifest(tmp_path, tiny_sam2):
     from typer.testing import CliRunner
 
-    from labeler.cli import app
-    from labeler.shards import load_manifest
+    from labeler.cli.main import app
+    from labeler.dataset.manifest import load_manifest
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
     write_plane_pairs(tmp_path / "rect", 1)

@@ -133,9 +133,9 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from labeler import open_dataset
-    from labeler.cli import app
-    from labeler.diff import diff_datasets
-    from labeler.export import export_coco
+    from labeler.cli.main import app
+    from labeler.export.coco import export_coco
+    from labeler.review.diff import diff_datasets
 
     monkeypatch.setattr(sam3_backend, "_Loaded", _FixedNamedMasks)
     raw = write_plane_pairs(tmp_path / "raw", 2, 128, 96, seed=4, suffix_layout=True)
@@ -153,7 +153,7 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    from labeler.validate import validate_dataset
+    from labeler.dataset.validate import validate_dataset
 
     assert validate_dataset(out) == []
     ds = open_dataset(out)
@@ -186,7 +186,7 @@ def test_class_names_through_labeler_run(tmp_path, monkeypatch):
 
 def test_class_agnostic_datasets_keep_one_category(tmp_path):
     """No classes: the manifest says None and COCO keeps the single "object" category."""
-    from labeler.export import CATEGORY, categories
+    from labeler.export.coco import CATEGORY, categories
     from labeler.previews import object_names
 
     assert object_names([2, 1, 3], [None, None, None]) == {1: "1", 2: "2", 3: "3"}

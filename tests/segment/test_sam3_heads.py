@@ -37,7 +37,7 @@ class _HalvesNamed:
 
 @pytest.fixture(scope="module")
 def named_dataset(tmp_path_factory) -> Path:
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -64,7 +64,7 @@ def named_dataset(tmp_path_factory) -> Path:
 
 
 def test_instance_classes_by_mean_probability():
-    from labeler.predict import instance_classes
+    from labeler.train.heads.predictor import instance_classes
 
     ids = np.array([[1, 1, 2, 2], [1, 1, 2, 0]], np.uint16)
     prob = np.zeros((3, 2, 4), np.float32)
@@ -81,12 +81,13 @@ def test_heads_learn_the_class_map_and_predict_names_objects(named_dataset, tmp_
     import cv2
     import torch
 
-    from labeler.configs import PredictConfig
-    from labeler.dataset import open_dataset
+    from data_schema.commands import PredictConfig
+    from labeler.dataset.reader import open_dataset
     from labeler.io import write_png
-    from labeler.predict import HeadsPredictor, predict_images, summary_line
+    from labeler.predict import predict_images, summary_line
     from labeler.train import train_heads
-    from labeler.train.data import normalise, resized_shape
+    from labeler.train.heads.data import normalise, resized_shape
+    from labeler.train.heads.predictor import HeadsPredictor
     from tests.train.conftest import tiny_train_config, torch_threads
 
     run = tmp_path / "run"
@@ -117,9 +118,9 @@ def test_heads_learn_the_class_map_and_predict_names_objects(named_dataset, tmp_
 def test_one_class_list_per_model(named_dataset, tmp_path):
     """A config naming other classes than its dataset's is refused in one line, as is training a
     class-naming model on a class-agnostic dataset's labels."""
-    from labeler.configs import HeadsModelConfig
+    from data_schema.commands import HeadsModelConfig
     from labeler.train import train_heads
-    from labeler.train.data import HeadsDataset
+    from labeler.train.heads.data import HeadsDataset
     from tests.train.conftest import TINY_INPUT, make_tiny_dataset, tiny_train_config
 
     model = HeadsModelConfig(backbone="tiny", input_size=TINY_INPUT, classes=("pallet",))

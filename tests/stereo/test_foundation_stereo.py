@@ -207,7 +207,7 @@ def test_labeler_run_with_foundation_stereo(vits_weights: Path, tmp_path: Path) 
     from typer.testing import CliRunner
 
     from labeler import open_dataset
-    from labeler.cli import app
+    from labeler.cli.main import app
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
     raw = write_plane_pairs(tmp_path / "raw", 2, 128, 96, suffix_layout=True)

@@ -21,7 +21,7 @@ TINY_EPOCHS = 10
 def make_tiny_dataset(base: Path) -> Path:
     """8 textured-plane pairs (128x96, a box in front of a wall) through `labeler pseudo-label` (sgbm,
     classical masks, sync scheduler)."""
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml, write_plane_pairs
 
@@ -39,7 +39,7 @@ def make_tiny_dataset(base: Path) -> Path:
 
 
 def tiny_train_config(dataset: Path, out: Path, **overrides):
-    from labeler.configs import HeadsModelConfig, TrainHeadsConfig
+    from data_schema.commands import HeadsModelConfig, TrainHeadsConfig
 
     fields = {
         "dataset": dataset,
@@ -129,7 +129,7 @@ def make_vits_release(base: Path) -> Path:
 def make_stereo_dataset(base: Path, n: int = 3, name: str = "stereo-tiny") -> tuple[Path, Path]:
     """(dataset, truth folder): n box pairs 128x96 (box at 16 px in front of a wall at 6 px) labelled by
     sgbm + classical masks, and their exact disparities as truth/<sample_id>.npy."""
-    from labeler.configs import PseudoLabelConfig
+    from data_schema.commands import PseudoLabelConfig
     from labeler.io import write_png
     from labeler.testing.scenes import box_pair
     from pipelines.pseudo_label import run_pseudo_label
@@ -200,7 +200,7 @@ def stereo_run(tmp_path_factory, stereo_dataset, vits_release) -> tuple[Path, st
     tests that read its folder."""
     from typer.testing import CliRunner
 
-    from labeler.cli import app
+    from labeler.cli.main import app
 
     run = tmp_path_factory.getbasetemp() / "stereo-tiny-run"
     ds, truth = stereo_dataset

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from labeler.cli import app
+from labeler.cli.main import app
 
 TINY = {
     "backbone": "tiny",
@@ -53,7 +53,7 @@ def _cfg(dataset: Path, out: Path, **overrides):
 def tiny_adapt(tiny_dataset, tmp_path_factory):
     """One uninterrupted run: 1 warm-up epoch + 3 adaptation epochs on 6 images (2 held out); the last 2
     blocks train, LoRA on the first 2."""
-    from labeler.train.dino_api import adapt_backbone
+    from labeler.train.dino.api import adapt_backbone
     from tests.train.conftest import torch_threads
 
     out = tmp_path_factory.getbasetemp() / "adapt-tiny"
@@ -65,7 +65,7 @@ def tiny_adapt(tiny_dataset, tmp_path_factory):
 
 
 def test_sinkhorn_knopp_balances_prototypes_and_normalises_samples():
-    from labeler.train.dino_losses import sinkhorn_knopp
+    from labeler.train.dino.losses import sinkhorn_knopp
 
     scores = torch.randn(48, 12, generator=torch.Generator().manual_seed(0))
     q = sinkhorn_knopp(scores, 1.0, iterations=3)
@@ -80,7 +80,7 @@ def test_sinkhorn_knopp_balances_prototypes_and_normalises_samples():
 
 
 def test_dino_loss_pairs_each_crop_with_the_other_views_only():
-    from labeler.train.dino_losses import dino_loss
+    from labeler.train.dino.losses import dino_loss
 
     k, b = 8, 4
     one_hot = torch.eye(k)
@@ -101,7 +101,7 @@ def test_dino_loss_pairs_each_crop_with_the_other_views_only():
 
 
 def test_ibot_loss_is_a_mean_per_crop_over_its_masked_patches():
-    from labeler.train.dino_losses import cross_entropy, ibot_loss
+    from labeler.train.dino.losses import cross_entropy, ibot_loss
 
     g = torch.Generator().manual_seed(1)
     masks = torch.zeros(3, 6, dtype=torch.bool)
@@ -117,7 +117,7 @@ def test_ibot_loss_is_a_mean_per_crop_over_its_masked_patches():
 
 
 def test_koleo_rewards_spread_features():
-    from labeler.train.dino_losses import koleo_loss
+    from labeler.train.dino.losses import koleo_loss
 
     square = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     assert float(koleo_loss(square)) == pytest.approx(-math.log(math.sqrt(2)), abs=1e-6)
@@ -127,7 +127,7 @@ def test_koleo_rewards_spread_features():
 
 
 def test_block_masks_and_views_are_reproducible():
-    from labeler.train.dino_data import CropSettings, block_mask, views
+    from labeler.train.dino.data import CropSettings, block_mask, views
 
     mask = block_mask(np.random.default_rng(0), 16, 80)
     assert 40 <= int(mask.sum()) <= 80  # rectangles stop short of overshooting the count
@@ -147,8 +147,8 @@ def test_block_masks_and_views_are_reproducible():
 
 def test_lora_merged_weights_give_the_lora_models_outputs():
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.dino_model import add_lora, effective_state, encode
-    from labeler.train.heads import TINY_SPEC
+    from labeler.train.dino.model import add_lora, effective_state, encode
+    from labeler.train.heads.model import TINY_SPEC
 
     torch.manual_seed(0)
     vit = DinoViT(TINY_SPEC)
@@ -179,9 +179,9 @@ def test_lora_merged_weights_give_the_lora_models_outputs():
 
 def test_param_groups_cover_every_trainable_parameter_once(tmp_path):
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.dino_model import Schedules
-    from labeler.train.dino_task import DinoTask
-    from labeler.train.heads import TINY_SPEC
+    from labeler.train.dino.model import Schedules
+    from labeler.train.dino.task import DinoTask
+    from labeler.train.heads.model import TINY_SPEC
 
     parent = tmp_path / "parent.pth"
     torch.save(DinoViT(TINY_SPEC).state_dict(), parent)
@@ -224,7 +224,7 @@ def test_loss_falls_and_the_run_records_its_parent(tiny_adapt, tiny_dataset):
 
 def test_output_loads_strictly_through_the_train_heads_loader(tiny_adapt):
     from data_schema.heads import HeadsModelConfig
-    from labeler.train.heads import build_model
+    from labeler.train.heads.model import build_model
     from labeler.train.weights import load_backbone_weights
 
     out = tiny_adapt.run_dir
@@ -242,7 +242,7 @@ def test_output_loads_strictly_through_the_train_heads_loader(tiny_adapt):
 
 
 def test_resume_equals_the_uninterrupted_run(tiny_adapt, tiny_dataset, tmp_path):
-    from labeler.train.dino_api import adapt_backbone
+    from labeler.train.dino.api import adapt_backbone
 
     cfg = _cfg(tiny_dataset, tmp_path / "r")
     part = adapt_backbone(cfg, stop_after_epoch=2)  # the warm-up and one adaptation epoch
@@ -259,9 +259,8 @@ def test_rejected_samples_are_left_out_unless_asked(tiny_dataset, tmp_path):
     import shutil
 
     from labeler import open_dataset
-    from labeler.review import decide
-    from labeler.review.decisions import current_labels
-    from labeler.train.dino_api import adapt_backbone
+    from labeler.dataset.decisions import current_labels, decide
+    from labeler.train.dino.api import adapt_backbone
 
     ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
     labels = current_labels(open_dataset(ds))
@@ -284,7 +283,7 @@ def _errors(args: list[str]) -> tuple[int, list[str]]:
 
 def test_bad_weights_are_one_line_naming_the_flag(tiny_dataset, tmp_path):
     from labeler.models.dinov2_dpt import DinoViT
-    from labeler.train.heads import TINY_SPEC
+    from labeler.train.heads.model import TINY_SPEC
 
     base = [str(tiny_dataset), "--out", str(tmp_path / "r")]
     code, lines = _errors([*base, "--backbone", "vits"])

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from labeler.cli import app
+from labeler.cli.main import app
 
 
 def test_help():
@@ -111,8 +111,7 @@ ONE_EPOCH = ["--epochs", "1", "--workers", "0", "--heldout-frac", "0.25", "--pre
 
 def _reject(dataset, *sample_ids: str) -> None:
     from labeler import open_dataset
-    from labeler.review import decide
-    from labeler.review.decisions import current_labels
+    from labeler.dataset.decisions import current_labels, decide
 
     labels = current_labels(open_dataset(dataset))
     for sid in sample_ids:
@@ -128,7 +127,7 @@ def test_train_heads_leaves_rejected_samples_out_unless_asked(tiny_dataset, tmp_
     import shutil
 
     from labeler import open_dataset
-    from labeler.train.data import split_ids
+    from labeler.train.sampling import split_ids
 
     ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
     train, held = split_ids(open_dataset(ds).sample_ids, 0.25, seed=0)
@@ -210,7 +209,7 @@ def test_resume_after_new_rejections_is_refused_in_one_line(tiny_dataset, tmp_pa
     import shutil
 
     from labeler import open_dataset
-    from labeler.train.data import split_ids
+    from labeler.train.sampling import split_ids
 
     ds = shutil.copytree(tiny_dataset, tmp_path / "ds")
     args = ["train-heads", str(ds), "--out", str(tmp_path / "r"), *HEADS_FLAGS, *ONE_EPOCH]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from labeler.configs import InstanceParams
-from labeler.train.instances import instances_from_maps, object_table
-from labeler.train.losses import l1_loss, seg_loss, silog_loss
-from labeler.train.metrics import HeldoutMetrics, average_precision, depth_errors, iou_matrix
+from data_schema.commands import InstanceParams
+from labeler.train.heads.instances import instances_from_maps, object_table
+from labeler.train.heads.losses import l1_loss, seg_loss, silog_loss
+from labeler.train.heads.metrics import HeldoutMetrics, average_precision, depth_errors, iou_matrix
 
 
 def test_silog_is_scale_invariant_and_masks_invalid():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labeler.train.stereo_data import AugmentSettings, StereoAugment, StereoDataset
-from labeler.train.stereo_losses import photometric_error
+from labeler.train.stereo.data import AugmentSettings, StereoAugment, StereoDataset
+from labeler.train.stereo.losses import photometric_error
 
 
 def _photometric(item: dict[str, torch.Tensor], shift: float = 0.0) -> float:
@@ -47,7 +47,7 @@ def test_items_keep_the_pair_and_its_disparity_together(stereo_dataset):
 
 def test_heldout_items_are_whole_images_at_the_eval_scale(stereo_dataset):
     from labeler import open_dataset
-    from labeler.train.stereo_truth import truth_source
+    from labeler.train.stereo.truth import truth_source
 
     ds_path, truth_dir = stereo_dataset
     reader = open_dataset(ds_path)
@@ -63,7 +63,7 @@ def test_heldout_items_are_whole_images_at_the_eval_scale(stereo_dataset):
 def test_bad_truth_is_one_line(stereo_dataset, tmp_path):
     from labeler import open_dataset
     from labeler.errors import LabelerError
-    from labeler.train.stereo_truth import truth_source
+    from labeler.train.stereo.truth import truth_source
 
     calib = open_dataset(stereo_dataset[0]).manifest.calibration
     with pytest.raises(LabelerError, match=r"--truth .*: neither a `labeler demo` folder"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from labeler.testing.scenes import square_scene
-from labeler.train.stereo_data import forward_warp
-from labeler.train.stereo_losses import (
+from labeler.train.stereo.data import forward_warp
+from labeler.train.stereo.losses import (
     occluded,
     photometric_error,
     sequence_loss,

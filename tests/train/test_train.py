@@ -88,7 +88,7 @@ def test_resume_refuses_other_settings(tiny_run):
 
 def test_finetune_unfreezes_and_compares(tiny_run, tmp_path):
     from data_schema import FinetuneComparison
-    from labeler.configs import FinetuneConfig
+    from data_schema.commands import FinetuneConfig
     from labeler.train import finetune
 
     res = finetune(FinetuneConfig(run=tiny_run, unfreeze_last=2, lr=1e-4, epochs=2, out=tmp_path / "ft"))
@@ -120,9 +120,9 @@ def test_finetune_unfreezes_and_compares(tiny_run, tmp_path):
 
 
 def test_layerwise_learning_rates():
-    from labeler.configs import HeadsModelConfig
-    from labeler.train.api import llrd_groups
-    from labeler.train.heads import build_model
+    from data_schema.commands import HeadsModelConfig
+    from labeler.train.heads.api import llrd_groups
+    from labeler.train.heads.model import build_model
 
     model = build_model(HeadsModelConfig(backbone="tiny", input_size=28))
     model.unfreeze_last_blocks(3)
@@ -136,7 +136,7 @@ def test_layerwise_learning_rates():
 def test_augmentation_keeps_image_depth_and_masks_together(tiny_dataset):
     """Flipped and cropped items: the box object's pixels still carry the box's depth, not the wall's."""
     from labeler import open_dataset
-    from labeler.train.data import HeadsDataset
+    from labeler.train.heads.data import HeadsDataset
 
     reader = open_dataset(tiny_dataset)
     ds = HeadsDataset(tiny_dataset, reader.sample_ids, input_size=56, train=True, augment=True, seed=3)
@@ -149,7 +149,7 @@ def test_augmentation_keeps_image_depth_and_masks_together(tiny_dataset):
             sel = (item["ids"] == obj.id) & (item["weight"] > 0)
             if sel.sum() > 20:
                 assert float(item["depth"][sel].median()) == pytest.approx(obj.depth_m_median, rel=0.1)
-            from labeler.train.data import Augment
+            from labeler.train.heads.data import Augment
 
             flips += Augment.draw(np.random.default_rng([3, epoch, i])).flip
     assert 0 < flips < 3 * len(ds)
@@ -158,7 +158,8 @@ def test_augmentation_keeps_image_depth_and_masks_together(tiny_dataset):
 
 
 def test_split_and_sampler():
-    from labeler.train.data import EpochSampler, resized_shape, split_ids
+    from labeler.train.heads.data import resized_shape
+    from labeler.train.sampling import EpochSampler, split_ids
 
     ids = [f"s{i:03d}" for i in range(20)]
     train, held = split_ids(ids, 0.2, seed=0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from labeler.cli import app
+from labeler.cli.main import app
 from tests.train.conftest import make_tiny_dataset
 
 
@@ -62,7 +62,7 @@ def _errors(output: str) -> list[str]:
 @pytest.fixture(scope="session")
 def sam2_run(tmp_path_factory, sam2_dataset, tiny_sam2):
     """One 6-epoch run (6 training images, 2 held out) shared by the tests that read its folder."""
-    from labeler.train.sam2_api import train_sam2
+    from labeler.train.sam2.api import train_sam2
 
     out = tmp_path_factory.getbasetemp() / "sam2-tiny-run"
     return train_sam2(_cfg(sam2_dataset, out, tiny_sam2, epochs=6))
@@ -142,7 +142,7 @@ def test_checkpoint_loads_strictly_through_build_sam2_and_the_backend(sam2_run, 
 
 
 def test_resume_equals_an_uninterrupted_run(sam2_dataset, tiny_sam2, tmp_path):
-    from labeler.train.sam2_api import train_sam2
+    from labeler.train.sam2.api import train_sam2
 
     straight = train_sam2(_cfg(sam2_dataset, tmp_path / "a", tiny_sam2))
     train_sam2(_cfg(sam2_dataset, tmp_path / "b", tiny_sam2), stop_after_epoch=1)
@@ -155,7 +155,7 @@ def test_resume_equals_an_uninterrupted_run(sam2_dataset, tiny_sam2, tmp_path):
 
 
 def test_train_encoder_uses_layer_wise_rates(sam2_dataset, tiny_sam2, tmp_path):
-    from labeler.train.sam2_task import Sam2Task
+    from labeler.train.sam2.task import Sam2Task
 
     cfg = _cfg(sam2_dataset, tmp_path / "e", tiny_sam2, train_encoder=True, encoder_lr_factor=0.5)
     task = Sam2Task(cfg=cfg, config_path=tiny_sam2[0], targets={}, image_size=256)
@@ -175,7 +175,7 @@ def test_train_encoder_uses_layer_wise_rates(sam2_dataset, tiny_sam2, tmp_path):
 def test_cached_embeddings_equal_a_fresh_encoder_pass(tiny_sam2, tmp_path):
     """The frozen encoder's cached output is what it computes again; a trained encoder is never cached."""
     from labeler.segment.sam2_model import load_sam2
-    from labeler.train.sam2_net import PromptedSam2, PromptSettings
+    from labeler.train.sam2.net import PromptedSam2, PromptSettings
 
     sam = load_sam2(str(tiny_sam2[0]), tiny_sam2[1])
     cached = PromptedSam2(sam, PromptSettings(), train_encoder=False, cache=True).eval()
@@ -199,9 +199,8 @@ def test_rejected_and_weak_objects_are_never_targets(sam2_dataset, tmp_path):
     import shutil
 
     from labeler import open_dataset
-    from labeler.review import decide
-    from labeler.review.decisions import current_labels
-    from labeler.train.sam2_data import Sam2Dataset, target_objects
+    from labeler.dataset.decisions import current_labels, decide
+    from labeler.train.sam2.data import Sam2Dataset, target_objects
 
     ds_path = tmp_path / "ds"
     shutil.copytree(sam2_dataset, ds_path)

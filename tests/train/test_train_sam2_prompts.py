@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from labeler.train.sam2_losses import (
+from labeler.train.sam2.losses import (
     LossWeights,
     StepOutput,
     actual_iou,
@@ -14,7 +14,7 @@ from labeler.train.sam2_losses import (
     focal_per_mask,
     multistep_loss,
 )
-from labeler.train.sam2_prompts import (
+from labeler.train.sam2.prompts import (
     PromptPlan,
     add_clicks,
     centre_click,
@@ -154,7 +154,7 @@ def test_multimask_loss_counts_the_best_candidate_and_sums_the_steps():
 
 
 def test_matching_is_one_to_one_at_half_iou():
-    from labeler.train.sam2_eval import mask_iou, matched
+    from labeler.train.sam2.eval import mask_iou, matched
 
     a = _rect()[:, 0]
     b = _rect(y0=40, y1=60, x0=0, x1=20)[:, 0]

@@ -14,7 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from labeler.cli import app
+from labeler.cli.main import app
 from tests.train.conftest import SHARED_FS, TINY_STEREO_FLAGS
 
 
@@ -26,8 +26,8 @@ def test_sequence_pass_matches_inference_and_trains_every_parameter(vits_release
     """The last training iteration is exactly `estimate`'s disparity; after one loss every parameter that
     trains has a gradient (DDP needs that), the DAv2 branch none."""
     from labeler.models.foundation_stereo.loader import load_foundation_stereo
-    from labeler.train.stereo_losses import sequence_loss
-    from labeler.train.stereo_task import train_with_frozen_batch_norm, trainable_modules
+    from labeler.train.stereo.losses import sequence_loss
+    from labeler.train.stereo.task import train_with_frozen_batch_norm, trainable_modules
 
     model = load_foundation_stereo(vits_release, max_disp=32)
     g = torch.Generator().manual_seed(0)
@@ -51,7 +51,7 @@ def test_sequence_pass_matches_inference_and_trains_every_parameter(vits_release
 def test_release_writer_keeps_the_release_layout(vits_release, tmp_path):
     """Keys, shapes and dtypes of the shared key list; the file and its cfg.yaml load strictly."""
     from labeler.models.foundation_stereo.loader import load_foundation_stereo
-    from labeler.train.stereo_task import write_release
+    from labeler.train.stereo.task import write_release
 
     model = load_foundation_stereo(vits_release)
     with torch.no_grad():
@@ -272,10 +272,9 @@ def test_rejected_pairs_are_neither_trained_nor_scored_unless_asked(
 
     import labeler.train.engine as engine
     from labeler import open_dataset
-    from labeler.review import decide
-    from labeler.review.decisions import current_labels
-    from labeler.train.data import split_ids
-    from labeler.train.stereo_api import train_stereo
+    from labeler.dataset.decisions import current_labels, decide
+    from labeler.train.sampling import split_ids
+    from labeler.train.stereo.api import train_stereo
     from tests.train.conftest import tiny_stereo_config
 
     ds = shutil.copytree(stereo_dataset[0], tmp_path / "ds")
@@ -309,7 +308,7 @@ EPE_DROP = 0.5  # held-out EPE against truth after <= this x before (measured: s
 def test_fine_tuning_lowers_heldout_epe_against_truth(vits_release, tmp_path_factory):
     """From the random-like release, 8 epochs on 5 box pairs: the held-out pair's EPE against its exact
     disparity falls by half or more."""
-    from labeler.train.stereo_api import train_stereo
+    from labeler.train.stereo.api import train_stereo
     from tests.train.conftest import make_stereo_dataset, tiny_stereo_config
 
     base = tmp_path_factory.getbasetemp()
@@ -370,7 +369,7 @@ def test_the_fine_tuned_checkpoint_labels_a_dataset(stereo_run, stereo_dataset, 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(stereo_dataset, vits_release, tmp_path):
     """Two epochs, or one then --resume: the same weights, optimiser state, history and best checkpoint."""
-    from labeler.train.stereo_api import train_stereo
+    from labeler.train.stereo.api import train_stereo
     from tests.train.conftest import tiny_stereo_config
 
     ds, truth = stereo_dataset

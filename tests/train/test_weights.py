@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from labeler.configs import HeadsModelConfig
+from data_schema.commands import HeadsModelConfig
 from labeler.errors import WeightsError
-from labeler.train.heads import build_model
+from labeler.train.heads.model import build_model
 from labeler.train.weights import load_backbone_weights
 
 TINY = HeadsModelConfig(backbone="tiny", input_size=28)

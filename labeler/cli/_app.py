@@ -1,0 +1,93 @@
+"""The `labeler` app every command module registers on, and what the commands share: `run` (config ->
+call, one line per error), GPU-flag parsing and the options several commands declare.
+
+Command modules import this one; only labeler/cli/main.py imports the command modules. Nothing heavy is
+imported here: torch, sam2, dask and zarr load inside the commands that use them, so `labeler --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from data_schema.commands import Layout
+from labeler.cli.backends import FlagError
+from labeler.errors import LabelerError, disk_error
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Arducam stereo captures -> pseudo-label datasets (metric depth + instance masks).",
+)
+export_app = typer.Typer(no_args_is_help=True, help="Export calibrations and datasets to other formats.")
+app.add_typer(export_app, name="export")
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
+    """Build the config (a bad field or flag exits 2, one line each), then call (a LabelerError exits 1)."""
+    try:
+        cfg = build()
+    except ValidationError as err:
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "config"
+            typer.echo(f"error: --{field.replace('_', '-')}: {e['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except FlagError as err:
+        for line in err.lines:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        return call(cfg)
+    except LabelerError as err:
+        _fail(str(err), 1)
+    except OSError as err:
+        # a disk that fills up or turns read-only mid-command: one line (what was finished is kept)
+        disk = disk_error(err, getattr(cfg, "out", None) or "a file")
+        if disk is None:
+            raise
+        _fail(str(disk), 1)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="debug logging, Dask's own logs (scheduler, workers) and the Dask dashboard, its address "
+            "printed once; without it a run serves the dashboard only from 100 samples on (needs bokeh)",
+        ),
+    ] = False,
+) -> None:
+    # Dask's loggers are quiet unless this is DEBUG: pipelines/cluster.py reads it.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+LayoutOpt = Annotated[Layout, typer.Option(help="capture layout (auto: detected from the files)")]
+StrideOpt = Annotated[int, typer.Option(help="video input: use every Nth frame")]
+
+
+def _gpus(gpu: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(g) for g in gpu.split(",")) if gpu else ()
+    except ValueError:
+        _fail(f"--gpu {gpu}: expected CUDA ids such as 0 or 0,1", 2)

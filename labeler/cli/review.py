@@ -1,0 +1,129 @@
+"""The review loop's commands: `labeler doubt`, `labeler review`, `labeler diff`, `labeler export rerun`,
+`labeler export hf`. Registered on the app of labeler/cli/_app.py; like the rest of
+the command line, nothing heavy is imported until a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labeler.cli._app import app, export_app, run
+
+IncludeRejected = Annotated[
+    bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
+]
+
+
+@app.command()
+def doubt(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    stereo_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="FoundationStereo release checkpoint: its Depth Anything V2 branch is the mono model"
+        ),
+    ] = None,
+    heads: Annotated[
+        Path | None, typer.Option(help="or a train-heads / finetune run with a depth head")
+    ] = None,
+    gpu: Annotated[int | None, typer.Option(help="CUDA id for the monocular model")] = None,
+) -> None:
+    """Add the doubt signals a pass over the dataset gives: stereo-monocular disagreement (with a model),
+    frame-to-frame instability of video captures, mask-shape signals missing from older tables."""
+    from labeler.review.doubt_pass import run_doubt
+    from labeler.review.gallery import write_gallery
+    from labeler.review.mono import mono_model
+
+    device = f"cuda:{gpu}" if gpu is not None else "cpu"
+
+    def call(path: Path):
+        rec = run_doubt(path, model=mono_model(stereo_weights=stereo_weights, heads=heads, device=device))
+        if (path / "index.html").is_file():
+            write_gallery(path)  # the gallery's order follows the score
+        return rec
+
+    rec = run(lambda: dataset, call)
+    typer.echo(
+        f"{dataset}: {rec.n_mono} samples with mono_disagreement"
+        + (f" ({rec.model})" if rec.model else " (no model: pass --stereo-weights or --heads)")
+        + f", {rec.n_temporal} video frames with temporal_instability; {rec.n_shards_rewritten} shards' "
+        f"tables rewritten in {rec.seconds:.1f} s; dataset {rec.dataset_version[:12]} (unchanged)"
+    )
+
+
+@app.command()
+def review(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    host: Annotated[
+        str, typer.Option(help="address to listen on; anything but 127.0.0.1 serves other machines too")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8765,
+    user: Annotated[
+        str | None, typer.Option(help="name recorded with each decision (default: login)")
+    ] = None,
+) -> None:
+    """Review a dataset in the browser: samples by doubt, layers, keyboard decisions saved at once."""
+    from labeler.dataset.manifest import load_manifest
+    from labeler.review.app import LOOPBACK, default_user, serve
+
+    run(lambda: dataset, load_manifest)  # one line for a folder that is not a dataset
+    if host not in LOOPBACK:
+        typer.echo(
+            f"warning: listening on {host}: anyone who can reach this machine can read {dataset} and record "
+            "decisions in it (no login); use the default 127.0.0.1 unless you mean it",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(
+        f"labeler review: http://{shown}:{port}/ ({dataset}, user {user or default_user()}); Ctrl-C stops"
+    )
+    serve(dataset, host=host, port=port, user=user)
+
+
+@export_app.command("rerun")
+def export_rerun_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help=".rrd file to write (open it with `rerun FILE`)")],
+    include_rejected: IncludeRejected = False,
+) -> None:
+    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera."""
+    from labeler.export.rerun import export_rerun
+
+    path = run(lambda: dataset, lambda d: export_rerun(d, out, include_rejected=include_rejected))
+    typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
+
+
+@export_app.command("hf")
+def export_hf_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the Hugging Face dataset (datasets.load_from_disk)")],
+    include_rejected: IncludeRejected = False,
+) -> None:
+    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects."""
+    from labeler.export.hf import export_hf
+
+    path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
+    typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
+
+
+@app.command()
+def diff(
+    dataset_a: Annotated[Path, typer.Argument(metavar="A", help="dataset folder (before)")],
+    dataset_b: Annotated[Path, typer.Argument(metavar="B", help="dataset folder (after)")],
+    out: Annotated[Path, typer.Option(help="report folder: index.html, diff.json, changes/*.png")],
+    run_a: Annotated[Path | None, typer.Option(help="a train-heads run on A: held-out metrics shift")] = None,
+    run_b: Annotated[Path | None, typer.Option(help="the same kind of run on B")] = None,
+    pictures: Annotated[int, typer.Option(help="largest changes drawn side by side")] = 20,
+) -> None:
+    """What changed between two datasets: samples added / removed / changed, depth and mask changes,
+    doubt signal shifts (and held-out metrics of runs on each)."""
+    from labeler.review.diff import diff_datasets
+    from labeler.review.diff_report import summary_line
+
+    report = run(
+        lambda: (dataset_a, dataset_b),
+        lambda ab: diff_datasets(ab[0], ab[1], out, run_a=run_a, run_b=run_b, pictures=pictures),
+    )
+    typer.echo(summary_line(report, out))

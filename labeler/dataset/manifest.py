@@ -1,0 +1,97 @@
+"""`manifest.json` (what a dataset is and how it was made: data_schema/manifest.py) and the dataset lock."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from data_schema.manifest import (
+    Manifest,
+)
+from labeler.errors import InputError, LabelerError
+
+if TYPE_CHECKING:
+    pass
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+LOCK_NAME = ".lock"
+
+
+def manifest_path(dataset: str | Path) -> Path:
+    return Path(dataset) / MANIFEST_NAME
+
+
+def has_manifest(dataset: str | Path) -> bool:
+    return manifest_path(dataset).is_file()
+
+
+def write_manifest(dataset: str | Path, manifest: Manifest) -> None:
+    from labeler.io import write_text_atomic
+
+    write_text_atomic(manifest_path(dataset), manifest.model_dump_json(indent=1))
+
+
+def manifest_schema_version(dataset: str | Path) -> int | None:
+    """The manifest's schema_version without validating the rest (None: no readable manifest)."""
+    try:
+        return int(json.loads(manifest_path(dataset).read_text()).get("schema_version"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def load_manifest(dataset: str | Path) -> Manifest:
+    """The v2 dataset record; a v1 dataset is one line naming `labeler migrate`."""
+    path = manifest_path(dataset)
+    if not path.is_file():
+        raise InputError(
+            path,
+            "no manifest: not a labeler dataset (or its first run never started)",
+            "run `labeler pseudo-label` or `labeler run` with --out pointing here",
+        )
+    if manifest_schema_version(dataset) == 1:
+        raise InputError(
+            path, "a v1 dataset (one manifest with every sample)", f"convert it: labeler migrate {dataset}"
+        )
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValueError as err:
+        raise InputError(
+            path,
+            f"not a valid manifest ({' '.join(str(err).split())[:200]})",
+            "re-run the labelling command with this --out: it rebuilds the manifest from the shard index",
+        ) from None
+
+
+@contextmanager
+def dataset_lock(dataset: str | Path) -> Iterator[None]:
+    """Exclusive lock for a dataset's writer; the OS drops it when the process dies (no stale lock)."""
+    import fcntl
+
+    path = Path(dataset) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LabelerError(
+                f"{dataset}: another labeler process is writing this dataset ({holder}); wait for it or "
+                "use another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()

@@ -1,0 +1,83 @@
+"""The files beside the labels that people and later passes add: review decisions (`reviews.jsonl`,
+append-only) and the last doubt pass (`doubt.json`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from data_schema.review import DoubtPass, Review
+from labeler.io import drop_partial_line
+
+if TYPE_CHECKING:
+    pass
+
+
+REVIEWS_NAME = "reviews.jsonl"  # review decisions, append-only (data_schema/review.py)
+
+
+DOUBT_PASS_NAME = "doubt.json"  # what the last `labeler doubt` pass computed
+
+
+def reviews_path(dataset: str | Path) -> Path:
+    return Path(dataset) / REVIEWS_NAME
+
+
+def append_reviews(dataset: str | Path, reviews: Sequence[Review]) -> None:
+    """Append decisions to reviews.jsonl and fsync before returning: once this returns, a crash keeps
+    them. Writers of several processes take turns (flock); a line cut short by a kill is dropped first."""
+    import fcntl
+
+    text = "".join(r.model_dump_json() + "\n" for r in reviews).encode()
+    with open(reviews_path(dataset), "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            drop_partial_line(f)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_reviews(dataset: str | Path, *, problems: list[str] | None = None) -> list[Review]:
+    """Every decision in the order made. A damaged line is skipped (and named in `problems`); a last
+    line cut short by a kill is ignored."""
+    path = reviews_path(dataset)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    out = []
+    for n, line in enumerate(lines if data.endswith(b"\n") else lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Review.model_validate_json(line))
+        except ValueError as err:
+            if problems is not None:
+                problems.append(f"{path}:{n}: not a review decision ({' '.join(str(err).split())[:160]})")
+    return out
+
+
+def reviews_bytes(dataset: str | Path) -> int:
+    """Size of reviews.jsonl (0: none): readers cache decisions until it changes."""
+    path = reviews_path(dataset)
+    return path.stat().st_size if path.is_file() else 0
+
+
+def write_doubt_pass(dataset: str | Path, record: DoubtPass) -> None:
+    from labeler.io import write_text_atomic
+
+    write_text_atomic(Path(dataset) / DOUBT_PASS_NAME, record.model_dump_json(indent=1))
+
+
+def read_doubt_pass(dataset: str | Path) -> DoubtPass | None:
+    path = Path(dataset) / DOUBT_PASS_NAME
+    try:
+        return DoubtPass.model_validate_json(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None

@@ -1,0 +1,214 @@
+"""Dataset exports: COCO instances JSON (class-agnostic, RLE masks, per-object depth attributes), and the
+shared walk over the samples that every export honours review decisions through (`reviewed_samples`;
+the Rerun and Hugging Face exports are labeler/export/rerun.py and labeler/export/hf.py).
+
+Review decisions (labeler/review): a sample a review rejected is left out, and so is a rejected object
+(its pixels are no object in the exported masks); `include_rejected` keeps both. Exported records carry
+the decision in force (`review`: accept | reject | flag, or null).
+
+`export_coco(dataset, out)` writes one COCO "instances" file that pycocotools' `COCO()` loads:
+
+- `images`: one per ok sample, `id` = dataset row + 1, `width` / `height`, `file_name` = the rectified
+  left image the labels were made on (as recorded in the manifest, or the PNG written under `images`),
+  plus `sample_id`;
+- `categories`: one per class of a class-naming backend (sam3 `--classes`), ids 1.. in that order, each
+  annotation in its object's class; class-agnostic datasets keep one category, id 1, "object";
+- `annotations`: one per object, `segmentation` a COCO RLE with a compressed `counts` string (the pixels
+  of `instance_ids == instance_id`, so masks never overlap), `bbox` [x, y, w, h] and `area` in px,
+  `iscrowd` 0, `score`, and the depth attributes `depth_m_median`, `depth_m_p10`, `depth_m_p90`
+  (metres, null without valid depth) and `valid_fraction`, plus `stability` (SAM backends, else null)
+  and `instance_id`;
+- `info`: the dataset version, labeler version and the stereo / mask backend settings.
+
+- each image and annotation also has `review` (the decision in force, or null) and annotations `doubt`.
+
+It reads the tables shard by shard and each sample's `instance_ids` once (masks are stored there, not
+as RLE). Works for every mask backend. The file is written atomically and is the same byte for byte
+for the same dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_schema.manifest import Manifest, ObjectRow, SampleRecord
+from data_schema.review import Decision
+from labeler.dataset.reader import Dataset
+
+CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+@dataclass(frozen=True)
+class ExportSample:
+    """One sample as an export sees it: the rejected objects already gone (unless included)."""
+
+    record: SampleRecord
+    objects: list[ObjectRow]
+    arrays: dict[str, np.ndarray]  # the names asked for; instance_ids without rejected objects
+    review: Decision | None  # the sample's decision in force
+    object_reviews: dict[int, Decision]  # object id -> decision in force
+    doubt: float | None  # the sample's combined doubt score
+    object_doubt: dict[int, float | None]
+
+
+def reviewed_samples(
+    ds: Dataset, names: Sequence[str], *, include_rejected: bool = False
+) -> Iterator[ExportSample]:
+    """The ok samples in row order, shard by shard, as the review decisions leave them."""
+    from labeler.dataset.decisions import load_decisions
+    from labeler.dataset.tables import objects_table, samples_table
+    from labeler.doubt import object_doubt, sample_doubt
+
+    decisions = load_decisions(ds)
+    width, height = ds.manifest.calibration.image_size
+    need = tuple(dict.fromkeys([*names, "instance_ids"]))
+    for shard in ds.iter_shards():
+        s_doubt = sample_doubt(samples_table(shard.samples), objects_table(shard.objects), width * height)
+        o_doubt = object_doubt(objects_table(shard.objects), width * height)
+        by_row = {r.row: _finite(v) for r, v in zip(shard.samples, s_doubt, strict=True)}
+        by_obj = {(o.row, o.id): _finite(v) for o, v in zip(shard.objects, o_doubt, strict=True)}
+        for rec in shard.ok:
+            review = decisions.of(rec.sample_id)
+            if review == "reject" and not include_rejected:
+                continue
+            objects = shard.objects_of(rec.row)
+            reviews = {o.id: d for o in objects if (d := decisions.of(rec.sample_id, o.id)) is not None}
+            arrays = ds.read_row(rec.row, need)
+            dropped = [o.id for o in objects if reviews.get(o.id) == "reject"] if not include_rejected else []
+            if dropped:
+                ids = arrays["instance_ids"].copy()
+                ids[np.isin(ids, dropped)] = 0
+                arrays = {**arrays, "instance_ids": ids}
+                objects = [o for o in objects if o.id not in dropped]
+            yield ExportSample(
+                rec,
+                objects,
+                arrays,
+                review,
+                reviews,
+                by_row[rec.row],
+                {o.id: by_obj[(o.row, o.id)] for o in objects},
+            )
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def export_coco(
+    dataset_path: str | Path,
+    out_path: str | Path,
+    *,
+    images: str | Path | None = None,
+    include_rejected: bool = False,
+) -> Path:
+    """Write the COCO instances JSON of a dataset.
+
+    Args:
+        dataset_path: a dataset folder written by `labeler pseudo-label` / `labeler run`.
+        out_path: the JSON file to write (parent folders are created).
+        images: if given, also write each sample's rectified left image there as `<sample_id>.png`;
+            `file_name` is then that PNG's path relative to the JSON's folder.
+        include_rejected: keep the samples and objects a review rejected.
+
+    Returns:
+        out_path.
+    """
+    from labeler.dataset.reader import open_dataset
+    from labeler.io import write_text_atomic
+
+    out_path = Path(out_path)
+    ds = open_dataset(dataset_path)
+    width, height = ds.manifest.calibration.image_size
+    coco_images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    names = ("instance_ids", "left") if images is not None else ("instance_ids",)
+    for s in reviewed_samples(ds, names, include_rejected=include_rejected):
+        rec, arrays = s.record, s.arrays
+        file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
+        if images is not None:
+            file_name = _write_image(arrays["left"], rec, Path(images), out_path.parent)
+        image_id = rec.row + 1
+        coco_images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": width,
+                "height": height,
+                "sample_id": rec.sample_id,
+                "review": s.review,
+                "doubt": s.doubt,
+            }
+        )
+        category_of = {c["name"]: c["id"] for c in categories(ds.manifest)}
+        for obj in s.objects:
+            ann = _annotation(len(annotations) + 1, image_id, obj, arrays["instance_ids"])
+            if ds.manifest.classes is not None:
+                ann["category_id"] = category_of[obj.class_name or ""]
+            annotations.append(
+                {**ann, "review": s.object_reviews.get(obj.id), "doubt": s.object_doubt[obj.id]}
+            )
+    coco = {
+        "info": _info(ds.manifest),
+        "licenses": [],
+        "images": coco_images,
+        "categories": categories(ds.manifest),
+        "annotations": annotations,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_path, json.dumps(coco, separators=(",", ":")))
+    return out_path
+
+
+def categories(manifest: Manifest) -> list[dict[str, Any]]:
+    """COCO categories: one per class in the dataset's class order (ids from 1); else the single "object"."""
+    if manifest.classes is None:
+        return [CATEGORY]
+    return [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(manifest.classes, 1)]
+
+
+def _annotation(ann_id: int, image_id: int, obj: ObjectRow, instance_ids: np.ndarray) -> dict[str, Any]:
+    from labeler.segment.rle import encode
+
+    rle = encode(instance_ids == obj.id)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": CATEGORY["id"],
+        "segmentation": {"size": list(rle.size), "counts": rle.counts},
+        "area": float(obj.area_px),
+        "bbox": [float(v) for v in obj.bbox],
+        "iscrowd": 0,
+        "score": obj.score,
+        "stability": obj.stability,
+        "depth_m_median": obj.depth_m_median,
+        "depth_m_p10": obj.depth_m_p10,
+        "depth_m_p90": obj.depth_m_p90,
+        "valid_fraction": obj.valid_fraction,
+        "instance_id": obj.id,
+    }
+
+
+def _info(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "description": "labeler pseudo-labels: class-agnostic instance masks with metric depth per object",
+        "version": manifest.dataset_version,
+        "labeler_version": manifest.labeler_version,
+        "stereo": manifest.stereo.model_dump(mode="json"),
+        "masks": manifest.masks.model_dump(mode="json"),
+    }
+
+
+def _write_image(left: np.ndarray, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
+    from labeler.io import write_png
+
+    path = folder / f"{rec.sample_id}.png"
+    write_png(path, left)
+    return Path(os.path.relpath(path.resolve(), json_dir.resolve())).as_posix()

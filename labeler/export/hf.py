@@ -1,0 +1,119 @@
+"""`labeler export hf DATASET --out hf/lab`: a Hugging Face `datasets` folder (`load_from_disk`).
+
+One row per ok sample the review kept (labeler/export/coco.py `reviewed_samples`). Columns:
+
+| column         | feature                         | content                                         |
+|----------------|---------------------------------|-------------------------------------------------|
+| `sample_id`    | string                          |                                                 |
+| `left`, `right`| Image                           | the rectified pair (uint8 RGB, PNG inside)      |
+| `depth_m`      | Array2D float32 (H, W)          | metres, NaN invalid                             |
+| `disparity_px` | Array2D float32 (H, W)          | px, NaN invalid                                 |
+| `confidence`   | Array2D float32 (H, W)          | [0, 1], NaN invalid                             |
+| `instance_ids` | Array2D uint16 (H, W)           | 0 = no object; rejected objects already 0       |
+| `objects`      | List of structs                 | id, area_px, bbox, score, depth stats, doubt... |
+| `doubt`        | float32                         | the combined doubt score (labeler/doubt.py)     |
+| `review`       | string                          | the decision in force, or null                  |
+
+Depth is an Array2D, never an `Image`: the Image feature stores float depth as 8-bit (HF datasets #5461).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
+_OBJECT_FLOATS = (
+    "score",
+    "stability",
+    "valid_fraction",
+    "depth_m_median",
+    "depth_m_p10",
+    "depth_m_p90",
+    "thickness_px",
+    "edge_alignment",
+    "mono_disagreement",
+)
+
+
+def features(width: int, height: int) -> Any:
+    from datasets import Array2D, Features, Image, List, Value
+
+    obj = {
+        "id": Value("int32"),
+        "area_px": Value("int64"),
+        "bbox": List(Value("int32"), length=4),
+        **{name: Value("float32") for name in _OBJECT_FLOATS},
+        "doubt": Value("float32"),
+        "review": Value("string"),
+    }
+    shape = (height, width)
+    return Features(
+        {
+            "sample_id": Value("string"),
+            "left": Image(),
+            "right": Image(),
+            "depth_m": Array2D(shape=shape, dtype="float32"),
+            "disparity_px": Array2D(shape=shape, dtype="float32"),
+            "confidence": Array2D(shape=shape, dtype="float32"),
+            "instance_ids": Array2D(shape=shape, dtype="uint16"),
+            "objects": List(obj),
+            "doubt": Value("float32"),
+            "review": Value("string"),
+        }
+    )
+
+
+def _rows(dataset: str, include_rejected: bool) -> Iterator[dict[str, Any]]:
+    from labeler.dataset.reader import open_dataset
+    from labeler.export.coco import reviewed_samples
+
+    ds = open_dataset(dataset)
+    for s in reviewed_samples(ds, ARRAYS, include_rejected=include_rejected):
+        a = s.arrays
+        yield {
+            "sample_id": s.record.sample_id,
+            **{name: a[name] for name in ARRAYS},
+            "objects": [
+                {
+                    "id": o.id,
+                    "area_px": o.area_px,
+                    "bbox": o.bbox,
+                    **{name: getattr(o, name) for name in _OBJECT_FLOATS},
+                    "doubt": s.object_doubt[o.id],
+                    "review": s.object_reviews.get(o.id),
+                }
+                for o in s.objects
+            ],
+            "doubt": s.doubt,
+            "review": s.review,
+        }
+
+
+def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False) -> Path:
+    """Write the `datasets` folder (built in a temporary cache beside it, then moved into place)."""
+    from datasets import Dataset, disable_progress_bars
+
+    from labeler.dataset.reader import open_dataset
+
+    out_dir = Path(out_dir)
+    width, height = open_dataset(dataset_path).manifest.calibration.image_size
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    disable_progress_bars()
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+        hf = Dataset.from_generator(
+            _rows,
+            features=features(width, height),
+            cache_dir=str(Path(tmp) / "cache"),
+            gen_kwargs={"dataset": str(dataset_path), "include_rejected": include_rejected},
+        )
+        staged = Path(tmp) / "out"
+        hf.save_to_disk(str(staged))
+        del hf
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staged.rename(out_dir)
+    return out_dir

@@ -1,0 +1,171 @@
+"""`train_sam2`: retrain SAM2 on a dataset's masks (the SAM2 task on the engine), checking its inputs first so
+that each bad one is a single line naming the flag or file."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from data_schema.sam2_train import Sam2EpochMetrics, Sam2HeldoutFigures, Sam2RunSummary, TrainSam2Config
+from labeler.errors import LabelerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sam2TrainResult:
+    """What a train-sam2 run did; `summary` is OUT/summary.json (None in the other ranks of a DDP job)."""
+
+    run_dir: Path
+    history: list[Sam2EpochMetrics]
+    summary: Sam2RunSummary | None
+    n_train: int
+    n_heldout: int
+    main: bool
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    reader: Any
+    config_path: Path
+    checkpoint: Path
+    image_size: int
+    targets: Any  # labeler.train.sam2.data.TargetObjects
+
+
+def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
+    """The dataset reader, the config file, the model's input size and the target objects — or one
+    LabelerError line naming the flag."""
+    from labeler import open_dataset
+    from labeler.segment.sam2_model import CONFIG_FLAG, check_checkpoint, load_sam2, resolve_config
+    from labeler.train.sam2.data import target_objects
+
+    config_path = resolve_config(cfg.sam2_config)  # unknown name or missing YAML: one line
+    checkpoint = check_checkpoint(cfg.sam2_checkpoint, cfg.sam2_config)
+    reader = open_dataset(cfg.dataset)
+    if len(reader) == 0:
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+    targets = target_objects(
+        reader,
+        reader.sample_ids,
+        min_score=cfg.min_score,
+        min_area=cfg.min_area,
+        include_rejected=cfg.include_rejected,
+    )
+    if targets.kept == 0:
+        raise LabelerError(
+            f"{cfg.dataset}: no objects to train on ({targets.describe()}); lower --min-score or --min-area, "
+            f"or label the dataset with a mask backend (--masks)"
+        )
+    sam = load_sam2(str(config_path), checkpoint)  # keys and shapes, strictly: one line
+    if not getattr(sam, "directly_add_no_mem_embed", False):
+        raise LabelerError(
+            f"{CONFIG_FLAG} {cfg.sam2_config}: the config sets directly_add_no_mem_embed false; train-sam2 "
+            f"trains the image path of configs that add no_mem_embed directly, as every release does"
+        )
+    return CheckedInputs(reader, config_path, checkpoint, int(sam.image_size), targets)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"torch": str(torch.__version__)}
+    for name in ("sam2", "labeler"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def best_epoch(history: list[Sam2EpochMetrics], score) -> Sam2EpochMetrics:
+    """The epoch the engine saved as best: the first with the lowest score (as `not s >= best`)."""
+    best, row = math.inf, history[0]
+    for h in history:
+        s = score(h)
+        if not s >= best:
+            best, row = s, h
+    return row
+
+
+def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> Sam2TrainResult:
+    """Retrain the `--sam2-checkpoint` model on `cfg.dataset`'s masks; see labeler/train/sam2/task.py."""
+    from labeler.io import sha256_file, write_text_atomic
+    from labeler.train.dist import is_main_process
+    from labeler.train.engine import engine_spec, initial_figures, launch
+    from labeler.train.sam2.task import CHECKPOINT_NAME, Sam2Task
+    from labeler.train.sampling import split_ids
+
+    checked = check_inputs(cfg)
+    reader, targets = checked.reader, checked.targets
+    train_ids, held_ids = split_ids(reader.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_ids = [s for s in train_ids if targets.ids.get(s)]
+    held_ids = [s for s in held_ids if targets.ids.get(s)]
+    if not train_ids:
+        raise LabelerError(
+            f"{cfg.dataset}: no training image has an object to train on (the held-out split took them); "
+            f"lower --heldout-frac"
+        )
+    n_train_objects = sum(len(targets.ids[s]) for s in train_ids)
+    parent_sha = sha256_file(checked.checkpoint)
+    record = {
+        "command": "train-sam2",
+        "config": cfg.model_dump(mode="json"),
+        "parent_checkpoint": str(cfg.sam2_checkpoint),
+        "parent_sha256": parent_sha,
+        "sam2_config_file": str(checked.config_path),
+        "dataset_version": reader.version,
+        "mask_backend": reader.manifest.masks.name,
+        "image_size": checked.image_size,
+        "objects": {
+            "total": targets.total,
+            "low_score": targets.low_score,
+            "small": targets.small,
+            "rejected": targets.rejected,
+            "train": n_train_objects,
+            "heldout": sum(len(targets.ids[s]) for s in held_ids),
+        },
+        "n_train": len(train_ids),
+        "n_heldout": len(held_ids),
+        "versions": _versions(),
+    }
+    task = Sam2Task(
+        cfg=cfg, config_path=checked.config_path, targets=targets.ids, image_size=checked.image_size
+    )
+    spec = engine_spec(
+        cfg,
+        task=task,
+        record=record,
+        train_ids=train_ids,
+        heldout_ids=held_ids,
+        title=f"train-sam2 {cfg.sam2_checkpoint.name} on {cfg.dataset.name}: {cfg.out.name}",
+        extra={"parent_sha256": parent_sha, "dataset_version": reader.version},
+    )
+    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    if not is_main_process() or not history:
+        return Sam2TrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
+    before = initial_figures(cfg.out, Sam2HeldoutFigures)
+    best = best_epoch(history, task.score)
+    weights = cfg.out / CHECKPOINT_NAME
+    summary = Sam2RunSummary(
+        parent_checkpoint=str(cfg.sam2_checkpoint),
+        parent_sha256=parent_sha,
+        sam2_config=cfg.sam2_config,
+        dataset=str(cfg.dataset),
+        dataset_version=reader.version,
+        mask_backend=reader.manifest.masks.name,
+        n_train_objects=n_train_objects,
+        checkpoint=str(weights),
+        checkpoint_sha256=sha256_file(weights),
+        best_epoch=best.epoch,
+        epochs=len(history),
+        before=before,
+        after=best.heldout,
+        change=best.heldout.change_from(before),
+    )
+    write_text_atomic(cfg.out / "summary.json", summary.model_dump_json(indent=1))
+    return Sam2TrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), True)

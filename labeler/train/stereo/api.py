@@ -1,0 +1,203 @@
+"""`train_stereo`: fine-tune FoundationStereo on a rig's own pseudo-label dataset (the stereo task on the
+engine), checking its inputs first so that each bad one is a single line naming the flag or file."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_schema.manifest import Manifest
+from data_schema.stereo_train import (
+    StereoEpochMetrics,
+    StereoHeldoutFigures,
+    StereoRunSummary,
+    TrainStereoConfig,
+)
+from labeler.errors import LabelerError
+
+log = logging.getLogger(__name__)
+SIZE_KEY = "labeler_image_size"  # cfg.yaml of a train-stereo checkpoint: [width, height] it was tuned on
+
+
+@dataclass(frozen=True)
+class StereoTrainResult:
+    """What a train-stereo run did; `summary` is OUT/summary.json (None in the other ranks of a DDP job)."""
+
+    run_dir: Path
+    history: list[StereoEpochMetrics]
+    summary: StereoRunSummary | None
+    n_train: int
+    n_heldout: int
+    main: bool
+
+
+def _teacher(manifest: Manifest) -> str:
+    stereo = manifest.stereo
+    weights = getattr(stereo, "weights", None)
+    return f"{stereo.name}" + (f" ({weights})" if weights is not None else "")
+
+
+def _image_size(manifest: Manifest) -> tuple[int, int]:
+    w, h = manifest.calibration.image_size
+    return int(w), int(h)
+
+
+def check_inputs(cfg: TrainStereoConfig) -> tuple[Any, dict[str, Any], int, int]:
+    """(dataset reader, parent cfg.yaml mapping, max_disp, valid_iters) — or one LabelerError line."""
+    import yaml
+
+    from labeler import open_dataset
+    from labeler.models.foundation_stereo.loader import load_foundation_stereo
+    from labeler.models.foundation_stereo.release import find_release, read_release_config
+    from labeler.train.stereo.task import freeze_problem
+
+    files = find_release(cfg.stereo_weights)  # missing checkpoint or cfg.yaml: one line naming the file
+    args = read_release_config(files.cfg)
+    parent_cfg = dict(yaml.safe_load(files.cfg.read_text()))
+    ds = open_dataset(cfg.dataset)
+    if len(ds) == 0:
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+    w, h = _image_size(ds.manifest)
+    ch, cw = cfg.crop
+    if ch > h or cw > w:
+        raise LabelerError(
+            f"--crop {ch}x{cw} is larger than the images of {cfg.dataset} ({h}x{w}, height x width); "
+            f"pass --crop of at most {h - h % 32}x{w - w % 32} (multiples of 32)"
+        )
+    tuned = parent_cfg.get(SIZE_KEY)
+    if tuned is not None and tuple(tuned) != (w, h) and not cfg.allow_other_size:
+        raise LabelerError(
+            f"{files.cfg}: the checkpoint was fine-tuned on {tuned[0]}x{tuned[1]} images, {cfg.dataset} has "
+            f"{w}x{h}; start from the release checkpoint or pass --allow-other-size"
+        )
+    _check_confidence(ds, cfg.dataset)
+    model = load_foundation_stereo(files.weights, max_disp=cfg.max_disp)  # keys and shapes, strictly
+    problem = freeze_problem(model, cfg.freeze)
+    if problem:
+        raise LabelerError(problem)
+    del model
+    max_disp = cfg.max_disp or args.max_disp
+    return ds, parent_cfg, max_disp, cfg.valid_iters or args.valid_iters
+
+
+def _check_confidence(ds: Any, path: Path) -> None:
+    """The distillation weighs pixels by the stereo confidence: a dataset without it cannot teach."""
+    for i in range(min(len(ds), 3)):
+        a = ds.read(i, ("disparity_px", "confidence"))
+        valid = np.isfinite(a["disparity_px"])
+        if valid.any() and np.isfinite(a["confidence"][valid]).any():
+            return
+    raise LabelerError(
+        f"{path}: made without stereo confidence (no finite confidence where the disparity is valid); "
+        f"relabel it with a stereo backend that writes one (sgbm, foundation-stereo)"
+    )
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"torch": str(torch.__version__)}
+    try:
+        out["labeler"] = metadata.version("labeler")
+    except metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def best_epoch(history: list[StereoEpochMetrics], score) -> StereoEpochMetrics:
+    """The epoch the engine saved as best: the first with the lowest score (as `not s >= best`)."""
+    best, row = math.inf, history[0]
+    for h in history:
+        s = score(h)
+        if not s >= best:
+            best, row = s, h
+    return row
+
+
+def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None) -> StereoTrainResult:
+    """Fine-tune the `--stereo-weights` model on `cfg.dataset`; see labeler/train/stereo/task.py."""
+    from labeler.io import sha256_file, write_text_atomic
+    from labeler.models.foundation_stereo.release import CHECKPOINT_NAME, find_release
+    from labeler.train.dist import is_main_process
+    from labeler.train.engine import engine_spec, initial_figures, launch
+    from labeler.train.sampling import rejected_note, reviewed_split, split_ids
+    from labeler.train.stereo.task import StereoTask
+    from labeler.train.stereo.truth import truth_source
+
+    ds, parent_cfg, max_disp, valid_iters = check_inputs(cfg)
+    files = find_release(cfg.stereo_weights)
+    truth = truth_source(cfg.truth, ds.manifest.calibration)
+    train_ids, held_ids, rejected = reviewed_split(
+        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
+    )
+    if not train_ids:
+        raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
+    parent_sha = sha256_file(files.weights)
+    size = _image_size(ds.manifest)
+    record = {
+        "command": "train-stereo",
+        "config": cfg.model_dump(mode="json"),
+        "parent_weights": str(files.weights),
+        "parent_sha256": parent_sha,
+        "dataset_version": ds.version,
+        "teacher": _teacher(ds.manifest),
+        "image_size": list(size),
+        "max_disp": max_disp,
+        "valid_iters": valid_iters,
+        "n_train": len(train_ids),
+        "n_heldout": len(held_ids),
+        "rejected_left_out": rejected,
+        "versions": _versions(),
+    }
+    release_cfg = {
+        **parent_cfg,
+        SIZE_KEY: list(size),
+        "labeler_parent_sha256": parent_sha,
+        "labeler_dataset_version": ds.version,
+    }
+    task = StereoTask(
+        cfg=cfg,
+        weights=files.weights,
+        max_disp=max_disp,
+        valid_iters=valid_iters,
+        release_cfg=release_cfg,
+        truth=truth,
+    )
+    spec = engine_spec(
+        cfg,
+        task=task,
+        record=record,
+        train_ids=train_ids,
+        heldout_ids=held_ids,
+        title=f"train-stereo {files.weights.parent.name} on {cfg.dataset.name}: {cfg.out.name}",
+        extra={"parent_sha256": parent_sha, "dataset_version": ds.version},
+    )
+    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    if not is_main_process() or not history:
+        return StereoTrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
+    before = initial_figures(cfg.out, StereoHeldoutFigures)
+    best = best_epoch(history, task.score)
+    weights = cfg.out / CHECKPOINT_NAME
+    summary = StereoRunSummary(
+        parent_weights=str(files.weights),
+        parent_sha256=parent_sha,
+        dataset=str(cfg.dataset),
+        dataset_version=ds.version,
+        teacher=_teacher(ds.manifest),
+        image_size=size,
+        weights=str(weights),
+        weights_sha256=sha256_file(weights),
+        best_epoch=best.epoch,
+        epochs=len(history),
+        before=before,
+        after=best.heldout,
+        change=best.heldout.change_from(before),
+    )
+    write_text_atomic(cfg.out / "summary.json", summary.model_dump_json(indent=1))
+    return StereoTrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), True)
