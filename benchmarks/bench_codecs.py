@@ -2,7 +2,7 @@
 of the same arrays in the same process (issue 13: goal write >= 0.5x np.save at <= 75 % of the raw size).
 
 The arrays are a real dataset's (default: `make dataset`'s datasets/demo, six arrays per sample as stored),
-written one shard at a time through zarr's sharding codec exactly as labeler/dataset/shards.py lays them out; each
+written one shard at a time through zarr's sharding codec as labeler/dataset/shards.py lays them out; each
 codec is tried with Blosc on 1 and 2 threads and zarr's codec thread pool on 1 and 2 workers.
 
     .venv/bin/python benchmarks/bench_codecs.py [--dataset datasets/demo] [--samples 32]

@@ -1,5 +1,5 @@
 """How each dataset operation's cost grows with the dataset: fabricated records and tiny arrays at 10^3, 10^4
-and 10^5 samples, written through the real store functions (labeler/dataset/shards.py), then timed:
+and 10^5 samples, written through the dataset's write path (labeler/dataset/writer.py), then timed:
 
 - open (`open_dataset`), `ds[i]` at row 10 and at the last row (first access loads the shard index),
 - append one shard (arrays + tables + shard index entry + manifest), resume planning over every sample,
@@ -69,51 +69,37 @@ def _shard_payload(shard: int, rng: np.random.Generator):
     return rows, records, objects
 
 
-def write_one_shard(ds: Path, shard: int, layout, key: str, rng) -> None:
-    from data_schema.manifest import ShardEntry, ShardPlan
-    from labeler.dataset import shards
-    from labeler.dataset.index import append_row_plan, append_shard_entries
-    from labeler.dataset.tables import content_sha256, write_shard_tables
+def shard_plan(shard: int):
+    from data_schema.manifest import ShardPlan
+
+    start = shard * PER_SHARD
+    return ShardPlan(
+        shard=shard, row_start=start, sample_ids=[f"cap_{r:07d}" for r in range(start, start + PER_SHARD)]
+    )
+
+
+def write_one_shard(ds: Path, shard: int, layout, key: str, rng, writer) -> None:
+    """A shard's write task (arrays + table files) and its commit by the writer (index line, compaction)."""
+    from labeler.dataset.writer import write_shard_files
 
     rows, records, objects = _shard_payload(shard, rng)
-    append_row_plan(
-        ds, [ShardPlan(shard=shard, row_start=shard * PER_SHARD, sample_ids=[r.sample_id for r in records])]
-    )
-    shards.write_shard(ds, shard, layout, rows)
-    s_ref, o_ref = write_shard_tables(ds, shard, records, objects)
-    entry = ShardEntry(
-        shard=shard,
-        row_start=shard * PER_SHARD,
-        row_stop=(shard + 1) * PER_SHARD,
-        run_key=key,
-        n_ok=len(records),
-        n_failed=0,
-        n_objects=len(objects),
-        samples=s_ref,
-        objects=o_ref,
-        content_sha256=content_sha256(records, objects),
-        array_bytes=shards.shard_file_sizes(ds, shard),
-    )
-    append_shard_entries(ds, [entry])
+    writer.commit(write_shard_files(ds, shard, layout, key, records, objects, rows))
 
 
 def fabricate(ds: Path, n: int):
-    """A dataset of n samples through the store functions; compaction as a run does it."""
-    from data_schema.manifest import Manifest
-    from labeler.dataset import shards
+    """A dataset of n samples through the dataset's write path (DatasetWriter), as a run writes it."""
+    from data_schema.backends import ClassicalMasksConfig, SgbmConfig
+    from data_schema.manifest import Manifest, ObjectPolicy
+    from labeler.dataset.runkey import run_key
+    from labeler.dataset.writer import DatasetWriter
     from labeler.depth import depth_settings
     from labeler.rig.calibration import load_calibration
-    from pipelines.run import _compact, seal_manifest
     from tests.conftest import identity_calibration_yaml
 
     calib_path = identity_calibration_yaml(ds.parent / "calib.yaml", W, H)
     calib = load_calibration(calib_path)
     n_shards = n // PER_SHARD
-    layout = shards.store_layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
-    from data_schema.backends import ClassicalMasksConfig, SgbmConfig
-    from data_schema.manifest import ObjectPolicy
-    from labeler.dataset.runkey import run_key
-
+    layout = DatasetWriter.layout(n_shards * PER_SHARD + 4 * PER_SHARD, H, W, PER_SHARD)
     depth = depth_settings(calib, z_far_m=20.0)
     key = run_key(SgbmConfig(), ClassicalMasksConfig(), "0" * 64, depth, PER_SHARD, ObjectPolicy())
     base = Manifest(
@@ -129,15 +115,12 @@ def fabricate(ds: Path, n: int):
         layout=layout,
     )
     ds.mkdir(parents=True)
-    shards.prepare_store(ds, layout)
     rng = np.random.default_rng(0)
-    entries: dict = {}
-    for s in range(n_shards):
-        write_one_shard(ds, s, layout, key, rng)
-        if (s + 1) % COMPACT_MIN_FILES == 0:
-            entries = _compact(ds, read_shard_index(ds))
-    entries = _compact(ds, read_shard_index(ds), force=True)
-    seal_manifest(ds, base, entries)
+    with DatasetWriter(ds) as writer:
+        layout = writer.begin(base, [shard_plan(s) for s in range(n_shards)], {})
+        for s in range(n_shards):
+            write_one_shard(ds, s, layout, key, rng, writer)
+        writer.finish()
     return base, layout, key, calib_path
 
 
@@ -153,8 +136,8 @@ def timed(fn, repeat: int = 5) -> float:
 def measure(n: int, work: Path) -> dict[str, float]:
     from labeler import open_dataset
     from labeler.dataset.validate import dataset_problems, shard_problems
+    from labeler.dataset.writer import DatasetWriter, seal_manifest
     from labeler.review.gallery import write_gallery
-    from pipelines.run import seal_manifest
 
     ds = work / f"ds-{n}"
     t0 = time.perf_counter()
@@ -170,15 +153,17 @@ def measure(n: int, work: Path) -> dict[str, float]:
     out["item_last_ms"] = 1e3 * timed(lambda: r[len(r) - 1], 20)
     rng = np.random.default_rng(1)
     n_shards = n // PER_SHARD
+    with DatasetWriter(ds) as writer:
+        writer.begin(base, [shard_plan(n_shards + k) for k in range(4)], writer.committed())
 
-    def append_one() -> None:
-        nonlocal n_shards
-        write_one_shard(ds, n_shards, layout, key, rng)
-        n_shards += 1
+        def append_one() -> None:
+            nonlocal n_shards
+            write_one_shard(ds, n_shards, layout, key, rng, writer)
+            n_shards += 1
 
-    # a shard's commit (arrays, tables, its shard-index line) and, once per run, sealing the manifest
-    out["append_shard_ms"] = 1e3 * timed(append_one, 3)
-    out["seal_per_run_ms"] = 1e3 * timed(lambda: seal_manifest(ds, base, read_shard_index(ds)), 3)
+        # a shard's commit (arrays, tables, its shard-index line) and, once per run, sealing the manifest
+        out["append_shard_ms"] = 1e3 * timed(append_one, 3)
+        out["seal_per_run_ms"] = 1e3 * timed(lambda: seal_manifest(ds, base, writer.committed()), 3)
     out["resume_plan_ms"] = 1e3 * timed(lambda: _plan(ds, key), 3)
     t = time.perf_counter()
     problems, manifest, entries = dataset_problems(ds)
@@ -206,9 +191,11 @@ def measure(n: int, work: Path) -> dict[str, float]:
 def _plan(ds: Path, key: str) -> None:
     """Resume planning with every sample already done: the row plan, the index, the cheap store checks and
     one scan of the samples table (inputs given as the known ids, so no input folder is read)."""
+    from labeler.dataset.writer import DatasetWriter
     from pipelines import plan as planning
 
-    ids = [sid for p in read_row_plan(ds).values() for sid in p.sample_ids]
+    with DatasetWriter(ds) as writer:
+        ids = [sid for p in writer.row_plan().values() for sid in p.sample_ids]
     fake = {sid: planning.LabelTask(sample_id=sid, row=0, left_path="l", right_path="r") for sid in ids}
     real = planning.discover_inputs
     planning.discover_inputs = lambda cfg, **kw: fake  # type: ignore[assignment]
@@ -218,7 +205,8 @@ def _plan(ds: Path, key: str) -> None:
         cfg = PseudoLabelConfig(
             inputs=ds, calib=ds.parent / "calib.yaml", out=ds, samples_per_shard=PER_SHARD
         )
-        p = planning.plan_run(cfg, key)
+        with DatasetWriter(ds) as writer:
+            p = planning.plan_run(cfg, key, writer)
         assert not p.todo, f"{len(p.todo)} shards planned on a finished dataset"
     finally:
         planning.discover_inputs = real

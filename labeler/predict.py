@@ -34,10 +34,8 @@ from labeler.train.heads.predictor import HeadsPredictor
 
 # The records live in data_schema/predictions.py; imported here for callers of labeler.predict.
 __all__ = [
-    "HeadsPredictor",
     "ImagePrediction",
     "PredictedObject",
-    "Prediction",
     "PredictionSet",
     "StereoComparison",
     "predict_images",

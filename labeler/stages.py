@@ -297,38 +297,31 @@ def write_stage(
     *,
     previews: bool = True,
     rectified: list[RectifiedPair] | None = None,
+    rewriting: str | None = None,
 ) -> ShardEntry:
-    """The single writer of one shard: arrays, previews, then its table part files. Returns the shard's
-    index entry; the client appending it to the shard index is what marks the shard done."""
-    from labeler.dataset.shards import shard_file_sizes, write_shard
-    from labeler.dataset.tables import write_shard_tables
+    """A shard's write task: its previews, then its files through the dataset's one write path. Returns the
+    shard's index entry; the client committing it is what marks the shard done. `rewriting`: the
+    content_sha256 of the shard's committed entry when it is written again (journalled first)."""
+    from labeler.dataset.sidecars import preview_path
+    from labeler.dataset.writer import write_shard_files
 
-    ok = [s for s in samples if isinstance(s, LabelledSample)]
-    write_shard(dataset, shard, layout, {s.record.row: s.arrays for s in ok})
+    ok = sorted((s for s in samples if isinstance(s, LabelledSample)), key=lambda s: s.record.row)
     if previews:
         from labeler.previews import write_preview
 
         for s in ok:
-            write_preview(Path(dataset) / "previews" / f"{s.record.sample_id}.png", s.arrays, s.objects)
+            write_preview(preview_path(dataset, s.record.sample_id), s.arrays, s.objects)
     records = sorted(
         (s.record if isinstance(s, LabelledSample) else s.record() for s in samples), key=lambda r: r.row
     )
-    objects = [o for s in sorted(ok, key=lambda s: s.record.row) for o in s.objects]
-    from labeler.dataset.tables import content_sha256
-
-    samples_ref, objects_ref = write_shard_tables(dataset, shard, records, objects)
-    span = shard * layout.samples_per_shard
-    return ShardEntry(
-        shard=shard,
-        row_start=span,
-        row_stop=span + layout.samples_per_shard,
-        run_key=run_key,
-        n_ok=len(ok),
-        n_failed=len(records) - len(ok),
-        n_objects=len(objects),
-        samples=samples_ref,
-        objects=objects_ref,
-        content_sha256=content_sha256(records, objects),
-        array_bytes=shard_file_sizes(dataset, shard),
+    return write_shard_files(
+        dataset,
+        shard,
+        layout,
+        run_key,
+        records,
+        [o for s in ok for o in s.objects],
+        {s.record.row: s.arrays for s in ok},
         rectified=rectified or [],
+        rewriting=rewriting,
     )

@@ -10,7 +10,6 @@ statistics, previews and writes are separate tasks that run beside them, so the 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 from data_schema.captures import RectifiedPair, StereoPairSource
@@ -31,9 +30,10 @@ from pipelines.plan import Item, task_from_rectified
 
 def _rectify(src: StereoPairSource, calib_path: str, out: str) -> RectifiedPair:
     """Rectify one raw pair into OUT/rectified (task body for `labeler run`)."""
+    from labeler.dataset.writer import rectified_dir
     from labeler.rig.rectify import rectify_source
 
-    return rectify_source(src, _maps(calib_path), calib_path, Path(out) / "rectified")
+    return rectify_source(src, _maps(calib_path), calib_path, rectified_dir(out))
 
 
 @functools.lru_cache(maxsize=2)
@@ -46,9 +46,11 @@ def _maps(calib_path: str) -> Any:
 
 
 def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, int]) -> Any:
+    from labeler.dataset.writer import rectified_dir
+
     if pair.status != "ok":
         return StageFailure(pair.pair_id, row, "rectify", pair.error or "failed")
-    return load_stage(task_from_rectified(pair, row, Path(out) / "rectified"), expected_size=size)
+    return load_stage(task_from_rectified(pair, row, rectified_dir(out)), expected_size=size)
 
 
 def _device(gpus: tuple[int, ...]) -> str:
@@ -77,10 +79,10 @@ def _label(
 
 def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
     """A finished sample of a shard being rewritten: its arrays as stored, its records unchanged."""
-    from labeler.dataset import shards
+    from labeler.dataset.writer import stored_arrays
 
     try:
-        arrays = shards.SampleArrays(**shards.read_rows(shards.open_arrays(out), rec.row))
+        arrays = stored_arrays(out, rec.row)
     except Exception as err:  # noqa: BLE001 — a damaged row is this sample's failure, not the run's
         return [StageFailure(rec.sample_id, rec.row, "store", f"stored arrays unreadable ({err})")]
     return [LabelledSample(rec, list(objects), arrays)]
@@ -100,16 +102,14 @@ def _write(
     *,
     previews: bool,
     rectified: list,
-    journal: str | None = None,
+    rewriting: str | None = None,
 ) -> Any:
-    """The shard's single writer, over the results of all its batches. `journal`: the content_sha256 of
-    the shard's committed entry when it is rewritten (its files are journalled first: labeler/dataset/journal.py)."""
-    from labeler.dataset import journal as rewrite_journal
-
+    """The shard's single writer, over the results of all its batches. `rewriting`: the content_sha256 of
+    the shard's committed entry when it is written again."""
     samples = [s for batch in batches for s in batch]
-    if journal is not None:
-        rewrite_journal.begin(out, shard, journal)
-    return write_stage(out, shard, layout, key, samples, previews=previews, rectified=rectified)
+    return write_stage(
+        out, shard, layout, key, samples, previews=previews, rectified=rectified, rewriting=rewriting
+    )
 
 
 def _uses_cuda(cfg: PseudoLabelConfig) -> tuple[bool, bool]:
@@ -195,7 +195,7 @@ def build_graph(
             batches,
             previews=cfg.previews,
             rectified=rectified,
-            journal=(rewrites or {}).get(shard),
+            rewriting=(rewrites or {}).get(shard),
             dask_key_name=f"write-{tokenize(shard, key, [(i.sample_id, i.keep is None) for i in items])}",
         )
     return writes

@@ -7,13 +7,13 @@ New samples start at a fresh shard, so appending never rewrites a finished shard
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_schema.captures import RectifiedPair, StereoPairSource
 from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import LabelTask, ObjectRow, SampleRecord, ShardEntry, ShardPlan
+from labeler.dataset.writer import DatasetWriter, StoredSample
 from labeler.errors import InputError
 
 
@@ -123,18 +123,16 @@ def _item(sid: str, row: int, inp: Input) -> Item:
     return Item(sid, row, failed=inp.model_copy(update={"row": row}))
 
 
-def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = None) -> Plan:
+def plan_run(
+    cfg: PseudoLabelConfig, key: str, writer: DatasetWriter, *, calib_sha256: str | None = None
+) -> Plan:
     """Rows for every input (known ids keep theirs) and the shards that need writing."""
-    from labeler.dataset.index import read_row_plan, read_shard_index, shard_is_intact
-    from labeler.dataset.tables import shard_samples
-
     inputs = discover_inputs(cfg, calib_sha256=calib_sha256)
-    out, per_shard = cfg.out, cfg.samples_per_shard
-    row_plan = read_row_plan(out)
-    committed = read_shard_index(out)
-    index = {s: e for s, e in committed.items() if e.run_key == key}
-    intact = {s: e for s, e in index.items() if s in row_plan and shard_is_intact(out, e)}
-    stored = _stored_samples(out, list(intact.values()))
+    per_shard = cfg.samples_per_shard
+    row_plan = writer.row_plan()
+    committed = writer.committed()
+    intact = writer.intact_entries(committed, row_plan, key)
+    stored = writer.stored_samples(list(intact.values()))
     todo: dict[int, list[Item]] = {}
     done: dict[int, ShardEntry] = {}
     planned: set[str] = set()
@@ -148,8 +146,8 @@ def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = Non
         if entry is not None and not changed and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
             done[shard] = entry
             continue
-        full = {r.sample_id: r for r in shard_samples(out, entry)} if entry is not None else {}
-        keep_objects = _objects_by_row(out, entry) if entry is not None else {}
+        full = {r.sample_id: r for r in writer.shard_records(entry)} if entry is not None else {}
+        keep_objects = writer.shard_objects_by_row(entry) if entry is not None else {}
         items = []
         for pos, sid in enumerate(sp.sample_ids):
             row, rec = sp.row_start + pos, full.get(sid)
@@ -186,7 +184,7 @@ def plan_run(cfg: PseudoLabelConfig, key: str, *, calib_sha256: str | None = Non
     )
 
 
-def _changed(have: dict[str, Stored], inputs: dict[str, Input]) -> set[str]:
+def _changed(have: dict[str, StoredSample], inputs: dict[str, Input]) -> set[str]:
     """Ok samples whose input now records other image hashes than the ones they were labelled from."""
     out = set()
     for sid, st in have.items():
@@ -198,7 +196,7 @@ def _changed(have: dict[str, Stored], inputs: dict[str, Input]) -> set[str]:
 
 
 def _needs_rewrite(
-    sp: ShardPlan, have: dict[str, Stored], inputs: dict[str, Input], retry_failed: bool
+    sp: ShardPlan, have: dict[str, StoredSample], inputs: dict[str, Input], retry_failed: bool
 ) -> bool:
     """A finished shard is rewritten only to add planned samples that are now available, or to retry
     failures (--retry-failed) whose inputs are there."""
@@ -214,40 +212,3 @@ def _needs_rewrite(
         ):
             return True
     return False
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What planning needs of a finished sample."""
-
-    status: str
-    left_sha256: str | None
-    right_sha256: str | None
-
-
-def _stored_samples(out: Path, entries: Sequence[ShardEntry]) -> dict[int, dict[str, Stored]]:
-    """Finished shards' samples: id, status and source hashes (one scan of five columns)."""
-    if not entries:
-        return {}
-    from labeler.dataset.tables import table_dataset
-
-    spans = sorted((e.row_start, e.shard) for e in entries)
-    cols = ["sample_id", "row", "status", "left_sha256", "right_sha256"]
-    t = table_dataset(out, "samples", entries).to_table(columns=cols)
-    import bisect
-
-    starts = [s for s, _ in spans]
-    by_shard: dict[int, dict[str, Stored]] = {}
-    for sid, row, status, left, right in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
-        shard = spans[bisect.bisect_right(starts, row) - 1][1]
-        by_shard.setdefault(shard, {})[sid] = Stored(status, left, right)
-    return by_shard
-
-
-def _objects_by_row(out: Path, entry: ShardEntry) -> dict[int, list[ObjectRow]]:
-    from labeler.dataset.tables import shard_objects
-
-    by_row: dict[int, list[ObjectRow]] = {}
-    for o in shard_objects(out, entry):
-        by_row.setdefault(o.row, []).append(o)
-    return by_row

@@ -14,11 +14,8 @@ from pathlib import Path
 
 from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import LabelTask, Manifest, SampleRecord, ShardEntry
-from labeler.dataset import shards
-from labeler.dataset.index import read_row_plan, read_shard_index
-from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_path
-from labeler.dataset.tables import shard_samples
 from labeler.dataset.validate import shard_problems
+from labeler.dataset.writer import DatasetWriter
 from pipelines.plan import Item, Plan
 
 
@@ -32,16 +29,13 @@ class RepairResult:
 def repair_dataset(
     dataset: str | Path, *, scheduler: str | None = "sync", workers: int | None = None
 ) -> RepairResult:
-    from pipelines.run import _compact, _execute, seal_manifest
+    from pipelines.run import execute
 
     dataset = Path(dataset)
-    with dataset_lock(dataset):
-        from labeler.dataset import journal
-
-        journal.recover(dataset)  # a rewrite a killed process left half-done is rolled back, not repaired
-        manifest = load_manifest(dataset)
-        index = read_shard_index(dataset)
-        plan = read_row_plan(dataset)
+    with DatasetWriter(dataset) as writer:  # a rewrite a killed process left half-done is rolled back first
+        manifest = writer.manifest()
+        index = writer.committed()
+        plan = writer.row_plan()
         damaged: dict[int, list[str]] = {}
         for s in sorted(plan):
             entry = index.get(s)
@@ -50,10 +44,10 @@ def repair_dataset(
                 damaged[s] = problems
         if not damaged:
             return RepairResult(manifest, {}, [])
-        todo = {s: _items(dataset, index[s], plan[s].row_start, plan[s].sample_ids) for s in damaged}
+        todo = {s: _items(writer, index[s], plan[s].row_start, plan[s].sample_ids) for s in damaged}
         cfg = PseudoLabelConfig(
             inputs=dataset,
-            calib=manifest_path(dataset),  # unused: repair relabels rectified images only
+            calib=dataset,  # unused: repair relabels rectified images only
             out=dataset,
             stereo=manifest.stereo,
             masks=manifest.masks,
@@ -62,27 +56,22 @@ def repair_dataset(
             workers=workers,
             progress=False,
         )
-        for s in damaged:
-            shards.remove_shard_files(dataset, s)
         entries = {s: e for s, e in index.items() if s not in damaged}
+        layout = writer.begin(manifest, [], entries, discard=sorted(damaged))
         w, h = manifest.calibration.image_size
-        layout = manifest.layout
-        run = Plan(todo=todo, done=entries)
-        finished = _execute(cfg, run, layout, manifest.run_key, manifest.depth, (w, h), entries)
-        entries = _compact(dataset, entries, force=True)
-        sealed = seal_manifest(dataset, manifest, entries)
-    failed = [r for e in finished for r in shard_samples(dataset, e) if r.status == "failed"]
+        execute(cfg, Plan(todo=todo, done=entries), layout, manifest.run_key, manifest.depth, (w, h), writer)
+        sealed = writer.finish()
     from labeler.review.gallery import write_gallery
 
     write_gallery(dataset)
-    return RepairResult(sealed, damaged, failed)
+    return RepairResult(sealed, damaged, writer.failures())
 
 
-def _items(dataset: Path, entry: ShardEntry, row_start: int, planned: list[str]) -> list[Item]:
+def _items(writer: DatasetWriter, entry: ShardEntry, row_start: int, planned: list[str]) -> list[Item]:
     """Every planned sample of the shard: relabelled from its recorded source (the same graph as
     labelling), or its failure kept."""
     try:
-        records = {r.sample_id: r for r in shard_samples(dataset, entry)}
+        records = {r.sample_id: r for r in writer.shard_records(entry)}
     except Exception:  # noqa: BLE001 — an unreadable table: nothing is known of its samples
         records = {}
     items = []

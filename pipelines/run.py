@@ -7,52 +7,23 @@ kill at any moment leaves a dataset that opens, validates, and resumes where it 
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from data_schema.backends import mask_classes
-from data_schema.calibration import StereoCalibration
-from data_schema.captures import RectifiedPair
+from data_schema.captures import RectifiedSet
 from data_schema.commands import PseudoLabelConfig
-from data_schema.manifest import Manifest, SampleRecord, ShardEntry
-from labeler.dataset import shards
-from labeler.dataset.index import (
-    append_row_plan,
-    append_shard_entries,
-    dataset_version,
-    index_counts,
-    read_shard_index,
-    rewrite_shard_index,
-    shard_index_bytes,
-)
-from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_schema_version, write_manifest
+from data_schema.manifest import DepthSettings, Manifest, SampleRecord, ShardEntry, StoreLayout
 from labeler.dataset.runkey import run_key
-from labeler.dataset.tables import (
-    COMPACT_MIN_FILES,
-    compact_tables,
-    remove_unreferenced_tables,
-    shard_samples,
-)
+from labeler.dataset.writer import DatasetWriter, check_writable, library_versions
 from labeler.errors import InputError, LabelerError, disk_error
 from pipelines.graph import build_graph
-from pipelines.plan import plan_run
+from pipelines.plan import Item, Plan, plan_run
 
-LIBRARIES = (
-    "labeler",
-    "numpy",
-    "opencv-contrib-python-headless",
-    "zarr",
-    "pyarrow",
-    "dask",
-    "distributed",
-    "torch",
-    "scikit-image",
-    "sam2",
-    "timm",
-)
 _FAILURES_SHOWN = 20
 log = logging.getLogger(__name__)
 
@@ -73,29 +44,6 @@ class LabelRun:
         return self.manifest.dataset_version
 
 
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> Manifest:
-    """The dataset record for the current shard index (version, counts, index size)."""
-    manifest = base.model_copy(
-        update={
-            "dataset_version": dataset_version(base.run_key, entries),
-            "counts": index_counts(entries),
-            "shard_index_bytes": shard_index_bytes(out),
-        }
-    )
-    write_manifest(out, manifest)
-    return manifest
-
-
 def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     """Label every pair under cfg.inputs into cfg.out (resuming and appending to earlier runs)."""
     from labeler.depth import depth_settings
@@ -110,20 +58,14 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
     key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects)
     _check_backends(cfg)
-    _check_out(cfg.out)
+    check_writable(cfg.out)
     _check_scheduler(cfg.scheduler)
-    with dataset_lock(cfg.out):
-        from labeler.dataset import journal
-
-        rolled = journal.recover(cfg.out)  # a rewrite a killed process left half-done
-        if rolled:
-            log.warning("rolled back the interrupted rewrite of shard(s) %s", ", ".join(map(str, rolled)))
-        _refuse_other_settings(cfg.out, key)
-        plan = plan_run(cfg, key, calib_sha256=calib_sha)
+    with DatasetWriter(cfg.out) as writer:
+        writer.refuse_other_settings(key)
+        plan = plan_run(cfg, key, writer, calib_sha256=calib_sha)
         if not plan.n_inputs and not plan.done:
             raise InputError(cfg.inputs, "no pairs to label", "check the folder")
         w, h = calib.image_size
-        layout = shards.store_layout(plan.n_rows, h, w, cfg.samples_per_shard)
         base = Manifest(
             dataset_version=key,
             labeler_version=metadata.version("labeler"),
@@ -136,24 +78,28 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             run_key=key,
             objects=cfg.objects,
             library_versions=library_versions(),
-            layout=layout,
+            layout=writer.layout(plan.n_rows, h, w, cfg.samples_per_shard),
         )
-        layout = shards.prepare_store(cfg.out, layout)
-        append_row_plan(cfg.out, plan.new_rows)
         # the shards being rewritten keep their committed entries until their rewrites commit
-        entries = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
-        seal_manifest(cfg.out, base, entries)
-        finished = _execute(cfg, plan, layout, key, settings, (w, h), entries)
-        entries = _compact(cfg.out, entries, force=True)
-        manifest = seal_manifest(cfg.out, base, entries)
+        kept = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
+        layout = writer.begin(base, plan.new_rows, kept)
+        execute(cfg, plan, layout, key, settings, (w, h), writer)
+        manifest = writer.finish()
         if cfg.rectify:
-            _write_pairs_json(cfg, calib, calib_sha, [p for e in entries.values() for p in e.rectified])
+            writer.write_rectified_set(
+                RectifiedSet(
+                    calib_path=str(cfg.calib),
+                    calib_sha256=calib_sha,
+                    rig=calib.rig,
+                    image_size=list(calib.image_size),
+                    pairs=writer.rectified_pairs(),
+                )
+            )
         from labeler.review.gallery import write_gallery
 
         write_gallery(cfg.out)
-    fails = [r for e in finished for r in shard_samples(cfg.out, e) if r.status == "failed"]
     new_ids = {it.sample_id for items in plan.todo.values() for it in items if it.keep is None}
-    fails = [r for r in fails if r.sample_id in new_ids]
+    fails = [r for r in writer.failures() if r.sample_id in new_ids]
     return LabelRun(
         manifest=manifest,
         labelled=plan.n_todo,
@@ -164,40 +110,33 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     )
 
 
-def _execute(
+def execute(
     cfg: PseudoLabelConfig,
-    plan: Any,
-    layout: Any,
+    plan: Plan,
+    layout: StoreLayout,
     key: str,
-    settings: Any,
+    settings: DepthSettings,
     size: tuple[int, int],
-    entries: dict[int, ShardEntry],
-) -> list[ShardEntry]:
-    """Run the graph; commit each shard as it finishes (entries is updated in place)."""
-    import dask
+    writer: DatasetWriter,
+) -> None:
+    """Run the graph; the writer commits each shard as it finishes."""
     from tqdm import tqdm
 
-    from labeler.dataset import journal
     from pipelines.cluster import dask_client
 
     rewrites = {s: e.content_sha256 for s, e in plan.rewrites.items()}
     writes = build_graph(cfg, plan.todo, layout, key, settings, size, rewrites)
-    finished: list[ShardEntry] = []
-    since_compaction = 0
-
-    def commit(entry: ShardEntry) -> None:
-        nonlocal since_compaction
-        append_shard_entries(cfg.out, [entry])
-        journal.end(cfg.out, entry.shard)  # committed: the old files are no longer needed
-        entries[entry.shard] = entry
-        finished.append(entry)
-        since_compaction += 1
-        if since_compaction >= COMPACT_MIN_FILES:
-            entries.update(_compact(cfg.out, entries))
-            since_compaction = 0
-
     if not writes:
-        return finished
+        return
+
+    def done(shard: int, result: Callable[[], ShardEntry]) -> None:
+        try:
+            entry: ShardEntry | None = result()
+        except Exception as err:  # noqa: BLE001 — e.g. KilledWorker: this shard fails, the run goes on
+            entry = _failed_shard(cfg, shard, plan.todo[shard], layout, key, err, writer)
+        if entry is not None:
+            writer.commit(entry)
+
     with (
         dask_client(cfg.scheduler, workers=cfg.workers, gpus=cfg.gpus, samples=plan.n_todo) as client,
         tqdm(total=plan.n_todo, desc="pseudo-label", unit="sample", disable=not cfg.progress) as bar,
@@ -208,12 +147,7 @@ def _execute(
         }
         if client is None:
             for shard, delayed_write in writes.items():
-                try:
-                    (entry,) = dask.compute(delayed_write, scheduler="sync")
-                except Exception as err:  # noqa: BLE001 — the shard's failure, not the run's
-                    entry = _failed_shard(cfg, shard, plan.todo[shard], layout, key, err)
-                if entry is not None:
-                    commit(entry)
+                done(shard, functools.partial(_compute_sync, delayed_write))
                 bar.update(todo_of[shard])
         else:
             from distributed import as_completed
@@ -222,26 +156,32 @@ def _execute(
             shard_of = {f.key: s for f, s in zip(futures, writes, strict=True)}
             for fut in as_completed(futures):
                 shard = shard_of[fut.key]
-                try:
-                    entry = fut.result()
-                except Exception as err:  # noqa: BLE001 — e.g. KilledWorker: this shard fails, the run goes on
-                    entry = _failed_shard(cfg, shard, plan.todo[shard], layout, key, err)
-                if entry is not None:
-                    commit(entry)
+                done(shard, fut.result)
                 bar.update(todo_of[shard])
-    return finished
+
+
+def _compute_sync(delayed_write: Any) -> ShardEntry:
+    import dask
+
+    (entry,) = dask.compute(delayed_write, scheduler="sync")
+    return entry
 
 
 def _failed_shard(
-    cfg: PseudoLabelConfig, shard: int, items: list[Any], layout: Any, key: str, err: BaseException
+    cfg: PseudoLabelConfig,
+    shard: int,
+    items: list[Item],
+    layout: StoreLayout,
+    key: str,
+    err: BaseException,
+    writer: DatasetWriter,
 ) -> ShardEntry | None:
     """A shard whose task died (a worker killed repeatedly, an error outside any sample): its samples are
     recorded as failed with the reason. A disk or permission error stops the run in one line instead, and
     a shard that carries finished samples is left for the next run rather than lose them."""
-    from labeler.dataset import journal
     from labeler.stages import StageFailure, write_stage
 
-    journal.roll_back(cfg.out, shard)  # a rewrite that failed half-way: its committed files come back
+    writer.abandon(shard)  # a rewrite that failed half-way: its committed files come back
     if isinstance(err, OSError):
         line = disk_error(err, cfg.out, f"shard {shard}")
         text = " ".join(str(err).split())
@@ -254,21 +194,6 @@ def _failed_shard(
     return write_stage(cfg.out, shard, layout, key, list(fails), previews=False)
 
 
-def _compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
-    """Merge small table files when enough have piled up; at the end of a run also drop stale files and
-    rewrite the shard index to its current entries when old lines outnumber them."""
-    new = compact_tables(out, entries)
-    if new:
-        append_shard_entries(out, new)
-        entries = {**entries, **{e.shard: e for e in new}}
-        remove_unreferenced_tables(out, entries)
-    if force:
-        remove_unreferenced_tables(out, entries)
-        if shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
-            rewrite_shard_index(out, entries)
-    return entries
-
-
 def _check_backends(cfg: PseudoLabelConfig) -> None:
     """Weights, configs: a mistake is one line before the first sample, not one failure per sample."""
     import labeler.segment
@@ -278,20 +203,6 @@ def _check_backends(cfg: PseudoLabelConfig) -> None:
 
     STEREO_BACKENDS.check(cfg.stereo)
     MASK_BACKENDS.check(cfg.masks)
-
-
-def _check_out(out: Path) -> None:
-    """--out must be a folder this process can write (before any work: one line, not a traceback)."""
-    from labeler.io import write_text_atomic
-
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "is a file, not a dataset folder", "pass a folder to --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / ".write-test", "")
-        (out / ".write-test").unlink()
-    except OSError as err:
-        raise InputError(out, f"cannot write here ({err.strerror or err})", "pass a writable --out") from None
 
 
 def _check_scheduler(scheduler: str | None) -> None:
@@ -322,41 +233,3 @@ def _check_gpus(cfg: PseudoLabelConfig) -> None:
             f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
             f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
         )
-
-
-def _refuse_other_settings(out: Path, key: str) -> None:
-    """A dataset folder holds one set of labels: other backends or calibration need another --out."""
-    if manifest_schema_version(out) == 1:
-        load_manifest(out)  # raises the one line naming `labeler migrate`
-    index = read_shard_index(out)
-    other = {e.run_key for e in index.values()} - {key}
-    if other and any(e.n_ok for e in index.values()):
-        try:
-            old: Manifest | None = load_manifest(out)
-        except InputError:
-            old = None
-        what = (
-            f"stereo {old.stereo.name}, masks {old.masks.name}, calibration {old.calibration.rig}"
-            if old
-            else "another run key"
-        )
-        raise InputError(
-            out, f"holds a dataset made with other settings ({what}, or other parameters)", "use a new --out"
-        )
-
-
-def _write_pairs_json(
-    cfg: PseudoLabelConfig, calib: StereoCalibration, calib_sha: str, pairs: list[RectifiedPair]
-) -> None:
-    """OUT/rectified/pairs.json for `labeler run`, from every finished shard's record."""
-    from data_schema.captures import RectifiedSet
-    from labeler.io import write_text_atomic
-
-    rect = RectifiedSet(
-        calib_path=str(cfg.calib),
-        calib_sha256=calib_sha,
-        rig=calib.rig,
-        image_size=list(calib.image_size),
-        pairs=sorted(pairs, key=lambda p: p.pair_id),
-    )
-    write_text_atomic(cfg.out / "rectified" / "pairs.json", rect.model_dump_json(indent=2))

@@ -1,5 +1,5 @@
-"""`labeler validate` on Dask: the per-shard checks of labeler/dataset/validate.py as one task per shard, on the
-same kind of cluster as labelling (`--workers`, `--scheduler`), with a progress bar."""
+"""`labeler validate` on Dask: the per-shard checks of labeler/dataset/validate.py as one task per shard,
+on the same kind of cluster as labelling (`--workers`, `--scheduler`), with a progress bar."""
 
 from __future__ import annotations
 

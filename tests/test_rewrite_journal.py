@@ -1,5 +1,6 @@
 """Issue 12: rewriting a finished shard (a retried failure joining it, its other samples carried over) is
-all-or-nothing against kill -9: labeler/dataset/journal.py keeps the committed files until the rewrite commits."""
+all-or-nothing against kill -9: labeler/dataset/journal.py keeps the committed files until the rewrite
+commits."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ command module, each of which registers its commands on the one app of labeler/c
 """
 
 # isort: off
-# The import order is the order of `labeler --help`: labelling first, then the review loop, the trainers, the heads.
+# The import order is the order of `labeler --help`: labelling, the review loop, trainers, heads.
 from labeler.cli import label  # noqa: F401  (each command module registers its commands on `app`)
 from labeler.cli import review  # noqa: F401
 from labeler.cli import train  # noqa: F401

@@ -40,7 +40,9 @@ def doubt(
 
     def call(path: Path):
         rec = run_doubt(path, model=mono_model(stereo_weights=stereo_weights, heads=heads, device=device))
-        if (path / "index.html").is_file():
+        from labeler.dataset.sidecars import gallery_index_path
+
+        if gallery_index_path(path).is_file():
             write_gallery(path)  # the gallery's order follows the score
         return rec
 

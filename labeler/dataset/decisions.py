@@ -1,6 +1,6 @@
 """Review decisions in force: what `labeler review` saved, as the exports and training apply it.
 
-The log (`DATASET/reviews.jsonl`, written by `labeler.dataset.shards.append_reviews`) keeps every decision; the
+The log (`DATASET/reviews.jsonl`, written by `sidecars.append_reviews`) keeps every decision; the
 one in force for a (sample, object) is its latest, unless that is `clear`, and only while the sample
 still has the labels it was made on (`labels_sha256`, over the sample's depth_m and instance_ids
 digests). A decision on labels that have since changed, or on a sample the dataset no longer has, is

@@ -1,5 +1,5 @@
-"""The files beside the labels that people and later passes add: review decisions (`reviews.jsonl`,
-append-only) and the last doubt pass (`doubt.json`).
+"""The files beside the labels: review decisions (`reviews.jsonl`, append-only), the last doubt pass
+(`doubt.json`), and what people look at (PNG previews, the gallery pages and its index.html).
 """
 
 from __future__ import annotations
@@ -81,3 +81,25 @@ def read_doubt_pass(dataset: str | Path) -> DoubtPass | None:
         return DoubtPass.model_validate_json(path.read_text()) if path.is_file() else None
     except ValueError:
         return None
+
+
+PREVIEWS_DIR = "previews"
+GALLERY_DIR = "gallery"
+GALLERY_INDEX = "index.html"
+
+
+def previews_dir(dataset: str | Path) -> Path:
+    return Path(dataset) / PREVIEWS_DIR
+
+
+def preview_path(dataset: str | Path, sample_id: str) -> Path:
+    """Where a sample's PNG preview goes."""
+    return previews_dir(dataset) / f"{sample_id}.png"
+
+
+def gallery_page_path(dataset: str | Path, page: str) -> Path:
+    return Path(dataset) / GALLERY_DIR / page
+
+
+def gallery_index_path(dataset: str | Path) -> Path:
+    return Path(dataset) / GALLERY_INDEX

@@ -106,8 +106,10 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
 
     @app.get("/thumb/{sample_id}.png")
     def thumb(sample_id: str) -> Response:
-        preview = data.path / "previews" / f"{sample_id}.png"
-        if preview.is_file() and preview.resolve().parent == (data.path / "previews").resolve():
+        from labeler.dataset.sidecars import preview_path, previews_dir
+
+        preview = preview_path(data.path, sample_id)
+        if preview.is_file() and preview.resolve().parent == previews_dir(data.path).resolve():
             return FileResponse(preview, media_type="image/png")
         import cv2
 

@@ -15,6 +15,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from labeler.dataset.sidecars import gallery_index_path, gallery_page_path
 from labeler.io import write_text_atomic
 
 PAGE_SIZE = 100
@@ -63,7 +64,9 @@ def write_gallery(dataset: str | Path) -> Path:
             f"{k * PAGE_SIZE + 1}–{k * PAGE_SIZE + len(rows)} of {len(ok)}, most doubtful first</p>"
             f"{nav}{figures}{nav}"
         )
-        write_text_atomic(dataset / "gallery" / _page_name(k), _html(f"labeler · {version} · {k + 1}", body))
+        write_text_atomic(
+            gallery_page_path(dataset, _page_name(k)), _html(f"labeler · {version} · {k + 1}", body)
+        )
     fails = "".join(
         f"<li><b>{html.escape(s['sample_id'])}</b>: {html.escape(s['error'] or '')}</li>"
         for s in failed[:_FAILURES_LISTED]
@@ -90,7 +93,7 @@ def write_gallery(dataset: str | Path) -> Path:
             else ""
         )
     )
-    path = dataset / "index.html"
+    path = gallery_index_path(dataset)
     write_text_atomic(path, _html(f"labeler · {version}", body))
     return path
 

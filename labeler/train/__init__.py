@@ -29,7 +29,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
 
 
 def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
-    """Continue a train-heads run with its last ViT blocks trainable; see `labeler.train.heads.api.finetune`."""
+    """Continue a train-heads run with its last ViT blocks trainable (`labeler.train.heads.api`)."""
     from labeler.train.heads.api import finetune as run
 
     return run(cfg, stop_after_epoch=stop_after_epoch)

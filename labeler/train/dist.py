@@ -1,4 +1,5 @@
-"""Distributed training: the process group of a torchrun or spawned launch, and which process is the main one."""
+"""Distributed training: the process group of a torchrun or spawned launch, and which process is the
+main one."""
 
 from __future__ import annotations
 

@@ -61,9 +61,9 @@ def test_colour_alone_cannot_separate_them(scene: RectifiedPair) -> None:
 
 @pytest.fixture(scope="module")
 def room() -> RectifiedPair:
-    """A demo-rig scene the demo dataset does not hold (labeler.synthetic.demo.demo_scene, seed 5) through an ideal
-    rectified rig: a textured wall and floor, boards at 1.15, 1.44 and 2.08 m, the first two of one
-    colour; 240 x 320."""
+    """A demo-rig scene the demo dataset does not hold (labeler.synthetic.demo.demo_scene, seed 5)
+    through an ideal rectified rig: a textured wall and floor, boards at 1.15, 1.44 and 2.08 m, the first
+    two of one colour; 240 x 320."""
     scene, _ = demo_scene(np.random.default_rng(5))
     rig = SyntheticRig.rectified(320, 240, focal_px=250.0, baseline_m=0.06)
     return render_pair(rig, scene, supersample=2)

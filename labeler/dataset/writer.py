@@ -1,0 +1,374 @@
+"""The one write path of a dataset: `DatasetWriter` (the client: lock, recovery, row plan, shard commits,
+compaction, the manifest) and `write_shard_files` (a shard's single writer, run in a worker task).
+
+A run holds the writer for its whole length:
+
+    with DatasetWriter(out) as writer:           # the dataset lock; interrupted rewrites rolled back
+        writer.refuse_other_settings(run_key)    # one folder, one set of labels
+        ...plan from writer.row_plan(), writer.intact_entries(run_key), writer.stored_samples(...)...
+        layout = writer.begin(base_manifest, new_rows, kept_entries)
+        for entry in finished_shards:            # as the workers' write tasks finish
+            writer.commit(entry)                 # O(entry): one index line; compaction every 64 shards
+        manifest = writer.finish()               # compaction, stale files, the manifest sealed
+
+A kill at any moment leaves a dataset that opens, validates and resumes where it stopped: a shard counts
+once its entry is in the shard index, and the manifest is written at the start and the end only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from data_schema.captures import RectifiedPair, RectifiedSet
+from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, ShardPlan, StoreLayout
+from labeler.dataset import journal
+from labeler.dataset.index import (
+    append_row_plan,
+    append_shard_entries,
+    dataset_version,
+    index_counts,
+    read_row_plan,
+    read_shard_index,
+    rewrite_shard_index,
+    shard_index_bytes,
+    shard_is_intact,
+)
+from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_schema_version, write_manifest
+from labeler.dataset.shards import (
+    SampleArrays,
+    open_arrays,
+    prepare_store,
+    read_rows,
+    remove_shard_files,
+    shard_file_sizes,
+    store_layout,
+    write_shard,
+)
+from labeler.dataset.tables import (
+    COMPACT_MIN_FILES,
+    compact_tables,
+    content_sha256,
+    remove_unreferenced_tables,
+    shard_objects,
+    shard_samples,
+    table_dataset,
+    write_shard_tables,
+)
+from labeler.errors import InputError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+LIBRARIES = (
+    "labeler",
+    "numpy",
+    "opencv-contrib-python-headless",
+    "zarr",
+    "pyarrow",
+    "dask",
+    "distributed",
+    "torch",
+    "scikit-image",
+    "sam2",
+    "timm",
+)
+RECTIFIED_DIR = "rectified"  # `labeler run`: the rectified pairs it made, and their pairs.json
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the labels, as recorded in the manifest."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """What planning needs of a finished sample."""
+
+    status: str
+    left_sha256: str | None
+    right_sha256: str | None
+
+
+class DatasetWriter:
+    """The owner of one dataset's writes for the length of a run (labelling or repair)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.rolled_back: list[int] = []  # shards whose interrupted rewrite was rolled back on entry
+        self._lock: AbstractContextManager[None] | None = None
+        self._base: Manifest | None = None
+        self._entries: dict[int, ShardEntry] = {}
+        self._finished: list[ShardEntry] = []
+        self._since_compaction = 0
+
+    # ----------------------------------------------------------------------------------- lock, recovery
+    def __enter__(self) -> DatasetWriter:
+        self._lock = dataset_lock(self.out)
+        self._lock.__enter__()
+        try:
+            self.rolled_back = journal.recover(self.out)  # a rewrite a killed process left half-done
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        if self.rolled_back:
+            log.warning(
+                "rolled back the interrupted rewrite of shard(s) %s", ", ".join(map(str, self.rolled_back))
+            )
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._lock is not None
+        self._lock.__exit__(kind, err, tb)
+
+    # ------------------------------------------------------------------------ what is committed already
+    def refuse_other_settings(self, run_key: str) -> None:
+        """A dataset folder holds one set of labels: other backends or calibration need another --out."""
+        if manifest_schema_version(self.out) == 1:
+            load_manifest(self.out)  # raises the one line naming `labeler migrate`
+        index = read_shard_index(self.out)
+        other = {e.run_key for e in index.values()} - {run_key}
+        if other and any(e.n_ok for e in index.values()):
+            try:
+                old: Manifest | None = load_manifest(self.out)
+            except InputError:
+                old = None
+            what = (
+                f"stereo {old.stereo.name}, masks {old.masks.name}, calibration {old.calibration.rig}"
+                if old
+                else "another run key"
+            )
+            raise InputError(
+                self.out,
+                f"holds a dataset made with other settings ({what}, or other parameters)",
+                "use a new --out",
+            )
+
+    def manifest(self) -> Manifest:
+        return load_manifest(self.out)
+
+    def row_plan(self) -> dict[int, ShardPlan]:
+        return read_row_plan(self.out)
+
+    def committed(self) -> dict[int, ShardEntry]:
+        """The shard index: each shard's entry in force."""
+        return read_shard_index(self.out)
+
+    def intact_entries(
+        self, committed: dict[int, ShardEntry], row_plan: dict[int, ShardPlan], run_key: str
+    ) -> dict[int, ShardEntry]:
+        """Committed shards of this run key whose files are there with their recorded sizes (the cheap
+        check; content is `labeler validate`'s job)."""
+        return {
+            s: e
+            for s, e in committed.items()
+            if e.run_key == run_key and s in row_plan and shard_is_intact(self.out, e)
+        }
+
+    def stored_samples(self, entries: Sequence[ShardEntry]) -> dict[int, dict[str, StoredSample]]:
+        """Finished shards' samples: id, status and source hashes (one scan of five columns)."""
+        if not entries:
+            return {}
+        spans = sorted((e.row_start, e.shard) for e in entries)
+        cols = ["sample_id", "row", "status", "left_sha256", "right_sha256"]
+        t = table_dataset(self.out, "samples", entries).to_table(columns=cols)
+        starts = [s for s, _ in spans]
+        by_shard: dict[int, dict[str, StoredSample]] = {}
+        for sid, row, status, left, right in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
+            shard = spans[bisect.bisect_right(starts, row) - 1][1]
+            by_shard.setdefault(shard, {})[sid] = StoredSample(status, left, right)
+        return by_shard
+
+    def shard_records(self, entry: ShardEntry) -> list[SampleRecord]:
+        return shard_samples(self.out, entry)
+
+    def shard_objects_by_row(self, entry: ShardEntry) -> dict[int, list[ObjectRow]]:
+        by_row: dict[int, list[ObjectRow]] = {}
+        for o in shard_objects(self.out, entry):
+            by_row.setdefault(o.row, []).append(o)
+        return by_row
+
+    # --------------------------------------------------------------------------------------- the run
+    def begin(
+        self,
+        base: Manifest,
+        new_rows: Sequence[ShardPlan],
+        entries: dict[int, ShardEntry],
+        *,
+        discard: Sequence[int] = (),
+    ) -> StoreLayout:
+        """Create or grow the arrays to `base.layout`, record the new rows, seal a first manifest over
+        `entries` (the shards in force while the run works). `discard`: damaged shards whose array files
+        are dropped first (repair). Returns the layout as stored."""
+        layout = prepare_store(self.out, base.layout)
+        for shard in discard:
+            remove_shard_files(self.out, shard)
+        append_row_plan(self.out, list(new_rows))
+        self._base = base.model_copy(update={"layout": layout})
+        self._entries = dict(entries)
+        self._seal()
+        return layout
+
+    @staticmethod
+    def layout(n_rows: int, height: int, width: int, samples_per_shard: int) -> StoreLayout:
+        """The array layout for n_rows samples of height x width in shards of samples_per_shard."""
+        return store_layout(n_rows, height, width, samples_per_shard)
+
+    @property
+    def entries(self) -> dict[int, ShardEntry]:
+        """The entries in force now (committed before the run, and by it)."""
+        return dict(self._entries)
+
+    @property
+    def finished(self) -> list[ShardEntry]:
+        """The shards this run committed, in commit order."""
+        return list(self._finished)
+
+    def commit(self, entry: ShardEntry) -> None:
+        """A shard's write task finished: its entry goes into the index (what marks it done), its rewrite
+        journal is dropped, and small table files are merged every COMPACT_MIN_FILES commits."""
+        append_shard_entries(self.out, [entry])
+        journal.end(self.out, entry.shard)  # committed: the old files are no longer needed
+        self._entries[entry.shard] = entry
+        self._finished.append(entry)
+        self._since_compaction += 1
+        if self._since_compaction >= COMPACT_MIN_FILES:
+            self._compact(force=False)
+            self._since_compaction = 0
+
+    def abandon(self, shard: int) -> None:
+        """A shard's write task died: a half-done rewrite gets its committed files back."""
+        journal.roll_back(self.out, shard)
+
+    def finish(self) -> Manifest:
+        """Compact, drop stale table files, seal the manifest for the index as it now is."""
+        self._compact(force=True)
+        return self._seal()
+
+    def failures(self) -> list[SampleRecord]:
+        """The failed samples of the shards this run committed."""
+        return [r for e in self._finished for r in shard_samples(self.out, e) if r.status == "failed"]
+
+    def write_rectified_set(self, rect: RectifiedSet) -> Path:
+        """OUT/rectified/pairs.json for `labeler run`, from every finished shard's record."""
+        from labeler.io import write_text_atomic
+
+        path = rectified_dir(self.out) / "pairs.json"
+        write_text_atomic(path, rect.model_dump_json(indent=2))
+        return path
+
+    def rectified_pairs(self) -> list[RectifiedPair]:
+        return sorted((p for e in self._entries.values() for p in e.rectified), key=lambda p: p.pair_id)
+
+    def _seal(self) -> Manifest:
+        assert self._base is not None, "begin() first"
+        return seal_manifest(self.out, self._base, self._entries)
+
+    def _compact(self, *, force: bool) -> None:
+        self._entries = compact(self.out, self._entries, force=force)
+
+
+def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> Manifest:
+    """The dataset record for the current shard index (version, counts, index size)."""
+    manifest = base.model_copy(
+        update={
+            "dataset_version": dataset_version(base.run_key, entries),
+            "counts": index_counts(entries),
+            "shard_index_bytes": shard_index_bytes(out),
+        }
+    )
+    write_manifest(out, manifest)
+    return manifest
+
+
+def compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
+    """Merge small table files when enough have piled up; at the end of a run (`force`) also drop stale
+    files and rewrite the shard index to its current entries when old lines outnumber them."""
+    new = compact_tables(out, entries)
+    if new:
+        append_shard_entries(out, new)
+        entries = {**entries, **{e.shard: e for e in new}}
+        remove_unreferenced_tables(out, entries)
+    if force:
+        remove_unreferenced_tables(out, entries)
+        if shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
+            rewrite_shard_index(out, entries)
+    return entries
+
+
+# ------------------------------------------------------------------------------ in the worker's task
+def write_shard_files(
+    dataset: str | Path,
+    shard: int,
+    layout: StoreLayout,
+    run_key: str,
+    records: Sequence[SampleRecord],
+    objects: Sequence[ObjectRow],
+    arrays: dict[int, SampleArrays],
+    *,
+    rectified: Sequence[RectifiedPair] = (),
+    rewriting: str | None = None,
+) -> ShardEntry:
+    """The single writer of one shard (a worker task; zarr-python #3682: concurrent writers into one shard
+    lose data): its arrays, then its table part files. Returns the shard's index entry; `commit` on the
+    client is what marks it done. `rewriting`: the content_sha256 of the shard's committed entry when it
+    is written again (its files are journalled first, so a kill leaves the old shard)."""
+    if rewriting is not None:
+        journal.begin(dataset, shard, rewriting)
+    write_shard(dataset, shard, layout, arrays)
+    samples_ref, objects_ref = write_shard_tables(dataset, shard, list(records), list(objects))
+    span = shard * layout.samples_per_shard
+    return ShardEntry(
+        shard=shard,
+        row_start=span,
+        row_stop=span + layout.samples_per_shard,
+        run_key=run_key,
+        n_ok=len(arrays),
+        n_failed=len(records) - len(arrays),
+        n_objects=len(objects),
+        samples=samples_ref,
+        objects=objects_ref,
+        content_sha256=content_sha256(list(records), list(objects)),
+        array_bytes=shard_file_sizes(dataset, shard),
+        rectified=list(rectified),
+    )
+
+
+def rectified_dir(dataset: str | Path) -> Path:
+    """Where `labeler run` keeps the pairs it rectified."""
+    return Path(dataset) / RECTIFIED_DIR
+
+
+def check_writable(out: Path) -> None:
+    """--out must be a folder this process can write (before any work: one line, not a traceback)."""
+    from labeler.io import write_text_atomic
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file, not a dataset folder", "pass a folder to --out")
+    probe = out / ".write-test"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(probe, "")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(out, f"cannot write here ({err.strerror or err})", "pass a writable --out") from None
+
+
+def stored_arrays(dataset: str | Path, row: int) -> SampleArrays:
+    """A finished sample's arrays as stored, to carry it into a rewrite of its shard unchanged."""
+    return SampleArrays(**read_rows(open_arrays(dataset), row))
