@@ -12,7 +12,7 @@ import typer
 
 from data_schema.calibration import BoardKind
 from data_schema.commands import CalibExport, PseudoLabelConfig
-from data_schema.manifest import ObjectPolicy
+from data_schema.manifest import Manifest, ObjectPolicy
 from labeler.cli._app import LayoutOpt, StrideOpt, _fail, _gpus, app, export_app, run
 from labeler.cli.backends import backend_configs, parameters
 
@@ -293,8 +293,14 @@ def migrate(
 ) -> None:
     """Convert a v1 dataset (one manifest with every sample) to layout v2 (tables + shard index)."""
     from labeler.dataset.migrate import migrate_dataset
+    from labeler.review.gallery import write_gallery
 
-    m = run(lambda: dataset, migrate_dataset)
+    def call(path: Path) -> Manifest:
+        manifest = migrate_dataset(path)
+        write_gallery(path)  # the gallery's pages follow the new layout
+        return manifest
+
+    m = run(lambda: dataset, call)
     typer.echo(
         f"{dataset}: layout v2, {m.counts.ok} samples ok, {m.counts.failed} failed, {m.counts.objects} "
         f"objects in {m.counts.shards} shards; dataset {m.dataset_version[:12]}"

@@ -116,7 +116,4 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
             shard_index_bytes=shard_index_bytes(dataset),
         )
         write_manifest(dataset, manifest)
-    from labeler.review.gallery import write_gallery
-
-    write_gallery(dataset)
     return manifest

@@ -194,6 +194,7 @@ def diff_datasets(
     a, b = _side(path_a), _side(path_b)
     common = sorted(set(a.samples) & set(b.samples))
     changes: list[SampleChange] = []
+    matched: dict[str, list[tuple[int, int, float]]] = {}  # the object matches, for the report's pictures
     unchanged = 0
     for sid in common:
         ra, rb = a.samples[sid], b.samples[sid]
@@ -207,6 +208,7 @@ def diff_datasets(
         if xa["depth_m"].shape == xb["depth_m"].shape:
             med, p90, _ = depth_change(xa["depth_m"], xb["depth_m"])
             matches, vanished, appeared = match_objects(xa["instance_ids"], xb["instance_ids"])
+            matched[sid] = matches
             fields = {
                 "depth_rel_change_median": med,
                 "depth_rel_change_p90": p90,
@@ -242,7 +244,8 @@ def diff_datasets(
             xa = a.ds.read_row(a.samples[change.sample_id]["row"], ("left", "depth_m", "instance_ids"))
             xb = b.ds.read_row(b.samples[change.sample_id]["row"], ("left", "depth_m", "instance_ids"))
             name = f"changes/{k + 1:03d}-{change.sample_id}.png"
-            write_png(out / name, side_by_side(xa, xb, depth_change(xa["depth_m"], xb["depth_m"])[2], change))
+            rel = depth_change(xa["depth_m"], xb["depth_m"])[2]
+            write_png(out / name, side_by_side(xa, xb, rel, change, matched[change.sample_id]))
             change = change.model_copy(update={"picture": name})
         listed.append(change)
     report = DatasetDiff(

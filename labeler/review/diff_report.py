@@ -22,15 +22,18 @@ def _titled(image: np.ndarray, title: str) -> np.ndarray:
 
 
 def side_by_side(
-    a: dict[str, np.ndarray], b: dict[str, np.ndarray], rel: np.ndarray, c: SampleChange
+    a: dict[str, np.ndarray],
+    b: dict[str, np.ndarray],
+    rel: np.ndarray,
+    c: SampleChange,
+    matches: list[tuple[int, int, float]],
 ) -> np.ndarray:
-    """Two rows: depth A | depth B | relative change; masks A | masks B | image B (one depth scale)."""
+    """Two rows: depth A | depth B | relative change; masks A | masks B | image B (one depth scale).
+    `matches`: (id in A, id in B, IoU) of the objects the diff matched."""
     from labeler.previews import colourise, mask_overlay
-    from labeler.review.diff import match_objects
     from labeler.review.layers import value_range
 
     # B's objects drawn in the colour of the A object they match; the others in colours of their own
-    matches, _, _ = match_objects(a["instance_ids"], b["instance_ids"])
     n_a, n_b = int(a["instance_ids"].max(initial=0)), int(b["instance_ids"].max(initial=0))
     lut = np.arange(n_b + 1, dtype=np.int64) + n_a
     lut[0] = 0

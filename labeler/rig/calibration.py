@@ -90,7 +90,7 @@ def detect_board(gray: np.ndarray, board: BoardSpec) -> tuple[np.ndarray, np.nda
         if corners[0].sum() > corners[-1].sum():
             corners = corners[::-1].copy()
         return np.arange(len(corners)), corners.astype(np.float32)
-    from labeler.synthetic import charuco_board
+    from labeler.rig.boards import charuco_board
 
     detector = cv2.aruco.CharucoDetector(charuco_board(board))
     ch_corners, ch_ids, _, _ = detector.detectBoard(gray)
@@ -100,7 +100,7 @@ def detect_board(gray: np.ndarray, board: BoardSpec) -> tuple[np.ndarray, np.nda
 
 
 def board_object_points(board: BoardSpec, ids: np.ndarray) -> np.ndarray:
-    from labeler.synthetic import board_corners
+    from labeler.rig.boards import board_corners
 
     return board_corners(board)[ids].astype(np.float32)
 
