@@ -33,11 +33,11 @@ class StandInConfig(Record):
     disparity_px: float = 8.0
 
 
-@STEREO_BACKENDS.register("bench-gpu-standin")
-class StandInBackend(StereoBackend):
+@STEREO_BACKENDS.register
+class StandInBackend(StereoBackend[StandInConfig]):
     """Sleeps like a GPU forward (releasing the GIL, as CUDA does), returns a constant disparity."""
 
-    name = "bench-gpu-standin"
+    config_type = StandInConfig
     uses_cuda = True
 
     def __init__(self, config: StandInConfig, *, device: str = "cpu") -> None:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from labeler.errors import InputError
 
-if TYPE_CHECKING:
-    pass
-
+M = TypeVar("M", bound=BaseModel)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
@@ -106,6 +105,7 @@ def write_png(path: str | Path, rgb: np.ndarray) -> bytes:
 
 
 def drop_partial_line(f: IO[bytes]) -> None:
+    """Truncate a last line cut short by a kill, so the next append starts on a line of its own."""
     size = f.seek(0, os.SEEK_END)
     if size == 0:
         return
@@ -123,3 +123,44 @@ def drop_partial_line(f: IO[bytes]) -> None:
             return
         pos -= step
     f.truncate(0)
+
+
+def append_jsonl(path: Path, records: Sequence[BaseModel], *, lock: bool = False) -> None:
+    """Append one JSON line per record and fsync before returning (once this returns, a crash keeps
+    them); O(records), whatever the file's size. A line cut short by a kill is dropped first. `lock`:
+    writers of several processes take turns (flock)."""
+    if not records:
+        return
+    text = "".join(r.model_dump_json() + "\n" for r in records).encode()
+    with open(path, "a+b") as f:
+        if lock:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            drop_partial_line(f)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            if lock:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_jsonl(path: Path, model: type[M], *, what: str, problems: list[str] | None = None) -> list[M]:
+    """The records of a JSON-lines file in order. A damaged line is skipped (and named in `problems` as
+    "not a `what`"); a last line cut short by a kill is ignored; no file reads as no records."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    out = []
+    for n, line in enumerate(lines if data.endswith(b"\n") else lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate_json(line))
+        except ValueError as err:
+            if problems is not None:
+                problems.append(f"{path}:{n}: not a {what} ({' '.join(str(err).split())[:160]})")
+    return out

@@ -2,14 +2,19 @@
 
 A registry builds its backends: `create(config, device=...)` picks the class by `config.name`, and
 `shared(...)` keeps one instance per process, config and device, so a worker loads a model once.
+
+A backend's name is written once, as the `name` literal of its config record (data_schema/backends.py):
+the class names its `config_type`, and `register` takes the name from there.
 """
 
 from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 
 class DuplicateBackendError(ValueError):
@@ -30,19 +35,24 @@ class NamedConfig(Hashable, Protocol):
     def name(self) -> str: ...
 
 
-class Backend(ABC):
-    """What a registry builds. The stereo and mask interfaces derive from this."""
+C = TypeVar("C", bound=BaseModel)
 
-    name: ClassVar[str]
+
+class Backend(ABC, Generic[C]):
+    """What a registry builds, from its own config record `C`. The stereo and mask interfaces derive from
+    this; a concrete backend sets `config_type` (its record) and gets `name` from it when registered."""
+
+    config_type: ClassVar[type[BaseModel]]
+    name: ClassVar[str]  # set by `Registry.register` from config_type's `name` literal
     # CPU-only backends run on the CPU even in a `--gpu` run (e.g. `--stereo sgbm --masks sam2 --gpu 0`).
     uses_cuda: ClassVar[bool] = True
 
     @abstractmethod
-    def __init__(self, config: Any, *, device: str) -> None:
+    def __init__(self, config: C, *, device: str) -> None:
         """Build from the backend's own config record; `device` is "cpu" or a CUDA device ("cuda:1")."""
 
     @classmethod  # noqa: B027 — an optional hook: most backends have nothing to check
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: C) -> None:
         """Raise a one-line LabelerError when `config` cannot work (e.g. a named file is missing).
 
         Called once before the first sample, so a bad flag fails the run instead of every sample.
@@ -50,7 +60,15 @@ class Backend(ABC):
         """
 
 
-T = TypeVar("T", bound=Backend)
+T = TypeVar("T", bound=Backend[Any])
+
+
+def config_name(config_type: type[BaseModel]) -> str:
+    """The backend name a config record carries: the default of its `name` literal."""
+    field = config_type.model_fields.get("name")
+    if field is None or not isinstance(field.default, str):
+        raise TypeError(f"{config_type.__name__} has no `name` literal with a default")
+    return field.default
 
 
 class Registry(Generic[T]):
@@ -62,17 +80,17 @@ class Registry(Generic[T]):
         # A few live backends per process: a long-lived worker that sees many configs frees old models.
         self._shared = functools.lru_cache(maxsize=shared_size)(self._create)
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        def add(cls: type[T]) -> type[T]:
-            if name in self._classes:
-                raise DuplicateBackendError(
-                    f"{self.kind} backend {name!r} is registered twice "
-                    f"({self._classes[name].__module__} and {cls.__module__})"
-                )
-            self._classes[name] = cls
-            return cls
-
-        return add
+    def register(self, cls: type[T]) -> type[T]:
+        """Class decorator: registers `cls` under its config's name (and sets `cls.name`)."""
+        name = config_name(cls.config_type)
+        if name in self._classes:
+            raise DuplicateBackendError(
+                f"{self.kind} backend {name!r} is registered twice "
+                f"({self._classes[name].__module__} and {cls.__module__})"
+            )
+        cls.name = name
+        self._classes[name] = cls
+        return cls
 
     def get(self, name: str) -> type[T]:
         try:

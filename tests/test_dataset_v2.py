@@ -117,8 +117,8 @@ def test_validate_on_a_cluster_matches_sync(copy):
 
 _KILL_IN_TABLE_WRITE = """
 import os, signal, sys
-from labeler.dataset import shards
-real = _write_parquet_atomic
+from labeler.dataset import tables
+real = tables._write_parquet_atomic
 calls = {"n": 0}
 def dying(path, tables):
     calls["n"] += 1
@@ -127,7 +127,7 @@ def dying(path, tables):
         pq.write_table(tables[0], str(path) + ".tmp-half")
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, tables)
-_write_parquet_atomic = dying
+tables._write_parquet_atomic = dying
 from labeler.cli.main import app
 sys.argv = ["labeler", *sys.argv[1:]]
 app()
@@ -247,7 +247,7 @@ def test_a_second_writer_is_refused_in_one_line(base, tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from labeler import shards\n"
+            "import sys, time; from labeler.dataset.manifest import dataset_lock\n"
             f"with dataset_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(30)",
         ],
         stdout=subprocess.PIPE,

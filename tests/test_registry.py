@@ -21,12 +21,12 @@ class CpuConfig(Record):
     name: Literal["cpu-only"] = "cpu-only"
 
 
-REG: Registry[Backend] = Registry("test")
+REG: Registry[Backend[Any]] = Registry("test")
 
 
-@REG.register("gpu-ish")
-class GpuBackend(Backend):
-    name = "gpu-ish"
+@REG.register
+class GpuBackend(Backend[GpuConfig]):
+    config_type = GpuConfig
     built = 0
 
     def __init__(self, config: GpuConfig, *, device: str) -> None:
@@ -34,14 +34,14 @@ class GpuBackend(Backend):
         type(self).built += 1
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: GpuConfig) -> None:
         if config.weights is None:
             raise LabelerError("gpu-ish needs --weights")
 
 
-@REG.register("cpu-only")
-class CpuBackend(Backend):
-    name = "cpu-only"
+@REG.register
+class CpuBackend(Backend[CpuConfig]):
+    config_type = CpuConfig
     uses_cuda = False
 
     def __init__(self, config: CpuConfig, *, device: str) -> None:
@@ -77,4 +77,18 @@ def test_unknown_and_duplicate_names():
     ):
         REG.get("nope")
     with pytest.raises(DuplicateBackendError, match="'cpu-only' is registered twice"):
-        REG.register("cpu-only")(CpuBackend)
+        REG.register(CpuBackend)
+
+
+def test_a_backend_takes_its_name_from_its_config_record():
+    """The name is written once, as the config's `name` literal; register sets the class's from it."""
+    assert GpuBackend.name == "gpu-ish" and CpuBackend.name == "cpu-only"
+    from data_schema.backends import ClassicalMasksConfig, SgbmConfig
+    from labeler.segment.base import MASK_BACKENDS
+    from labeler.stereo.base import STEREO_BACKENDS
+
+    assert STEREO_BACKENDS.get("sgbm").config_type is SgbmConfig
+    assert MASK_BACKENDS.get("classical").config_type is ClassicalMasksConfig
+    for reg in (STEREO_BACKENDS, MASK_BACKENDS):
+        for name in reg.names():
+            assert reg.get(name).name == name

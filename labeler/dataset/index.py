@@ -6,10 +6,8 @@ dataset version.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from data_schema.manifest import (
     DatasetCounts,
@@ -18,15 +16,9 @@ from data_schema.manifest import (
 )
 from labeler.dataset.shards import shard_file_sizes
 from labeler.dataset.tables import TABLES, table_dir
-from labeler.io import drop_partial_line
-
-if TYPE_CHECKING:
-    pass
-
+from labeler.io import append_jsonl, read_jsonl
 
 SHARD_INDEX_NAME = "shards.jsonl"
-
-
 ROW_PLAN_NAME = "rows.jsonl"
 
 
@@ -35,38 +27,15 @@ def shard_index_path(dataset: str | Path) -> Path:
 
 
 def append_shard_entries(dataset: str | Path, entries: Sequence[ShardEntry]) -> None:
-    """Append entries to shards.jsonl (the commit point of a shard): O(entry), whatever the index size.
-
-    A line cut short by a kill is dropped first, so the file stays a sequence of whole lines.
-    """
-    path = shard_index_path(dataset)
-    text = "".join(e.model_dump_json() + "\n" for e in entries)
-    with open(path, "a+b") as f:
-        drop_partial_line(f)
-        f.write(text.encode())
-        f.flush()
-        os.fsync(f.fileno())
+    """Append entries to shards.jsonl (the commit point of a shard): O(entry), whatever the index size."""
+    append_jsonl(shard_index_path(dataset), entries)
 
 
 def read_shard_index(dataset: str | Path, *, problems: list[str] | None = None) -> dict[int, ShardEntry]:
     """The current entry of every finished shard (the latest line wins). A damaged line is skipped
     (and named in `problems`); a last line cut short by a kill is ignored."""
-    path = shard_index_path(dataset)
-    if not path.is_file():
-        return {}
     entries: dict[int, ShardEntry] = {}
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete = lines if data.endswith(b"\n") else lines[:-1]
-    for n, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            e = ShardEntry.model_validate_json(line)
-        except ValueError as err:
-            if problems is not None:
-                problems.append(f"{path}:{n}: not a shard entry ({' '.join(str(err).split())[:160]})")
-            continue
+    for e in read_jsonl(shard_index_path(dataset), ShardEntry, what="shard entry", problems=problems):
         entries[e.shard] = e
     return entries
 
@@ -83,31 +52,15 @@ def rewrite_shard_index(dataset: str | Path, entries: dict[int, ShardEntry]) -> 
 def append_row_plan(dataset: str | Path, plans: Sequence[ShardPlan]) -> None:
     """Record which sample ids own which rows before any of them is labelled (rows.jsonl): a sample
     keeps its row for life, even when its shard is lost or finishes after later ones."""
-    if not plans:
-        return
-    path = Path(dataset) / ROW_PLAN_NAME
-    with open(path, "a+b") as f:
-        drop_partial_line(f)
-        f.write("".join(p.model_dump_json() + "\n" for p in plans).encode())
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(Path(dataset) / ROW_PLAN_NAME, plans)
 
 
 def read_row_plan(dataset: str | Path) -> dict[int, ShardPlan]:
-    """Every shard's planned sample ids (the first plan of a shard is final)."""
-    path = Path(dataset) / ROW_PLAN_NAME
+    """Every shard's planned sample ids (the first plan of a shard is final; a damaged plan line is
+    skipped: those rows are planned again)."""
     plans: dict[int, ShardPlan] = {}
-    if not path.is_file():
-        return plans
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    for line in lines if data.endswith(b"\n") else lines[:-1]:
-        if line.strip():
-            try:
-                p = ShardPlan.model_validate_json(line)
-            except ValueError:
-                continue  # a damaged plan line: those rows are planned again
-            plans.setdefault(p.shard, p)
+    for p in read_jsonl(Path(dataset) / ROW_PLAN_NAME, ShardPlan, what="row plan"):
+        plans.setdefault(p.shard, p)
     return plans
 
 

@@ -7,20 +7,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from data_schema.manifest import (
-    Manifest,
-)
+from data_schema.manifest import Manifest
 from labeler.errors import InputError, LabelerError
 
-if TYPE_CHECKING:
-    pass
-
-
 MANIFEST_NAME = "manifest.json"
-
-
 LOCK_NAME = ".lock"
 
 

@@ -13,11 +13,12 @@ row 10^6. The reader pickles small (no open files, no caches) into DataLoader wo
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from labeler.dataset.manifest import load_manifest
 from labeler.dataset.shards import SampleArrays
 from labeler.dataset.tables import shard_objects, shard_samples, table_dataset
 from labeler.errors import LabelerError
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
 
 _SHARD_CACHE = 4  # shards' table rows kept per reader (sequential reads hit, random reads cost 1 read)
 
@@ -145,16 +149,33 @@ class Dataset:
         if unknown:
             raise KeyError(f"no arrays {sorted(unknown)}; a dataset has {', '.join(ARRAY_NAMES)}")
         rec, _ = self.record(i)
-        return self._checked(rec, self.read_row(rec.row, names))
+        return self._checked(rec, self._read_unverified(rec.row, names))
 
     def read_row(self, row: int, names: tuple[str, ...] = ARRAY_NAMES) -> dict[str, np.ndarray]:
+        """The named arrays of the ok sample stored at `row` (a row of the samples table), checked against
+        their digests like `ds[i]`."""
+        rec = self.record_at_row(row)
+        return self._checked(rec, self._read_unverified(row, names))
+
+    def record_at_row(self, row: int) -> SampleRecord:
+        """The ok sample stored at `row` (KeyError when that row holds no ok sample)."""
+        entries = self.entries
+        k = bisect.bisect_right([e.row_start for e in entries], row) - 1
+        if k >= 0 and row < entries[k].row_stop:
+            for rec in self.shard_rows(entries[k]).ok:
+                if rec.row == row:
+                    return rec
+        raise KeyError(f"{self.path}: row {row} holds no labelled sample")
+
+    def _read_unverified(self, row: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Private: the arrays as stored, before the digest check every public read makes."""
         if self._arrays is None:
             self._arrays = shards.open_arrays(self.path)
         return shards.read_rows(self._arrays, row, names)
 
     def __getitem__(self, i: int) -> Sample:
         rec, objects = self.record(i)
-        arrays = self._checked(rec, self.read_row(rec.row))
+        arrays = self._checked(rec, self._read_unverified(rec.row, ARRAY_NAMES))
         return Sample(sample_id=rec.sample_id, row=rec.row, objects=objects, **arrays)
 
     def _checked(self, rec: SampleRecord, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -190,13 +211,13 @@ class Dataset:
         return [sample_from_row(r) for r in t.to_pylist()]
 
     @property
-    def samples(self) -> Any:
+    def samples(self) -> pads.Dataset:
         """The `samples` table as a lazy `pyarrow.dataset.Dataset` (one row per sample, ok or failed):
         `.to_table()`, `.to_table(filter=...)`; DuckDB and polars query it directly."""
         return table_dataset(self.path, "samples", self.entries)
 
     @property
-    def objects(self) -> Any:
+    def objects(self) -> pads.Dataset:
         """The `objects` table (one row per object: sample_id, row, id, area_px, bbox, score, depth...)."""
         return table_dataset(self.path, "objects", self.entries)
 

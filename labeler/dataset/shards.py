@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,9 +24,6 @@ from data_schema.manifest import (
     StoreLayout,
 )
 from labeler.errors import InputError
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_SAMPLES_PER_SHARD = 32
 STORE_NAME = "data.zarr"

@@ -4,21 +4,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from data_schema.review import DoubtPass, Review
-from labeler.io import drop_partial_line
-
-if TYPE_CHECKING:
-    pass
-
+from labeler.io import append_jsonl, read_jsonl
 
 REVIEWS_NAME = "reviews.jsonl"  # review decisions, append-only (data_schema/review.py)
-
-
 DOUBT_PASS_NAME = "doubt.json"  # what the last `labeler doubt` pass computed
 
 
@@ -29,38 +21,13 @@ def reviews_path(dataset: str | Path) -> Path:
 def append_reviews(dataset: str | Path, reviews: Sequence[Review]) -> None:
     """Append decisions to reviews.jsonl and fsync before returning: once this returns, a crash keeps
     them. Writers of several processes take turns (flock); a line cut short by a kill is dropped first."""
-    import fcntl
-
-    text = "".join(r.model_dump_json() + "\n" for r in reviews).encode()
-    with open(reviews_path(dataset), "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            drop_partial_line(f)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    append_jsonl(reviews_path(dataset), reviews, lock=True)
 
 
 def read_reviews(dataset: str | Path, *, problems: list[str] | None = None) -> list[Review]:
     """Every decision in the order made. A damaged line is skipped (and named in `problems`); a last
     line cut short by a kill is ignored."""
-    path = reviews_path(dataset)
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    out = []
-    for n, line in enumerate(lines if data.endswith(b"\n") else lines[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(Review.model_validate_json(line))
-        except ValueError as err:
-            if problems is not None:
-                problems.append(f"{path}:{n}: not a review decision ({' '.join(str(err).split())[:160]})")
-    return out
+    return read_jsonl(reviews_path(dataset), Review, what="review decision", problems=problems)
 
 
 def reviews_bytes(dataset: str | Path) -> int:

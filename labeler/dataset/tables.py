@@ -1,8 +1,9 @@
 """The `samples` and `objects` tables: Arrow schemas and the conversions to and from their records.
 
 Columns are flat (nested records are spelled out, e.g. `stats.valid_depth_fraction` becomes
-`valid_depth_fraction`), so pandas, polars and DuckDB query them without unpacking. Where the files live
-is `labeler/dataset/shards.py`'s business; this module only knows rows.
+`valid_depth_fraction`), so pandas, polars and DuckDB query them without unpacking. The files: one Parquet
+part per shard and table under `tables/<table>/` (written atomically), merged into larger files once
+COMPACT_MIN_FILES have piled up; the shard index says which file and row group holds each shard's rows.
 
 A shard's rows hash to the same sha256 whatever Parquet file holds them (`rows_sha256`): the hash is over
 canonical JSON of the records, so compaction into larger files never changes the shard index.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from data_schema.manifest import (
     ARRAY_NAMES,
@@ -21,22 +23,21 @@ from data_schema.manifest import (
     ObjectRow,
     SampleRecord,
     SampleStats,
-    SourceFiles,
-)
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-from data_schema.manifest import (
     ShardEntry,
+    SourceFiles,
     TableRef,
 )
 from labeler.errors import LabelerError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.dataset as pads
+
+TABLES_DIR = "tables"
+# Small per-shard table files are merged once this many have piled up (10^6 samples: ~500 files).
+COMPACT_MIN_FILES = 64
+Table = Literal["samples", "objects"]
+TABLES: tuple[Table, Table] = ("samples", "objects")
 
 _SOURCE = ("left_path", "right_path", "left_sha256", "right_sha256")
 # Doubt signals (labeler/doubt.py), nullable: tables written before them read back as None.
@@ -192,19 +193,6 @@ def content_sha256(samples: Sequence[SampleRecord], objects: Sequence[ObjectRow]
     ).hexdigest()
 
 
-TABLES_DIR = "tables"
-
-
-# Small per-shard table files are merged once this many have piled up (10^6 samples: ~500 files).
-COMPACT_MIN_FILES = 64
-
-
-Table = Literal["samples", "objects"]
-
-
-TABLES: tuple[Table, Table] = ("samples", "objects")
-
-
 def table_dir(dataset: str | Path, table: Table) -> Path:
     return Path(dataset) / TABLES_DIR / table
 
@@ -260,7 +248,7 @@ def shard_objects(dataset: str | Path, entry: ShardEntry) -> list[ObjectRow]:
     return [object_from_row(r) for r in read_table(dataset, "objects", entry.objects).to_pylist()]
 
 
-def table_dataset(dataset: str | Path, table: Table, entries: Sequence[ShardEntry]) -> Any:
+def table_dataset(dataset: str | Path, table: Table, entries: Sequence[ShardEntry]) -> pads.Dataset:
     """A lazy pyarrow Dataset over exactly the row groups the shard index names (nothing stale)."""
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs

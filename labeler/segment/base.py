@@ -9,9 +9,8 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from data_schema.backends import MaskConfig
 from labeler.errors import LabelerError
-from labeler.registry import Backend, Registry
+from labeler.registry import Backend, C, Registry
 
 T = TypeVar("T")
 
@@ -48,15 +47,15 @@ class Masks:
         return int(self.masks.shape[0])
 
 
-class MaskBackend(Backend):
-    """An instance mask proposer. Subclasses set `name` (and `uses_cuda = False` when CPU-only), take their
-    config in `__init__`, implement `masks`; `MASK_BACKENDS.create(config, device=...)` builds one.
+class MaskBackend(Backend[C]):
+    """An instance mask proposer. Subclasses set `config_type` (and `uses_cuda = False` when CPU-only), take
+    their config in `__init__`, implement `masks`; `MASK_BACKENDS.create(config, device=...)` builds one.
 
     Heavy imports (torch, sam2) belong inside the subclass methods, never at module import.
     """
 
     @abstractmethod
-    def __init__(self, config: MaskConfig, *, device: str) -> None:
+    def __init__(self, config: C, *, device: str) -> None:
         """Build from the backend's own config (`Sam2Config`, ...); `device` is "cpu" or "cuda:<id>"."""
 
     @abstractmethod

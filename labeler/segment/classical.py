@@ -50,11 +50,11 @@ _LAB_EPS = np.float32((6 / 29) ** 3)  # below it, f(t) is linear
 _LAB_SLOPE = np.float32(1 / (3 * (6 / 29) ** 2))
 
 
-@MASK_BACKENDS.register("classical")
-class ClassicalMaskBackend(MaskBackend):
+@MASK_BACKENDS.register
+class ClassicalMaskBackend(MaskBackend[ClassicalMasksConfig]):
     """Instance proposals from colour and disparity; CPU only, deterministic."""
 
-    name = "classical"
+    config_type = ClassicalMasksConfig
     uses_cuda = False
 
     def __init__(self, config: ClassicalMasksConfig | None = None, *, device: str = "cpu") -> None:

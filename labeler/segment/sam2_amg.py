@@ -75,8 +75,8 @@ class _Proposals:
     boxes: torch.Tensor  # (N, 4) int
 
 
-@MASK_BACKENDS.register("sam2")
-class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend):
+@MASK_BACKENDS.register
+class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend[Sam2Config]):
     """SAM2 automatic masks; see the module docstring for the steps.
 
     Args:
@@ -89,7 +89,7 @@ class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend):
             (at first use) an unreadable checkpoint or keys / shapes that do not match the config.
     """
 
-    name = "sam2"
+    config_type = Sam2Config
 
     @classmethod
     def check_config(cls, config: Sam2Config) -> None:

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     import torch
 
 
-@MASK_BACKENDS.register("sam3")
-class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend):
+@MASK_BACKENDS.register
+class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     """SAM 3 text-prompted instance masks, one prompt per class; see the module docstring for the steps.
 
     Args:
@@ -56,7 +56,7 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend):
             checkpoint file; (at first use) an unreadable checkpoint or one that does not match the arch.
     """
 
-    name = "sam3"
+    config_type = Sam3Config
 
     @classmethod
     def check_config(cls, config: Sam3Config) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_schema.backends import StereoConfig
-from labeler.registry import Backend, Registry
+from labeler.registry import Backend, C, Registry
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,15 @@ class Disparity:
             raise ValueError(f"confidence must be {d.shape} float32, got {c.shape} {c.dtype}")
 
 
-class StereoBackend(Backend):
-    """A stereo matcher. Subclasses set `name` (and `uses_cuda = False` when CPU-only), take their config
-    in `__init__`, implement `disparity`; `STEREO_BACKENDS.create(config, device=...)` builds one.
+class StereoBackend(Backend[C]):
+    """A stereo matcher. Subclasses set `config_type` (and `uses_cuda = False` when CPU-only), take their
+    config in `__init__`, implement `disparity`; `STEREO_BACKENDS.create(config, device=...)` builds one.
 
     Heavy imports (torch, model code) belong inside the subclass methods, never at module import.
     """
 
     @abstractmethod
-    def __init__(self, config: StereoConfig, *, device: str) -> None:
+    def __init__(self, config: C, *, device: str) -> None:
         """Build from the backend's own config (`SgbmConfig`, ...); `device` is "cpu" or "cuda:<id>"."""
 
     @abstractmethod

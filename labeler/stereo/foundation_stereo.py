@@ -64,8 +64,8 @@ class SwappedPairError(LabelerError, ValueError):
     """The left and right images look swapped."""
 
 
-@STEREO_BACKENDS.register("foundation-stereo")
-class FoundationStereoBackend(StereoBackend):
+@STEREO_BACKENDS.register
+class FoundationStereoBackend(StereoBackend[FoundationStereoConfig]):
     """FoundationStereo; see the module docstring for the steps and the confidence.
 
     Args:
@@ -77,7 +77,7 @@ class FoundationStereoBackend(StereoBackend):
             (at first use) keys or shapes that do not match.
     """
 
-    name = "foundation-stereo"
+    config_type = FoundationStereoConfig
 
     @classmethod
     def check_config(cls, config: FoundationStereoConfig) -> None:

@@ -35,8 +35,8 @@ OCCLUSION_TOL_PX = 0.5  # a covering match must land this far past a pixel's own
 COARSE_LR_MAX_DIFF_PX = 1.0  # left-right tolerance of the coarse search-range pass, in coarse px
 
 
-@STEREO_BACKENDS.register("sgbm")
-class SgbmBackend(StereoBackend):
+@STEREO_BACKENDS.register
+class SgbmBackend(StereoBackend[SgbmConfig]):
     """Semi-global matching on the CPU; see the module docstring for the steps.
 
     Confidence is in [0.5, 1] for matches that passed the left-right check (1 at zero left-right
@@ -44,7 +44,7 @@ class SgbmBackend(StereoBackend):
     support); NaN exactly where the disparity is NaN.
     """
 
-    name = "sgbm"
+    config_type = SgbmConfig
     uses_cuda = False
 
     def __init__(self, config: SgbmConfig | None = None, *, device: str = "cpu") -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from data_schema.calibration import BoardSpec
@@ -11,9 +9,6 @@ from labeler.rig.boards import board_corners, charuco_board
 from labeler.synthetic._rig import SyntheticRig, rotation
 from labeler.synthetic._scene import Scene, TexturedRect
 from labeler.synthetic._textures import noise_texture
-
-if TYPE_CHECKING:
-    pass
 
 
 def board_texture(
