@@ -44,64 +44,80 @@ def default_user() -> str:
         return "unknown"
 
 
-def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1") -> FastAPI:
-    """The app for one dataset; `host` is where it will listen (loopback: local requests only)."""
-    from labeler.dataset.decisions import decide
-    from labeler.review import pages
-    from labeler.review.layers import LAYERS, colour_layer, pointer_maps, render
+class _Review:
+    """What every route shares: the dataset's review data and who decides."""
 
-    data = ReviewData(dataset)
-    data.refresh()
-    who = user or default_user()
-    app = FastAPI(title="labeler review", docs_url=None, redoc_url=None, openapi_url=None)
-    if host in LOOPBACK:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+    def __init__(self, dataset: str | Path, user: str) -> None:
+        self.data = ReviewData(dataset)
+        self.data.refresh()
+        self.user = user
 
-    def meta() -> dict[str, Any]:
-        width, height = data.ds.manifest.calibration.image_size
+    def meta(self) -> dict[str, Any]:
+        ds = self.data.ds
+        width, height = ds.manifest.calibration.image_size
         return {
-            "version": data.ds.version[:12],
-            "n_ok": data.ds.manifest.counts.ok if data.ds.manifest.counts.ok else len(data.ds),
-            "reviewed": data.decisions.summary(),
-            "user": who,
+            "version": ds.version[:12],
+            "n_ok": ds.manifest.counts.ok if ds.manifest.counts.ok else len(ds),
+            "reviewed": self.data.decisions.summary(),
+            "user": self.user,
             "width": width,
             "height": height,
-            "classes": list(data.ds.manifest.classes or ()),  # the class filter's choices (none: no filter)
+            "classes": list(ds.manifest.classes or ()),  # the class filter's choices (none: no filter)
         }
 
-    def ok_sample(sample_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def ok_sample(self, sample_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         try:
-            row, objects = data.sample(sample_id)
+            row, objects = self.data.sample(sample_id)
         except KeyError:
-            raise HTTPException(404, f"no sample {sample_id!r} in {data.path}") from None
+            raise HTTPException(404, f"no sample {sample_id!r} in {self.data.path}") from None
         if row["status"] != "ok":
             raise HTTPException(404, f"sample {sample_id!r} failed: {row['error']}")
         return row, objects
 
-    def state(sample_id: str) -> dict[str, Any]:
-        d = data.decisions
+    def state(self, sample_id: str) -> dict[str, Any]:
+        d = self.data.decisions
         objects = {str(o): r.decision for (s, o), r in d.current.items() if s == sample_id and o is not None}
         return {"sample": d.of(sample_id), "objects": objects}
 
+
+def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The app for one dataset; `host` is where it will listen (loopback: local requests only)."""
+    review = _Review(dataset, user or default_user())
+    app = FastAPI(title="labeler review", docs_url=None, redoc_url=None, openapi_url=None)
+    if host in LOOPBACK:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+    _page_routes(app, review)
+    _api_routes(app, review)
+    return app
+
+
+def _page_routes(app: FastAPI, review: _Review) -> None:
+    """The pages and the images they show."""
+    from labeler.review import pages
+    from labeler.review.layers import LAYERS, colour_layer, pointer_maps, render
+
+    data = review.data
+
     @app.get("/", response_class=HTMLResponse)
     def index(q: Annotated[ListQuery, Query()]) -> str:
-        return pages.list_page(data.listing(q), q, meta())
+        return pages.list_page(data.listing(q), q, review.meta())
 
     @app.get("/sample/{sample_id}", response_class=HTMLResponse)
     def sample(sample_id: str, q: Annotated[ListQuery, Query()]) -> str:
-        row, objects = ok_sample(sample_id)
+        row, objects = review.ok_sample(sample_id)
         arrays = data.arrays(row["row"])
         ranges = {
             "disparity": colour_layer(arrays["disparity_px"])[1],
             "depth": colour_layer(arrays["depth_m"])[1],
         }
-        return pages.sample_page(row, objects, state(sample_id), data.place(q, sample_id), q, meta(), ranges)
+        place = data.place(q, sample_id)
+        return pages.sample_page(row, objects, review.state(sample_id), place, q, review.meta(), ranges)
 
     @app.get("/layer/{sample_id}/{name}.png")
     def layer(sample_id: str, name: str) -> Response:
         if name not in LAYERS:
             raise HTTPException(404, f"no layer {name!r}; layers: {', '.join(LAYERS)}")
-        row, _ = ok_sample(sample_id)
+        row, _ = review.ok_sample(sample_id)
         return Response(render(name, data.arrays(row["row"])), media_type="image/png")
 
     @app.get("/thumb/{sample_id}.png")
@@ -113,7 +129,7 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
             return FileResponse(preview, media_type="image/png")
         import cv2
 
-        row, _ = ok_sample(sample_id)
+        row, _ = review.ok_sample(sample_id)
         left = data.arrays(row["row"])["left"]
         h, w = left.shape[:2]
         small = cv2.resize(
@@ -123,19 +139,26 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
 
     @app.get("/maps/{sample_id}.bin")
     def maps(sample_id: str) -> Response:
-        row, _ = ok_sample(sample_id)
+        row, _ = review.ok_sample(sample_id)
         return Response(pointer_maps(data.arrays(row["row"])), media_type="application/octet-stream")
 
     @app.get("/static/sample.js")
     def script() -> FileResponse:
         return FileResponse(STATIC / "sample.js", media_type="text/javascript")
 
+
+def _api_routes(app: FastAPI, review: _Review) -> None:
+    """Decisions: one saved per POST (before the answer), and the state of a sample."""
+    from labeler.dataset.decisions import decide
+
+    data = review.data
+
     @app.post("/api/decide")
     async def decide_route(request: Request) -> JSONResponse:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise HTTPException(415, "send the decision as application/json")
         req = DecideRequest.model_validate_json(await request.body())
-        row, objects = ok_sample(req.sample_id)
+        row, objects = review.ok_sample(req.sample_id)
         if req.object_id is not None and req.object_id not in {o["id"] for o in objects}:
             raise HTTPException(422, f"sample {req.sample_id!r} has no object {req.object_id}")
         decide(
@@ -145,18 +168,16 @@ def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127
             decision=req.decision,
             object_id=req.object_id,
             note=req.note,
-            user=who,
+            user=review.user,
         )
         data.refresh()
-        return JSONResponse({**state(req.sample_id), "reviewed": data.decisions.summary()})
+        return JSONResponse({**review.state(req.sample_id), "reviewed": data.decisions.summary()})
 
     @app.get("/api/decisions/{sample_id}")
     def decisions(sample_id: str) -> dict[str, Any]:
-        ok_sample(sample_id)
+        review.ok_sample(sample_id)
         data.refresh()
-        return state(sample_id)
-
-    return app
+        return review.state(sample_id)
 
 
 def serve(dataset: str | Path, *, host: str = "127.0.0.1", port: int = 8765, user: str | None = None) -> None:

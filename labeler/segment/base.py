@@ -101,6 +101,15 @@ class LoadsOnFirstUse:
         return cast(T, self._state)
 
 
+def check_images(
+    images: Sequence[np.ndarray], disparities_px: Sequence[np.ndarray | None] | None = None
+) -> None:
+    """`check_image` for every image of a batch (and its disparity, where given)."""
+    disparities = disparities_px if disparities_px is not None else [None] * len(images)
+    for image, disparity_px in zip(images, disparities, strict=True):
+        check_image(image, disparity_px)
+
+
 def check_image(image: np.ndarray, disparity_px: np.ndarray | None = None) -> None:
     """Raise one clear ValueError when an image (and its optional disparity) cannot be segmented."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_schema.backends import Sam2Config
-from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_image
+from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
 from labeler.segment.sam2_model import check_checkpoint, resolve_config
 
 if TYPE_CHECKING:
@@ -116,9 +116,7 @@ class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend[Sam2Config]):
         self, images: Sequence[np.ndarray], *, disparities_px: Sequence[np.ndarray | None] | None = None
     ) -> list[Masks]:
         """Automatic masks of several images; their full-image encodings share one encoder batch."""
-        disparities = disparities_px if disparities_px is not None else [None] * len(images)
-        for image, disparity_px in zip(images, disparities, strict=True):
-            check_image(image, disparity_px)
+        check_images(images, disparities_px)
         if not images:  # no encoder batch to stack
             return []
         import torch

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data_schema.backends import Sam3Config
-from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_image
+from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
 from labeler.segment.sam3_model import check_checkpoint, find_bpe, resolve_arch, without_pinned_memory
 
 if TYPE_CHECKING:
@@ -88,9 +88,7 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         self, images: Sequence[np.ndarray], *, disparities_px: Sequence[np.ndarray | None] | None = None
     ) -> list[Masks]:
         """Masks of several images, `batch_size` images per encoder pass."""
-        disparities = disparities_px if disparities_px is not None else [None] * len(images)
-        for image, disparity_px in zip(images, disparities, strict=True):
-            check_image(image, disparity_px)
+        check_images(images, disparities_px)
         if not images:
             return []
         run = self._loaded()

@@ -143,35 +143,27 @@ def quiet_sam3_import() -> Iterator[None]:
         yield
 
 
-def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
-    """The `Sam3Image` of `arch` with the package's own initialisation (eval mode, CPU, float32)."""
+def _attention(a: Sam3Arch, *, dropout: float = 0.1, batch_first: bool | None = None) -> Any:
     with quiet_sam3_import():
-        from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
-        from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
-        from sam3.model.geometry_encoders import SequenceGeometryEncoder
-        from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
-        from sam3.model.model_misc import MLP, DotProductScoring, TransformerWrapper
         from sam3.model.model_misc import MultiheadAttentionWrapper as Attention
-        from sam3.model.necks import Sam3DualViTDetNeck
+    extra = {} if batch_first is None else {"batch_first": batch_first}
+    return Attention(num_heads=a.heads, dropout=dropout, embed_dim=a.d_model, **extra)
+
+
+def _sine(a: Sam3Arch) -> Any:
+    # No precomputed cache (the official builder fills it on "cuda", which fails on a CPU machine and
+    # puts it on the wrong GPU for cuda:1): the encoding is computed, and cached, at the first forward.
+    with quiet_sam3_import():
         from sam3.model.position_encoding import PositionEmbeddingSine
-        from sam3.model.sam3_image import Sam3Image
-        from sam3.model.text_encoder_ve import VETextEncoder
-        from sam3.model.tokenizer_ve import SimpleTokenizer
+    return PositionEmbeddingSine(num_pos_feats=a.d_model, normalize=True, scale=None, temperature=10000)
+
+
+def _vision(a: Sam3Arch) -> Any:
+    """The ViT trunk inside its dual ViTDet neck."""
+    with quiet_sam3_import():
+        from sam3.model.necks import Sam3DualViTDetNeck
         from sam3.model.vitdet import ViT
-        from sam3.model.vl_combiner import SAM3VLBackbone
-    from torch import nn
-
-    a, d = arch, arch.d_model
-
-    def attention(*, dropout: float = 0.1, batch_first: bool | None = None) -> Any:
-        extra = {} if batch_first is None else {"batch_first": batch_first}
-        return Attention(num_heads=a.heads, dropout=dropout, embed_dim=d, **extra)
-
-    def sine() -> Any:
-        # No precomputed cache (the official builder fills it on "cuda", which fails on a CPU machine and
-        # puts it on the wrong GPU for cuda:1): the encoding is computed, and cached, at the first forward.
-        return PositionEmbeddingSine(num_pos_feats=d, normalize=True, scale=None, temperature=10000)
-
+    d = a.d_model
     vit = ViT(
         img_size=a.resolution,
         pretrain_img_size=a.vit_pretrain_size,
@@ -198,8 +190,16 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
         bias_patch_embed=False,
     )
     neck = Sam3DualViTDetNeck(
-        position_encoding=sine(), d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit
+        position_encoding=_sine(a), d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit
     )
+    return neck
+
+
+def _text(a: Sam3Arch, bpe_path: str | Path) -> Any:
+    with quiet_sam3_import():
+        from sam3.model.text_encoder_ve import VETextEncoder
+        from sam3.model.tokenizer_ve import SimpleTokenizer
+    d = a.d_model
     text = VETextEncoder(
         tokenizer=SimpleTokenizer(bpe_path=str(bpe_path)),
         d_model=d,
@@ -208,6 +208,14 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
         layers=a.text_layers,
         context_length=a.text_context,
     )
+    return text
+
+
+def _encoder(a: Sam3Arch) -> Any:
+    """The fusion encoder (image features attend to the text)."""
+    with quiet_sam3_import():
+        from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
+    d = a.d_model
     encoder = TransformerEncoderFusion(
         layer=TransformerEncoderLayer(
             activation="relu",
@@ -218,8 +226,8 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
             pos_enc_at_cross_attn_keys=False,
             pos_enc_at_cross_attn_queries=False,
             pre_norm=True,
-            self_attention=attention(batch_first=True),
-            cross_attention=attention(batch_first=True),
+            self_attention=_attention(a, batch_first=True),
+            cross_attention=_attention(a, batch_first=True),
         ),
         num_layers=a.encoder_layers,
         d_model=d,
@@ -229,13 +237,21 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
         add_pooled_text_to_img_feat=False,
         pool_text_with_mask=True,
     )
+    return encoder
+
+
+def _decoder(a: Sam3Arch) -> Any:
+    """The DETR-style query decoder with box refinement and the presence token."""
+    with quiet_sam3_import():
+        from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
+    d = a.d_model
     decoder = TransformerDecoder(
         layer=TransformerDecoderLayer(
             activation="relu",
             d_model=d,
             dim_feedforward=a.ffn_dim,
             dropout=0.1,
-            cross_attention=attention(),
+            cross_attention=_attention(a),
             n_heads=a.heads,
             use_text_cross_attention=True,
         ),
@@ -255,6 +271,15 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
         use_act_checkpoint=True,
         presence_token=True,
     )
+    return decoder
+
+
+def _scoring(a: Sam3Arch) -> Any:
+    with quiet_sam3_import():
+        from sam3.model.model_misc import MLP, DotProductScoring
+    from torch import nn
+
+    d = a.d_model
     scoring = DotProductScoring(
         d_model=d,
         d_proj=d,
@@ -268,6 +293,13 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
             out_norm=nn.LayerNorm(d),
         ),
     )
+    return scoring
+
+
+def _mask_head(a: Sam3Arch) -> Any:
+    with quiet_sam3_import():
+        from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
+    d = a.d_model
     head = UniversalSegmentationHead(
         hidden_dim=d,
         upsampling_stages=3,
@@ -275,11 +307,20 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
         presence_head=False,
         dot_product_scorer=None,
         act_ckpt=True,
-        cross_attend_prompt=attention(dropout=0),
+        cross_attend_prompt=_attention(a, dropout=0),
         pixel_decoder=PixelDecoder(num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=d),
     )
+    return head
+
+
+def _geometry(a: Sam3Arch) -> Any:
+    """The box / point prompt encoder."""
+    with quiet_sam3_import():
+        from sam3.model.encoder import TransformerEncoderLayer
+        from sam3.model.geometry_encoders import SequenceGeometryEncoder
+    d = a.d_model
     geometry = SequenceGeometryEncoder(
-        pos_enc=sine(),
+        pos_enc=_sine(a),
         encode_boxes_as_points=False,
         points_direct_project=True,
         points_pool=True,
@@ -296,15 +337,34 @@ def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
             dropout=0.1,
             pos_enc_at_attn=False,
             pre_norm=True,
-            self_attention=attention(batch_first=False),
+            self_attention=_attention(a, batch_first=False),
             pos_enc_at_cross_attn_queries=False,
             pos_enc_at_cross_attn_keys=True,
-            cross_attention=attention(batch_first=False),
+            cross_attention=_attention(a, batch_first=False),
         ),
         use_act_ckpt=True,
         add_cls=True,
         add_post_encode_proj=True,
     )
+    return geometry
+
+
+def build_sam3(arch: Sam3Arch, bpe_path: str | Path) -> Any:
+    """The `Sam3Image` of `arch` with the package's own initialisation (eval mode, CPU, float32). The parts
+    are built in the official builder's order, so a seeded build draws the same initial weights."""
+    with quiet_sam3_import():
+        from sam3.model.model_misc import TransformerWrapper
+        from sam3.model.sam3_image import Sam3Image
+        from sam3.model.vl_combiner import SAM3VLBackbone
+
+    a, d = arch, arch.d_model
+    neck = _vision(a)
+    text = _text(a, bpe_path)
+    encoder = _encoder(a)
+    decoder = _decoder(a)
+    scoring = _scoring(a)
+    head = _mask_head(a)
+    geometry = _geometry(a)
     model = Sam3Image(
         backbone=SAM3VLBackbone(visual=neck, text=text, scalp=1),
         transformer=TransformerWrapper(encoder=encoder, decoder=decoder, d_model=d),
