@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The review page's browser tests (tests/test_review_browser.py) drive Debian's Chromium through selenium
+# The review page's browser tests (tests/review/test_review_browser.py) drive Debian's Chromium through selenium
 # (a test dependency in pyproject.toml). Installs chromium + chromium-driver where they are missing and
 # apt-get can (root); otherwise those tests skip with one line saying why.
 set -uo pipefail

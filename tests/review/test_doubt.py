@@ -203,7 +203,7 @@ def test_doubt_pass_gives_video_frames_temporal_instability(tmp_path):
     assert validate_dataset(tmp_path / "ds") == []
 
 
-SHARED_FS = Path(__file__).resolve().parents[1].parent / "shared" / "foundation_stereo"
+SHARED_FS = Path(__file__).resolve().parents[2].parent / "shared" / "foundation_stereo"
 
 
 def test_depth_anything_branch_of_a_foundation_stereo_checkpoint(tmp_path_factory):

@@ -17,7 +17,7 @@ from labeler.depth import disparity_to_depth
 from labeler.stereo.metrics import stereo_errors
 from pipelines.pseudo_label import run_pseudo_label
 
-CALIB = Path(__file__).resolve().parents[1] / "calib" / "middlebury-motorcycle.yaml"
+CALIB = Path(__file__).resolve().parents[2] / "calib" / "middlebury-motorcycle.yaml"
 
 
 @pytest.fixture(scope="module")

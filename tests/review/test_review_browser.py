@@ -93,7 +93,7 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
