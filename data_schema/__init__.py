@@ -7,7 +7,8 @@ drift from the models. The modules: `backends` (stereo and mask backend configs)
 `heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
 truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train`
 (`labeler train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs), `sam2_train`
-(`labeler train-sam2` runs).
+(`labeler train-sam2` runs), `train` (the run settings every trainer shares), `commands` (the
+CLI commands' configs).
 `manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
 """
 
@@ -36,6 +37,15 @@ from data_schema.captures import (
     RectifiedPair,
     RectifiedSet,
     StereoPairSource,
+)
+from data_schema.commands import (
+    CalibrateConfig,
+    DemoConfig,
+    FinetuneConfig,
+    PredictConfig,
+    PseudoLabelConfig,
+    RectifyConfig,
+    TrainHeadsConfig,
 )
 from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
 from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
@@ -110,6 +120,7 @@ from data_schema.stereo_train import (
     StereoTrainFigures,
     TrainStereoConfig,
 )
+from data_schema.train import TrainOptions, TrainRunConfig
 
 __all__ = [
     "AdaptBackboneConfig",
@@ -131,6 +142,7 @@ __all__ = [
     "Backbone",
     "BackendConfig",
     "BoardSpec",
+    "CalibrateConfig",
     "CalibrationReport",
     "CameraIntrinsics",
     "CaptureLayout",
@@ -139,6 +151,7 @@ __all__ = [
     "DatasetCounts",
     "DatasetDiff",
     "Decision",
+    "DemoConfig",
     "DemoTruth",
     "DepthSettings",
     "DinoEpochMetrics",
@@ -147,6 +160,7 @@ __all__ = [
     "EpochMetrics",
     "FinetuneComparison",
     "FoundationStereoConfig",
+    "FinetuneConfig",
     "HeadsModelConfig",
     "HeadsTask",
     "HeldoutFigures",
@@ -161,10 +175,13 @@ __all__ = [
     "ObjectRow",
     "ObjectTruth",
     "PredictedObject",
+    "PredictConfig",
     "PredictFailure",
     "PredictionSet",
     "ProbeFigures",
+    "PseudoLabelConfig",
     "Record",
+    "RectifyConfig",
     "Rectification",
     "RectifiedPair",
     "RectifiedSet",
@@ -196,6 +213,9 @@ __all__ = [
     "StoreLayout",
     "TableRef",
     "TrainFigures",
+    "TrainHeadsConfig",
+    "TrainOptions",
+    "TrainRunConfig",
     "TrainSam2Config",
     "TrainStereoConfig",
     "ViewResult",
