@@ -14,6 +14,7 @@ from data_schema.calibration import BoardSpec
 from data_schema.heads import HeadsModelConfig, InstanceParams
 from data_schema.manifest import ObjectPolicy
 from data_schema.record import Record
+from data_schema.train import TrainOptions, TrainRunConfig
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
 # Named so the CLI shows these choices from the same literal the field validates.
@@ -105,11 +106,9 @@ class PseudoLabelConfig(Record):
 # imported here for TrainHeadsConfig and for callers that build them from data_schema.commands.
 
 
-class TrainHeadsConfig(Record):
+class TrainHeadsConfig(TrainRunConfig):
     """`labeler train-heads`: frozen DINOv2, heads trained on a pseudo-label dataset."""
 
-    dataset: Path
-    out: Path
     model: HeadsModelConfig = Field(default_factory=HeadsModelConfig)
     weights: Path | None = Field(None, description="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint")
     random_init: bool = Field(False, description="no weights: deterministic random init (tests, demos)")
@@ -117,27 +116,15 @@ class TrainHeadsConfig(Record):
     seg_loss: SegLoss = "bce"
     depth_weight: float = Field(0.5, ge=0)
     seg_weight: float = Field(0.5, ge=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(4, ge=1, description="per process")
     lr: float = Field(1e-4, gt=0, description="heads' learning rate (AdamW)")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1, description="linear warm-up share of all steps, then cosine")
-    heldout_frac: float = Field(0.2, ge=0, lt=1, description="share of sample ids held out for metrics")
     augment: bool = Field(True, description="flips, colour jitter, random crops")
-    seed: int = 0
-    workers: int = Field(2, ge=0, description="DataLoader workers per process")
-    gpus: tuple[int, ...] = Field((), description="CUDA ids; several -> DDP (one process per GPU)")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
-    resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
     previews: int = Field(3, ge=0, description="held-out samples drawn per epoch")
     instances: InstanceParams = Field(default_factory=InstanceParams)
-    include_rejected: bool = Field(
-        False, description="also train and evaluate on samples and objects a review rejected"
-    )
 
 
-class FinetuneConfig(Record):
-    """`labeler finetune RUN`: unfreeze the last N ViT blocks with layer-wise learning-rate decay."""
+class FinetuneConfig(TrainOptions):
+    """`labeler finetune RUN`: unfreeze the last N ViT blocks with layer-wise learning-rate decay; the
+    dataset and the other settings are the train-heads run's."""
 
     run: Path
     unfreeze_last: int = Field(4, ge=1, description="ViT blocks to train, counted from the last")
@@ -148,11 +135,6 @@ class FinetuneConfig(Record):
     out: Path | None = Field(None, description="default RUN/finetune")
     batch_size: int | None = Field(None, ge=1, description="default: the run's")
     workers: int | None = Field(None, ge=0)
-    gpus: tuple[int, ...] = ()
-    resume: bool = False
-    include_rejected: bool = Field(
-        False, description="also train and evaluate on samples and objects a review rejected"
-    )
 
     @property
     def out_dir(self) -> Path:

@@ -16,19 +16,19 @@ from pydantic import Field, model_validator
 
 from data_schema.heads import Backbone
 from data_schema.record import Record
+from data_schema.train import TrainRunConfig
 
 DINO_ADAPT_SCHEMA_VERSION: Final = 1
 PATCH = 14
 Export = Literal["teacher", "student"]
 
 
-class AdaptBackboneConfig(Record):
+class AdaptBackboneConfig(TrainRunConfig):
     """`labeler adapt-backbone`: continued DINOv2 self-supervised training on a rig's own images."""
 
     dataset: Path = Field(
         description="pseudo-label dataset: its left images train, its held-out split probes"
     )
-    out: Path
     backbone: Backbone = Field("vits", description="DINOv2 size of the parent (tiny: random, for tests)")
     weights: Path | None = Field(
         None, description="parent checkpoint: DINOv2 (official layout), Depth Anything V2 or FoundationStereo"
@@ -81,10 +81,6 @@ class AdaptBackboneConfig(Record):
     heldout_frac: float = Field(
         0.2, ge=0, lt=1, description="share of sample ids held out (never adapted on)"
     )
-    seed: int = 0
-    workers: int = Field(2, ge=0, description="DataLoader workers per process")
-    gpus: tuple[int, ...] = Field((), description="CUDA ids; several -> DDP (one process per GPU)")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
     resume: bool = Field(False, description="continue the run in --out")
 
     @model_validator(mode="after")

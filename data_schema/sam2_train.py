@@ -14,20 +14,18 @@ from typing import Final, Literal
 from pydantic import Field
 
 from data_schema.record import Record
+from data_schema.train import TrainRunConfig
 
 SAM2_TRAIN_SCHEMA_VERSION: Final = 1
 
 
-class TrainSam2Config(Record):
+class TrainSam2Config(TrainRunConfig):
     """`labeler train-sam2`: retrain SAM2's prompt encoder and mask decoder on a dataset's masks."""
 
-    dataset: Path
-    out: Path
     sam2_checkpoint: Path = Field(description="parent SAM2 checkpoint ({'model': state_dict}, as released)")
     sam2_config: str = Field(
         "sam2.1_hiera_s", description="config name (sam2.1_hiera_t|s|b+|l) or a YAML path"
     )
-    epochs: int = Field(10, ge=1)
     batch_size: int = Field(4, ge=1, description="images per optimiser step, per process")
     objects_per_image: int = Field(
         3, ge=1, description="objects drawn per training image (the official max_num_objects)"
@@ -40,8 +38,6 @@ class TrainSam2Config(Record):
     layer_decay: float = Field(
         0.9, gt=0, le=1, description="layer-wise decay of the encoder's rates: block i of n gets decay^(n-i)"
     )
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1, description="linear warm-up share of all steps, then cosine")
     corrections: int = Field(
         7, ge=0, description="corrective clicks per step, each sampled from the previous prediction's errors"
     )
@@ -64,7 +60,6 @@ class TrainSam2Config(Record):
         True,
         description="keep the frozen encoder's output per image in host memory (ignored with train_encoder)",
     )
-    heldout_frac: float = Field(0.2, ge=0, lt=1, description="share of sample ids held out for metrics")
     heldout_objects: int = Field(16, ge=1, description="held-out objects scored per image, at most")
     amg_points_per_side: int = Field(
         16, ge=0, description="automatic generator's grid on held-out images (0: no recall figure)"
@@ -73,11 +68,6 @@ class TrainSam2Config(Record):
     amg_stability_thresh: float = Field(
         0.95, ge=0, le=1, description="automatic generator's stability_score_thresh"
     )
-    seed: int = 0
-    workers: int = Field(2, ge=0, description="DataLoader workers per process")
-    gpus: tuple[int, ...] = Field((), description="CUDA ids; several -> DDP (one process per GPU)")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
-    resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
     previews: int = Field(2, ge=0, description="held-out images drawn per epoch")
 
 

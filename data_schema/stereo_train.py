@@ -14,27 +14,24 @@ from typing import Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from data_schema.record import Record
+from data_schema.train import TrainRunConfig
 
 STEREO_TRAIN_SCHEMA_VERSION: Final = 1
 CROP_MULTIPLE = 32  # the network's input sides are multiples of 32
 
 
-class TrainStereoConfig(Record):
+class TrainStereoConfig(TrainRunConfig):
     """`labeler train-stereo`: fine-tune FoundationStereo on a pseudo-label dataset of one rig."""
 
-    dataset: Path
-    out: Path
     stereo_weights: Path = Field(
         description="parent release checkpoint (model_best_bp2.pth, cfg.yaml beside)"
     )
-    epochs: int = Field(10, ge=1)
     batch_size: int = Field(2, ge=1, description="pairs per optimiser step, per process")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the trained modules")
     feature_lr_factor: float = Field(
         1.0, gt=0, description="learning rate of the EdgeNeXt feature network, as a factor of lr"
     )
     weight_decay: float = Field(1e-5, ge=0)
-    warmup_frac: float = Field(0.05, ge=0, lt=1, description="linear warm-up share of all steps, then cosine")
     crop: tuple[int, int] = Field((320, 640), description="training crop (height, width), multiples of 32")
     train_iters: int = Field(22, ge=1, description="GRU iterations in training (each one is supervised)")
     valid_iters: int | None = Field(
@@ -71,18 +68,12 @@ class TrainStereoConfig(Record):
     freeze: tuple[str, ...] = Field(
         (), description="modules frozen besides the Depth Anything V2 branch (always frozen), e.g. feature"
     )
-    heldout_frac: float = Field(0.2, ge=0, lt=1, description="share of sample ids held out for metrics")
     truth: Path | None = Field(
         None, description="truth disparity: a `labeler demo` folder, or a folder of <sample_id>.npy"
     )
     allow_other_size: bool = Field(
         False, description="train although the parent was fine-tuned on images of another size"
     )
-    seed: int = 0
-    workers: int = Field(2, ge=0, description="DataLoader workers per process")
-    gpus: tuple[int, ...] = Field((), description="CUDA ids; several -> DDP (one process per GPU)")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
-    resume: bool = Field(False, description="continue the run in --out from its last checkpoint")
     previews: int = Field(2, ge=0, description="held-out samples drawn per epoch")
     include_rejected: bool = Field(
         False, description="also train and evaluate on samples a review rejected (their masks are not used)"

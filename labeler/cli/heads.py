@@ -14,9 +14,26 @@ import typer
 from data_schema.commands import CheckpointName, DepthLoss, PredictLayout, SegLoss
 from data_schema.heads import Backbone, HeadsTask
 from labeler.cli._app import _gpus, app, run
+from labeler.cli.options import (
+    AmpOpt,
+    BatchSizeOpt,
+    EpochsOpt,
+    GpuOpt,
+    HeldoutFracOpt,
+    IncludeRejectedOpt,
+    LrOpt,
+    ResumeOpt,
+    SeedOpt,
+    WeightDecayOpt,
+    WorkersOpt,
+    config_of,
+    with_help,
+)
 
 if TYPE_CHECKING:
     from data_schema.heads import HeldoutFigures
+
+HEADS_REJECTED = "also train on samples and objects a review rejected (default: left out)"
 
 
 def _heldout_line(figures: HeldoutFigures) -> str:
@@ -50,52 +67,28 @@ def train_heads_cmd(
     seg_loss: Annotated[SegLoss, typer.Option(help="segmentation loss of the objectness maps")] = "bce",
     depth_weight: Annotated[float, typer.Option(help="fusion: weight of the depth loss")] = 0.5,
     seg_weight: Annotated[float, typer.Option(help="fusion: weight of the segmentation loss")] = 0.5,
-    epochs: Annotated[int, typer.Option(help="epochs over the training samples")] = 10,
-    batch_size: Annotated[int, typer.Option(help="per process")] = 4,
-    lr: Annotated[float, typer.Option(help="heads' AdamW learning rate")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
-    heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
+    epochs: EpochsOpt = 10,
+    batch_size: BatchSizeOpt = 4,
+    lr: Annotated[float, with_help(LrOpt, "heads' AdamW learning rate")] = 1e-4,
+    weight_decay: WeightDecayOpt = 0.01,
+    heldout_frac: HeldoutFracOpt = 0.2,
     augment: Annotated[bool, typer.Option(help="flips, colour jitter, crops")] = True,
-    seed: Annotated[int, typer.Option(help="seed of the split, the init and the augmentations")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
-    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    seed: Annotated[int, with_help(SeedOpt, "seed of the split, the init and the augmentations")] = 0,
+    workers: WorkersOpt = 2,
+    gpu: GpuOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out samples drawn per epoch")] = 3,
-    include_rejected: Annotated[
-        bool, typer.Option(help="also train on samples and objects a review rejected (default: left out)")
-    ] = False,
+    include_rejected: Annotated[bool, with_help(IncludeRejectedOpt, HEADS_REJECTED)] = False,
 ) -> None:
     """Train depth / segmentation / fusion heads on a frozen DINOv2 from a pseudo-label dataset."""
+    flags = dict(locals())  # every flag, named as its field of the config, but the model's
+    model = {k: flags.pop(k) for k in ("backbone", "task", "max_depth_m", "input_size")}
     from data_schema.commands import HeadsModelConfig, TrainHeadsConfig
     from labeler.train import train_heads
 
     def build() -> TrainHeadsConfig:
-        model = HeadsModelConfig(backbone=backbone, task=task, max_depth_m=max_depth_m, input_size=input_size)
-        return TrainHeadsConfig(
-            dataset=dataset,
-            out=out,
-            model=model,
-            weights=weights,
-            random_init=random_init,
-            depth_loss=depth_loss,
-            seg_loss=seg_loss,
-            depth_weight=depth_weight,
-            seg_weight=seg_weight,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            heldout_frac=heldout_frac,
-            augment=augment,
-            seed=seed,
-            workers=workers,
-            gpus=_gpus(gpu),
-            amp=amp,
-            resume=resume,
-            previews=previews,
-            include_rejected=include_rejected,
-        )
+        return config_of(TrainHeadsConfig, flags, model=HeadsModelConfig(**model))
 
     res = run(build, train_heads)
     if not res.main:
@@ -120,18 +113,16 @@ def train_heads_cmd(
 def finetune(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="a train-heads run folder")],
     unfreeze_last: Annotated[int, typer.Option(help="ViT blocks to train, from the last")] = 4,
-    lr: Annotated[float, typer.Option(help="learning rate of the last block")] = 1e-5,
+    lr: Annotated[float, with_help(LrOpt, "learning rate of the last block")] = 1e-5,
     layer_decay: Annotated[float, typer.Option(help="lr factor per block further from the output")] = 0.8,
     head_lr: Annotated[float | None, typer.Option(help="heads' learning rate (default 10 x --lr)")] = None,
-    epochs: Annotated[int, typer.Option(help="epochs of the finetune")] = 5,
+    epochs: Annotated[int, with_help(EpochsOpt, "epochs of the finetune")] = 5,
     out: Annotated[Path | None, typer.Option(help="default RUN/finetune")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="default: the run's")] = None,
-    workers: Annotated[int | None, typer.Option(help="default: the run's")] = None,
-    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the finetune run in --out")] = False,
-    include_rejected: Annotated[
-        bool, typer.Option(help="also train on samples and objects a review rejected (default: left out)")
-    ] = False,
+    batch_size: Annotated[int | None, with_help(BatchSizeOpt, "default: the run's")] = None,
+    workers: Annotated[int | None, with_help(WorkersOpt, "default: the run's")] = None,
+    gpu: GpuOpt = None,
+    resume: Annotated[bool, with_help(ResumeOpt, "continue the finetune run in --out")] = False,
+    include_rejected: Annotated[bool, with_help(IncludeRejectedOpt, HEADS_REJECTED)] = False,
 ) -> None:
     """Unfreeze the last N ViT blocks of a run (layer-wise lr decay), train, compare held-out metrics."""
     from data_schema.commands import FinetuneConfig

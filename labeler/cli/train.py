@@ -6,13 +6,34 @@ Nothing heavy is imported here either: torch loads inside the command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from data_schema.dino_adapt import Export  # adapt-backbone's choices (pydantic only, no torch)
 from data_schema.heads import Backbone
-from labeler.cli._app import _gpus, app, run
+from labeler.cli._app import app, run
+from labeler.cli.options import (
+    AmpOpt,
+    BatchSizeOpt,
+    EpochsOpt,
+    GpuOpt,
+    HeldoutFracOpt,
+    IncludeRejectedOpt,
+    LrOpt,
+    ResumeOpt,
+    SeedOpt,
+    WarmupOpt,
+    WeightDecayOpt,
+    WorkersOpt,
+    config_of,
+    with_help,
+)
+
+if TYPE_CHECKING:
+    from labeler.train.dino.api import AdaptResult
+    from labeler.train.sam2.api import Sam2TrainResult
+    from labeler.train.stereo.api import StereoTrainResult
 
 
 def _crop(text: str) -> tuple[int, int]:
@@ -39,12 +60,12 @@ def train_stereo_cmd(
     out: Annotated[
         Path, typer.Option(help="run folder: model_best_bp2.pth + cfg.yaml, metrics, curves, previews")
     ],
-    epochs: Annotated[int, typer.Option(help="epochs over the training pairs")] = 10,
-    batch_size: Annotated[int, typer.Option(help="pairs per step, per process")] = 2,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
+    epochs: Annotated[int, with_help(EpochsOpt, "epochs over the training pairs")] = 10,
+    batch_size: Annotated[int, with_help(BatchSizeOpt, "pairs per step, per process")] = 2,
+    lr: LrOpt = 1e-4,
     feature_lr_factor: Annotated[float, typer.Option(help="EdgeNeXt features' lr as a factor of --lr")] = 1.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 1e-5,
-    warmup_frac: Annotated[float, typer.Option(help="linear warm-up share of all steps, then cosine")] = 0.05,
+    weight_decay: WeightDecayOpt = 1e-5,
+    warmup_frac: WarmupOpt = 0.05,
     crop: Annotated[str, typer.Option(help="training crop HEIGHTxWIDTH, multiples of 32")] = "320x640",
     train_iters: Annotated[int, typer.Option(help="GRU iterations in training, each supervised")] = 22,
     valid_iters: Annotated[
@@ -66,85 +87,30 @@ def train_stereo_cmd(
     freeze: Annotated[
         str | None, typer.Option(help="more modules to freeze, comma-separated (e.g. feature,cnet)")
     ] = None,
-    heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
+    heldout_frac: HeldoutFracOpt = 0.2,
     truth: Annotated[
         Path | None, typer.Option(help="truth disparity: a `labeler demo` folder or <sample_id>.npy files")
     ] = None,
     allow_other_size: Annotated[
         bool, typer.Option(help="train although the parent was tuned on another image size")
     ] = False,
-    seed: Annotated[int, typer.Option(help="seed of the split and the augmentations")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
-    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 2,
+    gpu: GpuOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out pairs drawn per epoch")] = 2,
-    include_rejected: Annotated[
-        bool, typer.Option(help="also train on samples a review rejected (default: left out)")
-    ] = False,
+    include_rejected: IncludeRejectedOpt = False,
 ) -> None:
     """Fine-tune FoundationStereo on a rig's own pseudo-label dataset; writes a release-layout checkpoint."""
+    flags = dict(locals())  # every flag, named as its field of the config
     from data_schema.stereo_train import TrainStereoConfig
     from labeler.train.stereo.api import train_stereo
 
-    def build() -> TrainStereoConfig:
-        return TrainStereoConfig(
-            dataset=dataset,
-            out=out,
-            stereo_weights=stereo_weights,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            feature_lr_factor=feature_lr_factor,
-            weight_decay=weight_decay,
-            warmup_frac=warmup_frac,
-            crop=_crop(crop),
-            train_iters=train_iters,
-            valid_iters=valid_iters,
-            max_disp=max_disp,
-            distill_weight=distill_weight,
-            photometric_weight=photometric_weight,
-            smooth_weight=smooth_weight,
-            sequence_gamma=sequence_gamma,
-            confident=confident,
-            augment=augment,
-            min_scale=min_scale,
-            max_scale=max_scale,
-            flip_prob=flip_prob,
-            eval_scale=eval_scale,
-            freeze=_names(freeze),
-            heldout_frac=heldout_frac,
-            truth=truth,
-            allow_other_size=allow_other_size,
-            seed=seed,
-            workers=workers,
-            gpus=_gpus(gpu),
-            amp=amp,
-            resume=resume,
-            previews=previews,
-            include_rejected=include_rejected,
-        )
-
-    res = run(build, train_stereo)
-    if not res.main or res.summary is None:
-        return
-    s = res.summary
-    typer.echo(
-        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} pairs ({res.n_heldout} held out); "
-        f"best epoch {s.best_epoch}"
+    res = run(
+        lambda: config_of(TrainStereoConfig, flags, crop=_crop(crop), freeze=_names(freeze)), train_stereo
     )
-    for key, label in (
-        ("epe_px", "EPE vs pseudo-labels, px"),
-        ("bad2_percent", "bad-2 vs pseudo-labels, %"),
-        ("photometric", "photometric error"),
-        ("truth_epe_px", "EPE vs truth, px"),
-        ("truth_bad2_percent", "bad-2 vs truth, %"),
-    ):
-        before, after = getattr(s.before, key), getattr(s.after, key)
-        if before is not None and after is not None:
-            typer.echo(f"  held-out {label}: {before:.3f} (parent) -> {after:.3f} ({after - before:+.3f})")
-    typer.echo(f"checkpoint {s.weights} (cfg.yaml beside it; use it with --stereo-weights)")
-    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+    _echo_stereo(res)
 
 
 @app.command("train-sam2")
@@ -157,19 +123,19 @@ def train_sam2_cmd(
     sam2_config: Annotated[
         str, typer.Option(help="config name (sam2.1_hiera_t|s|b+|l) or YAML path of the checkpoint")
     ] = "sam2.1_hiera_s",
-    epochs: Annotated[int, typer.Option(help="epochs over the training images")] = 10,
-    batch_size: Annotated[int, typer.Option(help="images per step, per process")] = 4,
+    epochs: Annotated[int, with_help(EpochsOpt, "epochs over the training images")] = 10,
+    batch_size: Annotated[int, with_help(BatchSizeOpt, "images per step, per process")] = 4,
     objects_per_image: Annotated[int, typer.Option(help="target objects drawn per training image")] = 3,
     lr: Annotated[
-        float, typer.Option(help="AdamW learning rate of the prompt encoder and mask decoder")
+        float, with_help(LrOpt, "AdamW learning rate of the prompt encoder and mask decoder")
     ] = 1e-5,
     train_encoder: Annotated[
         bool, typer.Option(help="train the image encoder too, at a lower layer-wise rate (no cache)")
     ] = False,
     encoder_lr_factor: Annotated[float, typer.Option(help="image encoder's lr as a factor of --lr")] = 0.6,
     layer_decay: Annotated[float, typer.Option(help="encoder rate x this per block below the top")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
-    warmup_frac: Annotated[float, typer.Option(help="linear warm-up share of all steps, then cosine")] = 0.05,
+    weight_decay: WeightDecayOpt = 0.01,
+    warmup_frac: WarmupOpt = 0.05,
     corrections: Annotated[
         int, typer.Option(help="corrective clicks per step, from the previous errors")
     ] = 7,
@@ -186,12 +152,12 @@ def train_sam2_cmd(
     min_score: Annotated[float, typer.Option(help="objects with a lower mask score are no targets")] = 0.0,
     min_area: Annotated[int, typer.Option(help="objects smaller than this many px are no targets")] = 0,
     include_rejected: Annotated[
-        bool, typer.Option(help="keep samples and objects rejected in review as targets")
+        bool, with_help(IncludeRejectedOpt, "keep samples and objects rejected in review as targets")
     ] = False,
     cache_embeddings: Annotated[
         bool, typer.Option(help="keep the frozen encoder's output per image in host memory")
     ] = True,
-    heldout_frac: Annotated[float, typer.Option(help="share of sample ids held out for metrics")] = 0.2,
+    heldout_frac: HeldoutFracOpt = 0.2,
     heldout_objects: Annotated[int, typer.Option(help="held-out objects scored per image, at most")] = 16,
     amg_points_per_side: Annotated[
         int, typer.Option(help="automatic generator's grid on held-out images (0: no recall)")
@@ -200,78 +166,20 @@ def train_sam2_cmd(
     amg_stability_thresh: Annotated[
         float, typer.Option(help="automatic generator's stability_score_thresh")
     ] = 0.95,
-    seed: Annotated[int, typer.Option(help="seed of the split, the objects drawn and the prompts")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
-    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    seed: Annotated[int, with_help(SeedOpt, "seed of the split, the objects drawn and the prompts")] = 0,
+    workers: WorkersOpt = 2,
+    gpu: GpuOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out images drawn per epoch")] = 2,
 ) -> None:
     """Retrain SAM2's prompt encoder and mask decoder on a dataset's masks; writes OUT/sam2.pt."""
+    flags = dict(locals())  # every flag, named as its field of the config
     from data_schema.sam2_train import TrainSam2Config
     from labeler.train.sam2.api import train_sam2
 
-    def build() -> TrainSam2Config:
-        return TrainSam2Config(
-            dataset=dataset,
-            out=out,
-            sam2_checkpoint=sam2_checkpoint,
-            sam2_config=sam2_config,
-            epochs=epochs,
-            batch_size=batch_size,
-            objects_per_image=objects_per_image,
-            lr=lr,
-            train_encoder=train_encoder,
-            encoder_lr_factor=encoder_lr_factor,
-            layer_decay=layer_decay,
-            weight_decay=weight_decay,
-            warmup_frac=warmup_frac,
-            corrections=corrections,
-            box_prob=box_prob,
-            gt_click_prob=gt_click_prob,
-            focal_weight=focal_weight,
-            dice_weight=dice_weight,
-            iou_weight=iou_weight,
-            object_score_weight=object_score_weight,
-            min_score=min_score,
-            min_area=min_area,
-            include_rejected=include_rejected,
-            cache_embeddings=cache_embeddings,
-            heldout_frac=heldout_frac,
-            heldout_objects=heldout_objects,
-            amg_points_per_side=amg_points_per_side,
-            amg_pred_iou_thresh=amg_pred_iou_thresh,
-            amg_stability_thresh=amg_stability_thresh,
-            seed=seed,
-            workers=workers,
-            gpus=_gpus(gpu),
-            amp=amp,
-            resume=resume,
-            previews=previews,
-        )
-
-    res = run(build, train_sam2)
-    if not res.main or res.summary is None:
-        return
-    s = res.summary
-    typer.echo(
-        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} images ({s.n_train_objects} objects; "
-        f"{res.n_heldout} images held out); best epoch {s.best_epoch}"
-    )
-    for key, label in (
-        ("point_miou", "mIoU, one centre click"),
-        ("box_miou", "mIoU, exact box"),
-        ("amg_recall", "automatic masks' matched recall"),
-        ("amg_masks_per_image", "automatic masks per image"),
-    ):
-        before, after = getattr(s.before, key), getattr(s.after, key)
-        if before is not None and after is not None:
-            typer.echo(f"  held-out {label}: {before:.3f} (parent) -> {after:.3f} ({after - before:+.3f})")
-    typer.echo(
-        f"checkpoint {s.checkpoint}: use it with --masks sam2 --sam2-checkpoint {s.checkpoint} "
-        f"--sam2-config {s.sam2_config}"
-    )
-    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+    res = run(lambda: config_of(TrainSam2Config, flags), train_sam2)
+    _echo_sam2(res)
 
 
 def _pair(text: str, flag: str) -> tuple[float, float]:
@@ -300,17 +208,17 @@ def adapt_backbone_cmd(
         Path | None, typer.Option(help="a folder of more images (captures) to train on")
     ] = None,
     head_epochs: Annotated[int, typer.Option(help="warm-up epochs: projection heads only")] = 2,
-    epochs: Annotated[int, typer.Option(help="adaptation epochs")] = 10,
+    epochs: Annotated[int, with_help(EpochsOpt, "adaptation epochs")] = 10,
     unfreeze_last: Annotated[int, typer.Option(help="last ViT blocks trained in full")] = 2,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank on the other blocks (peft); 0: none")] = 0,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default: the rank)")] = None,
-    batch_size: Annotated[int, typer.Option(help="images per step, per process")] = 8,
-    lr: Annotated[float, typer.Option(help="projection heads' AdamW learning rate")] = 1e-3,
+    batch_size: Annotated[int, with_help(BatchSizeOpt, "images per step, per process")] = 8,
+    lr: Annotated[float, with_help(LrOpt, "projection heads' AdamW learning rate")] = 1e-3,
     backbone_lr: Annotated[float, typer.Option(help="deepest unfrozen block's learning rate")] = 1e-5,
     lora_lr: Annotated[float, typer.Option(help="LoRA adapters' learning rate")] = 1e-4,
     layer_decay: Annotated[float, typer.Option(help="each earlier unfrozen block's lr x this")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.04,
-    warmup_frac: Annotated[float, typer.Option(help="linear lr warm-up share of each phase")] = 0.1,
+    weight_decay: WeightDecayOpt = 0.04,
+    warmup_frac: Annotated[float, with_help(WarmupOpt, "linear lr warm-up share of each phase")] = 0.1,
     global_size: Annotated[int, typer.Option(help="global crop side, px (multiple of 14)")] = 224,
     local_size: Annotated[int, typer.Option(help="local crop side, px (multiple of 14)")] = 98,
     local_crops: Annotated[int, typer.Option(help="local crops per image")] = 8,
@@ -340,75 +248,91 @@ def adapt_backbone_cmd(
     probe_batch_size: Annotated[int, typer.Option(help="probe's batch size")] = 4,
     probe_max_depth_m: Annotated[float, typer.Option(help="probe's depth bound, m")] = 20.0,
     heldout_frac: Annotated[
-        float, typer.Option(help="share of sample ids held out (never adapted on)")
+        float, with_help(HeldoutFracOpt, "share of sample ids held out (never adapted on)")
     ] = 0.2,
-    include_rejected: Annotated[bool, typer.Option(help="also train on samples a review rejected")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the split, the heads' init and every crop")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader workers per process")] = 2,
-    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (DDP)")] = None,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    include_rejected: Annotated[
+        bool, with_help(IncludeRejectedOpt, "also train on samples a review rejected")
+    ] = False,
+    seed: Annotated[int, with_help(SeedOpt, "seed of the split, the heads' init and every crop")] = 0,
+    workers: WorkersOpt = 2,
+    gpu: GpuOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = False,
 ) -> None:
     """Adapt DINOv2 to the rig's images (DINO + iBOT + KoLeo, EMA teacher); writes OUT/backbone.pth."""
+    flags = dict(locals())  # every flag, named as its field of the config
     from data_schema.dino_adapt import AdaptBackboneConfig
     from labeler.train.dino.api import adapt_backbone
 
-    def build() -> AdaptBackboneConfig:
-        return AdaptBackboneConfig(
-            dataset=dataset,
-            out=out,
-            backbone=backbone,
-            weights=weights,
-            random_init=random_init,
-            images=images,
-            include_rejected=include_rejected,
-            head_epochs=head_epochs,
-            epochs=epochs,
-            unfreeze_last=unfreeze_last,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            batch_size=batch_size,
-            lr=lr,
-            backbone_lr=backbone_lr,
-            lora_lr=lora_lr,
-            layer_decay=layer_decay,
-            weight_decay=weight_decay,
-            warmup_frac=warmup_frac,
-            global_size=global_size,
-            local_size=local_size,
-            local_crops=local_crops,
+    res = run(
+        lambda: config_of(
+            AdaptBackboneConfig,
+            flags,
             global_scale=_pair(global_scale, "--global-scale"),
             local_scale=_pair(local_scale, "--local-scale"),
-            mask_probability=mask_probability,
             mask_ratio=_pair(mask_ratio, "--mask-ratio"),
-            prototypes=prototypes,
-            head_hidden=head_hidden,
-            head_bottleneck=head_bottleneck,
-            dino_weight=dino_weight,
-            ibot_weight=ibot_weight,
-            koleo_weight=koleo_weight,
-            teacher_temp=teacher_temp,
-            warmup_teacher_temp=warmup_teacher_temp,
-            momentum=momentum,
-            teacher_temp_warmup_frac=teacher_temp_warmup_frac,
-            student_temp=student_temp,
-            sinkhorn_iterations=sinkhorn_iterations,
-            clip_grad=clip_grad,
-            export=export,
-            probe_epochs=probe_epochs,
-            probe_input_size=probe_input_size,
-            probe_lr=probe_lr,
-            probe_batch_size=probe_batch_size,
-            probe_max_depth_m=probe_max_depth_m,
-            heldout_frac=heldout_frac,
-            seed=seed,
-            workers=workers,
-            gpus=_gpus(gpu),
-            amp=amp,
-            resume=resume,
-        )
+        ),
+        adapt_backbone,
+    )
+    _echo_adapt(res)
 
-    res = run(build, adapt_backbone)
+
+def _echo_changes(before: Any, after: Any, **labels: str) -> None:
+    """One line per held-out figure both records have: the parent's, the trained model's, the change."""
+    for key, label in labels.items():
+        b, a = getattr(before, key), getattr(after, key)
+        if b is not None and a is not None:
+            typer.echo(f"  held-out {label}: {b:.3f} (parent) -> {a:.3f} ({a - b:+.3f})")
+
+
+def _echo_stereo(res: StereoTrainResult) -> None:
+    """What a train-stereo run did, on the main process of a finished run."""
+    if not res.main or res.summary is None:
+        return
+    s = res.summary
+    typer.echo(
+        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} pairs ({res.n_heldout} held out); "
+        f"best epoch {s.best_epoch}"
+    )
+    _echo_changes(
+        s.before,
+        s.after,
+        epe_px="EPE vs pseudo-labels, px",
+        bad2_percent="bad-2 vs pseudo-labels, %",
+        photometric="photometric error",
+        truth_epe_px="EPE vs truth, px",
+        truth_bad2_percent="bad-2 vs truth, %",
+    )
+    typer.echo(f"checkpoint {s.weights} (cfg.yaml beside it; use it with --stereo-weights)")
+    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+
+
+def _echo_sam2(res: Sam2TrainResult) -> None:
+    """What a train-sam2 run did, on the main process of a finished run."""
+    if not res.main or res.summary is None:
+        return
+    s = res.summary
+    typer.echo(
+        f"{res.run_dir}: {len(res.history)} epochs on {res.n_train} images ({s.n_train_objects} objects; "
+        f"{res.n_heldout} images held out); best epoch {s.best_epoch}"
+    )
+    _echo_changes(
+        s.before,
+        s.after,
+        point_miou="mIoU, one centre click",
+        box_miou="mIoU, exact box",
+        amg_recall="automatic masks' matched recall",
+        amg_masks_per_image="automatic masks per image",
+    )
+    typer.echo(
+        f"checkpoint {s.checkpoint}: use it with --masks sam2 --sam2-checkpoint {s.checkpoint} "
+        f"--sam2-config {s.sam2_config}"
+    )
+    typer.echo(f"summary {res.run_dir / 'summary.json'}, curves {res.run_dir / 'curves.png'}")
+
+
+def _echo_adapt(res: AdaptResult) -> None:
+    """What an adapt-backbone run did, on the main process of a finished run."""
     if not res.main or res.summary is None:
         return
     s = res.summary

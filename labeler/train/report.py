@@ -71,6 +71,11 @@ def write_metrics(
     write_text_atomic(run_dir / "steps.csv", _csv(steps, step_columns))
 
 
+def figures_line(row: Record) -> str:
+    """Every figure of an epoch record that it has ("name value, ..."), the epoch number left out."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in row.model_dump().items() if k != "epoch" and v is not None)
+
+
 def write_curves(
     path: Path,
     history: Sequence[Any],

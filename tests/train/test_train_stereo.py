@@ -283,7 +283,7 @@ def test_rejected_pairs_are_neither_trained_nor_scored_unless_asked(
     decide(ds, sample_id=train[0], labels=current_labels(reader)[train[0]], decision="reject", user="t")
     specs = []
 
-    def launch(spec, gpus, stop_after_epoch=None) -> list:  # what the engine would train on; no training
+    def launch(spec, stop_after_epoch=None) -> list:  # what the engine would train on; no training
         specs.append(spec)
         return []
 

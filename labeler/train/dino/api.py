@@ -9,14 +9,16 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from data_schema.dino_adapt import AdaptBackboneConfig, AdaptRunSummary, DinoEpochMetrics, ProbeFigures
 from labeler.errors import LabelerError, WeightsError
+
+if TYPE_CHECKING:
+    from labeler.train.dino.model import Schedules
 
 log = logging.getLogger(__name__)
 PARENT_RANDOM = "parent.pth"  # OUT/parent.pth: the seeded random ViT of --random-init
@@ -95,16 +97,6 @@ def check_inputs(cfg: AdaptBackboneConfig) -> tuple[Any, list[Path], str]:
     return ds, files, kind
 
 
-def _versions() -> dict[str, str]:
-    out = {"torch": str(torch.__version__)}
-    for name in ("labeler", "peft"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def _world(gpus: tuple[int, ...]) -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if "WORLD_SIZE" in os.environ else max(len(gpus), 1)
 
@@ -151,16 +143,52 @@ def probe(cfg: AdaptBackboneConfig, weights: Path, out: Path) -> ProbeFigures:
     )
 
 
-def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = None) -> AdaptResult:
-    """Warm up the projection heads on the frozen parent, adapt the backbone, export OUT/backbone.pth,
-    probe before / after; see labeler/train/dino/task.py."""
+def _schedules(cfg: AdaptBackboneConfig, total: int) -> Schedules:
+    """The teacher's temperature and momentum over the `total` steps of warm-up + adaptation."""
+    from labeler.train.dino.model import Schedules
+
+    return Schedules(
+        total_steps=total,
+        teacher_temp=cfg.teacher_temp,
+        warmup_teacher_temp=cfg.warmup_teacher_temp,
+        warmup_steps=max(1, round(cfg.teacher_temp_warmup_frac * total)),
+        momentum=cfg.momentum,
+    )
+
+
+def _probes(cfg: AdaptBackboneConfig, parent: Path, kind: str) -> tuple[ProbeFigures, ProbeFigures]:
+    """The depth-head probe of the parent's backbone and of OUT/backbone.pth (every rank: under torchrun
+    the probes are data-parallel too)."""
+    from labeler.train.dino.model import parent_vit_state, save_backbone
+
+    probe_parent = parent
+    if kind not in ("dinov2", "random-init"):  # probe the parent's ViT alone, with a fresh head
+        probe_parent = cfg.out / "probe" / PROBE_PARENT
+        save_backbone(probe_parent, parent_vit_state(parent, cfg.backbone)[1])  # atomic, same bytes
+    before = probe(cfg, probe_parent, cfg.out / "probe" / "before")
+    return before, probe(cfg, cfg.out / "backbone.pth", cfg.out / "probe" / "after")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run starts from: the dataset, the --images files, the parent and the split."""
+
+    ds: Any
+    files: list[Path]
+    kind: str  # the parent's kind (dinov2, depth-anything-v2, foundation-stereo, random-init)
+    parent: Path
+    parent_sha: str
+    train_ids: list[str]
+    held_ids: list[str]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_ids) + len(self.files)
+
+
+def _inputs(cfg: AdaptBackboneConfig) -> _Inputs:
     from labeler.dataset.decisions import kept_sample_ids
-    from labeler.io import sha256_file, write_text_atomic
-    from labeler.train.dino.model import Schedules, parent_vit_state, save_backbone
-    from labeler.train.dino.task import DinoTask
-    from labeler.train.dist import is_main_process
-    from labeler.train.engine import EngineSpec, launch
-    from labeler.train.heads.model import BACKBONE_SPECS
+    from labeler.io import sha256_file
     from labeler.train.sampling import split_ids
 
     ds, files, kind = check_inputs(cfg)
@@ -171,105 +199,105 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
     if n_train < 2:
         raise LabelerError(f"{cfg.dataset}: {n_train} training image(s); the objective needs two or more")
     parent = cfg.weights.expanduser() if cfg.weights is not None else _random_parent(cfg)
-    parent_sha = sha256_file(parent)
-    spe = math.ceil(math.ceil(n_train / _world(cfg.gpus)) / cfg.batch_size)
-    warm_steps, adapt_steps = cfg.head_epochs * spe, cfg.epochs * spe
-    total = warm_steps + adapt_steps
-    schedules = Schedules(
-        total_steps=total,
-        teacher_temp=cfg.teacher_temp,
-        warmup_teacher_temp=cfg.warmup_teacher_temp,
-        warmup_steps=max(1, round(cfg.teacher_temp_warmup_frac * total)),
-        momentum=cfg.momentum,
-    )
-    spec = BACKBONE_SPECS[cfg.backbone]
-    record = {
-        "command": "adapt-backbone",
-        "config": cfg.model_dump(mode="json"),
-        "parent_weights": str(parent),
-        "parent_kind": kind,
-        "parent_sha256": parent_sha,
-        "dataset_version": ds.version,
-        "n_train_images": n_train,
-        "n_folder_images": len(files),
-        "n_heldout": len(held_ids),
-        "steps": {"warmup": warm_steps, "adapt": adapt_steps},
-        "versions": _versions(),
-    }
-    extra = {"parent_sha256": parent_sha, "dataset_version": ds.version}
+    return _Inputs(ds, files, kind, parent, sha256_file(parent), train_ids, held_ids)
 
-    def engine_spec(task: DinoTask, run_dir: Path, epochs: int, title: str) -> EngineSpec:
-        return EngineSpec(
-            run_dir=run_dir,
-            task=task,
-            record={**record, "phase": task.phase},
-            train_ids=train_ids,
-            heldout_ids=held_ids,
-            dataset=cfg.dataset,
-            epochs=epochs,
-            batch_size=cfg.batch_size,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            amp=cfg.amp,
-            warmup_frac=cfg.warmup_frac,
-            weight_decay=cfg.weight_decay,
-            resume=cfg.resume,
-            clip_grad_norm=cfg.clip_grad,
-            title=f"adapt-backbone {cfg.backbone} {title}: {cfg.out.name}",
-            extra=extra,
-        )
 
-    def task(phase: str, **more: Any) -> DinoTask:
-        return DinoTask(
-            cfg=cfg, phase=phase, spec=spec, parent=parent, schedules=schedules, files=tuple(files), **more
-        )
+def _summary(
+    cfg: AdaptBackboneConfig,
+    inputs: _Inputs,
+    steps: int,
+    before: ProbeFigures | None,
+    after: ProbeFigures | None,
+) -> AdaptRunSummary:
+    from labeler.io import sha256_file
 
-    warm_history: list[Any] = []
-    warm_dir, adapt_dir = cfg.out / "warmup", cfg.out / "adapt"
-    if cfg.head_epochs:
-        warm = engine_spec(task("warmup"), warm_dir, cfg.head_epochs, "heads warm-up")
-        warm_history = launch(warm, cfg.gpus, stop_after_epoch=stop_after_epoch)
-        if stop_after_epoch is not None and len(warm_history) < cfg.head_epochs:
-            return AdaptResult(cfg.out, warm_history, [], None, n_train, len(held_ids), is_main_process())
-    backbone_path = cfg.out / "backbone.pth"
-    warm_last = warm_dir / "checkpoints" / "last.pt" if cfg.head_epochs else None
-    adapt = engine_spec(
-        task("adapt", warm_checkpoint=warm_last, export_to=backbone_path), adapt_dir, cfg.epochs, "adaptation"
-    )
-    remaining = None if stop_after_epoch is None else stop_after_epoch - cfg.head_epochs
-    history = launch(adapt, cfg.gpus, stop_after_epoch=remaining)
-    main = is_main_process()
-    if len(history) < cfg.epochs:
-        return AdaptResult(cfg.out, warm_history, history, None, n_train, len(held_ids), main)
-    before = after = None
-    if cfg.probe_epochs and held_ids:  # every rank: under torchrun the probes are data-parallel too
-        probe_parent = parent
-        if kind not in ("dinov2", "random-init"):  # probe the parent's ViT alone, with a fresh head
-            probe_parent = cfg.out / "probe" / PROBE_PARENT
-            save_backbone(probe_parent, parent_vit_state(parent, cfg.backbone)[1])  # atomic, same bytes
-        before = probe(cfg, probe_parent, cfg.out / "probe" / "before")
-        after = probe(cfg, backbone_path, cfg.out / "probe" / "after")
-    if not main:
-        return AdaptResult(cfg.out, warm_history, history, None, n_train, len(held_ids), False)
+    weights = cfg.out / "backbone.pth"
     change = (
         after.abs_rel - before.abs_rel
         if before and after and before.abs_rel is not None and after.abs_rel is not None
         else None
     )
-    summary = AdaptRunSummary(
-        parent_weights=str(parent),
-        parent_sha256=parent_sha,
+    return AdaptRunSummary(
+        parent_weights=str(inputs.parent),
+        parent_sha256=inputs.parent_sha,
         dataset=str(cfg.dataset),
-        dataset_version=ds.version,
-        n_train_images=n_train,
-        n_heldout=len(held_ids),
-        weights=str(backbone_path),
-        weights_sha256=sha256_file(backbone_path),
+        dataset_version=inputs.ds.version,
+        n_train_images=inputs.n_train,
+        n_heldout=len(inputs.held_ids),
+        weights=str(weights),
+        weights_sha256=sha256_file(weights),
         export=cfg.export,
-        steps=total,
+        steps=steps,
         probe_before=before,
         probe_after=after,
         abs_rel_change=change,
     )
-    write_text_atomic(cfg.out / "summary.json", summary.model_dump_json(indent=1))
-    return AdaptResult(cfg.out, warm_history, history, summary, n_train, len(held_ids), True)
+
+
+def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = None) -> AdaptResult:
+    """Warm up the projection heads on the frozen parent, adapt the backbone, export OUT/backbone.pth,
+    probe before / after; see labeler/train/dino/task.py."""
+    from labeler.train.dino.task import DinoTask
+    from labeler.train.dist import is_main_process
+    from labeler.train.engine import EngineSpec, Finished, launch, train_and_summarise
+    from labeler.train.heads.model import BACKBONE_SPECS
+    from labeler.train.run_folder import library_versions
+
+    r = _inputs(cfg)
+    spe = math.ceil(math.ceil(r.n_train / _world(cfg.gpus)) / cfg.batch_size)
+    warm_steps, adapt_steps = cfg.head_epochs * spe, cfg.epochs * spe
+    schedules = _schedules(cfg, warm_steps + adapt_steps)
+    record = {
+        "command": "adapt-backbone",
+        "config": cfg.model_dump(mode="json"),
+        "parent_weights": str(r.parent),
+        "parent_kind": r.kind,
+        "parent_sha256": r.parent_sha,
+        "dataset_version": r.ds.version,
+        "n_train_images": r.n_train,
+        "n_folder_images": len(r.files),
+        "n_heldout": len(r.held_ids),
+        "steps": {"warmup": warm_steps, "adapt": adapt_steps},
+        "versions": library_versions("peft"),
+    }
+
+    def phase(name: str, epochs: int, title: str, **more: Any) -> EngineSpec:
+        """One phase: an engine run in its own folder (OUT/warmup, OUT/adapt) with the config's settings."""
+        spec = BACKBONE_SPECS[cfg.backbone]
+        task = DinoTask(
+            cfg=cfg, phase=name, spec=spec, parent=r.parent, schedules=schedules, files=tuple(r.files), **more
+        )
+        return EngineSpec(
+            task=task,
+            settings=cfg.model_copy(update={"out": cfg.out / name, "epochs": epochs}),
+            record={**record, "phase": name},
+            train_ids=r.train_ids,
+            heldout_ids=r.held_ids,
+            title=f"adapt-backbone {cfg.backbone} {title}: {cfg.out.name}",
+            clip_grad_norm=cfg.clip_grad,
+            extra={"parent_sha256": r.parent_sha, "dataset_version": r.ds.version},
+        )
+
+    def result(warm: list[Any], adapt: list[Any], summary: AdaptRunSummary | None) -> AdaptResult:
+        return AdaptResult(cfg.out, warm, adapt, summary, r.n_train, len(r.held_ids), is_main_process())
+
+    warm_history: list[Any] = []
+    if cfg.head_epochs:
+        warm = phase("warmup", cfg.head_epochs, "heads warm-up")
+        warm_history = launch(warm, stop_after_epoch=stop_after_epoch)
+        if stop_after_epoch is not None and len(warm_history) < cfg.head_epochs:
+            return result(warm_history, [], None)
+    warm_last = cfg.out / "warmup" / "checkpoints" / "last.pt" if cfg.head_epochs else None
+    adapt = phase(
+        "adapt", cfg.epochs, "adaptation", warm_checkpoint=warm_last, export_to=cfg.out / "backbone.pth"
+    )
+
+    def summarise(end: Finished) -> AdaptRunSummary | None:
+        before, after = _probes(cfg, r.parent, r.kind) if cfg.probe_epochs and r.held_ids else (None, None)
+        return _summary(cfg, r, warm_steps + adapt_steps, before, after) if is_main_process() else None
+
+    remaining = None if stop_after_epoch is None else stop_after_epoch - cfg.head_epochs
+    history, summary = train_and_summarise(
+        adapt, summarise, cfg.out / "summary.json", all_ranks=True, stop_after_epoch=remaining
+    )
+    return result(warm_history, history, summary)

@@ -36,7 +36,7 @@ from labeler.train.dino.model import (
     save_backbone,
     vit_of,
 )
-from labeler.train.engine import TrainTerms
+from labeler.train.task import TrainTerms
 
 CHECKPOINT_FORMAT = "labeler-dino/1"
 LOSS_TERMS = ("dino", "ibot", "koleo", "teacher_temp", "momentum")

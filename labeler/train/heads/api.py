@@ -7,20 +7,18 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from data_schema.commands import FinetuneConfig, TrainHeadsConfig
-from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig, HeldoutFigures
+from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig
 from labeler.errors import LabelerError, WeightsError
 from labeler.train.dist import is_main_process
-from labeler.train.engine import EngineSpec, engine_spec, launch
+from labeler.train.engine import EngineSpec, Finished, launch, train_and_summarise
 from labeler.train.heads.losses import LossWeights
 from labeler.train.heads.model import HeadsModel, build_model
 from labeler.train.heads.task import HeadsTask, load_checkpoint
+from labeler.train.run_folder import library_versions
 
 log = logging.getLogger(__name__)
 RANDOM_INIT = "random-init (deterministic, seeded): NOT a trained backbone; for tests and demos only"
@@ -41,15 +39,6 @@ class TrainResult:
 @dataclass(frozen=True)
 class FinetuneResult(TrainResult):
     comparison: FinetuneComparison | None  # RUN/comparison.json; None in the other ranks of a torchrun job
-
-
-def _versions() -> dict[str, str]:
-    out = {"torch": str(torch.__version__)}
-    try:
-        out["labeler"] = metadata.version("labeler")
-    except metadata.PackageNotFoundError:
-        pass
-    return out
 
 
 # ------------------------------------------------------------------ train-heads
@@ -120,7 +109,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         "n_train": len(train_ids),
         "n_heldout": len(held_ids),
         "rejected_left_out": rejected,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
     task = HeadsTask(
         dataset=cfg.dataset,
@@ -134,9 +123,9 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         seed=cfg.seed,
         include_rejected=cfg.include_rejected,
     )
-    spec = engine_spec(
-        cfg,
+    spec = EngineSpec(
         task=task,
+        settings=cfg,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
@@ -145,7 +134,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
     )
     if weights is None and is_main_process():
         log.warning("%s", label)
-    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
+    history = launch(spec, stop_after_epoch=stop_after_epoch)
     return TrainResult(cfg.out, history, label, len(train_ids), len(held_ids), is_main_process())
 
 
@@ -174,50 +163,25 @@ def llrd_groups(model: HeadsModel, *, lr: float, layer_decay: float, head_lr: fl
     return groups
 
 
-def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
-    """Continue a train-heads run with its last N ViT blocks trainable; records held-out metrics against the
-    frozen run's best epoch (the checkpoint it starts from) in OUT/comparison.json."""
-    from labeler.io import write_text_atomic
-
-    base = cfg.run / "checkpoints" / "best.pt"
-    config_path = cfg.run / "config.json"
-    if not (base.is_file() and config_path.is_file()):
+def _frozen_run(run: Path) -> tuple[dict[str, Any], TrainHeadsConfig, dict[str, list[str]]]:
+    """The train-heads run a finetune continues: its config.json record, its config and its split."""
+    if not ((run / "checkpoints" / "best.pt").is_file() and (run / "config.json").is_file()):
         raise LabelerError(
-            f"{cfg.run}: not a train-heads run (no checkpoints/best.pt + config.json); "
-            f"run `labeler train-heads ... --out {cfg.run}` first"
+            f"{run}: not a train-heads run (no checkpoints/best.pt + config.json); "
+            f"run `labeler train-heads ... --out {run}` first"
         )
-    from labeler import open_dataset
-    from labeler.train.sampling import reviewed_split
+    rec = json.loads((run / "config.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    return rec, TrainHeadsConfig.model_validate(rec["config"]), split
 
-    rec = json.loads(config_path.read_text())
-    base_cfg = TrainHeadsConfig.model_validate(rec["config"])
-    split = json.loads((cfg.run / "split.json").read_text())
-    # The decisions in force now count, also those made after the frozen run (train, review, finetune).
-    train_ids, held_ids, rejected = reviewed_split(
-        open_dataset(base_cfg.dataset),
-        split["train"],
-        split["heldout"],
-        include_rejected=cfg.include_rejected,
-    )
-    # The frozen run scored another held-out set: score its best epoch again on this one (initial.json),
-    # so that the comparison is on the same samples.
-    rescore = held_ids != split["heldout"]
-    frozen = load_checkpoint(base)
-    out = cfg.out_dir
+
+def _finetune_task(
+    cfg: FinetuneConfig, base_cfg: TrainHeadsConfig, base: Path, *, rescore: bool
+) -> HeadsTask:
+    """The frozen run's task from its best checkpoint `base`, its last blocks trainable (layer-wise rates);
+    `rescore`: score `base` on the held-out set first (initial.json)."""
     head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
-    record = {
-        "command": "finetune",
-        "config": cfg.model_dump(mode="json"),
-        "base_run": str(cfg.run),
-        "base_epoch": frozen["epoch"],
-        "weights": rec.get("weights"),
-        "dataset_version": rec.get("dataset_version"),
-        "n_train": len(train_ids),
-        "n_heldout": len(held_ids),
-        "rejected_left_out": rejected,
-        "versions": _versions(),
-    }
-    task = HeadsTask(
+    return HeadsTask(
         dataset=base_cfg.dataset,
         model_config=base_cfg.model,
         make_model=partial(_finetuned_model, str(base), cfg.unfreeze_last),
@@ -232,44 +196,74 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         include_rejected=cfg.include_rejected,
         evaluate_initial=rescore,
     )
+
+
+def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
+    """Continue a train-heads run with its last N ViT blocks trainable; records held-out metrics against the
+    frozen run's best epoch (the checkpoint it starts from) in OUT/comparison.json."""
+    from labeler import open_dataset
+    from labeler.train.sampling import reviewed_split
+
+    rec, base_cfg, split = _frozen_run(cfg.run)
+    base = cfg.run / "checkpoints" / "best.pt"
+    # The decisions in force now count, also those made after the frozen run (train, review, finetune).
+    train_ids, held_ids, rejected = reviewed_split(
+        open_dataset(base_cfg.dataset),
+        split["train"],
+        split["heldout"],
+        include_rejected=cfg.include_rejected,
+    )
+    # The frozen run scored another held-out set: score its best epoch again on this one (initial.json),
+    # so that the comparison is on the same samples.
+    rescore = held_ids != split["heldout"]
+    frozen = load_checkpoint(base)
+    out = cfg.out_dir
+    record = {
+        "command": "finetune",
+        "config": cfg.model_dump(mode="json"),
+        "base_run": str(cfg.run),
+        "base_epoch": frozen["epoch"],
+        "weights": rec.get("weights"),
+        "dataset_version": rec.get("dataset_version"),
+        "n_train": len(train_ids),
+        "n_heldout": len(held_ids),
+        "rejected_left_out": rejected,
+        "versions": library_versions(),
+    }
+    task = _finetune_task(cfg, base_cfg, base, rescore=rescore)
+    # the frozen run's settings (data, seed, schedule), but for those the finetune's flags set
+    settings = {"out": out, "epochs": cfg.epochs, "gpus": cfg.gpus, "resume": cfg.resume}
+    if cfg.batch_size is not None:
+        settings["batch_size"] = cfg.batch_size
+    if cfg.workers is not None:
+        settings["workers"] = cfg.workers
     spec = EngineSpec(
-        run_dir=out,
         task=task,
+        settings=base_cfg.model_copy(update=settings),
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
-        dataset=base_cfg.dataset,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size or base_cfg.batch_size,
-        workers=cfg.workers if cfg.workers is not None else base_cfg.workers,
-        seed=base_cfg.seed,
-        amp=base_cfg.amp,
-        warmup_frac=base_cfg.warmup_frac,
-        weight_decay=base_cfg.weight_decay,
-        resume=cfg.resume,
         title=f"finetune last {cfg.unfreeze_last} blocks of {cfg.run.name}",
         extra={"weights": rec.get("weights"), "base_run": str(cfg.run)},
     )
-    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
-    weights = str(rec.get("weights"))
-    if not is_main_process():
-        return FinetuneResult(out, history, weights, len(train_ids), len(held_ids), False, None)
-    initial = out / "initial.json"  # absent when a review rejected the whole held-out set
-    if not rescore:
-        before = EpochMetrics.model_validate(frozen["metrics"]).heldout
-    else:
-        before = (
-            HeldoutFigures.model_validate_json(initial.read_text()) if initial.is_file() else HeldoutFigures()
+
+    def compare(end: Finished) -> FinetuneComparison:
+        # before: the frozen run's best epoch, scored again on this held-out set when it changed (the
+        # record's defaults when a review rejected the whole held-out set); after: the last epoch
+        before = end.before if rescore else EpochMetrics.model_validate(frozen["metrics"]).heldout
+        after = end.history[-1].heldout
+        return FinetuneComparison(
+            base_run=str(cfg.run),
+            base_epoch=frozen["epoch"],
+            finetune_epochs=len(end.history),
+            frozen=before,
+            finetuned=after,
+            change=after.change_from(before),
         )
-    after = history[-1].heldout
-    comparison = FinetuneComparison(
-        base_run=str(cfg.run),
-        base_epoch=frozen["epoch"],
-        finetune_epochs=len(history),
-        frozen=before,
-        finetuned=after,
-        change=after.change_from(before),
+
+    # The figures a run has not (None) are left out, as they always were in comparison.json.
+    history, comparison = train_and_summarise(
+        spec, compare, out / "comparison.json", exclude_none=True, stop_after_epoch=stop_after_epoch
     )
-    # The figures a run has not (None) are left out, as they always were in this file.
-    write_text_atomic(out / "comparison.json", comparison.model_dump_json(indent=1, exclude_none=True))
-    return FinetuneResult(out, history, weights, len(train_ids), len(held_ids), True, comparison)
+    weights = str(rec.get("weights"))
+    return FinetuneResult(out, history, weights, len(train_ids), len(held_ids), is_main_process(), comparison)

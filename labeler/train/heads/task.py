@@ -20,11 +20,13 @@ import numpy as np
 import torch
 
 from data_schema.heads import EpochMetrics, HeadsModelConfig, HeldoutFigures, InstanceParams
-from labeler.train.engine import TrainTerms, autocast, save_checkpoint
-from labeler.train.engine import load_checkpoint as load_engine_checkpoint
+from labeler.train.engine import autocast
 from labeler.train.heads.losses import LossWeights, joint_loss
 from labeler.train.heads.model import HeadsModel
 from labeler.train.report import EPOCH_COLUMNS, STEP_COLUMNS
+from labeler.train.run_folder import load_checkpoint as load_engine_checkpoint
+from labeler.train.run_folder import save_checkpoint
+from labeler.train.task import TrainTerms
 
 CHECKPOINT_FORMAT = "labeler-heads/1"
 HEADS_PANELS = (

@@ -4,13 +4,11 @@ that each bad one is a single line naming the flag or file."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data_schema.sam2_train import Sam2EpochMetrics, Sam2HeldoutFigures, Sam2RunSummary, TrainSam2Config
+from data_schema.sam2_train import Sam2EpochMetrics, Sam2RunSummary, TrainSam2Config
 from labeler.errors import LabelerError
 
 log = logging.getLogger(__name__)
@@ -70,33 +68,12 @@ def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
     return CheckedInputs(reader, config_path, checkpoint, int(sam.image_size), targets)
 
 
-def _versions() -> dict[str, str]:
-    import torch
-
-    out = {"torch": str(torch.__version__)}
-    for name in ("sam2", "labeler"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def best_epoch(history: list[Sam2EpochMetrics], score) -> Sam2EpochMetrics:
-    """The epoch the engine saved as best: the first with the lowest score (as `not s >= best`)."""
-    best, row = math.inf, history[0]
-    for h in history:
-        s = score(h)
-        if not s >= best:
-            best, row = s, h
-    return row
-
-
 def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> Sam2TrainResult:
     """Retrain the `--sam2-checkpoint` model on `cfg.dataset`'s masks; see labeler/train/sam2/task.py."""
-    from labeler.io import sha256_file, write_text_atomic
+    from labeler.io import sha256_file
     from labeler.train.dist import is_main_process
-    from labeler.train.engine import engine_spec, initial_figures, launch
+    from labeler.train.engine import EngineSpec, Finished, train_and_summarise
+    from labeler.train.run_folder import library_versions
     from labeler.train.sam2.task import CHECKPOINT_NAME, Sam2Task
     from labeler.train.sampling import split_ids
 
@@ -131,41 +108,41 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
         },
         "n_train": len(train_ids),
         "n_heldout": len(held_ids),
-        "versions": _versions(),
+        "versions": library_versions("sam2"),
     }
     task = Sam2Task(
         cfg=cfg, config_path=checked.config_path, targets=targets.ids, image_size=checked.image_size
     )
-    spec = engine_spec(
-        cfg,
+    spec = EngineSpec(
         task=task,
+        settings=cfg,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
         title=f"train-sam2 {cfg.sam2_checkpoint.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": reader.version},
     )
-    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
-    if not is_main_process() or not history:
-        return Sam2TrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
-    before = initial_figures(cfg.out, Sam2HeldoutFigures)
-    best = best_epoch(history, task.score)
-    weights = cfg.out / CHECKPOINT_NAME
-    summary = Sam2RunSummary(
-        parent_checkpoint=str(cfg.sam2_checkpoint),
-        parent_sha256=parent_sha,
-        sam2_config=cfg.sam2_config,
-        dataset=str(cfg.dataset),
-        dataset_version=reader.version,
-        mask_backend=reader.manifest.masks.name,
-        n_train_objects=n_train_objects,
-        checkpoint=str(weights),
-        checkpoint_sha256=sha256_file(weights),
-        best_epoch=best.epoch,
-        epochs=len(history),
-        before=before,
-        after=best.heldout,
-        change=best.heldout.change_from(before),
+
+    def summarise(end: Finished) -> Sam2RunSummary:
+        weights = cfg.out / CHECKPOINT_NAME
+        return Sam2RunSummary(
+            parent_checkpoint=str(cfg.sam2_checkpoint),
+            parent_sha256=parent_sha,
+            sam2_config=cfg.sam2_config,
+            dataset=str(cfg.dataset),
+            dataset_version=reader.version,
+            mask_backend=reader.manifest.masks.name,
+            n_train_objects=n_train_objects,
+            checkpoint=str(weights),
+            checkpoint_sha256=sha256_file(weights),
+            best_epoch=end.best.epoch,
+            epochs=len(end.history),
+            before=end.before,
+            after=end.best.heldout,
+            change=end.best.heldout.change_from(end.before),
+        )
+
+    history, summary = train_and_summarise(
+        spec, summarise, cfg.out / "summary.json", stop_after_epoch=stop_after_epoch
     )
-    write_text_atomic(cfg.out / "summary.json", summary.model_dump_json(indent=1))
-    return Sam2TrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), True)
+    return Sam2TrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), is_main_process())

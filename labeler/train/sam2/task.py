@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from data_schema.sam2_train import Sam2EpochMetrics, Sam2HeldoutFigures, TrainSam2Config
 from labeler.io import atomic_path
-from labeler.train.engine import TrainTerms
 from labeler.train.sam2.data import Sam2Dataset
 from labeler.train.sam2.losses import TERMS, LossWeights, multistep_loss
 from labeler.train.sam2.net import PromptedSam2, PromptSettings, StepOutputs, set_trainable
+from labeler.train.task import TrainTerms
 
 CHECKPOINT_FORMAT = "labeler-sam2/1"
 CHECKPOINT_NAME = "sam2.pt"

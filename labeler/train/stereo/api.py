@@ -4,9 +4,7 @@ engine), checking its inputs first so that each bad one is a single line naming 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ import numpy as np
 from data_schema.manifest import Manifest
 from data_schema.stereo_train import (
     StereoEpochMetrics,
-    StereoHeldoutFigures,
     StereoRunSummary,
     TrainStereoConfig,
 )
@@ -99,33 +96,13 @@ def _check_confidence(ds: Any, path: Path) -> None:
     )
 
 
-def _versions() -> dict[str, str]:
-    import torch
-
-    out = {"torch": str(torch.__version__)}
-    try:
-        out["labeler"] = metadata.version("labeler")
-    except metadata.PackageNotFoundError:
-        pass
-    return out
-
-
-def best_epoch(history: list[StereoEpochMetrics], score) -> StereoEpochMetrics:
-    """The epoch the engine saved as best: the first with the lowest score (as `not s >= best`)."""
-    best, row = math.inf, history[0]
-    for h in history:
-        s = score(h)
-        if not s >= best:
-            best, row = s, h
-    return row
-
-
 def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None) -> StereoTrainResult:
     """Fine-tune the `--stereo-weights` model on `cfg.dataset`; see labeler/train/stereo/task.py."""
-    from labeler.io import sha256_file, write_text_atomic
+    from labeler.io import sha256_file
     from labeler.models.foundation_stereo.release import CHECKPOINT_NAME, find_release
     from labeler.train.dist import is_main_process
-    from labeler.train.engine import engine_spec, initial_figures, launch
+    from labeler.train.engine import EngineSpec, Finished, train_and_summarise
+    from labeler.train.run_folder import library_versions
     from labeler.train.sampling import rejected_note, reviewed_split, split_ids
     from labeler.train.stereo.task import StereoTask
     from labeler.train.stereo.truth import truth_source
@@ -153,7 +130,7 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         "n_train": len(train_ids),
         "n_heldout": len(held_ids),
         "rejected_left_out": rejected,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
     release_cfg = {
         **parent_cfg,
@@ -169,35 +146,35 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         release_cfg=release_cfg,
         truth=truth,
     )
-    spec = engine_spec(
-        cfg,
+    spec = EngineSpec(
         task=task,
+        settings=cfg,
         record=record,
         train_ids=train_ids,
         heldout_ids=held_ids,
         title=f"train-stereo {files.weights.parent.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": ds.version},
     )
-    history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
-    if not is_main_process() or not history:
-        return StereoTrainResult(cfg.out, history, None, len(train_ids), len(held_ids), is_main_process())
-    before = initial_figures(cfg.out, StereoHeldoutFigures)
-    best = best_epoch(history, task.score)
-    weights = cfg.out / CHECKPOINT_NAME
-    summary = StereoRunSummary(
-        parent_weights=str(files.weights),
-        parent_sha256=parent_sha,
-        dataset=str(cfg.dataset),
-        dataset_version=ds.version,
-        teacher=_teacher(ds.manifest),
-        image_size=size,
-        weights=str(weights),
-        weights_sha256=sha256_file(weights),
-        best_epoch=best.epoch,
-        epochs=len(history),
-        before=before,
-        after=best.heldout,
-        change=best.heldout.change_from(before),
+
+    def summarise(end: Finished) -> StereoRunSummary:
+        weights = cfg.out / CHECKPOINT_NAME
+        return StereoRunSummary(
+            parent_weights=str(files.weights),
+            parent_sha256=parent_sha,
+            dataset=str(cfg.dataset),
+            dataset_version=ds.version,
+            teacher=_teacher(ds.manifest),
+            image_size=size,
+            weights=str(weights),
+            weights_sha256=sha256_file(weights),
+            best_epoch=end.best.epoch,
+            epochs=len(end.history),
+            before=end.before,
+            after=end.best.heldout,
+            change=end.best.heldout.change_from(end.before),
+        )
+
+    history, summary = train_and_summarise(
+        spec, summarise, cfg.out / "summary.json", stop_after_epoch=stop_after_epoch
     )
-    write_text_atomic(cfg.out / "summary.json", summary.model_dump_json(indent=1))
-    return StereoTrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), True)
+    return StereoTrainResult(cfg.out, history, summary, len(train_ids), len(held_ids), is_main_process())

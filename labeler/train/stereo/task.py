@@ -30,10 +30,11 @@ from torch import Tensor, nn
 from data_schema.stereo_train import StereoEpochMetrics, StereoHeldoutFigures, TrainStereoConfig
 from labeler.io import atomic_path, write_text_atomic
 from labeler.models.foundation_stereo.model import FoundationStereo, Padding, StereoSequence
-from labeler.train.engine import TrainTerms, autocast
+from labeler.train.engine import autocast
 from labeler.train.stereo.data import AugmentSettings, StereoDataset
 from labeler.train.stereo.losses import photometric_error, sequence_loss, smoothness_loss
 from labeler.train.stereo.truth import TruthSource
+from labeler.train.task import TrainTerms
 
 CHECKPOINT_FORMAT = "labeler-stereo/1"
 ALWAYS_FROZEN = ("feature.dino",)
