@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -79,3 +80,6 @@ def test_a_small_default_run_stays_in_process_and_a_named_scheduler_does_not():
         assert client is not None and client.submit(int, "7").result() == 7
     with dask_client("processes", workers=1, gpus=(), samples=1) as client:
         assert client is not None
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["nthreads"] == 1  # one single-threaded worker process...
+        assert client.submit(os.getpid, pure=False).result() not in (os.getpid(), None)  # ...not this one
