@@ -217,3 +217,30 @@ def test_every_flag_shown_exists(readme):
     problems = flag_problems(readme, missing)
     assert "README: `labeler pseudo-label` has no --stereo-weights" in problems
     assert "README mentions --stereo-weights, which no command takes" in problems
+
+
+RESULTS = README.parent / "benchmarks" / "RESULTS.md"
+# what a command that produces figures looks like: a benchmark script, a make target, a labeler command
+_COMMAND = re.compile(r"`[^`]*(benchmarks/\w+\.py|python -m benchmarks\.|make [a-z][a-z-]*|labeler [a-z-]+)")
+
+
+def tables_without_command(text: str) -> list[str]:
+    """Each Markdown table of RESULTS.md whose section (from its `##` / `###` heading to the table's end)
+    quotes no command in backticks."""
+    lines = text.splitlines()
+    problems, heading = [], 0
+    for i, line in enumerate(lines):
+        if re.match(r"#{1,3} ", line):
+            heading = i
+        starts = line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+        if starts and not _COMMAND.search("\n".join(lines[heading : i + 1])):
+            problems.append(f"RESULTS.md:{i + 1} ({lines[heading].strip('# ')}): a table without its command")
+    return problems
+
+
+def test_every_results_table_has_its_command():
+    text = RESULTS.read_text()
+    assert tables_without_command(text) == []
+    bare = "## A section\n\nSome figures:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    assert tables_without_command(bare) == ["RESULTS.md:5 (A section): a table without its command"]
+    assert tables_without_command(bare.replace("Some figures:", "`python benchmarks/bench_x.py`:")) == []
