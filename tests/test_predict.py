@@ -68,17 +68,55 @@ def test_predict_folder_shapes_and_schema(run, inputs, tmp_path):
     assert res.images[0].stereo is None and res.images[0].weights.startswith("random-init")
 
 
-def test_predict_pairs_with_calibration_reports_stereo(run, inputs, tmp_path):
+def test_predict_pairs_with_calibration_reports_stereo(run, inputs, tmp_path, monkeypatch):
+    """The stereo reference is the scene's depth; the reported comparison and each object's stereo median
+    are those of the saved prediction against it (the tiny model finds no instances: the box it would
+    find is put in its place)."""
+    import dataclasses
+
     from data_schema.commands import PredictConfig
     from labeler.predict import predict_images
+    from labeler.train.heads.predictor import HeadsPredictor
+
+    box = np.zeros((96, 128), np.uint16)
+    box[96 // 4 : 96 // 4 + 96 // 2, 128 // 3 : 2 * 128 // 3] = 1  # where box_pair draws the box
+    predict = HeadsPredictor.predict
+    monkeypatch.setattr(
+        HeadsPredictor,
+        "predict",
+        lambda self, rgb: dataclasses.replace(predict(self, rgb), ids=box, scores=np.ones(1, np.float32)),
+    )
 
     _, pairs = inputs
     calib = run.parent / "heads-tiny-dataset" / "calib.yaml"
     res = predict_images(PredictConfig(inputs=pairs, run=run, out=tmp_path, calib=calib))
     assert len(res.images) == 8 and all(p.layout == "pairs" for p in res.images)
-    s = res.images[0].stereo
-    assert s is not None and 0 < s.stereo_valid_fraction <= 1 and s.abs_rel >= 0 and 0 <= s.delta1 <= 1
-    assert all(o.stereo_depth_m_median is None or o.stereo_depth_m_median > 0 for o in res.images[0].objects)
+    import cv2
+
+    from labeler.io import read_rgb
+    from labeler.predict import stereo_depth
+    from labeler.testing.scenes import box_pair
+
+    first = res.images[0]
+    truth = box_pair(np.random.default_rng(11), 128, 96)  # pair_000 of the tiny dataset (conftest)
+    left, right = (read_rgb(pairs / side / "pair_000.png") for side in ("left", "right"))
+    stereo = stereo_depth(left, right, calib, z_far_m=10.0)
+    for instance, depth_m in ((1, 0.1 * 300 / 16), (0, 0.1 * 300 / 6)):  # the box and the wall (fx·B/d)
+        assert np.nanmedian(stereo[truth.instance_ids == instance]) == pytest.approx(depth_m, rel=0.03)
+    # the reported comparison, recomputed from the saved prediction and that reference
+    pred = np.load(first.depth_path)
+    both = np.isfinite(stereo) & np.isfinite(pred)
+    p, g = np.maximum(pred[both].astype(np.float64), 1e-6), stereo[both].astype(np.float64)
+    s = first.stereo
+    assert s is not None
+    assert s.stereo_valid_fraction == pytest.approx(np.isfinite(stereo).mean())
+    assert s.abs_rel == pytest.approx(np.mean(np.abs(p - g) / g), rel=1e-6)
+    assert s.delta1 == pytest.approx(np.mean(np.maximum(p / g, g / p) < 1.25))
+    assert s.median_ratio == pytest.approx(np.median(p / g), rel=1e-6)
+    (obj,) = first.objects
+    assert np.array_equal(cv2.imread(first.ids_path, cv2.IMREAD_UNCHANGED), box)
+    assert obj.stereo_depth_m_median == pytest.approx(float(np.nanmedian(stereo[box == 1])))
+    assert obj.stereo_depth_m_median == pytest.approx(0.1 * 300 / 16, rel=0.03)
 
 
 def test_cli_prints_one_line_per_image(run, inputs, tmp_path):

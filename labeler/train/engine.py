@@ -307,14 +307,26 @@ def _batch_len(batch: dict[str, torch.Tensor]) -> int:
 # ------------------------------------------------------------------ processes
 
 
-def _spawned(rank: int, spec: EngineSpec, gpus: tuple[int, ...], port: int) -> None:
+def spawn_processes(spec: EngineSpec, devices: list[torch.device]) -> list[Any]:
+    """One process per device (`torch.multiprocessing.spawn`), DDP over NCCL on GPUs (`--gpu 0,1`) or gloo
+    on CPU devices (the same code, which is how the tests run it); the history rank 0 wrote."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawned, args=(spec, devices, _free_port()), nprocs=len(devices), join=True)
+    rows = json.loads((spec.run_dir / "metrics.json").read_text())
+    return [spec.task.record_type.model_validate(h) for h in rows]
+
+
+def _spawned(rank: int, spec: EngineSpec, devices: list[torch.device], port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")  # spawn starts unconfigured
-    torch.cuda.set_device(gpus[rank])
+    cuda = devices[rank].type == "cuda"
+    if cuda:
+        torch.cuda.set_device(devices[rank])
     torch.distributed.init_process_group(
-        "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(gpus)
+        "nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices)
     )
     try:
-        fit(spec, Dist(rank, len(gpus), torch.device(f"cuda:{gpus[rank]}")))
+        fit(spec, Dist(rank, len(devices), devices[rank]))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -336,11 +348,7 @@ def launch(spec: EngineSpec, *, stop_after_epoch: int | None = None) -> list[Any
             f"leave --gpu out to train on the CPU"
         )
     if len(gpus) > 1:
-        import torch.multiprocessing as mp
-
-        mp.spawn(_spawned, args=(spec, gpus, _free_port()), nprocs=len(gpus), join=True)
-        rows = json.loads((spec.run_dir / "metrics.json").read_text())
-        return [spec.task.record_type.model_validate(h) for h in rows]
+        return spawn_processes(spec, [torch.device(f"cuda:{g}") for g in gpus])
     device = torch.device(f"cuda:{gpus[0]}") if gpus else torch.device("cpu")
     return fit(spec, Dist(device=device), stop_after_epoch=stop_after_epoch)
 

@@ -62,8 +62,12 @@ def test_vitg_has_the_swiglu_feed_forward() -> None:
 def test_outputs_and_activations() -> None:
     torch.manual_seed(0)
     relu = DinoDPT("vits").eval()
+    with torch.no_grad():  # the random init's raw output sits near -0.1: centre it so that it has both signs
+        relu.depth_head.scratch.output_conv2[2].bias.add_(0.1)
     sigmoid = DinoDPT("vits", output_activation="sigmoid", max_depth=20.0).eval()
     sigmoid.load_state_dict(relu.state_dict())
+    identity = DinoDPT("vits", output_activation="identity").eval()
+    identity.load_state_dict(relu.state_dict())
     x = torch.randn(2, 3, 28, 42)  # a 2 x 3 patch grid
     with torch.inference_mode():
         layers = relu.intermediate_features(x)
@@ -72,9 +76,11 @@ def test_outputs_and_activations() -> None:
         assert relu.dense_features(x).shape == (2, relu.dense_channels, 28, 42) == (2, 32, 28, 42)
         rel = relu(x)
         metric = sigmoid(x)
-    assert rel.shape == metric.shape == (2, 28, 42)
-    assert rel.min() >= 0
-    assert metric.min() >= 0 and metric.max() <= 20.0
+        raw = identity(x)  # the head's output before its last activation
+    assert rel.shape == metric.shape == raw.shape == (2, 28, 42)
+    assert (raw < 0).any() and (raw > 0).any()  # so the activations below have something to do
+    torch.testing.assert_close(rel, torch.relu(raw))
+    torch.testing.assert_close(metric, 20.0 * torch.sigmoid(raw))
 
 
 def test_position_embedding_resampling() -> None:

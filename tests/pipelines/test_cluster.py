@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 import pytest
 
@@ -79,3 +82,41 @@ def test_a_small_default_run_stays_in_process_and_a_named_scheduler_does_not():
         assert client is not None and client.submit(int, "7").result() == 7
     with dask_client("processes", workers=1, gpus=(), samples=1) as client:
         assert client is not None
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["nthreads"] == 1  # one single-threaded worker process...
+        assert client.submit(os.getpid, pure=False).result() not in (os.getpid(), None)  # ...not this one
+
+
+_RUNNING: dict[str, int] = {}
+_MOST: dict[str, int] = {}
+_LOCK = threading.Lock()
+
+
+def _model_task(i: int) -> str:
+    """A CPU stand-in for a model call: notes how many run at once on its worker's device."""
+    from pipelines.cluster import worker_device
+
+    device = worker_device((0, 1))
+    with _LOCK:
+        _RUNNING[device] = _RUNNING.get(device, 0) + 1
+        _MOST[device] = max(_MOST.get(device, 0), _RUNNING[device])
+    time.sleep(0.05)
+    with _LOCK:
+        _RUNNING[device] -= 1
+    return device
+
+
+def test_gpu_workers_each_take_one_gpu_and_one_model_task_at_a_time():
+    """`--gpu 0,1` on a local cluster (CPU stand-in: threads, no CUDA touched): one worker per GPU, each
+    advertising GPU=1, so the model tasks (annotated GPU=1) spread over both devices and never overlap on one
+    worker, while its other threads stay free for CPU tasks."""
+    _MOST.clear()
+    with dask_client("threads", workers=4, gpus=(0, 1), samples=1) as client:
+        assert client is not None
+        workers = client.scheduler_info()["workers"].values()
+        assert sorted(w["name"] for w in workers) == [0, 1]
+        assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 2 for w in workers)
+        futures = [client.submit(_model_task, i, resources={"GPU": 1}, pure=False) for i in range(8)]
+        devices = client.gather(futures)
+    assert sorted(set(devices)) == ["cuda:0", "cuda:1"]
+    assert _MOST == {"cuda:0": 1, "cuda:1": 1}  # one model task per GPU at a time, though each has 2 threads

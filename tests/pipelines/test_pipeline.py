@@ -327,13 +327,44 @@ def test_gpu_flag_without_cuda_is_one_line(tmp_path):
         label(tmp_path / "rect", calib, tmp_path / "ds", gpus=(0,))
 
 
-def test_cpu_only_backends_stay_on_the_cpu_in_a_gpu_run():
-    """`--stereo sgbm --masks sam2 --gpu 0`: sgbm is built for the CPU whatever the worker's device."""
+def test_cpu_only_backends_stay_on_the_cpu_in_a_gpu_run(tmp_path, monkeypatch):
+    """`--gpu 0` with sgbm + classical masks: the workers' device is cuda:0, yet both backends are built
+    for the CPU (each refuses a GPU device outright), the graph asks for no GPU, and the labels are the CPU
+    run's."""
     from data_schema.backends import ClassicalMasksConfig, SgbmConfig
-    from labeler.stages import mask_backend, stereo_backend
+    from labeler.segment.classical import ClassicalMaskBackend
+    from labeler.stereo.sgbm import SgbmBackend
+    from pipelines import graph, run
 
-    assert stereo_backend(SgbmConfig(), "cuda:0").disparity is not None
-    assert mask_backend(ClassicalMasksConfig(), "cuda:1") is not None
+    with pytest.raises(ValueError, match="CPU only"):
+        SgbmBackend(SgbmConfig(), device="cuda:0")
+    with pytest.raises(ValueError, match="CPU only"):
+        ClassicalMaskBackend(ClassicalMasksConfig(), device="cuda:0")
+    devices: list[str] = []
+    worker_device = graph._device
+    monkeypatch.setattr(graph, "_device", lambda gpus: devices.append(worker_device(gpus)) or devices[-1])
+    monkeypatch.setattr(run, "_check_gpus", lambda cfg: None)  # this machine has no cuda:0 to find
+    asked: list[dict] = []
+    build = graph.build_graph
+
+    def recording_build(*args, **kw):
+        writes = build(*args, **kw)
+        for w in writes.values():
+            asked.extend(dict(layer.annotations or {}) for layer in w.__dask_graph__().layers.values())
+        return writes
+
+    monkeypatch.setattr(run, "build_graph", recording_build)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 96, 64)
+    write_plane_pairs(tmp_path / "rect", 2, 96, 64)
+    gpu = label(tmp_path / "rect", calib, tmp_path / "gpu", gpus=(0,), previews=False)
+    assert devices and set(devices) == {"cuda:0"}  # the stages were handed the worker's GPU...
+    label(tmp_path / "rect", calib, tmp_path / "cpu", previews=False)
+    assert gpu.manifest.counts.ok == 2 and not gpu.new_failures  # ...and ran on the CPU all the same
+    assert any("retries" in a for a in asked)  # the annotations are where this looks for them
+    assert not any("resources" in a for a in asked)
+    assert [(s.sample_id, s.digests) for s in records(tmp_path / "gpu")] == [
+        (s.sample_id, s.digests) for s in records(tmp_path / "cpu")
+    ]
 
 
 def test_batches_give_the_same_labels_and_isolate_a_bad_sample(tmp_path):

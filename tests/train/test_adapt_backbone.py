@@ -307,6 +307,17 @@ def test_bad_weights_are_one_line_naming_the_flag(tiny_dataset, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_run_probes_the_parent_and_the_export(tiny_dataset, tmp_path):
+    """The CLI's success path with both probes, one epoch each (the slow tests run longer ones)."""
+    out = tmp_path / "dino"
+    flags = " ".join(TINY_FLAGS).replace("--epochs 2", "--epochs 1").split()
+    args = ["adapt-backbone", str(tiny_dataset), "--out", str(out), *flags, "--probe-epochs", "1"]
+    res = CliRunner().invoke(app, [*args, "--probe-input-size", "56", "--probe-batch-size", "3"])
+    assert res.exit_code == 0, res.output
+    assert "probe (depth head, 1 epochs, frozen backbone), held-out AbsRel:" in res.output
+    _assert_probes_are_their_runs(out, json.loads((out / "summary.json").read_text()), epochs=1)
+
+
 @pytest.mark.slow
 def test_cli_lora_run_feeds_train_heads(tiny_dataset, tmp_path):
     """The user's chain: adapt-backbone with LoRA + the probe, then train-heads --weights OUT/backbone.pth."""
@@ -317,7 +328,8 @@ def test_cli_lora_run_feeds_train_heads(tiny_dataset, tmp_path):
     assert res.exit_code == 0, res.output
     assert "probe (depth head, 2 epochs, frozen backbone), held-out AbsRel:" in res.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["export"] == "student" and summary["probe_before"]["abs_rel"] > 0
+    assert summary["export"] == "student"
+    _assert_probes_are_their_runs(out, summary, epochs=2)
     assert summary["abs_rel_change"] == pytest.approx(
         summary["probe_after"]["abs_rel"] - summary["probe_before"]["abs_rel"]
     )
@@ -349,4 +361,18 @@ def test_torchrun_two_processes(tiny_dataset, tmp_path):
     steps = (out / "adapt" / "steps.csv").read_text().strip().splitlines()[1:]
     assert len(steps) == 2 * 2  # 6 images / 2 ranks / batch 2 -> 2 steps per epoch on each rank
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["probe_before"]["abs_rel"] > 0 and summary["probe_after"]["abs_rel"] > 0
+    _assert_probes_are_their_runs(out, summary, epochs=1)
+
+
+def _assert_probes_are_their_runs(out: Path, summary: dict, *, epochs: int) -> None:
+    """Each probe figure is its train-heads run's last held-out row; before probes the parent, after the
+    export; the two runs differ only in those weights."""
+    from labeler.io import sha256_file
+
+    for when, weights in (("before", out / "parent.pth"), ("after", out / "backbone.pth")):
+        probe, run = summary[f"probe_{when}"], out / "probe" / when
+        rows = json.loads((run / "metrics.json").read_text())
+        assert probe["epochs"] == len(rows) == epochs and probe["run"] == str(run)
+        assert (probe["abs_rel"], probe["delta1"]) == (rows[-1]["abs_rel"], rows[-1]["delta1"])
+        assert sha256_file(Path(probe["weights"])) == sha256_file(weights)
+    assert summary["probe_before"]["abs_rel"] != summary["probe_after"]["abs_rel"]

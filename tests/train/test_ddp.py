@@ -9,7 +9,38 @@ import sys
 
 import pytest
 
-from tests.train.conftest import TINY_INPUT
+from tests.train.conftest import TINY_INPUT, tiny_train_config
+
+
+@pytest.mark.slow  # 45 s on 2 shared cores: mostly the two spawned interpreters importing labeler
+def test_the_gpu_spawn_path_runs_on_two_gloo_processes(tiny_dataset, tmp_path, monkeypatch):
+    """The `--gpu 0,1` spawn path (`engine.spawn_processes`) on two CPU processes with gloo: rank 0 writes
+    the run, each rank takes half of every step's samples (3 steps of 1 + 1 samples for 6 samples, as one
+    process's 3 steps of 2), and the first step, taken before any update, has one process's loss."""
+    import csv
+    from dataclasses import replace
+
+    import torch
+
+    from labeler.train import engine
+    from labeler.train.heads import api
+
+    specs: list[engine.EngineSpec] = []
+    monkeypatch.setattr(api, "launch", lambda spec, gpus, **kw: specs.append(spec) or [])
+    api.train_heads(tiny_train_config(tiny_dataset, tmp_path / "two", epochs=1, batch_size=1, previews=0))
+    (spec,) = specs
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned processes' torch threads: two on two cores
+    two = engine.spawn_processes(spec, [torch.device("cpu")] * 2)
+    one = engine.fit(replace(spec, run_dir=tmp_path / "one", batch_size=2))
+    assert [h.epoch for h in two] == [h.epoch for h in one] == [1]
+    rows = {n: list(csv.DictReader((tmp_path / n / "steps.csv").open())) for n in ("two", "one")}
+    assert len(rows["two"]) == len(rows["one"]) == 3
+    # the same two samples in step 1; the depth loss is a mean over valid pixels, not over samples, so the
+    # average of the ranks' losses is that of the pair only up to their valid-pixel counts
+    assert float(rows["two"][0]["loss"]) == pytest.approx(float(rows["one"][0]["loss"]), rel=0.05)
+    a = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = spec.task.build_model().state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the two ranks trained
 
 
 @pytest.mark.slow

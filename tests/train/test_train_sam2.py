@@ -72,6 +72,7 @@ def test_loss_falls_and_the_run_records_its_inputs(sam2_run, sam2_dataset, tiny_
     from data_schema import Sam2EpochMetrics, Sam2HeldoutFigures, Sam2RunSummary
     from labeler import open_dataset
     from labeler.io import sha256_file
+    from labeler.train.sam2.api import check_inputs
 
     res = sam2_run
     losses = [h.train_loss for h in res.history]
@@ -83,8 +84,13 @@ def test_loss_falls_and_the_run_records_its_inputs(sam2_run, sam2_dataset, tiny_
     assert summary.dataset_version == open_dataset(sam2_dataset).version
     assert summary.checkpoint_sha256 == sha256_file(run / "sam2.pt")
     before = Sam2HeldoutFigures.model_validate_json((run / "initial.json").read_text())
-    assert before == summary.before and before.n_objects and before.n_objects > 0
-    assert 0 <= before.point_miou <= 1 and 0 <= before.box_miou <= 1 and before.amg_recall is not None
+    assert before == summary.before
+    # the recorded figures are those of the weights they name: the parent's before, sam2.pt's after
+    assert _heldout_figures(sam2_dataset, tiny_sam2, run, tiny_sam2[1]) == before
+    assert _heldout_figures(sam2_dataset, tiny_sam2, run, run / "sam2.pt") == summary.after != before
+    targets = check_inputs(_cfg(sam2_dataset, run, tiny_sam2)).targets.ids
+    held = json.loads((run / "split.json").read_text())["heldout"]
+    assert before.n_objects == sum(min(len(targets[s]), 4) for s in held) > 0  # --heldout-objects 4
     rows = [Sam2EpochMetrics.model_validate(r) for r in json.loads((run / "metrics.json").read_text())]
     assert [r.epoch for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(r.train_focal is not None and r.point_miou is not None for r in rows)
@@ -99,6 +105,24 @@ def test_loss_falls_and_the_run_records_its_inputs(sam2_run, sam2_dataset, tiny_
         "previews/epoch_006.png",
     ):
         assert (run / name).is_file(), name
+
+
+def _heldout_figures(dataset: Path, tiny: tuple[Path, Path], run: Path, weights: Path):
+    """The held-out figures of `weights` on `run`'s held-out images, evaluated afresh (no training)."""
+    from labeler.train.engine import loader
+    from labeler.train.sam2.api import check_inputs
+    from labeler.train.sam2.task import Sam2Task
+    from labeler.train.sampling import EpochSampler
+
+    cfg = _cfg(dataset, run, tiny, sam2_checkpoint=weights)
+    checked = check_inputs(cfg)
+    task = Sam2Task(
+        cfg=cfg, config_path=checked.config_path, targets=checked.targets.ids, image_size=checked.image_size
+    )
+    _, held = task.datasets([], json.loads((run / "split.json").read_text())["heldout"])
+    batches = loader(held, EpochSampler(len(held), seed=cfg.seed, shuffle=False), cfg.batch_size, 0, False)
+    figures, _ = task.evaluate(task.build_model(), batches, torch.device("cpu"), amp=False, epoch=0)
+    return figures
 
 
 def test_only_the_decoder_and_prompt_encoder_change(sam2_run, tiny_sam2):
