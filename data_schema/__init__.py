@@ -3,13 +3,12 @@
 Every record derives from `Record`: frozen, unknown fields are errors. Top-level documents carry a
 `schema_version`. `python -m data_schema.export` rewrites the JSON Schema files; a test fails when they
 drift from the models. The modules: `backends` (stereo and mask backend configs), `calibration`
-(calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets),
-`heads` (heads checkpoints and run metrics), `predictions` (`labeler predict`), `demo` (`labeler demo`
-truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train`
-(`labeler train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs), `sam2_train`
-(`labeler train-sam2` runs).
-`manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here.
-"""
+(calib/<rig>.yaml and its report), `captures` (raw and rectified pairs), `manifest` (datasets), `licences`
+(the licence of every model in a label's history), `heads` (heads checkpoints and run metrics),
+`predictions` (`labeler predict`), `curation` (`labeler embed` / `curate`, selections), `demo` (`labeler
+demo` truth), `review` (review decisions, the doubt pass), `diff` (`labeler diff`), `stereo_train` (`labeler
+train-stereo` runs), `dino_adapt` (`labeler adapt-backbone` runs), `sam2_train` (`labeler train-sam2` runs).
+`manifest_v1` (the v1 dataset layout, read only by `labeler migrate`) is not re-exported here."""
 
 from data_schema.backends import (
     BackendConfig,
@@ -37,6 +36,15 @@ from data_schema.captures import (
     RectifiedSet,
     StereoPairSource,
 )
+from data_schema.curation import (
+    CURATION_SCHEMA_VERSION,
+    CurationReport,
+    DuplicateGroup,
+    EmbeddingSet,
+    EmbeddingShard,
+    Outlier,
+    Selection,
+)
 from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
 from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.dino_adapt import (
@@ -57,6 +65,12 @@ from data_schema.heads import (
     HeldoutFigures,
     InstanceParams,
     TrainFigures,
+)
+from data_schema.licences import (
+    LICENCES_SCHEMA_VERSION,
+    LicenceRecord,
+    LicenceTerms,
+    ModelLicence,
 )
 from data_schema.manifest import (
     MANIFEST_SCHEMA_VERSION,
@@ -115,12 +129,14 @@ __all__ = [
     "AdaptBackboneConfig",
     "AdaptRunSummary",
     "CALIBRATION_SCHEMA_VERSION",
+    "CURATION_SCHEMA_VERSION",
     "CAPTURES_SCHEMA_VERSION",
     "DEMO_SCHEMA_VERSION",
     "DIFF_SCHEMA_VERSION",
     "DINO_ADAPT_SCHEMA_VERSION",
     "DOUBT_PASS_SCHEMA_VERSION",
     "HEADS_SCHEMA_VERSION",
+    "LICENCES_SCHEMA_VERSION",
     "MANIFEST_SCHEMA_VERSION",
     "PREDICTIONS_SCHEMA_VERSION",
     "SAM2_TRAIN_SCHEMA_VERSION",
@@ -136,6 +152,7 @@ __all__ = [
     "CaptureLayout",
     "ClassicalMasksConfig",
     "CocoRle",
+    "CurationReport",
     "DatasetCounts",
     "DatasetDiff",
     "Decision",
@@ -144,6 +161,9 @@ __all__ = [
     "DinoEpochMetrics",
     "DinoHeldoutFigures",
     "DoubtPass",
+    "DuplicateGroup",
+    "EmbeddingSet",
+    "EmbeddingShard",
     "EpochMetrics",
     "FinetuneComparison",
     "FoundationStereoConfig",
@@ -153,13 +173,17 @@ __all__ = [
     "ImagePrediction",
     "InstanceParams",
     "LabelTask",
+    "LicenceRecord",
+    "LicenceTerms",
     "Manifest",
     "MetricShift",
     "MaskConfig",
+    "ModelLicence",
     "ObjectPolicy",
     "ObjectRecord",
     "ObjectRow",
     "ObjectTruth",
+    "Outlier",
     "PredictedObject",
     "PredictFailure",
     "PredictionSet",
@@ -180,6 +204,7 @@ __all__ = [
     "Sam2TrainFigures",
     "Sam3Config",
     "SceneTruth",
+    "Selection",
     "SgbmConfig",
     "ShardEntry",
     "ShardPlan",

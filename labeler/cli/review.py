@@ -1,6 +1,6 @@
 """The review loop's commands: `labeler doubt`, `labeler review`, `labeler diff`, `labeler export rerun`,
-`labeler export hf`. Registered on the app of labeler/cli/_app.py; like the rest of
-the command line, nothing heavy is imported until a command runs."""
+`labeler export hf`, `labeler export webdataset`, `labeler export lerobot`. Registered on the app of
+labeler/cli/_app.py; like the rest of the command line, nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli._app import app, export_app, run
+from labeler.cli._app import SelectionOpt, StrictLicenceOpt, app, export_app, run
 
 IncludeRejected = Annotated[
     bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
@@ -108,6 +108,56 @@ def export_hf_cmd(
 
     path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
+
+
+@export_app.command("webdataset")
+def export_webdataset_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the tar shards and info.json")],
+    samples_per_tar: Annotated[int, typer.Option(min=1, max=100_000, help="samples per tar shard")] = 256,
+    include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
+) -> None:
+    """Write WebDataset tar shards: per sample the left image, depth (.npy, metres), masks (16-bit PNG),
+    objects (JSON)."""
+    from labeler.export.coco import ExportScope
+    from labeler.export.webdataset import export_webdataset
+
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(
+        lambda: dataset,
+        lambda d: export_webdataset(d, out, samples_per_tar=samples_per_tar, scope=scope),
+    )
+    typer.echo(f"WebDataset shards: {path} (info.json lists them)")
+
+
+@export_app.command("lerobot")
+def export_lerobot_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the LeRobot v3.0 dataset")],
+    depth_format: Annotated[
+        str,
+        typer.Option(help="png16: 16-bit PNG in millimetres (0.5 mm steps); float32: metres bit for bit"),
+    ] = "png16",
+    fps: Annotated[int, typer.Option(min=1, max=1000, help="frame rate recorded in info.json")] = 10,
+    include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
+) -> None:
+    """Write a LeRobot v3.0 dataset: left images, lossless depth, 16-bit masks, objects per frame."""
+    from labeler.export.coco import ExportScope
+    from labeler.export.lerobot import export_lerobot
+
+    if depth_format not in ("png16", "float32"):
+        typer.echo(f"error: --depth-format {depth_format}: choose png16 or float32", err=True)
+        raise typer.Exit(2)
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(
+        lambda: dataset,
+        lambda d: export_lerobot(d, out, depth_format=depth_format, fps=fps, scope=scope),  # type: ignore[arg-type]
+    )
+    typer.echo(f"LeRobot dataset: {path} (meta/info.json)")
 
 
 @app.command()
