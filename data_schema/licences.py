@@ -91,6 +91,9 @@ DEPTH_ANYTHING_NC = LicenceTerms(
     commercial="non-commercial",
     source="DepthAnything/Depth-Anything-V2: Base / Large / Giant are CC-BY-NC-4.0",
 )
+RANDOM_INIT = LicenceTerms(
+    licence="none", commercial="allowed", source="seeded random initialisation: no pretrained weights"
+)
 UNKNOWN = LicenceTerms(
     licence="unknown", commercial="unknown", source="not in labeler's table (data_schema/licences.py)"
 )
@@ -101,6 +104,7 @@ BY_BACKEND: Final[dict[str, LicenceTerms]] = {
     "foundation-stereo": FOUNDATION_STEREO,
     "sgbm": SGBM,
     "classical": CLASSICAL,
+    "dinov2-random-init": RANDOM_INIT,
 }
 
 # Published checkpoint file names -> (family, terms).

@@ -110,6 +110,86 @@ def export_hf_cmd(
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
 
 
+@app.command()
+def embed(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    backbone: Annotated[
+        str, typer.Option(help="DINOv2 size: vits | vitb | vitl | vitg | tiny (random-init)")
+    ] = "vits",
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint (local file)"),
+    ] = None,
+    random_init: Annotated[
+        bool, typer.Option(help="a seeded random-init ViT (tests and demos only)")
+    ] = False,
+    input_size: Annotated[
+        int, typer.Option(min=14, max=2016, help="short image side fed to the ViT, px")
+    ] = 224,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="images per forward pass")] = 16,
+    gpu: Annotated[int | None, typer.Option(min=0, help="CUDA id (default: the CPU)")] = None,
+    seed: Annotated[int, typer.Option(help="the random-init seed")] = 0,
+) -> None:
+    """Store a DINOv2 embedding per sample (CLS + mean patch token) and per object (mask-pooled patch
+    tokens), float16, in the dataset; resumes where an interrupted run stopped."""
+    from labeler.errors import LabelerError
+    from labeler.review.embed import run_embed
+
+    def call(path: Path):
+        if backbone not in ("vits", "vitb", "vitl", "vitg", "tiny"):
+            raise LabelerError(f"--backbone {backbone}: choose vits, vitb, vitl, vitg or tiny")
+        if input_size % 14:
+            raise LabelerError(f"--input-size {input_size}: use a multiple of the patch size 14")
+        if random_init and weights is not None:
+            raise LabelerError(f"--weights {weights} with --random-init: choose one")
+        if weights is None and not random_init and backbone != "tiny":
+            raise LabelerError(f"no weights for --backbone {backbone}: pass --weights FILE, or --random-init")
+        return run_embed(
+            path,
+            backbone=backbone,  # type: ignore[arg-type]
+            weights=weights,
+            seed=seed,
+            input_size=input_size,
+            batch_size=batch_size,
+            device=f"cuda:{gpu}" if gpu is not None else "cpu",
+        )
+
+    res = run(lambda: dataset, call)
+    typer.echo(
+        f"{dataset}: {res.n_embedded} of {res.n_shards} shards embedded now ({res.n_samples} samples, "
+        f"{res.n_objects} objects) in {res.seconds:.1f} s; {res.record.backbone}, {2 * res.record.embed_dim} "
+        f"floats per sample; licence {res.record.licence.licence} ({res.record.licence.commercial})"
+    )
+
+
+@app.command()
+def curate(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder (after `labeler embed`)")],
+    duplicate_cosine: Annotated[
+        float,
+        typer.Option(min=0.5, max=1.0, help="cosine similarity at which two samples are near-duplicates"),
+    ] = 0.98,
+    diverse: Annotated[
+        int, typer.Option(min=1, max=10_000_000, help="size of the k-center diverse subset")
+    ] = 50,
+    outliers: Annotated[int, typer.Option(min=0, max=10_000_000, help="outliers to list")] = 10,
+) -> None:
+    """Near-duplicate groups, a k-center diverse subset and outliers from the embeddings, written as the
+    selections dedup, diverse and outliers (`--selection NAME`) and curation.json."""
+    from labeler.review.curate import curate as run_curate
+
+    rep = run(
+        lambda: dataset,
+        lambda d: run_curate(d, duplicate_cosine=duplicate_cosine, n_diverse=diverse, n_outliers=outliers),
+    )
+    dup = sum(len(g.sample_ids) for g in rep.groups)
+    typer.echo(
+        f"{dataset}: {rep.n_samples} samples; {len(rep.groups)} near-duplicate groups ({dup} samples, cosine >= "
+        f"{rep.duplicate_cosine}); diverse {len(rep.diverse)}; outliers {len(rep.outliers)}; "
+        f"selections {', '.join(rep.selections)} in {dataset / 'selections'}"
+    )
+
+
 @export_app.command("webdataset")
 def export_webdataset_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
