@@ -184,8 +184,8 @@ def curate(
     )
     dup = sum(len(g.sample_ids) for g in rep.groups)
     typer.echo(
-        f"{dataset}: {rep.n_samples} samples; {len(rep.groups)} near-duplicate groups ({dup} samples, cosine >= "
-        f"{rep.duplicate_cosine}); diverse {len(rep.diverse)}; outliers {len(rep.outliers)}; "
+        f"{dataset}: {rep.n_samples} samples; {len(rep.groups)} near-duplicate groups ({dup} samples, "
+        f"cosine >= {rep.duplicate_cosine}); diverse {len(rep.diverse)}; outliers {len(rep.outliers)}; "
         f"selections {', '.join(rep.selections)} in {dataset / 'selections'}"
     )
 
