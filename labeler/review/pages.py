@@ -25,10 +25,12 @@ form.filters label{display:flex;flex-direction:column}input[type=number]{width:6
 .stack{position:relative;display:inline-block;max-width:100%;cursor:crosshair;background:#000}
 .stack img,.stack canvas{position:absolute;left:0;top:0;width:100%;height:100%;image-rendering:pixelated}
 .stack img.base{position:static;display:block;width:100%;height:auto}
-.wrap{display:flex;gap:1em;flex-wrap:nowrap;align-items:start}.imgcol{flex:1 1 auto;min-width:0}
+.wrap{display:flex;gap:1em;flex-wrap:nowrap;align-items:start}
+.imgcol{flex:1 1 auto;min-width:0}
 .panel{flex:0 0 480px;max-height:calc(100vh - 9em);overflow:auto;font-size:13px}
 .panel table{font-size:12px}.panel td,.panel th{padding:2px 4px}#note{width:95%}
-#similar a{display:inline-block;margin:2px;font-size:11px;text-align:center}#similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
+#similar a{display:inline-block;margin:2px;font-size:11px;text-align:center}
+#similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
 border-radius:3px;padding:0 3px;background:#fff;font-size:11px}#readout{font-family:monospace;height:1.4em}
 #status{font-weight:bold;height:1.4em}.layers label{margin-right:.8em}
 """
@@ -202,7 +204,8 @@ def sample_page(
         "<table><tr><th>object</th><th>area px</th><th>depth m (p10–p90)</th><th>valid</th><th>thick px</th>"
         "<th>edges</th><th>mono</th><th>doubt</th><th>decision</th></tr>"
         f"{obj_rows}</table>"
-        '<p><button id="more-like-this">more like this <kbd>m</kbd></button> <span id="similar-of"></span></p>'
+        '<p><button id="more-like-this">more like this <kbd>m</kbd></button> '
+        '<span id="similar-of"></span></p>'
         '<div id="similar"></div>'
         f"<h4>near-duplicates</h4>{dups}"
         f"<h4>sample doubt terms</h4><table>{terms}</table></div>"
@@ -229,7 +232,8 @@ def sample_page(
     body = (
         _header(sid, meta)
         + f"<main><nav>{' · '.join(nav)} · {where}</nav>{keys}<p class='layers'>{layers}</p>"
-        f"<div class='wrap'><div class='imgcol'>{stack}<div id='readout'>point at the image</div></div>{panel}</div></main>"
+        f"<div class='wrap'><div class='imgcol'>{stack}<div id='readout'>point at the image</div></div>"
+        f"{panel}</div></main>"
         f'<script type="application/json" id="data">{html.escape(json.dumps(data), quote=False)}</script>'
     )
     return _page(f"labeler review · {sid}", body, "/static/sample.js")
