@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from data_schema.licences import LicenceRecord, ModelLicence
 from data_schema.record import Record
 from labeler.errors import LabelerError
 from labeler.io import atomic_path, write_text_atomic
@@ -173,6 +174,7 @@ class EngineSpec:
     clip_grad_norm: float = 1.0
     title: str = "run"
     extra: dict[str, Any] = field(default_factory=dict)
+    licences: tuple[ModelLicence, ...] = ()  # the parent weights' (RUN/licences.json adds the dataset's)
 
 
 class RunSettings(Protocol):
@@ -219,6 +221,7 @@ def engine_spec(
     heldout_ids: list[str],
     title: str,
     extra: dict[str, Any],
+    licences: tuple[ModelLicence, ...] = (),
 ) -> EngineSpec:
     """The EngineSpec of a trainer's command config: its shared run settings, and what is its own."""
     return EngineSpec(
@@ -238,6 +241,7 @@ def engine_spec(
         resume=cfg.resume,
         title=title,
         extra=extra,
+        licences=licences,
     )
 
 
@@ -367,6 +371,7 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
         write_text_atomic(
             run / "split.json", json.dumps({"train": spec.train_ids, "heldout": spec.heldout_ids}, indent=1)
         )
+        write_text_atomic(run / "licences.json", run_licences(spec).model_dump_json(indent=1))
     train_ds, held_ds = task.datasets(spec.train_ids, spec.heldout_ids)
     sampler = EpochSampler(len(train_ds), seed=spec.seed, rank=dist.rank, world=dist.world)
     pin = dist.device.type == "cuda"
@@ -518,6 +523,16 @@ def _spawned(rank: int, spec: EngineSpec, gpus: tuple[int, ...], port: int) -> N
         fit(spec, Dist(rank, len(gpus), torch.device(f"cuda:{gpus[rank]}")))
     finally:
         torch.distributed.destroy_process_group()
+
+
+def run_licences(spec: EngineSpec) -> LicenceRecord:
+    """RUN/licences.json: the parent weights' licences, then every model in the training data's history."""
+    from data_schema.licences import inherited
+    from labeler.dataset.licences import dataset_licences
+
+    return LicenceRecord(
+        models=[*spec.licences, *inherited(dataset_licences(spec.dataset), role_prefix="training data")]
+    )
 
 
 def launch(spec: EngineSpec, gpus: tuple[int, ...], *, stop_after_epoch: int | None = None) -> list[Any]:

@@ -115,3 +115,17 @@ def test_foundation_stereo_dataset_says_non_commercial_in_validate(tmp_path_fact
     assert res.exit_code == 0, res.output
     assert "non-commercial" in res.output and "foundation-stereo (stereo, model_best_bp2.pth)" in res.output
     assert "NON-COMMERCIAL" in (ds / "index.html").read_text()
+
+
+def test_a_trained_run_records_the_licences_of_its_training_data(tmp_path_factory, tmp_path):
+    from data_schema.licences import LicenceRecord
+    from labeler.train.heads.api import train_heads
+    from tests.train.conftest import make_tiny_dataset, tiny_train_config
+
+    ds = make_tiny_dataset(tmp_path_factory.getbasetemp())
+    train_heads(tiny_train_config(ds, tmp_path / "run", epochs=1))
+    rec = LicenceRecord.model_validate_json((tmp_path / "run" / "licences.json").read_text())
+    assert [(m.role, m.model, m.how) for m in rec.models] == [
+        ("training data: stereo", "sgbm", "inherited"),
+        ("training data: masks", "classical", "inherited"),
+    ]

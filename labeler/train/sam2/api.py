@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data_schema.licences import model_licence
 from data_schema.sam2_train import Sam2EpochMetrics, Sam2HeldoutFigures, Sam2RunSummary, TrainSam2Config
 from labeler.errors import LabelerError
 
@@ -144,6 +145,7 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
         heldout_ids=held_ids,
         title=f"train-sam2 {cfg.sam2_checkpoint.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": reader.version},
+        licences=(model_licence("parent weights", "sam2", cfg.sam2_checkpoint, weights_sha256=parent_sha),),
     )
     history = launch(spec, cfg.gpus, stop_after_epoch=stop_after_epoch)
     if not is_main_process() or not history:
