@@ -176,7 +176,7 @@ def load_embeddings(dataset: str | Path) -> Embeddings | None:
     index = embedding_index(dataset, record.key)
     arr = zarr.open_array(embeddings_dir(dataset) / _SAMPLES, mode="r")
     rows = np.asarray(sorted(r for e in index.values() for r in e.rows), dtype=np.int64)
-    samples = arr[:][rows] if rows.size else np.zeros((0, arr.shape[1]), np.float16)
+    samples = np.asarray(arr[:])[rows] if rows.size else np.zeros((0, arr.shape[1]), np.float16)
     parts = [_read_objects(dataset, s) for s in sorted(index)]
     c = record.embed_dim
     return Embeddings(
@@ -215,7 +215,7 @@ def embedding_problems(
     index = embedding_index(dataset, record.key, problems=problems)
     try:
         arr = zarr.open_array(where / _SAMPLES, mode="r")
-        block = arr[:]
+        block = np.asarray(arr[:])
     except Exception as err:  # noqa: BLE001 — unreadable arrays are damage to report
         return [*problems, f"{where / _SAMPLES}: cannot read ({' '.join(str(err).split())[:200]})"]
     if block.shape[1] != 2 * record.embed_dim:

@@ -78,12 +78,13 @@ def embed_images(
     import cv2
 
     h, w = size
-    x = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images]).astype(np.float32)
-    x = (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    raw = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    x = ((raw.astype(np.float32) / np.float32(255.0) - mean) / std).astype(np.float32)
     t = torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
-    ((patches, cls),) = vit.intermediate_layers(t, (len(vit.blocks) - 1,))
-    patches = patches.float().cpu().numpy()  # (B, gh*gw, C)
-    cls_np = cls.float().cpu().numpy()
+    ((tok, cls),) = vit.intermediate_layers(t, (len(vit.blocks) - 1,))
+    patches: np.ndarray = tok.float().cpu().numpy()  # (B, gh*gw, C)
+    cls_np: np.ndarray = cls.float().cpu().numpy()
     samples = np.concatenate([cls_np, patches.mean(axis=1)], axis=1).astype(np.float16)
     gh, gw = h // PATCH_SIZE, w // PATCH_SIZE
     objects = [_pool_objects(p, ids, gh, gw) for p, ids in zip(patches, masks, strict=True)]
@@ -151,7 +152,8 @@ def run_embed(
         licence=lic,
     )
     done = begin_embeddings(dataset, record, ds.manifest)
-    size = input_shape(*ds.manifest.calibration.image_size, input_size)
+    width, height = ds.manifest.calibration.image_size
+    size = input_shape(width, height, input_size)
     n_now = n_samples = n_objects = 0
     for entry in ds.entries:
         if entry.shard in done:
