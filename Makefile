@@ -55,6 +55,19 @@ schemas: $(BIN)/labeler
 clean-work:
 	rm -rf $(WORK) $(DATASETS) calib/demo-rig*
 
+# Curation of the demo dataset: a tiny RANDOM-INIT DINOv2 embeds every sample and object (no weights needed;
+# real runs pass --backbone vits --weights dinov2_vits14_pretrain.pth), then near-duplicate groups, a diverse
+# subset and outliers become the selections dedup / diverse / outliers (`--selection NAME` of the exports);
+# `labeler review datasets/demo` then shows "more like this" and the near-duplicates on each sample.
+.PHONY: curate-demo
+curate-demo: $(BIN)/labeler
+	@test -f $(DATASETS)/demo/manifest.json || $(MAKE) dataset
+	OMP_NUM_THREADS=1 $(BIN)/labeler embed $(DATASETS)/demo --backbone tiny --random-init --input-size 224
+	$(BIN)/labeler curate $(DATASETS)/demo --diverse 3 --outliers 2
+	$(BIN)/labeler validate $(DATASETS)/demo
+	$(BIN)/labeler export webdataset $(DATASETS)/demo --out $(WORK)/exports/demo-wds --selection diverse
+	$(BIN)/labeler export lerobot $(DATASETS)/demo --out $(WORK)/exports/demo-lerobot
+
 # DINOv2 heads on the demo dataset with a tiny RANDOM-INIT ViT (no weights needed): the chain
 # train-heads -> finetune -> predict end to end in about a minute on 2 CPU cores. The figures it prints
 # only show that the chain works and the loss falls; real runs pass --backbone vits --weights <file>.

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
 from data_schema.heads import HeadsModelConfig, InstanceParams
+from data_schema.licences import StrictLicence
 from data_schema.manifest import ObjectPolicy
 from data_schema.record import Record
 from data_schema.train import TrainOptions, TrainRunConfig
@@ -98,6 +99,9 @@ class PseudoLabelConfig(Record):
     retry_failed: bool = False
     previews: bool = True
     progress: bool = True
+    strict_licence: StrictLicence | None = Field(
+        None, description="commercial: refuse to label with a model not known to allow commercial use"
+    )
 
 
 # ------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)

@@ -17,6 +17,11 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "calibration_report": ds.CalibrationReport,  # calib/<rig>.report/report.json
     "rectified_set": ds.RectifiedSet,  # RECTIFIED/pairs.json
     "manifest": ds.Manifest,  # DATASET/manifest.json
+    "embedding_set": ds.EmbeddingSet,  # DATASET/embeddings/embeddings.json
+    "embedding_shard": ds.EmbeddingShard,  # a line of DATASET/embeddings/index.jsonl
+    "selection": ds.Selection,  # DATASET/selections/<name>.json
+    "curation_report": ds.CurationReport,  # DATASET/curation.json
+    "licence_record": ds.LicenceRecord,  # RUN/licences.json, EXPORT/licences.json
     "shard_entry": ds.ShardEntry,  # a line of DATASET/shards.jsonl
     "shard_plan": ds.ShardPlan,  # a line of DATASET/rows.jsonl
     "sample_record": ds.SampleRecord,  # a row of DATASET/tables/samples

@@ -44,6 +44,7 @@ from pydantic import Field
 from data_schema.backends import MaskConfig, StereoConfig
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair
+from data_schema.licences import ModelLicence
 from data_schema.record import Record
 
 MANIFEST_SCHEMA_VERSION: Final = 2
@@ -271,6 +272,11 @@ class Manifest(Record):
     counts: DatasetCounts = Field(default_factory=DatasetCounts)
     shard_index_bytes: int = Field(
         0, ge=0, description="size of shards.jsonl when this was written; another size: counts are stale"
+    )
+    licences: list[ModelLicence] = Field(
+        default_factory=list,
+        description="the licence of every model that made the labels (data_schema/licences.py); empty in "
+        "datasets written before it was recorded (read them from the backend configs)",
     )
 
 

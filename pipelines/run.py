@@ -17,7 +17,9 @@ from typing import Any
 from data_schema.backends import mask_classes
 from data_schema.captures import RectifiedSet
 from data_schema.commands import PseudoLabelConfig
+from data_schema.licences import backend_licences
 from data_schema.manifest import DepthSettings, Manifest, SampleRecord, ShardEntry, StoreLayout
+from labeler.dataset.licences import refuse
 from labeler.dataset.runkey import run_key
 from labeler.dataset.writer import DatasetWriter, check_writable, library_versions
 from labeler.errors import InputError, LabelerError, disk_error
@@ -51,6 +53,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     from labeler.rig.calibration import load_calibration
 
     _check_gpus(cfg)
+    refuse(f"{cfg.out}", backend_licences(cfg.stereo, cfg.masks), cfg.strict_licence)
     if cfg.out.resolve() == cfg.inputs.resolve():
         raise InputError(cfg.out, "is also the input folder", "write the dataset to another --out")
     calib = load_calibration(cfg.calib)
@@ -79,6 +82,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             objects=cfg.objects,
             library_versions=library_versions(),
             layout=writer.layout(plan.n_rows, h, w, cfg.samples_per_shard),
+            licences=backend_licences(cfg.stereo, cfg.masks),
         )
         # the shards being rewritten keep their committed entries until their rewrites commit
         kept = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}

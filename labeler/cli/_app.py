@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from data_schema.commands import Layout
+from data_schema.licences import StrictLicence
 from labeler.cli.backends import FlagError
 from labeler.errors import LabelerError, disk_error
 
@@ -91,3 +93,27 @@ def _gpus(gpu: str | None) -> tuple[int, ...]:
         return tuple(int(g) for g in gpu.split(",")) if gpu else ()
     except ValueError:
         _fail(f"--gpu {gpu}: expected CUDA ids such as 0 or 0,1", 2)
+
+
+StrictLicenceOpt = Annotated[
+    StrictLicence | None,
+    typer.Option(
+        help="commercial: refuse when a model in the history is non-commercial or of unknown licence "
+        "(data_schema/licences.py)"
+    ),
+]
+SelectionOpt = Annotated[
+    str | None,
+    typer.Option(help="only the samples of this named selection (`labeler curate` writes them)"),
+]
+
+
+def licence_line(dataset: Path) -> str:
+    """`DATASET: licences: ...` naming any non-commercial model (empty line text when unreadable)."""
+    from data_schema.licences import licence_summary
+    from labeler.dataset.licences import dataset_licences
+
+    try:
+        return f"{dataset}: {licence_summary(dataset_licences(dataset))}"
+    except LabelerError as err:
+        return f"{dataset}: licences unknown ({err})"

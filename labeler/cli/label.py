@@ -13,7 +13,18 @@ import typer
 from data_schema.calibration import BoardKind
 from data_schema.commands import CalibExport, PseudoLabelConfig
 from data_schema.manifest import Manifest, ObjectPolicy
-from labeler.cli._app import LayoutOpt, StrideOpt, _fail, _gpus, app, export_app, run
+from labeler.cli._app import (
+    LayoutOpt,
+    SelectionOpt,
+    StrictLicenceOpt,
+    StrideOpt,
+    _fail,
+    _gpus,
+    app,
+    export_app,
+    licence_line,
+    run,
+)
 from labeler.cli.backends import backend_configs, parameters
 
 
@@ -221,6 +232,7 @@ def _label_command(rectify: bool):
         min_depth_px: Annotated[
             int, typer.Option(help="an object's depth needs at least this many valid pixels, else none")
         ] = _POLICY.min_depth_px,
+        strict_licence: StrictLicenceOpt = None,
         **backend: Any,  # --stereo, --masks and the backends' own flags: `parameters()` below
     ) -> None:
         _label(
@@ -237,6 +249,7 @@ def _label_command(rectify: bool):
             batch_size=batch_size,
             retry_failed=retry_failed,
             previews=previews,
+            strict_licence=strict_licence,
             layout=layout,
             stride=stride,
             objects={
@@ -281,10 +294,12 @@ def validate(
     for line in problems:
         typer.echo(line)
     if problems:
+        typer.echo(licence_line(dataset))
         _fail(f"{dataset}: {len(problems)} problem(s)", 1)
     from labeler.review.summary import review_summary
 
     typer.echo(f"{dataset}: valid; {review_summary(dataset)}")
+    typer.echo(licence_line(dataset))
 
 
 @app.command()
@@ -354,11 +369,12 @@ def export_coco_cmd(
     include_rejected: Annotated[
         bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
     ] = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
 ) -> None:
     """Write a dataset's masks as COCO instances JSON (class-agnostic, RLE, depth per annotation)."""
-    from labeler.export.coco import export_coco
+    from labeler.export.coco import ExportScope, export_coco
 
-    path = run(
-        lambda: dataset, lambda d: export_coco(d, out, images=images, include_rejected=include_rejected)
-    )
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(lambda: dataset, lambda d: export_coco(d, out, images=images, scope=scope))
     typer.echo(f"COCO instances: {path}")

@@ -1,6 +1,6 @@
 """The review loop's commands: `labeler doubt`, `labeler review`, `labeler diff`, `labeler export rerun`,
-`labeler export hf`. Registered on the app of labeler/cli/_app.py; like the rest of
-the command line, nothing heavy is imported until a command runs."""
+`labeler export hf`, `labeler export webdataset`, `labeler export lerobot`. Registered on the app of
+labeler/cli/_app.py; like the rest of the command line, nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli._app import app, export_app, run
+from labeler.cli._app import SelectionOpt, StrictLicenceOpt, app, export_app, run
 
 IncludeRejected = Annotated[
     bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
@@ -108,6 +108,136 @@ def export_hf_cmd(
 
     path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
+
+
+@app.command()
+def embed(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    backbone: Annotated[
+        str, typer.Option(help="DINOv2 size: vits | vitb | vitl | vitg | tiny (random-init)")
+    ] = "vits",
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint (local file)"),
+    ] = None,
+    random_init: Annotated[
+        bool, typer.Option(help="a seeded random-init ViT (tests and demos only)")
+    ] = False,
+    input_size: Annotated[
+        int, typer.Option(min=14, max=2016, help="short image side fed to the ViT, px")
+    ] = 224,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="images per forward pass")] = 16,
+    gpu: Annotated[int | None, typer.Option(min=0, help="CUDA id (default: the CPU)")] = None,
+    seed: Annotated[int, typer.Option(help="the random-init seed")] = 0,
+) -> None:
+    """Store a DINOv2 embedding per sample (CLS + mean patch token) and per object (mask-pooled patch
+    tokens), float16, in the dataset; resumes where an interrupted run stopped."""
+    from labeler.errors import LabelerError
+    from labeler.review.embed import run_embed
+
+    def call(path: Path):
+        if backbone not in ("vits", "vitb", "vitl", "vitg", "tiny"):
+            raise LabelerError(f"--backbone {backbone}: choose vits, vitb, vitl, vitg or tiny")
+        if input_size % 14:
+            raise LabelerError(f"--input-size {input_size}: use a multiple of the patch size 14")
+        if random_init and weights is not None:
+            raise LabelerError(f"--weights {weights} with --random-init: choose one")
+        if weights is None and not random_init and backbone != "tiny":
+            raise LabelerError(f"no weights for --backbone {backbone}: pass --weights FILE, or --random-init")
+        return run_embed(
+            path,
+            backbone=backbone,  # type: ignore[arg-type]
+            weights=weights,
+            seed=seed,
+            input_size=input_size,
+            batch_size=batch_size,
+            device=f"cuda:{gpu}" if gpu is not None else "cpu",
+        )
+
+    res = run(lambda: dataset, call)
+    typer.echo(
+        f"{dataset}: {res.n_embedded} of {res.n_shards} shards embedded now ({res.n_samples} samples, "
+        f"{res.n_objects} objects) in {res.seconds:.1f} s; {res.record.backbone}, {2 * res.record.embed_dim} "
+        f"floats per sample; licence {res.record.licence.licence} ({res.record.licence.commercial})"
+    )
+
+
+@app.command()
+def curate(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder (after `labeler embed`)")],
+    duplicate_cosine: Annotated[
+        float,
+        typer.Option(min=0.5, max=1.0, help="cosine similarity at which two samples are near-duplicates"),
+    ] = 0.98,
+    diverse: Annotated[
+        int, typer.Option(min=1, max=10_000_000, help="size of the k-center diverse subset")
+    ] = 50,
+    outliers: Annotated[int, typer.Option(min=0, max=10_000_000, help="outliers to list")] = 10,
+) -> None:
+    """Near-duplicate groups, a k-center diverse subset and outliers from the embeddings, written as the
+    selections dedup, diverse and outliers (`--selection NAME`) and curation.json."""
+    from labeler.review.curate import curate as run_curate
+
+    rep = run(
+        lambda: dataset,
+        lambda d: run_curate(d, duplicate_cosine=duplicate_cosine, n_diverse=diverse, n_outliers=outliers),
+    )
+    dup = sum(len(g.sample_ids) for g in rep.groups)
+    typer.echo(
+        f"{dataset}: {rep.n_samples} samples; {len(rep.groups)} near-duplicate groups ({dup} samples, "
+        f"cosine >= {rep.duplicate_cosine}); diverse {len(rep.diverse)}; outliers {len(rep.outliers)}; "
+        f"selections {', '.join(rep.selections)} in {dataset / 'selections'}"
+    )
+
+
+@export_app.command("webdataset")
+def export_webdataset_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the tar shards and info.json")],
+    samples_per_tar: Annotated[int, typer.Option(min=1, max=100_000, help="samples per tar shard")] = 256,
+    include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
+) -> None:
+    """Write WebDataset tar shards: per sample the left image, depth (.npy, metres), masks (16-bit PNG),
+    objects (JSON)."""
+    from labeler.export.coco import ExportScope
+    from labeler.export.webdataset import export_webdataset
+
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(
+        lambda: dataset,
+        lambda d: export_webdataset(d, out, samples_per_tar=samples_per_tar, scope=scope),
+    )
+    typer.echo(f"WebDataset shards: {path} (info.json lists them)")
+
+
+@export_app.command("lerobot")
+def export_lerobot_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder")],
+    out: Annotated[Path, typer.Option(help="folder for the LeRobot v3.0 dataset")],
+    depth_format: Annotated[
+        str,
+        typer.Option(help="png16: 16-bit PNG in millimetres (0.5 mm steps); float32: metres bit for bit"),
+    ] = "png16",
+    fps: Annotated[int, typer.Option(min=1, max=1000, help="frame rate recorded in info.json")] = 10,
+    include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
+) -> None:
+    """Write a LeRobot v3.0 dataset: left images, lossless depth, 16-bit masks, objects per frame."""
+    from labeler.export.coco import ExportScope
+    from labeler.export.lerobot import export_lerobot
+
+    if depth_format not in ("png16", "float32"):
+        typer.echo(f"error: --depth-format {depth_format}: choose png16 or float32", err=True)
+        raise typer.Exit(2)
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(
+        lambda: dataset,
+        lambda d: export_lerobot(d, out, depth_format=depth_format, fps=fps, scope=scope),  # type: ignore[arg-type]
+    )
+    typer.echo(f"LeRobot dataset: {path} (meta/info.json)")
 
 
 @app.command()

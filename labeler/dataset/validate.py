@@ -285,7 +285,21 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
             problems.append(f"shard {e.shard}: finished but not in the row plan")
     problems += _id_problems(dataset, entries, plan)
     read_reviews(dataset, problems=problems)  # damaged decision lines
+    problems += _embedding_problems(dataset, manifest, entries)
     return problems, manifest, entries
+
+
+def _embedding_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry]) -> list[str]:
+    """`labeler embed`'s arrays and table, where present (labeler/dataset/embeddings.py)."""
+    from labeler.dataset.embeddings import embedding_problems, embeddings_dir
+
+    if not embeddings_dir(dataset).is_dir():
+        return []
+    try:
+        objects = table_dataset(dataset, "objects", entries).to_table(columns=["row", "id"])
+    except Exception as err:  # noqa: BLE001
+        return [f"{dataset / TABLES_DIR}: objects table unreadable ({_one_line(err)})"]
+    return embedding_problems(dataset, manifest, entries, objects)
 
 
 def _id_problems(dataset: Path, entries: list[ShardEntry], plan: dict) -> list[str]:

@@ -18,7 +18,8 @@ the decision in force (`review`: accept | reject | flag, or null).
   `iscrowd` 0, `score`, and the depth attributes `depth_m_median`, `depth_m_p10`, `depth_m_p90`
   (metres, null without valid depth) and `valid_fraction`, plus `stability` (SAM backends, else null)
   and `instance_id`;
-- `info`: the dataset version, labeler version and the stereo / mask backend settings.
+- `info`: the dataset version, labeler version, the stereo / mask backend settings and `model_licences`
+  (the licence of every model in the labels' history, data_schema/licences.py).
 
 - each image and annotation also has `review` (the decision in force, or null) and annotations `doubt`.
 
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from data_schema.licences import ModelLicence, StrictLicence
 from data_schema.manifest import Manifest, ObjectRow, SampleRecord
 from data_schema.review import Decision
 from labeler.dataset.reader import Dataset
@@ -58,10 +60,56 @@ class ExportSample:
     object_doubt: dict[int, float | None]
 
 
+@dataclass(frozen=True)
+class ExportScope:
+    """What every export takes from the command line: rejected samples kept or not, a named selection
+    (`labeler curate`), and `--strict-licence` (refuse a dataset with a model not known to allow it)."""
+
+    include_rejected: bool = False
+    selection: str | None = None
+    strict_licence: StrictLicence | None = None
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """An opened dataset as an export sees it: the selection's ids and every model's licence."""
+
+    ds: Dataset
+    scope: ExportScope
+    only: frozenset[str] | None
+    licences: list[ModelLicence]
+
+    def samples(self, names: Sequence[str]) -> Iterator[ExportSample]:
+        return reviewed_samples(self.ds, names, include_rejected=self.scope.include_rejected, only=self.only)
+
+    def licence_json(self) -> list[dict[str, Any]]:
+        return [m.model_dump(mode="json") for m in self.licences]
+
+
+def open_export(dataset: str | Path, scope: ExportScope, *, what: str) -> ExportSource:
+    """Open a dataset for an export; one line when `--strict-licence` refuses or the selection is unknown."""
+    from labeler.dataset.licences import dataset_licences, refuse
+    from labeler.dataset.reader import open_dataset
+    from labeler.dataset.selections import read_selection
+
+    ds = open_dataset(dataset)
+    licences = dataset_licences(ds.path, ds.manifest)
+    refuse(f"{what} of {ds.path}", licences, scope.strict_licence)
+    only = None
+    if scope.selection is not None:
+        only = frozenset(read_selection(ds.path, scope.selection).sample_ids)
+    return ExportSource(ds, scope, only, licences)
+
+
 def reviewed_samples(
-    ds: Dataset, names: Sequence[str], *, include_rejected: bool = False
+    ds: Dataset,
+    names: Sequence[str],
+    *,
+    include_rejected: bool = False,
+    only: frozenset[str] | None = None,
 ) -> Iterator[ExportSample]:
-    """The ok samples in row order, shard by shard, as the review decisions leave them."""
+    """The ok samples in row order, shard by shard, as the review decisions leave them (`only`: just
+    these sample ids, e.g. a selection's)."""
     from labeler.dataset.decisions import load_decisions
     from labeler.dataset.tables import objects_table, samples_table
     from labeler.doubt import object_doubt, sample_doubt
@@ -75,6 +123,8 @@ def reviewed_samples(
         by_row = {r.row: _finite(v) for r, v in zip(shard.samples, s_doubt, strict=True)}
         by_obj = {(o.row, o.id): _finite(v) for o, v in zip(shard.objects, o_doubt, strict=True)}
         for rec in shard.ok:
+            if only is not None and rec.sample_id not in only:
+                continue
             review = decisions.of(rec.sample_id)
             if review == "reject" and not include_rejected:
                 continue
@@ -108,6 +158,7 @@ def export_coco(
     *,
     images: str | Path | None = None,
     include_rejected: bool = False,
+    scope: ExportScope | None = None,
 ) -> Path:
     """Write the COCO instances JSON of a dataset.
 
@@ -117,20 +168,23 @@ def export_coco(
         images: if given, also write each sample's rectified left image there as `<sample_id>.png`;
             `file_name` is then that PNG's path relative to the JSON's folder.
         include_rejected: keep the samples and objects a review rejected.
+        scope: the selection, `--strict-licence` and include_rejected together (overrides the flag above).
 
     Returns:
         out_path.
     """
-    from labeler.dataset.reader import open_dataset
     from labeler.io import write_text_atomic
 
     out_path = Path(out_path)
-    ds = open_dataset(dataset_path)
+    src = open_export(
+        dataset_path, scope or ExportScope(include_rejected=include_rejected), what="COCO export"
+    )
+    ds = src.ds
     width, height = ds.manifest.calibration.image_size
     coco_images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     names = ("instance_ids", "left") if images is not None else ("instance_ids",)
-    for s in reviewed_samples(ds, names, include_rejected=include_rejected):
+    for s in src.samples(names):
         rec, arrays = s.record, s.arrays
         file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
         if images is not None:
@@ -156,7 +210,7 @@ def export_coco(
                 {**ann, "review": s.object_reviews.get(obj.id), "doubt": s.object_doubt[obj.id]}
             )
     coco = {
-        "info": _info(ds.manifest),
+        "info": {**_info(ds.manifest), "model_licences": src.licence_json()},
         "licenses": [],
         "images": coco_images,
         "categories": categories(ds.manifest),

@@ -51,6 +51,27 @@ class _Review:
         self.data = ReviewData(dataset)
         self.data.refresh()
         self.user = user
+        self._similar: Any = None
+
+    def similar(self) -> Any:
+        """The embeddings' nearest-neighbour index (labeler/review/curate.py), built on first use."""
+        from labeler.review.curate import SimilarityIndex
+
+        if self._similar is None:
+            self._similar = SimilarityIndex(self.data.path)
+        return self._similar
+
+    def near_duplicates(self, sample_id: str) -> list[str]:
+        """The other samples of its near-duplicate group in the last `labeler curate` (none: not curated)."""
+        from labeler.dataset.selections import read_curation
+
+        rep = read_curation(self.data.path)
+        if rep is None or rep.dataset_version != self.data.ds.version:
+            return []
+        for g in rep.groups:
+            if sample_id in g.sample_ids:
+                return [s for s in g.sample_ids if s != sample_id]
+        return []
 
     def meta(self) -> dict[str, Any]:
         ds = self.data.ds
@@ -111,7 +132,10 @@ def _page_routes(app: FastAPI, review: _Review) -> None:
             "depth": colour_layer(arrays["depth_m"])[1],
         }
         place = data.place(q, sample_id)
-        return pages.sample_page(row, objects, review.state(sample_id), place, q, review.meta(), ranges)
+        dups = review.near_duplicates(sample_id)
+        return pages.sample_page(
+            row, objects, review.state(sample_id), place, q, review.meta(), ranges, near_duplicates=dups
+        )
 
     @app.get("/layer/{sample_id}/{name}.png")
     def layer(sample_id: str, name: str) -> Response:
@@ -172,6 +196,23 @@ def _api_routes(app: FastAPI, review: _Review) -> None:
         )
         data.refresh()
         return JSONResponse({**review.state(req.sample_id), "reviewed": data.decisions.summary()})
+
+    @app.get("/api/similar/{sample_id}")
+    def similar(sample_id: str, object: int | None = None, k: int = 8) -> dict[str, Any]:
+        """ "More like this": the k nearest samples (or objects, with `object`) by embedding cosine."""
+        review.ok_sample(sample_id)
+        index = review.similar()
+        k = max(1, min(k, 100))
+        if not index.available:
+            return {"available": False, "items": [], "hint": f"run `labeler embed {data.path}` first"}
+        if object is None:
+            items = [{"sample_id": s, "cosine": c} for s, c in index.similar_samples(sample_id, k)]
+        else:
+            items = [
+                {"sample_id": s, "object_id": o, "cosine": c}
+                for s, o, c in index.similar_objects(sample_id, object, k)
+            ]
+        return {"available": True, "items": items}
 
     @app.get("/api/decisions/{sample_id}")
     def decisions(sample_id: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The dataset gallery: static pages of a fixed size sorted by doubt, and an index page.
 
-`DATASET/index.html` has the summary, the failures and links to `gallery/page-NNNNN.html`, each showing
+`DATASET/index.html` has the summary, the licences of the models that made the labels (non-commercial ones
+named), the first page's samples inline, the failures and links to `gallery/page-NNNNN.html`, each showing
 PAGE_SIZE samples' previews, most doubtful first. Building it reads the two tables once (O(N)), never a
 page's worth per page.
 
@@ -53,11 +54,16 @@ def write_gallery(dataset: str | Path) -> Path:
     failed = samples.filter(pc.field("status") == "failed").sort_by("row").to_pylist()
     captions = _object_captions(objects.select(["row", "id", "depth_m_median", "class_name"]))
     ok.sort(key=lambda s: (-(s["doubt"] or 0.0), s["sample_id"]))
+    from data_schema.licences import licence_summary, non_commercial
+    from labeler.dataset.licences import dataset_licences
+
+    licences = dataset_licences(dataset, m)
+    licence_class = ' class="fail"' if non_commercial(licences) else ""
     n_pages = max(1, -(-len(ok) // PAGE_SIZE))
     version = m.dataset_version[:12]
     for k in range(n_pages):
         rows = ok[k * PAGE_SIZE : (k + 1) * PAGE_SIZE]
-        figures = "".join(_figure(s, captions.get(s["row"], "")) for s in rows)
+        figures = "".join(_figure(s, captions.get(s["row"], ""), "../") for s in rows)
         nav = _nav(k, n_pages)
         body = (
             f'<p><a href="../index.html">dataset {version}</a> · page {k + 1} of {n_pages} · samples '
@@ -76,6 +82,7 @@ def write_gallery(dataset: str | Path) -> Path:
         if len(failed) > _FAILURES_LISTED
         else ""
     )
+    first = ok[:PAGE_SIZE]
     links = " ".join(f'<a href="gallery/{_page_name(k)}">{k + 1}</a>' for k in range(n_pages))
     c = m.counts
     body = (
@@ -83,10 +90,13 @@ def write_gallery(dataset: str | Path) -> Path:
         f"<p>{c.ok} samples ok, {c.failed} failed, {c.objects} objects in {c.shards} shards · stereo "
         f"<code>{m.stereo.name}</code> · masks <code>{m.masks.name}</code> · rig "
         f"<code>{html.escape(m.calibration.rig)}</code> · labeler {html.escape(m.labeler_version)}.</p>"
+        f"<p{licence_class}>{html.escape(licence_summary(licences))}</p>"
         f"<p>Pages of {PAGE_SIZE}, most doubtful first (labeler/doubt.py: stereo confidence, holes, mask "
         "shapes and edges, depth spread; monocular disagreement and flicker after `labeler doubt`). "
         "Each row: rectified left | disparity (px) | objects with median depth.</p>"
         f"<h2>Pages</h2><nav>{links}</nav>"
+        f"<h2>Page 1: the {len(first)} most doubtful samples</h2>"
+        + "".join(_figure(s, captions.get(s["row"], ""), "") for s in first)
         + (
             f'<h2 class="fail">Failed ({len(failed)})</h2><ul class="fail">{fails}</ul>{more}'
             if failed
@@ -126,13 +136,14 @@ def _object_captions(objects: Any) -> dict[int, str]:
     return out
 
 
-def _figure(s: dict[str, Any], objects: str) -> str:
+def _figure(s: dict[str, Any], objects: str, up: str) -> str:
+    """One sample's preview and caption; `up`: the path from the page to the dataset folder."""
     from labeler.doubt import describe
 
     sid = html.escape(s["sample_id"])
     conf = s["confidence_mean"]
     return (
-        f'<figure><img src="../previews/{sid}.png" loading="lazy">'
+        f'<figure><img src="{up}previews/{sid}.png" loading="lazy">'
         f"<figcaption><b>{sid}</b> · {describe(s)} · confidence "
         f"{'n/a' if conf is None else f'{conf:.2f}'} · valid depth {s['valid_depth_fraction']:.0%} · "
         f"{html.escape(objects) or 'no objects'}</figcaption></figure>"

@@ -24,8 +24,13 @@ form.filters{display:flex;flex-wrap:wrap;gap:.6em;align-items:end;margin-bottom:
 form.filters label{display:flex;flex-direction:column}input[type=number]{width:6em}
 .stack{position:relative;display:inline-block;max-width:100%;cursor:crosshair;background:#000}
 .stack img,.stack canvas{position:absolute;left:0;top:0;width:100%;height:100%;image-rendering:pixelated}
-.stack img.base{position:static;display:block}.wrap{display:flex;gap:1.2em;flex-wrap:wrap;align-items:start}
-.panel{min-width:320px;max-width:640px}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
+.stack img.base{position:static;display:block;width:100%;height:auto}
+.wrap{display:flex;gap:1em;flex-wrap:nowrap;align-items:start}
+.imgcol{flex:1 1 auto;min-width:0}
+.panel{flex:0 0 480px;max-height:calc(100vh - 9em);overflow:auto;font-size:13px}
+.panel table{font-size:12px}.panel td,.panel th{padding:2px 4px}#note{width:95%}
+#similar a{display:inline-block;margin:2px;font-size:11px;text-align:center}
+#similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
 border-radius:3px;padding:0 3px;background:#fff;font-size:11px}#readout{font-family:monospace;height:1.4em}
 #status{font-weight:bold;height:1.4em}.layers label{margin-right:.8em}
 """
@@ -132,8 +137,11 @@ def sample_page(
     q: ListQuery,
     meta: dict[str, Any],
     ranges: dict[str, tuple[float, float]],
+    *,
+    near_duplicates: list[str] | None = None,
 ) -> str:
-    """One sample: toggleable layers, the pointer readout, the object table and decisions."""
+    """One sample: toggleable layers, the pointer readout, the object table and decisions; "more like
+    this" (the nearest samples, or objects when one is selected) and its near-duplicates."""
     sid = row["sample_id"]
     qs = q.params(page=None)
     nav = [f'<a id="back" href="/?{qs}">← list</a>']
@@ -168,13 +176,20 @@ def sample_page(
     )
     w, h = meta["width"], meta["height"]
     stack = (
-        f'<div class="stack" id="stack" style="width:{w}px;aspect-ratio:{w}/{h}">'
+        f'<div class="stack" id="stack" style="width:100%;max-width:{w}px;aspect-ratio:{w}/{h}">'
         f'<img class="base" id="img-left" src="/layer/{quote(sid)}/left.png" width="{w}" height="{h}" alt="">'
         + "".join(
             f'<img id="img-{n}" src="/layer/{quote(sid)}/{n}.png" alt=""{" hidden" if n != "masks" else ""}>'
             for n in ("disparity", "depth", "masks")
         )
         + f'<canvas id="sel" width="{w}" height="{h}"></canvas></div>'
+    )
+    dups = (
+        '<p id="near-dups">'
+        + " ".join(f'<a href="/sample/{quote(d)}?{qs}">{html.escape(d)}</a>' for d in near_duplicates)
+        + "</p>"
+        if near_duplicates
+        else '<p id="near-dups">none (or not curated: `labeler curate`)</p>'
     )
     badge = _badge(decisions["sample"]).replace("<span", '<span id="sample-decision"', 1)
     panel = (
@@ -188,13 +203,19 @@ def sample_page(
         'with the next decision"></p><p id="status"></p>'
         "<table><tr><th>object</th><th>area px</th><th>depth m (p10–p90)</th><th>valid</th><th>thick px</th>"
         "<th>edges</th><th>mono</th><th>doubt</th><th>decision</th></tr>"
-        f"{obj_rows}</table><h4>sample doubt terms</h4><table>{terms}</table></div>"
+        f"{obj_rows}</table>"
+        '<p><button id="more-like-this">more like this <kbd>m</kbd></button> '
+        '<span id="similar-of"></span></p>'
+        '<div id="similar"></div>'
+        f"<h4>near-duplicates</h4>{dups}"
+        f"<h4>sample doubt terms</h4><table>{terms}</table></div>"
     )
     keys = (
         '<p class="keys"><kbd>a</kbd>/<kbd>r</kbd>/<kbd>f</kbd>/<kbd>u</kbd> accept / reject / flag / clear '
         "the selected object, or the sample when none is · click an object or <kbd>[</kbd> <kbd>]</kbd> to "
         "select, <kbd>Esc</kbd> for the sample · <kbd>1</kbd>–<kbd>4</kbd> layers · <kbd>n</kbd> note · "
-        "<kbd>j</kbd>/<kbd>k</kbd> next / previous · <kbd>b</kbd> back to the list</p>"
+        "<kbd>j</kbd>/<kbd>k</kbd> next / previous · <kbd>m</kbd> more like this · <kbd>b</kbd> back to the "
+        "list</p>"
     )
     data = {
         "sample_id": sid,
@@ -206,11 +227,13 @@ def sample_page(
         "prev": f"/sample/{quote(place.previous)}?{qs}" if place.previous else None,
         "back": f"/?{qs}",
         "maps": f"/maps/{quote(sid)}.bin",
+        "query": qs,
     }
     body = (
         _header(sid, meta)
         + f"<main><nav>{' · '.join(nav)} · {where}</nav>{keys}<p class='layers'>{layers}</p>"
-        f"<div class='wrap'><div>{stack}<div id='readout'>point at the image</div></div>{panel}</div></main>"
+        f"<div class='wrap'><div class='imgcol'>{stack}<div id='readout'>point at the image</div></div>"
+        f"{panel}</div></main>"
         f'<script type="application/json" id="data">{html.escape(json.dumps(data), quote=False)}</script>'
     )
     return _page(f"labeler review · {sid}", body, "/static/sample.js")

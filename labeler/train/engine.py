@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from data_schema.licences import LicenceRecord, ModelLicence
 from data_schema.record import Record
 from data_schema.train import TrainRunConfig
 from labeler.errors import LabelerError
@@ -73,6 +74,7 @@ class EngineSpec:
         title: of curves.png.
         clip_grad_norm: largest gradient norm over all trainable parameters.
         extra: plain fields stored in checkpoints (weights label, base run, ...).
+        licences: the licences of the weights the run starts from (RUN/licences.json).
     """
 
     task: Task
@@ -83,6 +85,7 @@ class EngineSpec:
     title: str = "run"
     clip_grad_norm: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    licences: tuple[ModelLicence, ...] = ()  # the parent weights' (RUN/licences.json adds the dataset's)
 
     @property
     def run_dir(self) -> Path:
@@ -182,6 +185,8 @@ def fit(spec: EngineSpec, dist: Dist | None = None, *, stop_after_epoch: int | N
     if not spec.train_ids:
         raise LabelerError(f"{s.dataset}: no training samples (held-out split took them all)")
     start_run_folder(run, spec.record, spec.train_ids, spec.heldout_ids, resumed=resumed, main=dist.main)
+    if dist.main:
+        write_text_atomic(run / "licences.json", run_licences(spec).model_dump_json(indent=1))
     train_ds, held_ds = task.datasets(spec.train_ids, spec.heldout_ids)
     sampler = EpochSampler(len(train_ds), seed=s.seed, rank=dist.rank, world=dist.world)
     train_loader = loader(train_ds, sampler, s, dist)
@@ -329,6 +334,19 @@ def _spawned(rank: int, spec: EngineSpec, devices: list[torch.device], port: int
         fit(spec, Dist(rank, len(devices), devices[rank]))
     finally:
         torch.distributed.destroy_process_group()
+
+
+def run_licences(spec: EngineSpec) -> LicenceRecord:
+    """RUN/licences.json: the parent weights' licences, then every model in the training data's history."""
+    from data_schema.licences import inherited
+    from labeler.dataset.licences import dataset_licences
+
+    return LicenceRecord(
+        models=[
+            *spec.licences,
+            *inherited(dataset_licences(spec.settings.dataset), role_prefix="training data"),
+        ]
+    )
 
 
 def launch(spec: EngineSpec, *, stop_after_epoch: int | None = None) -> list[Any]:

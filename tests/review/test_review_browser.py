@@ -188,3 +188,78 @@ def test_pointer_readout_and_layer_keys(browser, dataset):
         assert not browser.find_element(By.ID, "img-depth").is_displayed()
         browser.find_element(By.TAG_NAME, "body").send_keys("3")
         assert browser.find_element(By.ID, "img-depth").is_displayed()
+
+
+def test_more_like_this_and_near_duplicates(browser, tmp_path):
+    """Embed (tiny random-init ViT) and curate a dataset with three copies of one pair; on a copy's page the
+    near-duplicates list names the other two, and clicking "more like this" lists them first."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from labeler.review.curate import curate
+    from labeler.review.embed import run_embed
+    from tests.review.test_embed_curate import copies_dataset
+
+    source = copies_dataset.__wrapped__(tmp_path_factory=_Factory(tmp_path))
+    run_embed(source, backbone="tiny", input_size=42)
+    curate(source, n_diverse=3, n_outliers=1)
+    ids = open_dataset(source).sample_ids
+    with review_server(source) as url:
+        browser.get(f"{url}/sample/{ids[0]}")
+        dups = browser.find_element(By.ID, "near-dups").text.split()
+        assert sorted(dups) == sorted(ids[1:3])
+        browser.find_element(By.ID, "more-like-this").click()
+        WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#similar a.similar"))
+        shown = [a.get_attribute("data-sample") for a in browser.find_elements(By.CSS_SELECTOR, "#similar a")]
+        assert sorted(shown[:2]) == sorted(ids[1:3]) and len(shown) == len(ids) - 1
+        browser.find_element(By.CSS_SELECTOR, "#similar a.similar").click()  # a result opens its sample
+        WebDriverWait(browser, 10).until(lambda d: "/sample/" + shown[0] in d.current_url)
+
+
+class _Factory:
+    """tmp_path_factory's mktemp for calling a module fixture's function directly."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def mktemp(self, name: str) -> Path:
+        path = self.base / name
+        path.mkdir()
+        return path
+
+
+def test_sample_page_fits_image_and_objects_side_by_side(browser, tmp_path):
+    """A 1280x720 sample at a 1400x900 window: the object list sits beside the image, inside the window."""
+    from selenium.webdriver.common.by import By
+
+    from data_schema.commands import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    write_plane_pairs(tmp_path / "pairs", 1, 1280, 720, seed=2)
+    ds = tmp_path / "ds"
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 1280, 720, fx=900.0)
+    run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=tmp_path / "pairs", calib=calib, out=ds, scheduler="sync", previews=False, progress=False
+        )
+    )
+    sid = open_dataset(ds).sample_ids[0]
+    browser.set_window_size(1400, 900)
+    try:
+        with review_server(ds) as url:
+            browser.get(f"{url}/sample/{sid}")
+            stack = browser.find_element(By.ID, "stack").rect
+            panel = browser.find_element(By.CSS_SELECTOR, ".panel").rect
+            width = browser.execute_script("return window.innerWidth")
+            height = browser.execute_script("return window.innerHeight")
+            browser.save_screenshot(str(tmp_path / "layout.png"))
+            shutil.copy(
+                tmp_path / "layout.png",
+                Path(__import__("os").environ.get("LABELER_SHOT_DIR", tmp_path)) / "review-1400x900.png",
+            )
+        assert panel["x"] >= stack["x"] + stack["width"]  # beside, not below
+        assert panel["x"] + panel["width"] <= width and stack["y"] + stack["height"] <= height
+        assert abs(stack["height"] / stack["width"] - 720 / 1280) < 0.01  # scaled, not distorted
+    finally:
+        browser.set_window_size(1400, 1000)

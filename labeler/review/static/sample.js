@@ -78,8 +78,31 @@ document.addEventListener('keydown', e => {
   else if ((e.key === 'j' || e.key === 'ArrowRight') && S.next) location.href = S.next;
   else if ((e.key === 'k' || e.key === 'ArrowLeft') && S.prev) location.href = S.prev;
   else if (e.key === 'b') location.href = S.back;
+  else if (e.key === 'm') moreLikeThis();
   else if ((e.key === ']' || e.key === '[') && S.objects.length) {
     const k = S.objects.indexOf(sel), step = e.key === ']' ? 1 : -1;
     select(S.objects[(k < 0 ? (step > 0 ? 0 : S.objects.length - 1) : (k + step + S.objects.length) % S.objects.length)]);
   }
 });
+
+// "More like this": the nearest samples by embedding (or the nearest objects when one is selected).
+async function moreLikeThis() {
+  const box = document.getElementById('similar'), of = document.getElementById('similar-of');
+  const url = '/api/similar/' + encodeURIComponent(S.sample_id) + (sel != null ? '?object=' + sel : '');
+  const r = await fetch(url);
+  const j = await r.json();
+  of.textContent = sel != null ? 'objects like object ' + sel : 'samples like this one';
+  if (!j.available) { box.textContent = j.hint; return; }
+  box.replaceChildren(...j.items.map(it => {
+    const a = document.createElement('a');
+    a.href = '/sample/' + encodeURIComponent(it.sample_id) + '?' + S.query;
+    a.className = 'similar';
+    a.dataset.sample = it.sample_id;
+    const img = document.createElement('img');
+    img.src = '/thumb/' + encodeURIComponent(it.sample_id) + '.png';
+    a.append(img, (it.object_id != null ? '#' + it.object_id + ' ' : '') + it.cosine.toFixed(3));
+    a.title = it.sample_id;
+    return a;
+  }));
+}
+document.getElementById('more-like-this').addEventListener('click', moreLikeThis);

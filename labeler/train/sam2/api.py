@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_schema.licences import model_licence
 from data_schema.sam2_train import Sam2EpochMetrics, Sam2RunSummary, TrainSam2Config
 from labeler.errors import LabelerError
 
@@ -121,6 +122,7 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
         heldout_ids=held_ids,
         title=f"train-sam2 {cfg.sam2_checkpoint.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": reader.version},
+        licences=(model_licence("parent weights", "sam2", cfg.sam2_checkpoint, weights_sha256=parent_sha),),
     )
 
     def summarise(end: Finished) -> Sam2RunSummary:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from data_schema.licences import model_licence
 from data_schema.manifest import Manifest
 from data_schema.stereo_train import (
     StereoEpochMetrics,
@@ -154,6 +155,9 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         heldout_ids=held_ids,
         title=f"train-stereo {files.weights.parent.name} on {cfg.dataset.name}: {cfg.out.name}",
         extra={"parent_sha256": parent_sha, "dataset_version": ds.version},
+        licences=(
+            model_licence("parent weights", "foundation-stereo", files.weights, weights_sha256=parent_sha),
+        ),
     )
 
     def summarise(end: Finished) -> StereoRunSummary:
