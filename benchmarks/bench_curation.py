@@ -44,8 +44,10 @@ def main() -> None:
     a = p.parse_args()
     print(f"torch threads {torch.get_num_threads()}")
     for backbone, size in (("tiny", 224), ("vits", 224)):
-        print(f"embed {backbone} @ short side {size} (640x480 images, batch 8): "
-              f"{embed_rate(backbone, a.images, size, 8):.1f} images/s")
+        print(
+            f"embed {backbone} @ short side {size} (640x480 images, batch 8): "
+            f"{embed_rate(backbone, a.images, size, 8):.1f} images/s"
+        )
     from labeler.review.curate import nearest, normalised
 
     rng = np.random.default_rng(1)
@@ -76,8 +78,10 @@ def main() -> None:
     got = [hnsw.search(x[q : q + 1], 11)[1][0] for q in qs]
     t_hnsw = (time.perf_counter() - t) / a.queries
     recall = np.mean([len(set(w.tolist()) & set(g.tolist())) / 10 for w, g in zip(want, got, strict=True)])
-    print(f"faiss HNSW32 efSearch 64: build {build:.1f} s, {t_hnsw * 1e3:.3f} ms/query "
-          f"({t_np / t_hnsw:.1f}x numpy), recall@10 {recall:.3f}")
+    print(
+        f"faiss HNSW32 efSearch 64: build {build:.1f} s, {t_hnsw * 1e3:.3f} ms/query "
+        f"({t_np / t_hnsw:.1f}x numpy), recall@10 {recall:.3f}"
+    )
 
 
 if __name__ == "__main__":
