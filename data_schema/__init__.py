@@ -77,6 +77,8 @@ from data_schema.manifest import (
     SourceFiles,
     StoreLayout,
     TableRef,
+    TrackingConfig,
+    TrackRow,
 )
 from data_schema.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
@@ -195,6 +197,8 @@ __all__ = [
     "StereoTrainFigures",
     "StoreLayout",
     "TableRef",
+    "TrackingConfig",
+    "TrackRow",
     "TrainFigures",
     "TrainSam2Config",
     "TrainStereoConfig",

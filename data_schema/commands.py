@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
 from data_schema.heads import HeadsModelConfig, InstanceParams
-from data_schema.manifest import ObjectPolicy
+from data_schema.manifest import ObjectPolicy, TrackingConfig
 from data_schema.record import Record
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
@@ -97,6 +97,18 @@ class PseudoLabelConfig(Record):
     retry_failed: bool = False
     previews: bool = True
     progress: bool = True
+    keep_duplicates: bool = Field(
+        False, description="label every frame of a sequence, still ones too (else they are skipped)"
+    )
+    still_threshold_dn: float = Field(
+        3.0,
+        ge=0,
+        le=255,
+        description="a sequence's frame is still when the 99th percentile of its grey difference to the last "
+        "kept frame, both shrunk to 64 px wide, is at most this many grey levels (labeler/rig/still.py)",
+    )
+    track: bool = Field(False, description="link each sequence's objects over its frames (track_id, tracks)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 # ------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)

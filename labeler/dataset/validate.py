@@ -68,10 +68,13 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
     if not problems and content_sha256(samples, objects) != entry.content_sha256:
         problems.append(f"{where}: labels differ from the content hash in the shard index")
     n_ok = sum(s.status == "ok" for s in samples)
-    if (n_ok, len(samples) - n_ok, len(objects)) != (entry.n_ok, entry.n_failed, entry.n_objects):
+    n_skip = sum(s.status == "skipped" for s in samples)
+    n_fail = len(samples) - n_ok - n_skip
+    if (n_ok, n_fail, n_skip, len(objects)) != (entry.n_ok, entry.n_failed, entry.n_skipped, entry.n_objects):
         problems.append(
-            f"{where}: {n_ok} ok / {len(samples) - n_ok} failed samples and {len(objects)} objects in the "
-            f"tables, the shard index says {entry.n_ok} / {entry.n_failed} / {entry.n_objects}"
+            f"{where}: {n_ok} ok / {n_fail} failed / {n_skip} skipped samples and {len(objects)} objects in "
+            f"the tables, the shard index says {entry.n_ok} / {entry.n_failed} / {entry.n_skipped} / "
+            f"{entry.n_objects}"
         )
     sizes = shards.shard_file_sizes(dataset, entry.shard)
     for name in ARRAY_NAMES:
@@ -102,7 +105,9 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
             raw = {name: block[name][rec.row - start] for name in ARRAY_NAMES}
             problems += sample_problems(raw, rec, by_row.get(rec.row, []), manifest)
         elif by_row.get(rec.row):
-            problems.append(f"sample {rec.sample_id}: failed, yet the objects table lists objects for it")
+            problems.append(
+                f"sample {rec.sample_id}: {rec.status}, yet the objects table lists objects for it"
+            )
     known_rows = {s.row for s in samples}
     for row in sorted(set(by_row) - known_rows):
         problems.append(f"{where}: objects table lists objects of row {row}, which has no sample")
