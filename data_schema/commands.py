@@ -58,6 +58,9 @@ class DemoConfig(Record):
     n_scenes: int = Field(4, ge=0)
     seed: int = 0
     middlebury: bool = Field(True, description="also write scikit-image's Middlebury Motorcycle pair")
+    sequence_frames: int = Field(
+        32, ge=0, le=2000, description="frames of the moving sequence (sequence/walk.avi); 0: none"
+    )
     width: int = Field(640, ge=64)
     height: int = Field(480, ge=48)
 

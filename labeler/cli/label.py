@@ -24,18 +24,29 @@ def demo(
     n_scenes: Annotated[int, typer.Option(help="scene captures to render")] = 4,
     seed: Annotated[int, typer.Option(help="random seed of the scenes and poses")] = 0,
     middlebury: Annotated[bool, typer.Option(help="also write the real Middlebury Motorcycle pair")] = True,
+    sequence_frames: Annotated[
+        int, typer.Option(help="frames of the moving sequence with true ids (sequence/walk.avi); 0: none")
+    ] = 32,
 ) -> None:
     """Render a synthetic Arducam-style rig (board captures, scenes, truth); add the Middlebury pair."""
     from data_schema.commands import DemoConfig
     from labeler.cli.commands import demo_command
 
     truth = run(
-        lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed, middlebury=middlebury),
+        lambda: DemoConfig(
+            out=out,
+            n_boards=n_boards,
+            n_scenes=n_scenes,
+            seed=seed,
+            middlebury=middlebury,
+            sequence_frames=sequence_frames,
+        ),
         demo_command,
     )
     typer.echo(
         f"demo rig: {n_boards} board captures in {out / 'boards'}, {len(truth.scenes)} scenes in "
         f"{out / 'scenes'}, truth in {out / 'truth'}"
+        + (f"; a {sequence_frames}-frame moving sequence in {out / 'sequence'}" if sequence_frames else "")
         + (f"; Middlebury Motorcycle pair in {out / 'middlebury'}" if middlebury else "")
     )
 

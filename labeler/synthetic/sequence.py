@@ -25,7 +25,9 @@ FPS = 10.0
 STILL_FRAMES = 8
 
 
-def _board(centre: tuple[float, float, float], size: tuple[float, float], texture: np.ndarray, oid: int) -> TexturedRect:
+def _board(
+    centre: tuple[float, float, float], size: tuple[float, float], texture: np.ndarray, oid: int
+) -> TexturedRect:
     w, h = size
     return TexturedRect(
         np.array(centre),
@@ -50,28 +52,37 @@ def _positions(t: float) -> dict[int, tuple[float, float, float]]:
 def write_demo_sequence(
     out: str | Path,
     rig: SyntheticRig,
-    rays: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
     n_frames: int = 32,
+    still_frames: int = STILL_FRAMES,
     seed: int = 0,
+    supersample: int = 2,
 ) -> SequenceTruth:
-    """Render the sequence into OUT/sequence/walk.avi (MJPG) and its truth (see the module docstring)."""
+    """Render the sequence into OUT/sequence/walk.avi (MJPG) and its truth (see the module docstring).
+    The still stretch starts half-way: `still_frames` frames that each repeat the one before."""
     import cv2
 
     out = Path(out)
     rng = np.random.default_rng(seed + 2000)
     wall = TexturedRect(
-        np.array([0.0, 0.0, 3.6]), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), (-5, 5, -3, 0.6),
+        np.array([0.0, 0.0, 3.6]),
+        np.array([1.0, 0, 0]),
+        np.array([0, 1.0, 0]),
+        (-5, 5, -3, 0.6),
         noise_texture(rng, 512, (170, 160, 140), 40),
     )
     floor = TexturedRect(
-        np.array([0.0, 0.6, 0.0]), np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), (-5, 5, 0.3, 3.6),
+        np.array([0.0, 0.6, 0.0]),
+        np.array([1.0, 0, 0]),
+        np.array([0, 0, 1.0]),
+        (-5, 5, 0.3, 3.6),
         noise_texture(rng, 512, (110, 100, 90), 35),
     )
     sizes = {1: (0.32, 0.5), 2: (0.3, 0.3), 3: (0.28, 0.36), 4: (0.3, 0.4)}
     colours = {1: (200, 60, 50), 2: (60, 170, 70), 3: (60, 80, 200), 4: (200, 190, 60)}
     textures = {i: noise_texture(rng, 256, colours[i], 55) for i in sizes}
-    still_from = n_frames // 2  # the still stretch: frames still_from .. still_from + STILL_FRAMES - 1
+    still_from = n_frames // 2
+    rays = rig.left.rays(supersample), rig.right.rays(supersample)
     w, h = rig.left.size
     video = out / "sequence" / f"{SEQUENCE_NAME}.avi"
     video.parent.mkdir(parents=True, exist_ok=True)
@@ -80,13 +91,16 @@ def write_demo_sequence(
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (2 * w, h))
         t_motion = 0.0
         for k in range(n_frames):
-            still = still_from <= k < still_from + STILL_FRAMES
+            still = still_from <= k < still_from + still_frames
             if k and not still:
                 t_motion += 1 / FPS
             pos = _positions(t_motion)
             scene = Scene([wall, floor, *(_board(pos[i], sizes[i], textures[i], i) for i in sorted(pos))])
             left, right = scene.render_views(
-                list(zip((rig.left, rig.right), rays, strict=True)), supersample=2, noise_dn=1.0, rng=rng
+                list(zip((rig.left, rig.right), rays, strict=True)),
+                supersample=supersample,
+                noise_dn=1.0,
+                rng=rng,
             )
             writer.write(cv2.cvtColor(np.hstack([left.image, right.image]), cv2.COLOR_RGB2BGR))
             with atomic_path(out / "truth" / "sequence" / f"frame_{k:06d}.npz") as npz, open(npz, "wb") as f:

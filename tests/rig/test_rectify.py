@@ -80,7 +80,9 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
 
     real = rect.rectify_sources
     monkeypatch.setattr(
-        rect, "rectify_sources", lambda srcs, *a, **k: calls.extend(s.pair_id for s in srcs) or real(srcs, *a, **k)
+        rect,
+        "rectify_sources",
+        lambda srcs, *a, **k: calls.extend(s.pair_id for s in srcs) or real(srcs, *a, **k),
     )
     second = rectify_folder(demo_dir / "scenes", calib_path=calib_path, out=out, progress=False)
     assert calls == ["scene_001"]
