@@ -37,7 +37,16 @@ from data_schema.captures import (
     RectifiedSet,
     StereoPairSource,
 )
-from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
+from data_schema.demo import (
+    DEMO_SCHEMA_VERSION,
+    DemoTruth,
+    FrameObjectTruth,
+    FrameTruth,
+    ObjectTruth,
+    RigTruth,
+    SceneTruth,
+    SequenceTruth,
+)
 from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.dino_adapt import (
     DINO_ADAPT_SCHEMA_VERSION,
@@ -182,6 +191,9 @@ __all__ = [
     "Sam2TrainFigures",
     "Sam3Config",
     "SceneTruth",
+    "SequenceTruth",
+    "FrameTruth",
+    "FrameObjectTruth",
     "SgbmConfig",
     "ShardEntry",
     "ShardPlan",

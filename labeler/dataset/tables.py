@@ -200,7 +200,9 @@ DOUBT_FIELDS = frozenset(_SAMPLE_DOUBT + _OBJECT_DOUBT)
 OPTIONAL_FIELDS = frozenset(_SEQUENCE + _OBJECT_TRACK)
 
 
-def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, content_only: bool = False) -> str:
+def rows_sha256(
+    records: Sequence[SampleRecord] | Sequence[ObjectRow] | Sequence[TrackRow], *, content_only: bool = False
+) -> str:
     """sha256 of canonical JSON lines of the records: the same for the same rows in any file.
     `content_only` leaves out the provenance fields (timings, device) and the doubt signals — the
     dataset version's hash. Doubt fields that are None are left out too, so rows written before those

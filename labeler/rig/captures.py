@@ -111,7 +111,8 @@ def discover_pairs(
 
 def sequence_order(src: StereoPairSource) -> tuple[str, int, str]:
     """Sources in row order: a sequence's frames together and in time order, lone captures by id."""
-    return (src.sequence or "", src.frame_index if src.sequence else -1, src.pair_id)
+    frame = src.frame_index if src.sequence is not None and src.frame_index is not None else -1
+    return (src.sequence or "", frame, src.pair_id)
 
 
 def _orphan(

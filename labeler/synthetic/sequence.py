@@ -88,7 +88,7 @@ def write_demo_sequence(
     video.parent.mkdir(parents=True, exist_ok=True)
     frames = []
     with atomic_path(video) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (2 * w, h))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (2 * w, h))
         t_motion = 0.0
         for k in range(n_frames):
             still = still_from <= k < still_from + still_frames

@@ -35,7 +35,7 @@ def _bare(path: Path) -> list[np.ndarray]:
         out.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
 
 
-@pytest.mark.parametrize("fourcc,suffix", [("MJPG", ".avi"), ("mp4v", ".mp4")])
+@pytest.mark.parametrize(("fourcc", "suffix"), [("MJPG", ".avi"), ("mp4v", ".mp4")])
 @pytest.mark.parametrize("indices", [range(0, 24), range(0, 24, 5), range(7, 24, 4)])
 def test_frames_equal_a_bare_sequential_decode(tmp_path, fourcc, suffix, indices):
     path = _video(tmp_path / f"v{suffix}", fourcc=fourcc)
@@ -98,7 +98,10 @@ def test_a_truncated_video_fails_the_missing_frames_in_one_line(tmp_path):
     bad = {i: str(f) for i, f in out.items() if not isinstance(f, np.ndarray)}
     assert ok and bad and max(ok) < min(bad)
     for i, line in bad.items():
-        assert line.startswith(f"{cut}: frame {i} cannot be decoded: the video ends after frame") and "\n" not in line
+        assert (
+            line.startswith(f"{cut}: frame {i} cannot be decoded: the video ends after frame")
+            and "\n" not in line
+        )
 
 
 def test_a_timestamped_folder_is_a_sequence_and_a_gap_is_one_warning(tmp_path, caplog):
@@ -115,7 +118,9 @@ def test_a_timestamped_folder_is_a_sequence_and_a_gap_is_one_warning(tmp_path, c
     assert {s.sequence for s in srcs} == {captures.safe_id(tmp_path.name)}
     gaps = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
     assert len(gaps) == 1 and "1 frame(s) missing before 1700000000.500.png" in gaps[0]
-    assert timestamp_of("scene_000") is None and timestamp_of("1700000000123") == pytest.approx(1700000000.123)
+    assert timestamp_of("scene_000") is None and timestamp_of("1700000000123") == pytest.approx(
+        1700000000.123
+    )
 
 
 def test_still_filter_skips_noise_and_keeps_motion():
@@ -131,5 +136,5 @@ def test_still_filter_skips_noise_and_keeps_motion():
     assert still.duplicate_of("b", noisy(base)) == "a"  # only the sensor noise differs
     assert still.duplicate_of("c", noisy(moved)) is None  # a small part of the view moved
     assert still.duplicate_of("d", noisy(moved)) == "c"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="within 0..255"):
         StillFilter(300)
