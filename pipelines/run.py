@@ -68,6 +68,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         plan = plan_run(cfg, key, writer, calib_sha256=calib_sha)
         if not plan.n_inputs and not plan.done:
             raise InputError(cfg.inputs, "no pairs to label", "check the folder")
+        _check_trackable(cfg, plan)
         w, h = calib.image_size
         base = Manifest(
             dataset_version=key,
@@ -222,6 +223,23 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
             f"was tracked with {before}, not {cfg.tracking}",
             "keep its tracking settings or use another --out",
         )
+
+
+def _check_trackable(cfg: PseudoLabelConfig, plan: Plan) -> None:
+    """--track follows objects over a sequence: inputs without one are refused before any labelling."""
+    if not cfg.track or plan.done:
+        return
+    for items in plan.todo.values():
+        for it in items:
+            rec = it.raw or it.task or it.failed or it.keep
+            if rec is not None and rec.sequence is not None:
+                return
+    raise InputError(
+        cfg.inputs,
+        "--track needs a sequence (a video, or a folder of frames named by their timestamps) and these "
+        "captures have none",
+        "drop --track, or label a video / a timestamped folder",
+    )
 
 
 def _check_backends(cfg: PseudoLabelConfig) -> None:

@@ -153,3 +153,22 @@ def test_tracked_dataset_needs_track_and_validate_checks_tracks(tracked, tmp_pat
     (copy / "tables" / "tracks" / tmp.file).replace(path)
     problems = validate_dataset(copy)
     assert any("tracks table rows changed" in p for p in problems), problems
+
+
+def test_track_without_a_sequence_is_one_line(tmp_path):
+    from tests.conftest import write_plane_pairs
+
+    write_plane_pairs(tmp_path / "rect", 2)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
+    cfg = PseudoLabelConfig(
+        inputs=tmp_path / "rect",
+        calib=calib,
+        out=tmp_path / "ds",
+        track=True,
+        scheduler="sync",
+        progress=False,
+    )
+    with pytest.raises(InputError, match="--track needs a sequence") as err:
+        run_pseudo_label(cfg)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(tmp_path / "rect"))
+    assert not (tmp_path / "ds" / "manifest.json").exists()
