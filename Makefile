@@ -23,10 +23,12 @@ dataset: $(BIN)/labeler
 	$(BIN)/labeler validate $(DATASETS)/demo
 	$(BIN)/labeler run $(WORK)/demo/middlebury --calib calib/middlebury-motorcycle.yaml --out $(DATASETS)/middlebury
 	$(BIN)/labeler validate $(DATASETS)/middlebury
+	$(BIN)/labeler run $(WORK)/demo/sequence --calib calib/demo-rig.yaml --out $(DATASETS)/demo-video --stride 1 --track
+	$(BIN)/labeler validate $(DATASETS)/demo-video
 	@echo
 	@echo "calibration:     calib/demo-rig.yaml (report: calib/demo-rig.report/)"
 	@echo "rectified pairs: $(WORK)/rectified"
-	@echo "datasets:        $(DATASETS)/demo, $(DATASETS)/middlebury (manifest.json, shards.jsonl, tables/, data.zarr)"
+	@echo "datasets:        $(DATASETS)/demo, $(DATASETS)/middlebury, $(DATASETS)/demo-video (tracks) (manifest.json, shards.jsonl, tables/, data.zarr)"
 	@echo "previews:        $(DATASETS)/demo/previews, $(DATASETS)/middlebury/previews"
 	@echo "galleries:       $(DATASETS)/demo/index.html, $(DATASETS)/middlebury/index.html (pages in gallery/)"
 

@@ -57,7 +57,16 @@ from data_schema.curation import (
     Outlier,
     Selection,
 )
-from data_schema.demo import DEMO_SCHEMA_VERSION, DemoTruth, ObjectTruth, RigTruth, SceneTruth
+from data_schema.demo import (
+    DEMO_SCHEMA_VERSION,
+    DemoTruth,
+    FrameObjectTruth,
+    FrameTruth,
+    ObjectTruth,
+    RigTruth,
+    SceneTruth,
+    SequenceTruth,
+)
 from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.dino_adapt import (
     DINO_ADAPT_SCHEMA_VERSION,
@@ -103,6 +112,8 @@ from data_schema.manifest import (
     SourceFiles,
     StoreLayout,
     TableRef,
+    TrackingConfig,
+    TrackRow,
 )
 from data_schema.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
@@ -176,6 +187,8 @@ __all__ = [
     "FinetuneComparison",
     "FinetuneConfig",
     "FoundationStereoConfig",
+    "FrameObjectTruth",
+    "FrameTruth",
     "HEADS_SCHEMA_VERSION",
     "HeadsModelConfig",
     "HeadsTask",
@@ -224,6 +237,7 @@ __all__ = [
     "SampleStats",
     "SceneTruth",
     "Selection",
+    "SequenceTruth",
     "SgbmConfig",
     "ShardEntry",
     "ShardPlan",
@@ -239,6 +253,8 @@ __all__ = [
     "StereoTrainFigures",
     "StoreLayout",
     "TableRef",
+    "TrackRow",
+    "TrackingConfig",
     "TrainFigures",
     "TrainHeadsConfig",
     "TrainOptions",

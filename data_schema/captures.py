@@ -9,7 +9,8 @@ from pydantic import Field
 
 from data_schema.record import Record
 
-CAPTURES_SCHEMA_VERSION: Final = 1
+# 2: a pair records its sequence and timestamp; a rectified pair may be a skipped still frame
+CAPTURES_SCHEMA_VERSION: Final = 2
 
 
 class CaptureLayout(StrEnum):
@@ -28,7 +29,13 @@ class StereoPairSource(Record):
     layout: CaptureLayout
     left_path: str
     right_path: str | None = Field(None, description="None for side-by-side frames and video")
-    frame_index: int | None = Field(None, ge=0, description="video frame number")
+    frame_index: int | None = Field(
+        None, ge=0, description="video frame number, or the frame's place in a timestamped folder"
+    )
+    sequence: str | None = Field(
+        None, description="the video or timestamped folder this frame belongs to (None: a lone capture)"
+    )
+    timestamp_s: float | None = Field(None, description="capture time, s (video: frame / fps)")
 
 
 class RectifiedPair(Record):
@@ -36,8 +43,11 @@ class RectifiedPair(Record):
 
     pair_id: str
     source: StereoPairSource
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "skipped"] = Field(
+        description="skipped: a still frame, nearly identical to `duplicate_of` (nothing written)"
+    )
     error: str | None = None
+    duplicate_of: str | None = Field(None, description="the last kept frame of the sequence it repeats")
     left_path: str | None = Field(None, description="relative to the rectified folder")
     right_path: str | None = None
     left_sha256: str | None = None
@@ -51,7 +61,7 @@ class RectifiedPair(Record):
 class RectifiedSet(Record):
     """`OUT/pairs.json`: every pair rectify saw, with the calibration that rectified it."""
 
-    schema_version: Literal[1] = CAPTURES_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = CAPTURES_SCHEMA_VERSION
     calib_path: str
     calib_sha256: str
     rig: str

@@ -13,7 +13,7 @@ from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, S
 from data_schema.calibration import BoardSpec
 from data_schema.heads import HeadsModelConfig, InstanceParams
 from data_schema.licences import StrictLicence
-from data_schema.manifest import ObjectPolicy
+from data_schema.manifest import ObjectPolicy, TrackingConfig
 from data_schema.record import Record
 from data_schema.train import TrainOptions, TrainRunConfig
 
@@ -60,6 +60,9 @@ class DemoConfig(Record):
     n_scenes: int = Field(4, ge=0)
     seed: int = 0
     middlebury: bool = Field(True, description="also write scikit-image's Middlebury Motorcycle pair")
+    sequence_frames: int = Field(
+        32, ge=0, le=2000, description="frames of the moving sequence (sequence/walk.avi); 0: none"
+    )
     width: int = Field(640, ge=64)
     height: int = Field(480, ge=48)
 
@@ -102,6 +105,18 @@ class PseudoLabelConfig(Record):
     strict_licence: StrictLicence | None = Field(
         None, description="commercial: refuse to label with a model not known to allow commercial use"
     )
+    keep_duplicates: bool = Field(
+        False, description="label every frame of a sequence, still ones too (else they are skipped)"
+    )
+    still_threshold_dn: float = Field(
+        3.0,
+        ge=0,
+        le=255,
+        description="a sequence's frame is still when the 99th percentile of its grey difference to the last "
+        "kept frame, both shrunk to 64 px wide, is at most this many grey levels (labeler/rig/still.py)",
+    )
+    track: bool = Field(False, description="link each sequence's objects over its frames (track_id, tracks)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 # ------------------------------------------------------ DINOv2 heads (train-heads, finetune, predict)

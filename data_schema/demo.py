@@ -46,3 +46,27 @@ class DemoTruth(Record):
     schema_version: Literal[1] = DEMO_SCHEMA_VERSION
     rig: RigTruth
     scenes: list[SceneTruth]
+
+
+class FrameObjectTruth(Record):
+    id: int = Field(ge=1, description="the object's true identity, the same in every frame")
+    depth_m_median: float = Field(description="median camera z over its visible left pixels")
+    area_px: int = Field(ge=1, description="visible pixels in the left image")
+
+
+class FrameTruth(Record):
+    frame: int = Field(ge=0)
+    timestamp_s: float
+    still: bool = Field(description="nothing moved since the previous frame (only the sensor noise differs)")
+    objects: list[FrameObjectTruth]
+
+
+class SequenceTruth(Record):
+    """`OUT/truth/sequence.json`: the demo's moving sequence (`OUT/sequence/<name>.avi`, side by side) and,
+    per frame, its objects with their true ids; `OUT/truth/sequence/frame_NNNNNN.npz` holds each frame's
+    left-camera `depth_m` and `instance_ids` (raw, unrectified camera: remap them to compare)."""
+
+    schema_version: Literal[1] = DEMO_SCHEMA_VERSION
+    video: str = Field(description="path of the video, relative to OUT")
+    fps: float = Field(gt=0)
+    frames: list[FrameTruth]

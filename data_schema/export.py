@@ -26,6 +26,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "shard_plan": ds.ShardPlan,  # a line of DATASET/rows.jsonl
     "sample_record": ds.SampleRecord,  # a row of DATASET/tables/samples
     "object_row": ds.ObjectRow,  # a row of DATASET/tables/objects
+    "track_row": ds.TrackRow,  # a row of DATASET/tables/tracks (--track)
     "heads_model_config": ds.HeadsModelConfig,  # `model_config` of RUN/checkpoints/*.pt
     "instance_params": ds.InstanceParams,  # `instances` of RUN/checkpoints/*.pt
     "epoch_metrics": ds.EpochMetrics,  # a row of RUN/metrics.json (and metrics.csv)
@@ -33,6 +34,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "image_prediction": ds.ImagePrediction,  # OUT/<stem>.json of `labeler predict`
     "prediction_set": ds.PredictionSet,  # OUT/predictions.json
     "demo_truth": ds.DemoTruth,  # DEMO/truth/truth.json
+    "sequence_truth": ds.SequenceTruth,  # DEMO/truth/sequence.json
     "review": ds.Review,  # a line of DATASET/reviews.jsonl
     "doubt_pass": ds.DoubtPass,  # DATASET/doubt.json
     "dataset_diff": ds.DatasetDiff,  # REPORT/diff.json of `labeler diff`

@@ -7,6 +7,7 @@ DATASET/
   rows.jsonl               the row plan: one ShardPlan per line, appended before a shard is labelled
   tables/samples/*.parquet one row per sample (SampleRecord); one row group per shard
   tables/objects/*.parquet one row per object (ObjectRow); one row group per shard
+  tables/tracks/*.parquet  one row per track (TrackRow; `--track` runs only), named in the manifest
   data.zarr/               the arrays below, one row per sample
   previews/, index.html, gallery/
 ```
@@ -47,7 +48,9 @@ from data_schema.captures import RectifiedPair
 from data_schema.licences import ModelLicence
 from data_schema.record import Record
 
-MANIFEST_SCHEMA_VERSION: Final = 2
+# 3: samples record their sequence, frame index and timestamp, and may be skipped still frames; objects
+# carry a track_id; a tracks table. A v2 dataset reads as it is (its tables have those columns null).
+MANIFEST_SCHEMA_VERSION: Final = 3
 
 ARRAY_NAMES = ("left", "right", "disparity_px", "depth_m", "confidence", "instance_ids")
 
@@ -98,6 +101,9 @@ class ObjectRow(ObjectRecord):
 
     sample_id: str
     row: int = Field(ge=0, description="the sample's row in data.zarr")
+    track_id: int | None = Field(
+        None, ge=1, description="`--track`: the object's track over its sequence (the tracks table)"
+    )
 
 
 class SourceFiles(Record):
@@ -149,8 +155,16 @@ class SampleRecord(Record):
 
     sample_id: str
     row: int = Field(ge=0, description="row in every array of data.zarr; a sample keeps it for life")
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "skipped"] = Field(
+        description="skipped: a still frame that repeats `duplicate_of` (no arrays, no model time)"
+    )
     error: str | None = Field(None, description="one line: stage, file, problem, fix")
+    sequence: str | None = Field(None, description="the video or timestamped folder of the frame")
+    frame_index: int | None = Field(None, ge=0, description="the frame's number in its sequence")
+    timestamp_s: float | None = Field(None, description="capture time, s (video: frame / fps)")
+    duplicate_of: str | None = Field(
+        None, description="a skipped still frame: the sample id of the last labelled frame it repeats"
+    )
     source: SourceFiles | None = None
     digests: ArrayDigests | None = None
     stats: SampleStats | None = None
@@ -218,6 +232,7 @@ class ShardEntry(Record):
     run_key: str = Field(description="hash of the configs that made it")
     n_ok: int = Field(ge=0)
     n_failed: int = Field(ge=0)
+    n_skipped: int = Field(0, ge=0, description="still frames skipped as duplicates")
     n_objects: int = Field(ge=0)
     samples: TableRef
     objects: TableRef
@@ -243,14 +258,52 @@ class DatasetCounts(Record):
     samples: int = Field(0, ge=0)
     ok: int = Field(0, ge=0)
     failed: int = Field(0, ge=0)
+    skipped: int = Field(0, ge=0, description="still frames skipped as duplicates")
     objects: int = Field(0, ge=0)
     shards: int = Field(0, ge=0)
+    tracks: int = Field(0, ge=0)
+
+
+class TrackingConfig(Record):
+    """How `--track` links a sequence's objects over its frames (recorded in the manifest)."""
+
+    name: Literal["iou-depth"] = "iou-depth"
+    min_iou: float = Field(0.3, gt=0, le=1, description="least mask IoU of an object with a live track")
+    max_depth_jump_m: float = Field(
+        0.5, gt=0, description="most change of an object's median depth between two labelled frames, m"
+    )
+    max_gap_frames: int = Field(
+        15, ge=1, description="a track not seen for more frames than this ends (frames of the sequence)"
+    )
+
+
+class TrackRow(Record):
+    """A row of the `tracks` table: one object followed over a sequence."""
+
+    track_id: int = Field(ge=1, description="unique in the dataset")
+    class_name: str | None = None
+    sequence: str
+    first_frame: int = Field(ge=0)
+    last_frame: int = Field(ge=0)
+    first_time_s: float | None = None
+    last_time_s: float | None = None
+    frames_seen: int = Field(ge=1, description="labelled frames the object is in")
+    depth_m_first: float | None = Field(None, description="median depth at its first frame, m")
+    depth_m_last: float | None = Field(None, description="median depth at its last frame, m")
+    depth_m_nearest: float | None = Field(None, description="least median depth over its frames, m")
+    nearest_frame: int | None = Field(None, ge=0, description="the frame of depth_m_nearest")
+    nearest_time_s: float | None = None
+    approach_speed_m_s: float | None = Field(
+        None,
+        description="(depth at first - depth at last) / time between them, m/s; > 0: coming nearer "
+        "(None: seen once, or no timestamps)",
+    )
 
 
 class Manifest(Record):
     """`DATASET/manifest.json`: the dataset-level record. Its size does not grow with samples or objects."""
 
-    schema_version: Literal[2] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal[2, 3] = MANIFEST_SCHEMA_VERSION
     dataset_version: str = Field(
         description="sha256 over the run key and every shard's labels (which cover the array digests)"
     )
@@ -278,6 +331,8 @@ class Manifest(Record):
         description="the licence of every model that made the labels (data_schema/licences.py); empty in "
         "datasets written before it was recorded (read them from the backend configs)",
     )
+    tracking: TrackingConfig | None = Field(None, description="`--track`: how objects were linked")
+    tracks: TableRef | None = Field(None, description="the tracks table (`--track` runs only)")
 
 
 class LabelTask(Record):
@@ -289,3 +344,6 @@ class LabelTask(Record):
     right_path: str
     left_sha256: str | None = Field(None, description="known when rectify recorded it; else hashed on load")
     right_sha256: str | None = None
+    sequence: str | None = Field(None, description="the video or timestamped folder of the frame")
+    frame_index: int | None = Field(None, ge=0)
+    timestamp_s: float | None = None

@@ -49,6 +49,29 @@ class StageFailure:
 
 
 @dataclass(frozen=True)
+class SkippedFrame:
+    """A still frame of a sequence (labeler/rig/still.py): recorded, never labelled."""
+
+    sample_id: str
+    row: int
+    duplicate_of: str
+    sequence: str | None = None
+    frame_index: int | None = None
+    timestamp_s: float | None = None
+
+    def record(self) -> SampleRecord:
+        return SampleRecord(
+            sample_id=self.sample_id,
+            status="skipped",
+            row=self.row,
+            duplicate_of=self.duplicate_of,
+            sequence=self.sequence,
+            frame_index=self.frame_index,
+            timestamp_s=self.timestamp_s,
+        )
+
+
+@dataclass(frozen=True)
 class LoadedPair:
     task: LabelTask
     left: np.ndarray
@@ -87,7 +110,7 @@ def _stage(name: str):
     def wrap(fn):
         @functools.wraps(fn)
         def run(item, *args, **kwargs):
-            if isinstance(item, StageFailure):
+            if isinstance(item, StageFailure | SkippedFrame):
                 return item
             task = item if isinstance(item, LabelTask) else _task_of(item)
             try:
@@ -217,6 +240,9 @@ def finish_stage(
         stereo_scale=disp.made.scale if disp.made else None,
         stereo_iters=disp.made.iters if disp.made else None,
         stereo_dtype=disp.made.dtype if disp.made else None,
+        sequence=task.sequence,
+        frame_index=task.frame_index,
+        timestamp_s=task.timestamp_s,
     )
     from labeler.doubt import shape_signals
 

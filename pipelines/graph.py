@@ -17,6 +17,7 @@ from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRow, SampleRecord, StoreLayout
 from labeler.stages import (
     LabelledSample,
+    SkippedFrame,
     StageFailure,
     disparity_batch_stage,
     finish_batch_stage,
@@ -28,12 +29,35 @@ from labeler.stages import (
 from pipelines.plan import Item, task_from_rectified
 
 
-def _rectify(src: StereoPairSource, calib_path: str, out: str) -> RectifiedPair:
-    """Rectify one raw pair into OUT/rectified (task body for `labeler run`)."""
+def _rectify(
+    srcs: list[StereoPairSource], calib_path: str, out: str, still_threshold_dn: float | None
+) -> list[RectifiedPair]:
+    """Rectify a run of raw pairs into OUT/rectified (task body for `labeler run`): a video's frames in one
+    sequential decode pass; still frames of a sequence recorded as skipped (unless --keep-duplicates)."""
     from labeler.dataset.writer import rectified_dir
-    from labeler.rig.rectify import rectify_source
+    from labeler.rig.rectify import rectify_sources
 
-    return rectify_source(src, _maps(calib_path), calib_path, rectified_dir(out))
+    return rectify_sources(
+        srcs, _maps(calib_path), calib_path, rectified_dir(out), still_threshold_dn=still_threshold_dn
+    )
+
+
+def _runs(items: list[Item]) -> list[list[Item]]:
+    """A shard's raw pairs cut into runs that one task decodes in order: a sequence's frames together (a
+    video read once from its first frame here to its last), each lone capture alone."""
+    runs: list[list[Item]] = []
+    for it in items:
+        assert it.raw is not None
+        prev = runs[-1][-1].raw if runs else None
+        if prev is not None and it.raw.sequence is not None and prev.sequence == it.raw.sequence:
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    return runs
+
+
+def _pick(rects: list[RectifiedPair], k: int) -> RectifiedPair:
+    return rects[k]
 
 
 @functools.lru_cache(maxsize=2)
@@ -48,6 +72,11 @@ def _maps(calib_path: str) -> Any:
 def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, int]) -> Any:
     from labeler.dataset.writer import rectified_dir
 
+    if pair.status == "skipped":
+        src = pair.source
+        return SkippedFrame(
+            pair.pair_id, row, pair.duplicate_of or "", src.sequence, src.frame_index, src.timestamp_s
+        )
     if pair.status != "ok":
         return StageFailure(pair.pair_id, row, "rectify", pair.error or "failed")
     return load_stage(task_from_rectified(pair, row, rectified_dir(out)), expected_size=size)
@@ -89,6 +118,12 @@ def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
 
 
 def _failed(rec: SampleRecord) -> list:
+    if rec.status == "skipped":  # a still frame: stays skipped
+        return [
+            SkippedFrame(
+                rec.sample_id, rec.row, rec.duplicate_of or "", rec.sequence, rec.frame_index, rec.timestamp_s
+            )
+        ]
     stage, _, error = (rec.error or "failed: unknown").partition(": ")
     return [StageFailure(rec.sample_id, rec.row, stage, error or stage)]
 
@@ -107,8 +142,9 @@ def _write(
     """The shard's single writer, over the results of all its batches. `rewriting`: the content_sha256 of
     the shard's committed entry when it is written again."""
     samples = [s for batch in batches for s in batch]
+    pairs = [p for run in rectified for p in run]
     return write_stage(
-        out, shard, layout, key, samples, previews=previews, rectified=rectified, rewriting=rewriting
+        out, shard, layout, key, samples, previews=previews, rectified=pairs, rewriting=rewriting
     )
 
 
@@ -152,16 +188,28 @@ def build_graph(
                     dask.delayed(_carry)(out, it.keep, it.keep_objects, dask_key_name=f"carry-{tok}")
                 )
         label = [it for it in items if it.task is not None or it.raw is not None]
+        rect_of: dict[str, Any] = {}  # sample id -> its rectified record (a task's output, picked)
+        still = None if cfg.keep_duplicates else cfg.still_threshold_dn
+        for run in _runs([it for it in label if it.raw is not None]):
+            tok = tokenize([(it.sample_id, it.row) for it in run], key, still)
+            recs = dask.delayed(_rectify)(
+                [it.raw for it in run], str(cfg.calib), out, still, dask_key_name=f"rectify-{tok}"
+            )
+            rectified.append(recs)
+            for k, it in enumerate(run):
+                rect_of[it.sample_id] = dask.delayed(_pick, pure=True)(
+                    recs, k, dask_key_name=f"pick-{tok}-{k}"
+                )
         for start in range(0, len(label), cfg.batch_size):
             chunk = label[start : start + cfg.batch_size]
             loaded = []
             for it in chunk:
                 tok = tokenize(it.sample_id, it.row, key)
                 if it.raw is not None:
-                    rect = dask.delayed(_rectify)(it.raw, str(cfg.calib), out, dask_key_name=f"rectify-{tok}")
-                    rectified.append(rect)
                     loaded.append(
-                        dask.delayed(_load_rectified)(rect, it.row, out, size, dask_key_name=f"load-{tok}")
+                        dask.delayed(_load_rectified)(
+                            rect_of[it.sample_id], it.row, out, size, dask_key_name=f"load-{tok}"
+                        )
                     )
                 else:
                     loaded.append(

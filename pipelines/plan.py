@@ -84,6 +84,10 @@ def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) 
         for p in rect.pairs:
             if p.status == "ok":
                 found.append(task_from_rectified(p, 0, cfg.inputs))
+            elif p.status == "skipped" and not cfg.keep_duplicates:
+                found.append(_skipped(p.source, p.duplicate_of or ""))
+            elif p.status == "skipped":
+                continue  # --keep-duplicates: `labeler run` never rectified it; label it with `run`
             else:
                 found.append(
                     SampleRecord(sample_id=p.pair_id, row=0, status="failed", error=f"rectify: {p.error}")
@@ -102,6 +106,25 @@ def _id(inp: Input) -> str:
     return inp.pair_id if isinstance(inp, StereoPairSource) else inp.sample_id
 
 
+def _skipped(src: StereoPairSource, duplicate_of: str) -> SampleRecord:
+    return SampleRecord(
+        sample_id=src.pair_id,
+        row=0,
+        status="skipped",
+        duplicate_of=duplicate_of,
+        sequence=src.sequence,
+        frame_index=src.frame_index,
+        timestamp_s=src.timestamp_s,
+    )
+
+
+def _order(sid: str, inp: Input) -> tuple[str, int, str]:
+    """Row order of new samples: a sequence's frames together and in time order (so shards, and the
+    tasks that write them, follow sequences), lone captures by id."""
+    seq, frame = inp.sequence, inp.frame_index
+    return (seq or "", frame if seq is not None and frame is not None else -1, sid)
+
+
 def task_from_rectified(pair: RectifiedPair, row: int, folder: Path) -> LabelTask:
     if pair.status != "ok" or pair.left_path is None or pair.right_path is None:
         raise InputError(pair.source.left_path, f"rectify failed: {pair.error}", "fix or remove the capture")
@@ -112,6 +135,9 @@ def task_from_rectified(pair: RectifiedPair, row: int, folder: Path) -> LabelTas
         right_path=str(folder / pair.right_path),
         left_sha256=pair.left_sha256,
         right_sha256=pair.right_sha256,
+        sequence=pair.source.sequence,
+        frame_index=pair.source.frame_index if pair.source.sequence is not None else None,
+        timestamp_s=pair.source.timestamp_s,
     )
 
 
@@ -143,7 +169,7 @@ def plan_run(
         have = stored.get(shard, {})
         changed = _changed(have, inputs)
         stale.update(changed)
-        if entry is not None and not changed and not _needs_rewrite(sp, have, inputs, cfg.retry_failed):
+        if entry is not None and not changed and not _needs_rewrite(sp, have, inputs, cfg):
             done[shard] = entry
             continue
         full = {r.sample_id: r for r in writer.shard_records(entry)} if entry is not None else {}
@@ -151,7 +177,10 @@ def plan_run(
         items = []
         for pos, sid in enumerate(sp.sample_ids):
             row, rec = sp.row_start + pos, full.get(sid)
-            retry = rec is not None and rec.status == "failed" and cfg.retry_failed
+            retry = rec is not None and (
+                (rec.status == "failed" and cfg.retry_failed)
+                or (rec.status == "skipped" and cfg.keep_duplicates)
+            )
             if sid in changed:  # its rectified images changed since it was labelled: label it again
                 items.append(_item(sid, row, inputs[sid]))
             elif rec is not None and rec.status == "ok":
@@ -163,7 +192,7 @@ def plan_run(
         if items:
             todo[shard] = items
     next_shard = max(row_plan, default=-1) + 1
-    new_ids = sorted(sid for sid in inputs if sid not in planned)
+    new_ids = sorted((sid for sid in inputs if sid not in planned), key=lambda sid: _order(sid, inputs[sid]))
     new_rows = []
     for k in range(0, len(new_ids), per_shard):
         shard = next_shard + k // per_shard
@@ -196,19 +225,17 @@ def _changed(have: dict[str, StoredSample], inputs: dict[str, Input]) -> set[str
 
 
 def _needs_rewrite(
-    sp: ShardPlan, have: dict[str, StoredSample], inputs: dict[str, Input], retry_failed: bool
+    sp: ShardPlan, have: dict[str, StoredSample], inputs: dict[str, Input], cfg: PseudoLabelConfig
 ) -> bool:
     """A finished shard is rewritten only to add planned samples that are now available, or to retry
-    failures (--retry-failed) whose inputs are there."""
+    failures (--retry-failed) or label skipped still frames (--keep-duplicates) whose inputs are there."""
     for sid in sp.sample_ids:
         rec = have.get(sid)
         if rec is None and sid in inputs:
             return True
-        if (
-            rec is not None
-            and rec.status == "failed"
-            and retry_failed
-            and isinstance(inputs.get(sid), LabelTask | StereoPairSource)
-        ):
+        redo = (rec is not None and rec.status == "failed" and cfg.retry_failed) or (
+            rec is not None and rec.status == "skipped" and cfg.keep_duplicates
+        )
+        if redo and isinstance(inputs.get(sid), LabelTask | StereoPairSource):
             return True
     return False

@@ -40,6 +40,8 @@ class LabelRun:
     new_failures: list[SampleRecord]  # this run's first failures (n_new_failed in all)
     n_new_failed: int
     relabelled_changed: list[str]  # labelled again: their rectified images changed since the last run
+    still_skipped: int = 0  # still frames this run recorded as duplicates (no model time)
+    tracks: int | None = None  # --track: tracks in the dataset
 
     @property
     def dataset_version(self) -> str:
@@ -65,9 +67,11 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     _check_scheduler(cfg.scheduler)
     with DatasetWriter(cfg.out) as writer:
         writer.refuse_other_settings(key)
+        _check_tracking(cfg, writer)
         plan = plan_run(cfg, key, writer, calib_sha256=calib_sha)
         if not plan.n_inputs and not plan.done:
             raise InputError(cfg.inputs, "no pairs to label", "check the folder")
+        _check_trackable(cfg, plan)
         w, h = calib.image_size
         base = Manifest(
             dataset_version=key,
@@ -88,6 +92,11 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         kept = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
         layout = writer.begin(base, plan.new_rows, kept)
         execute(cfg, plan, layout, key, settings, (w, h), writer)
+        n_tracks = None
+        if cfg.track:
+            from pipelines.track import track_sequences
+
+            n_tracks = len(track_sequences(writer, cfg.tracking))
         manifest = writer.finish()
         if cfg.rectify:
             writer.write_rectified_set(
@@ -104,13 +113,16 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         write_gallery(cfg.out)
     new_ids = {it.sample_id for items in plan.todo.values() for it in items if it.keep is None}
     fails = [r for r in writer.failures() if r.sample_id in new_ids]
+    still = sum(1 for r in writer.finished_records() if r.status == "skipped" and r.sample_id in new_ids)
     return LabelRun(
         manifest=manifest,
-        labelled=plan.n_todo,
+        labelled=plan.n_todo - still,
         skipped=plan.n_inputs - plan.n_todo,
         new_failures=fails[:_FAILURES_SHOWN],
         n_new_failed=len(fails),
         relabelled_changed=plan.stale,
+        still_skipped=still,
+        tracks=n_tracks,
     )
 
 
@@ -196,6 +208,42 @@ def _failed_shard(
     text = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
     fails = [StageFailure(it.sample_id, it.row, "shard", text) for it in items]
     return write_stage(cfg.out, shard, layout, key, list(fails), previews=False)
+
+
+def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
+    """A tracked dataset is added to with --track and the same tracking settings (one set of ids)."""
+    from labeler.dataset.manifest import has_manifest
+
+    if not has_manifest(cfg.out):
+        return
+    before = writer.manifest().tracking
+    if before is not None and not cfg.track:
+        raise InputError(
+            cfg.out, "was labelled with --track", "pass --track to add to it, or use another --out"
+        )
+    if before is not None and before != cfg.tracking:
+        raise InputError(
+            cfg.out,
+            f"was tracked with {before}, not {cfg.tracking}",
+            "keep its tracking settings or use another --out",
+        )
+
+
+def _check_trackable(cfg: PseudoLabelConfig, plan: Plan) -> None:
+    """--track follows objects over a sequence: inputs without one are refused before any labelling."""
+    if not cfg.track or plan.done:
+        return
+    for items in plan.todo.values():
+        for it in items:
+            rec = it.raw or it.task or it.failed or it.keep
+            if rec is not None and rec.sequence is not None:
+                return
+    raise InputError(
+        cfg.inputs,
+        "--track needs a sequence (a video, or a folder of frames named by their timestamps) and these "
+        "captures have none",
+        "drop --track, or label a video / a timestamped folder",
+    )
 
 
 def _check_backends(cfg: PseudoLabelConfig) -> None:

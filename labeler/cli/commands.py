@@ -52,6 +52,7 @@ def demo_command(cfg: DemoConfig) -> DemoTruth:
         seed=cfg.seed,
         width=cfg.width,
         height=cfg.height,
+        sequence_frames=cfg.sequence_frames,
     )
     if cfg.middlebury:
         write_middlebury(cfg.out)

@@ -12,7 +12,7 @@ import typer
 
 from data_schema.calibration import BoardKind
 from data_schema.commands import CalibExport, PseudoLabelConfig
-from data_schema.manifest import Manifest, ObjectPolicy
+from data_schema.manifest import Manifest, ObjectPolicy, TrackingConfig
 from labeler.cli._app import (
     LayoutOpt,
     SelectionOpt,
@@ -35,18 +35,29 @@ def demo(
     n_scenes: Annotated[int, typer.Option(help="scene captures to render")] = 4,
     seed: Annotated[int, typer.Option(help="random seed of the scenes and poses")] = 0,
     middlebury: Annotated[bool, typer.Option(help="also write the real Middlebury Motorcycle pair")] = True,
+    sequence_frames: Annotated[
+        int, typer.Option(help="frames of the moving sequence with true ids (sequence/walk.avi); 0: none")
+    ] = 32,
 ) -> None:
     """Render a synthetic Arducam-style rig (board captures, scenes, truth); add the Middlebury pair."""
     from data_schema.commands import DemoConfig
     from labeler.cli.commands import demo_command
 
     truth = run(
-        lambda: DemoConfig(out=out, n_boards=n_boards, n_scenes=n_scenes, seed=seed, middlebury=middlebury),
+        lambda: DemoConfig(
+            out=out,
+            n_boards=n_boards,
+            n_scenes=n_scenes,
+            seed=seed,
+            middlebury=middlebury,
+            sequence_frames=sequence_frames,
+        ),
         demo_command,
     )
     typer.echo(
         f"demo rig: {n_boards} board captures in {out / 'boards'}, {len(truth.scenes)} scenes in "
         f"{out / 'scenes'}, truth in {out / 'truth'}"
+        + (f"; a {sequence_frames}-frame moving sequence in {out / 'sequence'}" if sequence_frames else "")
         + (f"; Middlebury Motorcycle pair in {out / 'middlebury'}" if middlebury else "")
     )
 
@@ -191,14 +202,18 @@ def _label(
             f"were labelled: {shown}"
         )
     c = res.manifest.counts
+    still = f", {c.skipped} still frames skipped ({res.still_skipped} now)" if c.skipped else ""
+    tracks = f", {c.tracks} tracks" if res.tracks is not None else ""
     typer.echo(
-        f"{out}: {c.ok} samples ok, {c.failed} failed ({res.labelled} labelled now, {res.skipped} already "
-        f"done); dataset {res.dataset_version[:12]}; previews in {out / 'previews'}, "
+        f"{out}: {c.ok} samples ok, {c.failed} failed{still}{tracks} ({res.labelled} labelled now, "
+        f"{res.skipped} already done); dataset {res.dataset_version[:12]}; previews in {out / 'previews'}, "
         f"gallery {out / 'index.html'}"
     )
 
 
 _POLICY = ObjectPolicy()  # the flags' defaults are the record's
+_TRACKING = TrackingConfig()
+_STILL_DN: float = PseudoLabelConfig.model_fields["still_threshold_dn"].default
 
 
 def _label_command(rectify: bool):
@@ -233,6 +248,28 @@ def _label_command(rectify: bool):
             int, typer.Option(help="an object's depth needs at least this many valid pixels, else none")
         ] = _POLICY.min_depth_px,
         strict_licence: StrictLicenceOpt = None,
+        track: Annotated[
+            bool,
+            typer.Option(help="link each sequence's objects over its frames: objects.track_id, tracks table"),
+        ] = False,
+        track_min_iou: Annotated[
+            float, typer.Option(help="--track: least mask IoU of an object with its track's last mask")
+        ] = _TRACKING.min_iou,
+        track_max_depth_jump_m: Annotated[
+            float, typer.Option(help="--track: most change of an object's median depth between frames, m")
+        ] = _TRACKING.max_depth_jump_m,
+        track_max_gap_frames: Annotated[
+            int, typer.Option(help="--track: a track unseen for more frames than this ends")
+        ] = _TRACKING.max_gap_frames,
+        keep_duplicates: Annotated[
+            bool, typer.Option(help="label still frames of a sequence too (else skipped as duplicates)")
+        ] = False,
+        still_threshold_dn: Annotated[
+            float,
+            typer.Option(
+                help="still frame: 99th pct grey difference to the last kept frame at 64 px wide, 0-255"
+            ),
+        ] = _STILL_DN,
         **backend: Any,  # --stereo, --masks and the backends' own flags: `parameters()` below
     ) -> None:
         _label(
@@ -257,6 +294,14 @@ def _label_command(rectify: bool):
                 "min_valid_fraction": min_object_valid_fraction,
                 "min_depth_px": min_depth_px,
             },
+            track=track,
+            tracking={
+                "min_iou": track_min_iou,
+                "max_depth_jump_m": track_max_depth_jump_m,
+                "max_gap_frames": track_max_gap_frames,
+            },
+            keep_duplicates=keep_duplicates,
+            still_threshold_dn=still_threshold_dn,
         )
 
     signature = inspect.signature(command, eval_str=True)

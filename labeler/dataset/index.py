@@ -72,10 +72,12 @@ def shard_index_bytes(dataset: str | Path) -> int:
 def index_counts(entries: dict[int, ShardEntry]) -> DatasetCounts:
     ok = sum(e.n_ok for e in entries.values())
     failed = sum(e.n_failed for e in entries.values())
+    skipped = sum(e.n_skipped for e in entries.values())
     return DatasetCounts(
-        samples=ok + failed,
+        samples=ok + failed + skipped,
         ok=ok,
         failed=failed,
+        skipped=skipped,
         objects=sum(e.n_objects for e in entries.values()),
         shards=len(entries),
     )

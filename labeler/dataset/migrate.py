@@ -32,12 +32,12 @@ from labeler.errors import InputError
 
 
 def migrate_dataset(dataset: str | Path) -> Manifest:
-    """Convert in place; returns the v2 manifest. A v2 dataset is left as it is."""
+    """Convert in place; returns the v2 manifest. A v2 or v3 dataset is left as it is."""
     dataset = Path(dataset)
     old_path = dataset / "manifest.v1.json"
     with dataset_lock(dataset):
         version = manifest_schema_version(dataset)
-        if version == 2:
+        if version is not None and version >= 2:
             return load_manifest(dataset)
         source = old_path if version is None and old_path.is_file() else manifest_path(dataset)
         if not source.is_file():

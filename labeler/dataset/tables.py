@@ -26,6 +26,7 @@ from data_schema.manifest import (
     ShardEntry,
     SourceFiles,
     TableRef,
+    TrackRow,
 )
 from labeler.errors import LabelerError
 
@@ -42,6 +43,10 @@ TABLES: tuple[Table, Table] = ("samples", "objects")
 _SOURCE = ("left_path", "right_path", "left_sha256", "right_sha256")
 # Doubt signals (labeler/doubt.py), nullable: tables written before them read back as None.
 _SAMPLE_DOUBT = ("mono_disagreement", "temporal_instability")
+# Sequences (schema 3), nullable: tables written before them read back as None, and a None is left out of
+# the content hash, so a dataset of lone captures keeps its version.
+_SEQUENCE = ("sequence", "frame_index", "timestamp_s", "duplicate_of")
+_OBJECT_TRACK = ("track_id",)
 _OBJECT_DOUBT = ("thickness_px", "edge_alignment", "mono_disagreement")
 _STATS = (
     "valid_depth_fraction",
@@ -76,6 +81,10 @@ def samples_schema() -> pa.Schema:
             ("stereo_iters", pa.int64()),
             ("stereo_dtype", pa.string()),
             *[(name, pa.float64()) for name in _SAMPLE_DOUBT],
+            ("sequence", pa.string()),
+            ("frame_index", pa.int64()),
+            ("timestamp_s", pa.float64()),
+            ("duplicate_of", pa.string()),
         ]
     )
 
@@ -98,6 +107,21 @@ def objects_schema() -> pa.Schema:
             ("depth_m_p90", pa.float64()),
             ("class_name", pa.string()),
             *[(name, pa.float64()) for name in _OBJECT_DOUBT],
+            ("track_id", pa.int64()),
+        ]
+    )
+
+
+def tracks_schema() -> pa.Schema:
+    """One column per TrackRow field (integers, floats and strings; all but the ids nullable)."""
+    import pyarrow as pa
+
+    text = ("class_name", "sequence")
+    whole = ("track_id", "first_frame", "last_frame", "frames_seen", "nearest_frame")
+    return pa.schema(
+        [
+            (name, pa.string() if name in text else pa.int64() if name in whole else pa.float64())
+            for name in TrackRow.model_fields
         ]
     )
 
@@ -114,6 +138,7 @@ def sample_row(rec: SampleRecord) -> dict[str, Any]:
         "stereo_iters": rec.stereo_iters,
         "stereo_dtype": rec.stereo_dtype,
         **{name: getattr(rec, name) for name in _SAMPLE_DOUBT},
+        **{name: getattr(rec, name) for name in _SEQUENCE},
     }
     for name in _SOURCE:
         out[name] = getattr(rec.source, name) if rec.source else None
@@ -142,6 +167,7 @@ def sample_from_row(row: dict[str, Any]) -> SampleRecord:
         stereo_iters=row.get("stereo_iters"),
         stereo_dtype=row.get("stereo_dtype"),
         **{name: row.get(name) for name in _SAMPLE_DOUBT},
+        **{name: row.get(name) for name in _SEQUENCE},
     )
 
 
@@ -150,7 +176,7 @@ def object_row(obj: ObjectRow) -> dict[str, Any]:
 
 
 def object_from_row(row: dict[str, Any]) -> ObjectRow:
-    return ObjectRow(**row)
+    return ObjectRow(**{k: v for k, v in row.items() if k not in _OBJECT_TRACK or v is not None})
 
 
 def samples_table(records: Sequence[SampleRecord]) -> pa.Table:
@@ -170,9 +196,13 @@ PROVENANCE_FIELDS = frozenset({"seconds", "device", "stereo_scale", "stereo_iter
 # Derived from the labels (and from a monocular model or neighbouring frames), not labels themselves:
 # `labeler doubt` adding them leaves the dataset version as it is.
 DOUBT_FIELDS = frozenset(_SAMPLE_DOUBT + _OBJECT_DOUBT)
+# Labels added by later schemas: hashed when set, left out when None (rows written before hash as they did).
+OPTIONAL_FIELDS = frozenset(_SEQUENCE + _OBJECT_TRACK)
 
 
-def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, content_only: bool = False) -> str:
+def rows_sha256(
+    records: Sequence[SampleRecord] | Sequence[ObjectRow] | Sequence[TrackRow], *, content_only: bool = False
+) -> str:
     """sha256 of canonical JSON lines of the records: the same for the same rows in any file.
     `content_only` leaves out the provenance fields (timings, device) and the doubt signals — the
     dataset version's hash. Doubt fields that are None are left out too, so rows written before those
@@ -180,7 +210,7 @@ def rows_sha256(records: Sequence[SampleRecord] | Sequence[ObjectRow], *, conten
     h = hashlib.sha256()
     base = set(PROVENANCE_FIELDS | DOUBT_FIELDS) if content_only else set()
     for rec in records:
-        exclude = base | {f for f in DOUBT_FIELDS if getattr(rec, f, 0) is None}
+        exclude = base | {f for f in DOUBT_FIELDS | OPTIONAL_FIELDS if getattr(rec, f, 0) is None}
         h.update(json.dumps(rec.model_dump(mode="json", exclude=exclude), sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()
@@ -321,3 +351,43 @@ def write_table_file(dataset: str | Path, table: Table, name: str, parts: Sequen
     path = table_dir(dataset, table) / name
     _write_parquet_atomic(path, parts)
     return path
+
+
+# ------------------------------------------------------------------------------------ the tracks table
+TRACKS_TABLE = "tracks"
+
+
+def tracks_table(rows: Sequence[TrackRow]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=tracks_schema())
+
+
+def write_tracks_table(dataset: str | Path, rows: Sequence[TrackRow]) -> TableRef:
+    """`tables/tracks/t-<hash>.parquet` (one row group, atomically; named by its rows, so a re-run that
+    finds the same tracks writes the same file). The manifest names it; `remove_stale_tracks` drops others."""
+    sha = rows_sha256(rows)
+    name = f"t-{sha[:16]}.parquet"
+    _write_parquet_atomic(Path(dataset) / TABLES_DIR / TRACKS_TABLE / name, [tracks_table(rows)])
+    return TableRef(file=name, row_group=0, n_rows=len(rows), sha256=sha)
+
+
+def tracks_path(dataset: str | Path, ref: TableRef) -> Path:
+    return Path(dataset) / TABLES_DIR / TRACKS_TABLE / ref.file
+
+
+def read_tracks(dataset: str | Path, ref: TableRef) -> list[TrackRow]:
+    import pyarrow.parquet as pq
+
+    return [TrackRow(**r) for r in pq.read_table(tracks_path(dataset, ref)).to_pylist()]
+
+
+def remove_stale_tracks(dataset: str | Path, ref: TableRef | None) -> int:
+    """Delete tracks files other than the one the manifest names (an earlier run's)."""
+    base = Path(dataset) / TABLES_DIR / TRACKS_TABLE
+    removed = 0
+    for path in base.glob("t-*.parquet") if base.is_dir() else []:
+        if ref is None or path.name != ref.file:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -68,10 +68,13 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
     if not problems and content_sha256(samples, objects) != entry.content_sha256:
         problems.append(f"{where}: labels differ from the content hash in the shard index")
     n_ok = sum(s.status == "ok" for s in samples)
-    if (n_ok, len(samples) - n_ok, len(objects)) != (entry.n_ok, entry.n_failed, entry.n_objects):
+    n_skip = sum(s.status == "skipped" for s in samples)
+    n_fail = len(samples) - n_ok - n_skip
+    if (n_ok, n_fail, n_skip, len(objects)) != (entry.n_ok, entry.n_failed, entry.n_skipped, entry.n_objects):
         problems.append(
-            f"{where}: {n_ok} ok / {len(samples) - n_ok} failed samples and {len(objects)} objects in the "
-            f"tables, the shard index says {entry.n_ok} / {entry.n_failed} / {entry.n_objects}"
+            f"{where}: {n_ok} ok / {n_fail} failed / {n_skip} skipped samples and {len(objects)} objects in "
+            f"the tables, the shard index says {entry.n_ok} / {entry.n_failed} / {entry.n_skipped} / "
+            f"{entry.n_objects}"
         )
     sizes = shards.shard_file_sizes(dataset, entry.shard)
     for name in ARRAY_NAMES:
@@ -102,7 +105,9 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
             raw = {name: block[name][rec.row - start] for name in ARRAY_NAMES}
             problems += sample_problems(raw, rec, by_row.get(rec.row, []), manifest)
         elif by_row.get(rec.row):
-            problems.append(f"sample {rec.sample_id}: failed, yet the objects table lists objects for it")
+            problems.append(
+                f"sample {rec.sample_id}: {rec.status}, yet the objects table lists objects for it"
+            )
     known_rows = {s.row for s in samples}
     for row in sorted(set(by_row) - known_rows):
         problems.append(f"{where}: objects table lists objects of row {row}, which has no sample")
@@ -277,13 +282,16 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     if manifest.shard_index_bytes == shard_index_bytes(dataset):
         if manifest.dataset_version != dataset_version(manifest.run_key, index):
             problems.append("manifest: dataset_version does not match the shard index (edited or stale)")
-        found = index_counts(index)
+        found = index_counts(index).model_copy(
+            update={"tracks": manifest.tracks.n_rows if manifest.tracks else 0}
+        )
         if manifest.counts != found:
             problems.append(f"manifest: counts {manifest.counts} differ from the shard index's {found}")
     for e in entries:
         if e.shard not in plan:
             problems.append(f"shard {e.shard}: finished but not in the row plan")
     problems += _id_problems(dataset, entries, plan)
+    problems += track_problems(dataset, manifest, entries)
     read_reviews(dataset, problems=problems)  # damaged decision lines
     problems += _embedding_problems(dataset, manifest, entries)
     return problems, manifest, entries
@@ -300,6 +308,40 @@ def _embedding_problems(dataset: Path, manifest: Manifest, entries: list[ShardEn
     except Exception as err:  # noqa: BLE001
         return [f"{dataset / TABLES_DIR}: objects table unreadable ({_one_line(err)})"]
     return embedding_problems(dataset, manifest, entries, objects)
+
+
+def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry]) -> list[str]:
+    """The tracks table against its manifest record and the objects table: its hash, every track id of an
+    object in it, and each track's frames seen."""
+    from collections import Counter
+
+    from labeler.dataset.tables import read_tracks, rows_sha256, table_dataset, tracks_path
+
+    ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
+    seen = Counter(t for t in ids.to_pylist() if t is not None)
+    ref = manifest.tracks
+    if ref is None:
+        return (
+            [f"objects table: {len(seen)} track ids, but the manifest names no tracks table"] if seen else []
+        )
+    path = tracks_path(dataset, ref)
+    try:
+        tracks = read_tracks(dataset, ref)
+    except Exception as err:  # noqa: BLE001 — an unreadable table is damage to report
+        return [f"{path}: cannot read the tracks table ({_one_line(err)}); run the tracked run again"]
+    if rows_sha256(tracks) != ref.sha256:
+        return [f"{path}: tracks table rows changed since written (sha256 differs from the manifest)"]
+    problems = []
+    by_id = {t.track_id: t for t in tracks}
+    for tid in sorted(set(seen) - set(by_id))[:10]:
+        problems.append(f"objects table: track id {tid} is not in the tracks table {path.name}")
+    for tid, t in sorted(by_id.items()):
+        if seen.get(tid, 0) != t.frames_seen:
+            problems.append(
+                f"{path.name}: track {tid} says {t.frames_seen} frames seen, the objects table has "
+                f"{seen.get(tid, 0)}"
+            )
+    return problems[:20]
 
 
 def _id_problems(dataset: Path, entries: list[ShardEntry], plan: dict) -> list[str]:

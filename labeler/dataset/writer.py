@@ -27,7 +27,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from data_schema.captures import RectifiedPair, RectifiedSet
-from data_schema.manifest import Manifest, ObjectRow, SampleRecord, ShardEntry, ShardPlan, StoreLayout
+from data_schema.manifest import (
+    Manifest,
+    ObjectRow,
+    SampleRecord,
+    ShardEntry,
+    ShardPlan,
+    StoreLayout,
+    TableRef,
+    TrackingConfig,
+    TrackRow,
+)
 from labeler.dataset import journal
 from labeler.dataset.index import (
     append_row_plan,
@@ -197,6 +207,9 @@ class DatasetWriter:
     def shard_records(self, entry: ShardEntry) -> list[SampleRecord]:
         return shard_samples(self.out, entry)
 
+    def shard_objects(self, entry: ShardEntry) -> list[ObjectRow]:
+        return shard_objects(self.out, entry)
+
     def shard_objects_by_row(self, entry: ShardEntry) -> dict[int, list[ObjectRow]]:
         by_row: dict[int, list[ObjectRow]] = {}
         for o in shard_objects(self.out, entry):
@@ -260,6 +273,10 @@ class DatasetWriter:
         self._compact(force=True)
         return self._seal()
 
+    def finished_records(self) -> list[SampleRecord]:
+        """The samples of the shards this run committed."""
+        return [r for e in self._finished for r in shard_samples(self.out, e)]
+
     def failures(self) -> list[SampleRecord]:
         """The failed samples of the shards this run committed."""
         return [r for e in self._finished for r in shard_samples(self.out, e) if r.status == "failed"]
@@ -275,9 +292,49 @@ class DatasetWriter:
     def rectified_pairs(self) -> list[RectifiedPair]:
         return sorted((p for e in self._entries.values() for p in e.rectified), key=lambda p: p.pair_id)
 
+    # ------------------------------------------------------------------------------------ tracks (--track)
+    def replace_objects(self, objects: dict[int, list[ObjectRow]]) -> None:
+        """Finished shards' objects with new labels (their track ids): one objects table file for them (a
+        row group per shard, atomically), then their entries, whose content hash follows, appended to the
+        index. The old files go when the run finishes (no entry names them then)."""
+        import hashlib
+
+        from labeler.dataset.tables import objects_table, rows_sha256, write_table_file
+
+        shards = sorted(objects)
+        if not shards:
+            return
+        hashes = [rows_sha256(objects[s]) for s in shards]
+        tag = hashlib.sha256("".join(hashes).encode()).hexdigest()[:12]
+        name = f"k-{shards[0]:06d}-{shards[-1]:06d}-{len(shards)}-{tag}.parquet"
+        write_table_file(self.out, "objects", name, [objects_table(objects[s]) for s in shards])
+        new = []
+        for i, (s, h) in enumerate(zip(shards, hashes, strict=True)):
+            e = self._entries[s]
+            ref = TableRef(file=name, row_group=i, n_rows=len(objects[s]), sha256=h)
+            samples = shard_samples(self.out, e)
+            new.append(
+                e.model_copy(update={"objects": ref, "content_sha256": content_sha256(samples, objects[s])})
+            )
+        append_shard_entries(self.out, new)
+        self._entries.update({e.shard: e for e in new})
+
+    def write_tracks(self, rows: Sequence[TrackRow], tracking: TrackingConfig) -> TableRef:
+        """The tracks table (tables/tracks/), named in the manifest when the run finishes."""
+        from labeler.dataset.tables import write_tracks_table
+
+        assert self._base is not None, "begin() first"
+        ref = write_tracks_table(self.out, rows)
+        self._base = self._base.model_copy(update={"tracks": ref, "tracking": tracking})
+        return ref
+
     def _seal(self) -> Manifest:
         assert self._base is not None, "begin() first"
-        return seal_manifest(self.out, self._base, self._entries)
+        manifest = seal_manifest(self.out, self._base, self._entries)
+        from labeler.dataset.tables import remove_stale_tracks
+
+        remove_stale_tracks(self.out, manifest.tracks)  # after the manifest names the current one
+        return manifest
 
     def _compact(self, *, force: bool) -> None:
         self._entries = compact(self.out, self._entries, force=force)
@@ -285,10 +342,11 @@ class DatasetWriter:
 
 def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> Manifest:
     """The dataset record for the current shard index (version, counts, index size)."""
+    counts = index_counts(entries).model_copy(update={"tracks": base.tracks.n_rows if base.tracks else 0})
     manifest = base.model_copy(
         update={
             "dataset_version": dataset_version(base.run_key, entries),
-            "counts": index_counts(entries),
+            "counts": counts,
             "shard_index_bytes": shard_index_bytes(out),
         }
     )
@@ -339,7 +397,8 @@ def write_shard_files(
         row_stop=span + layout.samples_per_shard,
         run_key=run_key,
         n_ok=len(arrays),
-        n_failed=len(records) - len(arrays),
+        n_failed=sum(r.status == "failed" for r in records),
+        n_skipped=sum(r.status == "skipped" for r in records),
         n_objects=len(objects),
         samples=samples_ref,
         objects=objects_ref,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,8 @@ def discover_pairs(
     stride: int = 10,
     orphans: list[tuple[StereoPairSource, str]] | None = None,
 ) -> list[StereoPairSource]:
-    """List the stereo pairs under `root`, sorted by pair id.
+    """List the stereo pairs under `root` in row order (`sequence_order`: a sequence's frames together, in
+    time order; lone captures by pair id).
 
     Args:
         root: a folder (side-by-side frames, `left/`+`right/`, `*_left`/`*_right` files, or videos)
@@ -81,9 +84,9 @@ def discover_pairs(
         raise InputError(root, "no such file or folder", "check the capture path")
     lay = detect_layout(root) if layout == "auto" else CaptureLayout(layout)
     if lay is CaptureLayout.pairs:
-        sources = _pairs_from_folders(root, orphans)
+        sources = as_sequence(root, _pairs_from_folders(root, orphans))
     elif lay is CaptureLayout.suffix:
-        sources = _pairs_from_suffixes(root, orphans)
+        sources = as_sequence(root, _pairs_from_suffixes(root, orphans))
     elif lay is CaptureLayout.video:
         videos = (
             [root]
@@ -94,6 +97,7 @@ def discover_pairs(
     else:
         frames = [root] if root.is_file() else _images(root)
         sources = [StereoPairSource(pair_id=safe_id(p.stem), layout=lay, left_path=str(p)) for p in frames]
+        sources = sources if root.is_file() else as_sequence(root, sources)
     if not sources and not orphans:
         raise InputError(
             root, f"no stereo captures found (layout {lay.value})", "check the folder or pass --layout"
@@ -102,7 +106,13 @@ def discover_pairs(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[0]
         raise InputError(root, f"two captures map to the pair id {dup!r}", "rename one of them")
-    return sorted(sources, key=lambda s: s.pair_id)
+    return sorted(sources, key=sequence_order)
+
+
+def sequence_order(src: StereoPairSource) -> tuple[str, int, str]:
+    """Sources in row order: a sequence's frames together and in time order, lone captures by id."""
+    frame = src.frame_index if src.sequence is not None and src.frame_index is not None else -1
+    return (src.sequence or "", frame, src.pair_id)
 
 
 def _orphan(
@@ -174,25 +184,156 @@ def _pairs_from_suffixes(
     return out
 
 
-def _pairs_from_video(video: Path, stride: int) -> list[StereoPairSource]:
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a video's header says, without decoding it."""
+
+    n_frames: int  # from the container; counted by one grab pass only when the container has no count
+    fps: float | None
+
+
+def probe_video(video: str | Path) -> VideoProbe:
+    """The frame count and rate from the container (cheap). A container that records no count (some
+    streams) is counted by grabbing, the one case that costs a pass; a count the file cannot honour (a
+    truncated video) shows up as frames that fail when the decode pass reaches the real end."""
     import cv2
 
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise InputError(video, "not a readable video", "re-encode it (e.g. MJPG .avi or H.264 .mp4)")
-    n = 0
-    while cap.grab():  # count by decoding: CAP_PROP_FRAME_COUNT is unreliable for many containers
-        n += 1
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    if n <= 0:
+        log.info("%s: the container records no frame count; counting frames", video)
+        n = 0
+        while cap.grab():
+            n += 1
     cap.release()
+    return VideoProbe(n, fps if fps > 0 and np.isfinite(fps) else None)
+
+
+def read_video_frames(
+    video: str | Path, indices: Sequence[int]
+) -> Iterator[tuple[int, np.ndarray | InputError]]:
+    """Decode the frames `indices` (ascending) of a video in one sequential pass: every frame from the first
+    wanted one on is grabbed (demuxed and decoded), only the wanted ones are converted to RGB. One seek to
+    the first wanted frame when it is not the start (a chunk of a long video), checked against the
+    decoder's position. Yields (index, (H, W, 3) uint8 RGB) or (index, the one-line error) for a frame the
+    video does not hold (truncated, or a count the container got wrong)."""
+    import cv2
+
+    want = sorted(set(indices))
+    if not want:
+        return
+    cap = cv2.VideoCapture(str(video))
+    try:
+        if not cap.isOpened():
+            err = InputError(video, "not a readable video", "re-encode it (e.g. MJPG .avi or H.264 .mp4)")
+            for i in want:
+                yield i, err
+            return
+        pos = 0
+        if want[0] > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, want[0])
+            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if pos != want[0]:  # a container that cannot seek exactly: decode from the start instead
+                cap.release()
+                cap = cv2.VideoCapture(str(video))
+                pos = 0
+        k = 0
+        while k < len(want):
+            if not cap.grab():
+                for i in want[k:]:
+                    yield (
+                        i,
+                        InputError(
+                            video,
+                            f"frame {i} cannot be decoded: the video ends after frame {pos - 1} (truncated?)",
+                            "re-encode or re-copy the video",
+                        ),
+                    )
+                return
+            if pos == want[k]:
+                ok, frame = cap.retrieve()
+                yield (
+                    pos,
+                    (
+                        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                        if ok
+                        else InputError(video, f"frame {pos} cannot be decoded", "re-encode the video")
+                    ),
+                )
+                k += 1
+            pos += 1
+    finally:
+        cap.release()
+
+
+def _pairs_from_video(video: Path, stride: int) -> list[StereoPairSource]:
+    probe = probe_video(video)
+    seq = safe_id(video.stem)
     return [
         StereoPairSource(
             pair_id=safe_id(f"{video.stem}_f{i:06d}"),
             layout=CaptureLayout.video,
             left_path=str(video),
             frame_index=i,
+            sequence=seq,
+            timestamp_s=i / probe.fps if probe.fps else None,
         )
-        for i in range(0, n, max(1, stride))
+        for i in range(0, probe.n_frames, max(1, stride))
     ]
+
+
+# A timestamped frame: any name ending in a Unix time with a fraction (1700000000.125), or in a whole
+# number of 10 (s), 13 (ms), 16 (us) or 19 (ns) digits. A frame counter (frame_0001) is not a time.
+_STAMP_RE = re.compile(
+    r"(?P<stamp>\d{10}(?:\.\d+)?|\d{13}|\d{16}|\d{19})(?:_(?:left|right))?$", re.IGNORECASE
+)
+_STAMP_SCALE = {10: 1.0, 13: 1e-3, 16: 1e-6, 19: 1e-9}
+GAP_FACTOR = 1.5  # a step longer than this many median steps: a frame is missing
+
+
+def timestamp_of(stem: str) -> float | None:
+    """The capture time (s) a frame's name records, or None."""
+    m = _STAMP_RE.search(stem)
+    if m is None:
+        return None
+    text = m["stamp"]
+    return float(text) if "." in text else int(text) * _STAMP_SCALE[len(text)]
+
+
+def as_sequence(root: Path, sources: list[StereoPairSource]) -> list[StereoPairSource]:
+    """A folder whose every capture is named by its timestamp is one sequence (named after the folder),
+    its frames numbered in time order. A step longer than GAP_FACTOR median steps is a missing frame:
+    one warning line names it, and the frame numbers skip the gap so a tracker sees it."""
+    stamps = [timestamp_of(Path(s.left_path).stem) for s in sources]
+    if len(sources) < 2 or any(t is None for t in stamps):
+        return sources
+    order = sorted(range(len(sources)), key=lambda k: stamps[k] or 0.0)
+    times = [stamps[k] or 0.0 for k in order]
+    steps = np.diff(times)
+    step = float(np.median(steps)) if len(steps) else 0.0
+    seq = safe_id(root.resolve().name)
+    out, frame = [], 0
+    for n, k in enumerate(order):
+        if n and step > 0 and steps[n - 1] > GAP_FACTOR * step:
+            missing = round(steps[n - 1] / step) - 1
+            log.warning(
+                "%s: %d frame(s) missing before %s (%.3f s after the previous frame, %.3f s usual); "
+                "tracks may break there: re-copy the capture if the frames exist",
+                root,
+                missing,
+                Path(sources[k].left_path).name,
+                steps[n - 1],
+                step,
+            )
+            frame += missing
+        out.append(
+            sources[k].model_copy(update={"sequence": seq, "frame_index": frame, "timestamp_s": times[n]})
+        )
+        frame += 1
+    return out
 
 
 def split_side_by_side(frame: np.ndarray, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -242,12 +383,55 @@ def load_pair(
                 f"image's {left.shape[1]}x{left.shape[0]}",
                 "pair images from one capture",
             )
+    _check_size(left, expected_size, src.left_path, calib_path)
+    return left, right
+
+
+def load_pairs(
+    sources: Sequence[StereoPairSource],
+    *,
+    expected_size: tuple[int, int] | None = None,
+    calib_path: str | None = None,
+) -> Iterator[tuple[StereoPairSource, tuple[np.ndarray, np.ndarray] | InputError]]:
+    """Load pairs in the order given; a run of frames of one video is decoded in one sequential pass
+    (`read_video_frames`), never a seek per frame. Yields each source with its pair or its one-line error."""
+    k = 0
+    while k < len(sources):
+        src = sources[k]
+        if src.layout is not CaptureLayout.video:
+            try:
+                yield src, load_pair(src, expected_size=expected_size, calib_path=calib_path)
+            except InputError as err:
+                yield src, err
+            k += 1
+            continue
+        run = [src]
+        while k + len(run) < len(sources) and sources[k + len(run)].left_path == src.left_path:
+            run.append(sources[k + len(run)])
+        k += len(run)
+        by_frame = {s.frame_index or 0: s for s in run}
+        for i, frame in read_video_frames(src.left_path, sorted(by_frame)):
+            s = by_frame[i]
+            if isinstance(frame, InputError):
+                yield s, frame
+                continue
+            try:
+                left, right = split_side_by_side(frame, s.left_path)
+                _check_size(left, expected_size, s.left_path, calib_path)
+            except InputError as err:
+                yield s, err
+                continue
+            yield s, (left, right)
+
+
+def _check_size(
+    left: np.ndarray, expected_size: tuple[int, int] | None, path: str, calib_path: str | None
+) -> None:
     if expected_size is not None and (left.shape[1], left.shape[0]) != tuple(expected_size):
         w, h = expected_size
         raise InputError(
-            src.left_path,
+            path,
             f"frame size {left.shape[1]}x{left.shape[0]} per eye does not match "
             f"the calibration's {w}x{h} ({calib_path})",
             "use the calibration made for this rig and resolution, or re-calibrate",
         )
-    return left, right

@@ -7,6 +7,7 @@ used as they are: a user may hand-edit the file or bring their own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 VERTICAL_OFFSET_WARN_PX = 1.0
 # Remap tables closer than this to the pixel grid are the identity: copy instead of resampling.
 IDENTITY_TOL_PX = 1e-3
+_BATCH = 256  # `labeler rectify`: pairs per sequential pass (a long video: one seek per this many frames)
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,48 @@ def vertical_offset_px(
 
 def rectify_source(src: StereoPairSource, maps: RectifyMaps, calib_path: str, out: Path) -> RectifiedPair:
     """Load, rectify, write and measure one pair; any failure is returned as a failed record."""
+    return rectify_sources([src], maps, calib_path, out)[0]
+
+
+def rectify_sources(
+    sources: Sequence[StereoPairSource],
+    maps: RectifyMaps,
+    calib_path: str,
+    out: Path,
+    *,
+    still_threshold_dn: float | None = None,
+) -> list[RectifiedPair]:
+    """Load (a video's frames in one sequential pass), rectify, write and measure pairs, in the order given.
+    With `still_threshold_dn`, a frame of a sequence that repeats the last kept frame before it
+    (labeler/rig/still.py) is recorded as skipped and nothing is written for it. Failures are records."""
     from labeler.errors import LabelerError
-    from labeler.rig.captures import load_pair
+    from labeler.rig.captures import load_pairs
+    from labeler.rig.still import StillFilter
+
+    records: list[RectifiedPair] = []
+    stills: dict[str, StillFilter] = {}
+    for src, loaded in load_pairs(sources, expected_size=maps.size, calib_path=calib_path):
+        if isinstance(loaded, LabelerError):
+            records.append(RectifiedPair(pair_id=src.pair_id, source=src, status="failed", error=str(loaded)))
+            continue
+        if still_threshold_dn is not None and src.sequence is not None:
+            still = stills.setdefault(src.sequence, StillFilter(still_threshold_dn))
+            dup = still.duplicate_of(src.pair_id, loaded[0])
+            if dup is not None:
+                records.append(
+                    RectifiedPair(pair_id=src.pair_id, source=src, status="skipped", duplicate_of=dup)
+                )
+                continue
+        records.append(_rectify_loaded(src, *loaded, maps, out))
+    return records
+
+
+def _rectify_loaded(
+    src: StereoPairSource, left: np.ndarray, right: np.ndarray, maps: RectifyMaps, out: Path
+) -> RectifiedPair:
+    from labeler.errors import LabelerError
 
     try:
-        left, right = load_pair(src, expected_size=maps.size, calib_path=calib_path)
         left_r, right_r = rectify_pair(left, right, maps)
         shas = [
             sha256_bytes(write_png(out / side / f"{src.pair_id}.png", img))
@@ -175,13 +214,18 @@ def rectify_folder(
         RectifiedPair(pair_id=src.pair_id, source=src, status="failed", error=problem)
         for src, problem in orphans
     ]
-    for src in tqdm(sources, desc="rectify", unit="pair", disable=not progress):
+    redo = []
+    for src in sources:
         old = kept.get(src.pair_id)
-        records.append(
-            old
-            if old is not None and _still_valid(old, src, out)
-            else rectify_source(src, maps, str(calib_path), out)
-        )
+        if old is not None and _still_valid(old, src, out):
+            records.append(old)
+        else:
+            redo.append(src)
+    # every video in one sequential pass (sources come in sequence order); progress per finished pair
+    with tqdm(total=len(redo), desc="rectify", unit="pair", disable=not progress) as bar:
+        for k in range(0, len(redo), _BATCH):
+            records += rectify_sources(redo[k : k + _BATCH], maps, str(calib_path), out)
+            bar.update(len(redo[k : k + _BATCH]))
     result = RectifiedSet(
         calib_path=str(calib_path),
         calib_sha256=calib_sha,

@@ -6,6 +6,8 @@ Writes, under OUT:
   truth/truth.json       DemoTruth (data_schema/demo.py): the true calibration (intrinsics, distortion,
                          R, T) and, per scene, per object: median depth of its visible left pixels
   truth/scene_NNN.npz    left-camera depth_m (float32, inf = nothing) and instance_ids (int32)
+  sequence/walk.avi      a moving side-by-side sequence (labeler/synthetic/sequence.py), its truth in
+                         truth/sequence.json and truth/sequence/frame_NNNNNN.npz
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def write_demo(
     seed: int = 0,
     width: int = 640,
     height: int = 480,
+    sequence_frames: int = 0,
 ) -> DemoTruth:
     """Render the demo rig's board and scene captures into `out` (see the module docstring)."""
     out = Path(out)
@@ -126,6 +129,10 @@ def write_demo(
                     )
                 )
         scenes.append(SceneTruth(pair_id=pair_id, objects=objects))
+    if sequence_frames:
+        from labeler.synthetic.sequence import write_demo_sequence
+
+        write_demo_sequence(out, rig, n_frames=sequence_frames, seed=seed)
     truth = DemoTruth(rig=rig_truth(rig), scenes=scenes)
     write_text_atomic(out / "truth" / "truth.json", truth.model_dump_json(indent=2))
     return truth

@@ -106,7 +106,7 @@ def test_manifest_records_how_data_was_made(small):
     root, calib, manifest = small
     data = json.loads((root / "ds" / "manifest.json").read_text())
     assert (
-        data["schema_version"] == 2
+        data["schema_version"] == 3
         and data["stereo"]["name"] == "sgbm"
         and data["masks"]["name"] == "classical"
     )
@@ -114,8 +114,10 @@ def test_manifest_records_how_data_was_made(small):
         "samples": 7,
         "ok": 6,
         "failed": 1,
+        "skipped": 0,
         "objects": data["counts"]["objects"],
         "shards": 2,
+        "tracks": 0,
     }
     assert "samples" not in data and len((root / "ds" / "manifest.json").read_text()) < 20_000
     assert {"numpy", "zarr", "dask", "opencv-contrib-python-headless"} <= set(data["library_versions"])

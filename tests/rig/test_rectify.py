@@ -78,8 +78,12 @@ def test_rerun_resumes_and_redoes_damaged_outputs(calibrated, demo_dir, tmp_path
     calls = []
     import labeler.rig.rectify as rect
 
-    real = rect.rectify_source
-    monkeypatch.setattr(rect, "rectify_source", lambda src, *a: calls.append(src.pair_id) or real(src, *a))
+    real = rect.rectify_sources
+    monkeypatch.setattr(
+        rect,
+        "rectify_sources",
+        lambda srcs, *a, **k: calls.extend(s.pair_id for s in srcs) or real(srcs, *a, **k),
+    )
     second = rectify_folder(demo_dir / "scenes", calib_path=calib_path, out=out, progress=False)
     assert calls == ["scene_001"]
     assert second == first

@@ -1,0 +1,115 @@
+"""The `--track` pass of a run: after every shard is written, each sequence's labelled frames are shown to
+the tracker in frame order (labeler/segment/track.py), the objects table gets their track ids and the
+dataset a `tracks` table.
+
+The pass reads only the instance maps and the objects table, never the images, and it starts from
+scratch each time (track ids stored before are ignored): a run killed anywhere and run again finds the same
+ids, so the same dataset version. Track ids are numbered over the sequences in name order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_schema.manifest import ObjectRow, SampleRecord, TrackingConfig, TrackRow
+from labeler.dataset.writer import DatasetWriter
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One object of one track at one frame."""
+
+    frame: int
+    time_s: float | None
+    depth_m: float | None
+    class_name: str | None
+
+
+def track_sequences(writer: DatasetWriter, tracking: TrackingConfig) -> list[TrackRow]:
+    """Track every sequence of the dataset, store the ids and the tracks table; returns the tracks."""
+    from labeler.dataset.shards import open_arrays, read_rows
+    from labeler.segment.track import IouDepthTracker
+
+    entries = writer.entries
+    samples: list[SampleRecord] = []
+    objects: dict[int, list[ObjectRow]] = {}  # shard -> its objects, in table order
+    for s in sorted(entries):
+        samples += writer.shard_records(entries[s])
+        objects[s] = [o.model_copy(update={"track_id": None}) for o in writer.shard_objects(entries[s])]
+    by_row: dict[int, list[ObjectRow]] = defaultdict(list)
+    for rows in objects.values():
+        for o in rows:
+            by_row[o.row].append(o)
+    frames: dict[str, list[SampleRecord]] = defaultdict(list)
+    for rec in samples:
+        if rec.status == "ok" and rec.sequence is not None and rec.frame_index is not None:
+            frames[rec.sequence].append(rec)
+    store = open_arrays(writer.out)
+    track_of: dict[tuple[int, int], int] = {}  # (row, object id) -> track id
+    seen: dict[int, list[_Seen]] = defaultdict(list)
+    sequence_of: dict[int, str] = {}
+    next_id = 1
+    for seq in sorted(frames):
+        tracker = IouDepthTracker(tracking, first_id=next_id)
+        for rec in sorted(frames[seq], key=lambda r: r.frame_index or 0):
+            assert rec.frame_index is not None
+            ids = np.asarray(read_rows(store, rec.row, ("instance_ids",))["instance_ids"])
+            objs = {o.id: o for o in by_row.get(rec.row, [])}
+            found = tracker.step(
+                rec.frame_index,
+                ids,
+                {i: o.depth_m_median for i, o in objs.items()},
+                {i: o.class_name for i, o in objs.items()},
+            )
+            for oid, tid in found.items():
+                track_of[(rec.row, oid)] = tid
+                o = objs[oid]
+                seen[tid].append(_Seen(rec.frame_index, rec.timestamp_s, o.depth_m_median, o.class_name))
+                sequence_of[tid] = seq
+        next_id = tracker.next_id
+    changed = {}
+    for s, rows in objects.items():
+        new = [o.model_copy(update={"track_id": track_of.get((o.row, o.id))}) for o in rows]
+        if new != writer.shard_objects(entries[s]):
+            changed[s] = new
+    writer.replace_objects(changed)
+    tracks = [track_row(tid, sequence_of[tid], seen[tid]) for tid in sorted(seen)]
+    writer.write_tracks(tracks, tracking)
+    return tracks
+
+
+def track_row(track_id: int, sequence: str, seen: list[_Seen]) -> TrackRow:
+    """A track's row from its objects over its frames (in frame order)."""
+    seen = sorted(seen, key=lambda x: x.frame)
+    first, last = seen[0], seen[-1]
+    with_depth = [x for x in seen if x.depth_m is not None]
+    nearest = min(with_depth, key=lambda x: x.depth_m or 0.0) if with_depth else None
+    speed = None
+    if (
+        first.depth_m is not None
+        and last.depth_m is not None
+        and first.time_s is not None
+        and last.time_s is not None
+        and last.time_s > first.time_s
+    ):
+        speed = (first.depth_m - last.depth_m) / (last.time_s - first.time_s)
+    names = [x.class_name for x in seen if x.class_name is not None]
+    return TrackRow(
+        track_id=track_id,
+        class_name=max(sorted(set(names)), key=names.count) if names else None,
+        sequence=sequence,
+        first_frame=first.frame,
+        last_frame=last.frame,
+        first_time_s=first.time_s,
+        last_time_s=last.time_s,
+        frames_seen=len(seen),
+        depth_m_first=first.depth_m,
+        depth_m_last=last.depth_m,
+        depth_m_nearest=nearest.depth_m if nearest else None,
+        nearest_frame=nearest.frame if nearest else None,
+        nearest_time_s=nearest.time_s if nearest else None,
+        approach_speed_m_s=speed,
+    )

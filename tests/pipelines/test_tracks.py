@@ -1,0 +1,174 @@
+"""A moving sequence through `labeler run --track`: rows in frame order, still frames skipped, tracks against
+the rendered truth, the tracks table and its README query, resume to the same version, validate."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_schema.commands import PseudoLabelConfig
+from labeler import open_dataset
+from labeler.dataset.tables import read_tracks
+from labeler.dataset.validate import validate_dataset
+from labeler.errors import InputError
+from pipelines.pseudo_label import run_pseudo_label
+from tests.conftest import identity_calibration_yaml
+
+W, H, N_FRAMES, STILL = 320, 240, 16, 4  # the still stretch: frames 8..11 repeat frame 7
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _run(root: Path, out: str = "ds", **kw):
+    cfg = dict(rectify=True, stride=1, track=True, scheduler="sync", progress=False, samples_per_shard=6)
+    cfg.update(kw)
+    return run_pseudo_label(
+        PseudoLabelConfig(inputs=root / "demo" / "sequence", calib=root / "calib.yaml", out=root / out, **cfg)
+    )
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    from labeler.synthetic import SyntheticRig
+    from labeler.synthetic.sequence import write_demo_sequence
+
+    root = tmp_path_factory.mktemp("tracked")
+    f = 0.78 * W
+    truth = write_demo_sequence(
+        root / "demo", SyntheticRig.rectified(W, H, focal_px=f), n_frames=N_FRAMES, still_frames=STILL
+    )
+    identity_calibration_yaml(root / "calib.yaml", W, H, fx=f)
+    return root, truth, _run(root)
+
+
+def _samples(out: Path):
+    return open_dataset(out).samples.to_table().sort_by("row").to_pylist()
+
+
+def test_a_sequence_is_contiguous_in_frame_order_and_still_frames_are_skipped(tracked):
+    root, truth, res = tracked
+    rows = _samples(root / "ds")
+    assert [r["frame_index"] for r in rows] == list(range(N_FRAMES))
+    assert [r["row"] for r in rows] == list(range(N_FRAMES))
+    assert {r["sequence"] for r in rows} == {"walk"}
+    assert [r["timestamp_s"] for r in rows] == pytest.approx([k / truth.fps for k in range(N_FRAMES)])
+    skipped = [r["frame_index"] for r in rows if r["status"] == "skipped"]
+    still = [f.frame for f in truth.frames if f.still]
+    assert still == list(range(8, 12)) and skipped == still  # all of the stretch, nothing outside it
+    assert {r["duplicate_of"] for r in rows if r["status"] == "skipped"} == {"walk_f000007"}
+    assert res.still_skipped == STILL and res.manifest.counts.skipped == STILL
+    assert res.manifest.counts.ok == N_FRAMES - STILL
+    assert validate_dataset(root / "ds") == []
+
+
+def test_tracks_follow_the_true_objects(tracked):
+    from labeler.testing.tracking import frame_matches, score_tracks
+
+    root, _, _ = tracked
+    ds = open_dataset(root / "ds")
+    objects = ds.objects.to_table().to_pylist()
+    assert objects and all(o["track_id"] is not None for o in objects)
+    frames = []
+    for r in _samples(root / "ds"):
+        if r["status"] != "ok":
+            continue
+        pred = ds.read_row(r["row"], ("instance_ids",))["instance_ids"]
+        tracks = {o["id"]: o["track_id"] for o in objects if o["row"] == r["row"]}
+        true = np.load(root / "demo" / "truth" / "sequence" / f"frame_{r['frame_index']:06d}.npz")
+        frames.append(frame_matches(pred, tracks, true["instance_ids"]))
+    score = score_tracks(frames)
+    assert score.id_switches == 0
+    assert score.idf1 >= 0.85, score
+
+
+def test_tracks_table_and_the_readme_query(tracked):
+    import duckdb
+
+    root, truth, res = tracked
+    ref = res.manifest.tracks
+    assert ref is not None and res.tracks == ref.n_rows == res.manifest.counts.tracks
+    tracks = read_tracks(root / "ds", ref)
+    objects = open_dataset(root / "ds").objects.to_table().to_pylist()
+    counts: dict[int, int] = {}
+    for o in objects:
+        counts[o["track_id"]] = counts.get(o["track_id"], 0) + 1
+    assert {t.track_id: t.frames_seen for t in tracks} == counts
+    # the walking object (true id 1) comes nearer: its track's approach speed is the truth's between the
+    # track's first and last frames (the still stretch included: 0.5 m/s while it walks, less on average)
+    walker = max(tracks, key=lambda t: (t.frames_seen, t.approach_speed_m_s or -1))
+    depth = {f.frame: {o.id: o.depth_m_median for o in f.objects} for f in truth.frames}
+    true_speed = (depth[walker.first_frame][1] - depth[walker.last_frame][1]) / (
+        (walker.last_frame - walker.first_frame) / truth.fps
+    )
+    assert walker.approach_speed_m_s == pytest.approx(true_speed, abs=0.05)
+    assert walker.depth_m_nearest == pytest.approx(depth[walker.nearest_frame][1], rel=0.05)
+    sql = re.search(r"```sql\n(.*?)```", README.read_text(), re.S)
+    assert sql, "README shows the tracks query"
+    text = sql.group(1).replace("DATASET", str(root / "ds")).replace("1.5", "2.3")
+    got = duckdb.sql(text).fetchall()
+    want = sorted(
+        (t for t in tracks if t.depth_m_nearest is not None and t.depth_m_nearest < 2.3),
+        key=lambda t: (t.depth_m_nearest, t.track_id),
+    )
+    assert [g[0] for g in got] == [t.track_id for t in want] and walker.track_id in [g[0] for g in got]
+
+
+def test_a_rerun_changes_nothing(tracked):
+    root, _, res = tracked
+    again = _run(root)
+    assert again.dataset_version == res.dataset_version and again.labelled == 0
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_tracks_resumes_to_the_same_version(tracked):
+    import shutil
+
+    root, _, _ = tracked
+    first = _run(root, out="cut").dataset_version  # the sources' paths are labels: the same --out
+    shutil.rmtree(root / "cut")
+    # the state a kill after the last shard leaves: every shard written, no track ids, no tracks table
+    _run(root, out="cut", track=False)
+    resumed = _run(root, out="cut")
+    assert resumed.labelled == 0 and resumed.dataset_version == first
+    assert validate_dataset(root / "cut") == []
+
+
+def test_tracked_dataset_needs_track_and_validate_checks_tracks(tracked, tmp_path):
+    import shutil
+
+    root, _, res = tracked
+    with pytest.raises(InputError, match="was labelled with --track"):
+        _run(root, track=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "ds", copy)
+    ref = res.manifest.tracks
+    assert ref is not None
+    from labeler.dataset.tables import write_tracks_table
+
+    rows = read_tracks(copy, ref)
+    path = copy / "tables" / "tracks" / ref.file
+    tmp = write_tracks_table(copy, [rows[0].model_copy(update={"frames_seen": 99}), *rows[1:]])
+    (copy / "tables" / "tracks" / tmp.file).replace(path)
+    problems = validate_dataset(copy)
+    assert any("tracks table rows changed" in p for p in problems), problems
+
+
+def test_track_without_a_sequence_is_one_line(tmp_path):
+    from tests.conftest import write_plane_pairs
+
+    write_plane_pairs(tmp_path / "rect", 2)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
+    cfg = PseudoLabelConfig(
+        inputs=tmp_path / "rect",
+        calib=calib,
+        out=tmp_path / "ds",
+        track=True,
+        scheduler="sync",
+        progress=False,
+    )
+    with pytest.raises(InputError, match="--track needs a sequence") as err:
+        run_pseudo_label(cfg)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(tmp_path / "rect"))
+    assert not (tmp_path / "ds" / "manifest.json").exists()
