@@ -1,10 +1,18 @@
-"""`sgbm`: OpenCV semi-global matching with a per-pair search range, a left-right check and WLS filling.
+"""`sgbm`: OpenCV semi-global matching with a per-pair search range, a left-right check and filling.
 
-One pass at `1/coarse_scale` resolution finds the disparity range of the pair; the full-resolution pass
-searches only that range on images padded on the left, so the left-edge band that SGBM leaves empty
-(x < max disparity) is matched too. Both views are matched; the left-right check keeps consistent
-matches, the edge-aware fast global smoother (WLS) fills the rejected pixels from their consistent
-neighbours, and pixels hidden in the right view (occluded, or matched outside the right image) are NaN.
+Each pass runs at the resolution it needs:
+1. the search range: one SGBM pass at `1/coarse_scale` resolution with OpenCV's own left-right check
+   (`disp12MaxDiff`, read off the same cost volume, so one call instead of two);
+2. the left view at full resolution over that range only, on images padded on the left, so the
+   left-edge band that SGBM leaves empty (x < max disparity) is matched too;
+3. the right view (matched mirrored) at half resolution: it only has to say which left matches it
+   agrees with, and a half-size pass costs an eighth of a full one;
+4. the left-right check keeps consistent matches, the edge-aware fast global smoother (WLS) fills the
+   rejected pixels from their consistent neighbours;
+5. pixels hidden in the right view (occluded, or matched outside the right image) and those without
+   support take the farther of their row's visible neighbours (`consistency.fill_from_background`):
+   the surface behind an occluder continues behind it. They keep confidence 0, so a consumer that
+   wants observed depth only thresholds the confidence.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import numpy as np
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
-from labeler.stereo.consistency import lr_difference, occluded, outside_right
+from labeler.stereo.consistency import fill_from_background, lr_difference, occluded, outside_right
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -32,7 +40,8 @@ _OUTLIER_SCALE_PX = 2.0  # deviation from the WLS surface that costs a consisten
 # the image still reads column 0 and counts as inside
 OUTSIDE_MARGIN_PX = 0.5
 OCCLUSION_TOL_PX = 0.5  # a covering match must land this far past a pixel's own to hide it
-COARSE_LR_MAX_DIFF_PX = 1.0  # left-right tolerance of the coarse search-range pass, in coarse px
+COARSE_LR_MAX_DIFF_PX = 1  # left-right tolerance of the coarse search-range pass, in coarse px
+RIGHT_SCALE = 2  # the right view is matched at 1/RIGHT_SCALE resolution (it only checks the left one)
 
 
 @STEREO_BACKENDS.register("sgbm")
@@ -40,8 +49,9 @@ class SgbmBackend(StereoBackend):
     """Semi-global matching on the CPU; see the module docstring for the steps.
 
     Confidence is in [0.5, 1] for matches that passed the left-right check (1 at zero left-right
-    difference, 0.5 at the tolerance) and in [0, 0.5) for WLS-filled pixels (their share of consistent
-    support); NaN exactly where the disparity is NaN.
+    difference, 0.5 at the tolerance), in (0, 0.5) for WLS-filled pixels (their share of consistent
+    support) and 0 for pixels filled from the background (hidden in the right view, or without support);
+    NaN exactly where the disparity is NaN (a row with no visible pixel).
     """
 
     name = "sgbm"
@@ -57,9 +67,9 @@ class SgbmBackend(StereoBackend):
         check_pair(left, right)
         cfg = self.config
         lo, num = self.search_range(left, right)
-        d_left, d_right = match_both(
-            *_views(left, right, color=cfg.color), min_disparity=lo, num_disparities=num, config=cfg
-        )
+        views = _views(left, right, color=cfg.color)
+        d_left = match(*views, min_disparity=lo, num_disparities=num, config=cfg)
+        d_right = match_right(*views, min_disparity=lo, num_disparities=num, config=cfg)
         diff = lr_difference(d_left, d_right, sampling="nearest")
         with np.errstate(invalid="ignore"):
             consistent = np.abs(diff) <= cfg.lr_max_diff_px
@@ -77,21 +87,22 @@ class SgbmBackend(StereoBackend):
             conf = np.where(consistent, 0.5 + 0.5 * agreement, 0.5 * np.minimum(support, 0.999))
         else:
             conf = 0.5 + 0.5 * agreement
-        conf = conf.astype(np.float32)
         hidden = (
             occluded(disp, tol_px=OCCLUSION_TOL_PX)
             | outside_right(disp, margin_px=OUTSIDE_MARGIN_PX)
             | ~np.isfinite(disp)
         )
-        disp[hidden] = np.nan
-        conf[hidden] = np.nan
-        return Disparity(disparity_px=disp, confidence=conf)
+        disp = fill_from_background(disp, hidden)
+        conf = np.where(hidden, 0.0, conf)
+        conf[np.isnan(disp)] = np.nan
+        return Disparity(disparity_px=disp, confidence=conf.astype(np.float32))
 
     def search_range(self, left: np.ndarray, right: np.ndarray) -> tuple[int, int]:
         """(min_disparity, num_disparities) for this pair: from the config, or from a coarse pass.
 
-        The coarse pass matches both views at 1/`coarse_scale` resolution (never narrower than 64 px)
-        over [-16, max_disparity_frac * W) coarse px, keeps the left-right consistent pixels and takes
+        The coarse pass matches the left view at 1/`coarse_scale` resolution (never narrower than 64 px)
+        over [-16, max_disparity_frac * W) coarse px, keeps the pixels that pass OpenCV's left-right
+        check (`disp12MaxDiff` of COARSE_LR_MAX_DIFF_PX) and takes
         the 0.2 and 99.8 percentiles of their disparity, widened by two coarse pixels each way and
         rounded up to a multiple of 16. With under 1 % consistent pixels it keeps the whole range.
         """
@@ -110,11 +121,15 @@ class SgbmBackend(StereoBackend):
                 "speckle_window_size": cfg.speckle_window_size // s**2,
             }
         )
-        d_l, d_r = match_both(
-            *_views(*small, color=cfg.color), min_disparity=lo_c, num_disparities=num_c, config=coarse
+        views = _views(*small, color=cfg.color)
+        d_l = match(
+            *views,
+            min_disparity=lo_c,
+            num_disparities=num_c,
+            config=coarse,
+            lr_max_diff=COARSE_LR_MAX_DIFF_PX,
         )
-        with np.errstate(invalid="ignore"):
-            good = d_l[np.abs(lr_difference(d_l, d_r, sampling="nearest")) <= COARSE_LR_MAX_DIFF_PX]
+        good = d_l[np.isfinite(d_l)]
         if good.size < max(32, 0.01 * d_l.size):
             return lo_c * s, num_c * s
         p_lo, p_hi = np.percentile(good, _COARSE_PERCENTILES)
@@ -123,23 +138,43 @@ class SgbmBackend(StereoBackend):
         return lo, _ceil16(hi - lo)
 
 
-def match_both(
+def match_right(
     left: np.ndarray, right: np.ndarray, *, min_disparity: int, num_disparities: int, config: SgbmConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Disparity of the left view and of the right view (matched mirrored), both (H, W) float32 px."""
-    lo, num = min_disparity, num_disparities
-    d_left = match(left, right, min_disparity=lo, num_disparities=num, config=config)
-    mirrored = match(right[:, ::-1], left[:, ::-1], min_disparity=lo, num_disparities=num, config=config)
-    return d_left, np.ascontiguousarray(mirrored[:, ::-1])
+) -> np.ndarray:
+    """Disparity of the right view, matched mirrored at 1/RIGHT_SCALE resolution: (H, W) float32 px.
+
+    Only the left-right check reads it, at the column each left match lands on; at half size the pass
+    costs an eighth of a full one (a quarter of the pixels, half the disparities). The result is
+    brought back to full size by pixel replication, its values scaled back to full-size px.
+    """
+    h, w = left.shape[:2]
+    k = RIGHT_SCALE
+    size = (max(1, w // k), max(1, h // k))
+    small = [cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in (right, left)]
+    lo = math.floor(min_disparity / k)
+    num = _ceil16(math.ceil((min_disparity + num_disparities) / k) + 1 - lo)
+    config = config.model_copy(update={"speckle_window_size": config.speckle_window_size // k**2})
+    mirrored = match(
+        small[0][:, ::-1], small[1][:, ::-1], min_disparity=lo, num_disparities=num, config=config
+    )
+    d_right = np.ascontiguousarray(mirrored[:, ::-1]) * np.float32(w / size[0])
+    return cv2.resize(d_right, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def match(
-    left: np.ndarray, right: np.ndarray, *, min_disparity: int, num_disparities: int, config: SgbmConfig
+    left: np.ndarray,
+    right: np.ndarray,
+    *,
+    min_disparity: int,
+    num_disparities: int,
+    config: SgbmConfig,
+    lr_max_diff: int = -1,
 ) -> np.ndarray:
     """One OpenCV SGBM pass over [min_disparity, min_disparity + num_disparities), edges padded.
 
     Args:
         left, right: (H, W) or (H, W, 3) uint8 views.
+        lr_max_diff: OpenCV's own left-right check (`disp12MaxDiff`, px; -1: off).
 
     Returns:
         (H, W) float32 disparity of `left` in px (1/16 px steps), NaN where SGBM found no unique match.
@@ -158,7 +193,7 @@ def match(
         blockSize=config.block_size,
         P1=config.p1_per_px * cn * area,
         P2=config.p2_per_px * cn * area,
-        disp12MaxDiff=-1,
+        disp12MaxDiff=lr_max_diff,
         preFilterCap=config.pre_filter_cap,
         uniquenessRatio=config.uniqueness_ratio,
         speckleWindowSize=config.speckle_window_size,
