@@ -36,6 +36,7 @@ from labeler.segment.regions import (
 )
 
 _JUMP_LAB = 25.0  # Lab units the depth channel spans for one `depth_jump_rel` jump (at disparity_weight 1)
+_FIGURE_FRONT = 0.25  # with depth, an object stands in front of its neighbours along this share of its border
 _LEVELS_PER_LAB = 4.0  # the flooding sees the gradient in 1/4 Lab/px steps, up to 64 Lab/px (a wall)
 _SRGB_LEVELS = np.arange(256) / 255.0
 _SRGB_TO_LINEAR = np.where(
@@ -232,8 +233,6 @@ def _proposals(
     n = int(regions.max()) + 1
     area = np.bincount(regions.ravel(), minlength=n) / regions.size
     keep = (area >= config.min_area_frac) & (area <= config.max_area_frac)
-    if not keep.any():
-        return _empty(h, w)
     # per region, over all its neighbours: border length, colour contrast across it, and the share of it
     # where the region is in front of its neighbour by a depth jump (a figure, not ground)
     lo, hi = graph.pairs[:, 0], graph.pairs[:, 1]
@@ -245,6 +244,10 @@ def _proposals(
         np.bincount(lo, weights=graph.front_lo, minlength=n)
         + np.bincount(hi, weights=graph.front_hi, minlength=n)
     ) / border
+    if graph.depth_known:  # a surface that stands in front of nothing (wall, floor, a blob of them) is ground
+        keep &= in_front >= _FIGURE_FRONT
+    if not keep.any():
+        return _empty(h, w)
     colour = 1.0 - np.exp(-np.maximum(across - inside, 0.0) / CONTRAST_LAB)  # border stronger than texture
     evidence = 1.0 - (1.0 - colour) * (1.0 - in_front)
     framed = 1.0 - graph.frame / (border + graph.frame)  # share of the outline inside the image

@@ -17,6 +17,7 @@ import numpy as np
 
 _PROBE_PX = 2  # depth is compared this many px either side of a border
 _WALL_FRAC = 0.3  # a border is a wall when this share of it is a depth jump
+PLANE_DISCOUNT = 0.1  # the merge cost of two regions one plane fits is this share of their colour cost
 _PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surface (or plane_tol_rel x d)
 _SMOOTH_MAX = 0.02  # |grad log d| per px above which a pixel sits on a depth step
 CONTRAST_LAB = 20.0  # colour contrast (Lab) of a border over its region's texture: evidence 1 - 1/e
@@ -80,12 +81,16 @@ class RegionGraph:
 
 
 def depth_steps(log_d: np.ndarray, axis: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The log-disparity step beyond the local slope across the pixel pairs ((ys, xs), next along `axis`).
+    """The log-disparity step across the pixel pairs ((ys, xs), next along `axis`) that neither side's slope
+    explains.
 
-    The step is measured _PROBE_PX px out on each side (so a jump the matcher blurred over a few pixels
-    still counts), less the change the surface slope on either side predicts (taken only when both sides
-    slope the same way), so a slanted floor is continuous and an object's silhouette is not. Probes past
-    the image edge read the edge pixel. Positive where the far side (higher index) is nearer.
+    Each side is read _PROBE_PX px out (so a jump the matcher blurred over a few pixels still counts) and
+    extrapolated back to the border along its own slope (measured over the next 2 x _PROBE_PX px out):
+    a slanted floor is continuous, and so is a crease where two surfaces meet (the floor and the wall,
+    a board standing on the floor), while an object's silhouette is not. The slopes only ever explain a
+    step away, never make or enlarge one: a slope probe that reaches across a nearby silhouette sees
+    that silhouette, not the surface. Probes past the image edge read the edge pixel. Positive where
+    the far side (higher index) is nearer.
     """
     p = _PROBE_PX
     q = 2 * p  # slope baseline
@@ -99,9 +104,10 @@ def depth_steps(log_d: np.ndarray, axis: int, ys: np.ndarray, xs: np.ndarray) ->
     before, after = at(-p), at(1 + p)
     slope_before = (before - at(-p - q)) / q
     slope_after = (at(1 + p + q) - after) / q
-    same_way = np.sign(slope_before) == np.sign(slope_after)
-    slope = np.where(same_way, np.sign(slope_before) * np.minimum(abs(slope_before), abs(slope_after)), 0.0)
-    return (after - before) - slope * (2 * p + 1)
+    raw = after - before
+    slopes = (slope_before + slope_after) * (p + 0.5)  # what the two surfaces' own slopes account for
+    explained = np.where(np.sign(slopes) == np.sign(raw), np.minimum(np.abs(slopes), np.abs(raw)), 0.0)
+    return raw - np.sign(raw) * explained
 
 
 def colour_steps(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +270,7 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     walls = graph.depth_known
     wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
     # the key a border is queued at: its cost, or half its colour cost while its plane is untested
-    key_scale = 0.5 if with_plane else 1.0
+    key_scale = PLANE_DISCOUNT if with_plane else 1.0
 
     version = [0] * n
     heap: list[tuple[float, int, int, int, int, bool]] = []  # (key, a, b, versions, key is the cost), a < b
@@ -311,8 +317,8 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
             continue  # stale: an end has merged since this cost was queued
         if not final and not one_plane(a, b):
-            if 2.0 * key <= threshold:
-                push(heap, (2.0 * key, a, b, va, vb, True))
+            if key / key_scale <= threshold:
+                push(heap, (key / key_scale, a, b, va, vb, True))
             continue
         if len(border[b]) > len(border[a]):
             a, b = b, a  # fold the region with fewer borders into the other
