@@ -29,14 +29,17 @@ from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
 from labeler.segment.regions import (
     CONTRAST_LAB,
     RegionGraph,
+    absorb_strips,
     border_stats,
     colour_steps,
     merge,
     region_sums,
+    thickness,
 )
 
 _JUMP_LAB = 25.0  # Lab units the depth channel spans for one `depth_jump_rel` jump (at disparity_weight 1)
 _FIGURE_FRONT = 0.25  # with depth, an object stands in front of its neighbours along this share of its border
+_STRIP_PX = 6.0  # a region thinner than this (2 area / outline, working px) is a strip, not an object
 _LEVELS_PER_LAB = 4.0  # the flooding sees the gradient in 1/4 Lab/px steps, up to 64 Lab/px (a wall)
 _SRGB_LEVELS = np.arange(256) / 255.0
 _SRGB_TO_LINEAR = np.where(
@@ -88,7 +91,12 @@ class ClassicalMaskBackend(MaskBackend):
         graph = border_stats(labels, steps, log_d, jump=jump)
         sums = region_sums(labels, planes, log_d, len(graph.frame))
         root = merge(sums, graph, threshold=cfg.merge_threshold, plane_tol_rel=cfg.depth_jump_rel / 2)
-        return _proposals(root[labels], graph.relabel(root), full_size=(h, w), config=cfg)
+        regions, graph = root[labels], graph.relabel(root)
+        if graph.depth_known:
+            area = np.bincount(regions.ravel(), minlength=len(graph.frame)).astype(np.float64)
+            root = absorb_strips(graph, area, min_thickness_px=_STRIP_PX)
+            regions, graph = root[regions], graph.relabel(root)
+        return _proposals(regions, graph, full_size=(h, w), config=cfg)
 
 
 def _lab_planes(rgb: np.ndarray) -> list[np.ndarray]:
@@ -246,6 +254,12 @@ def _proposals(
     ) / border
     if graph.depth_known:  # a surface that stands in front of nothing (wall, floor, a blob of them) is ground
         keep &= in_front >= _FIGURE_FRONT
+        behind = (
+            np.bincount(lo, weights=graph.front_hi, minlength=n)
+            + np.bincount(hi, weights=graph.front_lo, minlength=n)
+        ) / border
+        # a strip between two depths (in front of one side, behind the other) is a border artefact
+        keep &= ~((thickness(graph, area * regions.size) < _STRIP_PX) & (behind >= _FIGURE_FRONT))
     if not keep.any():
         return _empty(h, w)
     colour = 1.0 - np.exp(-np.maximum(across - inside, 0.0) / CONTRAST_LAB)  # border stronger than texture

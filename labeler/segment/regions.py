@@ -19,6 +19,10 @@ _PROBE_PX = 2  # depth is compared this many px either side of a border
 _WALL_FRAC = 0.3  # a border is a wall when this share of it is a depth jump
 PLANE_DISCOUNT = 0.1  # the merge cost of two regions one plane fits is this share of their colour cost
 _PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surface (or plane_tol_rel x d)
+# two regions are one surface only when their union's plane adds at most this share of that tolerance (rms)
+# to the residuals of their own planes: two boards side by side at a small depth step fit one tilted
+# plane within the tolerance, but only by adding the step's share to the residual
+_PLANE_JOIN_SHARE = 0.33
 _SMOOTH_MAX = 0.02  # |grad log d| per px above which a pixel sits on a depth step
 CONTRAST_LAB = 20.0  # colour contrast (Lab) of a border over its region's texture: evidence 1 - 1/e
 
@@ -269,6 +273,7 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
     walls = graph.depth_known
     wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
+    join = _PLANE_JOIN_SHARE
     # the key a border is queued at: its cost, or half its colour cost while its plane is untested
     key_scale = PLANE_DISCOUNT if with_plane else 1.0
 
@@ -302,12 +307,17 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
                 )
 
     def one_plane(a: int, b: int) -> bool:
-        """Whether one plane fits the disparities of both: rms within max(min_tol, plane_tol_rel * d)."""
+        """Whether one plane fits the disparities of both: rms within tol = max(min_tol, plane_tol_rel * d),
+        and the rms the union adds to the two regions' own planes within tol * _PLANE_JOIN_SHARE."""
         m = [x + y for x, y in zip(moments[a], moments[b], strict=True)]
         if m[0] < 3:
             return True
         tol = max(min_tol, plane_tol_rel * m[3] / m[0])
-        return plane_sse(m) <= tol * tol * m[0]
+        sse = plane_sse(m)
+        if sse > tol * tol * m[0]:
+            return False
+        added = sse - plane_sse(moments[a]) - plane_sse(moments[b])
+        return added <= (join * tol) ** 2 * m[0]
 
     for a in range(n):
         queue(a, a)
@@ -360,6 +370,43 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         if np.array_equal(nxt, root):
             break
         root = nxt
+    kept = np.zeros(n, bool)
+    kept[root] = True
+    return (np.cumsum(kept) - 1)[root]
+
+
+def thickness(graph: RegionGraph, area_px: np.ndarray) -> np.ndarray:
+    """Per region, 2 x area / outline (its border and its pixels on the image frame), in px: about the
+    width of a strip, about a third of the side of a square."""
+    n = len(area_px)
+    border = np.bincount(graph.pairs.ravel(), weights=np.repeat(graph.length, 2), minlength=n)
+    return 2.0 * area_px / np.maximum(border + graph.frame, 1.0)
+
+
+def absorb_strips(graph: RegionGraph, area_px: np.ndarray, *, min_thickness_px: float) -> np.ndarray:
+    """Strips join their surface: root (N,) new ids 0..M-1, as `merge` returns them.
+
+    A region thinner than `min_thickness_px` (`thickness`) joins the neighbour it shares the longest
+    border with among those it has no wall with (a wall: _WALL_FRAC of the border is a depth jump) and
+    that are not thin themselves: a band the matcher left along an object's edge joins the object, an
+    occlusion shadow filled with the background's depth joins the background. A thin region walled off
+    from every neighbour (a pole in front of a wall) stays.
+    """
+    n = len(area_px)
+    thin = thickness(graph, area_px) < min_thickness_px
+    open_border = graph.jumps <= _WALL_FRAC * graph.length
+    a, b = graph.pairs[:, 0], graph.pairs[:, 1]
+    region = np.concatenate([a, b])
+    other = np.concatenate([b, a])
+    length = np.concatenate([graph.length, graph.length])
+    ok = np.concatenate([open_border, open_border]) & thin[region] & ~thin[other]
+    region, other, length = region[ok], other[ok], length[ok]
+    order = np.lexsort((-length, region))  # by region, longest border first
+    region, other = region[order], other[order]
+    first = np.ones(len(region), bool)
+    first[1:] = region[1:] != region[:-1]
+    root = np.arange(n)
+    root[region[first]] = other[first]
     kept = np.zeros(n, bool)
     kept[root] = True
     return (np.cumsum(kept) - 1)[root]
