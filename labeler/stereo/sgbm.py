@@ -1,14 +1,13 @@
 """`sgbm`: OpenCV semi-global matching with a per-pair search range, a left-right check and filling.
 
 Each pass runs at the resolution it needs:
-1. the search range: one SGBM pass at `1/coarse_scale` resolution with OpenCV's own left-right check
-   (`disp12MaxDiff`, read off the same cost volume, so one call instead of two);
+1. the search range: one SGBM pass at `1/coarse_scale` resolution;
 2. the left view at full resolution over that range only, on images padded on the left, so the
    left-edge band that SGBM leaves empty (x < max disparity) is matched too;
-3. the right view (matched mirrored) at half resolution: it only has to say which left matches it
-   agrees with, and a half-size pass costs an eighth of a full one;
-4. the left-right check keeps consistent matches, the edge-aware fast global smoother (WLS) fills the
-   rejected pixels from their consistent neighbours;
+3. the left-right check of both passes is OpenCV's own (`disp12MaxDiff`): the right view's disparities
+   are read off the same aggregated cost volume, so the check costs no second SGBM pass (a mirrored
+   right pass, full or half size, scored no better on the real pairs of benchmarks/eval_stereo_real.py);
+4. the edge-aware fast global smoother (WLS) fills the rejected pixels from their consistent neighbours;
 5. pixels hidden in the right view (occluded, or matched outside the right image) and those without
    support take the farther of their row's visible neighbours (`consistency.fill_from_background`):
    the surface behind an occluder continues behind it. They keep confidence 0, so a consumer that
@@ -24,7 +23,7 @@ import numpy as np
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
-from labeler.stereo.consistency import fill_from_background, lr_difference, occluded, outside_right
+from labeler.stereo.consistency import fill_from_background, occluded, outside_right
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -41,17 +40,16 @@ _OUTLIER_SCALE_PX = 2.0  # deviation from the WLS surface that costs a consisten
 OUTSIDE_MARGIN_PX = 0.5
 OCCLUSION_TOL_PX = 0.5  # a covering match must land this far past a pixel's own to hide it
 COARSE_LR_MAX_DIFF_PX = 1  # left-right tolerance of the coarse search-range pass, in coarse px
-RIGHT_SCALE = 2  # the right view is matched at 1/RIGHT_SCALE resolution (it only checks the left one)
 
 
 @STEREO_BACKENDS.register("sgbm")
 class SgbmBackend(StereoBackend):
     """Semi-global matching on the CPU; see the module docstring for the steps.
 
-    Confidence is in [0.5, 1] for matches that passed the left-right check (1 at zero left-right
-    difference, 0.5 at the tolerance), in (0, 0.5) for WLS-filled pixels (their share of consistent
-    support) and 0 for pixels filled from the background (hidden in the right view, or without support);
-    NaN exactly where the disparity is NaN (a row with no visible pixel).
+    Confidence is in [0.5, 1] for matches that passed the left-right check (with WLS: 1 on the smoothed
+    surface, towards 0.5 away from it; without WLS: 1), in (0, 0.5) for WLS-filled pixels (their share
+    of consistent support) and 0 for pixels filled from the background (hidden in the right view, or
+    without support); NaN exactly where the disparity is NaN (a row with no visible pixel).
     """
 
     name = "sgbm"
@@ -68,25 +66,20 @@ class SgbmBackend(StereoBackend):
         cfg = self.config
         lo, num = self.search_range(left, right)
         views = _views(left, right, color=cfg.color)
-        d_left = match(*views, min_disparity=lo, num_disparities=num, config=cfg)
-        d_right = match_right(*views, min_disparity=lo, num_disparities=num, config=cfg)
-        diff = lr_difference(d_left, d_right, sampling="nearest")
-        with np.errstate(invalid="ignore"):
-            consistent = np.abs(diff) <= cfg.lr_max_diff_px
-            agreement = np.clip(1.0 - np.abs(diff) / cfg.lr_max_diff_px, 0.0, 1.0)
-        disp = np.where(consistent, d_left, np.nan).astype(np.float32)
+        disp = match(*views, min_disparity=lo, num_disparities=num, config=cfg, lr_max_diff=_lr_px(cfg))
+        consistent = np.isfinite(disp)  # NaN: no unique match, or rejected by the left-right check
         if cfg.wls:
             smooth, support = wls_fill(
                 left, disp, consistent, lam=cfg.wls_lambda, sigma_color=cfg.wls_sigma_color
             )
             # a consistent match far from its edge-aware neighbourhood is often a streak on a thin structure
             with np.errstate(invalid="ignore"):
-                agreement = agreement * np.exp(-np.abs(d_left - smooth) / _OUTLIER_SCALE_PX)
+                agreement = np.exp(-np.abs(disp - smooth) / _OUTLIER_SCALE_PX)
             fill = ~consistent & (support >= cfg.wls_min_support)
             disp = np.where(fill, smooth, disp).astype(np.float32)
             conf = np.where(consistent, 0.5 + 0.5 * agreement, 0.5 * np.minimum(support, 0.999))
         else:
-            conf = 0.5 + 0.5 * agreement
+            conf = np.where(consistent, 1.0, 0.0)
         hidden = (
             occluded(disp, tol_px=OCCLUSION_TOL_PX)
             | outside_right(disp, margin_px=OUTSIDE_MARGIN_PX)
@@ -136,29 +129,6 @@ class SgbmBackend(StereoBackend):
         lo = math.floor((p_lo - 2.0) * s)
         hi = math.ceil((p_hi + 2.0) * s)
         return lo, _ceil16(hi - lo)
-
-
-def match_right(
-    left: np.ndarray, right: np.ndarray, *, min_disparity: int, num_disparities: int, config: SgbmConfig
-) -> np.ndarray:
-    """Disparity of the right view, matched mirrored at 1/RIGHT_SCALE resolution: (H, W) float32 px.
-
-    Only the left-right check reads it, at the column each left match lands on; at half size the pass
-    costs an eighth of a full one (a quarter of the pixels, half the disparities). The result is
-    brought back to full size by pixel replication, its values scaled back to full-size px.
-    """
-    h, w = left.shape[:2]
-    k = RIGHT_SCALE
-    size = (max(1, w // k), max(1, h // k))
-    small = [cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in (right, left)]
-    lo = math.floor(min_disparity / k)
-    num = _ceil16(math.ceil((min_disparity + num_disparities) / k) + 1 - lo)
-    config = config.model_copy(update={"speckle_window_size": config.speckle_window_size // k**2})
-    mirrored = match(
-        small[0][:, ::-1], small[1][:, ::-1], min_disparity=lo, num_disparities=num, config=config
-    )
-    d_right = np.ascontiguousarray(mirrored[:, ::-1]) * np.float32(w / size[0])
-    return cv2.resize(d_right, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def match(
@@ -233,6 +203,11 @@ def _views(left: np.ndarray, right: np.ndarray, *, color: bool) -> tuple[np.ndar
     if color:
         return left, right
     return cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
+
+
+def _lr_px(config: SgbmConfig) -> int:
+    """OpenCV's left-right tolerance is whole px: `lr_max_diff_px` rounded, at least 1."""
+    return max(1, round(config.lr_max_diff_px))
 
 
 def _ceil16(x: float) -> int:
