@@ -17,6 +17,7 @@ import numpy as np
 
 _PROBE_PX = 2  # depth is compared this many px either side of a border
 _WALL_FRAC = 0.3  # a border is a wall when this share of it is a depth jump
+_MIN_JUMP_PX = 0.75  # the least disparity step (px) that counts as a depth jump, however far the surface
 PLANE_DISCOUNT = 0.1  # the merge cost of two regions one plane fits is this share of their colour cost
 _PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surface (or plane_tol_rel x d)
 # two regions are one surface only when their union's plane adds at most this share of that tolerance (rms)
@@ -132,8 +133,8 @@ def border_stats(
     Args:
         labels: (h, w) int labels 0..N-1.
         steps: colour_steps of the image.
-        log_d: (h, w) float32 log disparity with no hole, or None.
-        jump: log-disparity step that counts as a depth jump.
+        log_d: (h, w) float32 log disparity (of disparities in px) with no hole, or None.
+        jump: log-disparity step that counts as a depth jump (and at least _MIN_JUMP_PX of disparity).
     """
     n = int(labels.max()) + 1
     keys, contrasts, lo_front, hi_front = [], [], [], []
@@ -153,7 +154,11 @@ def border_stats(
         if log_d is not None:
             ys, xs = np.divmod(cross, labels.shape[1] - axis)
             step = depth_steps(log_d, axis, ys, xs)
-            tail_front, head_front = step > jump, step < -jump
+            # a jump is relative, but never under _MIN_JUMP_PX: far surfaces (a few px of disparity)
+            # would otherwise see the matcher's noise as jumps
+            far = np.exp(np.minimum(log_d[ys, xs], log_d[ys + 1 - axis, xs + axis]))
+            least = np.maximum(jump, np.log1p(_MIN_JUMP_PX / far))
+            tail_front, head_front = step > least, step < -least
             tail_is_hi = cb > ca
             lo_front.append(np.where(tail_is_hi, head_front, tail_front))
             hi_front.append(np.where(tail_is_hi, tail_front, head_front))
