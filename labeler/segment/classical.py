@@ -1,19 +1,21 @@
 """`classical` masks: superpixels on colour + disparity edges, merged into instance proposals.
 
+Which rule does what, and how well it scores: docs/classical.md.
+
 1. Watershed superpixels at a working resolution (`work_max_side`), flooded from a grid of seeds over
    the gradient of (L*, a*, b*, w * log disparity) plus `compactness` x the distance to the nearest
    seed: their borders snap to colour edges and depth steps alike.
 2. Greedy merging over the superpixel adjacency graph, cheapest pair first (labeler.segment.regions).
    Cost = the larger of the regions' mean-colour distance (over their texture) and their border's
    colour contrast in excess of their insides. A border along which the disparity steps by more than
-   `depth_jump_rel` (measured a few pixels out on each side, less what the surface slope explains) is a
-   wall: the two never merge, so objects of one colour at different depths stay apart. Where one plane
-   fits both regions' disparities (disparity is affine over a plane) the cost halves: a textured board,
-   wall or floor merges into one region, while an object touching the floor does not merge with it.
-3. Regions over `max_area_frac` (background) or under `min_area_frac` are dropped. Score = boundary
-   evidence (share of the border where the region stands in front of its neighbour by a depth step,
-   combined with colour contrast over texture) x compactness (solidity) x share of the outline inside
-   the image, so surfaces behind everything (walls, floors) score low. Stability is 1 (no such notion).
+   `depth_jump_rel` and 0.75 px (each side extrapolated along its own slope, so a crease is no step) is
+   a wall: the two never merge. Where one plane fits both regions' disparities and adds little to their
+   own planes' residuals, the cost is a tenth: a wall, a floor or a textured board is one region.
+3. Strips (thinner than _STRIP_PX) join the neighbour they share the longest jump-free border with.
+4. Regions over `max_area_frac` or under `min_area_frac` are dropped; with depth, so is every region
+   that does not stand in front of its neighbours along _FIGURE_FRONT of its border (ground: walls,
+   floors, blobs of them) and every thin region between two depths. Score = boundary evidence x
+   compactness (solidity) x share of the outline inside the image. Stability is 1 (no such notion).
 
 Speed: every per-pixel step is one vectorized pass (OpenCV or numpy) at the working size, and the
 merge never returns to the pixels: it works on per-region sums (benchmarks/bench_classical.py).
