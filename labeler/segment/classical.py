@@ -1,19 +1,21 @@
 """`classical` masks: superpixels on colour + disparity edges, merged into instance proposals.
 
+Which rule does what, and how well it scores: docs/classical.md.
+
 1. Watershed superpixels at a working resolution (`work_max_side`), flooded from a grid of seeds over
    the gradient of (L*, a*, b*, w * log disparity) plus `compactness` x the distance to the nearest
    seed: their borders snap to colour edges and depth steps alike.
 2. Greedy merging over the superpixel adjacency graph, cheapest pair first (labeler.segment.regions).
    Cost = the larger of the regions' mean-colour distance (over their texture) and their border's
    colour contrast in excess of their insides. A border along which the disparity steps by more than
-   `depth_jump_rel` (measured a few pixels out on each side, less what the surface slope explains) is a
-   wall: the two never merge, so objects of one colour at different depths stay apart. Where one plane
-   fits both regions' disparities (disparity is affine over a plane) the cost halves: a textured board,
-   wall or floor merges into one region, while an object touching the floor does not merge with it.
-3. Regions over `max_area_frac` (background) or under `min_area_frac` are dropped. Score = boundary
-   evidence (share of the border where the region stands in front of its neighbour by a depth step,
-   combined with colour contrast over texture) x compactness (solidity) x share of the outline inside
-   the image, so surfaces behind everything (walls, floors) score low. Stability is 1 (no such notion).
+   `depth_jump_rel` and 0.75 px (each side extrapolated along its own slope, so a crease is no step) is
+   a wall: the two never merge. Where one plane fits both regions' disparities and adds little to their
+   own planes' residuals, the cost is a tenth: a wall, a floor or a textured board is one region.
+3. Strips (thinner than _STRIP_PX) join the neighbour they share the longest jump-free border with.
+4. Regions over `max_area_frac` or under `min_area_frac` are dropped; with depth, so is every region
+   that does not stand in front of its neighbours along _FIGURE_FRONT of its border (ground: walls,
+   floors, blobs of them) and every thin region between two depths. Score = boundary evidence x
+   compactness (solidity) x share of the outline inside the image. Stability is 1 (no such notion).
 
 Speed: every per-pixel step is one vectorized pass (OpenCV or numpy) at the working size, and the
 merge never returns to the pixels: it works on per-region sums (benchmarks/bench_classical.py).
@@ -29,13 +31,17 @@ from labeler.segment.base import MASK_BACKENDS, MaskBackend, Masks, check_image
 from labeler.segment.regions import (
     CONTRAST_LAB,
     RegionGraph,
+    absorb_strips,
     border_stats,
     colour_steps,
     merge,
     region_sums,
+    thickness,
 )
 
 _JUMP_LAB = 25.0  # Lab units the depth channel spans for one `depth_jump_rel` jump (at disparity_weight 1)
+_FIGURE_FRONT = 0.25  # with depth, an object stands in front of its neighbours along this share of its border
+_STRIP_PX = 6.0  # a region thinner than this (2 area / outline, working px) is a strip, not an object
 _LEVELS_PER_LAB = 4.0  # the flooding sees the gradient in 1/4 Lab/px steps, up to 64 Lab/px (a wall)
 _SRGB_LEVELS = np.arange(256) / 255.0
 _SRGB_TO_LINEAR = np.where(
@@ -87,7 +93,12 @@ class ClassicalMaskBackend(MaskBackend[ClassicalMasksConfig]):
         graph = border_stats(labels, steps, log_d, jump=jump)
         sums = region_sums(labels, planes, log_d, len(graph.frame))
         root = merge(sums, graph, threshold=cfg.merge_threshold, plane_tol_rel=cfg.depth_jump_rel / 2)
-        return _proposals(root[labels], graph.relabel(root), full_size=(h, w), config=cfg)
+        regions, graph = root[labels], graph.relabel(root)
+        if graph.depth_known:
+            area = np.bincount(regions.ravel(), minlength=len(graph.frame)).astype(np.float64)
+            root = absorb_strips(graph, area, min_thickness_px=_STRIP_PX)
+            regions, graph = root[regions], graph.relabel(root)
+        return _proposals(regions, graph, full_size=(h, w), config=cfg)
 
 
 def _lab_planes(rgb: np.ndarray) -> list[np.ndarray]:
@@ -232,8 +243,6 @@ def _proposals(
     n = int(regions.max()) + 1
     area = np.bincount(regions.ravel(), minlength=n) / regions.size
     keep = (area >= config.min_area_frac) & (area <= config.max_area_frac)
-    if not keep.any():
-        return _empty(h, w)
     # per region, over all its neighbours: border length, colour contrast across it, and the share of it
     # where the region is in front of its neighbour by a depth jump (a figure, not ground)
     lo, hi = graph.pairs[:, 0], graph.pairs[:, 1]
@@ -245,6 +254,16 @@ def _proposals(
         np.bincount(lo, weights=graph.front_lo, minlength=n)
         + np.bincount(hi, weights=graph.front_hi, minlength=n)
     ) / border
+    if graph.depth_known:  # a surface that stands in front of nothing (wall, floor, a blob of them) is ground
+        keep &= in_front >= _FIGURE_FRONT
+        behind = (
+            np.bincount(lo, weights=graph.front_hi, minlength=n)
+            + np.bincount(hi, weights=graph.front_lo, minlength=n)
+        ) / border
+        # a strip between two depths (in front of one side, behind the other) is a border artefact
+        keep &= ~((thickness(graph, area * regions.size) < _STRIP_PX) & (behind >= _FIGURE_FRONT))
+    if not keep.any():
+        return _empty(h, w)
     colour = 1.0 - np.exp(-np.maximum(across - inside, 0.0) / CONTRAST_LAB)  # border stronger than texture
     evidence = 1.0 - (1.0 - colour) * (1.0 - in_front)
     framed = 1.0 - graph.frame / (border + graph.frame)  # share of the outline inside the image

@@ -17,7 +17,13 @@ import numpy as np
 
 _PROBE_PX = 2  # depth is compared this many px either side of a border
 _WALL_FRAC = 0.3  # a border is a wall when this share of it is a depth jump
+_MIN_JUMP_PX = 0.75  # the least disparity step (px) that counts as a depth jump, however far the surface
+PLANE_DISCOUNT = 0.1  # the merge cost of two regions one plane fits is this share of their colour cost
 _PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surface (or plane_tol_rel x d)
+# two regions are one surface only when their union's plane adds at most this share of that tolerance (rms)
+# to the residuals of their own planes: two boards side by side at a small depth step fit one tilted
+# plane within the tolerance, but only by adding the step's share to the residual
+_PLANE_JOIN_SHARE = 0.33
 _SMOOTH_MAX = 0.02  # |grad log d| per px above which a pixel sits on a depth step
 CONTRAST_LAB = 20.0  # colour contrast (Lab) of a border over its region's texture: evidence 1 - 1/e
 
@@ -80,12 +86,16 @@ class RegionGraph:
 
 
 def depth_steps(log_d: np.ndarray, axis: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The log-disparity step beyond the local slope across the pixel pairs ((ys, xs), next along `axis`).
+    """The log-disparity step across the pixel pairs ((ys, xs), next along `axis`) that neither side's slope
+    explains.
 
-    The step is measured _PROBE_PX px out on each side (so a jump the matcher blurred over a few pixels
-    still counts), less the change the surface slope on either side predicts (taken only when both sides
-    slope the same way), so a slanted floor is continuous and an object's silhouette is not. Probes past
-    the image edge read the edge pixel. Positive where the far side (higher index) is nearer.
+    Each side is read _PROBE_PX px out (so a jump the matcher blurred over a few pixels still counts) and
+    extrapolated back to the border along its own slope (measured over the next 2 x _PROBE_PX px out):
+    a slanted floor is continuous, and so is a crease where two surfaces meet (the floor and the wall,
+    a board standing on the floor), while an object's silhouette is not. The slopes only ever explain a
+    step away, never make or enlarge one: a slope probe that reaches across a nearby silhouette sees
+    that silhouette, not the surface. Probes past the image edge read the edge pixel. Positive where
+    the far side (higher index) is nearer.
     """
     p = _PROBE_PX
     q = 2 * p  # slope baseline
@@ -99,9 +109,10 @@ def depth_steps(log_d: np.ndarray, axis: int, ys: np.ndarray, xs: np.ndarray) ->
     before, after = at(-p), at(1 + p)
     slope_before = (before - at(-p - q)) / q
     slope_after = (at(1 + p + q) - after) / q
-    same_way = np.sign(slope_before) == np.sign(slope_after)
-    slope = np.where(same_way, np.sign(slope_before) * np.minimum(abs(slope_before), abs(slope_after)), 0.0)
-    return (after - before) - slope * (2 * p + 1)
+    raw = after - before
+    slopes = (slope_before + slope_after) * (p + 0.5)  # what the two surfaces' own slopes account for
+    explained = np.where(np.sign(slopes) == np.sign(raw), np.minimum(np.abs(slopes), np.abs(raw)), 0.0)
+    return raw - np.sign(raw) * explained
 
 
 def colour_steps(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +133,8 @@ def border_stats(
     Args:
         labels: (h, w) int labels 0..N-1.
         steps: colour_steps of the image.
-        log_d: (h, w) float32 log disparity with no hole, or None.
-        jump: log-disparity step that counts as a depth jump.
+        log_d: (h, w) float32 log disparity (of disparities in px) with no hole, or None.
+        jump: log-disparity step that counts as a depth jump (and at least _MIN_JUMP_PX of disparity).
     """
     n = int(labels.max()) + 1
     keys, contrasts, lo_front, hi_front = [], [], [], []
@@ -143,7 +154,11 @@ def border_stats(
         if log_d is not None:
             ys, xs = np.divmod(cross, labels.shape[1] - axis)
             step = depth_steps(log_d, axis, ys, xs)
-            tail_front, head_front = step > jump, step < -jump
+            # a jump is relative, but never under _MIN_JUMP_PX: far surfaces (a few px of disparity)
+            # would otherwise see the matcher's noise as jumps
+            far = np.exp(np.minimum(log_d[ys, xs], log_d[ys + 1 - axis, xs + axis]))
+            least = np.maximum(jump, np.log1p(_MIN_JUMP_PX / far))
+            tail_front, head_front = step > least, step < -least
             tail_is_hi = cb > ca
             lo_front.append(np.where(tail_is_hi, head_front, tail_front))
             hi_front.append(np.where(tail_is_hi, tail_front, head_front))
@@ -263,8 +278,9 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
     walls = graph.depth_known
     wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
+    join = _PLANE_JOIN_SHARE
     # the key a border is queued at: its cost, or half its colour cost while its plane is untested
-    key_scale = 0.5 if with_plane else 1.0
+    key_scale = PLANE_DISCOUNT if with_plane else 1.0
 
     version = [0] * n
     heap: list[tuple[float, int, int, int, int, bool]] = []  # (key, a, b, versions, key is the cost), a < b
@@ -296,12 +312,17 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
                 )
 
     def one_plane(a: int, b: int) -> bool:
-        """Whether one plane fits the disparities of both: rms within max(min_tol, plane_tol_rel * d)."""
+        """Whether one plane fits the disparities of both: rms within tol = max(min_tol, plane_tol_rel * d),
+        and the rms the union adds to the two regions' own planes within tol * _PLANE_JOIN_SHARE."""
         m = [x + y for x, y in zip(moments[a], moments[b], strict=True)]
         if m[0] < 3:
             return True
         tol = max(min_tol, plane_tol_rel * m[3] / m[0])
-        return plane_sse(m) <= tol * tol * m[0]
+        sse = plane_sse(m)
+        if sse > tol * tol * m[0]:
+            return False
+        added = sse - plane_sse(moments[a]) - plane_sse(moments[b])
+        return added <= (join * tol) ** 2 * m[0]
 
     for a in range(n):
         queue(a, a)
@@ -311,8 +332,8 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         if version[a] != va or version[b] != vb or parent[a] != a or parent[b] != b:
             continue  # stale: an end has merged since this cost was queued
         if not final and not one_plane(a, b):
-            if 2.0 * key <= threshold:
-                push(heap, (2.0 * key, a, b, va, vb, True))
+            if key / key_scale <= threshold:
+                push(heap, (key / key_scale, a, b, va, vb, True))
             continue
         if len(border[b]) > len(border[a]):
             a, b = b, a  # fold the region with fewer borders into the other
@@ -354,6 +375,43 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         if np.array_equal(nxt, root):
             break
         root = nxt
+    kept = np.zeros(n, bool)
+    kept[root] = True
+    return (np.cumsum(kept) - 1)[root]
+
+
+def thickness(graph: RegionGraph, area_px: np.ndarray) -> np.ndarray:
+    """Per region, 2 x area / outline (its border and its pixels on the image frame), in px: about the
+    width of a strip, about a third of the side of a square."""
+    n = len(area_px)
+    border = np.bincount(graph.pairs.ravel(), weights=np.repeat(graph.length, 2), minlength=n)
+    return 2.0 * area_px / np.maximum(border + graph.frame, 1.0)
+
+
+def absorb_strips(graph: RegionGraph, area_px: np.ndarray, *, min_thickness_px: float) -> np.ndarray:
+    """Strips join their surface: root (N,) new ids 0..M-1, as `merge` returns them.
+
+    A region thinner than `min_thickness_px` (`thickness`) joins the neighbour it shares the longest
+    border with among those it has no wall with (a wall: _WALL_FRAC of the border is a depth jump) and
+    that are not thin themselves: a band the matcher left along an object's edge joins the object, an
+    occlusion shadow filled with the background's depth joins the background. A thin region walled off
+    from every neighbour (a pole in front of a wall) stays.
+    """
+    n = len(area_px)
+    thin = thickness(graph, area_px) < min_thickness_px
+    open_border = graph.jumps <= _WALL_FRAC * graph.length
+    a, b = graph.pairs[:, 0], graph.pairs[:, 1]
+    region = np.concatenate([a, b])
+    other = np.concatenate([b, a])
+    length = np.concatenate([graph.length, graph.length])
+    ok = np.concatenate([open_border, open_border]) & thin[region] & ~thin[other]
+    region, other, length = region[ok], other[ok], length[ok]
+    order = np.lexsort((-length, region))  # by region, longest border first
+    region, other = region[order], other[order]
+    first = np.ones(len(region), bool)
+    first[1:] = region[1:] != region[:-1]
+    root = np.arange(n)
+    root[region[first]] = other[first]
     kept = np.zeros(n, bool)
     kept[root] = True
     return (np.cumsum(kept) - 1)[root]

@@ -81,3 +81,39 @@ def occluded(disparity: np.ndarray, *, tol_px: float) -> np.ndarray:
     run = np.maximum.accumulate(shifted[:, ::-1], axis=1)[:, ::-1]
     after = np.concatenate([run[:, 1:], np.full((h, 1), -np.inf, np.float32)], axis=1)
     return np.isfinite(disparity) & (after >= shifted + tol_px)
+
+
+def fill_from_background(disparity: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """Hidden pixels take the farther of the nearest visible pixels left and right of them in their row.
+
+    A pixel hidden in the right view (occluded, or matched outside it) most often belongs to the surface
+    behind the occluder, and that surface continues on one side of the gap: the smaller of the two
+    disparities that bound the gap is its best guess (SGM's occlusion interpolation, Hirschmüller 2008).
+    Where only one side exists (the left image band, a row's end), that side fills it. A row with no
+    visible pixel stays NaN.
+
+    Args:
+        disparity: (H, W) float32 in px, NaN invalid.
+        hidden: (H, W) bool, the pixels to fill; NaN pixels count as hidden too.
+
+    Returns:
+        (H, W) float32: `disparity` where visible, the fill elsewhere.
+    """
+    h, w = disparity.shape
+    seen = ~hidden & np.isfinite(disparity)
+    # each row padded with an unseen inf column on both sides, then flat: every run of unseen pixels
+    # lies inside one row, bounded by a seen pixel or a pad (inf) on each side
+    padded = np.full((h, w + 2), np.inf, np.float32)
+    padded[:, 1:-1] = np.where(seen, disparity, np.inf)
+    gap = np.zeros((h, w + 2), np.int8)
+    gap[:, 1:-1] = ~seen
+    edges = np.diff(gap.ravel())
+    starts, ends = np.flatnonzero(edges == 1) + 1, np.flatnonzero(edges == -1) + 1
+    flat = padded.ravel()
+    fill = np.minimum(flat[starts - 1], flat[ends])  # the farther of the two bounds; inf: none
+    lengths = ends - starts
+    at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+    flat[at] = np.repeat(fill, lengths)
+    out = padded[:, 1:-1]
+    out[np.isinf(out)] = np.nan
+    return np.ascontiguousarray(out)

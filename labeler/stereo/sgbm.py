@@ -1,10 +1,17 @@
-"""`sgbm`: OpenCV semi-global matching with a per-pair search range, a left-right check and WLS filling.
+"""`sgbm`: OpenCV semi-global matching with a per-pair search range, a left-right check and filling.
 
-One pass at `1/coarse_scale` resolution finds the disparity range of the pair; the full-resolution pass
-searches only that range on images padded on the left, so the left-edge band that SGBM leaves empty
-(x < max disparity) is matched too. Both views are matched; the left-right check keeps consistent
-matches, the edge-aware fast global smoother (WLS) fills the rejected pixels from their consistent
-neighbours, and pixels hidden in the right view (occluded, or matched outside the right image) are NaN.
+Each pass runs at the resolution it needs:
+1. the search range: one SGBM pass at `1/coarse_scale` resolution;
+2. the left view at full resolution over that range only, on images padded on the left, so the
+   left-edge band that SGBM leaves empty (x < max disparity) is matched too;
+3. the left-right check of both passes is OpenCV's own (`disp12MaxDiff`): the right view's disparities
+   are read off the same aggregated cost volume, so the check costs no second SGBM pass (a mirrored
+   right pass, full or half size, scored no better on the real pairs of benchmarks/eval_stereo_real.py);
+4. the edge-aware fast global smoother (WLS) fills the rejected pixels from their consistent neighbours;
+5. pixels hidden in the right view (occluded, or matched outside the right image) and those without
+   support take the farther of their row's visible neighbours (`consistency.fill_from_background`):
+   the surface behind an occluder continues behind it. They keep confidence 0, so a consumer that
+   wants observed depth only thresholds the confidence.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import numpy as np
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
-from labeler.stereo.consistency import lr_difference, occluded, outside_right
+from labeler.stereo.consistency import fill_from_background, occluded, outside_right
 
 _MODES = {
     "sgbm": cv2.STEREO_SGBM_MODE_SGBM,
@@ -32,16 +39,17 @@ _OUTLIER_SCALE_PX = 2.0  # deviation from the WLS surface that costs a consisten
 # the image still reads column 0 and counts as inside
 OUTSIDE_MARGIN_PX = 0.5
 OCCLUSION_TOL_PX = 0.5  # a covering match must land this far past a pixel's own to hide it
-COARSE_LR_MAX_DIFF_PX = 1.0  # left-right tolerance of the coarse search-range pass, in coarse px
+COARSE_LR_MAX_DIFF_PX = 1  # left-right tolerance of the coarse search-range pass, in coarse px
 
 
 @STEREO_BACKENDS.register
 class SgbmBackend(StereoBackend[SgbmConfig]):
     """Semi-global matching on the CPU; see the module docstring for the steps.
 
-    Confidence is in [0.5, 1] for matches that passed the left-right check (1 at zero left-right
-    difference, 0.5 at the tolerance) and in [0, 0.5) for WLS-filled pixels (their share of consistent
-    support); NaN exactly where the disparity is NaN.
+    Confidence is in [0.5, 1] for matches that passed the left-right check (with WLS: 1 on the smoothed
+    surface, towards 0.5 away from it; without WLS: 1), in (0, 0.5) for WLS-filled pixels (their share
+    of consistent support) and 0 for pixels filled from the background (hidden in the right view, or
+    without support); NaN exactly where the disparity is NaN (a row with no visible pixel).
     """
 
     config_type = SgbmConfig
@@ -57,41 +65,37 @@ class SgbmBackend(StereoBackend[SgbmConfig]):
         check_pair(left, right)
         cfg = self.config
         lo, num = self.search_range(left, right)
-        d_left, d_right = match_both(
-            *_views(left, right, color=cfg.color), min_disparity=lo, num_disparities=num, config=cfg
-        )
-        diff = lr_difference(d_left, d_right, sampling="nearest")
-        with np.errstate(invalid="ignore"):
-            consistent = np.abs(diff) <= cfg.lr_max_diff_px
-            agreement = np.clip(1.0 - np.abs(diff) / cfg.lr_max_diff_px, 0.0, 1.0)
-        disp = np.where(consistent, d_left, np.nan).astype(np.float32)
+        views = _views(left, right, color=cfg.color)
+        disp = match(*views, min_disparity=lo, num_disparities=num, config=cfg, lr_max_diff=_lr_px(cfg))
+        consistent = np.isfinite(disp)  # NaN: no unique match, or rejected by the left-right check
         if cfg.wls:
             smooth, support = wls_fill(
                 left, disp, consistent, lam=cfg.wls_lambda, sigma_color=cfg.wls_sigma_color
             )
             # a consistent match far from its edge-aware neighbourhood is often a streak on a thin structure
             with np.errstate(invalid="ignore"):
-                agreement = agreement * np.exp(-np.abs(d_left - smooth) / _OUTLIER_SCALE_PX)
+                agreement = np.exp(-np.abs(disp - smooth) / _OUTLIER_SCALE_PX)
             fill = ~consistent & (support >= cfg.wls_min_support)
             disp = np.where(fill, smooth, disp).astype(np.float32)
             conf = np.where(consistent, 0.5 + 0.5 * agreement, 0.5 * np.minimum(support, 0.999))
         else:
-            conf = 0.5 + 0.5 * agreement
-        conf = conf.astype(np.float32)
+            conf = np.where(consistent, 1.0, 0.0)
         hidden = (
             occluded(disp, tol_px=OCCLUSION_TOL_PX)
             | outside_right(disp, margin_px=OUTSIDE_MARGIN_PX)
             | ~np.isfinite(disp)
         )
-        disp[hidden] = np.nan
-        conf[hidden] = np.nan
-        return Disparity(disparity_px=disp, confidence=conf)
+        disp = fill_from_background(disp, hidden)
+        conf = np.where(hidden, 0.0, conf)
+        conf[np.isnan(disp)] = np.nan
+        return Disparity(disparity_px=disp, confidence=conf.astype(np.float32))
 
     def search_range(self, left: np.ndarray, right: np.ndarray) -> tuple[int, int]:
         """(min_disparity, num_disparities) for this pair: from the config, or from a coarse pass.
 
-        The coarse pass matches both views at 1/`coarse_scale` resolution (never narrower than 64 px)
-        over [-16, max_disparity_frac * W) coarse px, keeps the left-right consistent pixels and takes
+        The coarse pass matches the left view at 1/`coarse_scale` resolution (never narrower than 64 px)
+        over [-16, max_disparity_frac * W) coarse px, keeps the pixels that pass OpenCV's left-right
+        check (`disp12MaxDiff` of COARSE_LR_MAX_DIFF_PX) and takes
         the 0.2 and 99.8 percentiles of their disparity, widened by two coarse pixels each way and
         rounded up to a multiple of 16. With under 1 % consistent pixels it keeps the whole range.
         """
@@ -110,11 +114,15 @@ class SgbmBackend(StereoBackend[SgbmConfig]):
                 "speckle_window_size": cfg.speckle_window_size // s**2,
             }
         )
-        d_l, d_r = match_both(
-            *_views(*small, color=cfg.color), min_disparity=lo_c, num_disparities=num_c, config=coarse
+        views = _views(*small, color=cfg.color)
+        d_l = match(
+            *views,
+            min_disparity=lo_c,
+            num_disparities=num_c,
+            config=coarse,
+            lr_max_diff=COARSE_LR_MAX_DIFF_PX,
         )
-        with np.errstate(invalid="ignore"):
-            good = d_l[np.abs(lr_difference(d_l, d_r, sampling="nearest")) <= COARSE_LR_MAX_DIFF_PX]
+        good = d_l[np.isfinite(d_l)]
         if good.size < max(32, 0.01 * d_l.size):
             return lo_c * s, num_c * s
         p_lo, p_hi = np.percentile(good, _COARSE_PERCENTILES)
@@ -123,23 +131,20 @@ class SgbmBackend(StereoBackend[SgbmConfig]):
         return lo, _ceil16(hi - lo)
 
 
-def match_both(
-    left: np.ndarray, right: np.ndarray, *, min_disparity: int, num_disparities: int, config: SgbmConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Disparity of the left view and of the right view (matched mirrored), both (H, W) float32 px."""
-    lo, num = min_disparity, num_disparities
-    d_left = match(left, right, min_disparity=lo, num_disparities=num, config=config)
-    mirrored = match(right[:, ::-1], left[:, ::-1], min_disparity=lo, num_disparities=num, config=config)
-    return d_left, np.ascontiguousarray(mirrored[:, ::-1])
-
-
 def match(
-    left: np.ndarray, right: np.ndarray, *, min_disparity: int, num_disparities: int, config: SgbmConfig
+    left: np.ndarray,
+    right: np.ndarray,
+    *,
+    min_disparity: int,
+    num_disparities: int,
+    config: SgbmConfig,
+    lr_max_diff: int = -1,
 ) -> np.ndarray:
     """One OpenCV SGBM pass over [min_disparity, min_disparity + num_disparities), edges padded.
 
     Args:
         left, right: (H, W) or (H, W, 3) uint8 views.
+        lr_max_diff: OpenCV's own left-right check (`disp12MaxDiff`, px; -1: off).
 
     Returns:
         (H, W) float32 disparity of `left` in px (1/16 px steps), NaN where SGBM found no unique match.
@@ -158,7 +163,7 @@ def match(
         blockSize=config.block_size,
         P1=config.p1_per_px * cn * area,
         P2=config.p2_per_px * cn * area,
-        disp12MaxDiff=-1,
+        disp12MaxDiff=lr_max_diff,
         preFilterCap=config.pre_filter_cap,
         uniquenessRatio=config.uniqueness_ratio,
         speckleWindowSize=config.speckle_window_size,
@@ -198,6 +203,11 @@ def _views(left: np.ndarray, right: np.ndarray, *, color: bool) -> tuple[np.ndar
     if color:
         return left, right
     return cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
+
+
+def _lr_px(config: SgbmConfig) -> int:
+    """OpenCV's left-right tolerance is whole px: `lr_max_diff_px` rounded, at least 1."""
+    return max(1, round(config.lr_max_diff_px))
 
 
 def _ceil16(x: float) -> int:

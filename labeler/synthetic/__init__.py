@@ -5,7 +5,8 @@ the truth (intrinsics, R, T, per-pixel depth, instance ids) is known. It renders
 (chessboard, ChArUco) and scenes of textured planar patches: through a distorted rig
 (`SyntheticRig.arducam_like`) for `labeler demo` and the calibration tests, through an ideal rectified
 rig (`SyntheticRig.rectified`, `fronto_parallel`, `render_pair`) for the rectified pairs with known
-disparity that the backend conformance suites and the tests use (`labeler.testing.scenes`).
+disparity that the backend conformance suites and the tests use (`labeler.testing.scenes`), and rooms of
+several kinds (`room_pair`) on which instance proposals are measured.
 
 World frame = the left camera frame (metres, x right, y down, z forward).
 """
@@ -20,6 +21,7 @@ from labeler.synthetic._boards import (
     render_board_views,
 )
 from labeler.synthetic._rig import Camera, SyntheticRig, rotation
+from labeler.synthetic._rooms import ROOM_KINDS, room_pair, room_scene, two_tone_texture
 from labeler.synthetic._scene import (
     RectifiedPair,
     Rendering,
@@ -31,6 +33,7 @@ from labeler.synthetic._scene import (
 from labeler.synthetic._textures import blurred_noise_texture, noise_texture
 
 __all__ = [
+    "ROOM_KINDS",
     "Camera",
     "Pose",
     "RectifiedPair",
@@ -49,5 +52,8 @@ __all__ = [
     "random_board_pose",
     "render_board_views",
     "render_pair",
+    "room_pair",
+    "room_scene",
     "rotation",
+    "two_tone_texture",
 ]

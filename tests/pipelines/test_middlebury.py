@@ -43,7 +43,7 @@ def test_identity_rectification_and_disparity_accuracy(motorcycle_dataset):
     assert s.sample_id == "motorcycle"
     assert np.array_equal(s.left, stereo_motorcycle()[0])  # already rectified: passed through unchanged
     e = stereo_errors(s.disparity_px, gt)
-    assert e.epe_px < 1.03 and e.bad_px_percent < 14.2 and e.density_percent > 91.0  # as the sgbm test
+    assert e.bad_px_percent < 9.5 and e.epe_px < 1.55 and e.density_percent == 100.0  # as the sgbm test
 
 
 def test_metric_depth_against_ground_truth(motorcycle_dataset):

@@ -73,6 +73,21 @@ def test_depth_steps_see_a_jump_and_not_a_slope() -> None:
     assert np.abs(depth_steps(ramp, 1, ys, xs).reshape(3, w - 1)[:, 6:-7]).max() < 1e-6
 
 
+def test_depth_steps_see_no_jump_at_a_crease() -> None:
+    """A wall (flat) meeting a floor whose disparity grows away from it: continuous, not a jump.
+
+    (The floor of the demo rig grows 0.1 px per row from ~8 px at the wall: over the 2 px probes that is
+    a 6 % step, the wall threshold, before the floor's own slope explains it.)"""
+    h = 40
+    rows = np.arange(h, dtype=np.float32)
+    log_d = np.log(np.where(rows < 20, 8.0, 8.0 + 0.4 * (rows - 19.5)))[:, None].repeat(3, 1)
+    ys, xs = np.nonzero(np.ones((h - 1, 3), bool))
+    across = depth_steps(log_d.astype(np.float32), 0, ys, xs).reshape(h - 1, 3)
+    raw = log_d[22, 0] - log_d[17, 0]
+    assert raw > JUMP  # what the probes alone would call a jump
+    assert np.abs(across[19]).max() < 0.5 * JUMP  # the border between rows 19 and 20 (measured 0.28)
+
+
 @pytest.mark.parametrize("collinear", [False, True], ids=["plane", "one row"])
 def test_plane_sse_is_the_least_squares_residual(collinear: bool) -> None:
     rng = np.random.default_rng(1)

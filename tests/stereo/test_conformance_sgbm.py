@@ -1,4 +1,4 @@
-"""sgbm against the stereo conformance suite, plus what is particular to it (search range, occlusions)."""
+"""sgbm against the stereo conformance suite, plus what is particular to it (search range, occlusion fill)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from data_schema.backends import SgbmConfig
 from labeler.stereo.base import STEREO_BACKENDS
-from labeler.stereo.consistency import lr_difference, occluded, outside_right
+from labeler.stereo.consistency import fill_from_background, lr_difference, occluded, outside_right
 from labeler.stereo.sgbm import OCCLUSION_TOL_PX, OUTSIDE_MARGIN_PX, SgbmBackend
 from labeler.testing.conformance import StereoBackendTests
 from labeler.testing.scenes import plane_pair, square_scene
@@ -55,23 +55,38 @@ def test_search_range_covers_the_pair(true_disparity: float) -> None:
 def test_left_band_is_matched() -> None:
     """Pixels left of the search range's width are matched wherever their match is inside the right image."""
     scene = plane_pair(96, 192, disparity_px=21.5)
-    d = SgbmBackend().disparity(scene.left, scene.right).disparity_px
+    out = SgbmBackend().disparity(scene.left, scene.right)
+    d, conf = out.disparity_px, out.confidence
     # x >= 24 > 21.5: visible in the right view, yet inside the 64 px band a fixed 0..64 range loses
     band = d[8:-8, 24:64]
-    assert np.isfinite(band).mean() > 0.95
+    assert (conf[8:-8, 24:64] > 0).mean() > 0.95  # matched, not filled
     assert np.nanmedian(np.abs(band - 21.5)) < 0.25
-    assert np.isnan(d[:, :20]).all()  # x - d < 0: the match is outside the right image
+    # x - d < 0: the match is outside the right image; the plane continues into it, confidence 0
+    assert (conf[:, :20] == 0).all()
+    assert np.median(np.abs(d[:, :20] - 21.5)) < 0.5
 
 
-def test_occluded_band_is_invalid() -> None:
+def test_occluded_band_takes_the_background() -> None:
     scene = square_scene(96, 128)  # square at 14 px over a plane at 5 px, square from x = 42
     out = SgbmBackend().disparity(scene.left, scene.right)
     rows = slice(30, 66)
-    # the background strip just left of the square (42 - (14 - 5) .. 42) is hidden in the right view
-    hidden = out.disparity_px[rows, 35:40]
-    assert np.isnan(hidden).mean() > 0.8
+    # the background strip just left of the square (42 - (14 - 5) .. 42) is hidden in the right view:
+    # it continues the plane behind it, with confidence 0
+    assert (out.confidence[rows, 35:40] == 0).mean() > 0.8
+    assert np.median(np.abs(out.disparity_px[rows, 35:40] - 5.0)) < 0.5
     conf = out.confidence[rows, 55:90]  # inside the square, well matched
     assert np.nanmean(conf) > 0.8
+
+
+def test_background_fill_on_a_toy_row() -> None:
+    """A gap takes the farther (smaller) of the disparities that bound it; an open end takes its one side."""
+    nan = np.nan
+    d = np.array([[nan, nan, 5.0, 5.0, nan, nan, 9.0, 9.0, nan]], np.float32)
+    hidden = np.isnan(d)
+    hidden[0, 7] = True  # hidden although matched: filled too
+    got = fill_from_background(d, hidden)[0]
+    np.testing.assert_array_equal(got, [5, 5, 5, 5, 5, 5, 9, 9, 9])
+    assert np.isnan(fill_from_background(np.full((1, 3), nan, np.float32), np.ones((1, 3), bool))).all()
 
 
 def test_helpers_on_a_toy_row() -> None:

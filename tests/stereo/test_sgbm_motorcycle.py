@@ -2,7 +2,9 @@
 
 Bounds are the measured values (in the comments) plus a margin. For comparison, plain OpenCV (SGBM
 3-way, block 5, 64 disparities from 0, no consistency check) scores bad-2 18.7 %, EPE 1.06 px,
-density 86.8 %, and bad-2 16.0 % with its WLS filter.
+density 86.8 %, and bad-2 16.0 % with its WLS filter. Issue 27 asked for bad-2 <= 12 % without tuning to
+this image (the same rules score cones 9.5 %, teddy 10.0 %, tsukuba 4.3 %, venus 2.0 %:
+benchmarks/eval_stereo_real.py); before it, hidden pixels were NaN and bad-2 was 13.7 %.
 """
 
 from __future__ import annotations
@@ -31,19 +33,24 @@ def default_run(motorcycle) -> Disparity:
 
 def test_default_config_accuracy(motorcycle, default_run: Disparity) -> None:
     errors = stereo_errors(default_run.disparity_px, motorcycle[2], bad_px=2.0)
-    assert errors.epe_px < 1.03  # measured 0.989
-    assert errors.bad_px_percent < 14.2  # measured 13.74
-    assert (
-        errors.density_percent > 91.0
-    )  # measured 91.6; the rest is mostly occluded or outside the right view
+    assert errors.bad_px_percent < 9.5  # measured 8.47
+    assert errors.epe_px < 1.55  # measured 1.43 (every pixel, the filled ones too)
+    assert errors.density_percent == 100.0  # hidden pixels take the background's disparity
+
+
+def test_observed_pixels_accuracy(motorcycle, default_run: Disparity) -> None:
+    """The pixels matched or filled from matches (confidence > 0), without the background fill."""
+    d, c = default_run.disparity_px, default_run.confidence
+    errors = stereo_errors(np.where(c > 0, d, np.nan), motorcycle[2])
+    assert errors.epe_px < 1.08  # measured 1.022
+    assert errors.density_percent > 91.0  # measured 92.0; the rest is occluded or outside the right view
 
 
 def test_without_wls_accuracy(motorcycle) -> None:
     left, right, gt = motorcycle
     errors = stereo_errors(SgbmBackend(SgbmConfig(wls=False)).disparity(left, right).disparity_px, gt)
-    assert errors.epe_px < 0.80  # measured 0.766
-    assert errors.bad_px_percent < 15.3  # measured 14.82
-    assert errors.density_percent > 88.6  # measured 89.1
+    assert errors.bad_px_percent < 8.7  # measured 7.84
+    assert errors.epe_px < 1.5  # measured 1.41
 
 
 def test_search_range_is_chosen_per_pair(motorcycle) -> None:
@@ -51,7 +58,7 @@ def test_search_range_is_chosen_per_pair(motorcycle) -> None:
     lo, num = SgbmBackend().search_range(left, right)
     finite = gt[np.isfinite(gt)]  # 7.2 .. 59.9 px
     assert lo <= finite.min() and lo + num > finite.max()
-    assert num <= 96  # and not absurdly wide (measured: 0 .. 80)
+    assert num <= 96  # and not absurdly wide (measured: -4 .. 76)
 
 
 def test_confidence_ranks_errors(motorcycle, default_run: Disparity) -> None:
@@ -61,5 +68,5 @@ def test_confidence_ranks_errors(motorcycle, default_run: Disparity) -> None:
     bad = np.abs(d - gt) > 2.0
     median = np.median(c[valid])
     low, high = valid & (c < median), valid & (c >= median)
-    assert bad[high].mean() < 0.03  # measured 1.4 %
-    assert bad[low].mean() > 3 * bad[high].mean()  # measured 10.2 %
+    assert bad[high].mean() < 0.035  # measured 2.6 %
+    assert bad[low].mean() > 3 * bad[high].mean()  # measured 14.3 %
