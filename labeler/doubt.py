@@ -104,6 +104,21 @@ def depth_edges(depth_m: np.ndarray, *, rel_step: float = DEPTH_EDGE_REL) -> tup
     return (any_valid & ~all_valid) | step, any_valid
 
 
+def max_per_id(flat_ids: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """(n + 1,) float64: the largest non-negative value of each id (0 where it has none). A stable sort of
+    the pixels with a positive value (a radix sort for uint16 ids) and one `maximum.reduceat`: about 10x
+    faster than `np.maximum.at` over every pixel."""
+    out = np.zeros(n + 1, np.float64)
+    keep = np.flatnonzero(values > 0)
+    if keep.size == 0:
+        return out
+    order = np.argsort(flat_ids[keep], kind="stable")
+    ids_sorted, vals = flat_ids[keep][order], values[keep][order]
+    starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
+    out[ids_sorted[starts]] = np.maximum.reduceat(vals, starts)
+    return out
+
+
 def shape_signals(ids: np.ndarray, depth_m: np.ndarray) -> dict[int, tuple[float, float | None]]:
     """`thickness_px` and `edge_alignment` of every object of an id map (see the module docstring).
 
@@ -124,8 +139,7 @@ def shape_signals(ids: np.ndarray, depth_m: np.ndarray) -> dict[int, tuple[float
     # distance of each inside pixel to the nearest non-inside pixel (its outline or outside the mask)
     dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     flat = ids.ravel()
-    dmax = np.zeros(n + 1, np.float64)
-    np.maximum.at(dmax, flat, dist.ravel())
+    dmax = max_per_id(flat, dist.ravel(), n)
     edges, seen = depth_edges(depth_m)
     reach = 2 * EDGE_REACH_PX + 1
     near = cv2.dilate(edges.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)

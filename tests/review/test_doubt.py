@@ -224,3 +224,19 @@ def test_depth_anything_branch_of_a_foundation_stereo_checkpoint(tmp_path_factor
     assert [o.shape for o in out] == [(50, 70), (50, 70)] and all(o.dtype == np.float32 for o in out)
     assert all(np.isfinite(o).all() and (o >= 0).all() for o in out)  # relu output: inverse depth
     assert not np.array_equal(out[0], out[1])
+
+
+def test_max_per_id_equals_maximum_at():
+    """The sort-based per-id maximum gives np.maximum.at's result, ids without positive values 0."""
+    from labeler.doubt import max_per_id
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 9, 5000).astype(np.uint16)
+    values = rng.random(5000).astype(np.float32) * (rng.random(5000) > 0.3)
+    values[ids == 7] = 0  # an id with no positive value
+    expected = np.zeros(10, np.float64)
+    np.maximum.at(expected, ids, values)
+    got = max_per_id(ids, values, 9)
+    assert got.dtype == np.float64 and got.shape == (10,)
+    np.testing.assert_array_equal(got, expected)
+    assert got[7] == 0 and got[9] == 0
