@@ -79,7 +79,9 @@ class PseudoLabelConfig(Record):
     stride: int = Field(10, ge=1)
     stereo: StereoConfig = Field(default_factory=SgbmConfig)
     masks: MaskConfig = Field(default_factory=ClassicalMasksConfig)
-    z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
+    z_far_m: float = Field(
+        20.0, gt=0, le=1e6, allow_inf_nan=False, description="depth beyond this is invalid, m (finite)"
+    )
     objects: ObjectPolicy = Field(
         default_factory=ObjectPolicy, description="what a mask needs to be an object"
     )

@@ -194,7 +194,7 @@ class DepthSettings(Record):
     fx_px: float = Field(gt=0, description="rectified focal length, P1[0][0]")
     baseline_m: float = Field(gt=0, description="rectified baseline, -P2[0][3] / P2[0][0]")
     doffs_px: float = Field(description="P2 cx - P1 cx; 0 for cv2.stereoRectify(CALIB_ZERO_DISPARITY)")
-    z_far_m: float = Field(gt=0, description="depth beyond this is invalid")
+    z_far_m: float = Field(gt=0, allow_inf_nan=False, description="depth beyond this is invalid (finite)")
 
 
 class TableRef(Record):

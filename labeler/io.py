@@ -104,13 +104,32 @@ def write_png(path: str | Path, rgb: np.ndarray) -> bytes:
     return data
 
 
+def _is_json(line: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 def drop_partial_line(f: IO[bytes]) -> None:
-    """Truncate a last line cut short by a kill, so the next append starts on a line of its own."""
+    """End the file on a newline before the next append: a last line cut short by a kill is truncated; a
+    complete JSON line that only lacks its newline (a hand edit, a copy) is kept and given one."""
     size = f.seek(0, os.SEEK_END)
     if size == 0:
         return
     f.seek(size - 1)
     if f.read(1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    f.seek(start)
+    tail = f.read()
+    cut = tail.rfind(b"\n")
+    if (cut >= 0 or start == 0) and _is_json(tail[cut + 1 :]):
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n")
         return
     pos = size
     while pos > 0:  # back to the last newline, a block at a time
@@ -149,13 +168,16 @@ def append_jsonl(path: Path, records: Sequence[BaseModel], *, lock: bool = False
 
 def read_jsonl(path: Path, model: type[M], *, what: str, problems: list[str] | None = None) -> list[M]:
     """The records of a JSON-lines file in order. A damaged line is skipped (and named in `problems` as
-    "not a `what`"); a last line cut short by a kill is ignored; no file reads as no records."""
+    "not a `what`"); a last line cut short by a kill (not JSON) is ignored, a complete last line without
+    its newline is read; no file reads as no records."""
     if not path.is_file():
         return []
     data = path.read_bytes()
     lines = data.split(b"\n")
+    if not data.endswith(b"\n") and not _is_json(lines[-1]):
+        lines = lines[:-1]  # a last line cut short by a kill; a complete one without its newline counts
     out = []
-    for n, line in enumerate(lines if data.endswith(b"\n") else lines[:-1], 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
