@@ -246,6 +246,31 @@ class DatasetCounts(Record):
     shards: int = Field(0, ge=0)
 
 
+class FileSeal(Record):
+    """A file of the dataset's root as the manifest sealed it: its size and sha256. A `.jsonl` file is
+    append-only: lines appended later (by a run that was killed before sealing) may follow, the sealed
+    bytes must be unchanged."""
+
+    bytes: int = Field(ge=0)
+    sha256: str
+
+
+class RunSettings(Record):
+    """`DATASET/settings.json`: everything the run key covers, written once per run key, so `labeler
+    repair` relabels with the settings the shards were made with (their `run_key` must hash from these),
+    never with an edited copy."""
+
+    run_key: str
+    stereo: StereoConfig
+    masks: MaskConfig
+    classes: tuple[str, ...] | None = None
+    calibration: StereoCalibration
+    calibration_sha256: str
+    depth: DepthSettings
+    objects: ObjectPolicy
+    samples_per_shard: int = Field(ge=1)
+
+
 class Manifest(Record):
     """`DATASET/manifest.json`: the dataset-level record. Its size does not grow with samples or objects."""
 
@@ -271,6 +296,14 @@ class Manifest(Record):
     counts: DatasetCounts = Field(default_factory=DatasetCounts)
     shard_index_bytes: int = Field(
         0, ge=0, description="size of shards.jsonl when this was written; another size: counts are stale"
+    )
+    files: dict[str, FileSeal] = Field(
+        default_factory=dict,
+        description="the root of the chain of hashes: every file of the dataset's root (shard index, row "
+        "plan, settings) as sealed; the shard index then guards the tables and arrays",
+    )
+    record_sha256: str | None = Field(
+        None, description="sha256 of this record without this field (labeler/dataset/seal.py): any edit shows"
     )
 
 

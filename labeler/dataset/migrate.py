@@ -27,6 +27,7 @@ from labeler.dataset.manifest import (
     write_manifest,
 )
 from labeler.dataset.runkey import run_key as make_run_key
+from labeler.dataset.seal import seal_root_files, write_settings
 from labeler.dataset.tables import content_sha256, write_shard_tables
 from labeler.errors import InputError
 
@@ -115,5 +116,6 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
             counts=index_counts(entries),
             shard_index_bytes=shard_index_bytes(dataset),
         )
-        write_manifest(dataset, manifest)
+        write_settings(dataset, manifest)
+        manifest = write_manifest(dataset, manifest.model_copy(update={"files": seal_root_files(dataset)}))
     return manifest

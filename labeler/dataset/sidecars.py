@@ -37,17 +37,30 @@ def reviews_bytes(dataset: str | Path) -> int:
 
 
 def write_doubt_pass(dataset: str | Path, record: DoubtPass) -> None:
+    from labeler.dataset.seal import sealed
     from labeler.io import write_text_atomic
 
-    write_text_atomic(Path(dataset) / DOUBT_PASS_NAME, record.model_dump_json(indent=1))
+    write_text_atomic(Path(dataset) / DOUBT_PASS_NAME, sealed(record).model_dump_json(indent=1))
 
 
-def read_doubt_pass(dataset: str | Path) -> DoubtPass | None:
+def read_doubt_pass(dataset: str | Path, *, problems: list[str] | None = None) -> DoubtPass | None:
+    """The last doubt pass's record; None when there is none or it is damaged (named in `problems`)."""
+    from labeler.dataset.seal import record_intact
+
     path = Path(dataset) / DOUBT_PASS_NAME
-    try:
-        return DoubtPass.model_validate_json(path.read_text()) if path.is_file() else None
-    except ValueError:
+    if not path.is_file():
         return None
+    try:
+        record = DoubtPass.model_validate_json(path.read_bytes())
+    except ValueError as err:
+        if problems is not None:
+            problems.append(f"{path}: not a doubt pass record ({' '.join(str(err).split())[:160]})")
+        return None
+    if not record_intact(record):
+        if problems is not None:
+            problems.append(f"{path}: edited after it was written (record_sha256 differs)")
+        return None
+    return record
 
 
 PREVIEWS_DIR = "previews"

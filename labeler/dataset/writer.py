@@ -40,7 +40,14 @@ from labeler.dataset.index import (
     shard_index_bytes,
     shard_is_intact,
 )
-from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_schema_version, write_manifest
+from labeler.dataset.manifest import (
+    check_sealed,
+    dataset_lock,
+    load_manifest,
+    manifest_schema_version,
+    write_manifest,
+)
+from labeler.dataset.seal import seal_root_files, write_settings
 from labeler.dataset.shards import (
     SampleArrays,
     open_arrays,
@@ -56,6 +63,7 @@ from labeler.dataset.tables import (
     compact_tables,
     content_sha256,
     remove_unreferenced_tables,
+    table_files,
     shard_objects,
     shard_samples,
     table_dataset,
@@ -106,8 +114,9 @@ class StoredSample:
 class DatasetWriter:
     """The owner of one dataset's writes for the length of a run (labelling or repair)."""
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, *, repairing: bool = False) -> None:
         self.out = Path(out)
+        self.repairing = repairing  # repair works on a damaged dataset; every other writer refuses one
         self.rolled_back: list[int] = []  # shards whose interrupted rewrite was rolled back on entry
         self._lock: AbstractContextManager[None] | None = None
         self._base: Manifest | None = None
@@ -121,6 +130,8 @@ class DatasetWriter:
         self._lock.__enter__()
         try:
             self.rolled_back = journal.recover(self.out)  # a rewrite a killed process left half-done
+            if not self.repairing:
+                check_sealed(self.out, doing="this run")
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -219,6 +230,7 @@ class DatasetWriter:
         for shard in discard:
             remove_shard_files(self.out, shard)
         append_row_plan(self.out, list(new_rows))
+        write_settings(self.out, base)
         self._base = base.model_copy(update={"layout": layout})
         self._entries = dict(entries)
         self._seal()
@@ -244,7 +256,10 @@ class DatasetWriter:
         journal is dropped, and small table files are merged every COMPACT_MIN_FILES commits."""
         append_shard_entries(self.out, [entry])
         journal.end(self.out, entry.shard)  # committed: the old files are no longer needed
+        old = self._entries.get(entry.shard)
         self._entries[entry.shard] = entry
+        if old is not None:  # a rewritten shard: its old table rows, if in a file of their own, go
+            remove_unreferenced_tables(self.out, self._entries, table_files([old]))
         self._finished.append(entry)
         self._since_compaction += 1
         if self._since_compaction >= COMPACT_MIN_FILES:
@@ -290,10 +305,10 @@ def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> 
             "dataset_version": dataset_version(base.run_key, entries),
             "counts": index_counts(entries),
             "shard_index_bytes": shard_index_bytes(out),
+            "files": seal_root_files(out),
         }
     )
-    write_manifest(out, manifest)
-    return manifest
+    return write_manifest(out, manifest)
 
 
 def compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
@@ -301,11 +316,11 @@ def compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -
     files and rewrite the shard index to its current entries when old lines outnumber them."""
     new = compact_tables(out, entries)
     if new:
+        superseded = table_files(entries[e.shard] for e in new)
         append_shard_entries(out, new)
         entries = {**entries, **{e.shard: e for e in new}}
-        remove_unreferenced_tables(out, entries)
+        remove_unreferenced_tables(out, entries, superseded)
     if force:
-        remove_unreferenced_tables(out, entries)
         if shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
             rewrite_shard_index(out, entries)
     return entries

@@ -63,3 +63,122 @@ def test_item10_cli_refuses_inf_in_one_line(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "--z-far-m" in res.output and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------ every file guarded (items 2, 3)
+def _damage_index_empty(ds: Path) -> None:
+    (ds / "shards.jsonl").write_text("")
+
+
+def _damage_index_deleted(ds: Path) -> None:
+    (ds / "shards.jsonl").unlink()
+
+
+def _damage_index_garbled(ds: Path) -> None:
+    p = ds / "shards.jsonl"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    p.write_bytes(bytes(data))
+
+
+def _damage_index_newline(ds: Path) -> None:
+    p = ds / "shards.jsonl"
+    p.write_bytes(p.read_bytes()[:-1])
+
+
+def _damage_rows_flip(ds: Path) -> None:
+    p = ds / "rows.jsonl"
+    data = bytearray(p.read_bytes())
+    data[40] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+def _damage_manifest_edit(ds: Path) -> None:
+    m = json.loads((ds / "manifest.json").read_text())
+    m["labeler_version"] = "0.0.0"
+    (ds / "manifest.json").write_text(json.dumps(m))
+
+
+def _damage_settings_edit(ds: Path) -> None:
+    s = json.loads((ds / "settings.json").read_text())
+    s["depth"]["z_far_m"] = 5.0
+    (ds / "settings.json").write_text(json.dumps(s))
+
+
+DAMAGE = {
+    "shards.jsonl emptied": _damage_index_empty,
+    "shards.jsonl deleted": _damage_index_deleted,
+    "shards.jsonl garbled": _damage_index_garbled,
+    "shards.jsonl lost its last newline": _damage_index_newline,
+    "rows.jsonl one byte flipped": _damage_rows_flip,
+    "manifest.json edited": _damage_manifest_edit,
+    "settings.json edited": _damage_settings_edit,
+}
+
+
+@pytest.mark.parametrize("what", sorted(DAMAGE))
+def test_items2_3_damage_is_named_refused_and_nothing_deleted(base, copy, what):
+    """validate names it; the reader refuses; the next run refuses in one line naming repair and deletes
+    nothing (it used to delete the table parts the damaged index lost track of)."""
+    from labeler import open_dataset
+    from labeler.dataset.reader import DamagedDatasetError
+    from labeler.dataset.validate import validate_dataset
+    from labeler.errors import InputError
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.dataset.test_dataset_v2 import quick_cfg
+
+    DAMAGE[what](copy)
+    assert validate_dataset(copy), what
+    with pytest.raises(DamagedDatasetError, match="labeler repair"):
+        ds = open_dataset(copy)
+        ds[0]
+    files = sorted(p.relative_to(copy) for p in (copy / "tables").rglob("*.parquet"))
+    with pytest.raises(InputError, match="labeler repair"):
+        run_pseudo_label(quick_cfg(base / "rect", base / "calib.yaml", copy))
+    assert sorted(p.relative_to(copy) for p in (copy / "tables").rglob("*.parquet")) == files
+
+
+def test_doubt_record_edit_is_named(copy):
+    from data_schema.review import DoubtPass
+    from labeler.dataset.sidecars import write_doubt_pass
+    from labeler.dataset.validate import validate_dataset
+
+    write_doubt_pass(
+        copy,
+        DoubtPass(
+            dataset_version="x",
+            n_mono=0,
+            n_temporal=0,
+            n_shards_rewritten=0,
+            seconds=1.0,
+            labeler_version="1",
+        ),
+    )
+    assert validate_dataset(copy) == []
+    p = copy / "doubt.json"
+    p.write_text(p.read_text().replace('"n_mono": 0', '"n_mono": 3'))
+    assert any("doubt.json: edited" in line for line in validate_dataset(copy))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """Six 96x64 pairs, 2 per shard (3 shards), labelled."""
+    from labeler.dataset.validate import validate_dataset
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+    from tests.dataset.test_dataset_v2 import quick_cfg
+
+    root = tmp_path_factory.mktemp("lost")
+    write_plane_pairs(root / "rect", 6, 96, 64, seed=2)
+    calib = identity_calibration_yaml(root / "calib.yaml", 96, 64)
+    run_pseudo_label(quick_cfg(root / "rect", calib, root / "ds"))
+    assert validate_dataset(root / "ds") == []
+    return root
+
+
+@pytest.fixture
+def copy(base, tmp_path) -> Path:
+    import shutil
+
+    shutil.copytree(base / "ds", tmp_path / "ds")
+    return tmp_path / "ds"
