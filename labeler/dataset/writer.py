@@ -63,10 +63,10 @@ from labeler.dataset.tables import (
     compact_tables,
     content_sha256,
     remove_unreferenced_tables,
-    table_files,
     shard_objects,
     shard_samples,
     table_dataset,
+    table_files,
     write_shard_tables,
 )
 from labeler.errors import InputError
