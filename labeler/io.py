@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -186,3 +187,33 @@ def read_jsonl(path: Path, model: type[M], *, what: str, problems: list[str] | N
             if problems is not None:
                 problems.append(f"{path}:{n}: not a {what} ({' '.join(str(err).split())[:160]})")
     return out
+
+
+# ----------------------------------------------------------------- names from input files
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 120
+
+
+def safe_name(name: str) -> str:
+    """Names are not paths: the one rule that turns a name from an input file (a sample or pair id, a rig
+    name, a class name, a file stem) into a single, safe file name before it touches the file system.
+
+    `safe_name(name)`:
+    - keeps letters, digits, `.`, `_` and `-`; any other character (`/`, `\\`, NUL, space...) becomes `_`;
+    - a leading `.` becomes `_` (no `..`, no hidden file), an empty name becomes `_`;
+    - is at most 120 characters;
+    - when it changed anything, ends in `-` and 8 hex digits of the original's sha256, so two different
+      names never share a file. A name that already follows the rule is returned unchanged.
+
+    So `../../x` → `_._.._x-<hash>`, `/etc/passwd` → `_etc_passwd-<hash>`: always one component under
+    the folder the command writes into.
+    """
+    out = _UNSAFE.sub("_", name)
+    if out.startswith("."):
+        out = "_" + out[1:]
+    out = out or "_"
+    if out == name and len(out) <= MAX_NAME:
+        return out
+    tag = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{out[: MAX_NAME - 9]}-{tag}"

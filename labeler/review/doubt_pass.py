@@ -271,5 +271,5 @@ def run_doubt(
             seconds=time.perf_counter() - started,
             labeler_version=version,
         )
-        write_doubt_pass(dataset, record)
+        record = write_doubt_pass(dataset, record)
     return record
