@@ -116,8 +116,10 @@ def rebuild_shard_index(dataset: Path, settings: RunSettings) -> dict[int, Shard
         manifest = None
     entries: dict[int, ShardEntry] = {}
     for shard, options in sorted(found.items()):
-        keep = old.get(shard)
-        if keep is not None and any(o.samples == keep.samples for o in options):
+        keep = old.get(shard)  # the damaged index's entry, when the files agree with all of it
+        if keep is not None and any(
+            o.model_copy(update={"rectified": keep.rectified}) == keep for o in options
+        ):
             entries[shard] = keep
             continue
         options.sort(key=lambda e: (table_dir(dataset, "samples") / e.samples.file).stat().st_mtime_ns)

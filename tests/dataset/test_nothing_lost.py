@@ -181,3 +181,130 @@ def copy(base, tmp_path) -> Path:
 
     shutil.copytree(base / "ds", tmp_path / "ds")
     return tmp_path / "ds"
+
+
+# ------------------------------------------------------------------------- repair (items 2-6)
+@pytest.mark.parametrize("what", sorted(DAMAGE))
+def test_repair_restores_each_damaged_record(base, copy, what):
+    """Every record damage above: repair rebuilds it, the dataset validates and holds the same labels."""
+    from labeler import open_dataset
+    from labeler.dataset.validate import validate_dataset
+    from pipelines.repair import repair_dataset
+
+    DAMAGE[what](copy)
+    res = repair_dataset(copy)
+    assert res.rebuilt and not res.not_restored
+    assert validate_dataset(copy) == [], what
+    assert open_dataset(copy).version == open_dataset(base / "ds").version
+
+
+def test_item5_repair_uses_the_shards_settings_not_the_edited_manifest(base, copy):
+    from labeler import open_dataset
+    from labeler.dataset.validate import validate_dataset
+    from pipelines.repair import repair_dataset
+
+    m = json.loads((copy / "manifest.json").read_text())
+    m["depth"]["z_far_m"] = 5.0
+    (copy / "manifest.json").write_text(json.dumps(m))
+    f = copy / "data.zarr" / "depth_m" / "c" / "1" / "0" / "0"
+    f.write_bytes(f.read_bytes()[:40])
+    res = repair_dataset(copy)
+    assert res.repaired.keys() == {1} and "manifest.json" in res.rebuilt
+    assert validate_dataset(copy) == []
+    assert open_dataset(copy).manifest.depth.z_far_m == 20.0
+    assert open_dataset(copy).version == open_dataset(base / "ds").version
+
+
+def test_item6_repair_finds_moved_sources_and_never_fails_good_samples(base, tmp_path, monkeypatch):
+    """Sources resolved against the dataset or --sources DIR, never the current directory; a sample
+    whose sources are gone but whose arrays pass is carried over, not marked failed."""
+    import shutil
+
+    from labeler import open_dataset
+    from labeler.dataset.validate import validate_dataset
+    from pipelines.repair import repair_dataset
+
+    shutil.copytree(base / "ds", tmp_path / "moved")
+    ds = tmp_path / "moved"
+    # an edited objects table row of shard 2: its samples must be relabelled from their sources
+    from tests.dataset.test_dataset_v2 import edit_table
+
+    edit_table(ds, "objects", 2, lambda rows: [{**rows[0], "depth_m_median": 99.0}, *rows[1:]])
+    shutil.move(base / "rect", tmp_path / "elsewhere")  # the sources moved
+    try:
+        monkeypatch.chdir(tmp_path)
+        res = repair_dataset(ds)
+        assert res.not_restored and 2 in res.not_restored and "--sources" in res.not_restored[2]
+        assert validate_dataset(ds)  # left as it was, said, not turned into failures
+        res = repair_dataset(ds, sources=tmp_path / "elsewhere")
+        assert res.repaired.keys() == {2} and not res.failed and not res.not_restored
+        assert validate_dataset(ds) == []
+        assert open_dataset(ds).manifest.counts.failed == 0
+    finally:
+        shutil.move(tmp_path / "elsewhere", base / "rect")
+
+
+_KILL_IN_REPAIR = """
+import os, signal, sys
+from labeler.dataset import shards
+real = shards.write_shard
+def dying(dataset, shard, layout, rows):
+    real(dataset, shard, layout.model_copy(update={"arrays": layout.arrays[:2]}), rows)
+    os.kill(os.getpid(), signal.SIGKILL)
+shards.write_shard = dying
+from labeler.cli.main import app
+sys.argv = ["labeler", *sys.argv[1:]]
+app()
+"""
+
+
+def test_item4_a_killed_repair_leaves_the_old_shard_never_zeros(base, copy):
+    import subprocess
+    import sys
+
+    from labeler.dataset import shards
+    from labeler.dataset.validate import validate_dataset
+
+    f = copy / "data.zarr" / "left" / "c" / "1" / "0" / "0" / "0"
+    f.write_bytes(f.read_bytes()[:50])
+    before = shards.shard_file_sizes(copy, 1)
+    cmd = [sys.executable, "-c", _KILL_IN_REPAIR, "repair", str(copy)]
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == -9
+    problems = validate_dataset(copy)
+    assert any("a rewrite was cut short" in p for p in problems), problems
+    from labeler.dataset import journal
+
+    assert journal.recover(copy) == [1]
+    assert shards.shard_file_sizes(copy, 1) == before  # the old (damaged) shard, not zeros
+    res = subprocess.run([sys.executable, "-m", "labeler.cli", "repair", str(copy)], capture_output=True)
+    assert res.returncode == 0 and validate_dataset(copy) == []
+
+
+# ------------------------------------------------------------------------------ names (item 12)
+@pytest.mark.parametrize(
+    "name", ["../../../x", "/etc/passwd", "a/b", "..", ".", "", "x\x00y", "é" * 300, "C:\\win"]
+)
+def test_item12_safe_name_is_one_component(tmp_path, name):
+    from labeler.io import safe_name
+
+    out = safe_name(name)
+    assert "/" not in out and "\\" not in out and not out.startswith(".") and 0 < len(out) <= 120
+    assert (tmp_path / out).resolve().parent == tmp_path.resolve()
+    assert safe_name("pair_000") == "pair_000"  # names that follow the rule are unchanged
+    assert safe_name("a/b") != safe_name("a_b")  # changed names never collide with kept ones
+
+
+def test_item12_hostile_ids_and_rig_stay_under_out(tmp_path):
+    from data_schema.calibration import StereoCalibration
+    from labeler.dataset.sidecars import preview_path
+    from labeler.rig.calibration import load_calibration
+    from labeler.rig.calibration_report import export_ros
+    from tests.conftest import identity_calibration_yaml
+
+    out = tmp_path / "out"
+    for sid in ("/tmp/evil", "../../../evil"):
+        assert preview_path(out, sid).resolve().is_relative_to(out.resolve())
+    calib: StereoCalibration = load_calibration(identity_calibration_yaml(tmp_path / "c.yaml", 32, 24))
+    hostile = calib.model_copy(update={"rig": str(tmp_path / "elsewhere" / "rig")})
+    paths = export_ros(hostile, out)
+    assert all(p.resolve().parent == out.resolve() for p in paths) and not (tmp_path / "elsewhere").exists()
