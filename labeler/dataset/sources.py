@@ -38,13 +38,12 @@ def _find(recorded: str, sha256: str, roots: list[Path]) -> str | None:
 
 
 def _by_id(sample_id: str, folder: Path) -> dict | None:
-    from labeler.errors import LabelerError
-    from labeler.rig.rectify import load_rectified_set
+    from data_schema.captures import RectifiedSet
 
     if (folder / "pairs.json").is_file():
         try:
-            rect = load_rectified_set(folder)
-        except LabelerError:
+            rect = RectifiedSet.model_validate_json((folder / "pairs.json").read_bytes())
+        except (OSError, ValueError):
             return None
         for p in rect.pairs:
             if p.pair_id == sample_id and p.status == "ok" and p.left_path and p.right_path:
