@@ -85,12 +85,12 @@ class PseudoLabelConfig(Record):
     objects: ObjectPolicy = Field(
         default_factory=ObjectPolicy, description="what a mask needs to be an object"
     )
-    samples_per_shard: int = Field(32, ge=1)
+    samples_per_shard: int = Field(32, ge=1, le=4096, description="samples per Zarr shard file")
     batch_size: int = Field(1, ge=1, description="samples per backend call (one GPU forward for several)")
     gpus: tuple[Annotated[int, Field(ge=0)], ...] = Field(
         (), description="CUDA device ids; one worker per GPU"
     )
-    workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
+    workers: int | None = Field(None, ge=1, le=1024, description="CPU workers (default: cores)")
     scheduler: str | None = Field(
         None,
         pattern=r"^(sync|threads|processes|[a-z]+://\S+)$",

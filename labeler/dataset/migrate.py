@@ -13,6 +13,7 @@ from data_schema.manifest_v1 import ManifestV1
 from labeler.dataset import shards
 from labeler.dataset.index import (
     ROW_PLAN_NAME,
+    SHARD_INDEX_NAME,
     append_row_plan,
     dataset_version,
     index_counts,
@@ -36,10 +37,19 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
     """Convert in place; returns the v2 manifest. A v2 dataset is left as it is."""
     dataset = Path(dataset)
     old_path = dataset / "manifest.v1.json"
+    if not dataset.is_dir():
+        raise InputError(dataset, "no such dataset folder", "point at a dataset folder")
     with dataset_lock(dataset):
         version = manifest_schema_version(dataset)
         if version == 2:
             return load_manifest(dataset)
+        if version is None and old_path.is_file() and (dataset / SHARD_INDEX_NAME).is_file():
+            # migrated before: converting manifest.v1.json again would drop every capture appended since
+            raise InputError(
+                manifest_path(dataset),
+                "damaged, in a dataset already migrated to layout v2",
+                f"run `labeler repair {dataset}` (it rebuilds the manifest from settings.json)",
+            )
         source = old_path if version is None and old_path.is_file() else manifest_path(dataset)
         if not source.is_file():
             raise InputError(dataset, "no manifest to migrate", "point at a dataset folder")

@@ -308,3 +308,42 @@ def test_item12_hostile_ids_and_rig_stay_under_out(tmp_path):
     hostile = calib.model_copy(update={"rig": str(tmp_path / "elsewhere" / "rig")})
     paths = export_ros(hostile, out)
     assert all(p.resolve().parent == out.resolve() for p in paths) and not (tmp_path / "elsewhere").exists()
+
+
+# ------------------------------------------------------------------- items 1, 7 and migrate's path
+def test_item1_export_hf_never_deletes_what_it_did_not_create(copy, tmp_path):
+    from labeler.errors import InputError
+    from labeler.export.hf import export_hf
+
+    files = sorted(p for p in copy.rglob("*"))
+    for out in (copy, copy / "tables", tmp_path):  # the dataset, inside it, around it
+        with pytest.raises(InputError):
+            export_hf(copy, out)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an earlier Hugging Face export"):
+        export_hf(copy, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert sorted(p for p in copy.rglob("*")) == files
+
+
+def test_item7_migrate_refuses_to_reconvert_a_migrated_dataset(copy, tmp_path):
+    from labeler.dataset.migrate import migrate_dataset
+    from labeler.errors import InputError
+
+    (copy / "manifest.v1.json").write_text("{}")  # as a migration leaves it
+    (copy / "manifest.json").write_text("{garbage")
+    with pytest.raises(InputError, match="labeler repair"):
+        migrate_dataset(copy)
+    with pytest.raises(InputError, match="no such dataset folder"):
+        migrate_dataset(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("flag", [("samples_per_shard", 10**12), ("workers", 10**6)])
+def test_item13_shard_size_and_workers_have_ranges(tmp_path, flag):
+    from data_schema.commands import PseudoLabelConfig
+
+    with pytest.raises(ValidationError):
+        PseudoLabelConfig(inputs=tmp_path, calib=tmp_path / "c.yaml", out=tmp_path / "o", **dict([flag]))
