@@ -154,7 +154,7 @@ def measure(n: int, work: Path) -> dict[str, float]:
     rng = np.random.default_rng(1)
     n_shards = n // PER_SHARD
     with DatasetWriter(ds) as writer:
-        writer.begin(base, [shard_plan(n_shards + k) for k in range(4)], writer.committed())
+        writer.begin(base, [shard_plan(n_shards + k) for k in range(3)], writer.committed())  # 3 appended below
 
         def append_one() -> None:
             nonlocal n_shards
