@@ -84,16 +84,18 @@ class PseudoLabelConfig(Record):
     stride: int = Field(10, ge=1)
     stereo: StereoConfig = Field(default_factory=SgbmConfig)
     masks: MaskConfig = Field(default_factory=ClassicalMasksConfig)
-    z_far_m: float = Field(20.0, gt=0, description="depth beyond this is invalid")
+    z_far_m: float = Field(
+        20.0, gt=0, le=1e6, allow_inf_nan=False, description="depth beyond this is invalid, m (finite)"
+    )
     objects: ObjectPolicy = Field(
         default_factory=ObjectPolicy, description="what a mask needs to be an object"
     )
-    samples_per_shard: int = Field(32, ge=1)
+    samples_per_shard: int = Field(32, ge=1, le=4096, description="samples per Zarr shard file")
     batch_size: int = Field(1, ge=1, description="samples per backend call (one GPU forward for several)")
     gpus: tuple[Annotated[int, Field(ge=0)], ...] = Field(
         (), description="CUDA device ids; one worker per GPU"
     )
-    workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
+    workers: int | None = Field(None, ge=1, le=1024, description="CPU workers (default: cores)")
     scheduler: str | None = Field(
         None,
         pattern=r"^(sync|threads|processes|[a-z]+://\S+)$",

@@ -209,7 +209,7 @@ class DepthSettings(Record):
     fx_px: float = Field(gt=0, description="rectified focal length, P1[0][0]")
     baseline_m: float = Field(gt=0, description="rectified baseline, -P2[0][3] / P2[0][0]")
     doffs_px: float = Field(description="P2 cx - P1 cx; 0 for cv2.stereoRectify(CALIB_ZERO_DISPARITY)")
-    z_far_m: float = Field(gt=0, description="depth beyond this is invalid")
+    z_far_m: float = Field(gt=0, allow_inf_nan=False, description="depth beyond this is invalid (finite)")
 
 
 class TableRef(Record):
@@ -300,6 +300,31 @@ class TrackRow(Record):
     )
 
 
+class FileSeal(Record):
+    """A file of the dataset's root as the manifest sealed it: its size and sha256. A `.jsonl` file is
+    append-only: lines appended later (by a run that was killed before sealing) may follow, the sealed
+    bytes must be unchanged."""
+
+    bytes: int = Field(ge=0)
+    sha256: str
+
+
+class RunSettings(Record):
+    """`DATASET/settings.json`: everything the run key covers, written once per run key, so `labeler
+    repair` relabels with the settings the shards were made with (their `run_key` must hash from these),
+    never with an edited copy."""
+
+    run_key: str
+    stereo: StereoConfig
+    masks: MaskConfig
+    classes: tuple[str, ...] | None = None
+    calibration: StereoCalibration
+    calibration_sha256: str
+    depth: DepthSettings
+    objects: ObjectPolicy
+    samples_per_shard: int = Field(ge=1)
+
+
 class Manifest(Record):
     """`DATASET/manifest.json`: the dataset-level record. Its size does not grow with samples or objects."""
 
@@ -333,6 +358,14 @@ class Manifest(Record):
     )
     tracking: TrackingConfig | None = Field(None, description="`--track`: how objects were linked")
     tracks: TableRef | None = Field(None, description="the tracks table (`--track` runs only)")
+    files: dict[str, FileSeal] = Field(
+        default_factory=dict,
+        description="the root of the chain of hashes: every file of the dataset's root (shard index, row "
+        "plan, settings) as sealed; the shard index then guards the tables and arrays",
+    )
+    record_sha256: str | None = Field(
+        None, description="sha256 of this record without this field (labeler/dataset/seal.py): any edit shows"
+    )
 
 
 class LabelTask(Record):

@@ -51,3 +51,6 @@ class DoubtPass(Record):
     n_shards_rewritten: int = Field(ge=0)
     seconds: float = Field(ge=0)
     labeler_version: str
+    record_sha256: str | None = Field(
+        None, description="sha256 of this record without this field (labeler/dataset/seal.py): any edit shows"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -104,13 +105,32 @@ def write_png(path: str | Path, rgb: np.ndarray) -> bytes:
     return data
 
 
+def _is_json(line: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 def drop_partial_line(f: IO[bytes]) -> None:
-    """Truncate a last line cut short by a kill, so the next append starts on a line of its own."""
+    """End the file on a newline before the next append: a last line cut short by a kill is truncated; a
+    complete JSON line that only lacks its newline (a hand edit, a copy) is kept and given one."""
     size = f.seek(0, os.SEEK_END)
     if size == 0:
         return
     f.seek(size - 1)
     if f.read(1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    f.seek(start)
+    tail = f.read()
+    cut = tail.rfind(b"\n")
+    if (cut >= 0 or start == 0) and _is_json(tail[cut + 1 :]):
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n")
         return
     pos = size
     while pos > 0:  # back to the last newline, a block at a time
@@ -149,13 +169,16 @@ def append_jsonl(path: Path, records: Sequence[BaseModel], *, lock: bool = False
 
 def read_jsonl(path: Path, model: type[M], *, what: str, problems: list[str] | None = None) -> list[M]:
     """The records of a JSON-lines file in order. A damaged line is skipped (and named in `problems` as
-    "not a `what`"); a last line cut short by a kill is ignored; no file reads as no records."""
+    "not a `what`"); a last line cut short by a kill (not JSON) is ignored, a complete last line without
+    its newline is read; no file reads as no records."""
     if not path.is_file():
         return []
     data = path.read_bytes()
     lines = data.split(b"\n")
+    if not data.endswith(b"\n") and not _is_json(lines[-1]):
+        lines = lines[:-1]  # a last line cut short by a kill; a complete one without its newline counts
     out = []
-    for n, line in enumerate(lines if data.endswith(b"\n") else lines[:-1], 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -164,3 +187,33 @@ def read_jsonl(path: Path, model: type[M], *, what: str, problems: list[str] | N
             if problems is not None:
                 problems.append(f"{path}:{n}: not a {what} ({' '.join(str(err).split())[:160]})")
     return out
+
+
+# ----------------------------------------------------------------- names from input files
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 120
+
+
+def safe_name(name: str) -> str:
+    """Names are not paths: the one rule that turns a name from an input file (a sample or pair id, a rig
+    name, a class name, a file stem) into a single, safe file name before it touches the file system.
+
+    `safe_name(name)`:
+    - keeps letters, digits, `.`, `_` and `-`; any other character (`/`, `\\`, NUL, space...) becomes `_`;
+    - a leading `.` becomes `_` (no `..`, no hidden file), an empty name becomes `_`;
+    - is at most 120 characters;
+    - when it changed anything, ends in `-` and 8 hex digits of the original's sha256, so two different
+      names never share a file. A name that already follows the rule is returned unchanged.
+
+    So `../../x` → `_._.._x-<hash>`, `/etc/passwd` → `_etc_passwd-<hash>`: always one component under
+    the folder the command writes into.
+    """
+    out = _UNSAFE.sub("_", name)
+    if out.startswith("."):
+        out = "_" + out[1:]
+    out = out or "_"
+    if out == name and len(out) <= MAX_NAME:
+        return out
+    tag = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{out[: MAX_NAME - 9]}-{tag}"

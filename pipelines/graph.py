@@ -139,7 +139,7 @@ def _write(
     rectified: list,
     rewriting: str | None = None,
 ) -> Any:
-    """The shard's single writer, over the results of all its batches. `rewriting`: the content_sha256 of
+    """The shard's single writer, over the results of all its batches. `rewriting`: the entry_sha256 of
     the shard's committed entry when it is written again."""
     samples = [s for batch in batches for s in batch]
     pairs = [p for run in rectified for p in run]

@@ -1,21 +1,26 @@
-"""`labeler repair DATASET`: rewrite every shard that fails validation, whole, from its samples' sources.
+"""`labeler repair DATASET [--sources DIR]`: restore what validation names, and only restore.
 
-A damaged shard (a truncated or replaced array file, an edited table, arrays that fail their digests) is
-relabelled from the rectified images its samples record (paths and sha256 in the samples table), with the
-dataset's own backend configs and depth settings, in the same rows; a sample whose source is gone or
-changed becomes a recorded failure. Its old array files are removed first, so the writer never reads a
-damaged shard. Shards that pass are not touched.
+- The records first: a damaged shard index is rebuilt from the table files, a damaged row plan from its
+  readable lines and the samples tables, the manifest from `settings.json` (the settings the shards were
+  made with; an edited manifest is never trusted for them).
+- Then every shard that fails its checks is rewritten, whole, in the same rows: each sample relabelled
+  from its rectified images (found where recorded, else by the same trailing path under the dataset or
+  under `--sources DIR`, and only when their sha256 matches the record), or carried over unchanged when
+  its sources are gone but its arrays and record pass every check. The rewrite is journalled like any
+  other (labeler/dataset/journal.py): a kill leaves the old shard or the new one, never a half.
+- A shard with a sample that can be neither relabelled nor carried over is left as it is and reported:
+  repair never turns a sample into a failure because its sources moved.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_schema.commands import PseudoLabelConfig
-from data_schema.manifest import LabelTask, Manifest, SampleRecord, ShardEntry
-from labeler.dataset.validate import shard_problems
+from data_schema.manifest import LabelTask, Manifest, RunSettings, SampleRecord, ShardEntry, ShardPlan
 from labeler.dataset.writer import DatasetWriter
+from labeler.errors import InputError
 from pipelines.plan import Item, Plan
 
 
@@ -23,84 +28,100 @@ from pipelines.plan import Item, Plan
 class RepairResult:
     manifest: Manifest
     repaired: dict[int, list[str]]  # shard -> the problems that made it be redone
-    failed: list[SampleRecord]  # samples that could not be relabelled
+    failed: list[SampleRecord]  # samples relabelled that failed
+    rebuilt: list[str] = field(default_factory=list)  # records rebuilt (index, row plan, manifest)
+    not_restored: dict[int, str] = field(default_factory=dict)  # shard -> why it was left as it is
 
 
 def repair_dataset(
-    dataset: str | Path, *, scheduler: str | None = "sync", workers: int | None = None
+    dataset: str | Path,
+    *,
+    sources: Path | None = None,
+    scheduler: str | None = "sync",
+    workers: int | None = None,
 ) -> RepairResult:
     from pipelines.run import execute
 
     dataset = Path(dataset)
-    with DatasetWriter(dataset) as writer:  # a rewrite a killed process left half-done is rolled back first
-        manifest = writer.manifest()
-        index = writer.committed()
-        plan = writer.row_plan()
+    if sources is not None and not sources.is_dir():
+        raise InputError(sources, "not a folder", "pass the folder the rectified images moved to")
+    with DatasetWriter(dataset, repairing=True) as writer:  # a half-done rewrite is rolled back first
+        settings, index, plan, base, rebuilt = writer.restore_records()
         damaged: dict[int, list[str]] = {}
-        for s in sorted(plan):
-            entry = index.get(s)
-            problems = ["not finished"] if entry is None else shard_problems(dataset, entry, manifest)
-            if entry is not None and problems:
+        for s, entry in sorted(index.items()):
+            problems = writer.shard_problems(entry, base)
+            if problems:
                 damaged[s] = problems
-        if not damaged:
-            return RepairResult(manifest, {}, [])
-        todo = {s: _items(writer, index[s], plan[s].row_start, plan[s].sample_ids) for s in damaged}
-        cfg = PseudoLabelConfig(
-            inputs=dataset,
-            calib=dataset,  # unused: repair relabels rectified images only
-            out=dataset,
-            stereo=manifest.stereo,
-            masks=manifest.masks,
-            samples_per_shard=manifest.layout.samples_per_shard,
-            scheduler=scheduler,
-            workers=workers,
-            progress=False,
+        todo: dict[int, list[Item]] = {}
+        not_restored: dict[int, str] = {}
+        for s in damaged:
+            items, why = _items(writer, index[s], plan.get(s), base, sources)
+            if why:
+                not_restored[s] = why
+            else:
+                todo[s] = items
+        if not todo and not rebuilt:
+            return RepairResult(base, {}, [], [], not_restored)
+        cfg = _config(dataset, settings, scheduler, workers)
+        layout = writer.begin(base, [], dict(index))
+        rewrites = {s: index[s] for s in todo}
+        w, h = settings.calibration.image_size
+        execute(
+            cfg,
+            Plan(todo=todo, done={}, rewrites=rewrites),
+            layout,
+            settings.run_key,
+            settings.depth,
+            (w, h),
+            writer,
         )
-        entries = {s: e for s, e in index.items() if s not in damaged}
-        layout = writer.begin(manifest, [], entries, discard=sorted(damaged))
-        w, h = manifest.calibration.image_size
-        execute(cfg, Plan(todo=todo, done=entries), layout, manifest.run_key, manifest.depth, (w, h), writer)
         sealed = writer.finish()
     from labeler.review.gallery import write_gallery
 
     write_gallery(dataset)
-    return RepairResult(sealed, damaged, writer.failures())
+    repaired = {s: damaged[s] for s in todo}
+    return RepairResult(sealed, repaired, writer.failures(), rebuilt, not_restored)
 
 
-def _items(writer: DatasetWriter, entry: ShardEntry, row_start: int, planned: list[str]) -> list[Item]:
-    """Every planned sample of the shard: relabelled from its recorded source (the same graph as
-    labelling), or its failure kept."""
-    try:
-        records = {r.sample_id: r for r in writer.shard_records(entry)}
-    except Exception:  # noqa: BLE001 — an unreadable table: nothing is known of its samples
-        records = {}
-    items = []
-    for k, sid in enumerate(planned):
-        row, rec = row_start + k, records.get(sid)
-        if rec is not None and rec.source is not None:
-            task = LabelTask(
-                sample_id=sid,
-                row=row,
-                left_path=rec.source.left_path,
-                right_path=rec.source.right_path,
-                left_sha256=rec.source.left_sha256,
-                right_sha256=rec.source.right_sha256,
-            )
-            items.append(Item(sid, row, task=task))
-        elif rec is not None:
+def _config(
+    dataset: Path, settings: RunSettings, scheduler: str | None, workers: int | None
+) -> PseudoLabelConfig:
+    return PseudoLabelConfig(
+        inputs=dataset,
+        calib=dataset,  # unused: repair relabels rectified images only
+        out=dataset,
+        stereo=settings.stereo,
+        masks=settings.masks,
+        samples_per_shard=settings.samples_per_shard,
+        z_far_m=settings.depth.z_far_m,
+        objects=settings.objects,
+        scheduler=scheduler,
+        workers=workers,
+        progress=False,
+    )
+
+
+def _items(
+    writer: DatasetWriter, entry: ShardEntry, plan: ShardPlan | None, base: Manifest, sources: Path | None
+) -> tuple[list[Item], str]:
+    """Every row of a damaged shard, relabelled from its sources or carried over; or the reason the shard
+    cannot be restored."""
+    records, objects, table_ok = writer.shard_contents(entry)
+    by_id = {r.sample_id: r for r in records}
+    ids = plan.sample_ids if plan is not None else [r.sample_id for r in sorted(records, key=lambda r: r.row)]
+    start = plan.row_start if plan is not None else entry.row_start
+    items: list[Item] = []
+    for k, sid in enumerate(ids):
+        row, rec = start + k, by_id.get(sid)
+        if rec is not None and rec.status == "failed":
             items.append(Item(sid, row, failed=rec))
+            continue
+        src = writer.find_sources(sid, rec, sources)
+        if src is not None:
+            items.append(Item(sid, row, task=LabelTask(sample_id=sid, row=row, **src)))
+        elif rec is not None and table_ok and not writer.sample_problems(rec, objects.get(row, []), base):
+            items.append(Item(sid, row, keep=rec, keep_objects=tuple(objects.get(row, ()))))
         else:
-            items.append(
-                Item(
-                    sid,
-                    row,
-                    failed=SampleRecord(
-                        sample_id=sid,
-                        row=row,
-                        status="failed",
-                        error="repair: its record was lost with the shard's table; relabel it with "
-                        "`labeler pseudo-label … --retry-failed`",
-                    ),
-                )
-            )
-    return items
+            hint = "pass --sources DIR (the folder they moved to)"
+            return [], f"sample {sid}: damaged and its rectified images are not found; {hint}"
+    return items, ""

@@ -138,9 +138,10 @@ def execute(
     """Run the graph; the writer commits each shard as it finishes."""
     from tqdm import tqdm
 
+    from labeler.dataset.journal import entry_sha256
     from pipelines.cluster import dask_client
 
-    rewrites = {s: e.content_sha256 for s, e in plan.rewrites.items()}
+    rewrites = {s: entry_sha256(e) for s, e in plan.rewrites.items()}
     writes = build_graph(cfg, plan.todo, layout, key, settings, size, rewrites)
     if not writes:
         return

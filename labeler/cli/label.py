@@ -374,13 +374,27 @@ def repair(
     scheduler: Annotated[
         str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, or threads | sync")
     ] = "sync",
+    sources: Annotated[
+        Path | None,
+        typer.Option(help="where the rectified images moved to (searched by their recorded trailing path)"),
+    ] = None,
 ) -> None:
-    """Rewrite every shard that fails validation from its samples' rectified images; says what it redid."""
+    """Restore what validation names: rebuild a damaged index, row plan or manifest, rewrite damaged shards
+    from their samples' rectified images (journalled); says what it redid and what it could not restore."""
     from pipelines.repair import repair_dataset
 
-    res = run(lambda: dataset, lambda d: repair_dataset(d, scheduler=scheduler, workers=workers))
+    res = run(
+        lambda: dataset,
+        lambda d: repair_dataset(d, sources=sources, scheduler=scheduler, workers=workers),
+    )
+    for what in res.rebuilt:
+        typer.echo(f"rebuilt {what}")
+    for shard, why in sorted(res.not_restored.items()):
+        typer.echo(f"not restored: shard {shard}: {why}")
     if not res.repaired:
-        typer.echo(f"{dataset}: nothing to repair")
+        typer.echo(f"{dataset}: nothing to repair" if not res.rebuilt else f"{dataset}: records rebuilt")
+        if res.not_restored:
+            raise typer.Exit(1)
         return
     for shard, problems in sorted(res.repaired.items()):
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""

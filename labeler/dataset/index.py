@@ -55,11 +55,12 @@ def append_row_plan(dataset: str | Path, plans: Sequence[ShardPlan]) -> None:
     append_jsonl(Path(dataset) / ROW_PLAN_NAME, plans)
 
 
-def read_row_plan(dataset: str | Path) -> dict[int, ShardPlan]:
+def read_row_plan(dataset: str | Path, *, problems: list[str] | None = None) -> dict[int, ShardPlan]:
     """Every shard's planned sample ids (the first plan of a shard is final; a damaged plan line is
-    skipped: those rows are planned again)."""
+    skipped and named in `problems`)."""
     plans: dict[int, ShardPlan] = {}
-    for p in read_jsonl(Path(dataset) / ROW_PLAN_NAME, ShardPlan, what="row plan"):
+    path = Path(dataset) / ROW_PLAN_NAME
+    for p in read_jsonl(path, ShardPlan, what="row plan", problems=problems):
         plans.setdefault(p.shard, p)
     return plans
 

@@ -34,7 +34,8 @@ def _dir(dataset: str | Path, shard: int) -> Path:
 
 
 def begin(dataset: str | Path, shard: int, committed_sha256: str) -> None:
-    """Keep the shard's current array files (those of its entry `committed_sha256`) until `end`."""
+    """Keep the shard's current array files (those of the committed entry whose `entry_sha256` is
+    `committed_sha256`) until `end`."""
     folder = _dir(dataset, shard)
     if folder.exists():  # an incomplete journal of an earlier attempt: the files are still the originals
         shutil.rmtree(folder)
@@ -100,10 +101,17 @@ def open_journals(dataset: str | Path) -> list[int]:
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / _RECORD).is_file())
 
 
+def entry_sha256(entry: ShardEntry) -> str:
+    """The identity of a committed entry (its whole line): what a journal records it rewrites."""
+    import hashlib
+
+    return hashlib.sha256(entry.model_dump_json().encode()).hexdigest()
+
+
 def _is_recorded(entry: ShardEntry, record: dict) -> bool:
-    """The index still holds the entry the journal kept the files of: the rewrite never committed."""
-    sizes = {name: record["files"].get(name, 0) for name in entry.array_bytes}
-    return entry.content_sha256 == record["committed_sha256"] and entry.array_bytes == sizes
+    """The index still holds the entry the journal kept the files of: the rewrite never committed. (By
+    the whole entry, not its files' sizes: a repair journals shards whose files are damaged.)"""
+    return entry_sha256(entry) == record["committed_sha256"]
 
 
 def _read(folder: Path) -> dict | None:

@@ -23,10 +23,43 @@ def has_manifest(dataset: str | Path) -> bool:
     return manifest_path(dataset).is_file()
 
 
-def write_manifest(dataset: str | Path, manifest: Manifest) -> None:
+def write_manifest(dataset: str | Path, manifest: Manifest) -> Manifest:
+    """Write the manifest with its own hash (labeler/dataset/seal.py); returns it as written."""
+    from labeler.dataset.seal import sealed
     from labeler.io import write_text_atomic
 
+    manifest = sealed(manifest)
     write_text_atomic(manifest_path(dataset), manifest.model_dump_json(indent=1))
+    return manifest
+
+
+def seal_problems(dataset: str | Path, manifest: Manifest) -> list[str]:
+    """The chain's root: the manifest's own hash and every root file it sealed (one line each)."""
+    from labeler.dataset.seal import record_intact, root_problems
+
+    problems = []
+    if not record_intact(manifest):
+        problems.append(f"{manifest_path(dataset)}: edited after it was written (record_sha256 differs)")
+    return problems + root_problems(dataset, manifest.files)
+
+
+def check_sealed(dataset: str | Path, *, doing: str) -> None:
+    """Before a writer touches a dataset: a broken seal is one line naming `labeler repair` (a writer
+    that went on would build on a damaged index and could drop what it lost track of)."""
+    if not has_manifest(dataset) or manifest_schema_version(dataset) != 2:
+        return
+    try:
+        manifest = load_manifest(dataset)
+    except InputError:
+        return  # an unreadable manifest: the run rebuilds it from the shard index
+    problems = seal_problems(dataset, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(
+            dataset,
+            f"damaged, so {doing} would build on it: {problems[0]}{more}",
+            f"see `labeler validate {dataset}`, then run `labeler repair {dataset}`",
+        )
 
 
 def manifest_schema_version(dataset: str | Path) -> int | None:

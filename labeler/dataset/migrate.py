@@ -13,6 +13,7 @@ from data_schema.manifest_v1 import ManifestV1
 from labeler.dataset import shards
 from labeler.dataset.index import (
     ROW_PLAN_NAME,
+    SHARD_INDEX_NAME,
     append_row_plan,
     dataset_version,
     index_counts,
@@ -27,6 +28,7 @@ from labeler.dataset.manifest import (
     write_manifest,
 )
 from labeler.dataset.runkey import run_key as make_run_key
+from labeler.dataset.seal import seal_root_files, write_settings
 from labeler.dataset.tables import content_sha256, write_shard_tables
 from labeler.errors import InputError
 
@@ -35,10 +37,19 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
     """Convert in place; returns the v2 manifest. A v2 or v3 dataset is left as it is."""
     dataset = Path(dataset)
     old_path = dataset / "manifest.v1.json"
+    if not dataset.is_dir():
+        raise InputError(dataset, "no such dataset folder", "point at a dataset folder")
     with dataset_lock(dataset):
         version = manifest_schema_version(dataset)
         if version is not None and version >= 2:
             return load_manifest(dataset)
+        if version is None and old_path.is_file() and (dataset / SHARD_INDEX_NAME).is_file():
+            # migrated before: converting manifest.v1.json again would drop every capture appended since
+            raise InputError(
+                manifest_path(dataset),
+                "damaged, in a dataset already migrated to layout v2",
+                f"run `labeler repair {dataset}` (it rebuilds the manifest from settings.json)",
+            )
         source = old_path if version is None and old_path.is_file() else manifest_path(dataset)
         if not source.is_file():
             raise InputError(dataset, "no manifest to migrate", "point at a dataset folder")
@@ -115,5 +126,6 @@ def migrate_dataset(dataset: str | Path) -> Manifest:
             counts=index_counts(entries),
             shard_index_bytes=shard_index_bytes(dataset),
         )
-        write_manifest(dataset, manifest)
+        write_settings(dataset, manifest)
+        manifest = write_manifest(dataset, manifest.model_copy(update={"files": seal_root_files(dataset)}))
     return manifest

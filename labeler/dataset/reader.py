@@ -40,6 +40,10 @@ class DamagedSampleError(LabelerError):
     """A sample's stored arrays do not match their digests."""
 
 
+class DamagedDatasetError(LabelerError):
+    """The manifest, the shard index or another sealed file differs from what the manifest sealed."""
+
+
 @dataclass(frozen=True)
 class Sample(SampleArrays):
     """One labelled sample: its arrays (as SampleArrays), its id and row, and its objects
@@ -74,7 +78,17 @@ class Dataset:
         self.path = Path(path)
         self.verify = verify
         self.manifest: Manifest = load_manifest(self.path)
+        from labeler.dataset.seal import record_intact
+
+        if not record_intact(self.manifest):
+            self._refuse(f"{self.path / 'manifest.json'}: edited after it was written")
         self._reset()
+
+    def _refuse(self, problem: str) -> None:
+        raise DamagedDatasetError(
+            f"{problem}; find all damage with `labeler validate {self.path}`, fix it with "
+            f"`labeler repair {self.path}`"
+        )
 
     def _reset(self) -> None:
         self._entries: list[ShardEntry] | None = None
@@ -95,7 +109,15 @@ class Dataset:
     def entries(self) -> list[ShardEntry]:
         """The finished shards, in shard order."""
         if self._entries is None:
-            index = read_shard_index(self.path)
+            from labeler.dataset.manifest import seal_problems
+
+            broken = seal_problems(self.path, self.manifest)  # the index and row plan as sealed
+            if broken:
+                self._refuse(broken[0])
+            problems: list[str] = []
+            index = read_shard_index(self.path, problems=problems)
+            if problems:
+                self._refuse(problems[0])
             self._entries = [index[s] for s in sorted(index)]
             self._ok_cum = np.cumsum([e.n_ok for e in self._entries], dtype=np.int64)
         return self._entries

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_schema.review import DoubtPass, Review
-from labeler.io import append_jsonl, read_jsonl
+from labeler.io import append_jsonl, read_jsonl, safe_name
 
 REVIEWS_NAME = "reviews.jsonl"  # review decisions, append-only (data_schema/review.py)
 DOUBT_PASS_NAME = "doubt.json"  # what the last `labeler doubt` pass computed
@@ -36,18 +36,34 @@ def reviews_bytes(dataset: str | Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
-def write_doubt_pass(dataset: str | Path, record: DoubtPass) -> None:
+def write_doubt_pass(dataset: str | Path, record: DoubtPass) -> DoubtPass:
+    """Write doubt.json with its own hash; returns the record as written."""
+    from labeler.dataset.seal import sealed
     from labeler.io import write_text_atomic
 
+    record = sealed(record)
     write_text_atomic(Path(dataset) / DOUBT_PASS_NAME, record.model_dump_json(indent=1))
+    return record
 
 
-def read_doubt_pass(dataset: str | Path) -> DoubtPass | None:
+def read_doubt_pass(dataset: str | Path, *, problems: list[str] | None = None) -> DoubtPass | None:
+    """The last doubt pass's record; None when there is none or it is damaged (named in `problems`)."""
+    from labeler.dataset.seal import record_intact
+
     path = Path(dataset) / DOUBT_PASS_NAME
-    try:
-        return DoubtPass.model_validate_json(path.read_text()) if path.is_file() else None
-    except ValueError:
+    if not path.is_file():
         return None
+    try:
+        record = DoubtPass.model_validate_json(path.read_bytes())
+    except ValueError as err:
+        if problems is not None:
+            problems.append(f"{path}: not a doubt pass record ({' '.join(str(err).split())[:160]})")
+        return None
+    if not record_intact(record):
+        if problems is not None:
+            problems.append(f"{path}: edited after it was written (record_sha256 differs)")
+        return None
+    return record
 
 
 PREVIEWS_DIR = "previews"
@@ -61,7 +77,7 @@ def previews_dir(dataset: str | Path) -> Path:
 
 def preview_path(dataset: str | Path, sample_id: str) -> Path:
     """Where a sample's PNG preview goes."""
-    return previews_dir(dataset) / f"{sample_id}.png"
+    return previews_dir(dataset) / f"{safe_name(sample_id)}.png"
 
 
 def gallery_page_path(dataset: str | Path, page: str) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -331,15 +331,28 @@ def compact_tables(dataset: str | Path, entries: dict[int, ShardEntry]) -> list[
     ]
 
 
-def remove_unreferenced_tables(dataset: str | Path, entries: dict[int, ShardEntry]) -> int:
-    """Delete table files no current entry names (left by compaction or redone shards)."""
+def table_files(entries: Iterable[ShardEntry]) -> dict[Table, set[str]]:
+    """The table files the entries name, per table."""
+    out: dict[Table, set[str]] = {table: set() for table in TABLES}
+    for e in entries:
+        out["samples"].add(e.samples.file)
+        out["objects"].add(e.objects.file)
+    return out
+
+
+def remove_unreferenced_tables(
+    dataset: str | Path, entries: dict[int, ShardEntry], superseded: dict[Table, set[str]]
+) -> int:
+    """Delete the superseded table files (those the caller's own writes replaced: compaction, a rewritten
+    shard) that no current entry names. Only those: a file the shard index does not name is never deleted
+    for that alone, since a damaged index loses track of files that hold samples."""
     removed = 0
+    used = table_files(entries.values())
     for table in TABLES:
-        used = {(e.samples if table == "samples" else e.objects).file for e in entries.values()}
-        base = table_dir(dataset, table)
-        for path in base.glob("*.parquet") if base.is_dir() else []:
-            if path.name not in used:
-                path.unlink(missing_ok=True)
+        for name in sorted(superseded.get(table, set()) - used[table]):
+            path = table_dir(dataset, table) / name
+            if path.is_file():
+                path.unlink()
                 removed += 1
     return removed
 

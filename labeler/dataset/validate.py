@@ -233,7 +233,11 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
         manifest = load_manifest(dataset)
     except LabelerError as err:
         return [str(err)], None, []
-    problems: list[str] = []
+    from labeler.dataset.manifest import seal_problems
+    from labeler.dataset.sidecars import read_doubt_pass
+
+    problems: list[str] = seal_problems(dataset, manifest)
+    read_doubt_pass(dataset, problems=problems)
     try:
         group = shards.open_store(dataset)
     except Exception as err:  # noqa: BLE001
@@ -253,7 +257,7 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
                 f"{dataset / shards.STORE_NAME}/{spec.name}: shape {list(arr.shape)} {arr.dtype}, the "
                 f"manifest says {spec.shape} {spec.dtype}"
             )
-    if problems:
+    if any(shards.STORE_NAME in p for p in problems):
         return problems, manifest, []
     index = read_shard_index(dataset, problems=problems)
     entries = [index[s] for s in sorted(index)]
@@ -264,7 +268,7 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
         "command again (it rolls the shard back first) or `labeler repair`"
         for s in open_journals(dataset)
     ]
-    plan = read_row_plan(dataset)
+    plan = read_row_plan(dataset, problems=problems)
     from labeler.dataset.runkey import run_key
     from labeler.depth import depth_settings
 

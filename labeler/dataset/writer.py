@@ -30,6 +30,7 @@ from data_schema.captures import RectifiedPair, RectifiedSet
 from data_schema.manifest import (
     Manifest,
     ObjectRow,
+    RunSettings,
     SampleRecord,
     ShardEntry,
     ShardPlan,
@@ -40,6 +41,8 @@ from data_schema.manifest import (
 )
 from labeler.dataset import journal
 from labeler.dataset.index import (
+    ROW_PLAN_NAME,
+    SHARD_INDEX_NAME,
     append_row_plan,
     append_shard_entries,
     dataset_version,
@@ -50,7 +53,14 @@ from labeler.dataset.index import (
     shard_index_bytes,
     shard_is_intact,
 )
-from labeler.dataset.manifest import dataset_lock, load_manifest, manifest_schema_version, write_manifest
+from labeler.dataset.manifest import (
+    check_sealed,
+    dataset_lock,
+    load_manifest,
+    manifest_schema_version,
+    write_manifest,
+)
+from labeler.dataset.seal import seal_root_files, write_settings
 from labeler.dataset.shards import (
     SampleArrays,
     open_arrays,
@@ -69,6 +79,7 @@ from labeler.dataset.tables import (
     shard_objects,
     shard_samples,
     table_dataset,
+    table_files,
     write_shard_tables,
 )
 from labeler.errors import InputError
@@ -116,8 +127,9 @@ class StoredSample:
 class DatasetWriter:
     """The owner of one dataset's writes for the length of a run (labelling or repair)."""
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, *, repairing: bool = False) -> None:
         self.out = Path(out)
+        self.repairing = repairing  # repair works on a damaged dataset; every other writer refuses one
         self.rolled_back: list[int] = []  # shards whose interrupted rewrite was rolled back on entry
         self._lock: AbstractContextManager[None] | None = None
         self._base: Manifest | None = None
@@ -131,6 +143,8 @@ class DatasetWriter:
         self._lock.__enter__()
         try:
             self.rolled_back = journal.recover(self.out)  # a rewrite a killed process left half-done
+            if not self.repairing:
+                check_sealed(self.out, doing="this run")
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -216,6 +230,90 @@ class DatasetWriter:
             by_row.setdefault(o.row, []).append(o)
         return by_row
 
+    # ---------------------------------------------------------------------------------------- repair
+    def restore_records(
+        self,
+    ) -> tuple[RunSettings, dict[int, ShardEntry], dict[int, ShardPlan], Manifest, list[str]]:
+        """Repair's first step: the trusted settings, the shard index and row plan (each rebuilt when
+        damaged), the manifest to seal (always from the settings), and what was rebuilt."""
+        from labeler.dataset.manifest import seal_problems
+        from labeler.dataset.rebuild import rebuild_row_plan, rebuild_shard_index, trusted_settings
+
+        settings = trusted_settings(self.out)
+        try:
+            old: Manifest | None = load_manifest(self.out)
+        except InputError:
+            old = None
+        seal = seal_problems(self.out, old) if old is not None else ["no readable manifest"]
+        rebuilt = []
+        problems: list[str] = []
+        index = read_shard_index(self.out, problems=problems)
+        if problems or old is None or any(f"/{SHARD_INDEX_NAME}:" in p for p in seal):
+            index = rebuild_shard_index(self.out, settings)
+            rebuilt.append(SHARD_INDEX_NAME)
+        problems = []
+        plan = read_row_plan(self.out, problems=problems)
+        if problems or any(f"/{ROW_PLAN_NAME}:" in p for p in seal) or set(index) - set(plan):
+            plan = rebuild_row_plan(self.out, index)
+            rebuilt.append(ROW_PLAN_NAME)
+        if seal or old is None or old.run_key != settings.run_key:
+            rebuilt.append("manifest.json")
+        n_rows = max((p.row_start + len(p.sample_ids) for p in plan.values()), default=0)
+        w, h = settings.calibration.image_size
+        base = Manifest(
+            dataset_version=settings.run_key,
+            labeler_version=metadata.version("labeler"),
+            calibration=settings.calibration,
+            calibration_sha256=settings.calibration_sha256,
+            depth=settings.depth,
+            stereo=settings.stereo,
+            masks=settings.masks,
+            classes=settings.classes,
+            run_key=settings.run_key,
+            objects=settings.objects,
+            library_versions=library_versions(),
+            layout=self.layout(n_rows, h, w, settings.samples_per_shard),
+        )
+        return settings, index, plan, base, rebuilt
+
+    def shard_problems(self, entry: ShardEntry, manifest: Manifest) -> list[str]:
+        from labeler.dataset.validate import shard_problems
+
+        return shard_problems(self.out, entry, manifest)
+
+    def shard_contents(
+        self, entry: ShardEntry
+    ) -> tuple[list[SampleRecord], dict[int, list[ObjectRow]], bool]:
+        """A shard's records, objects by row, and whether both match the hashes its entry holds (a table
+        that cannot be read gives nothing)."""
+        from labeler.dataset.tables import rows_sha256
+
+        try:
+            samples, objects = shard_samples(self.out, entry), shard_objects(self.out, entry)
+        except Exception:  # noqa: BLE001 — a lost or unreadable table: nothing is known of its rows
+            return [], {}, False
+        by_row: dict[int, list[ObjectRow]] = {}
+        for o in objects:
+            by_row.setdefault(o.row, []).append(o)
+        ok = rows_sha256(samples) == entry.samples.sha256 and rows_sha256(objects) == entry.objects.sha256
+        return samples, by_row, ok
+
+    def sample_problems(self, rec: SampleRecord, objects: list[ObjectRow], manifest: Manifest) -> list[str]:
+        """validate's checks of one stored sample (arrays against the record's digests and statistics)."""
+        from labeler.dataset.validate import sample_problems
+
+        try:
+            raw = read_rows(open_arrays(self.out), rec.row)
+        except Exception as err:  # noqa: BLE001 — unreadable arrays are damage
+            return [f"sample {rec.sample_id}: arrays unreadable ({type(err).__name__})"]
+        return sample_problems(raw, rec, objects, manifest)
+
+    def find_sources(self, sample_id: str, rec: SampleRecord | None, sources: Path | None) -> dict | None:
+        """A sample's rectified images for relabelling (see labeler/dataset/sources.py)."""
+        from labeler.dataset.sources import find_sources
+
+        return find_sources(self.out, sample_id, rec, sources)
+
     # --------------------------------------------------------------------------------------- the run
     def begin(
         self,
@@ -232,6 +330,7 @@ class DatasetWriter:
         for shard in discard:
             remove_shard_files(self.out, shard)
         append_row_plan(self.out, list(new_rows))
+        write_settings(self.out, base)
         self._base = base.model_copy(update={"layout": layout})
         self._entries = dict(entries)
         self._seal()
@@ -257,7 +356,10 @@ class DatasetWriter:
         journal is dropped, and small table files are merged every COMPACT_MIN_FILES commits."""
         append_shard_entries(self.out, [entry])
         journal.end(self.out, entry.shard)  # committed: the old files are no longer needed
+        old = self._entries.get(entry.shard)
         self._entries[entry.shard] = entry
+        if old is not None:  # a rewritten shard: its old table rows, if in a file of their own, go
+            remove_unreferenced_tables(self.out, self._entries, table_files([old]))
         self._finished.append(entry)
         self._since_compaction += 1
         if self._since_compaction >= COMPACT_MIN_FILES:
@@ -348,10 +450,10 @@ def seal_manifest(out: Path, base: Manifest, entries: dict[int, ShardEntry]) -> 
             "dataset_version": dataset_version(base.run_key, entries),
             "counts": counts,
             "shard_index_bytes": shard_index_bytes(out),
+            "files": seal_root_files(out),
         }
     )
-    write_manifest(out, manifest)
-    return manifest
+    return write_manifest(out, manifest)
 
 
 def compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -> dict[int, ShardEntry]:
@@ -359,11 +461,11 @@ def compact(out: Path, entries: dict[int, ShardEntry], *, force: bool = False) -
     files and rewrite the shard index to its current entries when old lines outnumber them."""
     new = compact_tables(out, entries)
     if new:
+        superseded = table_files(entries[e.shard] for e in new)
         append_shard_entries(out, new)
         entries = {**entries, **{e.shard: e for e in new}}
-        remove_unreferenced_tables(out, entries)
+        remove_unreferenced_tables(out, entries, superseded)
     if force:
-        remove_unreferenced_tables(out, entries)
         if shard_index_bytes(out) > 2 * sum(len(e.model_dump_json()) + 1 for e in entries.values()):
             rewrite_shard_index(out, entries)
     return entries
@@ -384,10 +486,12 @@ def write_shard_files(
 ) -> ShardEntry:
     """The single writer of one shard (a worker task; zarr-python #3682: concurrent writers into one shard
     lose data): its arrays, then its table part files. Returns the shard's index entry; `commit` on the
-    client is what marks it done. `rewriting`: the content_sha256 of the shard's committed entry when it
-    is written again (its files are journalled first, so a kill leaves the old shard)."""
+    client is what marks it done. `rewriting`: the entry_sha256 (journal.py) of the shard's committed
+    entry when it is written again: its files are journalled (hard links) and then removed, so the write
+    never reads a damaged file and a kill leaves the old shard (the journal) or the new one."""
     if rewriting is not None:
         journal.begin(dataset, shard, rewriting)
+        remove_shard_files(dataset, shard)
     write_shard(dataset, shard, layout, arrays)
     samples_ref, objects_ref = write_shard_tables(dataset, shard, list(records), list(objects))
     span = shard * layout.samples_per_shard

@@ -43,6 +43,7 @@ from data_schema.licences import ModelLicence, StrictLicence
 from data_schema.manifest import Manifest, ObjectRow, SampleRecord
 from data_schema.review import Decision
 from labeler.dataset.reader import Dataset
+from labeler.io import safe_name
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -263,6 +264,6 @@ def _info(manifest: Manifest) -> dict[str, Any]:
 def _write_image(left: np.ndarray, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
     from labeler.io import write_png
 
-    path = folder / f"{rec.sample_id}.png"
+    path = folder / f"{safe_name(rec.sample_id)}.png"
     write_png(path, left)
     return Path(os.path.relpath(path.resolve(), json_dir.resolve())).as_posix()

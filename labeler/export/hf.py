@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from labeler.errors import InputError
+
 ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
 _OBJECT_FLOATS = (
     "score",
@@ -93,13 +95,28 @@ def _rows(dataset: str, include_rejected: bool) -> Iterator[dict[str, Any]]:
         }
 
 
+def _check_out(dataset: Path, out_dir: Path) -> None:
+    """--out is replaced only when it is an earlier export (a saved `datasets` folder); never the dataset,
+    a folder inside it or around it, or a folder of anything else."""
+    src, dst = dataset.resolve(), out_dir.resolve()
+    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise InputError(out_dir, f"is, or holds, or lies inside the dataset {dataset}", "pass another --out")
+    if dst.exists() and not dst.is_dir():
+        raise InputError(out_dir, "is a file", "pass a folder to --out")
+    ours = (dst / "state.json").is_file() and (dst / "dataset_info.json").is_file()
+    if dst.is_dir() and any(dst.iterdir()) and not ours:
+        raise InputError(
+            out_dir, "exists and is not an earlier Hugging Face export", "pass a new or empty --out"
+        )
+
+
 def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False) -> Path:
     """Write the `datasets` folder (built in a temporary cache beside it, then moved into place)."""
     from datasets import Dataset, disable_progress_bars
-
     from labeler.dataset.reader import open_dataset
 
     out_dir = Path(out_dir)
+    _check_out(Path(dataset_path), out_dir)
     width, height = open_dataset(dataset_path).manifest.calibration.image_size
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     disable_progress_bars()

@@ -29,6 +29,7 @@ import numpy as np
 from data_schema.diff import DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.manifest import ARRAY_NAMES
 from labeler.errors import LabelerError
+from labeler.io import safe_name
 
 MATCH_IOU = 0.5
 SAMPLE_SIGNALS = ("confidence_mean", "valid_depth_fraction", "mono_disagreement", "temporal_instability")
@@ -243,7 +244,7 @@ def diff_datasets(
         if k < pictures and change.depth_rel_change_median is not None:  # the largest: read them again
             xa = a.ds.read_row(a.samples[change.sample_id]["row"], ("left", "depth_m", "instance_ids"))
             xb = b.ds.read_row(b.samples[change.sample_id]["row"], ("left", "depth_m", "instance_ids"))
-            name = f"changes/{k + 1:03d}-{change.sample_id}.png"
+            name = f"changes/{k + 1:03d}-{safe_name(change.sample_id)}.png"
             rel = depth_change(xa["depth_m"], xb["depth_m"])[2]
             write_png(out / name, side_by_side(xa, xb, rel, change, matched[change.sample_id]))
             change = change.model_copy(update={"picture": name})

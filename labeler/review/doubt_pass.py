@@ -40,9 +40,15 @@ from labeler.dataset.index import (
     rewrite_shard_index,
     shard_index_bytes,
 )
-from labeler.dataset.manifest import dataset_lock, load_manifest, write_manifest
+from labeler.dataset.manifest import check_sealed, dataset_lock, load_manifest, write_manifest
+from labeler.dataset.seal import seal_root_files
 from labeler.dataset.sidecars import write_doubt_pass
-from labeler.dataset.tables import COMPACT_MIN_FILES, remove_unreferenced_tables, write_table_file
+from labeler.dataset.tables import (
+    COMPACT_MIN_FILES,
+    remove_unreferenced_tables,
+    table_files,
+    write_table_file,
+)
 from labeler.errors import LabelerError
 
 if TYPE_CHECKING:
@@ -195,6 +201,7 @@ def run_doubt(
     dataset = Path(dataset)
     started = time.perf_counter()
     with dataset_lock(dataset):
+        check_sealed(dataset, doing="a doubt pass")
         ds = open_dataset(dataset, verify=False)
         t = ds.samples.to_table(columns=["sample_id", "row", "status"])
         ids, status = t.column("sample_id").to_pylist(), t.column("status").to_pylist()
@@ -244,11 +251,13 @@ def run_doubt(
         if writer.written:
             index = read_shard_index(dataset)
             rewrite_shard_index(dataset, index)
-            if was_current:  # counts and version are the same; a stale manifest stays stale
-                manifest = load_manifest(dataset)
-                size = shard_index_bytes(dataset)
-                write_manifest(dataset, manifest.model_copy(update={"shard_index_bytes": size}))
-            remove_unreferenced_tables(dataset, index)
+            manifest = load_manifest(dataset)
+            # counts and version are the same; a stale manifest stays stale (its counts), but the index
+            # it seals is this one, which the pass checked before rewriting it
+            size = shard_index_bytes(dataset) if was_current else manifest.shard_index_bytes
+            update = {"shard_index_bytes": size, "files": seal_root_files(dataset)}
+            write_manifest(dataset, manifest.model_copy(update=update))
+            remove_unreferenced_tables(dataset, index, table_files(entries))
         try:
             version = metadata.version("labeler")
         except metadata.PackageNotFoundError:
@@ -262,5 +271,5 @@ def run_doubt(
             seconds=time.perf_counter() - started,
             labeler_version=version,
         )
-        write_doubt_pass(dataset, record)
+        record = write_doubt_pass(dataset, record)
     return record

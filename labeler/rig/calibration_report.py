@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from data_schema.calibration import StereoCalibration
-from labeler.io import write_png, write_text_atomic
+from labeler.io import safe_name, write_png, write_text_atomic
 from labeler.rig.calibration import CalibrationResult
 
 
@@ -101,7 +101,7 @@ def export_ros(calib: StereoCalibration, out_dir: str | Path) -> list[Path]:
     """Write `<rig>_left.camera_info.yaml` and `<rig>_right.camera_info.yaml` into `out_dir`."""
     paths = []
     for eye in ("left", "right"):
-        path = Path(out_dir) / f"{calib.rig}_{eye}.camera_info.yaml"
+        path = Path(out_dir) / f"{safe_name(calib.rig)}_{eye}.camera_info.yaml"
         write_text_atomic(path, yaml.safe_dump(ros_camera_info(calib, eye), sort_keys=False))
         paths.append(path)
     return paths

@@ -15,7 +15,7 @@ import numpy as np
 
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair, RectifiedSet, StereoPairSource
-from labeler.io import sha256_bytes, sha256_file, write_png, write_text_atomic
+from labeler.io import safe_name, sha256_bytes, sha256_file, write_png, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _rectify_loaded(
     try:
         left_r, right_r = rectify_pair(left, right, maps)
         shas = [
-            sha256_bytes(write_png(out / side / f"{src.pair_id}.png", img))
+            sha256_bytes(write_png(out / side / f"{safe_name(src.pair_id)}.png", img))
             for side, img in (("left", left_r), ("right", right_r))
         ]
         dy, n = vertical_offset_px(left_r, right_r)
@@ -160,8 +160,8 @@ def _rectify_loaded(
         pair_id=src.pair_id,
         source=src,
         status="ok",
-        left_path=f"left/{src.pair_id}.png",
-        right_path=f"right/{src.pair_id}.png",
+        left_path=f"left/{safe_name(src.pair_id)}.png",
+        right_path=f"right/{safe_name(src.pair_id)}.png",
         left_sha256=shas[0],
         right_sha256=shas[1],
         vertical_offset_px=dy,
