@@ -80,7 +80,7 @@ def shard_plan(shard: int):
 
 def write_one_shard(ds: Path, shard: int, layout, key: str, rng, writer) -> None:
     """A shard's write task (arrays + table files) and its commit by the writer (index line, compaction)."""
-    from labeler.dataset.writer import write_shard_files
+    from labeler.dataset.task_io import write_shard_files
 
     rows, records, objects = _shard_payload(shard, rng)
     writer.commit(write_shard_files(ds, shard, layout, key, records, objects, rows))

@@ -329,7 +329,7 @@ def write_stage(
     shard's index entry; the client committing it is what marks the shard done. `rewriting`: the
     content_sha256 of the shard's committed entry when it is written again (journalled first)."""
     from labeler.dataset.sidecars import preview_path
-    from labeler.dataset.writer import write_shard_files
+    from labeler.dataset.task_io import write_shard_files
 
     ok = sorted((s for s in samples if isinstance(s, LabelledSample)), key=lambda s: s.record.row)
     if previews:

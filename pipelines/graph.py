@@ -34,7 +34,7 @@ def _rectify(
 ) -> list[RectifiedPair]:
     """Rectify a run of raw pairs into OUT/rectified (task body for `labeler run`): a video's frames in one
     sequential decode pass; still frames of a sequence recorded as skipped (unless --keep-duplicates)."""
-    from labeler.dataset.writer import rectified_dir
+    from labeler.dataset.task_io import rectified_dir
     from labeler.rig.rectify import rectify_sources
 
     return rectify_sources(
@@ -70,7 +70,7 @@ def _maps(calib_path: str) -> Any:
 
 
 def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, int]) -> Any:
-    from labeler.dataset.writer import rectified_dir
+    from labeler.dataset.task_io import rectified_dir
 
     if pair.status == "skipped":
         src = pair.source
@@ -108,7 +108,7 @@ def _label(
 
 def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
     """A finished sample of a shard being rewritten: its arrays as stored, its records unchanged."""
-    from labeler.dataset.writer import stored_arrays
+    from labeler.dataset.task_io import stored_arrays
 
     try:
         arrays = stored_arrays(out, rec.row)
