@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from data_schema.captures import RectifiedPair
 from data_schema.manifest import (
@@ -29,10 +28,6 @@ from labeler.dataset.tables import (
     content_sha256,
     write_shard_tables,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 RECTIFIED_DIR = "rectified"  # `labeler run`: the rectified pairs it made, and their pairs.json
 
