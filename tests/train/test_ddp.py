@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -124,7 +123,7 @@ def test_two_gloo_processes_train_the_weights_one_process_trains_on_the_same_glo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     two = engine.spawn_processes(_toy_spec(tiny_dataset, tmp_path / "two", 2), [torch.device("cpu")] * 2)
     one = engine.fit(_toy_spec(tiny_dataset, tmp_path / "one", 4))
-    alone = engine.fit(_toy_spec(tiny_dataset, tmp_path / "alone", 2))  # one process's share only
+    engine.fit(_toy_spec(tiny_dataset, tmp_path / "alone", 2))  # one process's share only
     a, b, c = (_weights(tmp_path / n) for n in ("two", "one", "alone"))
     initial = ToyTask().build_model().state_dict()
     for k in initial:
@@ -148,12 +147,14 @@ def test_the_gpu_spawn_path_runs_on_two_gloo_processes(tiny_dataset, tmp_path, m
     from labeler.train.heads import api
 
     specs: list[engine.EngineSpec] = []
-    monkeypatch.setattr(api, "launch", lambda spec, gpus, **kw: specs.append(spec) or [])
+    monkeypatch.setattr(api, "launch", lambda spec, **kw: specs.append(spec) or [])
     api.train_heads(tiny_train_config(tiny_dataset, tmp_path / "two", epochs=1, batch_size=1, previews=0))
     (spec,) = specs
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned processes' torch threads: two on two cores
     two = engine.spawn_processes(spec, [torch.device("cpu")] * 2)
-    one = engine.fit(replace(spec, run_dir=tmp_path / "one", batch_size=2))
+    one = engine.fit(
+        replace(spec, settings=spec.settings.model_copy(update={"out": tmp_path / "one", "batch_size": 2}))
+    )
     assert [h.epoch for h in two] == [h.epoch for h in one] == [1]
     rows = {n: list(csv.DictReader((tmp_path / n / "steps.csv").open())) for n in ("two", "one")}
     assert len(rows["two"]) == len(rows["one"]) == 3
