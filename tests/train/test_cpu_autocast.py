@@ -113,3 +113,35 @@ def test_adapt_backbone_step_under_cpu_autocast(tiny_dataset, tmp_path):
     warmup = torch.load(tmp_path / "run" / "warmup" / "checkpoints" / "last.pt", weights_only=False)["model"]
     _trained_in_bf16(seen, tmp_path / "run" / "warmup")
     _trained_in_bf16(seen, tmp_path / "run" / "adapt", warmup)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without CUDA says")
+def test_gpu_flags_on_a_machine_without_cuda_are_one_line(tiny_dataset, tmp_path):
+    """The accepted `--gpu` branches need CUDA (docs/gpu.md); without it, each command says so in one
+    line, naming the flag and the way out, and writes nothing."""
+    from typer.testing import CliRunner
+
+    from labeler.cli.main import app
+
+    runs = {
+        "train-heads": [
+            *("train-heads", str(tiny_dataset), "--out", str(tmp_path / "h")),
+            *("--backbone", "tiny", "--random-init", "--gpu", "0"),
+        ],
+        "pseudo-label": [
+            "pseudo-label",
+            str(tiny_dataset.parent / "pairs"),
+            "--calib",
+            str(tiny_dataset.parent / "calib.yaml"),
+            "--out",
+            str(tmp_path / "ds"),
+            "--gpu",
+            "0",
+        ],
+    }
+    for name, argv in runs.items():
+        res = CliRunner().invoke(app, argv)
+        errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert res.exit_code != 0 and len(errors) == 1, (name, res.output)
+        assert "--gpu 0" in errors[0] and ("CPU" in errors[0] or "cpu" in errors[0]), errors[0]
+    assert not (tmp_path / "h").exists() and not (tmp_path / "ds").exists()
