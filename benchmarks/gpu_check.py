@@ -7,8 +7,10 @@
 
 It builds the deterministic checkpoints itself (FoundationStereo from the shared generator, a tiny and a
 full-size random SAM2; the heads are seeded random inits), then runs each part in its own process with
-its own time budget, within a total budget (default 480 s on CUDA): a part that fails, stops at its
-budget or finds no time left is one line in the report, and the other parts still run. Parts, in order:
+its own time budget: its share (`Profile.shares_s`) of the total (480 s on CUDA, 900 s on the CPU,
+--total-budget-s) less the report's reserve, the shares adding up to it; what a part leaves unused goes to
+the parts after it. A part that fails, stops at its budget or finds no time left is one line in the
+report, and the other parts still run. Parts, in order:
 
   env, checkpoints          device, driver, versions, packages; the weights
   fs_parity                 FoundationStereo float32 on the device against the shared vectors
@@ -16,9 +18,13 @@ budget or finds no time left is one line in the report, and the other parts stil
   fs_batches                1/4/8 pairs per call with the left-right pass at 480x640 and 800x1280
   fs_official               NVIDIA's code beside labeler's (with --foundation-stereo-src)
   sam2                      labeler's backend against the official generator (tiny, and 1024 px)
+  sam3                      labeler's SAM 3 backend against the official processor (tiny, bf16)
   heads                     train step of ViT-S/B at 518 px, bf16; loader/train
+  predict                   train-heads --gpu 0 (one epoch), then labeler predict --gpu 0
+  doubt                     labeler doubt --heads RUN --gpu 0 (the monocular model on the device)
   pipeline                  labeler demo -> calibrate -> run --gpu 0 (GPU backends) -> validate
   trainers                  one step of each model trainer labeler has (hooks for those to come)
+  multi_gpu                 train-heads and pseudo-label with --gpu 0,1 (two GPUs or more; else skipped)
   fs_compile                torch.compile on/off (last: the likeliest to use up its budget)
 
 Writes OUT/results.json (everything measured), OUT/results.md (the same as tables, headed by the device,
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check_lib import PROFILES, REPO, Part, Skip, one_line  # noqa: E402
+from gpu_check_lib import PROFILES, REPO, REPORT_RESERVE_S, Part, Skip, one_line, part_budget_s  # noqa: E402
 
 ORDER = (
     "env",
@@ -54,12 +60,15 @@ ORDER = (
     "fs_batches",
     "fs_official",
     "sam2",
+    "sam3",
     "heads",
+    "predict",
+    "doubt",
     "pipeline",
     "trainers",
+    "multi_gpu",
     "fs_compile",
 )
-REPORT_RESERVE_S = 10  # kept back from the total budget for writing the report
 MIN_PART_S = 20  # a part is not started with less time than this left
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 
@@ -73,7 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--parts", nargs="+", choices=ORDER, default=list(ORDER), help="a subset, in ORDER")
     p.add_argument("--profile", choices=sorted(PROFILES), default=None, help="sizes (default: by device)")
-    p.add_argument("--total-budget-s", type=float, default=None, help="default 480 on CUDA, 900 on the CPU")
+    p.add_argument(
+        "--total-budget-s",
+        type=float,
+        default=None,
+        help="default: the profile's (480 on CUDA, 900 on the CPU)",
+    )
     p.add_argument(
         "--shared",
         type=Path,
@@ -115,10 +129,11 @@ def find_shared(given: Path | None) -> Path:
 
 
 def run_child(args: argparse.Namespace) -> int:
+    from gpu_check_more import PARTS as MORE
     from gpu_check_parts import PARTS as OTHER
     from gpu_check_stereo import PARTS as STEREO
 
-    parts = {**OTHER, **STEREO}
+    parts = {**OTHER, **STEREO, **MORE}
     part = Part(
         name=args.child,
         device=args.device,
@@ -330,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     args.profile = args.profile or ("gpu" if cuda else "cpu")
     if args.child:
         return run_child(args)
-    total = args.total_budget_s or (480.0 if cuda else 900.0)
+    total = args.total_budget_s or PROFILES[args.profile].total_s
     append = cuda if args.append_results is None else args.append_results
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -355,17 +370,18 @@ def main(argv: list[str] | None = None) -> int:
         "shared": str(find_shared(args.shared)),
         "parts": [],
     }
-    budgets = PROFILES[args.profile].budgets_s
+    profile = PROFILES[args.profile]
+    names = [n for n in ORDER if n in args.parts]
     try:
         with (out / "log.txt").open("w") as log:
-            for name in [n for n in ORDER if n in args.parts]:
+            for i, name in enumerate(names):
                 left = deadline - time.monotonic() - REPORT_RESERVE_S
-                if left < MIN_PART_S:
+                timeout = part_budget_s(profile, name, names[i:], left)
+                if timeout < MIN_PART_S:
                     result = skipped(
                         name, f"no time left in the {total:.0f} s total budget (--total-budget-s)"
                     )
                 else:
-                    timeout = min(budgets[name], left)
                     record = work / "records" / f"{name}.jsonl"
                     command = [sys.executable, str(Path(__file__).resolve()), "--child", name,
                                "--device", args.device, "--profile", args.profile, "--work", str(work),

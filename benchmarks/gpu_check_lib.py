@@ -64,7 +64,10 @@ class Profile:
     pipeline_vit: str
     pipeline_flags: tuple[str, ...]  # extra `labeler run` flags
     train_stereo_flags: tuple[str, ...]  # `labeler train-stereo` flags besides --epochs 1
-    budgets_s: dict[str, float] = field(default_factory=dict)
+    total_s: float = 480  # the whole check, report included (--total-budget-s overrides it)
+    # each part's share of the total less REPORT_RESERVE_S: they add up to it (a test checks), and a part
+    # that ends early or is skipped leaves its time to the parts after it (see `part_budget_s`)
+    shares_s: dict[str, float] = field(default_factory=dict)
 
 
 GPU = Profile(
@@ -114,18 +117,23 @@ GPU = Profile(
         "--previews",
         "1",
     ),  # fmt: skip
-    budgets_s={
-        "env": 60,
-        "checkpoints": 150,
-        "fs_parity": 90,
-        "fs_speed": 150,
-        "fs_batches": 120,
-        "fs_official": 120,
-        "sam2": 90,
-        "heads": 120,
-        "pipeline": 150,
-        "trainers": 90,
-        "fs_compile": 180,
+    total_s=480,
+    shares_s={
+        "env": 10,
+        "checkpoints": 40,
+        "fs_parity": 25,
+        "fs_speed": 55,
+        "fs_batches": 40,
+        "fs_official": 45,
+        "sam2": 35,
+        "sam3": 20,
+        "heads": 30,
+        "predict": 20,
+        "doubt": 15,
+        "pipeline": 45,
+        "trainers": 45,
+        "multi_gpu": 20,
+        "fs_compile": 25,
     },
 )
 
@@ -178,22 +186,36 @@ CPU = Profile(
         "--previews",
         "0",
     ),  # fmt: skip
-    budgets_s={
-        "env": 60,
-        "checkpoints": 120,
-        "fs_parity": 150,
-        "fs_speed": 120,
-        "fs_batches": 150,
-        "fs_official": 150,
-        "sam2": 90,
-        "heads": 150,
-        "pipeline": 240,
-        "trainers": 180,
-        "fs_compile": 240,
+    total_s=900,
+    shares_s={
+        "env": 30,
+        "checkpoints": 60,
+        "fs_parity": 60,
+        "fs_speed": 40,
+        "fs_batches": 50,
+        "fs_official": 30,
+        "sam2": 50,
+        "sam3": 40,
+        "heads": 50,
+        "predict": 60,
+        "doubt": 40,
+        "pipeline": 150,
+        "trainers": 150,
+        "multi_gpu": 10,
+        "fs_compile": 70,
     },
 )
 
 PROFILES = {p.name: p for p in (GPU, CPU)}
+REPORT_RESERVE_S = 10  # kept back from the total budget for writing the report
+
+
+def part_budget_s(profile: Profile, name: str, remaining: list[str], left_s: float) -> float:
+    """The budget of part `name` when `left_s` seconds are left for it and the parts after it
+    (`remaining`, `name` first): its share of what is left, so the budgets of a run add up to its total
+    and time a part did not use goes to those after it."""
+    shares = [profile.shares_s[n] for n in remaining]
+    return left_s * profile.shares_s[name] / sum(shares)
 
 
 @dataclass

@@ -3,6 +3,8 @@ synthetic rectified pairs (rendered by `labeler.testing.scenes`) and of their id
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,23 @@ def write_plane_pairs(
             write_png(folder / "left" / f"pair_{i:03d}.png", left)
             write_png(folder / "right" / f"pair_{i:03d}.png", right)
     return folder
+
+
+@contextmanager
+def layer_output_dtypes() -> Iterator[list]:
+    """The dtypes of every Linear / convolution output computed within (any module, any model): what
+    tells a body that ran under autocast (bfloat16 matmuls) from one that did not (float32 only)."""
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d)
+    seen: list = []
+
+    def hook(module, args, out):
+        if isinstance(module, kinds) and isinstance(out, torch.Tensor):
+            seen.append(out.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

@@ -128,7 +128,10 @@ def flag_problems(text: str, options: dict[str, set[str]]) -> list[str]:
 
 
 # Flags README quotes inline that belong to another program, and which.
-OTHER_TOOLS = {"--resources": "`dask worker` (an external cluster's workers)"}
+OTHER_TOOLS = {
+    "--resources": "`dask worker` (an external cluster's workers)",
+    "--foundation-stereo-src": "`benchmarks/gpu_check.py` (the GPU check)",
+}
 
 
 # ------------------------------------------------------------------ what the code says

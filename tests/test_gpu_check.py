@@ -143,3 +143,49 @@ def test_cpu_dry_run_gives_every_part_a_status(tmp_path: Path) -> None:
     assert dataset["ok"] == dataset["samples"] >= 1 and dataset["failed"] == 0
     assert {r["pairs"] for r in parts["fs_batches"]["tables"]["batches"]} == {1, 2}
     assert "| part | status |" in (out / "results.md").read_text()
+
+
+def test_the_parts_shares_add_up_to_each_profiles_total() -> None:
+    from gpu_check_lib import PROFILES, REPORT_RESERVE_S, part_budget_s
+
+    for profile in PROFILES.values():
+        assert list(profile.shares_s) == list(gpu_check.ORDER), profile.name
+        assert sum(profile.shares_s.values()) + REPORT_RESERVE_S == profile.total_s, profile.name
+        left = profile.total_s - REPORT_RESERVE_S
+        names = list(gpu_check.ORDER)
+        assert [part_budget_s(profile, n, names[i:], left - sum(profile.shares_s[m] for m in names[:i]))
+                for i, n in enumerate(names)] == pytest.approx(list(profile.shares_s.values()))  # fmt: skip
+        # a part that ends early leaves its time to the parts after it, in proportion to their shares
+        rest = names[3:]
+        more = part_budget_s(profile, rest[0], rest, left)
+        assert more == pytest.approx(
+            left * profile.shares_s[rest[0]] / sum(profile.shares_s[n] for n in rest)
+        )
+    assert PROFILES["gpu"].total_s == 480
+
+
+def test_a_cpu_dry_run_of_a_few_parts_within_its_total(tmp_path: Path) -> None:
+    """`make gpu-check DEVICE=cpu` on three parts (env, SAM 3 against the official processor, the
+    multi-GPU part that a CPU skips) inside a 120 s total: statuses, rows, the budgets it gave."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--out", str(out),
+         "--work", str(tmp_path / "work"), "--total-budget-s", "120", "--parts", "env", "sam3", "multi_gpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    parts = {p["name"]: p for p in results["parts"]}
+    assert {n: p["status"] for n, p in parts.items()} == {
+        "env": "ok",
+        "sam3": "ok",
+        "multi_gpu": "skipped",
+    }, done.stdout[-2000:]
+    assert done.returncode == 0 and results["wall_s"] <= 120
+    # the first part's budget is its share of the total less the report's reserve (env 30, sam3 40,
+    # multi_gpu 10 on the CPU); the next ones share what is then left
+    assert parts["env"]["budget_s"] == round((120 - 10) * 30 / 80)
+    assert parts["env"]["seconds"] + parts["sam3"]["budget_s"] <= 120 - 10 + 1
+    (row,) = parts["sam3"]["tables"]["sam3"]
+    assert row["scores_finite"] and max(row["count_difference_vs_official"]) <= 1 and min(row["masks"]) > 0
+    assert "two or more" in parts["multi_gpu"]["reason"]
+    assert "| sam3 | ok |" in (out / "results.md").read_text()

@@ -22,7 +22,8 @@ Masks left empty after thresholding are dropped (the official generator keeps th
 thresholds are 0; they would carry a NaN stability).
 
 On CUDA the encoder and decoder run under bfloat16 autocast (`mixed_precision`); post-processing is
-float32 on the GPU. On the CPU everything is float32.
+float32 on the GPU. On the CPU everything is float32 (the tests run the autocast body under CPU bf16,
+labeler/models/precision.py).
 
 `min_mask_region_area` (official semantics): before upsampling, background components of the 256 x 256
 low-resolution mask logits of at most that many low-resolution pixels are filled and foreground ones
@@ -147,6 +148,7 @@ class _Loaded:
     def __init__(self, config: Sam2Config, device: str) -> None:
         import torch
 
+        from labeler.models.precision import autocasts
         from labeler.segment.sam2_model import import_sam2, load_sam2
 
         import_sam2()  # first: any `sam2.*` import runs its hydra-initialising __init__
@@ -160,7 +162,7 @@ class _Loaded:
         self.config = config
         self.device = dev
         self.model = load_sam2(config.config, config.checkpoint, device=device)
-        self.amp = dev.type == "cuda" and config.mixed_precision
+        self.amp = autocasts(dev, config.mixed_precision)  # on CUDA (models/precision.py)
         self.grids = build_all_layer_point_grids(
             config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor
         )

@@ -22,7 +22,8 @@ measures both, with the masks' agreement).
 Result: `Masks` sorted by descending score over all classes, `class_names` the class of each mask,
 stability 1 (SAM 3 has no stability score), empty masks dropped. Masks of different classes may overlap
 (the instance map keeps the better-scored one per pixel). On CUDA the model runs under bfloat16
-autocast (`mixed_precision`), as the official examples do; on the CPU everything is float32.
+autocast (`mixed_precision`), as the official examples do; on the CPU everything is float32 (the tests run
+the autocast body under CPU bf16, labeler/models/precision.py).
 
 Importing this module does not import torch or sam3; the model is loaded once per backend instance, on
 first use, and is not pickled with the instance.
@@ -105,6 +106,7 @@ class _Loaded:
     def __init__(self, config: Sam3Config, device: str) -> None:
         import torch
 
+        from labeler.models.precision import autocasts
         from labeler.segment.sam3_model import load_sam3
 
         dev = torch.device(device)
@@ -118,7 +120,7 @@ class _Loaded:
         self.device = dev
         self.resolution = resolve_arch(config.arch).resolution
         self.model = load_sam3(config.arch, config.checkpoint, config.bpe_path, device=device)
-        self.amp = dev.type == "cuda" and config.mixed_precision
+        self.amp = autocasts(dev, config.mixed_precision)  # on CUDA (models/precision.py)
         with torch.inference_mode(), self._autocast():
             self.text = self.model.backbone.forward_text(list(self.classes), device=dev)
 

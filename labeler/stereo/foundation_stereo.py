@@ -175,10 +175,13 @@ class FoundationStereoBackend(StereoBackend[FoundationStereoConfig]):
 
     @property
     def autocast(self) -> bool:
-        """Mixed precision: only on CUDA; the config's choice, else the release's cfg.yaml."""
+        """Mixed precision: only on CUDA (see labeler/models/precision.py); the config's choice, else the
+        release's cfg.yaml."""
+        from labeler.models.precision import autocasts
+
         wanted = self.config.mixed_precision
         wanted = self.args.mixed_precision if wanted is None else wanted
-        return bool(wanted) and self.device.startswith("cuda")
+        return autocasts(self.device, bool(wanted))
 
     def _infer(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: float

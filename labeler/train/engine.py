@@ -118,8 +118,11 @@ def loader(ds, sampler, settings: TrainRunConfig, dist: Dist):
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU training stays float32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU training stays float32), but inside the tests'
+    `labeler.models.precision.cpu_autocast()`, which runs the same body under CPU bf16 autocast."""
+    from labeler.models.precision import autocast as autocast_on
+
+    return autocast_on(device, enabled)
 
 
 @dataclass

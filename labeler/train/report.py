@@ -91,7 +91,8 @@ def write_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5 * (1 + len(panels)), 4.2))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5 * (1 + len(panels)), 4.2), squeeze=False)
+    axes = axes[0]  # one row (also with no panel beside the loss)
     ax = axes[0]
     if steps:
         ax.plot(

@@ -78,14 +78,14 @@ class HeadsPredictor:
         import torch
         import torch.nn.functional as F
 
+        from labeler.models.precision import autocast
         from labeler.train.heads.data import normalise, resized_shape
         from labeler.train.heads.instances import instances_from_maps, sigmoid
 
         h, w = rgb.shape[:2]
         rh, rw = resized_shape(h, w, self.model_config.input_size)
         x = normalise(cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR))
-        cuda = str(self.device).startswith("cuda")
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.no_grad(), autocast(self.device, True):  # bf16 on CUDA (see models/precision.py)
             out = self.model(x[None].to(self.device))
         class_prob: np.ndarray | None = None
         if "class_logits" in out:  # (C + 1, H, W) class probabilities at the image's size
