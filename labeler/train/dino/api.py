@@ -130,6 +130,7 @@ def probe(cfg: AdaptBackboneConfig, weights: Path, out: Path) -> ProbeFigures:
         resume=cfg.resume,
         previews=1,
         include_rejected=cfg.include_rejected,  # the same samples as the adaptation's split
+        selection=cfg.selection,
     )
     res = train_heads(heads_cfg)
     last = res.history[-1] if res.history else None
@@ -189,10 +190,10 @@ class _Inputs:
 def _inputs(cfg: AdaptBackboneConfig) -> _Inputs:
     from labeler.dataset.decisions import kept_sample_ids
     from labeler.io import sha256_file
-    from labeler.train.sampling import split_ids
+    from labeler.train.sampling import selected_ids, split_ids
 
     ds, files, kind = check_inputs(cfg)
-    train_all, held_all = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_all, held_all = split_ids(selected_ids(ds, cfg.selection), cfg.heldout_frac, seed=cfg.seed)
     train_ids = kept_sample_ids(ds, train_all, include_rejected=cfg.include_rejected)
     held_ids = kept_sample_ids(ds, held_all, include_rejected=cfg.include_rejected)
     n_train = len(train_ids) + len(files)

@@ -91,14 +91,12 @@ def with_dataset_classes(cfg: TrainHeadsConfig, ds: Any) -> TrainHeadsConfig:
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
     """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/engine.py."""
     from labeler import open_dataset
-    from labeler.train.sampling import rejected_note, reviewed_split, split_ids
+    from labeler.train.sampling import rejected_note, run_split
 
     weights, label = weights_label(cfg)
     ds = open_dataset(cfg.dataset)
     cfg = with_dataset_classes(cfg, ds)
-    train_ids, held_ids, rejected = reviewed_split(
-        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
-    )
+    train_ids, held_ids, rejected = run_split(ds, cfg)
     if not train_ids:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
     record = {
