@@ -89,11 +89,16 @@ def export_rerun_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help=".rrd file to write (open it with `rerun FILE`)")],
     include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
 ) -> None:
-    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera."""
+    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera;
+    the models' licences as the static `licences` document."""
+    from labeler.export.coco import ExportScope
     from labeler.export.rerun import export_rerun
 
-    path = run(lambda: dataset, lambda d: export_rerun(d, out, include_rejected=include_rejected))
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(lambda: dataset, lambda d: export_rerun(d, out, scope=scope))
     typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
 
 
@@ -102,11 +107,16 @@ def export_hf_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help="folder for the Hugging Face dataset (datasets.load_from_disk)")],
     include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
 ) -> None:
-    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects."""
+    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects;
+    the models' licences in OUT/licences.json and the dataset's info.license."""
+    from labeler.export.coco import ExportScope
     from labeler.export.hf import export_hf
 
-    path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(lambda: dataset, lambda d: export_hf(d, out, scope=scope))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
 
 
