@@ -16,9 +16,10 @@ DATASET/
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from pathlib import Path
+from typing import Annotated, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from data_schema.heads import Backbone
 from data_schema.licences import ModelLicence
@@ -26,6 +27,45 @@ from data_schema.record import Record
 
 CURATION_SCHEMA_VERSION: Final = 1
 SELECTION_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class EmbedConfig(Record):
+    """`labeler embed DATASET`: one Dask task chain per dataset shard (load → model → write), on the same
+    kind of cluster as labelling."""
+
+    dataset: Path
+    backbone: Backbone = "vits"
+    weights: Path | None = Field(
+        None, description="DINOv2 / Depth Anything V2 / FoundationStereo checkpoint (None: random-init)"
+    )
+    random_init: bool = Field(
+        False, description="a seeded random-init ViT (tests and demos; `tiny` always is)"
+    )
+    seed: int = Field(0, description="the random-init seed")
+    input_size: int = Field(
+        224, ge=14, le=2016, multiple_of=14, description="short image side fed to the ViT"
+    )
+    batch_size: int = Field(16, ge=1, le=4096, description="images per forward pass")
+    gpus: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        (), description="CUDA device ids; one worker per GPU, the model task takes its GPU"
+    )
+    workers: int | None = Field(None, ge=1, description="CPU workers (default: cores)")
+    scheduler: str | None = Field(
+        None,
+        pattern=r"^(sync|threads|processes|[a-z]+://\S+)$",
+        description="sync | threads | processes, or a running Dask scheduler's address (tcp://host:port)",
+    )
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _weights_or_random_init(self) -> EmbedConfig:
+        if self.random_init and self.weights is not None:
+            raise ValueError(f"--weights {self.weights} with --random-init: choose one")
+        if self.weights is None and not self.random_init and self.backbone != "tiny":
+            raise ValueError(
+                f"no weights for --backbone {self.backbone}: pass --weights FILE, or --random-init"
+            )
+        return self
 
 
 class EmbeddingSet(Record):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from data_schema.curation import SELECTION_NAME_PATTERN
 from data_schema.record import Record
 
 
@@ -41,3 +42,9 @@ class TrainRunConfig(TrainOptions):
     seed: int = 0
     workers: int = Field(2, ge=0, description="DataLoader workers per process")
     amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
+    selection: str | None = Field(
+        None,
+        pattern=SELECTION_NAME_PATTERN,
+        description="train and hold out only the samples of this named selection (DATASET/selections/; "
+        "`labeler curate` writes them); None: every sample",
+    )

@@ -64,7 +64,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects)
     _check_backends(cfg)
     check_writable(cfg.out)
-    _check_scheduler(cfg.scheduler)
+    check_scheduler(cfg.scheduler)
     with DatasetWriter(cfg.out) as writer:
         writer.refuse_other_settings(key)
         _check_tracking(cfg, writer)
@@ -258,7 +258,7 @@ def _check_backends(cfg: PseudoLabelConfig) -> None:
     MASK_BACKENDS.check(cfg.masks)
 
 
-def _check_scheduler(scheduler: str | None) -> None:
+def check_scheduler(scheduler: str | None) -> None:
     """An unreachable --scheduler is one line, before a store is created."""
     if not scheduler or "://" not in scheduler:
         return
@@ -274,15 +274,19 @@ def _check_scheduler(scheduler: str | None) -> None:
 
 
 def _check_gpus(cfg: PseudoLabelConfig) -> None:
+    check_gpus(cfg.gpus, cfg.scheduler)
+
+
+def check_gpus(gpus: tuple[int, ...], scheduler: str | None) -> None:
     """--gpu on a local cluster needs those devices here (an external cluster's workers have their own)."""
-    if not cfg.gpus or (cfg.scheduler and "://" in cfg.scheduler):
+    if not gpus or (scheduler and "://" in scheduler):
         return
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    missing = [g for g in cfg.gpus if g >= n]
+    missing = [g for g in gpus if g >= n]
     if missing:
         raise LabelerError(
-            f"--gpu {','.join(map(str, cfg.gpus))}: CUDA device {missing[0]} not found "
+            f"--gpu {','.join(map(str, gpus))}: CUDA device {missing[0]} not found "
             f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
         )

@@ -98,7 +98,9 @@ def _commands(text: str) -> list[tuple[str, list[str]]]:
     out = []
     for block in _code_blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
-            m = re.match(r"\s*labeler ((?:[a-z][a-z0-9-]*)(?: (?:coco|hf|rerun|ros))?)\b(.*)", line)
+            m = re.match(
+                r"\s*labeler ((?:[a-z][a-z0-9-]*)(?: (?:coco|hf|rerun|ros|webdataset|lerobot))?)\b(.*)", line
+            )
             if m:
                 out.append(
                     (m.group(1), re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", m.group(2).split("#")[0]))

@@ -24,6 +24,7 @@ from labeler.cli.options import (
     LrOpt,
     ResumeOpt,
     SeedOpt,
+    TrainSelectionOpt,
     WeightDecayOpt,
     WorkersOpt,
     config_of,
@@ -80,6 +81,7 @@ def train_heads_cmd(
     resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out samples drawn per epoch")] = 3,
     include_rejected: Annotated[bool, with_help(IncludeRejectedOpt, HEADS_REJECTED)] = False,
+    selection: TrainSelectionOpt = None,
 ) -> None:
     """Train depth / segmentation / fusion heads on a frozen DINOv2 from a pseudo-label dataset."""
     flags = dict(locals())  # every flag, named as its field of the config, but the model's

@@ -15,6 +15,7 @@ import typer
 from pydantic import BaseModel
 from typer.models import OptionInfo
 
+from labeler.cli._app import SelectionOpt as ExportSelectionOpt
 from labeler.cli._app import _gpus
 
 C = TypeVar("C", bound=BaseModel)
@@ -41,6 +42,15 @@ def with_help(option: Any, help: str) -> OptionInfo:
     info = copy.copy(info)
     info.help = help
     return info
+
+
+TrainSelectionOpt = Annotated[
+    str | None,
+    with_help(
+        ExportSelectionOpt,
+        "train and hold out only the samples of this named selection (`labeler curate` writes them)",
+    ),
+]
 
 
 def config_of(config: type[C], flags: dict[str, Any], /, **parsed: Any) -> C:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli._app import SelectionOpt, StrictLicenceOpt, app, export_app, run
+from labeler.cli._app import SelectionOpt, StrictLicenceOpt, _gpus, app, export_app, run
 
 IncludeRejected = Annotated[
     bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
@@ -89,11 +89,16 @@ def export_rerun_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help=".rrd file to write (open it with `rerun FILE`)")],
     include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
 ) -> None:
-    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera."""
+    """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera;
+    the models' licences as the static `licences` document."""
+    from labeler.export.coco import ExportScope
     from labeler.export.rerun import export_rerun
 
-    path = run(lambda: dataset, lambda d: export_rerun(d, out, include_rejected=include_rejected))
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(lambda: dataset, lambda d: export_rerun(d, out, scope=scope))
     typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
 
 
@@ -102,11 +107,16 @@ def export_hf_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help="folder for the Hugging Face dataset (datasets.load_from_disk)")],
     include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
 ) -> None:
-    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects."""
+    """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects;
+    the models' licences in OUT/licences.json and the dataset's info.license."""
+    from labeler.export.coco import ExportScope
     from labeler.export.hf import export_hf
 
-    path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(lambda: dataset, lambda d: export_hf(d, out, scope=scope))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
 
 
@@ -124,42 +134,37 @@ def embed(
         bool, typer.Option(help="a seeded random-init ViT (tests and demos only)")
     ] = False,
     input_size: Annotated[
-        int, typer.Option(min=14, max=2016, help="short image side fed to the ViT, px")
+        int, typer.Option(min=14, max=2016, help="short image side fed to the ViT, px (a multiple of 14)")
     ] = 224,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="images per forward pass")] = 16,
-    gpu: Annotated[int | None, typer.Option(min=0, help="CUDA id (default: the CPU)")] = None,
+    gpu: Annotated[str | None, typer.Option(help="CUDA ids, e.g. 0 or 0,1 (one worker per GPU)")] = None,
+    workers: Annotated[int | None, typer.Option(help="CPU workers (default: cores)")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="tcp://host:port of a running Dask scheduler, or threads | sync")
+    ] = None,
     seed: Annotated[int, typer.Option(help="the random-init seed")] = 0,
 ) -> None:
     """Store a DINOv2 embedding per sample (CLS + mean patch token) and per object (mask-pooled patch
-    tokens), float16, in the dataset; resumes where an interrupted run stopped."""
-    from labeler.errors import LabelerError
-    from labeler.review.embed import run_embed
+    tokens), float16, in the dataset; on Dask workers like labelling, one task chain per shard; resumes
+    where an interrupted run stopped."""
+    flags = dict(locals())
+    from data_schema.curation import EmbedConfig
+    from pipelines.embed import run_embed
 
-    def call(path: Path):
-        if backbone not in ("vits", "vitb", "vitl", "vitg", "tiny"):
-            raise LabelerError(f"--backbone {backbone}: choose vits, vitb, vitl, vitg or tiny")
-        if input_size % 14:
-            raise LabelerError(f"--input-size {input_size}: use a multiple of the patch size 14")
-        if random_init and weights is not None:
-            raise LabelerError(f"--weights {weights} with --random-init: choose one")
-        if weights is None and not random_init and backbone != "tiny":
-            raise LabelerError(f"no weights for --backbone {backbone}: pass --weights FILE, or --random-init")
-        return run_embed(
-            path,
-            backbone=backbone,  # type: ignore[arg-type]
-            weights=weights,
-            seed=seed,
-            input_size=input_size,
-            batch_size=batch_size,
-            device=f"cuda:{gpu}" if gpu is not None else "cpu",
-        )
-
-    res = run(lambda: dataset, call)
+    res = run(
+        lambda: EmbedConfig(**{k: v for k, v in flags.items() if k != "gpu"}, gpus=_gpus(gpu)), run_embed
+    )
     typer.echo(
         f"{dataset}: {res.n_embedded} of {res.n_shards} shards embedded now ({res.n_samples} samples, "
         f"{res.n_objects} objects) in {res.seconds:.1f} s; {res.record.backbone}, {2 * res.record.embed_dim} "
         f"floats per sample; licence {res.record.licence.licence} ({res.record.licence.commercial})"
     )
+    for shard, why in res.failed.items():
+        typer.echo(
+            f"error: {dataset}: shard {shard} not embedded ({why}); run `labeler embed` again", err=True
+        )
+    if res.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

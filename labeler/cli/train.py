@@ -23,6 +23,7 @@ from labeler.cli.options import (
     LrOpt,
     ResumeOpt,
     SeedOpt,
+    TrainSelectionOpt,
     WarmupOpt,
     WeightDecayOpt,
     WorkersOpt,
@@ -101,6 +102,7 @@ def train_stereo_cmd(
     resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out pairs drawn per epoch")] = 2,
     include_rejected: IncludeRejectedOpt = False,
+    selection: TrainSelectionOpt = None,
 ) -> None:
     """Fine-tune FoundationStereo on a rig's own pseudo-label dataset; writes a release-layout checkpoint."""
     flags = dict(locals())  # every flag, named as its field of the config
@@ -172,6 +174,7 @@ def train_sam2_cmd(
     amp: AmpOpt = True,
     resume: ResumeOpt = False,
     previews: Annotated[int, typer.Option(help="held-out images drawn per epoch")] = 2,
+    selection: TrainSelectionOpt = None,
 ) -> None:
     """Retrain SAM2's prompt encoder and mask decoder on a dataset's masks; writes OUT/sam2.pt."""
     flags = dict(locals())  # every flag, named as its field of the config
@@ -258,6 +261,7 @@ def adapt_backbone_cmd(
     gpu: GpuOpt = None,
     amp: AmpOpt = True,
     resume: ResumeOpt = False,
+    selection: TrainSelectionOpt = None,
 ) -> None:
     """Adapt DINOv2 to the rig's images (DINO + iBOT + KoLeo, EMA teacher); writes OUT/backbone.pth."""
     flags = dict(locals())  # every flag, named as its field of the config

@@ -91,7 +91,7 @@ def objects_sha256(rows: np.ndarray, ids: np.ndarray, emb: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def write_embedding_shard(
+def write_embedding_files(
     dataset: str | Path,
     key: str,
     entry: ShardEntry,
@@ -99,7 +99,8 @@ def write_embedding_shard(
     samples: np.ndarray,
     objects: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> EmbeddingShard:
-    """Write one dataset shard's embeddings (its single writer) and commit its index line.
+    """Write one dataset shard's embeddings (its single writer: its chunk of the sample array, its objects
+    file) and return its index line; `commit_embedding_shard` (one process, the run's) appends it.
 
     Args:
         rows: the shard's ok rows, in order.
@@ -140,8 +141,12 @@ def write_embedding_shard(
         samples_sha256=hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float16).tobytes()).hexdigest(),
         objects_sha256=objects_sha256(o_rows, o_ids, o_emb),
     )
-    append_jsonl(folder / _INDEX, [done])
     return done
+
+
+def commit_embedding_shard(dataset: str | Path, done: EmbeddingShard) -> None:
+    """A shard's embeddings count from here on (see the module docstring)."""
+    append_jsonl(embeddings_dir(dataset) / _INDEX, [done])
 
 
 def _read_objects(dataset: str | Path, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_schema.licences import LicenceRecord, ModelLicence, backend_licences, strict_problems
+from data_schema.licences import (
+    LicenceRecord,
+    ModelLicence,
+    backend_licences,
+    inherited,
+    model_licence,
+    strict_problems,
+)
 from data_schema.licences import StrictLicence as StrictLicence
 from data_schema.manifest import Manifest
 from labeler.errors import LabelerError
@@ -30,6 +37,33 @@ def dataset_licences(dataset: str | Path, manifest: Manifest | None = None) -> l
     emb = read_embedding_record(dataset)
     if emb is not None:
         out.append(emb.licence)
+    return out
+
+
+PARENT = "parent weights"
+RUN_LICENCES = "licences.json"  # RUN/licences.json of a trained run (labeler/train/engine.py)
+
+
+def parent_licences(
+    kind: str, weights: str | Path | None, *, weights_sha256: str | None = None
+) -> list[ModelLicence]:
+    """The licences of the weights a trainer starts from: the file's own (by `kind`, the checkpoint's
+    family: dinov2, depth-anything-v2, foundation-stereo; by file name or sha256, data_schema/licences.py;
+    `weights` None: a seeded random init, licence "none"), then, where labeler trained them (a
+    `licences.json` beside the file: adapt-backbone's OUT/backbone.pth), every model in that run's history.
+    """
+    if weights is None:
+        return [model_licence(PARENT, "dinov2-random-init")]
+    out = [model_licence(PARENT, kind, weights, weights_sha256=weights_sha256)]
+    beside = Path(weights).expanduser().parent / RUN_LICENCES
+    if beside.is_file():
+        try:
+            record = LicenceRecord.model_validate_json(beside.read_text())
+        except ValueError:
+            raise LabelerError(
+                f"{beside}: not a licence record beside {Path(weights).name}; move it away or restore it"
+            ) from None
+        out += inherited(record.models, role_prefix=PARENT)
     return out
 
 

@@ -15,6 +15,9 @@ One row per ok sample the review kept (labeler/export/coco.py `reviewed_samples`
 | `review`       | string                          | the decision in force, or null                  |
 
 Depth is an Array2D, never an `Image`: the Image feature stores float depth as 8-bit (HF datasets #5461).
+The licence of every model in the labels' history (data_schema/licences.py) is in `OUT/licences.json`
+(a `LicenceRecord`) and, one model per line, in the dataset's own `info.license`; `--selection` and
+`--strict-licence` work as in every export (labeler/export/coco.py `open_export`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import InputError
+from labeler.export.coco import ExportScope
 
 ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
 _OBJECT_FLOATS = (
@@ -69,12 +73,13 @@ def features(width: int, height: int) -> Any:
     )
 
 
-def _rows(dataset: str, include_rejected: bool) -> Iterator[dict[str, Any]]:
+def _rows(dataset: str, include_rejected: bool, only: list[str] | None) -> Iterator[dict[str, Any]]:
     from labeler.dataset.reader import open_dataset
     from labeler.export.coco import reviewed_samples
 
     ds = open_dataset(dataset)
-    for s in reviewed_samples(ds, ARRAYS, include_rejected=include_rejected):
+    keep = frozenset(only) if only is not None else None
+    for s in reviewed_samples(ds, ARRAYS, include_rejected=include_rejected, only=keep):
         a = s.arrays
         yield {
             "sample_id": s.record.sample_id,
@@ -110,14 +115,28 @@ def _check_out(dataset: Path, out_dir: Path) -> None:
         )
 
 
-def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False) -> Path:
-    """Write the `datasets` folder (built in a temporary cache beside it, then moved into place)."""
-    from datasets import Dataset, disable_progress_bars
-    from labeler.dataset.reader import open_dataset
+def export_hf(
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    *,
+    include_rejected: bool = False,
+    scope: ExportScope | None = None,
+) -> Path:
+    """Write the `datasets` folder (built in a temporary cache beside it, then moved into place).
+
+    scope: the selection, `--strict-licence` and include_rejected together (overrides the flag).
+    """
+    from datasets import Dataset, DatasetInfo, disable_progress_bars
+
+    from data_schema.licences import describe
+    from labeler.dataset.licences import licence_record
+    from labeler.export.coco import open_export
 
     out_dir = Path(out_dir)
     _check_out(Path(dataset_path), out_dir)
-    width, height = open_dataset(dataset_path).manifest.calibration.image_size
+    scope = scope or ExportScope(include_rejected=include_rejected)
+    src = open_export(dataset_path, scope, what="Hugging Face export")
+    width, height = src.ds.manifest.calibration.image_size
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     disable_progress_bars()
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
@@ -125,11 +144,21 @@ def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected
             _rows,
             features=features(width, height),
             cache_dir=str(Path(tmp) / "cache"),
-            gen_kwargs={"dataset": str(dataset_path), "include_rejected": include_rejected},
+            gen_kwargs={
+                "dataset": str(dataset_path),
+                "include_rejected": scope.include_rejected,
+                "only": sorted(src.only) if src.only is not None else None,
+            },
+            info=DatasetInfo(
+                description=f"labeler dataset {src.ds.version[:12]}"
+                + (f", selection {scope.selection}" if scope.selection else ""),
+                license="\n".join(describe(m) for m in src.licences),
+            ),
         )
         staged = Path(tmp) / "out"
         hf.save_to_disk(str(staged))
         del hf
+        (staged / "licences.json").write_text(licence_record(src.licences).model_dump_json(indent=1))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staged.rename(out_dir)

@@ -9,9 +9,12 @@ Entities (the camera frame is the world frame: X right, Y down, Z forward, metre
   `AnnotationContext` naming each object `object <id> · <median depth> m`);
 - `world/points`: the valid depth back-projected to 3-D, coloured by the image (every `stride`-th pixel
   in each direction, so a point cloud stays at most `max_points`);
-- `world/sample`: the sample id, its doubt and review decision as a text log line.
+- `world/sample`: the sample id, its doubt and review decision as a text log line;
+- `licences` (static): a `TextDocument` (markdown) naming the dataset version, the selection and the
+  licence of every model in the labels' history (data_schema/licences.py).
 
-Review decisions are honoured as in every export (labeler/export/coco.py `reviewed_samples`).
+Review decisions, `--selection` and `--strict-licence` are honoured as in every export
+(labeler/export/coco.py `open_export`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from data_schema.licences import ModelLicence
+from labeler.export.coco import ExportScope
 
 MAX_POINTS = 200_000
 
@@ -44,16 +50,19 @@ def export_rerun(
     *,
     include_rejected: bool = False,
     max_points: int = MAX_POINTS,
+    scope: ExportScope | None = None,
 ) -> Path:
-    """Write the .rrd of a dataset (atomically); returns its path."""
+    """Write the .rrd of a dataset (atomically); returns its path. `scope`: the selection,
+    `--strict-licence` and include_rejected together (overrides the flag)."""
     import rerun as rr
 
-    from labeler.dataset.reader import open_dataset
-    from labeler.export.coco import reviewed_samples
+    from labeler.export.coco import open_export
     from labeler.io import atomic_path
 
     out_path = Path(out_path)
-    ds = open_dataset(dataset_path)
+    scope = scope or ExportScope(include_rejected=include_rejected)
+    src = open_export(dataset_path, scope, what="Rerun export")
+    ds = src.ds
     width, height = ds.manifest.calibration.image_size
     k = ds.manifest.calibration.rectification.left_intrinsics
     stride = max(1, math.ceil(math.sqrt(width * height / max_points)))
@@ -62,13 +71,15 @@ def export_rerun(
         rec = rr.RecordingStream("labeler", recording_id=ds.version)
         rec.save(str(tmp))
         rec.log("world", rr.ViewCoordinates.RDF, static=True)
+        text = licences_markdown(ds.version, scope.selection, src.licences)
+        rec.log("licences", rr.TextDocument(text, media_type=rr.MediaType.MARKDOWN), static=True)
         rec.log(
             "world/camera/image",
             rr.Pinhole(focal_length=[k[0], k[1]], principal_point=[k[2], k[3]], resolution=[width, height]),
             static=True,
         )
         names = ("left", "depth_m")
-        for step, s in enumerate(reviewed_samples(ds, names, include_rejected=include_rejected)):
+        for step, s in enumerate(src.samples(names)):
             a = s.arrays
             rec.set_time("sample", sequence=step)
             depth = np.nan_to_num(a["depth_m"], nan=0.0).astype(np.float32)
@@ -90,6 +101,15 @@ def export_rerun(
         rec.flush()
         rec.disconnect()
     return out_path
+
+
+def licences_markdown(version: str, selection: str | None, licences: list[ModelLicence]) -> str:
+    """The `licences` document: one line per model (data_schema/licences.py `describe`)."""
+    from data_schema.licences import describe, licence_summary
+
+    head = f"# labeler dataset {version[:12]}" + (f", selection {selection}" if selection else "")
+    lines = [head, "", licence_summary(licences), "", *(f"- {describe(m)}" for m in licences)]
+    return "\n".join(lines) + "\n"
 
 
 def _depth_label(depth_m: float | None) -> str:

@@ -1,4 +1,4 @@
-"""`labeler embed DATASET`: one DINOv2 embedding per sample and per object, stored in the dataset.
+"""What `labeler embed DATASET` computes: one DINOv2 embedding per sample and per object.
 
 A sample's embedding is its rectified left image's final-norm CLS token and the mean of its patch tokens,
 concatenated (2C wide, float16); an object's is the mean of the patch tokens its mask covers, each weighted
@@ -7,36 +7,26 @@ its centre. The image is resized so its short side is `input_size` px and both s
 
 The backbone is the heads' DINOv2 (`--backbone vits --weights dinov2_vits14_pretrain.pth`, or a Depth
 Anything V2 / FoundationStereo checkpoint's ViT) or a seeded random-init one (`--random-init`; `tiny` is
-always random-init). Shards are embedded in `batch_size` images per forward and committed one by one
-(labeler/dataset/embeddings.py), so an interrupted run resumes where it stopped. On a GPU:
-`labeler embed DATASET --backbone vits --weights W --gpu 0 --batch-size 64`.
+always random-init). A shard is read and prepared on the CPU (`prepare_shard`: images resized, each
+object's patch shares), embedded `batch_size` images per forward (`embed_shard`, the model's part), then
+written (labeler/dataset/embeddings.py); pipelines/embed.py runs these as Dask tasks, one chain per shard.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from data_schema.curation import EmbeddingSet
 from data_schema.heads import Backbone, HeadsModelConfig
 from data_schema.licences import ModelLicence, model_licence
+from data_schema.manifest import ShardEntry
 from labeler.models.dinov2_dpt import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE, DinoViT
-
-
-@dataclass(frozen=True)
-class EmbedRun:
-    record: EmbeddingSet
-    n_shards: int
-    n_embedded: int  # shards embedded now (the others were done before)
-    n_samples: int
-    n_objects: int
-    seconds: float
 
 
 def build_backbone(
@@ -66,7 +56,49 @@ def input_shape(width: int, height: int, input_size: int) -> tuple[int, int]:
     return h, w
 
 
+def prepare_images(
+    images: list[np.ndarray], masks: list[np.ndarray], size: tuple[int, int]
+) -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
+    """The CPU half of `embed_images`: the images resized to `size` and each object's patch shares.
+
+    Args:
+        images: (H, W, 3) uint8 each. masks: (H, W) uint16 instance ids each (0: no object).
+        size: (h, w) fed to the ViT, multiples of 14.
+
+    Returns:
+        ((B, h, w, 3) uint8, per image {object id: (h/14 * w/14,) float32 share of each patch it covers}).
+    """
+    import cv2
+
+    h, w = size
+    raw = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
+    return raw, [_patch_shares(ids, h // PATCH_SIZE, w // PATCH_SIZE) for ids in masks]
+
+
 @torch.no_grad()
+def embed_prepared(
+    vit: DinoViT, raw: np.ndarray, shares: list[dict[int, np.ndarray]], device: str
+) -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
+    """The model half of `embed_images`: one forward of the (B, h, w, 3) uint8 batch, then each object's
+    share-weighted mean of the patch tokens.
+
+    Returns:
+        ((B, 2C) float16 sample embeddings, per image {object id: (C,) float16}).
+    """
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    x = ((raw.astype(np.float32) / np.float32(255.0) - mean) / std).astype(np.float32)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
+    ((tok, cls),) = vit.intermediate_layers(t, (len(vit.blocks) - 1,))
+    patches: np.ndarray = tok.float().cpu().numpy()  # (B, gh*gw, C)
+    cls_np: np.ndarray = cls.float().cpu().numpy()
+    samples = np.concatenate([cls_np, patches.mean(axis=1)], axis=1).astype(np.float16)
+    objects = [
+        {oid: (share @ p / share.sum()).astype(np.float16) for oid, share in per.items()}
+        for p, per in zip(patches, shares, strict=True)
+    ]
+    return samples, objects
+
+
 def embed_images(
     vit: DinoViT, images: list[np.ndarray], masks: list[np.ndarray], size: tuple[int, int], device: str
 ) -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
@@ -75,23 +107,12 @@ def embed_images(
     Returns:
         ((B, 2C) float16 sample embeddings, per image {object id: (C,) float16}).
     """
-    import cv2
-
-    h, w = size
-    raw = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
-    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
-    x = ((raw.astype(np.float32) / np.float32(255.0) - mean) / std).astype(np.float32)
-    t = torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
-    ((tok, cls),) = vit.intermediate_layers(t, (len(vit.blocks) - 1,))
-    patches: np.ndarray = tok.float().cpu().numpy()  # (B, gh*gw, C)
-    cls_np: np.ndarray = cls.float().cpu().numpy()
-    samples = np.concatenate([cls_np, patches.mean(axis=1)], axis=1).astype(np.float16)
-    gh, gw = h // PATCH_SIZE, w // PATCH_SIZE
-    objects = [_pool_objects(p, ids, gh, gw) for p, ids in zip(patches, masks, strict=True)]
-    return samples, objects
+    return embed_prepared(vit, *prepare_images(images, masks, size), device)
 
 
-def _pool_objects(patches: np.ndarray, ids: np.ndarray, gh: int, gw: int) -> dict[int, np.ndarray]:
+def _patch_shares(ids: np.ndarray, gh: int, gw: int) -> dict[int, np.ndarray]:
+    """{object id: (gh*gw,) float32 share of each patch its mask covers}; an object smaller than a patch
+    takes the patch under its centre."""
     import cv2
 
     out: dict[int, np.ndarray] = {}
@@ -104,7 +125,7 @@ def _pool_objects(patches: np.ndarray, ids: np.ndarray, gh: int, gw: int) -> dic
             cx = min(gw - 1, int(xs.mean() * gw / ids.shape[1]))
             share = np.zeros(gh * gw, np.float32)
             share[cy * gw + cx] = 1.0
-        out[int(oid)] = (share @ patches / share.sum()).astype(np.float16)
+        out[int(oid)] = share
     return out
 
 
@@ -112,78 +133,53 @@ def embedding_key(fields: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def run_embed(
-    dataset: str | Path,
-    *,
-    backbone: Backbone = "vits",
-    weights: Path | None = None,
-    seed: int = 0,
-    input_size: int = 224,
-    batch_size: int = 16,
-    device: str = "cpu",
-    stop_after_shards: int | None = None,
-) -> EmbedRun:
-    """Embed every shard not yet embedded under these settings (see the module docstring)."""
-    from labeler.dataset.embeddings import begin_embeddings, write_embedding_shard
-    from labeler.dataset.reader import open_dataset
+@dataclass(frozen=True)
+class PreparedShard:
+    """A dataset shard's ok samples ready for the model (what a CPU task hands the model task)."""
 
-    start = time.perf_counter()
-    ds = open_dataset(dataset)
-    vit, lic, sha = build_backbone(backbone, weights, seed=seed)
-    vit.to(device)
-    key = embedding_key(
-        {
-            "backbone": backbone,
-            "weights_sha256": sha,
-            "seed": seed if sha is None else None,
-            "input_size": input_size,
-            "dataset": ds.version,
-        }
-    )
-    record = EmbeddingSet(
-        key=key,
-        backbone=backbone,
-        weights=str(weights) if weights is not None else None,
-        weights_sha256=sha,
-        seed=seed,
-        input_size=input_size,
-        embed_dim=vit.embed_dim,
-        dataset_version=ds.version,
-        licence=lic,
-    )
-    done = begin_embeddings(dataset, record, ds.manifest)
-    width, height = ds.manifest.calibration.image_size
-    size = input_shape(width, height, input_size)
-    n_now = n_samples = n_objects = 0
-    for entry in ds.entries:
-        if entry.shard in done:
-            continue
-        if stop_after_shards is not None and n_now >= stop_after_shards:
-            break
-        shard = ds.shard_rows(entry)
-        rows = [r.row for r in shard.ok]
-        sample_parts, o_rows, o_ids, o_emb = [], [], [], []
-        for k in range(0, len(rows), batch_size):
-            chunk = rows[k : k + batch_size]
-            arrays = [ds.read_row(r, ("left", "instance_ids")) for r in chunk]
-            s_emb, objs = embed_images(
-                vit, [a["left"] for a in arrays], [a["instance_ids"] for a in arrays], size, device
-            )
-            sample_parts.append(s_emb)
-            for r, per in zip(chunk, objs, strict=True):
-                for o in shard.objects_of(r):
-                    o_rows.append(r)
-                    o_ids.append(o.id)
-                    o_emb.append(per[o.id])
-        c = vit.embed_dim
-        samples = np.concatenate(sample_parts) if sample_parts else np.zeros((0, 2 * c), np.float16)
-        objects = (
-            np.asarray(o_rows, np.int64),
-            np.asarray(o_ids, np.int32),
-            np.stack(o_emb) if o_emb else np.zeros((0, c), np.float16),
+    rows: list[int]  # its ok rows, in order
+    raw: np.ndarray  # (n, h, w, 3) uint8, the left images resized to the model's input
+    shares: list[dict[int, np.ndarray]]  # per row {object id: (h/14 * w/14,) float32 patch shares}
+    objects: list[tuple[int, int]]  # (row, object id) of its objects, in the objects table's order
+
+
+def prepare_shard(ds: Any, entry: ShardEntry, size: tuple[int, int]) -> PreparedShard:
+    """Read a shard's ok samples (verified reads of `left` and `instance_ids`) and prepare them (CPU)."""
+    shard = ds.shard_rows(entry)
+    rows = [r.row for r in shard.ok]
+    arrays = [ds.read_row(r, ("left", "instance_ids")) for r in rows]
+    h, w = size
+    if rows:
+        raw, shares = prepare_images([a["left"] for a in arrays], [a["instance_ids"] for a in arrays], size)
+    else:
+        raw, shares = np.zeros((0, h, w, 3), np.uint8), []
+    objects = [(r, o.id) for r in rows for o in shard.objects_of(r)]
+    return PreparedShard(rows, raw, shares, objects)
+
+
+def embed_shard(
+    vit: DinoViT, prep: PreparedShard, *, batch_size: int, device: str
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The model's part: `batch_size` images per forward.
+
+    Returns:
+        ((n, 2C) float16 sample embeddings, (rows (M,) int64, ids (M,) int32, (M, C) float16) of the
+        shard's objects in table order).
+    """
+    c = vit.embed_dim
+    parts: list[np.ndarray] = []
+    per_row: dict[int, dict[int, np.ndarray]] = {}
+    for k in range(0, len(prep.rows), batch_size):
+        s_emb, objs = embed_prepared(
+            vit, prep.raw[k : k + batch_size], prep.shares[k : k + batch_size], device
         )
-        write_embedding_shard(dataset, key, entry, rows, samples, objects)
-        n_now += 1
-        n_samples += len(rows)
-        n_objects += len(o_ids)
-    return EmbedRun(record, len(ds.entries), n_now, n_samples, n_objects, time.perf_counter() - start)
+        parts.append(s_emb)
+        per_row.update(zip(prep.rows[k : k + batch_size], objs, strict=True))
+    samples = np.concatenate(parts) if parts else np.zeros((0, 2 * c), np.float16)
+    emb = [per_row[r][oid] for r, oid in prep.objects]
+    objects = (
+        np.asarray([r for r, _ in prep.objects], np.int64),
+        np.asarray([oid for _, oid in prep.objects], np.int32),
+        np.stack(emb) if emb else np.zeros((0, c), np.float16),
+    )
+    return samples, objects

@@ -29,7 +29,7 @@ form.filters label{display:flex;flex-direction:column}input[type=number]{width:6
 .imgcol{flex:1 1 auto;min-width:0}
 .panel{flex:0 0 480px;max-height:calc(100vh - 9em);overflow:auto;font-size:13px}
 .panel table{font-size:12px}.panel td,.panel th{padding:2px 4px}#note{width:95%}
-#similar a{display:inline-block;margin:2px;font-size:11px;text-align:center}
+#similar a{display:inline-block;margin:2px;padding:2px;border:1px solid #ccc;font-size:11px;text-align:center}
 #similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
 border-radius:3px;padding:0 3px;background:#fff;font-size:11px}#readout{font-family:monospace;height:1.4em}
 #status{font-weight:bold;height:1.4em}.layers label{margin-right:.8em}

@@ -1,5 +1,5 @@
-"""Which samples a trainer sees: the train / held-out split by sample id (honouring review decisions) and the
-per-epoch sampler every trainer's loader uses.
+"""Which samples a trainer sees: a named selection's samples (`--selection`), the train / held-out split by
+sample id (honouring review decisions) and the per-epoch sampler every trainer's loader uses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from data_schema.train import TrainRunConfig
 from labeler.dataset.reader import Dataset
+from labeler.errors import LabelerError
 from labeler.train.dist import is_main_process
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,45 @@ def split_ids(sample_ids: Sequence[str], heldout_frac: float, *, seed: int) -> t
         k = min(max(k, 1), n - 1)
     held = set(order[:k])
     return [s for s in sample_ids if s not in held], [s for s in sample_ids if s in held]
+
+
+def selected_ids(ds: Dataset, selection: str | None) -> list[str]:
+    """The dataset's sample ids (row order) in the named selection (`DATASET/selections/NAME.json`); all of
+    them when `selection` is None. Ids the selection names but the dataset lacks (a selection of another
+    version) are logged and skipped; a selection with none of the dataset's samples is one line."""
+    if selection is None:
+        return list(ds.sample_ids)
+    from labeler.dataset.selections import read_selection, selection_path
+
+    chosen = read_selection(ds.path, selection)
+    wanted = set(chosen.sample_ids)
+    ids = [s for s in ds.sample_ids if s in wanted]
+    missing = len(wanted) - len(ids)
+    if not ids:
+        raise LabelerError(
+            f"{selection_path(ds.path, selection)}: none of its {len(wanted)} sample(s) is an ok sample of "
+            f"{ds.path} (made for dataset version {chosen.dataset_version[:12]}, this one is "
+            f"{ds.version[:12]}); curate again: `labeler curate {ds.path}`"
+        )
+    if missing and is_main_process():
+        log.warning(
+            "%s: selection %r names %d sample(s) this dataset has no ok sample of; training on its other %d",
+            ds.path,
+            selection,
+            missing,
+            len(ids),
+        )
+    return ids
+
+
+def run_split(ds: Dataset, cfg: TrainRunConfig) -> tuple[list[str], list[str], list[str]]:
+    """(train, held-out, rejected ids left out) of a trainer's run: the samples of `cfg.selection` (all
+    without one) split by id (`split_ids`: `cfg.heldout_frac`, `cfg.seed`), then those a review rejected
+    left out unless `cfg.include_rejected` (`reviewed_split`)."""
+    ids = selected_ids(ds, cfg.selection)
+    return reviewed_split(
+        ds, *split_ids(ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
+    )
 
 
 def reviewed_split(

@@ -126,6 +126,54 @@ def test_a_trained_run_records_the_licences_of_its_training_data(tmp_path_factor
     train_heads(tiny_train_config(ds, tmp_path / "run", epochs=1))
     rec = LicenceRecord.model_validate_json((tmp_path / "run" / "licences.json").read_text())
     assert [(m.role, m.model, m.how) for m in rec.models] == [
+        ("parent weights", "dinov2-random-init", "backend"),  # the tiny ViT's seeded init: licence "none"
         ("training data: stereo", "sgbm", "inherited"),
         ("training data: masks", "classical", "inherited"),
     ]
+    assert rec.models[0].licence == "none" and rec.models[0].commercial == "allowed"
+
+
+@pytest.mark.parametrize(
+    ("name", "layout", "want"),
+    [
+        ("dinov2_vits14_pretrain.pth", "dinov2", ("dinov2", "Apache-2.0", "allowed", "file name")),
+        ("depth_anything_v2_vits.pth", "dav2", ("depth-anything-v2", "Apache-2.0", "allowed", "file name")),
+        (
+            "depth_anything_v2_vitl.pth",
+            "dav2",
+            ("depth-anything-v2", "CC-BY-NC-4.0", "non-commercial", "file name"),
+        ),
+        ("my_backbone.pth", "dinov2", ("dinov2", "unknown", "unknown", "unknown")),
+    ],
+)
+def test_train_heads_records_its_backbone_weights_licence(tmp_path_factory, tmp_path, name, layout, want):
+    """The parent weights' licence by the checkpoint's family (its layout) and published file name; the
+    finetune of the run keeps it."""
+    import torch
+
+    from data_schema.licences import LicenceRecord
+    from labeler.io import sha256_file
+    from labeler.train.heads.api import finetune, train_heads
+    from tests.train.conftest import make_tiny_dataset, tiny_train_config
+    from tests.train.test_weights import dav2_state
+
+    state = dav2_state(seed=3)
+    if layout == "dinov2":
+        state = {k.removeprefix("pretrained."): v for k, v in state.items() if k.startswith("pretrained.")}
+    weights = tmp_path / name
+    torch.save(state, weights)
+    ds = make_tiny_dataset(tmp_path_factory.getbasetemp())
+    train_heads(tiny_train_config(ds, tmp_path / "run", epochs=1, weights=weights))
+    rec = LicenceRecord.model_validate_json((tmp_path / "run" / "licences.json").read_text())
+    first = rec.models[0]
+    assert (first.role, first.weights, first.weights_sha256) == ("parent weights", name, sha256_file(weights))
+    assert (first.model, first.licence, first.commercial, first.how) == want
+    assert [m.role for m in rec.models[1:]] == ["training data: stereo", "training data: masks"]
+    if name == "depth_anything_v2_vitl.pth":
+        from data_schema.commands import FinetuneConfig
+
+        finetune(FinetuneConfig(run=tmp_path / "run", epochs=1, unfreeze_last=1))
+        again = LicenceRecord.model_validate_json(
+            (tmp_path / "run" / "finetune" / "licences.json").read_text()
+        )
+        assert again.models == rec.models

@@ -86,6 +86,7 @@ def test_back_projection_puts_a_pixel_at_its_depth():
 
 def test_hugging_face_folder_has_float_depth_and_uint16_masks(reviewed, tmp_path):
     import datasets
+
     from labeler.export.hf import export_hf
 
     path, rejected, (sid, oid) = reviewed
@@ -104,3 +105,49 @@ def test_hugging_face_folder_has_float_depth_and_uint16_masks(reviewed, tmp_path
     np.testing.assert_array_equal(np.asarray(plain["left"]), s.left)  # PNG: lossless
     everything = datasets.load_from_disk(str(export_hf(path, tmp_path / "hf-all", include_rejected=True)))
     assert everything.num_rows == len(ds)
+
+
+def test_rerun_and_hf_record_the_licences_and_take_a_selection(reviewed, tmp_path):
+    """Both exports name every model in the labels' history, honour `--selection` (the rejected sample
+    stays out of it too) and `--strict-licence`."""
+    import datasets
+    import rerun.chunk as rc
+
+    from data_schema.curation import Selection
+    from data_schema.licences import LicenceRecord
+    from labeler.dataset.selections import write_selection
+    from labeler.export.coco import ExportScope
+    from labeler.export.hf import export_hf
+    from labeler.export.rerun import export_rerun
+
+    src, rejected, _ = reviewed
+    path = shutil.copytree(src, tmp_path / "ds")
+    ids = open_dataset(path).sample_ids
+    pick = [rejected, ids[3], ids[5]]
+    write_selection(path, Selection(name="pick", sample_ids=pick, how="test", dataset_version="x"))
+    scope = ExportScope(selection="pick", strict_licence="commercial")  # sgbm + classical: allowed
+    hf_dir = export_hf(path, tmp_path / "hf", scope=scope)
+    hf = datasets.load_from_disk(str(hf_dir))
+    assert sorted(hf["sample_id"]) == sorted(pick[1:])
+    rec = LicenceRecord.model_validate_json((hf_dir / "licences.json").read_text())
+    assert [(m.role, m.model, m.licence) for m in rec.models] == [
+        ("stereo", "sgbm", "Apache-2.0"),
+        ("masks", "classical", "labeler"),
+    ]
+    assert hf.info.license.splitlines() == [
+        "sgbm (stereo): Apache-2.0, allowed",
+        "classical (masks): labeler, allowed",
+    ]
+    rrd = export_rerun(path, tmp_path / "lab.rrd", scope=scope)
+    rows: dict[str, int] = {}
+    texts: list[str] = []
+    for chunk in rc.RrdReader(rrd).stream():
+        name = str(chunk.entity_path)
+        rows[name] = rows.get(name, 0) + chunk.num_rows
+        if name == "/licences":
+            batch = chunk.to_record_batch()
+            col = next(c for c in batch.schema.names if c.endswith(":text"))
+            texts += [str(v) for v in batch.column(col).to_pylist()]
+    assert rows["/world/sample"] == 2  # the selection's two kept samples
+    assert len(texts) == 1 and "selection pick" in texts[0]
+    assert "- sgbm (stereo): Apache-2.0, allowed" in texts[0] and "commercial use allowed" in texts[0]

@@ -12,6 +12,16 @@ import pytest
 from labeler import open_dataset
 
 
+def tiny_embed(dataset: Path, **overrides):
+    """`labeler embed` with the tiny random-init ViT at a 42 px input, in-process unless told."""
+    from data_schema.curation import EmbedConfig
+    from pipelines.embed import run_embed
+
+    stop = overrides.pop("stop_after_shards", None)
+    fields = {"backbone": "tiny", "input_size": 42, "progress": False, **overrides}
+    return run_embed(EmbedConfig(dataset=dataset, **fields), stop_after_shards=stop)
+
+
 @pytest.fixture(scope="module")
 def copies_dataset(tmp_path_factory) -> Path:
     """7 pairs 128x96, 4 samples per shard: pairs 0-2 the same image, 3-6 different."""
@@ -46,13 +56,13 @@ def test_embeddings_equal_a_direct_forward_and_resume_by_shard(copies_dataset, t
 
     from labeler.dataset.embeddings import embedding_index, load_embeddings
     from labeler.models.dinov2_dpt import IMAGENET_MEAN, IMAGENET_STD
-    from labeler.review.embed import build_backbone, input_shape, run_embed
+    from labeler.review.embed import build_backbone, input_shape
 
     ds_path = tmp_path / "ds"
     shutil.copytree(copies_dataset, ds_path)
-    first = run_embed(ds_path, backbone="tiny", input_size=42, batch_size=3, stop_after_shards=1)
+    first = tiny_embed(ds_path, batch_size=3, stop_after_shards=1)
     assert (first.n_shards, first.n_embedded) == (2, 1)
-    second = run_embed(ds_path, backbone="tiny", input_size=42, batch_size=3)
+    second = tiny_embed(ds_path, batch_size=3)
     assert second.n_embedded == 1 and len(embedding_index(ds_path, second.record.key)) == 2
     emb = load_embeddings(ds_path)
     ds = open_dataset(ds_path)
@@ -86,11 +96,10 @@ def test_validate_finds_damaged_or_stale_embeddings(copies_dataset, tmp_path):
     import zarr
 
     from labeler.dataset.validate import validate_dataset
-    from labeler.review.embed import run_embed
 
     ds_path = tmp_path / "ds"
     shutil.copytree(copies_dataset, ds_path)
-    run_embed(ds_path, backbone="tiny", input_size=42)
+    tiny_embed(ds_path)
     assert validate_dataset(ds_path) == []
     arr = zarr.open_array(ds_path / "embeddings" / "samples.zarr", mode="r+")
     arr[0, 0] = arr[0, 0] + np.float16(1)
@@ -118,11 +127,10 @@ def test_curation_on_known_vectors():
 def test_curate_groups_the_copies_and_writes_selections(copies_dataset, tmp_path):
     from labeler.dataset.selections import read_selection
     from labeler.review.curate import SimilarityIndex, curate
-    from labeler.review.embed import run_embed
 
     ds_path = tmp_path / "ds"
     shutil.copytree(copies_dataset, ds_path)
-    run_embed(ds_path, backbone="tiny", input_size=42)
+    tiny_embed(ds_path)
     rep = curate(ds_path, n_diverse=4, n_outliers=2)
     ids = open_dataset(ds_path).sample_ids
     assert [g.sample_ids for g in rep.groups] == [ids[:3]]  # the three copies, nothing else

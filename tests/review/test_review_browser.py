@@ -197,11 +197,10 @@ def test_more_like_this_and_near_duplicates(browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     from labeler.review.curate import curate
-    from labeler.review.embed import run_embed
-    from tests.review.test_embed_curate import copies_dataset
+    from tests.review.test_embed_curate import copies_dataset, tiny_embed
 
     source = copies_dataset.__wrapped__(tmp_path_factory=_Factory(tmp_path))
-    run_embed(source, backbone="tiny", input_size=42)
+    tiny_embed(source)
     curate(source, n_diverse=3, n_outliers=1)
     ids = open_dataset(source).sample_ids
     with review_server(source) as url:

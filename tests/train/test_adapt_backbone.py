@@ -241,6 +241,33 @@ def test_output_loads_strictly_through_the_train_heads_loader(tiny_adapt):
     assert torch.equal(model.pretrained.blocks[3].mlp.fc1.weight, adapted["blocks.3.mlp.fc1.weight"])
 
 
+def test_licences_go_with_the_adapted_backbone_into_train_heads(tiny_adapt, tiny_dataset, tmp_path):
+    """OUT/licences.json beside OUT/backbone.pth (the random-init parent: licence "none", then the
+    training data's models); a train-heads run on backbone.pth inherits them under its parent weights."""
+    from data_schema.licences import LicenceRecord
+    from labeler.train.heads.api import train_heads
+    from tests.train.conftest import tiny_train_config
+
+    out = tiny_adapt.run_dir
+    rec = LicenceRecord.model_validate_json((out / "licences.json").read_text())
+    assert [(m.role, m.model, m.licence) for m in rec.models] == [
+        ("parent weights", "dinov2-random-init", "none"),
+        ("training data: stereo", "sgbm", "Apache-2.0"),
+        ("training data: masks", "classical", "labeler"),
+    ]
+    assert (out / "adapt" / "licences.json").read_text() == (out / "licences.json").read_text()
+    train_heads(tiny_train_config(tiny_dataset, tmp_path / "heads", epochs=1, weights=out / "backbone.pth"))
+    heads = LicenceRecord.model_validate_json((tmp_path / "heads" / "licences.json").read_text())
+    assert [(m.role, m.model, m.commercial) for m in heads.models] == [
+        ("parent weights", "dinov2", "unknown"),  # backbone.pth: no published name, no known hash
+        ("parent weights: parent weights", "dinov2-random-init", "allowed"),
+        ("parent weights: training data: stereo", "sgbm", "allowed"),
+        ("parent weights: training data: masks", "classical", "allowed"),
+        ("training data: stereo", "sgbm", "allowed"),
+        ("training data: masks", "classical", "allowed"),
+    ]
+
+
 def test_resume_equals_the_uninterrupted_run(tiny_adapt, tiny_dataset, tmp_path):
     from labeler.train.dino.api import adapt_backbone
 

@@ -36,6 +36,7 @@ SHARED = {
     "amp": "amp",
     "resume": "resume",
     "include_rejected": "include_rejected",
+    "selection": "selection",
 }
 # the flags a command parses into a field of another name or into the model config
 NOT_FIELDS = {

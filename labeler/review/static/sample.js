@@ -92,7 +92,7 @@ async function moreLikeThis() {
   const r = await fetch(url);
   const j = await r.json();
   of.textContent = sel != null ? 'objects like object ' + sel : 'samples like this one';
-  if (!j.available) { box.textContent = j.hint; return; }
+  if (!j.available) { box.textContent = j.hint; box.scrollIntoView({block: 'nearest'}); return; }
   box.replaceChildren(...j.items.map(it => {
     const a = document.createElement('a');
     a.href = '/sample/' + encodeURIComponent(it.sample_id) + '?' + S.query;
@@ -104,5 +104,6 @@ async function moreLikeThis() {
     a.title = it.sample_id;
     return a;
   }));
+  box.scrollIntoView({block: 'nearest'});  // below a long object list the results would stay out of view
 }
 document.getElementById('more-like-this').addEventListener('click', moreLikeThis);

@@ -130,6 +130,7 @@ def probe(cfg: AdaptBackboneConfig, weights: Path, out: Path) -> ProbeFigures:
         resume=cfg.resume,
         previews=1,
         include_rejected=cfg.include_rejected,  # the same samples as the adaptation's split
+        selection=cfg.selection,
     )
     res = train_heads(heads_cfg)
     last = res.history[-1] if res.history else None
@@ -189,10 +190,10 @@ class _Inputs:
 def _inputs(cfg: AdaptBackboneConfig) -> _Inputs:
     from labeler.dataset.decisions import kept_sample_ids
     from labeler.io import sha256_file
-    from labeler.train.sampling import split_ids
+    from labeler.train.sampling import selected_ids, split_ids
 
     ds, files, kind = check_inputs(cfg)
-    train_all, held_all = split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_all, held_all = split_ids(selected_ids(ds, cfg.selection), cfg.heldout_frac, seed=cfg.seed)
     train_ids = kept_sample_ids(ds, train_all, include_rejected=cfg.include_rejected)
     held_ids = kept_sample_ids(ds, held_all, include_rejected=cfg.include_rejected)
     n_train = len(train_ids) + len(files)
@@ -237,13 +238,19 @@ def _summary(
 def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = None) -> AdaptResult:
     """Warm up the projection heads on the frozen parent, adapt the backbone, export OUT/backbone.pth,
     probe before / after; see labeler/train/dino/task.py."""
+    from labeler.dataset.licences import RUN_LICENCES, parent_licences
+    from labeler.io import write_text_atomic
     from labeler.train.dino.task import DinoTask
     from labeler.train.dist import is_main_process
-    from labeler.train.engine import EngineSpec, Finished, launch, train_and_summarise
+    from labeler.train.engine import EngineSpec, Finished, launch, run_licences, train_and_summarise
     from labeler.train.heads.model import BACKBONE_SPECS
     from labeler.train.run_folder import library_versions
 
     r = _inputs(cfg)
+    random_parent = r.kind == "random-init"
+    parents = parent_licences(
+        r.kind, None if random_parent else r.parent, weights_sha256=None if random_parent else r.parent_sha
+    )
     spe = math.ceil(math.ceil(r.n_train / _world(cfg.gpus)) / cfg.batch_size)
     warm_steps, adapt_steps = cfg.head_epochs * spe, cfg.epochs * spe
     schedules = _schedules(cfg, warm_steps + adapt_steps)
@@ -276,6 +283,7 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
             title=f"adapt-backbone {cfg.backbone} {title}: {cfg.out.name}",
             clip_grad_norm=cfg.clip_grad,
             extra={"parent_sha256": r.parent_sha, "dataset_version": r.ds.version},
+            licences=tuple(parents),
         )
 
     def result(warm: list[Any], adapt: list[Any], summary: AdaptRunSummary | None) -> AdaptResult:
@@ -291,6 +299,8 @@ def adapt_backbone(cfg: AdaptBackboneConfig, *, stop_after_epoch: int | None = N
     adapt = phase(
         "adapt", cfg.epochs, "adaptation", warm_checkpoint=warm_last, export_to=cfg.out / "backbone.pth"
     )
+    if is_main_process():  # beside OUT/backbone.pth: what train-heads --weights it inherits
+        write_text_atomic(cfg.out / RUN_LICENCES, run_licences(adapt).model_dump_json(indent=1))
 
     def summarise(end: Finished) -> AdaptRunSummary | None:
         before, after = _probes(cfg, r.parent, r.kind) if cfg.probe_epochs and r.held_ids else (None, None)

@@ -12,6 +12,7 @@ from typing import Any
 
 from data_schema.commands import FinetuneConfig, TrainHeadsConfig
 from data_schema.heads import EpochMetrics, FinetuneComparison, HeadsModelConfig
+from data_schema.licences import ModelLicence
 from labeler.errors import LabelerError, WeightsError
 from labeler.train.dist import is_main_process
 from labeler.train.engine import EngineSpec, Finished, launch, train_and_summarise
@@ -57,8 +58,9 @@ def _head_groups(model: HeadsModel, lr: float) -> list[dict[str, Any]]:
     return [{"params": model.head_parameters(), "lr": lr, "name": "heads"}]
 
 
-def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
-    """(weights path or None, a label for records) — or a one-line WeightsError naming --weights."""
+def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str, str]:
+    """(weights path or None, a label for records, their kind: dinov2 | depth-anything-v2 |
+    foundation-stereo | random-init) — or a one-line WeightsError naming --weights."""
     from labeler.train.weights import classify, read_state_dict
 
     b = cfg.model.backbone
@@ -66,14 +68,14 @@ def weights_label(cfg: TrainHeadsConfig) -> tuple[str | None, str]:
     if (b == "tiny" and cfg.weights is None) or cfg.random_init:
         if cfg.weights is not None:
             raise WeightsError(f"--weights {cfg.weights} with --random-init: choose one")
-        return None, f"{RANDOM_INIT} [--backbone {b}]"
+        return None, f"{RANDOM_INIT} [--backbone {b}]", "random-init"
     if cfg.weights is None:
         raise WeightsError(
             f"no weights for --backbone {b}: pass --weights <checkpoint.pth> (DINOv2, Depth Anything "
             f"V2 or FoundationStereo, local file), or --random-init for a test run"
         )
     kind, _ = classify(read_state_dict(cfg.weights), cfg.weights)  # fails fast, before any worker starts
-    return str(Path(cfg.weights).expanduser()), f"{kind}: {Path(cfg.weights).expanduser()}"
+    return str(Path(cfg.weights).expanduser()), f"{kind}: {Path(cfg.weights).expanduser()}", kind
 
 
 def with_dataset_classes(cfg: TrainHeadsConfig, ds: Any) -> TrainHeadsConfig:
@@ -91,14 +93,15 @@ def with_dataset_classes(cfg: TrainHeadsConfig, ds: Any) -> TrainHeadsConfig:
 def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -> TrainResult:
     """Train the task's heads on a pseudo-label dataset with the ViT frozen; see labeler/train/engine.py."""
     from labeler import open_dataset
-    from labeler.train.sampling import rejected_note, reviewed_split, split_ids
+    from labeler.dataset.licences import parent_licences
+    from labeler.io import sha256_file
+    from labeler.train.sampling import rejected_note, run_split
 
-    weights, label = weights_label(cfg)
+    weights, label, kind = weights_label(cfg)
+    sha = sha256_file(weights) if weights is not None else None
     ds = open_dataset(cfg.dataset)
     cfg = with_dataset_classes(cfg, ds)
-    train_ids, held_ids, rejected = reviewed_split(
-        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
-    )
+    train_ids, held_ids, rejected = run_split(ds, cfg)
     if not train_ids:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
     record = {
@@ -131,6 +134,7 @@ def train_heads(cfg: TrainHeadsConfig, *, stop_after_epoch: int | None = None) -
         heldout_ids=held_ids,
         title=f"train-heads {cfg.model.backbone} {cfg.model.task}: {cfg.out.name}",
         extra={"weights": label},
+        licences=tuple(parent_licences(kind, weights, weights_sha256=sha)),
     )
     if weights is None and is_main_process():
         log.warning("%s", label)
@@ -198,6 +202,19 @@ def _finetune_task(
     )
 
 
+def _frozen_parents(run: Path) -> tuple[ModelLicence, ...]:
+    """The frozen run's parent weights' licences (its RUN/licences.json but the training data's, which
+    the finetune's record adds again); none for a run from before licences were recorded."""
+    from data_schema.licences import LicenceRecord
+    from labeler.dataset.licences import PARENT
+
+    path = run / "licences.json"
+    if not path.is_file():
+        return ()
+    models = LicenceRecord.model_validate_json(path.read_text()).models
+    return tuple(m for m in models if m.role.startswith(PARENT))
+
+
 def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> FinetuneResult:
     """Continue a train-heads run with its last N ViT blocks trainable; records held-out metrics against the
     frozen run's best epoch (the checkpoint it starts from) in OUT/comparison.json."""
@@ -245,6 +262,7 @@ def finetune(cfg: FinetuneConfig, *, stop_after_epoch: int | None = None) -> Fin
         heldout_ids=held_ids,
         title=f"finetune last {cfg.unfreeze_last} blocks of {cfg.run.name}",
         extra={"weights": rec.get("weights"), "base_run": str(cfg.run)},
+        licences=_frozen_parents(cfg.run),
     )
 
     def compare(end: Finished) -> FinetuneComparison:

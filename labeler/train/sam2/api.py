@@ -34,6 +34,7 @@ class CheckedInputs:
     checkpoint: Path
     image_size: int
     targets: Any  # labeler.train.sam2.data.TargetObjects
+    sample_ids: list[str]  # the dataset's, or those of --selection
 
 
 def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
@@ -42,15 +43,17 @@ def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
     from labeler import open_dataset
     from labeler.segment.sam2_model import CONFIG_FLAG, check_checkpoint, load_sam2, resolve_config
     from labeler.train.sam2.data import target_objects
+    from labeler.train.sampling import selected_ids
 
     config_path = resolve_config(cfg.sam2_config)  # unknown name or missing YAML: one line
     checkpoint = check_checkpoint(cfg.sam2_checkpoint, cfg.sam2_config)
     reader = open_dataset(cfg.dataset)
     if len(reader) == 0:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on")
+    sample_ids = selected_ids(reader, cfg.selection)
     targets = target_objects(
         reader,
-        reader.sample_ids,
+        sample_ids,
         min_score=cfg.min_score,
         min_area=cfg.min_area,
         include_rejected=cfg.include_rejected,
@@ -66,7 +69,7 @@ def check_inputs(cfg: TrainSam2Config) -> CheckedInputs:
             f"{CONFIG_FLAG} {cfg.sam2_config}: the config sets directly_add_no_mem_embed false; train-sam2 "
             f"trains the image path of configs that add no_mem_embed directly, as every release does"
         )
-    return CheckedInputs(reader, config_path, checkpoint, int(sam.image_size), targets)
+    return CheckedInputs(reader, config_path, checkpoint, int(sam.image_size), targets, sample_ids)
 
 
 def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> Sam2TrainResult:
@@ -80,7 +83,7 @@ def train_sam2(cfg: TrainSam2Config, *, stop_after_epoch: int | None = None) -> 
 
     checked = check_inputs(cfg)
     reader, targets = checked.reader, checked.targets
-    train_ids, held_ids = split_ids(reader.sample_ids, cfg.heldout_frac, seed=cfg.seed)
+    train_ids, held_ids = split_ids(checked.sample_ids, cfg.heldout_frac, seed=cfg.seed)
     train_ids = [s for s in train_ids if targets.ids.get(s)]
     held_ids = [s for s in held_ids if targets.ids.get(s)]
     if not train_ids:

@@ -104,16 +104,14 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
     from labeler.train.dist import is_main_process
     from labeler.train.engine import EngineSpec, Finished, train_and_summarise
     from labeler.train.run_folder import library_versions
-    from labeler.train.sampling import rejected_note, reviewed_split, split_ids
+    from labeler.train.sampling import rejected_note, run_split
     from labeler.train.stereo.task import StereoTask
     from labeler.train.stereo.truth import truth_source
 
     ds, parent_cfg, max_disp, valid_iters = check_inputs(cfg)
     files = find_release(cfg.stereo_weights)
     truth = truth_source(cfg.truth, ds.manifest.calibration)
-    train_ids, held_ids, rejected = reviewed_split(
-        ds, *split_ids(ds.sample_ids, cfg.heldout_frac, seed=cfg.seed), include_rejected=cfg.include_rejected
-    )
+    train_ids, held_ids, rejected = run_split(ds, cfg)
     if not train_ids:
         raise LabelerError(f"{cfg.dataset}: no ok samples to train on{rejected_note(rejected)}")
     parent_sha = sha256_file(files.weights)
