@@ -109,6 +109,7 @@ def test_loss_falls_and_the_run_records_its_inputs(sam2_run, sam2_dataset, tiny_
 
 def _heldout_figures(dataset: Path, tiny: tuple[Path, Path], run: Path, weights: Path):
     """The held-out figures of `weights` on `run`'s held-out images, evaluated afresh (no training)."""
+    from labeler.train.dist import Dist
     from labeler.train.engine import loader
     from labeler.train.sam2.api import check_inputs
     from labeler.train.sam2.task import Sam2Task
@@ -120,7 +121,8 @@ def _heldout_figures(dataset: Path, tiny: tuple[Path, Path], run: Path, weights:
         cfg=cfg, config_path=checked.config_path, targets=checked.targets.ids, image_size=checked.image_size
     )
     _, held = task.datasets([], json.loads((run / "split.json").read_text())["heldout"])
-    batches = loader(held, EpochSampler(len(held), seed=cfg.seed, shuffle=False), cfg.batch_size, 0, False)
+    sampler = EpochSampler(len(held), seed=cfg.seed, shuffle=False)
+    batches = loader(held, sampler, cfg.model_copy(update={"workers": 0}), Dist())
     figures, _ = task.evaluate(task.build_model(), batches, torch.device("cpu"), amp=False, epoch=0)
     return figures
 
