@@ -41,9 +41,10 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from labeler.testing.foundation_stereo_vectors import PAIR_NAMES, PAIR_SIZE, case_pair, read_pair
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "models" / "data"
-PAIR_SIZE = (160, 224)  # (height, width)
 PAIR_SEED = 24  # object_scene's seed
 PARITY_ITERS = 4
 
@@ -79,8 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pair_paths(folder: Path = DATA) -> tuple[Path, Path]:
-    h, w = PAIR_SIZE
-    return folder / f"foundation_stereo_left_{h}x{w}.png", folder / f"foundation_stereo_right_{h}x{w}.png"
+    return folder / PAIR_NAMES[0], folder / PAIR_NAMES[1]
 
 
 def write_pair(folder: Path) -> None:
@@ -91,32 +91,6 @@ def write_pair(folder: Path) -> None:
     pair = object_scene(*PAIR_SIZE, seed=PAIR_SEED)
     for path, image in zip(pair_paths(folder), (pair.left, pair.right), strict=True):
         write_png(path, image)
-
-
-def read_pair(folder: Path = DATA) -> tuple[np.ndarray, np.ndarray]:
-    """The (H, W, 3) uint8 RGB pair from its PNGs."""
-    import cv2
-
-    views = []
-    for path in pair_paths(folder):
-        bgr = cv2.imread(str(path))
-        if bgr is None:
-            raise FileNotFoundError(path)
-        views.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return views[0], views[1]
-
-
-def case_pair(case: Case | dict[str, Any], folder: Path = DATA) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) uint8 RGB left and right of a case, before the demo's resize: the 160x224 pair, with
-    `mirror_tile` widened to 160x448 by its mirror image (the same for both views), then cropped
-    to `crop` = [y0, y1, x0, x1]."""
-    y0, y1, x0, x1 = case["crop"]
-    views = []
-    for image in read_pair(folder):
-        if case["mirror_tile"]:
-            image = np.concatenate([image, image[:, ::-1]], axis=1)
-        views.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
-    return views[0], views[1]
 
 
 def as_batch(image: np.ndarray) -> Any:

@@ -8,19 +8,51 @@ located. To keep the vectors small, each intermediate is stored as `sample(...)`
 spatial extent, but only `SPREAD` channels (or, for the cost-volume classifier's single channel, `SPREAD`
 disparity planes) evenly spread from the first to the last, so every part of a concatenation is seen.
 The disparity is stored whole.
+
+The input pair is kept as PNGs (`PAIR_NAMES`, in tests/models/data beside the vectors): `read_pair` reads
+it, `case_pair` makes the demo cases' inputs from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HOOKED = ("feature", "stem_2", "classifier", "cnet")  # plus update_block's delta_disp, per iteration
 SPREAD = 6
+PAIR_SIZE = (160, 224)  # (height, width)
+PAIR_NAMES = ("foundation_stereo_left_160x224.png", "foundation_stereo_right_160x224.png")
+
+
+def read_pair(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (H, W, 3) uint8 RGB pair from its PNGs in `folder`."""
+    import cv2
+
+    views = []
+    for name in PAIR_NAMES:
+        bgr = cv2.imread(str(Path(folder) / name))
+        if bgr is None:
+            raise FileNotFoundError(Path(folder) / name)
+        views.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return views[0], views[1]
+
+
+def case_pair(case: Mapping[str, Any], folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB left and right of a demo case, before the demo's resize: the pair, with
+    `mirror_tile` widened to twice its width by its mirror image (the same for both views), then cropped
+    to `crop` = [y0, y1, x0, x1]."""
+    y0, y1, x0, x1 = case["crop"]
+    views = []
+    for image in read_pair(folder):
+        if case["mirror_tile"]:
+            image = np.concatenate([image, image[:, ::-1]], axis=1)
+        views.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    return views[0], views[1]
 
 
 def spread_indices(n: int, k: int = SPREAD) -> np.ndarray:
