@@ -6,7 +6,7 @@
 holding `{'model': state_dict, 'global_step': 0, 'epoch': 0}` with `cfg.yaml` beside it. The state dict has
 every tensor of the official model (names, shapes and dtypes of labeler's implementation, which the tests
 hold to the official code's key lists in tests/models/data/foundation_stereo_official_keys.json) for the
-ViT-S release (11-33-40, about 240 MB) or the ViT-L one (23-51-11, about 1.3 GB). The values are NOT a
+ViT-S release (11-33-40, about 250 MB) or the ViT-L one (23-51-11, about 1.5 GB). The values are NOT a
 trained model: the disparities they give are meaningless, but fully determined, so the official code and
 labeler's can be compared on them (tests/models/test_foundation_stereo_parity.py), and the training,
 loading and labelling paths run on them.
