@@ -126,12 +126,12 @@ GPU_CHECK_FLAGS ?=
 gpu-check: $(if $(filter $(BIN)/python,$(GPU_CHECK_PY)),$(BIN)/labeler)
 	$(GPU_CHECK_PY) benchmarks/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT) $(GPU_CHECK_FLAGS)
 
-# FoundationStereo fine-tuned on the demo rig, on the CPU in minutes: `labeler train-stereo` from the shared
-# generator's ViT-S release (random-like weights, NOT a trained model) on the demo dataset's labelled scenes
-# (small crops at half scale, 2 GRU iterations), held-out EPE against the rendered truth before and after
-# (summary.json); then the fine-tuned checkpoint labels the rectified scenes through `labeler pseudo-label`
-# and `labeler validate` checks that dataset. Real runs: docs/foundation-stereo-training.md.
-SHARED ?= ../shared
+# FoundationStereo fine-tuned on the demo rig, on the CPU in minutes: `labeler train-stereo` from labeler's
+# deterministic ViT-S release (labeler/testing/foundation_stereo_release.py: random-like weights, NOT a
+# trained model) on the demo dataset's labelled scenes (small crops at half scale, 2 GRU iterations), held-out
+# EPE against the rendered truth before and after (summary.json); then the fine-tuned checkpoint labels the
+# rectified scenes through `labeler pseudo-label` and `labeler validate` checks that dataset. Real runs:
+# docs/foundation-stereo-training.md.
 STEREO_DEMO := $(RUNS)/stereo-demo
 STEREO_PARENT := $(WORK)/foundation-stereo-vits
 STEREO_TRAIN_FLAGS ?= --epochs 20 --batch-size 1 --lr 5e-5 --warmup-frac 0 --crop 96x128 --min-scale 0.45 \
@@ -141,7 +141,7 @@ STEREO_LABEL_FLAGS ?= --scale 0.5 --valid-iters 2 --max-disp 32
 stereo-demo: $(BIN)/labeler
 	@test -f $(DATASETS)/demo/manifest.json || $(MAKE) dataset
 	@test -f $(STEREO_PARENT)/model_best_bp2.pth || \
-		$(BIN)/python $(SHARED)/foundation_stereo/make_checkpoint.py vits $(STEREO_PARENT)
+		$(BIN)/python -m labeler.testing.foundation_stereo_release vits $(STEREO_PARENT)
 	rm -rf $(STEREO_DEMO)
 	OMP_NUM_THREADS=1 $(BIN)/labeler train-stereo $(DATASETS)/demo --stereo-weights $(STEREO_PARENT)/model_best_bp2.pth \
 		--out $(STEREO_DEMO) --truth $(WORK)/demo $(STEREO_TRAIN_FLAGS)

@@ -12,9 +12,10 @@ mixed-precision path), and reports the disparity difference of the autocast path
 checkout of NVIDIA's release) it also times the official model, loaded from the same checkpoint, on the
 same inputs in the same process, and reports the time ratio and max |diff| of the disparities.
 
-Timings do not depend on the weights' values, so without `--weights` the checkpoints come from the
-shared generator (../shared/foundation_stereo/make_checkpoint.py), built into a temporary folder.
-The input pair is the shared 160x224 pair resized to each size (a texture if that is absent).
+Timings do not depend on the weights' values, so without `--weights` the checkpoints are the project's
+deterministic releases (`labeler.testing.foundation_stereo_release`, random-like weights), built into a
+temporary folder. The input pair is the parity vectors' 160x224 pair (tests/models/data) resized to each
+size (a texture if that is absent).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import importlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "foundation_stereo"
+DATA = REPO / "tests" / "models" / "data"
+PAIR = tuple(DATA / f"foundation_stereo_{side}_160x224.png" for side in ("left", "right"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,11 +70,8 @@ def make_pair(h: int, w: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """(batch, H, W, 3) uint8 left and right."""
     import cv2
 
-    if (SHARED / "left_160x224.png").is_file():
-        imgs = [
-            cv2.cvtColor(cv2.imread(str(SHARED / f"{s}_160x224.png")), cv2.COLOR_BGR2RGB)
-            for s in ("left", "right")
-        ]
+    if all(path.is_file() for path in PAIR):
+        imgs = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in PAIR]
         left, right = (cv2.resize(im, (w, h), interpolation=cv2.INTER_CUBIC) for im in imgs)
     else:  # a texture shifted by 8 px
         rng = np.random.default_rng(0)
@@ -87,16 +85,9 @@ def make_pair(h: int, w: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
 def checkpoint_for(vit: str, given: dict[str, Path], tmp: Path) -> Path:
     if vit in given:
         return given[vit]
-    out = tmp / vit
-    if not (out / "model_best_bp2.pth").is_file():
-        if not (SHARED / "make_checkpoint.py").is_file():
-            sys.exit(f"no --weights {vit}=PATH and no generator at {SHARED}")
-        subprocess.run(
-            [sys.executable, str(SHARED / "make_checkpoint.py"), vit, str(out)],
-            check=True,
-            capture_output=True,
-        )
-    return out / "model_best_bp2.pth"
+    from labeler.testing.foundation_stereo_release import cached_release
+
+    return cached_release(vit, tmp / vit)
 
 
 @contextmanager

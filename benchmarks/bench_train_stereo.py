@@ -4,7 +4,7 @@ One step is what `labeler train-stereo` does per batch (labeler/train/stereo/tas
 `--iters` GRU iterations, distillation + photometric + smoothness loss, backward, gradient clipping, AdamW.
 Each (model, size) runs in its own process, so its peak memory is its own (CPU: peak RSS of the process;
 CUDA: torch.cuda.max_memory_allocated). Inputs are a textured random pair shifted by 8 px (the values do not
-change the cost); weights from --weights, or the shared generator's ViT-S release (random-like weights).
+change the cost); weights from --weights, or labeler's deterministic ViT-S release (random-like weights).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_stereo.py --sizes 96x128,240x320 --iters 2 \\
         --max-disp 32 --threads 1
@@ -119,9 +119,9 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     weights = dict(w.split("=", 1) for w in args.weights)
     if not weights:
-        gen = REPO.parent / "shared" / "foundation_stereo" / "make_checkpoint.py"
-        subprocess.run([sys.executable, str(gen), "vits", tmp.name], check=True, capture_output=True)
-        weights = {"vits (generated)": str(Path(tmp.name) / "model_best_bp2.pth")}
+        from labeler.testing.foundation_stereo_release import write_release
+
+        weights = {"vits (generated)": str(write_release("vits", tmp.name))}
     print(
         f"\ndevice {args.device}; torch threads {args.threads}; bf16 {args.bf16 and args.device != 'cpu'}; "
         f"batch {args.batch}; {args.iters} GRU iterations; max_disp {args.max_disp or 'cfg.yaml'}; "

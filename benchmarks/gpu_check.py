@@ -3,9 +3,10 @@
 
     make gpu-check                                   # = python benchmarks/gpu_check.py --device cuda
     make gpu-check DEVICE=cpu                        # the same parts, small, on the CPU (proves they run)
-    python benchmarks/gpu_check.py --device cuda --out $OUT --foundation-stereo-src shared/FoundationStereo
+    python benchmarks/gpu_check.py --device cuda --out $OUT --foundation-stereo-src ~/FoundationStereo
 
-It builds the deterministic checkpoints itself (FoundationStereo from the shared generator, a tiny and a
+It builds the deterministic checkpoints itself (FoundationStereo:
+labeler.testing.foundation_stereo_release; a tiny and a
 full-size random SAM2; the heads are seeded random inits), then runs each part in its own process with
 its own time budget: its share (`Profile.shares_s`) of the total (480 s on CUDA, 900 s on the CPU,
 --total-budget-s) less the report's reserve, the shares adding up to it; what a part leaves unused goes to
@@ -13,7 +14,7 @@ the parts after it. A part that fails, stops at its budget or finds no time left
 report, and the other parts still run. Parts, in order:
 
   env, checkpoints          device, driver, versions, packages; the weights
-  fs_parity                 FoundationStereo float32 on the device against the shared vectors
+  fs_parity                 FoundationStereo float32 on the device against the in-repo official vectors
   fs_speed                  pairs/s per ViT / size / iterations / dtype, peak memory, autocast vs float32
   fs_batches                1/4/8 pairs per call with the left-right pass at 480x640 and 800x1280
   fs_official               NVIDIA's code beside labeler's (with --foundation-stereo-src)
@@ -89,13 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: the profile's (480 on CUDA, 900 on the CPU)",
     )
     p.add_argument(
-        "--shared",
-        type=Path,
-        default=None,
-        help="FoundationStereo vectors and generator (default: $LABELER_SHARED_DIR/foundation_stereo, "
-        "./shared/foundation_stereo, ../shared/foundation_stereo)",
-    )
-    p.add_argument(
         "--foundation-stereo-src", type=Path, default=None, help="NVlabs/FoundationStereo checkout"
     )
     p.add_argument(
@@ -111,18 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--deadline-s", type=float, help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def find_shared(given: Path | None) -> Path:
-    if given is not None:
-        return given.resolve()
-    candidates = [REPO / "shared", REPO.parent / "shared"]
-    if os.environ.get("LABELER_SHARED_DIR"):
-        candidates.insert(0, Path(os.environ["LABELER_SHARED_DIR"]))
-    for c in candidates:
-        if (c / "foundation_stereo" / "make_checkpoint.py").is_file():
-            return (c / "foundation_stereo").resolve()
-    return (candidates[-1] / "foundation_stereo").resolve()
 
 
 # ---------------------------------------------------------------- one part, in this process
@@ -141,7 +123,6 @@ def run_child(args: argparse.Namespace) -> int:
         work=args.work,
         record=args.record,
         deadline=time.monotonic() + args.deadline_s,
-        shared=find_shared(args.shared),
         foundation_stereo_src=args.foundation_stereo_src,
         compile_backend=args.compile_backend,
     )
@@ -367,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_state(),
         "total_budget_s": total,
         "wall_s": 0.0,
-        "shared": str(find_shared(args.shared)),
         "parts": [],
     }
     profile = PROFILES[args.profile]
@@ -385,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     record = work / "records" / f"{name}.jsonl"
                     command = [sys.executable, str(Path(__file__).resolve()), "--child", name,
                                "--device", args.device, "--profile", args.profile, "--work", str(work),
-                               "--record", str(record), "--deadline-s", str(timeout - 5),
-                               "--shared", str(find_shared(args.shared))]  # fmt: skip
+                               "--record", str(record), "--deadline-s", str(timeout - 5)]  # fmt: skip
                     if args.foundation_stereo_src:
                         command += ["--foundation-stereo-src", str(args.foundation_stereo_src.resolve())]
                     if args.compile_backend:

@@ -228,7 +228,6 @@ class Part:
     work: Path  # shared between parts: checkpoints, datasets
     record: Path  # this part's JSON lines
     deadline: float  # time.monotonic() by which the part should have stopped on its own
-    shared: Path  # the FoundationStereo parity vectors and generator
     foundation_stereo_src: Path | None = None
     compile_backend: str | None = None
     python: str = sys.executable
@@ -354,24 +353,12 @@ def disparity_difference(got: Any, ref: Any) -> tuple[float, float, float]:
 
 
 def foundation_stereo_weights(part: Part, vit: str) -> Path:
-    """The shared generator's release folder for `vit` under the work folder (built by `checkpoints`,
-    or here when that part did not run); returns its model_best_bp2.pth."""
-    import shutil
+    """labeler's deterministic release folder for `vit` (labeler.testing.foundation_stereo_release) under
+    the work folder (built by `checkpoints`, or here when that part did not run); returns its .pth."""
+    from labeler.testing.foundation_stereo_release import cached_release
 
-    import bench_foundation_stereo as bench
-
-    final = part.work / "foundation_stereo" / vit
-    if (final / "model_best_bp2.pth").is_file():
-        return final / "model_best_bp2.pth"
-    if not (part.shared / "make_checkpoint.py").is_file():
-        raise Skip(f"no FoundationStereo generator at {part.shared}/make_checkpoint.py (see --shared)")
-    bench.SHARED = part.shared  # the generator and pair bench_foundation_stereo reads (see --shared)
-    building = part.work / "foundation_stereo.partial"
-    shutil.rmtree(building / vit, ignore_errors=True)
-    bench.checkpoint_for(vit, {}, building)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    (building / vit).rename(final)  # whole or absent: a part killed while writing leaves no half file
-    return final / "model_best_bp2.pth"
+    # each file is written whole or not at all: a part killed while writing leaves no half file
+    return cached_release(vit, part.work / "foundation_stereo" / vit)
 
 
 def tiny_sam2(part: Part) -> tuple[Path, Path]:

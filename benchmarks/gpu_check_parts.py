@@ -161,7 +161,10 @@ def _cpu_name() -> str:
 
 def checkpoints(part: Part) -> None:
     builders: list[tuple[str, Callable[[], Path]]] = [
-        (f"FoundationStereo {vit} (shared generator)", partial(foundation_stereo_weights, part, vit))
+        (
+            f"FoundationStereo {vit} (labeler.testing.foundation_stereo_release)",
+            partial(foundation_stereo_weights, part, vit),
+        )
         for vit in dict.fromkeys((*part.profile.vits, part.profile.batch_vit, part.profile.pipeline_vit))
     ]
     builders.append(("SAM2 tiny random (labeler.testing.sam2_tiny, seed 0)", lambda: tiny_sam2(part)[1]))

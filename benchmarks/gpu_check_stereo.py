@@ -1,6 +1,7 @@
 """The GPU check's FoundationStereo parts (each runs in its own process; see gpu_check.py).
 
-- `fs_parity`: float32 on the device against the shared vectors (the CPU test's tolerances), TF32 off,
+- `fs_parity`: float32 on the device against the official vectors in tests/models/data (the CPU test's
+  tolerances), TF32 off,
   and once more with PyTorch's default flags (cuDNN convolutions in TF32), which is how the backend runs;
 - `fs_speed`: pairs/s of the network per ViT, size, iterations and dtype (float32, float16 autocast as
   the release runs, bfloat16), peak memory, and each autocast dtype against float32 (EPE, bad-1);
@@ -9,12 +10,11 @@
 - `fs_compile`: eager, eager with cudnn.benchmark, and torch.compile of the network's heavy submodules;
 - `fs_official`: NVIDIA's code on the same inputs and weights in the same process (--foundation-stereo-src).
 
-Inputs are the shared 160x224 pair resized (bench_foundation_stereo.make_pair).
+Inputs are the parity vectors' 160x224 pair resized (bench_foundation_stereo.make_pair).
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from functools import partial
@@ -40,7 +40,6 @@ def _pair_tensors(part: Part, h: int, w: int, batch: int = 1) -> tuple[Any, Any]
     import bench_foundation_stereo as bench
     import torch
 
-    bench.SHARED = part.shared
     left, right = bench.make_pair(h, w, batch)
     as_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().to(part.device)  # noqa: E731
     return as_tensor(left), as_tensor(right)
@@ -68,7 +67,6 @@ def _dtypes(part: Part) -> tuple[str, ...]:
 def fs_parity(part: Part) -> None:
     import torch
 
-    os.environ["LABELER_SHARED_DIR"] = str(part.shared.parent)  # read by the test module at import
     parity = load_file("tests/models/test_foundation_stereo_parity.py")
     cpu_tol = (parity.DISP_TOL_PX, parity.REL_TOL)
     defaults = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -87,7 +85,8 @@ def fs_parity(part: Part) -> None:
                     seconds = time.perf_counter() - t0
                 finally:
                     _set_tf32(*defaults)
-                disp_diff, worst_key, worst_rel, missing = _against_vectors(part, vit, disp, captured)
+                expected = parity.expected_vectors(vit)
+                disp_diff, worst_key, worst_rel, missing = _against_vectors(expected, disp, captured)
                 passed = disp_diff <= cpu_tol[0] and worst_rel <= cpu_tol[1] and not missing
                 part.row(
                     "parity",
@@ -119,12 +118,11 @@ def _set_tf32(matmul: bool, cudnn: bool) -> None:
 
 
 def _against_vectors(
-    part: Part, vit: str, disp: np.ndarray, captured: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray], disp: np.ndarray, captured: dict[str, np.ndarray]
 ) -> tuple[float, str, float, list[str]]:
     """(disp max |diff| px, the intermediate key with the largest relative diff, that diff, keys missing)."""
-    expected = np.load(part.shared / f"expected_{vit}_160x224_iters4.npz")
     worst_key, worst_rel, disp_diff, missing = "", 0.0, float("inf"), []
-    for key in expected.files:
+    for key in expected:
         ref = expected[key]
         got = disp[None, None] if key == "disp" else captured.get(key)
         if got is None or got.shape != ref.shape:
@@ -221,7 +219,6 @@ def fs_batches(part: Part) -> None:
     from labeler.stereo.foundation_stereo import FoundationStereoBackend
 
     prof = part.profile
-    bench.SHARED = part.shared
     config = FoundationStereoConfig(
         weights=foundation_stereo_weights(part, prof.batch_vit),
         valid_iters=prof.batch_iters,

@@ -12,7 +12,9 @@ import pytest
 
 from data_schema.calibration import BoardSpec
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# FoundationStereo: the official code's key lists, parity vectors and their input pair (written by
+# benchmarks/make_foundation_stereo_vectors.py; foundation_stereo_vectors.json there says how)
+FOUNDATION_STEREO_DATA = Path(__file__).resolve().parent / "models" / "data"
 CHESSBOARD = BoardSpec(kind="chessboard", cols=9, rows=6, square_m=0.03)
 
 
@@ -25,6 +27,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def foundation_stereo_release(base: Path, vit: str = "vits") -> Path:
+    """labeler's deterministic FoundationStereo release for `vit` (random-like weights, the official
+    layout: labeler.testing.foundation_stereo_release) in `base`/foundation-stereo-`vit`, written on first
+    use; returns its model_best_bp2.pth. Tests pass the session's base temp folder: one copy per session."""
+    from labeler.testing.foundation_stereo_release import cached_release
+
+    return cached_release(vit, base / f"foundation-stereo-{vit}")
 
 
 @pytest.fixture(scope="session")

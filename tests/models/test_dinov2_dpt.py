@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,21 @@ import torch
 
 from labeler.models.dinov2_dpt import VIT_SPECS, DinoDPT
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
+# the official FoundationStereo state dict's names, shapes and dtypes, per ViT size
+# (written by benchmarks/make_foundation_stereo_vectors.py)
+FS_OFFICIAL_KEYS = Path(__file__).resolve().parent / "data" / "foundation_stereo_official_keys.json"
 BRANCH = "feature.dino.depth_anything."  # where FoundationStereo embeds a DAv2 model
 # name, shape and dtype of every tensor of the official DepthAnythingV2 classes (relative depth, all four
 # sizes; metric depth, ViT-S), written once from the official repository by benchmarks/dump_dav2_keys.py
 OFFICIAL_KEYS = Path(__file__).resolve().parent / "data" / "dav2_official_keys.json"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"FoundationStereo key lists not found at {SHARED}")
 @pytest.mark.parametrize("vit", ["vits", "vitl"])
 def test_layout_is_the_dav2_branch_of_foundation_stereo(vit: str) -> None:
     with torch.device("meta"):
         model = DinoDPT(vit)
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    listed = json.loads((SHARED / f"keys_{vit}.json").read_text())
+    listed = json.loads(FS_OFFICIAL_KEYS.read_text())[vit]
     release = {name[len(BRANCH) :]: shape for name, shape, _ in listed if name.startswith(BRANCH)}
     assert ours == release
 

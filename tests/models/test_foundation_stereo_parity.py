@@ -1,67 +1,49 @@
 """FoundationStereo parity: labeler's implementation against what the official code computes.
 
-The vectors live in ../shared/foundation_stereo (see its README): deterministic release-layout
-checkpoints built by `make_checkpoint.py`, a 160x224 pair, and the official outputs for it (float32,
-CPU, iters=4) including intermediate outputs named by submodule. The pair goes through the backend
-(checkpoint -> cfg.yaml -> strict load -> demo pre/post-processing) with hooks on the model.
+The vectors live beside this file (data/foundation_stereo_*, see data/foundation_stereo_vectors.json for the
+official commit and the command): NVIDIA's code run by benchmarks/make_foundation_stereo_vectors.py on
+labeler's deterministic releases (`labeler.testing.foundation_stereo_release`, ViT-S and ViT-L, random-like
+weights) and a rendered 160x224 pair, float32, CPU, iters=4: the official state-dict key lists, the output
+disparity and intermediate outputs named by submodule (sampled: `labeler.testing.foundation_stereo_vectors`).
+The pair goes through the backend (checkpoint -> cfg.yaml -> strict load -> demo pre/post-processing) with
+hooks on the model.
 
 The demo's other steps (padding to a multiple of 32, `--hiera`, `--remove_invisible`, `--scale`) are checked
-against vectors committed beside this file (data/foundation_stereo_demo_vits.*, see the end of the file).
+against vectors of the same run (data/foundation_stereo_demo_vits.npz, see the end of the file).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
+from labeler.testing.foundation_stereo_vectors import capture_intermediates, case_pair, read_pair, sample
+
 if TYPE_CHECKING:
     from labeler.stereo.foundation_stereo import FoundationStereoBackend
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
+DATA = Path(__file__).resolve().parent / "data"
+VECTORS = DATA / "foundation_stereo_parity.npz"
+OFFICIAL_KEYS = DATA / "foundation_stereo_official_keys.json"
 DISP_TOL_PX = 1e-3
 REL_TOL = 1e-4  # per intermediate key: max|diff| <= REL_TOL * max(1, max|expected|)
 
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "make_checkpoint.py").is_file(),
-    reason=f"FoundationStereo parity vectors not found at {SHARED} (shared test data beside the repository)",
-)
-
 
 def build_release(tmp_path_factory: pytest.TempPathFactory, vit: str) -> Path:
-    """The shared generator's checkpoint folder for `vit`, built once per session; returns the .pth."""
-    root = tmp_path_factory.getbasetemp() / f"foundation-stereo-{vit}"
-    weights = root / "model_best_bp2.pth"
-    if not weights.is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED / "make_checkpoint.py"), vit, str(root)],
-            check=True,
-            capture_output=True,
-        )
-    return weights
+    """labeler's deterministic release folder for `vit`, built once per session; returns the .pth."""
+    from labeler.testing.foundation_stereo_release import cached_release
 
-
-def read_pair() -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    def rgb(name: str) -> np.ndarray:
-        return cv2.cvtColor(cv2.imread(str(SHARED / name)), cv2.COLOR_BGR2RGB)
-
-    return rgb("left_160x224.png"), rgb("right_160x224.png")
+    return cached_release(vit, tmp_path_factory.getbasetemp() / f"foundation-stereo-{vit}")
 
 
 def run_with_hooks(weights: Path, *, device: str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Backend disparity of the shared pair (iters=4, no post-processing) and the model's intermediates,
-    named like the expected npz keys (`feature.0.0`, `cnet.2.1`, `update_block.iter3.delta_disp`, ...)."""
-    import torch
-
+    """Backend disparity of the vectors' pair (iters=4, no post-processing) and the model's intermediates,
+    named like the vectors' keys (`feature.0.0`, `cnet.2.1`, `update_block.iter3.delta_disp`, ...) and
+    sampled as they are."""
     from data_schema.backends import FoundationStereoConfig
     from labeler.stereo.foundation_stereo import FoundationStereoBackend
 
@@ -69,32 +51,15 @@ def run_with_hooks(weights: Path, *, device: str = "cpu") -> tuple[np.ndarray, d
         weights=weights, valid_iters=4, mixed_precision=False, remove_invisible=False, lr_check=False
     )
     backend = FoundationStereoBackend(config, device=device)
-    model = backend.model
-    captured: dict[str, np.ndarray] = {}
+    with capture_intermediates(backend.model) as captured:
+        disp = backend.disparity(*read_pair(DATA))
+    return disp.disparity_px, {k: sample(v) for k, v in captured.items()}
 
-    def store(prefix: str, out: object) -> None:
-        if isinstance(out, (list, tuple)):
-            for i, item in enumerate(out):
-                store(f"{prefix}.{i}", item)
-        elif isinstance(out, torch.Tensor):
-            captured[prefix] = out.detach().float().cpu().numpy()
 
-    handles = [
-        getattr(model, name).register_forward_hook(lambda _m, _i, out, name=name: store(name, out))
-        for name in ("feature", "stem_2", "classifier", "cnet")
-    ]
-    steps = iter(range(10**6))
-    handles.append(
-        model.update_block.register_forward_hook(
-            lambda _m, _i, out: store(f"update_block.iter{next(steps)}.delta_disp", out[2])
-        )
-    )
-    try:
-        disp = backend.disparity(*read_pair())
-    finally:
-        for h in handles:
-            h.remove()
-    return disp.disparity_px, captured
+def expected_vectors(vit: str) -> dict[str, np.ndarray]:
+    """The official outputs for `vit`, by key (`disp`, `feature.0.0`, ...)."""
+    with np.load(VECTORS) as vectors:
+        return {k.split("/", 1)[1]: vectors[k] for k in vectors.files if k.startswith(f"{vit}/")}
 
 
 def compare(
@@ -106,9 +71,10 @@ def compare(
     rel_tol: float,
     label: str = "",
 ) -> None:
-    expected = np.load(SHARED / f"expected_{vit}_160x224_iters4.npz")
+    expected = expected_vectors(vit)
+    assert "disp" in expected and len(expected) > 10, f"{VECTORS}: no vectors for {vit}"
     lines, failures = [], []
-    for key in expected.files:
+    for key in expected:
         ref = expected[key]
         got = disp[None, None] if key == "disp" else captured.get(key)
         if got is None or got.shape != ref.shape:
@@ -134,7 +100,7 @@ def test_state_dict_matches_release_keys() -> None:
         with torch.device("meta"):  # shapes and dtypes only: no memory, no init time
             model = FoundationStereo(FoundationStereoArgs(vit_size=vit))
         ours = {k: (list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()}
-        listed = json.loads((SHARED / f"keys_{vit}.json").read_text())
+        listed = json.loads(OFFICIAL_KEYS.read_text())[vit]
         release = {name: (shape, dtype) for name, shape, dtype in listed}
         assert ours == release, f"{vit}: {sorted(set(ours) ^ set(release))[:5]}"
 
@@ -173,31 +139,16 @@ def test_vits_parity_cuda_float32(tmp_path_factory: pytest.TempPathFactory) -> N
 
 
 # ------------------------------------------------ the demo's padding, hiera, remove_invisible and scale
-# Vectors from the official code run as its scripts/run_demo.py (CPU, float32, the shared ViT-S weights):
-# tests/models/data/foundation_stereo_demo_vits.{npz,json}, written once by
-# benchmarks/make_foundation_stereo_vectors.py (the JSON names the official commit and the command).
-
-DEMO = Path(__file__).resolve().parent / "data" / "foundation_stereo_demo_vits"
+# Vectors from the official code run as its scripts/run_demo.py (CPU, float32, labeler's ViT-S release):
+# data/foundation_stereo_demo_vits.npz, the cases in data/foundation_stereo_vectors.json, written by
+# benchmarks/make_foundation_stereo_vectors.py with the parity vectors.
 
 
 def demo_case(name: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """The case's inputs (from the JSON) and the official disparity and remove_invisible mask."""
-    case = json.loads(DEMO.with_suffix(".json").read_text())["cases"][name]
-    vectors = np.load(DEMO.with_suffix(".npz"))
-    return case, vectors[f"{name}.disp"], vectors[f"{name}.invisible"]
-
-
-def case_pair(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The case's input pair, built by the generator's own `case_pair` (one definition of the inputs)."""
-    import importlib.util
-
-    path = REPO / "benchmarks" / "make_foundation_stereo_vectors.py"
-    spec = importlib.util.spec_from_file_location("make_foundation_stereo_vectors", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    pair: tuple[np.ndarray, np.ndarray] = module.case_pair(case, SHARED)
-    return pair
+    case = json.loads((DATA / "foundation_stereo_vectors.json").read_text())["cases"][name]
+    with np.load(DATA / "foundation_stereo_demo_vits.npz") as vectors:
+        return case, vectors[f"{name}.disp"], vectors[f"{name}.invisible"]
 
 
 def demo_backend(
@@ -233,7 +184,7 @@ def max_diff(got: np.ndarray, expected: np.ndarray, label: str) -> float:
 def test_demo_padding(tmp_path_factory: pytest.TempPathFactory) -> None:
     """61x421: replicate-padded to 64x448 (rows 1 + 2, columns 13 + 14), unpadded back."""
     case, expected, _ = demo_case("pad")
-    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case))
+    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case, DATA))
     assert max_diff(disp.disparity_px, expected, "padding") <= DISP_TOL_PX
 
 
@@ -241,7 +192,7 @@ def test_demo_remove_invisible(tmp_path_factory: pytest.TempPathFactory) -> None
     """NaN exactly where the demo sets inf (x - d < 0); the other pixels keep the demo's disparity."""
     case, expected, invisible = demo_case("pad")
     backend = demo_backend(build_release(tmp_path_factory, "vits"), case, remove_invisible=True)
-    disp = backend.disparity(*case_pair(case)).disparity_px
+    disp = backend.disparity(*case_pair(case, DATA)).disparity_px
     assert 0.2 < invisible.mean() < 0.8  # both kinds of pixels, so that a wrong rule shows
     x = np.arange(expected.shape[1])[None, :]
     # a pixel whose match lies within the disparity tolerance of the border may fall either way
@@ -255,7 +206,7 @@ def test_demo_remove_invisible(tmp_path_factory: pytest.TempPathFactory) -> None
 def test_demo_hiera(tmp_path_factory: pytest.TempPathFactory) -> None:
     """93x211 coarse-to-fine: the coarse pass at 48x112 (itself padded to 64x128) seeds the 96x224 pass."""
     case, expected, _ = demo_case("hiera")
-    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case))
+    disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(*case_pair(case, DATA))
     assert max_diff(disp.disparity_px, expected, "hiera") <= DISP_TOL_PX
 
 
@@ -265,7 +216,7 @@ def test_demo_scale(tmp_path_factory: pytest.TempPathFactory) -> None:
     import cv2
 
     case, expected, _ = demo_case("scale")
-    left, right = case_pair(case)
+    left, right = case_pair(case, DATA)
     disp = demo_backend(build_release(tmp_path_factory, "vits"), case).disparity(left, right)
     h, w = left.shape[:2]
     restored = cv2.resize(expected, (w, h), interpolation=cv2.INTER_LINEAR) * (w / expected.shape[1])

@@ -203,22 +203,12 @@ def test_doubt_pass_gives_video_frames_temporal_instability(tmp_path):
     assert validate_dataset(tmp_path / "ds") == []
 
 
-SHARED_FS = Path(__file__).resolve().parents[2].parent / "shared" / "foundation_stereo"
-
-
 def test_depth_anything_branch_of_a_foundation_stereo_checkpoint(tmp_path_factory):
     """The DAv2 branch loads strictly from a release checkpoint and gives one map per image, input size."""
-    import subprocess
-    import sys
-
-    if not (SHARED_FS / "make_checkpoint.py").is_file():
-        pytest.skip(f"FoundationStereo test data not found at {SHARED_FS}")
-    root = tmp_path_factory.getbasetemp() / "foundation-stereo-vits"
-    if not (root / "model_best_bp2.pth").is_file():
-        subprocess.run([sys.executable, str(SHARED_FS / "make_checkpoint.py"), "vits", str(root)], check=True)
     from labeler.review.mono import DepthAnythingMono
+    from tests.conftest import foundation_stereo_release
 
-    model = DepthAnythingMono(root / "model_best_bp2.pth")
+    model = DepthAnythingMono(foundation_stereo_release(tmp_path_factory.getbasetemp()))
     images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3)).astype(np.uint8) for i in range(2)]
     out = model.predict_many(images)
     assert [o.shape for o in out] == [(50, 70), (50, 70)] and all(o.dtype == np.float32 for o in out)

@@ -1,4 +1,4 @@
-"""foundation-stereo backend on the CPU with the shared generator's ViT-S checkpoint (random-like weights).
+"""foundation-stereo backend on the CPU with labeler's deterministic ViT-S release (random-like weights).
 
 The weights make the disparity values meaningless (parity with the official code is tested in
 tests/models/test_foundation_stereo_parity.py), so the value tests of the conformance suite are skipped;
@@ -7,7 +7,6 @@ everything else (contract, padding, scale, errors, swapped pairs, OOM fallback) 
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -35,39 +34,23 @@ from labeler.testing.conformance import StereoBackendTests
 from labeler.testing.scenes import RectifiedPair, plane_pair, square_scene
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("LABELER_SHARED_DIR", REPO.parent / "shared")) / "foundation_stereo"
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "make_checkpoint.py").is_file(),
-    reason=f"FoundationStereo test data not found at {SHARED} (the shared test data beside the repository)",
-)
 
 
 @pytest.fixture(scope="session")
 def vits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared generator's ViT-S checkpoint, built once per session (the parity test's folder)."""
-    if not (SHARED / "make_checkpoint.py").is_file():
-        pytest.skip(f"FoundationStereo test data not found at {SHARED}")
-    root = tmp_path_factory.getbasetemp() / "foundation-stereo-vits"
-    weights = root / "model_best_bp2.pth"
-    if not weights.is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED / "make_checkpoint.py"), "vits", str(root)],
-            check=True,
-            capture_output=True,
-        )
-    return weights
+    """labeler's deterministic ViT-S release, built once per session (the parity test's folder)."""
+    from tests.conftest import foundation_stereo_release
+
+    return foundation_stereo_release(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:
-    """The shared 160x224 rectified pair (real scene: its disparities are positive)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"FoundationStereo test data not found at {SHARED}")
+    """The parity vectors' 160x224 rectified pair (a rendered scene: its disparities are positive)."""
+    from labeler.testing.foundation_stereo_vectors import read_pair
+    from tests.conftest import FOUNDATION_STEREO_DATA
 
-    def rgb(name: str) -> np.ndarray:
-        return cv2.cvtColor(cv2.imread(str(SHARED / name)), cv2.COLOR_BGR2RGB)
-
-    return rgb("left_160x224.png"), rgb("right_160x224.png")
+    return read_pair(FOUNDATION_STEREO_DATA)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +66,6 @@ def plain(vits_weights: Path) -> FoundationStereoBackend:
 # ------------------------------------------------------------------ conformance
 
 
-@needs_shared
 class TestFoundationStereoConformance(StereoBackendTests):
     """Contract, errors and determinism; the value tests need real weights."""
 
@@ -118,8 +100,7 @@ class TestFoundationStereoConformance(StereoBackendTests):
 # ------------------------------------------------------------------ model path
 
 
-@needs_shared
-def test_output_contract_on_the_shared_pair(vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]) -> None:
+def test_output_contract_on_the_test_pair(vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]) -> None:
     out = FoundationStereoBackend(FoundationStereoConfig(weights=vits_weights, valid_iters=2)).disparity(
         *pair
     )
@@ -131,7 +112,6 @@ def test_output_contract_on_the_shared_pair(vits_weights: Path, pair: tuple[np.n
     assert not outside_right(d, margin_px=OUTSIDE_MARGIN_PX).any()  # remove_invisible
 
 
-@needs_shared
 def test_odd_size_is_padded_like_the_demo(
     plain: FoundationStereoBackend, pair: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -151,7 +131,6 @@ def test_odd_size_is_padded_like_the_demo(
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
-@needs_shared
 def test_scale_resizes_and_rescales_disparity(
     vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -167,7 +146,6 @@ def test_scale_resizes_and_rescales_disparity(
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
-@needs_shared
 def test_hierarchical_runs(vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]) -> None:
     cfg = FoundationStereoConfig(weights=vits_weights, valid_iters=1, hiera=True, lr_check=False)
     out = FoundationStereoBackend(cfg).disparity(*pair)
@@ -183,13 +161,12 @@ def test_max_disp_override(tmp_path: Path) -> None:
         FoundationStereoConfig(weights=tmp_path, max_disp=208)  # 16 x 13: the hourglass needs 32 x k
 
 
-@needs_shared
 def test_batches_of_equal_size_match_single_pairs(
     vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]
 ) -> None:
     cfg = FoundationStereoConfig(weights=vits_weights, valid_iters=1, lr_check=False, batch_size=2)
     backend = FoundationStereoBackend(cfg)
-    # crops of the shared pair, small enough for a CPU (the full 160x224 pair took ~50 s here)
+    # crops of the test pair, small enough for a CPU (the full 160x224 pair takes several seconds)
     big = tuple(np.ascontiguousarray(im[:64, :96]) for im in pair)
     crop = tuple(np.ascontiguousarray(im[:32, :64]) for im in pair)
     many = backend.disparity_many([big, crop, big])  # the two 64x96 pairs share one forward pass
@@ -199,7 +176,6 @@ def test_batches_of_equal_size_match_single_pairs(
         np.testing.assert_allclose(got.disparity_px, single.disparity_px, rtol=0, atol=1e-3, equal_nan=True)
 
 
-@needs_shared
 def test_labeler_run_with_foundation_stereo(vits_weights: Path, tmp_path: Path) -> None:
     """`labeler run --stereo foundation-stereo --stereo-weights ...` on the CPU, end to end."""
     import json
@@ -293,7 +269,6 @@ def test_bad_cfg_yaml(tmp_path: Path) -> None:
     _one_line(info.value)
 
 
-@needs_shared
 def test_wrong_keys_fail_strictly_in_one_line(tmp_path: Path, vits_weights: Path) -> None:
     import torch
 
@@ -322,7 +297,6 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ swapped pairs
 
 
-@needs_shared
 def test_swapped_pair_is_detected(pair: tuple[np.ndarray, np.ndarray]) -> None:
     left, right = pair
     mirrored_ok = (np.ascontiguousarray(right[:, ::-1]), np.ascontiguousarray(left[:, ::-1]))
@@ -338,7 +312,6 @@ def test_swapped_pair_is_detected(pair: tuple[np.ndarray, np.ndarray]) -> None:
     check_not_swapped(left, left)  # zero disparity is not evidence either way
 
 
-@needs_shared
 def test_backend_refuses_a_swapped_pair_before_running(
     tmp_path: Path, pair: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -430,7 +403,6 @@ def test_importing_the_backend_does_not_import_torch() -> None:
 
 
 @pytest.mark.gpu
-@needs_shared
 def test_cuda_mixed_precision_close_to_float32(
     vits_weights: Path, pair: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -104,26 +104,18 @@ def one_torch_thread():
 # ------------------------------------------------------------------ train-stereo
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_FS = REPO.parent / "shared" / "foundation_stereo"
+# name, shape and dtype of every tensor of the official model's state dict, per ViT size
+# (benchmarks/make_foundation_stereo_vectors.py)
+FS_OFFICIAL_KEYS = REPO / "tests" / "models" / "data" / "foundation_stereo_official_keys.json"
 STEREO_SIZE = (96, 128)  # (height, width): multiples of 32, so held-out pairs need no padding
 
 
 def make_vits_release(base: Path) -> Path:
-    """The shared generator's ViT-S release (random-like weights), once per session (the folder the
+    """labeler's deterministic ViT-S release (random-like weights), once per session (the folder the
     FoundationStereo backend tests use too)."""
-    import subprocess
-    import sys
+    from tests.conftest import foundation_stereo_release
 
-    if not (SHARED_FS / "make_checkpoint.py").is_file():
-        pytest.skip(f"FoundationStereo test data not found at {SHARED_FS}")
-    root = base / "foundation-stereo-vits"
-    if not (root / "model_best_bp2.pth").is_file():
-        subprocess.run(
-            [sys.executable, str(SHARED_FS / "make_checkpoint.py"), "vits", str(root)],
-            check=True,
-            capture_output=True,
-        )
-    return root / "model_best_bp2.pth"
+    return foundation_stereo_release(base, "vits")
 
 
 def make_stereo_dataset(base: Path, n: int = 3, name: str = "stereo-tiny") -> tuple[Path, Path]:

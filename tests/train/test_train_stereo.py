@@ -1,4 +1,4 @@
-"""`labeler train-stereo` with the shared generator's ViT-S release (random-like weights): the training pass,
+"""`labeler train-stereo` with labeler's deterministic ViT-S release (random-like weights): the training pass,
 the release-layout checkpoint it writes, the records of the run, and one line per bad input."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from labeler.cli.main import app
-from tests.train.conftest import SHARED_FS, TINY_STEREO_FLAGS
+from tests.train.conftest import FS_OFFICIAL_KEYS, TINY_STEREO_FLAGS
 
 
 def _errors(output: str) -> list[str]:
@@ -49,7 +49,7 @@ def test_sequence_pass_matches_inference_and_trains_every_parameter(vits_release
 
 
 def test_release_writer_keeps_the_release_layout(vits_release, tmp_path):
-    """Keys, shapes and dtypes of the shared key list; the file and its cfg.yaml load strictly."""
+    """Keys, shapes and dtypes of the official key list; the file and its cfg.yaml load strictly."""
     from labeler.models.foundation_stereo.loader import load_foundation_stereo
     from labeler.train.stereo.task import write_release
 
@@ -60,7 +60,7 @@ def test_release_writer_keeps_the_release_layout(vits_release, tmp_path):
     path = write_release(tmp_path / "out", model, cfg, epoch=3, step=12)
     ck = torch.load(path, map_location="cpu", weights_only=True)
     assert set(ck) == {"model", "global_step", "epoch"} and (ck["epoch"], ck["global_step"]) == (3, 12)
-    keys = json.loads((SHARED_FS / "keys_vits.json").read_text())
+    keys = json.loads(FS_OFFICIAL_KEYS.read_text())["vits"]
     assert {k for k, _, _ in keys} == set(ck["model"]) and len(keys) == len(ck["model"])
     assert all(
         list(ck["model"][k].shape) == shape and str(ck["model"][k].dtype) == dtype for k, shape, dtype in keys
@@ -80,7 +80,7 @@ def test_run_writes_a_release_checkpoint_and_its_records(stereo_run, stereo_data
     run, _ = stereo_run
     ck = torch.load(run / "model_best_bp2.pth", map_location="cpu", weights_only=True)
     assert set(ck) == {"model", "global_step", "epoch"} and ck["epoch"] == 1 and ck["global_step"] == 1
-    keys = json.loads((SHARED_FS / "keys_vits.json").read_text())
+    keys = json.loads(FS_OFFICIAL_KEYS.read_text())["vits"]
     assert {k for k, _, _ in keys} == set(ck["model"]) and len(keys) == len(ck["model"])
     assert all(
         list(ck["model"][k].shape) == shape and str(ck["model"][k].dtype) == dtype for k, shape, dtype in keys

@@ -15,7 +15,9 @@ from labeler.train.heads.model import build_model
 from labeler.train.weights import load_backbone_weights
 
 TINY = HeadsModelConfig(backbone="tiny", input_size=28)
-SHARED_KEYS = Path(__file__).resolve().parents[3] / "shared" / "foundation_stereo" / "keys_vits.json"
+# the official FoundationStereo state dict's names, shapes and dtypes, per ViT size
+# (written by benchmarks/make_foundation_stereo_vectors.py)
+FS_KEYS = Path(__file__).resolve().parents[1] / "models" / "data" / "foundation_stereo_official_keys.json"
 
 
 def dav2_state(seed: int) -> dict[str, torch.Tensor]:
@@ -92,12 +94,13 @@ def test_missing_and_unreadable_files(tmp_path):
         load_backbone_weights(build_model(TINY), tmp_path / "junk.pth", backbone="tiny")
 
 
-@pytest.mark.skipif(not SHARED_KEYS.is_file(), reason="FoundationStereo key list not beside the repository")
 def test_vits_layout_matches_the_release_keys():
     """The released FoundationStereo ViT-S carries a real DAv2 ViT-S: our names and shapes must equal its."""
     prefix = "feature.dino.depth_anything."
     release = {
-        k[len(prefix) :]: shape for k, shape, _ in json.loads(SHARED_KEYS.read_text()) if k.startswith(prefix)
+        k[len(prefix) :]: shape
+        for k, shape, _ in json.loads(FS_KEYS.read_text())["vits"]
+        if k.startswith(prefix)
     }
     with torch.device("meta"):
         model = build_model(HeadsModelConfig(backbone="vits", task="depth"))
