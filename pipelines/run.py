@@ -217,7 +217,11 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
 
     if not has_manifest(cfg.out):
         return
-    before = writer.manifest().tracking
+    try:
+        before = writer.manifest().tracking
+    except InputError:
+        return  # an unreadable manifest: this run rebuilds it from the shard index
+
     if before is not None and not cfg.track:
         raise InputError(
             cfg.out, "was labelled with --track", "pass --track to add to it, or use another --out"

@@ -30,8 +30,11 @@ from data_schema.manifest import FileSeal, Manifest, RunSettings
 
 M = TypeVar("M", bound=BaseModel)
 SETTINGS_NAME = "settings.json"
-# Root files with a writer of their own (each guarded its own way), or none to guard (the lock).
-SIDE_FILES = frozenset({"manifest.json", "reviews.jsonl", "doubt.json", "index.html", ".lock"})
+# Root files with a writer of their own (each guarded its own way, or, like `labeler curate`'s report, a
+# record that the command writes again from the embeddings), or none to guard (the lock).
+SIDE_FILES = frozenset(
+    {"manifest.json", "reviews.jsonl", "doubt.json", "index.html", ".lock", "curation.json"}
+)
 
 
 def record_sha256(record: BaseModel) -> str:
