@@ -339,7 +339,10 @@ def validate(
     for line in problems:
         typer.echo(line)
     if problems:
-        typer.echo(licence_line(dataset))
+        from labeler.dataset.manifest import has_manifest
+
+        if has_manifest(dataset):  # a damaged dataset still says which models made it
+            typer.echo(licence_line(dataset))
         _fail(f"{dataset}: {len(problems)} problem(s)", 1)
     from labeler.review.summary import review_summary
 
