@@ -250,32 +250,9 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
     """
     n = len(sums)
     with_plane = sums.shape[1] > 5
-    # per region: (pixels, colour scatter sum |x - mean|^2, mean L, a, b, mean inner contrast); a merged
-    # region's follow in closed form (scatter of a union = both scatters + na nb / n |mean_a - mean_b|^2)
-    count, s_l, s_a, s_b, squares = (sums[:, c] for c in range(5))
-    scatter = np.maximum(squares - (s_l * s_l + s_a * s_a + s_b * s_b) / count, 0.0)
+    region, border = _region_stats(sums, graph), _borders(graph, n)
     inner_len, inner_con = graph.inner_length.tolist(), graph.inner_contrast.tolist()
-    region = list(
-        zip(
-            count.tolist(),
-            scatter.tolist(),
-            (s_l / count).tolist(),
-            (s_a / count).tolist(),
-            (s_b / count).tolist(),
-            (graph.inner_contrast / np.maximum(graph.inner_length, 1.0)).tolist(),
-            strict=True,
-        )
-    )
     moments: list[list[float]] = sums[:, 5:].tolist()  # plane moments; a merged-away region's: []
-    border: list[dict[int, list[float]]] = [{} for _ in range(n)]
-    for (a, b), ln, jp, ct in zip(
-        graph.pairs.tolist(),
-        graph.length.tolist(),
-        graph.jumps.tolist(),
-        graph.contrast.tolist(),
-        strict=True,
-    ):
-        border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
     walls = graph.depth_known
     wall_frac, contrast, min_tol, sqrt = _WALL_FRAC, CONTRAST_LAB, _PLANE_MIN_TOL_PX, math.sqrt
     join = _PLANE_JOIN_SHARE
@@ -369,13 +346,50 @@ def merge(sums: np.ndarray, graph: RegionGraph, *, threshold: float, plane_tol_r
         border[b] = {}
         version[a] += 1
         queue(a, -1)
+    return _compact_roots(parent)
+
+
+def _region_stats(sums: np.ndarray, graph: RegionGraph) -> list[tuple[float, ...]]:
+    """Per region: (pixels, colour scatter sum |x - mean|^2, mean L, a, b, mean inner contrast); a merged
+    region's follow in closed form (scatter of a union = both scatters + na nb / n |mean_a - mean_b|^2)."""
+    count, s_l, s_a, s_b, squares = (sums[:, c] for c in range(5))
+    scatter = np.maximum(squares - (s_l * s_l + s_a * s_a + s_b * s_b) / count, 0.0)
+    return list(
+        zip(
+            count.tolist(),
+            scatter.tolist(),
+            (s_l / count).tolist(),
+            (s_a / count).tolist(),
+            (s_b / count).tolist(),
+            (graph.inner_contrast / np.maximum(graph.inner_length, 1.0)).tolist(),
+            strict=True,
+        )
+    )
+
+
+def _borders(graph: RegionGraph, n: int) -> list[dict[int, list[float]]]:
+    """Per region, its neighbours' borders: [length, depth-jump length, contrast sum]."""
+    border: list[dict[int, list[float]]] = [{} for _ in range(n)]
+    for (a, b), ln, jp, ct in zip(
+        graph.pairs.tolist(),
+        graph.length.tolist(),
+        graph.jumps.tolist(),
+        graph.contrast.tolist(),
+        strict=True,
+    ):
+        border[a][b] = border[b][a] = [ln, jp, ct]  # one list per border, shared by both ends
+    return border
+
+
+def _compact_roots(parent: list[int]) -> np.ndarray:
+    """The union-find forest resolved: each label's merged region id, numbered 0..M-1."""
     root = np.asarray(parent)
-    while True:  # resolve the union-find forest
+    while True:
         nxt = root[root]
         if np.array_equal(nxt, root):
             break
         root = nxt
-    kept = np.zeros(n, bool)
+    kept = np.zeros(len(parent), bool)
     kept[root] = True
     return (np.cumsum(kept) - 1)[root]
 
