@@ -59,29 +59,44 @@ def doubt(
 def review(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     host: Annotated[
-        str, typer.Option(help="address to listen on; anything but 127.0.0.1 serves other machines too")
+        str,
+        typer.Option(
+            help="address to listen on; anything but loopback serves other machines too, with a token"
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8765,
     user: Annotated[
         str | None, typer.Option(help="name recorded with each decision (default: login)")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="the token every request must carry (default: a random one when --host is not loopback, "
+            "printed in the URL; none on loopback)"
+        ),
     ] = None,
 ) -> None:
     """Review a dataset in the browser: samples by doubt, layers, keyboard decisions saved at once."""
     from labeler.dataset.manifest import load_manifest
-    from labeler.review.app import LOOPBACK, default_user, serve
+    from labeler.review.app import LOOPBACK, MIN_TOKEN_CHARS, default_user, new_token, serve
 
+    if token is not None and (len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token):
+        typer.echo(
+            f"error: --token: use at least {MIN_TOKEN_CHARS} printable characters, no spaces", err=True
+        )
+        raise typer.Exit(2)
     run(lambda: dataset, load_manifest)  # one line for a folder that is not a dataset
     if host not in LOOPBACK:
+        token = token or new_token()
         typer.echo(
-            f"warning: listening on {host}: anyone who can reach this machine can read {dataset} and record "
-            "decisions in it (no login); use the default 127.0.0.1 unless you mean it",
+            f"warning: listening on {host}: anyone who can reach this machine and has the URL below can read "
+            f"{dataset} and record decisions in it; use the default 127.0.0.1 unless you mean it",
             err=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(
-        f"labeler review: http://{shown}:{port}/ ({dataset}, user {user or default_user()}); Ctrl-C stops"
-    )
-    serve(dataset, host=host, port=port, user=user)
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    typer.echo(f"labeler review: {url} ({dataset}, user {user or default_user()}); Ctrl-C stops")
+    serve(dataset, host=host, port=port, user=user, token=token)
 
 
 @export_app.command("rerun")
