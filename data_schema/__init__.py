@@ -100,6 +100,7 @@ from data_schema.manifest import (
     CocoRle,
     DatasetCounts,
     DepthSettings,
+    FileSeal,
     LabelTask,
     Manifest,
     ObjectPolicy,
@@ -150,6 +151,7 @@ from data_schema.stereo_train import (
 from data_schema.train import TrainOptions, TrainRunConfig
 
 __all__ = [
+    "FileSeal",
     "AdaptBackboneConfig",
     "AdaptRunSummary",
     "ArrayDigests",

@@ -30,17 +30,49 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def out_folder(path: str | Path) -> Path:
+    """Create the folder `path` (and its parents) for a command's output; InputError, one line, when it or
+    a folder above it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "is a file, not a folder", "pass a folder to --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise InputError(path, f"{above} is a file, not a folder", "pass a path inside a folder") from None
+    return path
+
+
+def check_out_file(path: str | Path) -> Path:
+    """`path` as a file a command may write (nothing is created): InputError, one line, when it is a folder
+    or a folder above it is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder", "pass a file name (a path that is not a folder)")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(path, f"{above} is a file, not a folder", "pass a path inside a folder")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    InputError (naming `path`, never the temporary file) when `path` is a folder or a folder above it is
+    a file."""
+    path = check_out_file(path)
+    out_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets what open() would give it
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # made a folder while the block ran
+            raise InputError(path, "is a folder", "pass a file name (a path that is not a folder)") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -45,8 +45,9 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
         cfg = build()
     except ValidationError as err:
         for e in err.errors():
-            field = ".".join(str(p) for p in e["loc"]) or "config"
-            typer.echo(f"error: --{field.replace('_', '-')}: {e['msg']}", err=True)
+            field = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            typer.echo(f"error: --{field.replace('_', '-')}: {msg}" if field else f"error: {msg}", err=True)
         raise typer.Exit(2) from None
     except FlagError as err:
         for line in err.lines:

@@ -21,9 +21,11 @@ class CalibrateOutcome:
 
 
 def calibrate_command(cfg: CalibrateConfig) -> CalibrateOutcome:
+    from labeler.io import check_out_file
     from labeler.rig.calibration import calibrate, save_calibration
     from labeler.rig.calibration_report import export_ros, write_report
 
+    check_out_file(cfg.out_path)  # before the detection, which takes a while
     result = calibrate(
         cfg.captures, rig=cfg.rig, board=cfg.board, layout=cfg.layout, stride=cfg.stride, alpha=cfg.alpha
     )

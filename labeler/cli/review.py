@@ -32,13 +32,13 @@ def doubt(
 ) -> None:
     """Add the doubt signals a pass over the dataset gives: stereo-monocular disagreement (with a model),
     frame-to-frame instability of video captures, mask-shape signals missing from older tables."""
+    from labeler.models.device import torch_device
     from labeler.review.doubt_pass import run_doubt
     from labeler.review.gallery import write_gallery
     from labeler.review.mono import mono_model
 
-    device = f"cuda:{gpu}" if gpu is not None else "cpu"
-
     def call(path: Path):
+        device = torch_device(gpu)  # before any model loads
         rec = run_doubt(path, model=mono_model(stereo_weights=stereo_weights, heads=heads, device=device))
         from labeler.dataset.sidecars import gallery_index_path
 

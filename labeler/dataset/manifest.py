@@ -46,7 +46,7 @@ def seal_problems(dataset: str | Path, manifest: Manifest) -> list[str]:
 def check_sealed(dataset: str | Path, *, doing: str) -> None:
     """Before a writer touches a dataset: a broken seal is one line naming `labeler repair` (a writer
     that went on would build on a damaged index and could drop what it lost track of)."""
-    if not has_manifest(dataset) or manifest_schema_version(dataset) != 2:
+    if not has_manifest(dataset) or (manifest_schema_version(dataset) or 0) < 2:  # v1: migrate first
         return
     try:
         manifest = load_manifest(dataset)

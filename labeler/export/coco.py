@@ -174,9 +174,9 @@ def export_coco(
     Returns:
         out_path.
     """
-    from labeler.io import write_text_atomic
+    from labeler.io import check_out_file, write_text_atomic
 
-    out_path = Path(out_path)
+    out_path = check_out_file(out_path)  # a folder, or under a file: one line before the work
     src = open_export(
         dataset_path, scope or ExportScope(include_rejected=include_rejected), what="COCO export"
     )
@@ -217,7 +217,6 @@ def export_coco(
         "categories": categories(ds.manifest),
         "annotations": annotations,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_path, json.dumps(coco, separators=(",", ":")))
     return out_path
 

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import InputError
+from labeler.errors import InputError, LabelerError
+from labeler.io import out_folder
 
 ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
 _OBJECT_FLOATS = (
@@ -113,20 +114,30 @@ def _check_out(dataset: Path, out_dir: Path) -> None:
 def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False) -> Path:
     """Write the `datasets` folder (built in a temporary cache beside it, then moved into place)."""
     from datasets import Dataset, disable_progress_bars
+
     from labeler.dataset.reader import open_dataset
 
     out_dir = Path(out_dir)
     _check_out(Path(dataset_path), out_dir)
-    width, height = open_dataset(dataset_path).manifest.calibration.image_size
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(dataset_path)
+    nothing = f"{dataset_path}: no sample to export ({len(ds)} ok, {ds.manifest.counts.failed} failed"
+    if len(ds) == 0:
+        raise LabelerError(f"{nothing}); fix the inputs `labeler validate` lists as failed and run again")
+    width, height = ds.manifest.calibration.image_size
+    out_folder(out_dir.parent)
     disable_progress_bars()
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
-        hf = Dataset.from_generator(
-            _rows,
-            features=features(width, height),
-            cache_dir=str(Path(tmp) / "cache"),
-            gen_kwargs={"dataset": str(dataset_path), "include_rejected": include_rejected},
-        )
+        try:
+            hf = Dataset.from_generator(
+                _rows,
+                features=features(width, height),
+                cache_dir=str(Path(tmp) / "cache"),
+                gen_kwargs={"dataset": str(dataset_path), "include_rejected": include_rejected},
+            )
+        except ValueError as err:  # `datasets` refuses an empty generator
+            if "no data" not in str(err):
+                raise
+            raise LabelerError(f"{nothing}, the rest rejected by review); pass --include-rejected") from None
         staged = Path(tmp) / "out"
         hf.save_to_disk(str(staged))
         del hf

@@ -50,14 +50,13 @@ def export_rerun(
 
     from labeler.dataset.reader import open_dataset
     from labeler.export.coco import reviewed_samples
-    from labeler.io import atomic_path
+    from labeler.io import atomic_path, check_out_file
 
-    out_path = Path(out_path)
+    out_path = check_out_file(out_path)  # a folder, or under a file: one line before the work
     ds = open_dataset(dataset_path)
     width, height = ds.manifest.calibration.image_size
     k = ds.manifest.calibration.rectification.left_intrinsics
     stride = max(1, math.ceil(math.sqrt(width * height / max_points)))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:
         rec = rr.RecordingStream("labeler", recording_id=ds.version)
         rec.save(str(tmp))

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from data_schema.calibration import StereoCalibration
-from labeler.io import safe_name, write_png, write_text_atomic
+from labeler.io import out_folder, safe_name, write_png, write_text_atomic
 from labeler.rig.calibration import CalibrationResult
 
 
@@ -99,6 +99,7 @@ def ros_camera_info(calib: StereoCalibration, eye: str) -> dict:
 
 def export_ros(calib: StereoCalibration, out_dir: str | Path) -> list[Path]:
     """Write `<rig>_left.camera_info.yaml` and `<rig>_right.camera_info.yaml` into `out_dir`."""
+    out_folder(out_dir)
     paths = []
     for eye in ("left", "right"):
         path = Path(out_dir) / f"{safe_name(calib.rig)}_{eye}.camera_info.yaml"

@@ -86,6 +86,7 @@ def test_back_projection_puts_a_pixel_at_its_depth():
 
 def test_hugging_face_folder_has_float_depth_and_uint16_masks(reviewed, tmp_path):
     import datasets
+
     from labeler.export.hf import export_hf
 
     path, rejected, (sid, oid) = reviewed
