@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -100,6 +101,56 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# The most pixels an input image may have (one file: a side-by-side frame holds both eyes). Checked from
+# the header before decoding, so a small file that claims a huge image fails alone, without the memory.
+MAX_IMAGE_PIXELS = 120_000_000
+_HEADER_BYTES = 1 << 16  # a JPEG's frame header follows its EXIF / ICC segments; 64 KiB covers usual ones
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP or WebP header, without decoding; None when not found."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        w, h = struct.unpack(">II", head[16:24])
+        return w, h
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        kind = head[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if kind == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", head[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(head)
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", head[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB; InputError when it cannot be decoded."""
     return read_rgb_hashed(path)[0]
@@ -113,7 +164,18 @@ def read_rgb_hashed(path: str | Path) -> tuple[np.ndarray, str]:
     if not path.is_file():
         raise InputError(path, "file not found", "check the path")
     data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    size = header_size(data[:_HEADER_BYTES].tobytes())
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise InputError(
+            path,
+            f"its header says {size[0]}x{size[1]} px, over the limit of {MAX_IMAGE_PIXELS // 10**6} "
+            "megapixels (a damaged or hostile file)",
+            "replace or remove the file",
+        )
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # OpenCV's own size limit, for the formats header_size does not read
+        img = None
     if img is None:
         raise InputError(path, "not a readable image", "replace or remove the file (PNG/JPEG expected)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), sha256_bytes(data.tobytes())
