@@ -15,7 +15,7 @@ from typing import IO, TypeVar
 import numpy as np
 from pydantic import BaseModel
 
-from labeler.errors import InputError
+from labeler.errors import InputError, LabelerError
 
 M = TypeVar("M", bound=BaseModel)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -77,6 +77,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def folder_lock(folder: str | Path, name: str, *, what: str) -> Iterator[None]:
+    """Exclusive lock on `folder` (the file `folder/name`, created with the folder) for one writer; the OS
+    drops it when the process dies (no stale lock). A second writer gets one line naming the first."""
+    import fcntl
+
+    path = out_folder(folder) / name
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LabelerError(
+                f"{folder}: another labeler process is writing {what} ({holder}); wait for it or "
+                "use another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -103,6 +103,10 @@ StrictLicenceOpt = Annotated[
         "(data_schema/licences.py)"
     ),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(help="replace --out when it is this export's own earlier output (anything else is refused)"),
+]
 SelectionOpt = Annotated[
     str | None,
     typer.Option(help="only the samples of this named selection (`labeler curate` writes them)"),

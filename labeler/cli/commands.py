@@ -31,7 +31,9 @@ def calibrate_command(cfg: CalibrateConfig) -> CalibrateOutcome:
     )
     save_calibration(result.calibration, cfg.out_path)
     folder = write_report(result, cfg.out_path, result.preview)
-    exported = export_ros(result.calibration, cfg.out_path.parent) if "ros" in cfg.export else []
+    exported = (
+        export_ros(result.calibration, cfg.out_path.parent, overwrite=True) if "ros" in cfg.export else []
+    )
     dropped = [f"{v.view_id}: {v.reason}" for v in result.report.views if not v.used]
     return CalibrateOutcome(result.calibration, cfg.out_path, folder, dropped, exported)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli._app import SelectionOpt, StrictLicenceOpt, app, export_app, run
+from labeler.cli._app import OverwriteOpt, SelectionOpt, StrictLicenceOpt, app, export_app, run
 
 IncludeRejected = Annotated[
     bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
@@ -104,11 +104,15 @@ def export_rerun_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help=".rrd file to write (open it with `rerun FILE`)")],
     include_rejected: IncludeRejected = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera."""
     from labeler.export.rerun import export_rerun
 
-    path = run(lambda: dataset, lambda d: export_rerun(d, out, include_rejected=include_rejected))
+    path = run(
+        lambda: dataset,
+        lambda d: export_rerun(d, out, include_rejected=include_rejected, overwrite=overwrite),
+    )
     typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
 
 
@@ -117,11 +121,14 @@ def export_hf_cmd(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     out: Annotated[Path, typer.Option(help="folder for the Hugging Face dataset (datasets.load_from_disk)")],
     include_rejected: IncludeRejected = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects."""
     from labeler.export.hf import export_hf
 
-    path = run(lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected))
+    path = run(
+        lambda: dataset, lambda d: export_hf(d, out, include_rejected=include_rejected, overwrite=overwrite)
+    )
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
 
 

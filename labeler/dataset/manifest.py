@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from data_schema.manifest import Manifest
-from labeler.errors import InputError, LabelerError
+from labeler.errors import InputError
+from labeler.io import folder_lock
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -96,26 +96,5 @@ def load_manifest(dataset: str | Path) -> Manifest:
 @contextmanager
 def dataset_lock(dataset: str | Path) -> Iterator[None]:
     """Exclusive lock for a dataset's writer; the OS drops it when the process dies (no stale lock)."""
-    import fcntl
-
-    path = Path(dataset) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise LabelerError(
-                f"{dataset}: another labeler process is writing this dataset ({holder}); wait for it or "
-                "use another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
+    with folder_lock(dataset, LOCK_NAME, what="this dataset"):
+        yield

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import InputError, LabelerError
+from labeler.export.out_guard import check_export_out, hf_ours
 from labeler.io import out_folder
 
 ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
@@ -96,29 +97,23 @@ def _rows(dataset: str, include_rejected: bool) -> Iterator[dict[str, Any]]:
         }
 
 
-def _check_out(dataset: Path, out_dir: Path) -> None:
-    """--out is replaced only when it is an earlier export (a saved `datasets` folder); never the dataset,
-    a folder inside it or around it, or a folder of anything else."""
-    src, dst = dataset.resolve(), out_dir.resolve()
-    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
-        raise InputError(out_dir, f"is, or holds, or lies inside the dataset {dataset}", "pass another --out")
-    if dst.exists() and not dst.is_dir():
-        raise InputError(out_dir, "is a file", "pass a folder to --out")
-    ours = (dst / "state.json").is_file() and (dst / "dataset_info.json").is_file()
-    if dst.is_dir() and any(dst.iterdir()) and not ours:
-        raise InputError(
-            out_dir, "exists and is not an earlier Hugging Face export", "pass a new or empty --out"
-        )
+def export_hf(
+    dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False, overwrite: bool = False
+) -> Path:
+    """Write the `datasets` folder (built in a temporary cache beside it, then moved into place).
 
-
-def export_hf(dataset_path: str | Path, out_dir: str | Path, *, include_rejected: bool = False) -> Path:
-    """Write the `datasets` folder (built in a temporary cache beside it, then moved into place)."""
+    `out_dir` is replaced only when it is an earlier export and `overwrite` (labeler/export/out_guard.py).
+    """
     from datasets import Dataset, disable_progress_bars
 
     from labeler.dataset.reader import open_dataset
 
     out_dir = Path(out_dir)
-    _check_out(Path(dataset_path), out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "is a file", "pass a folder to --out")
+    check_export_out(
+        out_dir, dataset=Path(dataset_path), kind="Hugging Face", ours=hf_ours, overwrite=overwrite
+    )
     ds = open_dataset(dataset_path)
     nothing = f"{dataset_path}: no sample to export ({len(ds)} ok, {ds.manifest.counts.failed} failed"
     if len(ds) == 0:

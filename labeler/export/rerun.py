@@ -44,15 +44,19 @@ def export_rerun(
     *,
     include_rejected: bool = False,
     max_points: int = MAX_POINTS,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the .rrd of a dataset (atomically); returns its path."""
+    """Write the .rrd of a dataset (atomically); returns its path. An existing `out_path` is replaced only
+    when it is a Rerun recording and `overwrite`."""
     import rerun as rr
 
     from labeler.dataset.reader import open_dataset
     from labeler.export.coco import reviewed_samples
+    from labeler.export.out_guard import check_export_out, rrd_ours
     from labeler.io import atomic_path, check_out_file
 
     out_path = check_out_file(out_path)  # a folder, or under a file: one line before the work
+    check_export_out(out_path, dataset=Path(dataset_path), kind="Rerun", ours=rrd_ours, overwrite=overwrite)
     ds = open_dataset(dataset_path)
     width, height = ds.manifest.calibration.image_size
     k = ds.manifest.calibration.rectification.left_intrinsics
