@@ -1,0 +1,75 @@
+"""Issue 25 item 17: weights that load but hold NaN fail before the first sample (not every sample with
+exit 0); libpng chatter stays off stderr; the dataset version does not depend on the --out folder's name;
+`diff` says when two datasets were made with different calibrations."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from labeler.cli.main import app
+
+
+def _one_error(res) -> str:
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and res.exit_code == 1, res.output
+    return errors[0]
+
+
+def test_non_finite_tensors_finds_nan_and_inf_in_nested_state():
+    import torch
+
+    from labeler.models.checkpoints import non_finite_tensors
+
+    state = {
+        "model": {"a.weight": torch.ones(3), "b.bias": torch.tensor([0.0, float("nan")])},
+        "ema": [torch.tensor([float("inf")]), torch.zeros(2, dtype=torch.int64)],
+        "step": 3,
+    }
+    assert non_finite_tensors(state) == ["model.b.bias", "ema.0"]
+    assert non_finite_tensors({"w": torch.ones(2)}) == []
+
+
+def _nan_copy(src: Path, dst: Path, key_part: str) -> str:
+    import torch
+
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    state = ck["model"]
+    name = next(k for k, v in state.items() if key_part in k and v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(ck, dst)
+    return name
+
+
+def test_a_heads_run_with_nan_weights_fails_before_the_first_image(tmp_path_factory, tmp_path):
+    from tests.train.conftest import make_tiny_dataset, make_tiny_run
+
+    base = tmp_path_factory.getbasetemp()
+    run = tmp_path / "run"
+    shutil.copytree(make_tiny_run(base), run)
+    name = _nan_copy(run / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt", "weight")
+    images = make_tiny_dataset(base).parent / "pairs" / "left"
+    res = CliRunner().invoke(app, ["predict", str(images), "--run", str(run), "--out", str(tmp_path / "p")])
+    line = _one_error(res)
+    assert "hold NaN or inf" in line and name in line and not (tmp_path / "p" / "predictions.json").exists()
+
+
+def test_sam2_weights_with_nan_fail_the_run_before_any_sample(tmp_path):
+    from labeler.testing.sam2_tiny import write_tiny_sam2
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    config, ckpt = write_tiny_sam2(tmp_path / "sam2")
+    _nan_copy(ckpt, ckpt, "")
+    write_plane_pairs(tmp_path / "rect", 2)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
+    args = ["pseudo-label", tmp_path / "rect", "--calib", calib, "--out", tmp_path / "ds", "--scheduler"]
+    args += ["sync", "--masks", "sam2", "--sam2-config", config, "--sam2-checkpoint", ckpt]
+    line = _one_error(CliRunner().invoke(app, [str(a) for a in args]))
+    assert f"{ckpt}: " in line and "hold NaN or inf" in line and "--sam2-checkpoint" in line
+    assert not (tmp_path / "ds" / "manifest.json").exists()
