@@ -6,11 +6,13 @@ import hashlib
 import os
 import re
 import struct
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -20,6 +22,52 @@ from labeler.errors import InputError, LabelerError
 M = TypeVar("M", bound=BaseModel)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
+
+
+# FFmpeg (OpenCV's video backend) prints every damaged frame's complaint ("[mjpeg @ 0x..] error dc");
+# a damaged frame is already a recorded failure, so FFmpeg is quiet unless the user sets the level.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# What libpng and libjpeg print to the process's stderr about a damaged file: not the user's news.
+_CODEC_CHATTER = re.compile(rb"^(libpng (warning|error)|Corrupt JPEG data|Premature end of JPEG|Invalid SOS)")
+_quiet_lock = threading.Lock()
+_quiet: dict[str, Any] = {"depth": 0, "saved": -1, "file": None}
+
+
+@contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Hold back what C libraries write to fd 2 for the block, then pass on every line that is not codec
+    chatter (_CODEC_CHATTER). Threads nest: the first in redirects, the last out restores and replays, so
+    another thread's output is delayed, never lost."""
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            try:
+                sys.stderr.flush()
+                tmp = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(tmp.fileno(), 2)
+            except (OSError, ValueError):  # no fd 2 to redirect: nothing to filter
+                saved = -1
+            _quiet.update(saved=saved, file=tmp if saved >= 0 else None)
+        filtering = _quiet["file"] is not None
+        _quiet["depth"] += filtering
+    if not filtering:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                tmp, saved = _quiet["file"], _quiet["saved"]
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                kept = [ln for ln in tmp.read().splitlines(True) if not _CODEC_CHATTER.match(ln)]
+                tmp.close()
+                _quiet.update(saved=-1, file=None)
+                if kept:
+                    os.write(2, b"".join(kept))
 
 
 def _read_umask() -> int:
@@ -69,11 +117,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets what open() would give it
     try:
-        yield Path(tmp)
         try:
+            yield Path(tmp)
             os.replace(tmp, path)
         except IsADirectoryError:  # made a folder while the block ran
             raise InputError(path, "is a folder", "pass a file name (a path that is not a folder)") from None
+        except OSError as err:  # a full disk, say: the message names `path`, not the temporary file
+            if err.filename in (tmp, Path(tmp)):
+                err.filename = str(path)
+            if err.filename2 in (str(path), path):
+                err.filename2 = None
+            raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -201,7 +255,8 @@ def read_rgb_hashed(path: str | Path) -> tuple[np.ndarray, str]:
             "replace or remove the file",
         )
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        with native_stderr_filtered():
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error:  # OpenCV's own size limit, for the formats header_size does not read
         img = None
     if img is None:

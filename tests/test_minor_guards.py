@@ -73,3 +73,58 @@ def test_sam2_weights_with_nan_fail_the_run_before_any_sample(tmp_path):
     line = _one_error(CliRunner().invoke(app, [str(a) for a in args]))
     assert f"{ckpt}: " in line and "hold NaN or inf" in line and "--sam2-checkpoint" in line
     assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_codec_chatter_stays_off_stderr(tmp_path):
+    """A damaged PNG (libpng) and a damaged MJPEG video (FFmpeg) under `rectify`: each is a recorded
+    failure or a short video; stderr holds no library chatter."""
+    import cv2
+    import numpy as np
+
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+    from tests.test_image_limits import png_bomb
+
+    write_plane_pairs(tmp_path / "pairs", 3, 64, 48, seed=1)
+    (
+        tmp_path / "pairs" / "left" / sorted(p.name for p in (tmp_path / "pairs" / "left").iterdir())[0]
+    ).write_bytes(
+        png_bomb(64, 48, 400)  # a PNG header and a cut zlib stream: libpng complains when it decodes
+    )
+    rng = np.random.default_rng(0)
+    video = tmp_path / "video" / "walk.avi"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 48))
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 128, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    for k in range(2000, len(data) - 100, 997):
+        data[k] ^= 0x5A
+    video.write_bytes(bytes(data))
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 64, 48)
+    cli = [sys.executable, "-m", "labeler.cli", "rectify"]
+    for src, out in ((tmp_path / "pairs", tmp_path / "r1"), (video, tmp_path / "r2")):
+        res = subprocess.run(
+            [*cli, str(src), "--calib", str(calib), "--out", str(out), "--layout", "auto"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        assert "libpng" not in res.stderr and "[mjpeg" not in res.stderr, res.stderr
+        assert (out / "pairs.json").is_file()
+
+
+def test_a_failed_atomic_write_names_the_destination_not_the_temporary_file(tmp_path):
+    import errno
+
+    from labeler.errors import disk_error
+    from labeler.io import atomic_path
+
+    dest = tmp_path / "out.json"
+    with pytest.raises(OSError, match="No space left") as info, atomic_path(dest) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert info.value.filename == str(dest)
+    line = str(disk_error(info.value, "a file"))
+    assert line.startswith(f"{dest}: No space left on device") and ".tmp" not in line
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
