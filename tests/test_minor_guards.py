@@ -4,6 +4,7 @@ exit 0); libpng chatter stays off stderr; the dataset version does not depend on
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,72 @@ def test_a_failed_atomic_write_names_the_destination_not_the_temporary_file(tmp_
     line = str(disk_error(info.value, "a file"))
     assert line.startswith(f"{dest}: No space left on device") and ".tmp" not in line
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_the_dataset_version_does_not_depend_on_the_out_folders_name(tmp_path, monkeypatch):
+    """`labeler run` keeps its rectified pairs in OUT/rectified: their paths are recorded relative to the
+    dataset, so identical labels in two folders (or after a move) have one version."""
+    from labeler import open_dataset
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    write_plane_pairs(tmp_path / "raw", 2, 64, 48, seed=2)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 64, 48)
+    versions = []
+    for name in ("a", "a-much-longer-name"):
+        out = tmp_path / name
+        args = [
+            "run",
+            tmp_path / "raw",
+            "--calib",
+            calib,
+            "--out",
+            out,
+            "--scheduler",
+            "sync",
+            "--no-previews",
+        ]
+        res = CliRunner().invoke(app, [str(a) for a in args])
+        assert res.exit_code == 0, res.output
+        ds = open_dataset(out)
+        versions.append(ds.version)
+        rows = ds.samples.to_table().to_pylist()
+        assert {r["left_path"] for r in rows} == {
+            "rectified/left/pair_000.png",
+            "rectified/left/pair_001.png",
+        }
+    assert versions[0] == versions[1]
+    moved = tmp_path / "moved"
+    (tmp_path / "a").rename(moved)
+    monkeypatch.chdir(tmp_path / "raw")  # repair finds the sources against the dataset, not the cwd
+    res = CliRunner().invoke(app, ["validate", str(moved)])
+    assert res.exit_code == 0, res.output
+
+
+def test_diff_says_when_the_calibrations_differ(tmp_path):
+    from data_schema.commands import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    write_plane_pairs(tmp_path / "rect", 2, 64, 48, seed=2)
+    for name, baseline in (("a", 0.1), ("b", 0.12)):
+        calib = identity_calibration_yaml(tmp_path / f"{name}.yaml", 64, 48, baseline_m=baseline)
+        run_pseudo_label(
+            PseudoLabelConfig(
+                inputs=tmp_path / "rect", calib=calib, out=tmp_path / name, scheduler="sync", progress=False
+            )
+        )
+    res = CliRunner().invoke(
+        app, ["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "d")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "different calibrations: A " in res.output and "baseline 100.00 mm" in res.output
+    assert "baseline 120.00 mm" in res.output
+    report = json.loads((tmp_path / "d" / "diff.json").read_text())
+    assert report["made_differently"][0].startswith("different calibrations")
+    assert report["made_differently"][1] == "different depth settings: baseline_m 0.1 → 0.12"
+    assert "Made differently:" in (tmp_path / "d" / "index.html").read_text()
+    res = CliRunner().invoke(
+        app, ["diff", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "e")]
+    )
+    assert "different" not in res.output
+    assert json.loads((tmp_path / "e" / "diff.json").read_text())["made_differently"] == []
