@@ -128,7 +128,9 @@ def check_scheduler(address: str, *, timeout_s: float | None = None) -> None:
         ) from None
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise LabelerError(f"--scheduler {address}: cannot connect ({reason}); {fix}") from None
+        raise LabelerError(
+            f"--scheduler {address}: no Dask scheduler answers there ({reason}); {fix}"
+        ) from None
     if b"pickle-protocol" not in hello:
         raise LabelerError(f"--scheduler {address}: what answers there is not a Dask scheduler; {fix}")
 

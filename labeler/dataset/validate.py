@@ -77,11 +77,17 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
             f"{entry.n_objects}"
         )
     sizes = shards.shard_file_sizes(dataset, entry.shard)
+    digests = shards.shard_file_digests(dataset, entry.shard) if entry.array_sha256 is not None else {}
     for name in ARRAY_NAMES:
         if sizes[name] != entry.array_bytes.get(name):
             problems.append(
                 f"{where}/{name}: shard file is {sizes[name]} bytes, the shard index says "
                 f"{entry.array_bytes.get(name)} (truncated, replaced or lost)"
+            )
+        elif entry.array_sha256 is not None and digests[name] != entry.array_sha256.get(name):
+            problems.append(
+                f"{where}/{name}: shard file bytes changed since written (sha256 differs from the shard "
+                "index; the decoded rows may still read the same)"
             )
     by_row: dict[int, list[ObjectRow]] = {}
     for o in objects:
