@@ -33,14 +33,16 @@ def write_manifest(dataset: str | Path, manifest: Manifest) -> Manifest:
     return manifest
 
 
-def seal_problems(dataset: str | Path, manifest: Manifest) -> list[str]:
-    """The chain's root: the manifest's own hash and every root file it sealed (one line each)."""
+def seal_problems(dataset: str | Path, manifest: Manifest, *, cut_tail: bool = False) -> list[str]:
+    """The chain's root: the manifest's own hash and every root file it sealed (one line each).
+    `cut_tail`: also name an index file's last line cut short (validate does; a resumed run and the
+    reader take it for a kill during an append and drop it)."""
     from labeler.dataset.seal import record_intact, root_problems
 
     problems = []
     if not record_intact(manifest):
         problems.append(f"{manifest_path(dataset)}: edited after it was written (record_sha256 differs)")
-    return problems + root_problems(dataset, manifest.files)
+    return problems + root_problems(dataset, manifest.files, cut_tail=cut_tail)
 
 
 def check_sealed(dataset: str | Path, *, doing: str) -> None:

@@ -242,7 +242,7 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     from labeler.dataset.manifest import seal_problems
     from labeler.dataset.sidecars import read_doubt_pass
 
-    problems: list[str] = seal_problems(dataset, manifest)
+    problems: list[str] = seal_problems(dataset, manifest, cut_tail=True)
     read_doubt_pass(dataset, problems=problems)
     try:
         group = shards.open_store(dataset)
@@ -327,7 +327,10 @@ def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry])
 
     from labeler.dataset.tables import read_tracks, rows_sha256, table_dataset, tracks_path
 
-    ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
+    try:
+        ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
+    except Exception as err:  # noqa: BLE001 — a damaged part file (named per shard too): one line
+        return [f"{dataset / TABLES_DIR}: objects table unreadable ({_one_line(err)})"]
     seen = Counter(t for t in ids.to_pylist() if t is not None)
     ref = manifest.tracks
     if ref is None:

@@ -377,3 +377,31 @@ def test_a_flipped_byte_in_any_array_file_is_named_and_repaired(base, copy):
     repair_dataset(copy)
     assert validate_dataset(copy) == []
     assert open_dataset(copy).version == open_dataset(base / "ds").version
+
+
+@pytest.mark.parametrize("name", ["shards.jsonl", "rows.jsonl"])
+@pytest.mark.parametrize("tail", [b"not json\n", b'{"shard": 9', b"[1, 2]\n"])
+def test_bytes_appended_to_an_index_file_are_named_and_repaired(base, copy, name, tail):
+    """An append after the sealed bytes must be whole JSON-object lines: a non-JSON line or a cut tail is
+    named (it used to read as a line cut by a kill, silently); repair restores the index."""
+    from labeler import open_dataset
+    from labeler.dataset.validate import validate_dataset
+    from pipelines.repair import repair_dataset
+
+    with (copy / name).open("ab") as f:
+        f.write(tail)
+    assert any(
+        name in p and ("not a JSON record" in p or "not a whole line" in p) for p in validate_dataset(copy)
+    )
+    repair_dataset(copy)
+    assert validate_dataset(copy) == []
+    assert open_dataset(copy).version == open_dataset(base / "ds").version
+
+
+def test_a_damaged_objects_table_is_named_not_a_traceback(copy):
+    from labeler.dataset.validate import validate_dataset
+
+    part = sorted((copy / "tables" / "objects").glob("*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    problems = validate_dataset(copy)
+    assert any(part.name in p for p in problems)
