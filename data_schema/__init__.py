@@ -106,6 +106,7 @@ from data_schema.manifest import (
     ObjectPolicy,
     ObjectRecord,
     ObjectRow,
+    RunSettings,
     SampleRecord,
     SampleStats,
     ShardEntry,
@@ -152,6 +153,7 @@ from data_schema.train import TrainOptions, TrainRunConfig
 
 __all__ = [
     "FileSeal",
+    "RunSettings",
     "AdaptBackboneConfig",
     "AdaptRunSummary",
     "ArrayDigests",
