@@ -153,6 +153,8 @@ from data_schema.stereo_train import (
 from data_schema.train import TrainOptions, TrainRunConfig
 
 __all__ = [
+    "FileSeal",
+    "RunSettings",
     "AdaptBackboneConfig",
     "AdaptRunSummary",
     "ArrayDigests",

@@ -50,6 +50,18 @@ class Rectification(Record):
 BoardKind = Literal["chessboard", "charuco"]
 
 
+# cv2.aruco's predefined dictionaries (the names `--dictionary` takes)
+ARUCO_DICTIONARIES = (
+    *(f"DICT_{n}X{n}_{k}" for n in (4, 5, 6, 7) for k in (50, 100, 250, 1000)),
+    "DICT_ARUCO_ORIGINAL",
+    "DICT_APRILTAG_16h5",
+    "DICT_APRILTAG_25h9",
+    "DICT_APRILTAG_36h10",
+    "DICT_APRILTAG_36h11",
+    "DICT_ARUCO_MIP_36h12",
+)
+
+
 class BoardSpec(Record):
     """The calibration target."""
 
@@ -59,6 +71,22 @@ class BoardSpec(Record):
     square_m: float = Field(gt=0, description="square side in metres")
     marker_m: float | None = Field(None, gt=0, description="charuco: marker side in metres")
     dictionary: str | None = Field(None, description="charuco: cv2.aruco dictionary name, e.g. DICT_5X5_100")
+
+    @model_validator(mode="after")
+    def _charuco(self) -> BoardSpec:
+        if self.kind != "charuco":
+            return self
+        if self.marker_m is None:
+            raise ValueError("--board charuco needs the marker side: pass --marker-m (metres)")
+        if self.marker_m >= self.square_m:
+            raise ValueError(f"marker_m {self.marker_m} must be smaller than square_m {self.square_m}")
+        if self.dictionary is not None and self.dictionary not in ARUCO_DICTIONARIES:
+            raise ValueError(
+                f"--dictionary {self.dictionary}: no such ArUco dictionary; choose one of "
+                "DICT_{4,5,6,7}X{4,5,6,7}_{50,100,250,1000} (e.g. DICT_5X5_100), DICT_ARUCO_ORIGINAL, "
+                "DICT_APRILTAG_{16h5,25h9,36h10,36h11}, DICT_ARUCO_MIP_36h12"
+            )
+        return self
 
 
 class StereoCalibration(Record):

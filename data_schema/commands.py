@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from data_schema.backends import ClassicalMasksConfig, MaskConfig, SgbmConfig, StereoConfig
 from data_schema.calibration import BoardSpec
@@ -18,6 +18,37 @@ from data_schema.record import Record
 from data_schema.train import TrainOptions, TrainRunConfig
 
 Layout = Literal["auto", "side-by-side", "pairs", "suffix", "video"]
+
+SCHEDULER_KINDS = ("sync", "threads", "processes")
+
+
+def scheduler_problem(scheduler: str) -> str | None:
+    """What is wrong with a `--scheduler` value (None: a kind, or tcp://HOST:PORT / tls://HOST:PORT)."""
+    if scheduler in SCHEDULER_KINDS:
+        return None
+    protocol, sep, rest = scheduler.partition("://")
+    if not sep or protocol not in ("tcp", "tls"):
+        return (
+            f"{scheduler!r} is not sync, threads, processes or a Dask scheduler's address "
+            "tcp://HOST:PORT (or tls://HOST:PORT)"
+        )
+    host, colon, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or any(c in host for c in "/ ?#@") or not port.isdigit():
+        return f"{scheduler!r}: expected {protocol}://HOST:PORT with a numeric PORT"
+    if not 1 <= int(port) <= 65535:
+        return f"{scheduler!r}: port {port} is not in 1..65535"
+    return None
+
+
+def _scheduler(value: str | None) -> str | None:
+    problem = None if value is None else scheduler_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Scheduler = Annotated[str | None, AfterValidator(_scheduler)]
 # Named so the CLI shows these choices from the same literal the field validates.
 DepthLoss = Literal["silog", "l1"]
 SegLoss = Literal["bce", "focal"]
@@ -96,9 +127,8 @@ class PseudoLabelConfig(Record):
         (), description="CUDA device ids; one worker per GPU"
     )
     workers: int | None = Field(None, ge=1, le=1024, description="CPU workers (default: cores)")
-    scheduler: str | None = Field(
+    scheduler: Scheduler = Field(
         None,
-        pattern=r"^(sync|threads|processes|[a-z]+://\S+)$",
         description="sync | threads | processes, or a running Dask scheduler's address (tcp://host:port)",
     )
     retry_failed: bool = False

@@ -77,3 +77,8 @@ class DatasetDiff(Record):
         None, description="objects per class of A (sam3 --classes datasets); None: class-agnostic"
     )
     class_counts_b: dict[str, int] | None = Field(None, description="objects per class of B")
+    made_differently: list[str] = Field(
+        default_factory=list,
+        description="how the two were made differently, one line each (calibration, depth settings, stereo, "
+        "masks, object policy); empty: the same way",
+    )

@@ -240,6 +240,11 @@ class ShardEntry(Record):
     array_bytes: dict[str, int] = Field(
         description="size of this shard's file of each array (0: none written, all rows failed)"
     )
+    array_sha256: dict[str, str] | None = Field(
+        None,
+        description="sha256 of this shard's file of each array as written ('': none written), so a changed "
+        "byte is named even where the rows decode the same; None: an entry written before this field",
+    )
     rectified: list[RectifiedPair] = Field(
         default_factory=list, description="`labeler run`: how this shard's raw pairs were rectified"
     )

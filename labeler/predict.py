@@ -174,10 +174,11 @@ def summary_line(pred: ImagePrediction) -> str:
 def predict_images(cfg: PredictConfig) -> PredictionSet:
     """Predict every input image, write its files into cfg.out, return the set (also predictions.json)."""
     from labeler.io import write_png, write_text_atomic
+    from labeler.models.device import torch_device
     from labeler.train.heads.instances import object_table
     from labeler.train.report import preview_row
 
-    device = f"cuda:{cfg.gpu}" if cfg.gpu is not None else "cpu"
+    device = torch_device(cfg.gpu)
     predictor = HeadsPredictor.from_run(
         cfg.run, checkpoint=cfg.checkpoint, device=device, instances=cfg.instances
     )

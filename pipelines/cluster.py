@@ -2,7 +2,8 @@
 
 Quiet by default: Dask's INFO chatter (scheduler start, nanny and worker registration, shutdown) is not
 the user's news. Dask logs come back when the root logger is at DEBUG (`labeler --verbose`), in the
-worker processes too. Errors always show.
+worker processes too. A task that fails reaches the run as its exception (one line, or a recorded sample
+failure); Dask's own report of it, with the task's traceback, shows only with --verbose.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distributed import Client
 
+from data_schema.commands import scheduler_problem
+from labeler.errors import LabelerError
+
 log = logging.getLogger(__name__)
+
+# How long a remote scheduler has to accept the connection and say hello, s.
+CONNECT_TIMEOUT_S = 10.0
+_MAX_HELLO_BYTES = 1 << 20  # a Dask handshake is ~60 bytes; anything that announces more is not one
 
 # A run of this many samples takes minutes even on a GPU: long enough to watch on the dashboard.
 DASHBOARD_MIN_SAMPLES = 100
@@ -50,6 +60,9 @@ def dask_client(
     bokeh) and logs its address once with --verbose or from DASHBOARD_MIN_SAMPLES samples on; otherwise
     nothing listens on :8787.
     """
+    problem = None if scheduler is None else scheduler_problem(scheduler)
+    if problem:
+        raise LabelerError(f"--scheduler {problem}; start one with `dask scheduler` or leave the flag out")
     if scheduler == "sync" or (scheduler is None and samples < in_process_below):
         yield None
         return
@@ -58,7 +71,8 @@ def dask_client(
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     with _dask_logs_quiet(not verbose):
         if scheduler is not None and "://" in scheduler:
-            with Client(scheduler) as client:
+            check_scheduler(scheduler)
+            with Client(scheduler, timeout=CONNECT_TIMEOUT_S) as client:
                 yield client
             return
         cores = workers or max(1, min(os.cpu_count() or 1, 8))
@@ -75,7 +89,9 @@ def dask_client(
                 threads_per_worker=threads,
                 processes=scheduler != "threads",
                 dashboard_address=DASHBOARD_ADDRESS if dashboard else None,
-                silence_logs=logging.INFO if verbose else logging.ERROR,  # the worker processes' level
+                # the worker processes' level: a failed task reaches the run as its exception (one line
+                # there); Dask's "Compute Failed" report with the task's traceback only with --verbose
+                silence_logs=logging.INFO if verbose else logging.CRITICAL,
                 **kwargs,
             ) as cluster,
             Client(cluster) as client,
@@ -83,6 +99,50 @@ def dask_client(
             if dashboard:
                 log.info("Dask dashboard: %s", client.dashboard_link)
             yield client
+
+
+def check_scheduler(address: str, *, timeout_s: float | None = None) -> None:
+    """Raise a one-line LabelerError unless a Dask scheduler answers at `address` within `timeout_s`.
+
+    Dask's own connect waits forever on a port that accepts and stays silent, and reads a frame length
+    from whatever another server sends (an HTTP server's bytes ask for exabytes). A scheduler speaks first:
+    its handshake is one frame of ~60 bytes (uint64 total length, then the frames) naming its pickle
+    protocol. For tls:// only the TCP connection is checked here; Dask's timeout covers the rest.
+    """
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    protocol, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    fix = "start one with `dask scheduler`, or leave --scheduler out to run locally"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            if protocol != "tcp":
+                return
+            sock.settimeout(timeout_s)
+            head = _read_exactly(sock, 8)
+            (length,) = struct.unpack("<Q", head)
+            hello = _read_exactly(sock, length) if 16 <= length <= _MAX_HELLO_BYTES else b""
+    except TimeoutError:
+        raise LabelerError(
+            f"--scheduler {address}: no Dask scheduler answered within {timeout_s:g} s; {fix}"
+        ) from None
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise LabelerError(
+            f"--scheduler {address}: no Dask scheduler answers there ({reason}); {fix}"
+        ) from None
+    if b"pickle-protocol" not in hello:
+        raise LabelerError(f"--scheduler {address}: what answers there is not a Dask scheduler; {fix}")
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("the connection was closed before a Dask handshake")
+        data += chunk
+    return data
 
 
 def _dashboard_wanted(verbose: bool, samples: int) -> bool:
@@ -113,6 +173,9 @@ def _dask_logs_quiet(quiet: bool) -> Iterator[None]:
     ]
     for lg, _ in saved:
         lg.setLevel(logging.ERROR)
+    worker = logging.getLogger("distributed.worker")  # threads: "Compute Failed" and a traceback, as above
+    saved.append((worker, worker.level))
+    worker.setLevel(logging.CRITICAL)
     try:
         yield
     finally:

@@ -9,7 +9,9 @@ statistics, previews and writes are separate tasks that run beside them, so the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from typing import Any
 
 from data_schema.captures import RectifiedPair, StereoPairSource
@@ -17,6 +19,7 @@ from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRow, SampleRecord, StoreLayout
 from labeler.stages import (
     LabelledSample,
+    LoadedPair,
     SkippedFrame,
     StageFailure,
     disparity_batch_stage,
@@ -79,7 +82,17 @@ def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, in
         )
     if pair.status != "ok":
         return StageFailure(pair.pair_id, row, "rectify", pair.error or "failed")
-    return load_stage(task_from_rectified(pair, row, rectified_dir(out)), expected_size=size)
+    loaded = load_stage(task_from_rectified(pair, row, rectified_dir(out)), expected_size=size)
+    if not isinstance(loaded, LoadedPair):
+        return loaded
+    # recorded relative to the dataset: they move with it, and the labels (so the dataset version) do not
+    # depend on the --out folder's name (labeler/dataset/sources.py resolves them against the dataset)
+    files = loaded.source
+    relative = {
+        "left_path": os.path.relpath(files.left_path, out),
+        "right_path": os.path.relpath(files.right_path, out),
+    }
+    return dataclasses.replace(loaded, source=files.model_copy(update=relative))
 
 
 def _device(gpus: tuple[int, ...]) -> str:

@@ -268,6 +268,9 @@ def check_scheduler(scheduler: str | None) -> None:
         return
     from distributed import Client
 
+    from pipelines.cluster import check_scheduler
+
+    check_scheduler(scheduler)  # Dask's own connect hangs on a port that is not Dask's
     try:
         Client(scheduler, timeout=10).close()
     except (OSError, TimeoutError) as err:

@@ -45,8 +45,9 @@ def run(build: Callable[[], Any], call: Callable[[Any], T]) -> T:
         cfg = build()
     except ValidationError as err:
         for e in err.errors():
-            field = ".".join(str(p) for p in e["loc"]) or "config"
-            typer.echo(f"error: --{field.replace('_', '-')}: {e['msg']}", err=True)
+            field = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            typer.echo(f"error: --{field.replace('_', '-')}: {msg}" if field else f"error: {msg}", err=True)
         raise typer.Exit(2) from None
     except FlagError as err:
         for line in err.lines:
@@ -101,6 +102,10 @@ StrictLicenceOpt = Annotated[
         help="commercial: refuse when a model in the history is non-commercial or of unknown licence "
         "(data_schema/licences.py)"
     ),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(help="replace --out when it is this export's own earlier output (anything else is refused)"),
 ]
 SelectionOpt = Annotated[
     str | None,

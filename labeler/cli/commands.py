@@ -21,15 +21,19 @@ class CalibrateOutcome:
 
 
 def calibrate_command(cfg: CalibrateConfig) -> CalibrateOutcome:
+    from labeler.io import check_out_file
     from labeler.rig.calibration import calibrate, save_calibration
     from labeler.rig.calibration_report import export_ros, write_report
 
+    check_out_file(cfg.out_path)  # before the detection, which takes a while
     result = calibrate(
         cfg.captures, rig=cfg.rig, board=cfg.board, layout=cfg.layout, stride=cfg.stride, alpha=cfg.alpha
     )
     save_calibration(result.calibration, cfg.out_path)
     folder = write_report(result, cfg.out_path, result.preview)
-    exported = export_ros(result.calibration, cfg.out_path.parent) if "ros" in cfg.export else []
+    exported = (
+        export_ros(result.calibration, cfg.out_path.parent, overwrite=True) if "ros" in cfg.export else []
+    )
     dropped = [f"{v.view_id}: {v.reason}" for v in result.report.views if not v.used]
     return CalibrateOutcome(result.calibration, cfg.out_path, folder, dropped, exported)
 

@@ -15,6 +15,7 @@ from data_schema.commands import CalibExport, PseudoLabelConfig
 from data_schema.manifest import Manifest, ObjectPolicy, TrackingConfig
 from labeler.cli._app import (
     LayoutOpt,
+    OverwriteOpt,
     SelectionOpt,
     StrictLicenceOpt,
     StrideOpt,
@@ -412,12 +413,13 @@ def repair(
 def export_ros_cmd(
     calib: Annotated[Path, typer.Argument(help="calib/<rig>.yaml")],
     out: Annotated[Path, typer.Option(help="folder for the camera_info YAML files")] = Path("."),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write ROS camera_info YAML for each eye of a calibration."""
     from labeler.rig.calibration import load_calibration
     from labeler.rig.calibration_report import export_ros
 
-    for p in run(lambda: calib, lambda c: export_ros(load_calibration(c), out)):
+    for p in run(lambda: calib, lambda c: export_ros(load_calibration(c), out, overwrite=overwrite)):
         typer.echo(f"ROS camera_info: {p}")
 
 
@@ -433,10 +435,13 @@ def export_coco_cmd(
     ] = False,
     selection: SelectionOpt = None,
     strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a dataset's masks as COCO instances JSON (class-agnostic, RLE, depth per annotation)."""
     from labeler.export.coco import ExportScope, export_coco
 
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
-    path = run(lambda: dataset, lambda d: export_coco(d, out, images=images, scope=scope))
+    path = run(
+        lambda: dataset, lambda d: export_coco(d, out, images=images, scope=scope, overwrite=overwrite)
+    )
     typer.echo(f"COCO instances: {path}")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli._app import SelectionOpt, StrictLicenceOpt, _gpus, app, export_app, run
+from labeler.cli._app import OverwriteOpt, SelectionOpt, StrictLicenceOpt, _gpus, app, export_app, run
 
 IncludeRejected = Annotated[
     bool, typer.Option(help="also export samples and objects a review rejected (default: left out)")
@@ -32,13 +32,13 @@ def doubt(
 ) -> None:
     """Add the doubt signals a pass over the dataset gives: stereo-monocular disagreement (with a model),
     frame-to-frame instability of video captures, mask-shape signals missing from older tables."""
+    from labeler.models.device import torch_device
     from labeler.review.doubt_pass import run_doubt
     from labeler.review.gallery import write_gallery
     from labeler.review.mono import mono_model
 
-    device = f"cuda:{gpu}" if gpu is not None else "cpu"
-
     def call(path: Path):
+        device = torch_device(gpu)  # before any model loads
         rec = run_doubt(path, model=mono_model(stereo_weights=stereo_weights, heads=heads, device=device))
         from labeler.dataset.sidecars import gallery_index_path
 
@@ -59,29 +59,44 @@ def doubt(
 def review(
     dataset: Annotated[Path, typer.Argument(help="dataset folder")],
     host: Annotated[
-        str, typer.Option(help="address to listen on; anything but 127.0.0.1 serves other machines too")
+        str,
+        typer.Option(
+            help="address to listen on; anything but loopback serves other machines too, with a token"
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8765,
     user: Annotated[
         str | None, typer.Option(help="name recorded with each decision (default: login)")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="the token every request must carry (default: a random one when --host is not loopback, "
+            "printed in the URL; none on loopback)"
+        ),
     ] = None,
 ) -> None:
     """Review a dataset in the browser: samples by doubt, layers, keyboard decisions saved at once."""
     from labeler.dataset.manifest import load_manifest
-    from labeler.review.app import LOOPBACK, default_user, serve
+    from labeler.review.app import LOOPBACK, MIN_TOKEN_CHARS, default_user, new_token, serve
 
+    if token is not None and (len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token):
+        typer.echo(
+            f"error: --token: use at least {MIN_TOKEN_CHARS} printable characters, no spaces", err=True
+        )
+        raise typer.Exit(2)
     run(lambda: dataset, load_manifest)  # one line for a folder that is not a dataset
     if host not in LOOPBACK:
+        token = token or new_token()
         typer.echo(
-            f"warning: listening on {host}: anyone who can reach this machine can read {dataset} and record "
-            "decisions in it (no login); use the default 127.0.0.1 unless you mean it",
+            f"warning: listening on {host}: anyone who can reach this machine and has the URL below can read "
+            f"{dataset} and record decisions in it; use the default 127.0.0.1 unless you mean it",
             err=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(
-        f"labeler review: http://{shown}:{port}/ ({dataset}, user {user or default_user()}); Ctrl-C stops"
-    )
-    serve(dataset, host=host, port=port, user=user)
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    typer.echo(f"labeler review: {url} ({dataset}, user {user or default_user()}); Ctrl-C stops")
+    serve(dataset, host=host, port=port, user=user, token=token)
 
 
 @export_app.command("rerun")
@@ -91,6 +106,7 @@ def export_rerun_cmd(
     include_rejected: IncludeRejected = False,
     selection: SelectionOpt = None,
     strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a Rerun recording: per sample the rectified image, depth, masks, a point cloud and the camera;
     the models' licences as the static `licences` document."""
@@ -98,7 +114,7 @@ def export_rerun_cmd(
     from labeler.export.rerun import export_rerun
 
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
-    path = run(lambda: dataset, lambda d: export_rerun(d, out, scope=scope))
+    path = run(lambda: dataset, lambda d: export_rerun(d, out, scope=scope, overwrite=overwrite))
     typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
 
 
@@ -109,6 +125,7 @@ def export_hf_cmd(
     include_rejected: IncludeRejected = False,
     selection: SelectionOpt = None,
     strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a Hugging Face `datasets` folder: images, float32 depth in metres, uint16 masks, objects;
     the models' licences in OUT/licences.json and the dataset's info.license."""
@@ -116,7 +133,7 @@ def export_hf_cmd(
     from labeler.export.hf import export_hf
 
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
-    path = run(lambda: dataset, lambda d: export_hf(d, out, scope=scope))
+    path = run(lambda: dataset, lambda d: export_hf(d, out, scope=scope, overwrite=overwrite))
     typer.echo(f"Hugging Face dataset: {path} (datasets.load_from_disk)")
 
 

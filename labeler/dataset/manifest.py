@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from data_schema.manifest import Manifest
-from labeler.errors import InputError, LabelerError
+from labeler.errors import InputError
+from labeler.io import folder_lock
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -33,20 +33,22 @@ def write_manifest(dataset: str | Path, manifest: Manifest) -> Manifest:
     return manifest
 
 
-def seal_problems(dataset: str | Path, manifest: Manifest) -> list[str]:
-    """The chain's root: the manifest's own hash and every root file it sealed (one line each)."""
+def seal_problems(dataset: str | Path, manifest: Manifest, *, cut_tail: bool = False) -> list[str]:
+    """The chain's root: the manifest's own hash and every root file it sealed (one line each).
+    `cut_tail`: also name an index file's last line cut short (validate does; a resumed run and the
+    reader take it for a kill during an append and drop it)."""
     from labeler.dataset.seal import record_intact, root_problems
 
     problems = []
     if not record_intact(manifest):
         problems.append(f"{manifest_path(dataset)}: edited after it was written (record_sha256 differs)")
-    return problems + root_problems(dataset, manifest.files)
+    return problems + root_problems(dataset, manifest.files, cut_tail=cut_tail)
 
 
 def check_sealed(dataset: str | Path, *, doing: str) -> None:
     """Before a writer touches a dataset: a broken seal is one line naming `labeler repair` (a writer
     that went on would build on a damaged index and could drop what it lost track of)."""
-    if not has_manifest(dataset) or (manifest_schema_version(dataset) or 0) < 2:
+    if not has_manifest(dataset) or (manifest_schema_version(dataset) or 0) < 2:  # v1: migrate first
         return
     try:
         manifest = load_manifest(dataset)
@@ -96,26 +98,5 @@ def load_manifest(dataset: str | Path) -> Manifest:
 @contextmanager
 def dataset_lock(dataset: str | Path) -> Iterator[None]:
     """Exclusive lock for a dataset's writer; the OS drops it when the process dies (no stale lock)."""
-    import fcntl
-
-    path = Path(dataset) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise LabelerError(
-                f"{dataset}: another labeler process is writing this dataset ({holder}); wait for it or "
-                "use another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
+    with folder_lock(dataset, LOCK_NAME, what="this dataset"):
+        yield

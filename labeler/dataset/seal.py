@@ -86,7 +86,7 @@ def seal_root_files(dataset: str | Path) -> dict[str, FileSeal]:
     return out
 
 
-def root_problems(dataset: str | Path, files: dict[str, FileSeal]) -> list[str]:
+def root_problems(dataset: str | Path, files: dict[str, FileSeal], *, cut_tail: bool = False) -> list[str]:
     """Every sealed root file that is missing, shorter, or changed within its sealed bytes; and a root
     file the seal does not know while the seal knows others (one line each). An append-only `.jsonl`
     file the seal does not know was created after it (a run's first commit) and counts as sealed empty."""
@@ -105,11 +105,37 @@ def root_problems(dataset: str | Path, files: dict[str, FileSeal]) -> list[str]:
             problems.append(
                 f"{path}: content differs from the sha256 the manifest sealed (edited or damaged)"
             )
+        elif append_only and size > seal.bytes:
+            tail = _tail_problem(path, seal.bytes, cut_tail=cut_tail)
+            if tail:
+                problems.append(f"{path}: {tail}")
     if files:
         for path in root_files(root):  # an append-only file sealed before it existed: sealed empty
             if path.name not in files and not path.name.endswith(".jsonl"):
                 problems.append(f"{path}: not sealed by the manifest (added after the last run)")
     return problems
+
+
+def _tail_problem(path: Path, start: int, *, cut_tail: bool) -> str | None:
+    """What is wrong with the lines appended to a `.jsonl` file after its sealed bytes: each must be a
+    whole line holding one JSON object (None: they are)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        tail = f.read()
+    *lines, last = tail.split(b"\n")
+    for k, line in enumerate(lines):
+        try:
+            ok = isinstance(json.loads(line), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"line {k + 1} after the sealed bytes is not a JSON record (edited or damaged)"
+    if last and cut_tail:
+        return (
+            f"ends with {len(last)} bytes that are not a whole line (a write cut short, or an edit); "
+            "`labeler repair` drops them"
+        )
+    return None
 
 
 def write_settings(dataset: str | Path, manifest: Manifest) -> None:

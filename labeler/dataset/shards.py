@@ -227,6 +227,17 @@ def shard_file_sizes(dataset: str | Path, shard: int) -> dict[str, int]:
     return out
 
 
+def shard_file_digests(dataset: str | Path, shard: int) -> dict[str, str]:
+    """sha256 of each array's file of this shard ('': not written)."""
+    from labeler.io import sha256_file
+
+    out = {}
+    for name in ARRAY_NAMES:
+        path = _shard_file(dataset, name, shard)
+        out[name] = sha256_file(path) if path.is_file() else ""
+    return out
+
+
 # ------------------------------------------------------------------------------------------ tables
 
 

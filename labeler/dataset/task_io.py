@@ -21,6 +21,7 @@ from labeler.dataset.shards import (
     open_arrays,
     read_rows,
     remove_shard_files,
+    shard_file_digests,
     shard_file_sizes,
     write_shard,
 )
@@ -69,6 +70,7 @@ def write_shard_files(
         objects=objects_ref,
         content_sha256=content_sha256(list(records), list(objects)),
         array_bytes=shard_file_sizes(dataset, shard),
+        array_sha256=shard_file_digests(dataset, shard),
         rectified=list(rectified),
     )
 

@@ -77,11 +77,17 @@ def shard_problems(dataset: str | Path, entry: ShardEntry, manifest: Manifest) -
             f"{entry.n_objects}"
         )
     sizes = shards.shard_file_sizes(dataset, entry.shard)
+    digests = shards.shard_file_digests(dataset, entry.shard) if entry.array_sha256 is not None else {}
     for name in ARRAY_NAMES:
         if sizes[name] != entry.array_bytes.get(name):
             problems.append(
                 f"{where}/{name}: shard file is {sizes[name]} bytes, the shard index says "
                 f"{entry.array_bytes.get(name)} (truncated, replaced or lost)"
+            )
+        elif entry.array_sha256 is not None and digests[name] != entry.array_sha256.get(name):
+            problems.append(
+                f"{where}/{name}: shard file bytes changed since written (sha256 differs from the shard "
+                "index; the decoded rows may still read the same)"
             )
     by_row: dict[int, list[ObjectRow]] = {}
     for o in objects:
@@ -236,7 +242,7 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     from labeler.dataset.manifest import seal_problems
     from labeler.dataset.sidecars import read_doubt_pass
 
-    problems: list[str] = seal_problems(dataset, manifest)
+    problems: list[str] = seal_problems(dataset, manifest, cut_tail=True)
     read_doubt_pass(dataset, problems=problems)
     try:
         group = shards.open_store(dataset)
@@ -321,7 +327,10 @@ def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry])
 
     from labeler.dataset.tables import read_tracks, rows_sha256, table_dataset, tracks_path
 
-    ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
+    try:
+        ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
+    except Exception as err:  # noqa: BLE001 — a damaged part file (named per shard too): one line
+        return [f"{dataset / TABLES_DIR}: objects table unreadable ({_one_line(err)})"]
     seen = Counter(t for t in ids.to_pylist() if t is not None)
     ref = manifest.tracks
     if ref is None:

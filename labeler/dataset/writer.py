@@ -240,7 +240,7 @@ class DatasetWriter:
             old: Manifest | None = load_manifest(self.out)
         except InputError:
             old = None
-        seal = seal_problems(self.out, old) if old is not None else ["no readable manifest"]
+        seal = seal_problems(self.out, old, cut_tail=True) if old is not None else ["no readable manifest"]
         rebuilt = []
         problems: list[str] = []
         index = read_shard_index(self.out, problems=problems)

@@ -160,6 +160,7 @@ def export_coco(
     images: str | Path | None = None,
     include_rejected: bool = False,
     scope: ExportScope | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the COCO instances JSON of a dataset.
 
@@ -170,13 +171,18 @@ def export_coco(
             `file_name` is then that PNG's path relative to the JSON's folder.
         include_rejected: keep the samples and objects a review rejected.
         scope: the selection, `--strict-licence` and include_rejected together (overrides the flag above).
+        overwrite: replace an earlier COCO export at out_path (anything else there is refused).
 
     Returns:
         out_path.
     """
-    from labeler.io import write_text_atomic
+    from labeler.export.out_guard import check_export_out, coco_json_ours
+    from labeler.io import check_out_file, write_text_atomic
 
-    out_path = Path(out_path)
+    out_path = check_out_file(out_path)  # a folder, or under a file: one line before the work
+    check_export_out(
+        out_path, dataset=Path(dataset_path), kind="COCO", ours=coco_json_ours, overwrite=overwrite
+    )
     src = open_export(
         dataset_path, scope or ExportScope(include_rejected=include_rejected), what="COCO export"
     )
@@ -217,7 +223,6 @@ def export_coco(
         "categories": categories(ds.manifest),
         "annotations": annotations,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_path, json.dumps(coco, separators=(",", ":")))
     return out_path
 

@@ -28,8 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import InputError
+from labeler.errors import InputError, LabelerError
 from labeler.export.coco import ExportScope
+from labeler.export.out_guard import check_export_out, hf_ours
+from labeler.io import out_folder
 
 ARRAYS = ("left", "right", "depth_m", "disparity_px", "confidence", "instance_ids")
 _OBJECT_FLOATS = (
@@ -100,48 +102,42 @@ def _rows(dataset: str, include_rejected: bool, only: list[str] | None) -> Itera
         }
 
 
-def _check_out(dataset: Path, out_dir: Path) -> None:
-    """--out is replaced only when it is an earlier export (a saved `datasets` folder); never the dataset,
-    a folder inside it or around it, or a folder of anything else."""
-    src, dst = dataset.resolve(), out_dir.resolve()
-    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
-        raise InputError(out_dir, f"is, or holds, or lies inside the dataset {dataset}", "pass another --out")
-    if dst.exists() and not dst.is_dir():
-        raise InputError(out_dir, "is a file", "pass a folder to --out")
-    ours = (dst / "state.json").is_file() and (dst / "dataset_info.json").is_file()
-    if dst.is_dir() and any(dst.iterdir()) and not ours:
-        raise InputError(
-            out_dir, "exists and is not an earlier Hugging Face export", "pass a new or empty --out"
-        )
-
-
 def export_hf(
     dataset_path: str | Path,
     out_dir: str | Path,
     *,
     include_rejected: bool = False,
     scope: ExportScope | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the `datasets` folder (built in a temporary cache beside it, then moved into place).
 
     scope: the selection, `--strict-licence` and include_rejected together (overrides the flag).
+    `out_dir` is replaced only when it is an earlier export and `overwrite` (labeler/export/out_guard.py).
     """
-    from datasets import Dataset, DatasetInfo, disable_progress_bars
+    from datasets import DatasetInfo, disable_progress_bars
 
     from data_schema.licences import describe
     from labeler.dataset.licences import licence_record
     from labeler.export.coco import open_export
 
     out_dir = Path(out_dir)
-    _check_out(Path(dataset_path), out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "is a file", "pass a folder to --out")
+    check_export_out(
+        out_dir, dataset=Path(dataset_path), kind="Hugging Face", ours=hf_ours, overwrite=overwrite
+    )
     scope = scope or ExportScope(include_rejected=include_rejected)
     src = open_export(dataset_path, scope, what="Hugging Face export")
-    width, height = src.ds.manifest.calibration.image_size
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ds = src.ds
+    nothing = f"{dataset_path}: no sample to export ({len(ds)} ok, {ds.manifest.counts.failed} failed"
+    if len(ds) == 0:
+        raise LabelerError(f"{nothing}); fix the inputs `labeler validate` lists as failed and run again")
+    width, height = ds.manifest.calibration.image_size
+    out_folder(out_dir.parent)
     disable_progress_bars()
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
-        hf = Dataset.from_generator(
-            _rows,
+        hf = _generate(
             features=features(width, height),
             cache_dir=str(Path(tmp) / "cache"),
             gen_kwargs={
@@ -154,6 +150,7 @@ def export_hf(
                 + (f", selection {scope.selection}" if scope.selection else ""),
                 license="\n".join(describe(m) for m in src.licences),
             ),
+            nothing=nothing,
         )
         staged = Path(tmp) / "out"
         hf.save_to_disk(str(staged))
@@ -163,3 +160,19 @@ def export_hf(
             shutil.rmtree(out_dir)
         staged.rename(out_dir)
     return out_dir
+
+
+def _generate(*, nothing: str, **kwargs: Any) -> Any:
+    """`Dataset.from_generator` over the export's rows; every sample left out by review or selection is
+    one line (`datasets` refuses an empty generator)."""
+    from datasets import Dataset
+
+    try:
+        return Dataset.from_generator(_rows, **kwargs)
+    except ValueError as err:
+        if "no data" not in str(err):
+            raise
+        raise LabelerError(
+            f"{nothing}, the rest left out by review or --selection); pass --include-rejected or another "
+            "--selection"
+        ) from None

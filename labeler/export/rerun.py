@@ -51,22 +51,25 @@ def export_rerun(
     include_rejected: bool = False,
     max_points: int = MAX_POINTS,
     scope: ExportScope | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the .rrd of a dataset (atomically); returns its path. `scope`: the selection,
-    `--strict-licence` and include_rejected together (overrides the flag)."""
+    `--strict-licence` and include_rejected together (overrides the flag). An existing `out_path` is
+    replaced only when it is a Rerun recording and `overwrite`."""
     import rerun as rr
 
     from labeler.export.coco import open_export
-    from labeler.io import atomic_path
+    from labeler.export.out_guard import check_export_out, rrd_ours
+    from labeler.io import atomic_path, check_out_file
 
-    out_path = Path(out_path)
+    out_path = check_out_file(out_path)  # a folder, or under a file: one line before the work
+    check_export_out(out_path, dataset=Path(dataset_path), kind="Rerun", ours=rrd_ours, overwrite=overwrite)
     scope = scope or ExportScope(include_rejected=include_rejected)
     src = open_export(dataset_path, scope, what="Rerun export")
     ds = src.ds
     width, height = ds.manifest.calibration.image_size
     k = ds.manifest.calibration.rectification.left_intrinsics
     stride = max(1, math.ceil(math.sqrt(width * height / max_points)))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:
         rec = rr.RecordingStream("labeler", recording_id=ds.version)
         rec.save(str(tmp))

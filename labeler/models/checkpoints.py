@@ -67,3 +67,42 @@ def compare_keys(expected: Mapping[str, Any], state: Mapping[str, Any]) -> KeyMi
             if k in state and tuple(state[k].shape) != tuple(v.shape)
         ),
     )
+
+
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf anywhere in `state` (nested dicts / lists of
+    tensors, as a checkpoint holds them). Weights like that load without complaint and then turn every
+    output into NaN: the loaders refuse them before the first sample."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return [prefix or "tensor"] if bad else []
+    if isinstance(state, Mapping):
+        items: Any = state.items()
+    elif isinstance(state, list | tuple):
+        items = enumerate(state)
+    else:
+        return []
+    found: list[str] = []
+    for k, v in items:
+        found += non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    return found
+
+
+def non_finite_problem(path: Any) -> str | None:
+    """`N tensors hold NaN or inf (first: name)` for a checkpoint file, read memory-mapped; None when every
+    tensor is finite or the file does not read (its loader then says why)."""
+    import pickle
+
+    import torch
+
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+    bad = non_finite_tensors(raw)
+    if not bad:
+        return None
+    more = f", +{len(bad) - 1} more" if len(bad) > 1 else ""
+    return f"{len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}{more}); the file is damaged"

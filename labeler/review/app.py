@@ -6,28 +6,43 @@ layers, `/maps/{id}.bin` the pointer readout's depth and ids, `/thumb/{id}.png` 
 
 Bound to 127.0.0.1 by default. Then only requests naming a loopback host are served (another page the
 browser has open cannot reach the app through a DNS name that points here), and a decision must come as
-JSON, which a cross-site form cannot send without the browser asking first. (This module imports
-FastAPI at the top, as its route signatures need: only `labeler review` imports it.)
+JSON, which a cross-site form cannot send without the browser asking first. Bound to any other address,
+every request needs the server's token (as Jupyter does): the printed URL carries it once, the app turns it
+into an HttpOnly SameSite=Strict cookie and sends the browser on without it; a script may send
+`Authorization: token TOKEN`; anything else is 403. An invalid decision is a 422 with one line. (This
+module imports FastAPI at the top, as its route signatures need: only `labeler review` imports it.)
 """
 
 from __future__ import annotations
 
 import getpass
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from pydantic import Field
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from pydantic import Field, ValidationError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from data_schema.record import Record
 from data_schema.review import Decision
+from labeler.errors import LabelerError
 from labeler.review.listing import ListQuery, ReviewData
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STATIC = Path(__file__).parent / "static"
 _THUMB_HEIGHT = 64
+TOKEN_COOKIE = "labeler_review_token"
+MIN_TOKEN_CHARS = 12
 
 
 class DecideRequest(Record):
@@ -35,6 +50,42 @@ class DecideRequest(Record):
     object_id: int | None = Field(None, ge=1)
     decision: Decision
     note: str = Field("", max_length=2000)
+
+
+def new_token() -> str:
+    """A random token for a server that listens beyond loopback (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def _one_line(err: ValidationError) -> str:
+    """A decision's validation errors as one line: `field: problem; field: problem`."""
+    parts = []
+    for e in err.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}".replace("\n", " "))
+    return "invalid decision: " + "; ".join(parts)[:240]
+
+
+def _token_guard(app: FastAPI, token: str) -> None:
+    """Serve a request only with the token (query once, then the cookie; or an Authorization header)."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        given = request.query_params.get("token")
+        if given is not None and secrets.compare_digest(given.encode(), token.encode()):
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            answer = RedirectResponse(target, status_code=303)
+            answer.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return answer
+        header = request.headers.get("authorization", "")
+        sent = header[6:] if header.startswith("token ") else request.cookies.get(TOKEN_COOKIE, "")
+        if given is None and secrets.compare_digest(sent.encode(), token.encode()):
+            return await call_next(request)
+        return PlainTextResponse(
+            "403: this review server needs its token: open the URL `labeler review` printed (…/?token=…)",
+            status_code=403,
+        )
 
 
 def default_user() -> str:
@@ -101,10 +152,19 @@ class _Review:
         return {"sample": d.of(sample_id), "objects": objects}
 
 
-def create_app(dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1") -> FastAPI:
-    """The app for one dataset; `host` is where it will listen (loopback: local requests only)."""
+def create_app(
+    dataset: str | Path, *, user: str | None = None, host: str = "127.0.0.1", token: str | None = None
+) -> FastAPI:
+    """The app for one dataset; `host` is where it will listen (loopback: local requests only; any other
+    address needs `token`, which every request must then carry; a token on loopback is enforced too)."""
+    if host not in LOOPBACK and not token:
+        raise LabelerError(
+            f"review on {host}: a server beyond loopback needs a token (create_app(token=...))"
+        )
     review = _Review(dataset, user or default_user())
     app = FastAPI(title="labeler review", docs_url=None, redoc_url=None, openapi_url=None)
+    if token:
+        _token_guard(app, token)
     if host in LOOPBACK:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     _page_routes(app, review)
@@ -181,7 +241,10 @@ def _api_routes(app: FastAPI, review: _Review) -> None:
     async def decide_route(request: Request) -> JSONResponse:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise HTTPException(415, "send the decision as application/json")
-        req = DecideRequest.model_validate_json(await request.body())
+        try:
+            req = DecideRequest.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise HTTPException(422, _one_line(err)) from None
         row, objects = review.ok_sample(req.sample_id)
         if req.object_id is not None and req.object_id not in {o["id"] for o in objects}:
             raise HTTPException(422, f"sample {req.sample_id!r} has no object {req.object_id}")
@@ -221,8 +284,16 @@ def _api_routes(app: FastAPI, review: _Review) -> None:
         return review.state(sample_id)
 
 
-def serve(dataset: str | Path, *, host: str = "127.0.0.1", port: int = 8765, user: str | None = None) -> None:
+def serve(
+    dataset: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    user: str | None = None,
+    token: str | None = None,
+) -> None:
     """Run the app until interrupted (uvicorn, one process: decisions are appended by one writer)."""
     import uvicorn
 
-    uvicorn.run(create_app(dataset, user=user, host=host), host=host, port=port, log_level="warning")
+    app = create_app(dataset, user=user, host=host, token=token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

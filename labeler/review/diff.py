@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from data_schema.diff import DatasetDiff, MetricShift, SampleChange, SignalShift
-from data_schema.manifest import ARRAY_NAMES
+from data_schema.manifest import ARRAY_NAMES, Manifest
 from labeler.errors import LabelerError
 from labeler.io import safe_name
 
@@ -176,6 +176,34 @@ def run_metrics(run_a: Path, run_b: Path) -> list[MetricShift]:
     return out
 
 
+def made_differently(a: Manifest, b: Manifest) -> list[str]:
+    """One line per setting the two datasets were made with differently (the calibration first: depth
+    and masks of two rigs, or of two calibrations of one rig, are not comparable sample by sample)."""
+    lines = []
+    if a.calibration_sha256 != b.calibration_sha256:
+        ca, cb = a.calibration, b.calibration
+        lines.append(
+            f"different calibrations: A {ca.rig} (baseline {ca.baseline_m * 1000:.2f} mm, "
+            f"{ca.image_size[0]}x{ca.image_size[1]}, sha256 {a.calibration_sha256[:12]}), B {cb.rig} "
+            f"(baseline {cb.baseline_m * 1000:.2f} mm, {cb.image_size[0]}x{cb.image_size[1]}, sha256 "
+            f"{b.calibration_sha256[:12]})"
+        )
+    for name, va, vb in (
+        ("depth settings", a.depth, b.depth),
+        ("stereo", a.stereo, b.stereo),
+        ("masks", a.masks, b.masks),
+        ("object policy", a.objects, b.objects),
+    ):
+        if va != vb:
+            da, db = va.model_dump(mode="json"), vb.model_dump(mode="json")
+            keys = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
+            shown = ", ".join(f"{k} {da.get(k)} → {db.get(k)}" for k in keys[:4])
+            lines.append(
+                f"different {name}: {shown}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+            )
+    return lines
+
+
 def diff_datasets(
     path_a: str | Path,
     path_b: str | Path,
@@ -264,6 +292,7 @@ def diff_datasets(
         objects_b=b.objects.num_rows,
         class_counts_a=class_counts(a),
         class_counts_b=class_counts(b),
+        made_differently=made_differently(a.ds.manifest, b.ds.manifest),
     )
     write_text_atomic(out / "diff.json", report.model_dump_json(indent=1))
     write_report(out, report)

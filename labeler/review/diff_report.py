@@ -102,6 +102,7 @@ def write_report(out: Path, r: DatasetDiff) -> Path:
         f"<p><b>{len(r.changed)}</b> changed · <b>{r.n_unchanged}</b> unchanged · <b>{len(r.added)}</b> "
         f"added · <b>{len(r.removed)}</b> removed · objects {r.objects_a} → {r.objects_b}</p>"
         f"{_class_counts(r.class_counts_a, r.class_counts_b)}"
+        f"{''.join(f'<p><b>Made differently:</b> {html.escape(line)}</p>' for line in r.made_differently)}"
         f"<p>added: {_ids(r.added)}<br>removed: {_ids(r.removed)}</p>"
         "<h2>Doubt signals (samples in both)</h2><p>Means over the samples both have with the signal "
         "(n); <code>objects.*</code>: over every object of those samples on each side, so objects that "
@@ -143,9 +144,10 @@ def summary_line(r: DatasetDiff, out: Path) -> str:
         if worst is not None
         else ""
     )
+    made = "".join(f"; {line}" for line in r.made_differently)
     return (
         f"{len(r.changed)} changed, {r.n_unchanged} unchanged, {len(r.added)} added, {len(r.removed)} removed"
-        f"{top}; report {out / 'index.html'}, {out / 'diff.json'}"
+        f"{top}{made}; report {out / 'index.html'}, {out / 'diff.json'}"
     )
 
 

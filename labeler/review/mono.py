@@ -80,6 +80,11 @@ class DepthAnythingMono:
                 raise CheckpointError(
                     path, f"no Depth Anything V2 branch of vit_size={self.vit} ({mismatch.describe()})"
                 )
+            from labeler.models.checkpoints import non_finite_tensors
+
+            bad = non_finite_tensors(dino)
+            if bad:
+                raise CheckpointError(path, f"{len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]})")
             model.load_state_dict(dino, strict=True)
             self._model = model.requires_grad_(False).eval().to(self.device)
         return self._model

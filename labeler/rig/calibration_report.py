@@ -9,7 +9,8 @@ import numpy as np
 import yaml
 
 from data_schema.calibration import StereoCalibration
-from labeler.io import safe_name, write_png, write_text_atomic
+from labeler.errors import InputError
+from labeler.io import out_folder, safe_name, write_png, write_text_atomic
 from labeler.rig.calibration import CalibrationResult
 
 
@@ -97,11 +98,14 @@ def ros_camera_info(calib: StereoCalibration, eye: str) -> dict:
     }
 
 
-def export_ros(calib: StereoCalibration, out_dir: str | Path) -> list[Path]:
-    """Write `<rig>_left.camera_info.yaml` and `<rig>_right.camera_info.yaml` into `out_dir`."""
-    paths = []
-    for eye in ("left", "right"):
-        path = Path(out_dir) / f"{safe_name(calib.rig)}_{eye}.camera_info.yaml"
+def export_ros(calib: StereoCalibration, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write `<rig>_left.camera_info.yaml` and `<rig>_right.camera_info.yaml` into `out_dir`; an existing
+    one is replaced only with `overwrite` (InputError, one line, before anything is written)."""
+    out_folder(out_dir)
+    paths = [Path(out_dir) / f"{safe_name(calib.rig)}_{eye}.camera_info.yaml" for eye in ("left", "right")]
+    there = [p for p in paths if p.exists() or p.is_symlink()]
+    if there and not overwrite:
+        raise InputError(there[0], "exists (an earlier export?)", "pass --overwrite to replace it")
+    for eye, path in zip(("left", "right"), paths, strict=True):
         write_text_atomic(path, yaml.safe_dump(ros_camera_info(calib, eye), sort_keys=False))
-        paths.append(path)
     return paths

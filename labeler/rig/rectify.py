@@ -15,9 +15,11 @@ import numpy as np
 
 from data_schema.calibration import StereoCalibration
 from data_schema.captures import RectifiedPair, RectifiedSet, StereoPairSource
-from labeler.io import safe_name, sha256_bytes, sha256_file, write_png, write_text_atomic
+from labeler.errors import InputError
+from labeler.io import folder_lock, safe_name, sha256_bytes, sha256_file, write_png, write_text_atomic
 
 log = logging.getLogger(__name__)
+LOCK_NAME = ".rectify.lock"  # one `labeler rectify` per --out at a time (labeler/io.py folder_lock)
 
 VERTICAL_OFFSET_WARN_PX = 1.0
 # Remap tables closer than this to the pixel grid are the identity: copy instead of resampling.
@@ -195,14 +197,32 @@ def rectify_folder(
 
     A re-run keeps pairs already rectified with the same calibration and redoes only the rest.
     """
-    from tqdm import tqdm
-
     from labeler.rig.calibration import load_calibration
-    from labeler.rig.captures import discover_pairs
 
     out = Path(out)
     calib = load_calibration(calib_path)
     calib_sha = sha256_file(calib_path)
+    src_root, dst = Path(root).resolve(), out.resolve()
+    if dst == src_root or dst.is_relative_to(src_root):
+        raise InputError(out, f"is, or lies inside, the captures folder {root}", "pass --out outside it")
+    with folder_lock(out, LOCK_NAME, what="this rectified folder"):
+        return _rectify_locked(root, calib_path, calib, calib_sha, out, layout, stride, progress)
+
+
+def _rectify_locked(
+    root: str | Path,
+    calib_path: str | Path,
+    calib: StereoCalibration,
+    calib_sha: str,
+    out: Path,
+    layout: str,
+    stride: int,
+    progress: bool,
+) -> RectifiedSet:
+    from tqdm import tqdm
+
+    from labeler.rig.captures import discover_pairs
+
     previous = load_rectified_set(out) if (out / "pairs.json").is_file() else None
     kept: dict[str, RectifiedPair] = {}
     if previous is not None and previous.calib_sha256 == calib_sha:
@@ -238,8 +258,6 @@ def rectify_folder(
 
 
 def load_rectified_set(folder: str | Path) -> RectifiedSet:
-    from labeler.errors import InputError
-
     path = Path(folder) / "pairs.json"
     if not path.is_file():
         raise InputError(

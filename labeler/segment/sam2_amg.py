@@ -49,7 +49,7 @@ import numpy as np
 
 from data_schema.backends import Sam2Config
 from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
-from labeler.segment.sam2_model import check_checkpoint, resolve_config
+from labeler.segment.sam2_model import CHECKPOINT_FLAG, Sam2WeightsError, check_checkpoint, resolve_config
 
 if TYPE_CHECKING:
     import torch
@@ -95,8 +95,13 @@ class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend[Sam2Config]):
     @classmethod
     def check_config(cls, config: Sam2Config) -> None:
         """An unknown --sam2-config or a missing --sam2-checkpoint fails the run before any sample."""
+        from labeler.models.checkpoints import non_finite_problem
+
         resolve_config(config.config)
-        check_checkpoint(config.checkpoint, config.config)
+        path = check_checkpoint(config.checkpoint, config.config)
+        problem = non_finite_problem(path)
+        if problem:
+            raise Sam2WeightsError(f"{path}: {problem}; pass {CHECKPOINT_FLAG} a good checkpoint")
 
     def __init__(self, config: Sam2Config, *, device: str = "cpu") -> None:
         self.config = config

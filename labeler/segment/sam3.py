@@ -38,7 +38,14 @@ import numpy as np
 
 from data_schema.backends import Sam3Config
 from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
-from labeler.segment.sam3_model import check_checkpoint, find_bpe, resolve_arch, without_pinned_memory
+from labeler.segment.sam3_model import (
+    CHECKPOINT_FLAG,
+    Sam3WeightsError,
+    check_checkpoint,
+    find_bpe,
+    resolve_arch,
+    without_pinned_memory,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +70,13 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     def check_config(cls, config: Sam3Config) -> None:
         """A missing checkpoint or vocabulary, or an unknown arch, fails the run before any sample."""
         resolve_arch(config.arch)
+        from labeler.models.checkpoints import non_finite_problem
+
         find_bpe(config.bpe_path)
-        check_checkpoint(config.checkpoint)
+        path = check_checkpoint(config.checkpoint)
+        problem = non_finite_problem(path)
+        if problem:
+            raise Sam3WeightsError(f"{path}: {problem}; pass {CHECKPOINT_FLAG} a good checkpoint")
 
     def __init__(self, config: Sam3Config, *, device: str = "cpu") -> None:
         self.check_config(config)

@@ -39,7 +39,7 @@ import numpy as np
 
 from data_schema.backends import FoundationStereoConfig
 from labeler.errors import LabelerError
-from labeler.models.foundation_stereo.release import find_release, read_release_config
+from labeler.models.foundation_stereo.release import CheckpointError, find_release, read_release_config
 from labeler.stereo.base import STEREO_BACKENDS, Disparity, StereoBackend, check_pair
 from labeler.stereo.consistency import lr_difference, outside_right
 
@@ -82,8 +82,15 @@ class FoundationStereoBackend(StereoBackend[FoundationStereoConfig]):
     @classmethod
     def check_config(cls, config: FoundationStereoConfig) -> None:
         """Before any sample: the checkpoint and its cfg.yaml exist and cfg.yaml reads (a missing
-        --stereo-weights is one line, not one failure per sample). Keys are checked at the first load."""
-        read_release_config(find_release(config.weights).cfg).with_max_disp(config.max_disp)
+        --stereo-weights is one line, not one failure per sample), and its weights are finite. Keys are
+        checked at the first load."""
+        from labeler.models.checkpoints import non_finite_problem
+
+        release = find_release(config.weights)
+        read_release_config(release.cfg).with_max_disp(config.max_disp)
+        problem = non_finite_problem(release.weights)
+        if problem:
+            raise CheckpointError(release.weights, problem)
 
     def __init__(self, config: FoundationStereoConfig, *, device: str = "cpu") -> None:
         self.config = config

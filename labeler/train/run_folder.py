@@ -80,7 +80,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, fmt: str, what: str) -> dict[str, Any]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint this project wrote (format `fmt`); one LabelerError line when it is damaged or other."""
+    import pickle
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as err:
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise LabelerError(
+            f"{path}: damaged or not a torch checkpoint ({type(err).__name__}: {first}); "
+            "train again or pass another run"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != fmt:
         raise LabelerError(f"{path}: not a labeler {what} checkpoint ({fmt})")
     return ck

@@ -185,8 +185,8 @@ def test_decisions_only_as_json_and_only_for_local_hosts(client, copy):
     assert form.status_code == 415 and read_reviews(copy) == []
     rebound = TestClient(create_app(copy, user="x"), base_url="http://attacker.example")
     assert rebound.get("/").status_code == 400
-    lan = TestClient(create_app(copy, user="x", host="0.0.0.0"), base_url="http://192.0.2.7")
-    assert lan.get("/").status_code == 200  # an explicit --host serves other names
+    lan = TestClient(create_app(copy, user="x", host="0.0.0.0", token="t" * 16), base_url="http://192.0.2.7")
+    assert lan.get("/", headers={"authorization": "token " + "t" * 16}).status_code == 200  # other names
 
 
 def test_review_refuses_a_folder_that_is_not_a_dataset_and_warns_for_other_hosts(tmp_path, monkeypatch):
@@ -204,4 +204,4 @@ def test_review_refuses_a_folder_that_is_not_a_dataset_and_warns_for_other_hosts
     ds = make_tiny_dataset(tmp_path)
     res = CliRunner().invoke(app, ["review", str(ds), "--host", "0.0.0.0", "--port", "9999"])
     assert res.exit_code == 0 and "warning: listening on 0.0.0.0" in res.output
-    assert served == [{"host": "0.0.0.0", "port": 9999, "user": None}]
+    assert served[0]["host"] == "0.0.0.0" and served[0]["port"] == 9999 and served[0]["token"]

@@ -138,7 +138,7 @@ def read_release_config(cfg_path: str | Path) -> FoundationStereoArgs:
     path = Path(cfg_path)
     try:
         cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not UTF-8 text (a binary file)
         raise CheckpointError(path, f"cannot read {CFG_NAME} ({type(err).__name__})") from None
     if not isinstance(cfg, Mapping):
         raise CheckpointError(path, f"{CFG_NAME} is not a mapping of settings")

@@ -174,9 +174,16 @@ def _frozen_run(run: Path) -> tuple[dict[str, Any], TrainHeadsConfig, dict[str, 
             f"{run}: not a train-heads run (no checkpoints/best.pt + config.json); "
             f"run `labeler train-heads ... --out {run}` first"
         )
-    rec = json.loads((run / "config.json").read_text())
-    split = json.loads((run / "split.json").read_text())
-    return rec, TrainHeadsConfig.model_validate(rec["config"]), split
+    try:
+        rec = json.loads((run / "config.json").read_text())
+        split = json.loads((run / "split.json").read_text())
+        return rec, TrainHeadsConfig.model_validate(rec["config"]), split
+    except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, bad config fields
+        first = (str(err).splitlines() or [""])[0][:160]
+        raise LabelerError(
+            f"{run}: config.json or split.json is damaged ({type(err).__name__}: {first}); "
+            "train the run again (labeler train-heads)"
+        ) from None
 
 
 def _finetune_task(

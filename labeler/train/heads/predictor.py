@@ -57,7 +57,15 @@ class HeadsPredictor:
             raise LabelerError(
                 f"{run}: no checkpoints/{checkpoint}.pt; pass --run a train-heads or finetune run folder"
             )
+        from labeler.models.checkpoints import non_finite_tensors
+
         ck = load_checkpoint(path)
+        bad = non_finite_tensors(ck["model"])
+        if bad:
+            raise LabelerError(
+                f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the run diverged or "
+                "the file is damaged: pass --checkpoint last, or train again"
+            )
         mc = HeadsModelConfig.model_validate(ck["model_config"])
         model = build_model(mc)
         model.load_state_dict(ck["model"], strict=True)

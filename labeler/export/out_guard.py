@@ -1,0 +1,61 @@
+"""Outputs never destroy inputs: what an export's `--out` may be.
+
+One rule for every export: `--out` is never the dataset, inside it or around it; a path that exists is
+replaced only when it is this export's own earlier output (recognised by its content) and `--overwrite`
+is given; anything else that exists is refused in one line, untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from labeler.errors import InputError
+
+
+def check_export_out(
+    out: Path, *, dataset: Path, kind: str, ours: Callable[[Path], bool], overwrite: bool
+) -> None:
+    """Raise InputError (one line) unless `out` may be written by the `kind` export of `dataset`."""
+    src, dst = dataset.resolve(), out.resolve()
+    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise InputError(out, f"is, or holds, or lies inside the dataset {dataset}", "pass another --out")
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        return  # an empty folder: nothing to lose
+    if not ours(out):
+        raise InputError(out, f"exists and is not an earlier {kind} export", "pass a new --out")
+    if not overwrite:
+        raise InputError(out, f"exists (an earlier {kind} export)", "pass --overwrite to replace it")
+
+
+def coco_json_ours(path: Path) -> bool:
+    """A COCO JSON this project wrote: its `info.description` starts with "labeler"."""
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+        text = head.decode("utf-8", errors="replace")
+        if '"info"' not in text:
+            return False
+        info = json.loads(path.read_text()).get("info", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(info, dict) and str(info.get("description", "")).startswith("labeler")
+
+
+def rrd_ours(path: Path) -> bool:
+    """A Rerun recording (its file magic)."""
+    try:
+        with path.open("rb") as f:
+            return path.is_file() and f.read(3) == b"RRF"
+    except OSError:
+        return False
+
+
+def hf_ours(path: Path) -> bool:
+    """A saved `datasets` folder (`datasets.load_from_disk`)."""
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
