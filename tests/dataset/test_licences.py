@@ -87,9 +87,8 @@ def test_strict_licence_refuses_to_label_with_foundation_stereo(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
-@pytest.mark.slow
 def test_foundation_stereo_dataset_says_non_commercial_in_validate(tmp_path_factory, tmp_path):
-    """A dataset labelled by FoundationStereo (the shared generator's random ViT-S release, 1 iteration)."""
+    """A dataset labelled by FoundationStereo (labeler's own deterministic ViT-S release, 1 iteration)."""
     from data_schema.commands import PseudoLabelConfig
     from labeler.cli.main import app
     from pipelines.pseudo_label import run_pseudo_label
