@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,6 +66,8 @@ def plain(vits_weights: Path) -> FoundationStereoBackend:
 
 # ------------------------------------------------------------------ conformance
 
+LR_MAX_DISP = 64  # the random-like weights' matches stay inside 64x96 scenes (see below)
+
 
 class TestFoundationStereoConformance(StereoBackendTests):
     """Contract, errors and determinism; the value tests need real weights."""
@@ -75,9 +78,11 @@ class TestFoundationStereoConformance(StereoBackendTests):
     @pytest.fixture(scope="class", params=["lr-check", "no-lr-check"])
     @classmethod
     def backend(cls, request: pytest.FixtureRequest, vits_weights: Path) -> FoundationStereoBackend:
-        # random-like weights disagree with themselves almost everywhere: widen the tolerance so that
-        # the left-right variant still has valid pixels to check
-        fields = {"consistency_px": 1e3} if request.param == "lr-check" else {"lr_check": False}
+        # the left-right variant at the default tolerance (1 px): at the release's max_disp (416) the
+        # random-like weights match beyond a 96-px-wide image almost everywhere, at 64 they keep ~70% of
+        # the pixels inside it and ~40% within 1 px, so the check both keeps and drops pixels (measured in
+        # test_left_right_check_keeps_exactly_the_consistent_pixels)
+        fields = {"max_disp": LR_MAX_DISP} if request.param == "lr-check" else {"lr_check": False}
         return FoundationStereoBackend(FoundationStereoConfig(weights=vits_weights, valid_iters=2, **fields))
 
     # The contract (shapes, NaN with confidence, determinism) does not depend on the size: 64x96 scenes
@@ -345,6 +350,49 @@ def test_lr_error_and_outside_right_on_a_toy_row() -> None:
     )
     # the demo's rule has no margin: a match 0.25 px left of the image is outside (sgbm's 0.5 px keeps it)
     assert outside_right(np.array([[0.25]], np.float32), margin_px=OUTSIDE_MARGIN_PX)[0, 0]
+
+
+def test_left_right_check_keeps_exactly_the_consistent_pixels(
+    vits_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lr-check variant's check is on: with the default 1-px tolerance the backend keeps exactly the
+    pixels whose left disparity and the right image's disparity at its match (read along the row, here
+    with np.interp) agree within 1 px, with confidence exp(-error / 1 px), and drops the others."""
+    import torch
+
+    torch.set_num_threads(2)
+    cfg = FoundationStereoConfig(
+        weights=vits_weights, valid_iters=2, max_disp=LR_MAX_DISP, remove_invisible=False
+    )
+    assert cfg.lr_check and cfg.consistency_px == 1.0  # the defaults
+    backend = FoundationStereoBackend(cfg)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    finish = backend._finish
+
+    def recording(d_left: np.ndarray, d_right: np.ndarray | None, update: np.ndarray) -> Any:
+        assert d_right is not None
+        seen.append((d_left, d_right))
+        return finish(d_left, d_right, update)
+
+    monkeypatch.setattr(backend, "_finish", recording)
+    scene = square_scene(64, 96)
+    out = backend.disparity(scene.left, scene.right)
+    ((d_left, d_right),) = seen
+    assert not np.array_equal(d_left, d_right)  # the mirrored, swapped pass: the right image's own
+    w = d_left.shape[1]
+    err = np.full(d_left.shape, np.nan, np.float32)
+    for y in range(d_left.shape[0]):
+        xr = np.arange(w) - d_left[y]
+        inside = (xr >= 0) & (xr <= w - 1)
+        err[y, inside] = np.abs(d_left[y, inside] - np.interp(xr[inside], np.arange(w), d_right[y]))
+    with np.errstate(invalid="ignore"):
+        keep = err <= 1.0
+    near = np.abs(err - 1.0) < 1e-4  # float32 rounding of the interpolation may fall either side of 1 px
+    kept = np.isfinite(out.disparity_px)
+    assert np.array_equal(kept[~near], keep[~near])
+    assert 0.2 < kept.mean() < 0.8  # the check both keeps and drops pixels at a sane tolerance
+    np.testing.assert_array_equal(out.disparity_px[kept], d_left[kept])
+    np.testing.assert_allclose(out.confidence[kept], np.exp(-err[kept]), rtol=0, atol=1e-4)
 
 
 def test_cuda_oom_retries_pair_by_pair_then_at_a_smaller_scale(

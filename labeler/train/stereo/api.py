@@ -136,6 +136,9 @@ def train_stereo(cfg: TrainStereoConfig, *, stop_after_epoch: int | None = None)
         SIZE_KEY: list(size),
         "labeler_parent_sha256": parent_sha,
         "labeler_dataset_version": ds.version,
+        # the parent's max_disp above stays the one loaders run at (the official demo, --stereo-weights
+        # without --max-disp): a range trained at a smaller --max-disp still extends to the parent's
+        "labeler_train_max_disp": max_disp,
     }
     task = StereoTask(
         cfg=cfg,
