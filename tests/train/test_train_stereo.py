@@ -193,7 +193,7 @@ def test_crop_larger_than_the_images_names_the_flag(stereo_dataset, vits_release
     assert "at most 96x128" in line
     res = _train(stereo_dataset[0], vits_release, tmp_path / "out", "--crop", "64x100")
     assert res.exit_code == 2 and _errors(res.output) == [
-        "error: --crop: Value error, crop 64x100: height and width must be positive multiples of 32"
+        "error: --crop: crop 64x100: height and width must be positive multiples of 32"
     ]
 
 
