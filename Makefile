@@ -35,11 +35,13 @@ dataset: $(BIN)/labeler
 test: $(BIN)/labeler
 	$(BIN)/python -m pytest -q
 
-# ruff (rules and why: pyproject.toml) and mypy with the pydantic plugin; CI runs this before the tests.
+# ruff (rules and why: pyproject.toml), mypy with the pydantic plugin and the import-layer check; CI runs
+# this before the tests.
 lint: $(BIN)/labeler
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_import_layers.py  # the layers of docs/layout.md
 
 format: $(BIN)/labeler
 	$(BIN)/ruff check --fix .
