@@ -61,7 +61,8 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
-    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects)
+    tracking = cfg.tracking if cfg.track else None
+    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects, tracking)
     _check_backends(cfg)
     check_writable(cfg.out)
     _check_scheduler(cfg.scheduler)
@@ -87,6 +88,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             library_versions=library_versions(),
             layout=writer.layout(plan.n_rows, h, w, cfg.samples_per_shard),
             licences=backend_licences(cfg.stereo, cfg.masks),
+            tracking=tracking,  # from the start: a run killed before its track pass is known as tracked
         )
         # the shards being rewritten keep their committed entries until their rewrites commit
         kept = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
@@ -96,7 +98,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         if cfg.track:
             from pipelines.track import track_sequences
 
-            n_tracks = len(track_sequences(writer, cfg.tracking))
+            n_tracks = len(track_sequences(writer, cfg.tracking, chunk_ids=cfg.masks.tracks_objects))
         manifest = writer.finish()
         if cfg.rectify:
             writer.write_rectified_set(

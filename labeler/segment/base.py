@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -81,10 +81,8 @@ class MaskBackend(Backend[C]):
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
 
-    # A backend that follows objects over a sequence itself (sam2's video predictor) sets this and
-    # implements `track_masks`; the others are linked by association after labelling (segment/track.py).
-    tracks_objects: ClassVar[bool] = False
-
+    # A backend whose config says `tracks_objects` (sam2's video predictor) implements `track_masks`; the
+    # others' objects are linked by association after labelling (segment/track.py).
     def track_masks(
         self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
     ) -> list[Masks]:

@@ -138,8 +138,6 @@ class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend[Sam2Config]):
                 )
         return out
 
-    tracks_objects = True
-
     def track_masks(
         self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
     ) -> list[Masks]:
