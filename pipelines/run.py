@@ -64,6 +64,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     tracking = cfg.tracking if cfg.track else None
     key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects, tracking)
     _check_backends(cfg)
+    _check_keyframes(cfg)
     check_writable(cfg.out)
     _check_scheduler(cfg.scheduler)
     with DatasetWriter(cfg.out) as writer:
@@ -229,6 +230,23 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
             f"was tracked with {before}, not {cfg.tracking}",
             "keep its tracking settings or use another --out",
         )
+
+
+def _check_keyframes(cfg: PseudoLabelConfig) -> None:
+    """Keyframe settings only shape a run whose mask backend tracks objects itself (sam2 with --track)."""
+    default = type(cfg.tracking)()
+    if (cfg.track and cfg.masks.tracks_objects) or (
+        cfg.tracking.keyframe_every == default.keyframe_every
+        and cfg.tracking.min_coverage == default.min_coverage
+    ):
+        return
+    why = (
+        "without --track" if not cfg.track else f"with --masks {cfg.masks.name} (it is linked by association)"
+    )
+    raise LabelerError(
+        f"--keyframe-every / --keyframe-min-coverage do nothing {why}; they set SAM2's keyframes under "
+        "--masks sam2 --track: drop them, or label with --masks sam2 --track"
+    )
 
 
 def _check_trackable(cfg: PseudoLabelConfig, plan: Plan) -> None:

@@ -117,6 +117,17 @@ def test_other_tracking_settings_are_another_dataset(scene):
         _run(root, model, "other", samples_per_shard=50, tracking=TrackingConfig(keyframe_every=5))
 
 
+def test_keyframe_flags_without_a_backend_that_tracks_are_one_line(scene):
+    from labeler.errors import LabelerError
+
+    root, model = scene
+    for kw in ({"track": False}, {"masks": {"name": "classical"}}):
+        with pytest.raises(LabelerError, match="--keyframe-every") as err:
+            _run(root, model, "refused", **kw)
+        assert "\n" not in str(err.value)
+    assert not (root / "refused").exists()
+
+
 def _frame(boxes: dict[int, tuple[int, int]]) -> np.ndarray:
     ids = np.zeros((20, 40), np.uint16)
     for oid, (x0, x1) in boxes.items():
