@@ -80,8 +80,6 @@ def state_bytes(state: dict) -> int:
 def main() -> None:
     import torch
 
-    from data_schema.manifest import TrackingConfig
-    from labeler.segment import sam2_video
     from labeler.segment.sam2_amg import Sam2MaskBackend
     from labeler.testing.sam2_colour import use_colour_network
     from labeler.testing.sam2_tiny import write_tiny_sam2
@@ -114,20 +112,46 @@ def main() -> None:
     frames = demo_frames(args.width, args.height, max(args.frames, args.memory_frames))
     backend.masks(frames[0])  # warm-up
 
+    print(
+        f"{args.frames} frames {args.width}x{args.height}, points_per_side {args.points_per_side}, "
+        f"keyframe every {args.keyframe_every}, torch threads {args.threads}, {args.device}",
+        flush=True,
+    )
+    print("| figure | value |\n|---|---|", flush=True)
+    if args.frames:
+        speed(backend, frames[: args.frames], args.keyframe_every)
+    if args.memory_frames:
+        memory(backend, frames[: args.memory_frames], args.keyframe_every)
+
+
+def speed(backend, frames: list[np.ndarray], every: int) -> None:
+    from data_schema.manifest import TrackingConfig
+    from labeler.segment import sam2_video
+
     t = time.perf_counter()
-    per_frame = [backend.masks(f) for f in frames[: args.frames]]
+    per_frame = [backend.masks(f) for f in frames]
     t_amg = time.perf_counter() - t
-
-    tracking = TrackingConfig(keyframe_every=args.keyframe_every)
-    tracker = sam2_video.Sam2ChunkTracker(backend, tracking=tracking)
+    tracker = sam2_video.Sam2ChunkTracker(backend, tracking=TrackingConfig(keyframe_every=every))
     t = time.perf_counter()
-    tracked = tracker.run(frames[: args.frames])
+    tracked = tracker.run(frames)
     t_track = time.perf_counter() - t
+    per100 = 100 / len(frames)
+    print(f"| per-frame automatic masks, model s / 100 frames | {t_amg * per100:.2f} |")
+    print(f"| --track --keyframe-every {every}, model s / 100 frames | {t_track * per100:.2f} |")
+    print(f"| per-frame / tracked (goal >= 4) | {t_amg / t_track:.2f} |")
+    print(f"| keyframes | {len(tracker.keyframes)} ({tracker.keyframes[:12]}) |")
+    n_amg, n_tr = np.mean([len(m) for m in per_frame]), np.mean([len(m) for m in tracked])
+    print(f"| masks per frame: automatic / tracked | {n_amg:.1f} / {n_tr:.1f} |", flush=True)
 
-    def memory(release: bool) -> tuple[int, int, int]:
-        """(peak stored bytes, stored bytes at the end, peak outputs one object held)."""
+
+def memory(backend, frames: list[np.ndarray], every: int) -> None:
+    from data_schema.manifest import TrackingConfig
+    from labeler.segment import sam2_video
+
+    def run(release: bool) -> tuple[int, int, int]:
+        """(peak stored bytes, stored bytes at the end, most frame outputs one object held)."""
         peak = [0, 0]
-        tr = sam2_video.Sam2ChunkTracker(backend, tracking=TrackingConfig(keyframe_every=args.keyframe_every))
+        tr = sam2_video.Sam2ChunkTracker(backend, tracking=TrackingConfig(keyframe_every=every))
         if not release:
             tr.window = 10**9  # keep every frame, as the official session does
         real = tr._release
@@ -138,39 +162,20 @@ def main() -> None:
             peak[0], peak[1] = max(peak[0], b), b
 
         tr._release = measured  # type: ignore[method-assign]
-        tr.run(frames[: args.memory_frames])
+        tr.run(frames)
         return peak[0], peak[1], tr.stored_frames
 
-    kept = memory(True)
-    rss_kept = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    grown = memory(False)
-    n_amg = np.mean([len(m) for m in per_frame])
-    n_tr = np.mean([len(m) for m in tracked])
-    per100 = 100 / args.frames
-    print(
-        f"{args.frames} frames {args.width}x{args.height}, points_per_side {args.points_per_side}, "
-        f"keyframe every {args.keyframe_every}, torch threads {args.threads}"
-    )
-    print("| figure | value |")
-    print("|---|---|")
-    print(f"| per-frame automatic masks, model s / 100 frames | {t_amg * per100:.2f} |")
-    print(
-        f"| --track --keyframe-every {args.keyframe_every}, model s / 100 frames | {t_track * per100:.2f} |"
-    )
-    print(f"| per-frame / tracked (goal >= 4) | {t_amg / t_track:.2f} |")
-    print(f"| keyframes | {len(tracker.keyframes)} ({tracker.keyframes[:12]}) |")
-    print(f"| masks per frame: automatic / tracked | {n_amg:.1f} / {n_tr:.1f} |")
     mib = 2**20
-    print(
-        f"| session outputs over {args.memory_frames} frames, released: peak / end, MiB | "
-        f"{kept[0] / mib:.2f} / {kept[1] / mib:.2f} |"
-    )
-    print(
-        f"| the same, every frame kept (official session): peak / end, MiB | "
-        f"{grown[0] / mib:.2f} / {grown[1] / mib:.2f} |"
-    )
-    print(f"| most frame outputs one object held: released / kept | {kept[2]} / {grown[2]} |")
-    print(f"| process peak RSS after the released run, MiB | {rss_kept:.0f} |")
+    n = len(frames)
+    kept = run(True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    k0, k1 = kept[0] / mib, kept[1] / mib
+    print(f"| session outputs over {n} frames, released: peak / end, MiB | {k0:.2f} / {k1:.2f} |")
+    print(f"| process peak RSS after the released run, MiB | {rss:.0f} |", flush=True)
+    grown = run(False)
+    g0, g1 = grown[0] / mib, grown[1] / mib
+    print(f"| the same, every frame kept (official session): peak / end, MiB | {g0:.2f} / {g1:.2f} |")
+    print(f"| most frame outputs one object held: released / kept | {kept[2]} / {grown[2]} |", flush=True)
 
 
 if __name__ == "__main__":
