@@ -282,6 +282,13 @@ class TrackingConfig(Record):
         description="--masks sam2: automatic masks every this many labelled frames of a sequence chunk; the "
         "SAM2 video predictor carries the objects over the frames between",
     )
+    max_keyframe_misses: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="--masks sam2: an object ends when this many keyframes in a row find no automatic mask "
+        "matching its propagated one (it drifted, or is gone)",
+    )
     min_coverage: float = Field(
         0.5,
         ge=0,

@@ -18,8 +18,10 @@ and `remove_object`, on the backend's own model, built as `build_sam2_video_pred
    are matched to its propagated masks by mask IoU (one-to-one, Hungarian, at least `tracking.min_iou`);
    known objects keep their ids and propagated masks, and each automatic object left over joins as a new
    object (a new object entering the view).
-4. An object whose propagated mask stays empty for more than `tracking.max_gap_frames` frames ends
-   (`remove_object`).
+4. An object ends (`remove_object`) when its propagated mask stays empty for more than
+   `tracking.max_gap_frames` frames, or when `tracking.max_keyframe_misses` keyframes in a row find no
+   automatic mask that matches it (it drifted onto something else, or is gone): so the objects carried are
+   those the generator keeps confirming, and their number stays bounded over a long chunk.
 
 Bounded memory: the official session keeps every frame's output of every object (sam2 #264,
 Grounded-SAM-2 #51), so it grows with the frames. After each frame, the outputs of frames the model can no
@@ -146,6 +148,7 @@ class Sam2ChunkTracker:
         self.stored_frames = 0
         self._next_id = 1
         self._last_seen: dict[int, int] = {}
+        self._misses: dict[int, int] = {}  # object id -> keyframes in a row without a matching automatic mask
         self._key_area = 0
         self._released = 0
 
@@ -193,6 +196,7 @@ class Sam2ChunkTracker:
                 for obj in ending:
                     self.model.remove_object(state, obj, need_output=False)
                     del self._last_seen[obj]
+                    self._misses.pop(obj, None)
                     self.ended[obj] = pos
                 out.append(self._keyframe(state, frames, pos, found) if due or lost else found)
                 return pos + 1
@@ -256,11 +260,18 @@ class Sam2ChunkTracker:
         objects = [m for m in objects if int(m.sum()) >= self.min_area_px]
         self._key_area = int(np.any(objects, axis=0).sum()) if objects else 0
         new = list(range(len(objects)))
+        confirmed: set[int] = set()
         if objects and len(found):
             iou = mask_iou(found.masks, np.stack(objects))
             rows, cols = linear_sum_assignment(-iou)
-            matched = {int(c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= self.tracking.min_iou}
-            new = [j for j in new if j not in matched]
+            pairs = [
+                (int(r), int(c))
+                for r, c in zip(rows, cols, strict=True)
+                if iou[r, c] >= self.tracking.min_iou
+            ]
+            confirmed = {(found.track_ids or ())[r] for r, _ in pairs}
+            new = [j for j in new if j not in {c for _, c in pairs}]
+        found = self._end_unconfirmed(state, pos, found, confirmed)
         if not new:
             return found
         added: dict[int, np.ndarray] = {}
@@ -276,7 +287,31 @@ class Sam2ChunkTracker:
         rows = [k for k, o in enumerate(obj_ids) if o in added]
         for obj in added:  # an object whose first mask is empty still ends after max_gap_frames
             self._last_seen[obj] = pos
+            self._misses[obj] = 0
         return _concat(found, self._masks(state, pos, [obj_ids[k] for k in rows], logits[rows]))
+
+    def _end_unconfirmed(self, state: dict[str, Any], pos: int, found: Masks, confirmed: set[int]) -> Masks:
+        """Count a keyframe's misses; end the objects missed `max_keyframe_misses` times in a row (their
+        masks leave this frame's output too)."""
+        gone = []
+        for obj in list(state["obj_ids"]):
+            self._misses[obj] = 0 if obj in confirmed else self._misses.get(obj, 0) + 1
+            if self._misses[obj] >= self.tracking.max_keyframe_misses:
+                gone.append(obj)
+        for obj in gone:
+            self.model.remove_object(state, obj, need_output=False)
+            self._last_seen.pop(obj, None)
+            self._misses.pop(obj)
+            self.ended[obj] = pos
+        if not gone:
+            return found
+        keep = [k for k, o in enumerate(found.track_ids or ()) if o not in gone]
+        return Masks(
+            masks=found.masks[keep],
+            scores=found.scores[keep],
+            stability=found.stability[keep],
+            track_ids=tuple((found.track_ids or ())[k] for k in keep),
+        )
 
     def _release(self, state: dict[str, Any], pos: int) -> None:
         """Drop the outputs and notes of frames the model can no longer read after `pos`."""

@@ -122,7 +122,9 @@ def test_the_session_state_has_the_official_keys(tmp_path, tiny_sam2, backend):
 def test_same_masks_as_the_official_video_predictor(tmp_path, tiny_sam2, backend, every):
     n = 10
     frames = jpeg_round_trip(moving_frames(n), tmp_path / "jpg")
-    tracking = TrackingConfig(keyframe_every=every, min_coverage=0, max_gap_frames=1000)
+    tracking = TrackingConfig(
+        keyframe_every=every, min_coverage=0, max_gap_frames=1000, max_keyframe_misses=1000
+    )
     tracker = Sam2ChunkTracker(backend, tracking=tracking)
     ours = tracker.run(frames)
     assert len(ours) == n
@@ -142,8 +144,11 @@ def test_same_masks_as_the_official_video_predictor(tmp_path, tiny_sam2, backend
 
 def test_memory_stays_bounded_over_a_long_chunk(one_prompt):
     n = 40
-    tracker = Sam2ChunkTracker(one_prompt, tracking=TrackingConfig(keyframe_every=1000, min_coverage=0))
+    tracker = Sam2ChunkTracker(
+        one_prompt, tracking=TrackingConfig(keyframe_every=10, min_coverage=0, max_keyframe_misses=1)
+    )
     tracker.run(moving_frames(n))
+    assert len(tracker.keyframes) == 4
     assert tracker.added[0]
     window = memory_window(one_prompt.model)
     assert window < n // 2
@@ -156,6 +161,9 @@ def test_keyframes_on_schedule_and_when_coverage_falls(one_prompt):
     out = every.run(frames)
     assert every.keyframes == [0, 3, 6] and len(out) == 9
     assert all(m.track_ids is not None and len(m.track_ids) == len(m) for m in out)
+    # an object no keyframe's automatic masks confirm twice in a row has ended by then, and is not output
+    for obj, at in every.ended.items():
+        assert at in every.keyframes[2:] and all(obj not in (m.track_ids or ()) for m in out[at:])
     # a threshold no propagation can meet: a keyframe on every frame
     always = Sam2ChunkTracker(one_prompt, tracking=TrackingConfig(keyframe_every=1000, min_coverage=1.0))
     always.run(frames[:4])
