@@ -23,6 +23,9 @@ class BackendConfig(Record):
 
     # field -> command-line flag (kept as spelled: flags are a contract). A bool field gets --x/--no-x.
     cli_flags: ClassVar[Mapping[str, str]] = {}
+    # A mask backend that follows objects over a sequence itself under --track (its masks then depend on
+    # the tracking settings); the others' objects are linked by association after labelling.
+    tracks_objects: ClassVar[bool] = False
 
 
 def backend_name(cls: type[BackendConfig]) -> str:
@@ -168,6 +171,7 @@ class Sam2Config(BackendConfig):
     """SAM2 automatic masks (official `sam2` package); knobs and defaults of SAM2AutomaticMaskGenerator."""
 
     has_stability: ClassVar[bool] = True
+    tracks_objects: ClassVar[bool] = True  # the official SAM2 video predictor (segment/sam2_video.py)
     cli_flags: ClassVar[Mapping[str, str]] = {
         "checkpoint": "--sam2-checkpoint",
         "config": "--sam2-config",

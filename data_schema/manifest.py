@@ -280,6 +280,27 @@ class TrackingConfig(Record):
     max_gap_frames: int = Field(
         15, ge=1, description="a track not seen for more frames than this ends (frames of the sequence)"
     )
+    keyframe_every: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="--masks sam2: automatic masks every this many labelled frames of a sequence chunk; the "
+        "SAM2 video predictor carries the objects over the frames between",
+    )
+    max_keyframe_misses: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="--masks sam2: an object ends when this many keyframes in a row find no automatic mask "
+        "matching its propagated one (it drifted, or is gone)",
+    )
+    min_coverage: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="--masks sam2: a keyframe comes early when the propagated masks cover less than this "
+        "share of the area the automatic masks covered at the last keyframe (0: only every keyframe_every)",
+    )
 
 
 class TrackRow(Record):

@@ -29,6 +29,7 @@ from data_schema.manifest import (
     ShardEntry,
     SourceFiles,
     StoreLayout,
+    TrackingConfig,
 )
 from labeler.dataset.shards import SampleArrays
 from labeler.segment.base import Masks
@@ -219,6 +220,8 @@ def finish_stage(
     if masks.class_names is not None:  # a class-naming backend (sam3): each object keeps its mask's class
         names = masks.class_names
         objects = [o.model_copy(update={"class_name": names[source[o.id - 1]]}) for o in objects]
+    chunk_ids = masks.track_ids  # a backend that tracks (sam2 --track): the chunk's own object ids
+    track_of = {o.id: chunk_ids[source[o.id - 1]] for o in objects} if chunk_ids is not None else {}
     arrays = SampleArrays(
         left=pair.left,
         right=pair.right,
@@ -254,6 +257,7 @@ def finish_stage(
             **o.model_dump(exclude={"thickness_px", "edge_alignment"}),
             thickness_px=shape[o.id][0],
             edge_alignment=shape[o.id][1],
+            track_id=track_of.get(o.id),
         )
         for o in objects
     ]
@@ -290,6 +294,32 @@ def masks_batch_stage(
         )
     except Exception:  # noqa: BLE001 — fall back to per-sample calls that record the failure
         return [masks_stage(d, config, device) for d in disps]
+    done = {id(d): PairMasks(d, m, device) for d, m in zip(ok, found, strict=True)}
+    return [done[id(d)] if isinstance(d, PairDisparity) else d for d in disps]
+
+
+def track_masks_stage(
+    disps: list[PairDisparity | StageFailure | SkippedFrame],
+    config: MaskConfig,
+    tracking: TrackingConfig,
+    device: str = "cpu",
+    min_area_px: int = 1,
+) -> list[PairMasks | StageFailure | SkippedFrame]:
+    """A sequence chunk's masks in one call, its frames in order, for a backend that tracks objects itself
+    (sam2 with --track): each object carries the chunk's id for it. Still frames and failed samples pass
+    through unseen; if the call fails, every frame of the chunk records the one-line error."""
+    ok = [d for d in disps if isinstance(d, PairDisparity)]
+    try:
+        backend = mask_backend(config, device)
+        found = backend.track_masks([d.pair.left for d in ok], tracking=tracking, min_area_px=min_area_px)
+    except Exception as err:  # noqa: BLE001 — the chunk's samples fail, the run goes on
+        text = " ".join(str(err).split()) or type(err).__name__
+        return [
+            StageFailure(d.pair.task.sample_id, d.pair.task.row, "masks", text)
+            if isinstance(d, PairDisparity)
+            else d
+            for d in disps
+        ]
     done = {id(d): PairMasks(d, m, device) for d, m in zip(ok, found, strict=True)}
     return [done[id(d)] if isinstance(d, PairDisparity) else d for d in disps]
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from data_schema.captures import RectifiedPair, StereoPairSource
 from data_schema.commands import PseudoLabelConfig
-from data_schema.manifest import DepthSettings, ObjectPolicy, ObjectRow, SampleRecord, StoreLayout
+from data_schema.manifest import (
+    DepthSettings,
+    ObjectPolicy,
+    ObjectRow,
+    SampleRecord,
+    StoreLayout,
+    TrackingConfig,
+)
 from labeler.stages import (
     LabelledSample,
     LoadedPair,
@@ -27,6 +34,7 @@ from labeler.stages import (
     label_batch_stage,
     load_stage,
     masks_batch_stage,
+    track_masks_stage,
     write_stage,
 )
 from pipelines.plan import Item, task_from_rectified
@@ -161,6 +169,60 @@ def _write(
     )
 
 
+def _track(
+    disps: list[list], masks: Any, tracking: TrackingConfig, min_area_px: int, gpus: tuple[int, ...]
+) -> list:
+    """A sequence chunk's disparity batches, in frame order, through one tracking call."""
+    flat = [d for batch in disps for d in batch]
+    return track_masks_stage(flat, masks, tracking, _device(gpus), min_area_px)
+
+
+def _sequence(it: Item) -> str | None:
+    rec = it.raw if it.raw is not None else it.task
+    return rec.sequence if rec is not None else None
+
+
+def _batches(items: list[Item], size: int, *, by_sequence: bool) -> list[tuple[int, list[Item]]]:
+    """(position in its chunk, batch) of a shard's items, `size` at a time; `by_sequence`: a batch never
+    mixes sequences, and position 0 starts each sequence chunk (a sequence's frames within the shard)."""
+    if not by_sequence:
+        return [(k, items[k : k + size]) for k in range(0, len(items), size)]
+    runs: list[list[Item]] = []
+    for it in items:
+        if runs and _sequence(runs[-1][-1]) == _sequence(it):
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    return [(k, run[k : k + size]) for run in runs for k in range(0, len(run), size)]
+
+
+def _tracked_chunk(
+    cfg: PseudoLabelConfig,
+    tracked: list[tuple[list[Item], Any]],
+    key: str,
+    settings: DepthSettings,
+    gpu: dict,
+) -> Any:
+    """One sequence chunk's tracking task (the model's memory runs over its frames in order) and the CPU
+    task that finishes its samples. The chunk is the sequence's frames within one shard: chunks label in
+    parallel, and the track pass stitches their ids at the borders (pipelines/track.py)."""
+    import dask
+    from dask.base import tokenize
+
+    ids = [(it.sample_id, it.row) for chunk, _ in tracked for it in chunk]
+    tok = tokenize(ids, key, cfg.tracking)
+    with dask.annotate(retries=1, **gpu):
+        masks = dask.delayed(_track)(
+            [d for _, d in tracked],
+            cfg.masks,
+            cfg.tracking,
+            cfg.objects.min_area_px,
+            cfg.gpus,
+            dask_key_name=f"track-{tok}",
+        )
+    return dask.delayed(_finish)(masks, cfg.masks, settings, cfg.objects, dask_key_name=f"finish-{tok}")
+
+
 def _uses_cuda(cfg: PseudoLabelConfig) -> tuple[bool, bool]:
     import labeler.segment
     import labeler.stereo  # noqa: F401 — registers the backends
@@ -187,6 +249,7 @@ def build_graph(
 
     out = str(cfg.out)
     stereo_gpu, masks_gpu = _uses_cuda(cfg) if cfg.gpus else (False, False)
+    model_tracks = cfg.track and cfg.masks.tracks_objects
     gpu = {"resources": {"GPU": 1}}
     writes = {}
     for shard, items in todo.items():
@@ -213,8 +276,11 @@ def build_graph(
                 rect_of[it.sample_id] = dask.delayed(_pick, pure=True)(
                     recs, k, dask_key_name=f"pick-{tok}-{k}"
                 )
-        for start in range(0, len(label), cfg.batch_size):
-            chunk = label[start : start + cfg.batch_size]
+        tracked: list[Any] = []  # a sequence chunk's disparity batches, for a backend that tracks
+        for start, chunk in _batches(label, cfg.batch_size, by_sequence=model_tracks):
+            if start == 0 and tracked:
+                batches.append(_tracked_chunk(cfg, tracked, key, settings, gpu if masks_gpu else {}))
+                tracked = []
             loaded = []
             for it in chunk:
                 tok = tokenize(it.sample_id, it.row, key)
@@ -233,7 +299,9 @@ def build_graph(
                 disp = dask.delayed(_disparity)(
                     loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}"
                 )
-            if masks_gpu or stereo_gpu:
+            if model_tracks and _sequence(chunk[0]) is not None:
+                tracked.append((chunk, disp))
+            elif masks_gpu or stereo_gpu:
                 with dask.annotate(retries=1, **(gpu if masks_gpu else {})):
                     masks = dask.delayed(_masks)(disp, cfg.masks, cfg.gpus, dask_key_name=f"masks-{tok}")
                 batches.append(
@@ -248,6 +316,8 @@ def build_graph(
                             disp, cfg.masks, settings, cfg.objects, cfg.gpus, dask_key_name=f"label-{tok}"
                         )
                     )
+        if tracked:
+            batches.append(_tracked_chunk(cfg, tracked, key, settings, gpu if masks_gpu else {}))
         writes[shard] = dask.delayed(_write)(
             out,
             shard,

@@ -61,8 +61,10 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     calib = load_calibration(cfg.calib)
     calib_sha = sha256_file(cfg.calib)
     settings = depth_settings(calib, z_far_m=cfg.z_far_m)
-    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects)
+    tracking = cfg.tracking if cfg.track else None
+    key = run_key(cfg.stereo, cfg.masks, calib_sha, settings, cfg.samples_per_shard, cfg.objects, tracking)
     _check_backends(cfg)
+    _check_keyframes(cfg)
     check_writable(cfg.out)
     check_scheduler(cfg.scheduler)
     with DatasetWriter(cfg.out) as writer:
@@ -87,6 +89,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
             library_versions=library_versions(),
             layout=writer.layout(plan.n_rows, h, w, cfg.samples_per_shard),
             licences=backend_licences(cfg.stereo, cfg.masks),
+            tracking=tracking,  # from the start: a run killed before its track pass is known as tracked
         )
         # the shards being rewritten keep their committed entries until their rewrites commit
         kept = {**{s: e for s, e in plan.rewrites.items() if e.run_key == key}, **plan.done}
@@ -96,7 +99,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         if cfg.track:
             from pipelines.track import track_sequences
 
-            n_tracks = len(track_sequences(writer, cfg.tracking))
+            n_tracks = len(track_sequences(writer, cfg.tracking, chunk_ids=cfg.masks.tracks_objects))
         manifest = writer.finish()
         if cfg.rectify:
             writer.write_rectified_set(
@@ -232,6 +235,23 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
             f"was tracked with {before}, not {cfg.tracking}",
             "keep its tracking settings or use another --out",
         )
+
+
+def _check_keyframes(cfg: PseudoLabelConfig) -> None:
+    """Keyframe settings only shape a run whose mask backend tracks objects itself (sam2 with --track)."""
+    default = type(cfg.tracking)()
+    if (cfg.track and cfg.masks.tracks_objects) or (
+        cfg.tracking.keyframe_every == default.keyframe_every
+        and cfg.tracking.min_coverage == default.min_coverage
+    ):
+        return
+    why = (
+        "without --track" if not cfg.track else f"with --masks {cfg.masks.name} (it is linked by association)"
+    )
+    raise LabelerError(
+        f"--keyframe-every / --keyframe-min-coverage do nothing {why}; they set SAM2's keyframes under "
+        "--masks sam2 --track: drop them, or label with --masks sam2 --track"
+    )
 
 
 def _check_trackable(cfg: PseudoLabelConfig, plan: Plan) -> None:

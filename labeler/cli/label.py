@@ -262,6 +262,24 @@ def _label_command(rectify: bool):
         track_max_gap_frames: Annotated[
             int, typer.Option(help="--track: a track unseen for more frames than this ends")
         ] = _TRACKING.max_gap_frames,
+        keyframe_every: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                max=10_000,
+                help="--track --masks sam2: automatic masks every N labelled frames; the SAM2 video "
+                "predictor carries objects between",
+            ),
+        ] = _TRACKING.keyframe_every,
+        keyframe_min_coverage: Annotated[
+            float,
+            typer.Option(
+                min=0.0,
+                max=1.0,
+                help="--track --masks sam2: an early keyframe when the propagated masks cover less than this "
+                "share of the last keyframe's automatic masks (0: never early)",
+            ),
+        ] = _TRACKING.min_coverage,
         keep_duplicates: Annotated[
             bool, typer.Option(help="label still frames of a sequence too (else skipped as duplicates)")
         ] = False,
@@ -300,6 +318,8 @@ def _label_command(rectify: bool):
                 "min_iou": track_min_iou,
                 "max_depth_jump_m": track_max_depth_jump_m,
                 "max_gap_frames": track_max_gap_frames,
+                "keyframe_every": keyframe_every,
+                "min_coverage": keyframe_min_coverage,
             },
             keep_duplicates=keep_duplicates,
             still_threshold_dn=still_threshold_dn,

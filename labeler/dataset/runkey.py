@@ -1,5 +1,6 @@
 """The run key: one hash of everything that shapes a dataset's labels (backend configs, calibration, depth
-settings, shard size, object policy). Shards made under another key are not the dataset's; `labeler
+settings, shard size, object policy, and the tracking settings where the mask backend tracks objects itself,
+as its masks then depend on them). Shards made under another key are not the dataset's; `labeler
 validate` recomputes it from the manifest, so an edited config, calibration hash or depth setting is found."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import hashlib
 import json
 
 from data_schema.backends import MaskConfig, StereoConfig
-from data_schema.manifest import DepthSettings, ObjectPolicy
+from data_schema.manifest import DepthSettings, ObjectPolicy, TrackingConfig
 
 
 def run_key(
@@ -18,16 +19,19 @@ def run_key(
     depth: DepthSettings,
     samples_per_shard: int,
     objects: ObjectPolicy,
+    tracking: TrackingConfig | None = None,
 ) -> str:
-    text = json.dumps(
-        [
-            stereo.model_dump(mode="json"),
-            masks.model_dump(mode="json"),
-            calibration_sha256,
-            depth.model_dump_json(),
-            samples_per_shard,
-            objects.model_dump(mode="json"),
-        ],
-        sort_keys=True,
-    )
+    """`tracking`: the run's --track settings (None: not tracked); they enter the key only for a mask
+    backend that tracks objects itself, so every other key is what it was before tracking existed."""
+    parts: list[object] = [
+        stereo.model_dump(mode="json"),
+        masks.model_dump(mode="json"),
+        calibration_sha256,
+        depth.model_dump_json(),
+        samples_per_shard,
+        objects.model_dump(mode="json"),
+    ]
+    if tracking is not None and masks.tracks_objects:
+        parts.append({"tracking": tracking.model_dump(mode="json")})
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

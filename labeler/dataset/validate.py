@@ -282,7 +282,15 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     if depth_settings(m.calibration, z_far_m=m.depth.z_far_m) != m.depth:
         problems.append("manifest: depth settings do not follow from the embedded calibration (edited)")
     if (
-        run_key(m.stereo, m.masks, m.calibration_sha256, m.depth, m.layout.samples_per_shard, m.objects)
+        run_key(
+            m.stereo,
+            m.masks,
+            m.calibration_sha256,
+            m.depth,
+            m.layout.samples_per_shard,
+            m.objects,
+            m.tracking,
+        )
         != m.run_key
     ):
         problems.append("manifest: run_key does not match its configs, calibration_sha256 and depth (edited)")
@@ -333,9 +341,11 @@ def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry])
         return [f"{dataset / TABLES_DIR}: objects table unreadable ({_one_line(err)})"]
     seen = Counter(t for t in ids.to_pylist() if t is not None)
     ref = manifest.tracks
-    if ref is None:
+    if ref is None:  # a tracked run stopped before its track pass: the next run of it makes the table
         return (
-            [f"objects table: {len(seen)} track ids, but the manifest names no tracks table"] if seen else []
+            [f"objects table: {len(seen)} track ids, but the manifest names no tracks table"]
+            if seen and manifest.tracking is None
+            else []
         )
     path = tracks_path(dataset, ref)
     try:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from data_schema.manifest import TrackingConfig
 from labeler.errors import LabelerError
 from labeler.registry import Backend, C, Registry
 
@@ -25,12 +26,15 @@ class Masks:
         stability: (N,) float32 in [0, 1] (SAM's stability score; 1 where a backend has no such notion).
         class_names: (N,) the class of each mask, from backends prompted with class names (sam3);
             None from class-agnostic backends.
+        track_ids: (N,) from a backend that tracks (`track_masks`): each mask's object id, the same for
+            one object over the frames of one call; None otherwise.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     stability: np.ndarray
     class_names: tuple[str, ...] | None = None
+    track_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         m = self.masks
@@ -42,6 +46,8 @@ class Masks:
                 raise ValueError(f"{name} must be ({m.shape[0]},) float32, got {a.shape} {a.dtype}")
         if self.class_names is not None and len(self.class_names) != m.shape[0]:
             raise ValueError(f"class_names must name {m.shape[0]} masks, got {len(self.class_names)}")
+        if self.track_ids is not None and len(self.track_ids) != m.shape[0]:
+            raise ValueError(f"track_ids must give {m.shape[0]} masks an id, got {len(self.track_ids)}")
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -74,6 +80,15 @@ class MaskBackend(Backend[C]):
         """Masks of several images; model backends override this to batch their encoder (GPU)."""
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
+
+    # A backend whose config says `tracks_objects` (sam2's video predictor) implements `track_masks`; the
+    # others' objects are linked by association after labelling (segment/track.py).
+    def track_masks(
+        self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
+    ) -> list[Masks]:
+        """Masks of a sequence chunk's frames (in frame order), each carrying `track_ids` that name one
+        object over the frames of this call."""
+        raise NotImplementedError(f"{type(self).__name__} does not track objects itself")
 
 
 class LoadsOnFirstUse:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_schema.backends import Sam2Config
+from data_schema.manifest import TrackingConfig
 from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
 from labeler.segment.sam2_model import CHECKPOINT_FLAG, Sam2WeightsError, check_checkpoint, resolve_config
 
@@ -143,6 +144,16 @@ class Sam2MaskBackend(LoadsOnFirstUse, MaskBackend[Sam2Config]):
                 )
         return out
 
+    def track_masks(
+        self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
+    ) -> list[Masks]:
+        """A sequence chunk's masks: automatic masks on keyframes, the official SAM2 video predictor in
+        between (labeler/segment/sam2_video.py); each mask's `track_ids` entry is its object's id."""
+        from labeler.segment.sam2_video import track_chunk
+
+        check_images(frames)
+        return track_chunk(self, frames, tracking=tracking, min_area_px=min_area_px)
+
     def _loaded(self) -> _Loaded:
         return self._load_once(lambda: _Loaded(self.config, self.device))
 
@@ -166,7 +177,9 @@ class _Loaded:
             )
         self.config = config
         self.device = dev
-        self.model = load_sam2(config.config, config.checkpoint, device=device)
+        # the official video predictor's class: the same modules for automatic masks, and its
+        # propagation and memory for `track_masks` (one copy of the weights for both)
+        self.model = load_sam2(config.config, config.checkpoint, device=device, video=True)
         self.amp = autocasts(dev, config.mixed_precision)  # on CUDA (models/precision.py)
         self.grids = build_all_layer_point_grids(
             config.points_per_side, config.crop_n_layers, config.crop_n_points_downscale_factor

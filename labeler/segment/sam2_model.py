@@ -120,19 +120,31 @@ def import_sam2() -> None:
         GlobalHydra.instance().clear()
 
 
-def instantiate_model(cfg: Any) -> SAM2Base:
-    """Instantiate the `model` node of a parsed SAM2 config (random weights, on the CPU)."""
+_VIDEO_PREDICTOR = {  # what the official build_sam2_video_predictor(apply_postprocessing=True) sets
+    "_target_": "sam2.sam2_video_predictor.SAM2VideoPredictor",
+    "binarize_mask_from_pts_for_mem_enc": True,
+    "fill_hole_area": 8,
+}
+
+
+def instantiate_model(cfg: Any, *, video: bool = False) -> SAM2Base:
+    """Instantiate the `model` node of a parsed SAM2 config (random weights, on the CPU). `video`: as the
+    official `SAM2VideoPredictor` (the same modules and weights; its propagation and memory on top)."""
     import_sam2()
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.merge(cfg, {"model": {"sam_mask_decoder_extra_args": _DECODER_POSTPROCESSING}})
+    extra: dict[str, Any] = {"sam_mask_decoder_extra_args": _DECODER_POSTPROCESSING}
+    cfg = OmegaConf.merge(cfg, {"model": {**extra, **(_VIDEO_PREDICTOR if video else {})}})
     OmegaConf.resolve(cfg)
     return instantiate(cfg.model, _recursive_=True)
 
 
-def load_sam2(config: str, checkpoint: str | Path | None, *, device: str = "cpu") -> SAM2Base:
+def load_sam2(
+    config: str, checkpoint: str | Path | None, *, device: str = "cpu", video: bool = False
+) -> SAM2Base:
     """Build the model of `config` and load `checkpoint` strictly; eval mode, float32, on `device`.
+    `video`: built as the official `SAM2VideoPredictor` (as `build_sam2_video_predictor` does).
 
     Raises:
         Sam2ConfigError: unknown config name, unreadable YAML, or no `model` node in it.
@@ -154,7 +166,7 @@ def load_sam2(config: str, checkpoint: str | Path | None, *, device: str = "cpu"
     import torch
 
     with torch.random.fork_rng(devices=[]):  # random init must not move the caller's RNG
-        model = instantiate_model(cfg)
+        model = instantiate_model(cfg, video=video)
     state = _read_state_dict(ckpt, config)
     _check_keys(model.state_dict(), state, ckpt, config)
     model.load_state_dict(state, strict=True)

@@ -99,3 +99,97 @@ class IouDepthTracker:
             by_id[tid] = _Track(tid, ids, oid, depth_m[oid], name, frame_index)
         self._live = sorted(by_id.values(), key=lambda t: t.track_id)
         return out
+
+
+@dataclass
+class _Border:
+    """The last frame seen by a ChunkStitcher."""
+
+    frame: int
+    chunk: int
+    ids: np.ndarray
+    track: dict[int, int]  # object id -> track id
+    depth_m: dict[int, float | None]
+    class_name: dict[int, str | None]
+
+
+class ChunkStitcher:
+    """Track ids for a sequence whose objects already carry ids within chunks: a backend that tracks
+    objects itself (sam2 --track) labels each chunk (the sequence's frames within one shard) in one call,
+    and chunks run in parallel. Within a chunk, an object keeps the track of its chunk id. At the first
+    frame of the next chunk, the objects that chunk starts with take the tracks of the previous frame's
+    objects by the tracker's rules (mask IoU at least `min_iou`, one-to-one, depth jump at most
+    `max_depth_jump_m`, the same class, a gap of at most `max_gap_frames`); the others, and objects a chunk
+    adds later (new objects at its keyframes), start new tracks.
+
+    An object without a chunk id is its own track unless stitched. The result depends only on which
+    objects share a chunk id, so stitching stored track ids again gives the same tracks."""
+
+    def __init__(self, config: TrackingConfig | None = None, *, first_id: int = 1) -> None:
+        self.config = config or TrackingConfig()
+        self.next_id = first_id
+        self._of: dict[tuple[int, int], int] = {}  # (chunk, chunk id) -> track id
+        self._prev: _Border | None = None
+
+    def step(
+        self,
+        frame_index: int,
+        chunk: int,
+        ids: np.ndarray,
+        chunk_id: dict[int, int | None],
+        depth_m: dict[int, float | None],
+        class_name: dict[int, str | None] | None = None,
+    ) -> dict[int, int]:
+        """Track ids of this frame's objects ({object id: track id}); `chunk_id`: each object's id within
+        its chunk (the keys are the frame's objects)."""
+        names = class_name or {}
+        out = {
+            o: self._of[(chunk, c)] for o, c in chunk_id.items() if c is not None and (chunk, c) in self._of
+        }
+        fresh = sorted(o for o in chunk_id if o not in out)
+        prev = self._prev
+        if fresh and prev is not None and prev.chunk != chunk:
+            out.update(self._stitch(prev, frame_index, ids, fresh, depth_m, names, set(out.values())))
+        for o in fresh:
+            if o not in out:
+                out[o] = self.next_id
+                self.next_id += 1
+            c = chunk_id[o]
+            if c is not None:
+                self._of[(chunk, c)] = out[o]
+        self._prev = _Border(frame_index, chunk, ids, dict(out), dict(depth_m), dict(names))
+        return out
+
+    def _stitch(
+        self,
+        prev: _Border,
+        frame_index: int,
+        ids: np.ndarray,
+        fresh: list[int],
+        depth_m: dict[int, float | None],
+        names: dict[int, str | None],
+        taken: set[int],
+    ) -> dict[int, int]:
+        from scipy.optimize import linear_sum_assignment
+
+        cfg = self.config
+        if frame_index - prev.frame > cfg.max_gap_frames:
+            return {}
+        cand = sorted(o for o, t in prev.track.items() if t not in taken)
+        if not cand:
+            return {}
+        score = iou_matrix(prev.ids, ids, cand, fresh)
+        for k, po in enumerate(cand):
+            for j, o in enumerate(fresh):
+                a, b = prev.depth_m.get(po), depth_m.get(o)
+                if a is not None and b is not None and abs(a - b) > cfg.max_depth_jump_m:
+                    score[k, j] = 0.0
+                pa, pb = prev.class_name.get(po), names.get(o)
+                if pa is not None and pb is not None and pa != pb:
+                    score[k, j] = 0.0
+        rows, cols = linear_sum_assignment(-score)
+        return {
+            fresh[j]: prev.track[cand[k]]
+            for k, j in zip(rows, cols, strict=True)
+            if score[k, j] >= cfg.min_iou
+        }
