@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -14,23 +13,14 @@ import numpy as np
 import pytest
 
 from labeler import open_dataset
-from labeler.dataset.decisions import current_labels, decide
 
 
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory) -> tuple[Path, str, tuple[str, int]]:
     """The tiny dataset with one sample rejected and one object of another rejected."""
-    from tests.train.conftest import make_tiny_dataset
+    from tests.export.conftest import reviewed_copy
 
-    path = tmp_path_factory.mktemp("robotics") / "ds"
-    shutil.copytree(make_tiny_dataset(tmp_path_factory.getbasetemp()), path)
-    ds = open_dataset(path)
-    labels = current_labels(ds)
-    rejected = ds.sample_ids[0]
-    obj = (ds.sample_ids[1], ds[1].objects[0].id)
-    decide(path, sample_id=rejected, labels=labels[rejected], decision="reject", user="u")
-    decide(path, sample_id=obj[0], labels=labels[obj[0]], decision="reject", object_id=obj[1], user="u")
-    return path, rejected, obj
+    return reviewed_copy(tmp_path_factory, "robotics")
 
 
 def _png16(data: bytes) -> np.ndarray:
