@@ -101,6 +101,38 @@ def dask_client(
             yield client
 
 
+def check_gpus(gpus: tuple[int, ...], scheduler: str | None) -> None:
+    """--gpu on a local cluster needs those devices here (an external cluster's workers have their own)."""
+    if not gpus or (scheduler and "://" in scheduler):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [g for g in gpus if g >= n]
+    if missing:
+        raise LabelerError(
+            f"--gpu {','.join(map(str, gpus))}: CUDA device {missing[0]} not found "
+            f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
+        )
+
+
+def check_scheduler_answers(scheduler: str | None) -> None:
+    """Before a command writes anything: a --scheduler address that no Dask scheduler answers is one line
+    (the handshake probe of `check_scheduler`, then a client connection with a timeout)."""
+    if not scheduler or "://" not in scheduler:
+        return
+    from distributed import Client
+
+    check_scheduler(scheduler)  # Dask's own connect hangs on a port that is not Dask's
+    try:
+        Client(scheduler, timeout=10).close()
+    except (OSError, TimeoutError) as err:
+        raise LabelerError(
+            f"--scheduler {scheduler}: no Dask scheduler answers there ({type(err).__name__}); start one "
+            "(`dask scheduler`) or drop --scheduler to run a local cluster"
+        ) from None
+
+
 def check_scheduler(address: str, *, timeout_s: float | None = None) -> None:
     """Raise a one-line LabelerError unless a Dask scheduler answers at `address` within `timeout_s`.
 

@@ -133,11 +133,11 @@ def run_embed(cfg: EmbedConfig, *, stop_after_shards: int | None = None) -> Embe
     from labeler.dataset.embeddings import begin_embeddings, commit_embedding_shard
     from labeler.dataset.reader import open_dataset
     from labeler.review.embed import input_shape
-    from pipelines.run import check_gpus, check_scheduler
+    from pipelines.cluster import check_gpus, check_scheduler_answers
 
     start = time.perf_counter()
     check_gpus(cfg.gpus, cfg.scheduler)
-    check_scheduler(cfg.scheduler)
+    check_scheduler_answers(cfg.scheduler)
     ds = open_dataset(cfg.dataset)
     record = _record(cfg, ds.version)
     done = begin_embeddings(cfg.dataset, record, ds.manifest)

@@ -23,6 +23,7 @@ from labeler.dataset.licences import refuse
 from labeler.dataset.runkey import run_key
 from labeler.dataset.writer import DatasetWriter, check_writable, library_versions
 from labeler.errors import InputError, LabelerError, disk_error
+from pipelines import cluster
 from pipelines.graph import build_graph
 from pipelines.plan import Item, Plan, plan_run
 
@@ -54,7 +55,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     from labeler.io import sha256_file
     from labeler.rig.calibration import load_calibration
 
-    _check_gpus(cfg)
+    cluster.check_gpus(cfg.gpus, cfg.scheduler)
     refuse(f"{cfg.out}", backend_licences(cfg.stereo, cfg.masks), cfg.strict_licence)
     if cfg.out.resolve() == cfg.inputs.resolve():
         raise InputError(cfg.out, "is also the input folder", "write the dataset to another --out")
@@ -66,7 +67,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     _check_backends(cfg)
     _check_keyframes(cfg)
     check_writable(cfg.out)
-    check_scheduler(cfg.scheduler)
+    cluster.check_scheduler_answers(cfg.scheduler)
     with DatasetWriter(cfg.out) as writer:
         writer.refuse_other_settings(key)
         _check_tracking(cfg, writer)
@@ -280,40 +281,3 @@ def _check_backends(cfg: PseudoLabelConfig) -> None:
 
     STEREO_BACKENDS.check(cfg.stereo)
     MASK_BACKENDS.check(cfg.masks)
-
-
-def check_scheduler(scheduler: str | None) -> None:
-    """An unreachable --scheduler is one line, before a store is created."""
-    if not scheduler or "://" not in scheduler:
-        return
-    from distributed import Client
-
-    from pipelines.cluster import check_scheduler
-
-    check_scheduler(scheduler)  # Dask's own connect hangs on a port that is not Dask's
-    try:
-        Client(scheduler, timeout=10).close()
-    except (OSError, TimeoutError) as err:
-        raise LabelerError(
-            f"--scheduler {scheduler}: no Dask scheduler answers there ({type(err).__name__}); start one "
-            "(`dask scheduler`) or drop --scheduler to run a local cluster"
-        ) from None
-
-
-def _check_gpus(cfg: PseudoLabelConfig) -> None:
-    check_gpus(cfg.gpus, cfg.scheduler)
-
-
-def check_gpus(gpus: tuple[int, ...], scheduler: str | None) -> None:
-    """--gpu on a local cluster needs those devices here (an external cluster's workers have their own)."""
-    if not gpus or (scheduler and "://" in scheduler):
-        return
-    import torch
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    missing = [g for g in gpus if g >= n]
-    if missing:
-        raise LabelerError(
-            f"--gpu {','.join(map(str, gpus))}: CUDA device {missing[0]} not found "
-            f"({n} visible); drop --gpu to run on the CPU, or name a visible device"
-        )

@@ -345,7 +345,7 @@ def test_cpu_only_backends_stay_on_the_cpu_in_a_gpu_run(tmp_path, monkeypatch):
     devices: list[str] = []
     worker_device = graph._device
     monkeypatch.setattr(graph, "_device", lambda gpus: devices.append(worker_device(gpus)) or devices[-1])
-    monkeypatch.setattr(run, "_check_gpus", lambda cfg: None)  # this machine has no cuda:0 to find
+    monkeypatch.setattr(run.cluster, "check_gpus", lambda gpus, scheduler: None)  # no cuda:0 here
     asked: list[dict] = []
     build = graph.build_graph
 
