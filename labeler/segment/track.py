@@ -35,6 +35,27 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, ids_a: list[int], ids_b: list[int])
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
+def gated_pairs(
+    score: np.ndarray,
+    depths_m: tuple[list[float | None], list[float | None]],
+    class_names: tuple[list[str | None], list[str | None]],
+    cfg: TrackingConfig,
+) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs of an IoU matrix: no pair whose median depths (where both are known)
+    differ by more than `max_depth_jump_m` or whose classes (where both are named) differ; the assignment
+    of the largest total IoU (Hungarian), keeping the pairs at `min_iou` or above. `score` is changed."""
+    from scipy.optimize import linear_sum_assignment
+
+    for k, (da, na) in enumerate(zip(depths_m[0], class_names[0], strict=True)):
+        for j, (db, nb) in enumerate(zip(depths_m[1], class_names[1], strict=True)):
+            if da is not None and db is not None and abs(db - da) > cfg.max_depth_jump_m:
+                score[k, j] = 0.0
+            if na is not None and nb is not None and na != nb:
+                score[k, j] = 0.0
+    rows, cols = linear_sum_assignment(-score)
+    return [(int(k), int(j)) for k, j in zip(rows, cols, strict=True) if score[k, j] >= cfg.min_iou]
+
+
 @dataclass
 class _Track:
     track_id: int
@@ -62,8 +83,6 @@ class IouDepthTracker:
     ) -> dict[int, int]:
         """Track ids of this frame's objects ({object id: track id}); `depth_m`: each object's median depth
         (None: unknown), whose keys are the frame's objects."""
-        from scipy.optimize import linear_sum_assignment
-
         cfg = self.config
         names = class_name or {}
         self._live = [t for t in self._live if frame_index - t.last_frame <= cfg.max_gap_frames]
@@ -77,17 +96,14 @@ class IouDepthTracker:
             for ks in groups.values():
                 first = self._live[ks[0]].ids
                 score[ks] = iou_matrix(first, ids, [self._live[k].object_id for k in ks], objects)
-            for k, t in enumerate(self._live):
-                for j, oid in enumerate(objects):
-                    d = depth_m[oid]
-                    if t.depth_m is not None and d is not None and abs(d - t.depth_m) > cfg.max_depth_jump_m:
-                        score[k, j] = 0.0
-                    if t.class_name is not None and names.get(oid) not in (None, t.class_name):
-                        score[k, j] = 0.0
-            rows, cols = linear_sum_assignment(-score)
-            for k, j in zip(rows, cols, strict=True):
-                if score[k, j] >= cfg.min_iou:
-                    out[objects[j]] = self._live[k].track_id
+            pairs = gated_pairs(
+                score,
+                ([t.depth_m for t in self._live], [depth_m[o] for o in objects]),
+                ([t.class_name for t in self._live], [names.get(o) for o in objects]),
+                cfg,
+            )
+            for k, j in pairs:
+                out[objects[j]] = self._live[k].track_id
         by_id = {t.track_id: t for t in self._live}
         for oid in objects:
             if oid not in out:
@@ -170,26 +186,16 @@ class ChunkStitcher:
         names: dict[int, str | None],
         taken: set[int],
     ) -> dict[int, int]:
-        from scipy.optimize import linear_sum_assignment
-
         cfg = self.config
         if frame_index - prev.frame > cfg.max_gap_frames:
             return {}
         cand = sorted(o for o, t in prev.track.items() if t not in taken)
         if not cand:
             return {}
-        score = iou_matrix(prev.ids, ids, cand, fresh)
-        for k, po in enumerate(cand):
-            for j, o in enumerate(fresh):
-                a, b = prev.depth_m.get(po), depth_m.get(o)
-                if a is not None and b is not None and abs(a - b) > cfg.max_depth_jump_m:
-                    score[k, j] = 0.0
-                pa, pb = prev.class_name.get(po), names.get(o)
-                if pa is not None and pb is not None and pa != pb:
-                    score[k, j] = 0.0
-        rows, cols = linear_sum_assignment(-score)
-        return {
-            fresh[j]: prev.track[cand[k]]
-            for k, j in zip(rows, cols, strict=True)
-            if score[k, j] >= cfg.min_iou
-        }
+        pairs = gated_pairs(
+            iou_matrix(prev.ids, ids, cand, fresh),
+            ([prev.depth_m.get(o) for o in cand], [depth_m.get(o) for o in fresh]),
+            ([prev.class_name.get(o) for o in cand], [names.get(o) for o in fresh]),
+            cfg,
+        )
+        return {fresh[j]: prev.track[cand[k]] for k, j in pairs}
