@@ -202,6 +202,44 @@ def test_errors_are_labeler_errors():
     assert issubclass(Sam3WeightsError, LabelerError) and issubclass(Sam3ConfigError, LabelerError)
 
 
+def test_builds_the_official_model_on_the_meta_device(monkeypatch):
+    """labeler's builder at the released sizes == `sam3.model_builder.build_sam3_image_model`, built on the
+    meta device (shapes and dtypes without memory or init, ~3 s): the same 1134 tensors with the same shapes
+    and dtypes, and the same module class at every path. The slow test below builds both for real."""
+    import sam3.model.decoder as decoder
+    import sam3.model_builder as builder
+
+    from labeler.segment.sam3_model import OFFICIAL, build_sam3, find_bpe
+
+    sine = builder._create_position_encoding
+    monkeypatch.setattr(builder, "_create_position_encoding", lambda precompute_resolution=None: sine(None))
+    coords = decoder.TransformerDecoder._get_coords
+    monkeypatch.setattr(
+        decoder.TransformerDecoder, "_get_coords", staticmethod(lambda h, w, device: coords(h, w, "cpu"))
+    )
+    # the stochastic-depth rates are read with .item(), which a meta tensor cannot answer
+    linspace = torch.linspace
+    monkeypatch.setattr(torch, "linspace", lambda *a, **k: linspace(*a, **{**k, "device": "cpu"}))
+    # the official builder ends with .to(device); a meta model stays where it is
+    monkeypatch.setattr(builder, "_setup_device_and_mode", lambda model, device, eval_mode: model)
+    with torch.device("meta"):
+        ours = build_sam3(OFFICIAL, find_bpe(None))
+        official = builder.build_sam3_image_model(
+            bpe_path=str(find_bpe(None)), device="meta", checkpoint_path=None, load_from_HF=False
+        )
+
+    def layout(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+    assert next(official.parameters()).is_meta
+    assert len(layout(ours)) == 1134
+    assert layout(ours) == layout(official)
+    classes = [[(n, type(m)) for n, m in model.named_modules()] for model in (ours, official)]
+    assert classes[0] == classes[1]
+    n_params = sum(p.numel() for p in ours.parameters())
+    assert n_params == sum(p.numel() for p in official.parameters()) and 8.0e8 < n_params < 9.0e8
+
+
 @pytest.mark.slow
 def test_builds_the_official_model(monkeypatch):
     """labeler's builder at the released sizes == `sam3.model_builder.build_sam3_image_model`: the same
