@@ -95,6 +95,8 @@ class ClassicalMaskBackend(MaskBackend[ClassicalMasksConfig]):
         root = merge(sums, graph, threshold=cfg.merge_threshold, plane_tol_rel=cfg.depth_jump_rel / 2)
         regions, graph = root[labels], graph.relabel(root)
         if graph.depth_known:
+            # after the merge, when borders are long enough for their mean step to mean something
+            graph = graph.without_noise_fronts()
             area = np.bincount(regions.ravel(), minlength=len(graph.frame)).astype(np.float64)
             root = absorb_strips(graph, area, min_thickness_px=_STRIP_PX)
             regions, graph = root[regions], graph.relabel(root)

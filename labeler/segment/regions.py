@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -24,6 +24,10 @@ _PLANE_MIN_TOL_PX = 0.5  # rms (px) of a plane fit that still counts as one surf
 # to the residuals of their own planes: two boards side by side at a small depth step fit one tilted
 # plane within the tolerance, but only by adding the step's share to the residual
 _PLANE_JOIN_SHARE = 0.33
+# a border's pixel jumps count only when its mean step (signed, over the whole border) reaches this many
+# times the jump threshold: 1.25 keeps every object of the rendered rooms and drops most floor bands of
+# the demo sequence (1.5 drops them all but loses an occluded board; benchmarks/RESULTS.md, issue 27)
+_MEAN_JUMP_SHARE = 1.25
 _SMOOTH_MAX = 0.02  # |grad log d| per px above which a pixel sits on a depth step
 CONTRAST_LAB = 20.0  # colour contrast (Lab) of a border over its region's texture: evidence 1 - 1/e
 
@@ -43,6 +47,8 @@ class RegionGraph:
     contrast: np.ndarray  # (E,) float, Lab units summed over the border
     front_lo: np.ndarray  # (E,) float
     front_hi: np.ndarray  # (E,) float
+    hi_nearer: np.ndarray  # (E,) float, log-disparity steps summed over the border, > 0: b nearer
+    least: np.ndarray  # (E,) float, the jump threshold summed over the border (log disparity)
     inner_length: np.ndarray  # (N,) float
     inner_contrast: np.ndarray  # (N,) float
     frame: np.ndarray  # (N,) float
@@ -51,6 +57,20 @@ class RegionGraph:
     @property
     def jumps(self) -> np.ndarray:
         return self.front_lo + self.front_hi
+
+    def without_noise_fronts(self) -> RegionGraph:
+        """The graph with no depth jump on a border whose mean step is under _MEAN_JUMP_SHARE x the jump
+        threshold.
+
+        Pixel by pixel, a matcher's noise on a smooth surface (a floor seen at a grazing angle) crosses
+        the threshold here and there, and superpixel borders snap to exactly those places; along a
+        whole border the noise averages out while a silhouette's step does not.
+        """
+        flat = np.abs(self.hi_nearer) < _MEAN_JUMP_SHARE * self.least
+        zero = np.zeros_like(self.front_lo)
+        return replace(
+            self, front_lo=np.where(flat, zero, self.front_lo), front_hi=np.where(flat, zero, self.front_hi)
+        )
 
     def relabel(self, root: np.ndarray) -> RegionGraph:
         """The graph of the label map `root[labels]` (root: (N,) new ids 0..M-1), from the sums alone.
@@ -70,6 +90,7 @@ class RegionGraph:
         flip = a > b
         lo_front = np.where(flip, self.front_hi[keep], self.front_lo[keep])
         hi_front = np.where(flip, self.front_lo[keep], self.front_hi[keep])
+        hi_nearer = np.where(flip, -self.hi_nearer[keep], self.hi_nearer[keep])
         uniq, inv = np.unique(np.minimum(a, b) * m + np.maximum(a, b), return_inverse=True)
         e = len(uniq)
         return RegionGraph(
@@ -78,6 +99,8 @@ class RegionGraph:
             contrast=np.bincount(inv, weights=self.contrast[keep], minlength=e),
             front_lo=np.bincount(inv, weights=lo_front, minlength=e),
             front_hi=np.bincount(inv, weights=hi_front, minlength=e),
+            hi_nearer=np.bincount(inv, weights=hi_nearer, minlength=e),
+            least=np.bincount(inv, weights=self.least[keep], minlength=e),
             inner_length=inner_length,
             inner_contrast=inner_contrast,
             frame=np.bincount(root, weights=self.frame, minlength=m),
@@ -137,7 +160,7 @@ def border_stats(
         jump: log-disparity step that counts as a depth jump (and at least _MIN_JUMP_PX of disparity).
     """
     n = int(labels.max()) + 1
-    keys, contrasts, lo_front, hi_front = [], [], [], []
+    keys, contrasts, lo_front, hi_front, hi_nearer, leasts = [], [], [], [], [], []
     inner_len = np.zeros(n)
     inner_con = np.zeros(n)
     for axis, diff in enumerate(steps):
@@ -162,6 +185,8 @@ def border_stats(
             tail_is_hi = cb > ca
             lo_front.append(np.where(tail_is_hi, head_front, tail_front))
             hi_front.append(np.where(tail_is_hi, tail_front, head_front))
+            hi_nearer.append(np.where(tail_is_hi, step, -step))
+            leasts.append(least)
     uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
     e = len(uniq)
 
@@ -177,6 +202,8 @@ def border_stats(
         contrast=per_pair(contrasts),
         front_lo=per_pair(lo_front),
         front_hi=per_pair(hi_front),
+        hi_nearer=per_pair(hi_nearer),
+        least=per_pair(leasts),
         inner_length=inner_len,
         inner_contrast=inner_con,
         frame=np.bincount(frame, minlength=n).astype(np.float64),

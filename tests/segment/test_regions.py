@@ -39,7 +39,8 @@ def test_relabel_matches_the_stats_of_the_merged_map() -> None:
     root = rng.permutation(np.arange(labels.max() + 1) % 7)  # 30 blocks into 7 regions, ids shuffled
     direct = border_stats(root[labels], steps, log_d, jump=JUMP)
     merged = graph.relabel(root)
-    for field in ("pairs", "length", "contrast", "front_lo", "front_hi", "inner_length", "inner_contrast"):
+    fields = ("pairs", "length", "contrast", "front_lo", "front_hi", "hi_nearer", "least", "inner_length")
+    for field in (*fields, "inner_contrast"):
         np.testing.assert_allclose(getattr(merged, field), getattr(direct, field), err_msg=field)
     np.testing.assert_array_equal(merged.frame, direct.frame)
     assert merged.jumps.sum() > 0  # the step is seen, with its side
@@ -59,6 +60,26 @@ def test_border_stats_count_pairs_and_front_side() -> None:
     # inside each half: 6 rows x 3 horizontal pairs + 5 x 4 vertical pairs, no contrast
     assert g.inner_length.tolist() == [38, 38] and g.inner_contrast.tolist() == [0, 0]
     assert g.frame.tolist() == [4 + 4 + (h - 2), 4 + 4 + (h - 2)]  # top, bottom, own side edge
+
+
+def test_noise_jumps_along_a_border_are_dropped_and_a_silhouette_is_kept() -> None:
+    """Two bands of one surface whose border the matcher's noise crosses both ways (every other column
+    the lower band looks 15 % nearer, then 15 % farther): pixel by pixel half the border is a jump, on
+    average it is none. A band that is 15 % nearer along its whole border keeps every jump."""
+    h, w = 20, 24
+    labels = (np.arange(h) >= 10).astype(np.int64)[:, None].repeat(w, 1)
+    planes = _flat_planes(h, w, np.array([[50.0, 0, 0], [50.0, 0, 0]]), labels)
+    sign = np.where(np.arange(w) % 2 == 0, 1.0, -1.0)
+    noisy = np.where(labels == 1, np.log(10.0) + np.log1p(0.15) * sign, np.log(10.0)).astype(np.float32)
+    g = border_stats(labels, colour_steps(planes), noisy, jump=JUMP)
+    assert g.jumps.tolist() == [w] and g.front_hi.tolist() == [w / 2]  # every column a jump, half each way
+    assert abs(g.hi_nearer[0]) < 1e-4 and g.least[0] >= w * JUMP  # never under the relative jump
+    assert g.without_noise_fronts().jumps.tolist() == [0]
+    nearer = np.where(labels == 1, np.log(11.5), np.log(10.0)).astype(np.float32)
+    g = border_stats(labels, colour_steps(planes), nearer, jump=JUMP)
+    assert g.front_hi.tolist() == [w] and g.hi_nearer[0] == pytest.approx(w * np.log(1.15), rel=1e-3)
+    kept = g.without_noise_fronts()
+    assert kept.front_hi.tolist() == [w] and kept.front_lo.tolist() == [0]
 
 
 def test_depth_steps_see_a_jump_and_not_a_slope() -> None:
