@@ -102,9 +102,7 @@ def test_an_export_replaces_only_its_own_output_and_only_with_overwrite(tiny, tm
         other.write_text("not an export of this project")
     res = _cli("export", kind, tiny, "--out", other, "--overwrite")
     assert res.exit_code == 1 and "exists and is not an earlier" in res.output, res.output
-    assert (
-        (other / "notes.txt").read_text() == "mine" if folder else other.read_text().startswith("not")
-    )
+    assert (other / "notes.txt").read_text() == "mine" if folder else other.read_text().startswith("not")
     inside = tiny / ("x" + Path(name).suffix)
     res = _cli("export", kind, tiny, "--out", inside)
     assert res.exit_code == 1 and "lies inside the dataset" in res.output and not inside.exists()

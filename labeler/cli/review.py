@@ -230,7 +230,9 @@ def export_webdataset_cmd(
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
     path = run(
         lambda: dataset,
-        lambda d: export_webdataset(d, out, samples_per_tar=samples_per_tar, scope=scope, overwrite=overwrite),
+        lambda d: export_webdataset(
+            d, out, samples_per_tar=samples_per_tar, scope=scope, overwrite=overwrite
+        ),
     )
     typer.echo(f"WebDataset shards: {path} (info.json lists them)")
 
@@ -259,8 +261,13 @@ def export_lerobot_cmd(
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
     path = run(
         lambda: dataset,
-        lambda d: export_lerobot(  # type: ignore[arg-type]
-            d, out, depth_format=depth_format, fps=fps, scope=scope, overwrite=overwrite
+        lambda d: export_lerobot(
+            d,
+            out,
+            depth_format=depth_format,  # type: ignore[arg-type]
+            fps=fps,
+            scope=scope,
+            overwrite=overwrite,
         ),
     )
     typer.echo(f"LeRobot dataset: {path} (meta/info.json)")
