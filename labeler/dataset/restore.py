@@ -11,7 +11,7 @@ from pathlib import Path
 
 from data_schema.manifest import Manifest, ObjectRow, RunSettings, SampleRecord, ShardEntry, ShardPlan
 from labeler.dataset.index import ROW_PLAN_NAME, SHARD_INDEX_NAME, read_row_plan, read_shard_index
-from labeler.dataset.manifest import load_manifest
+from labeler.dataset.manifest import library_versions, load_manifest
 from labeler.dataset.shards import STORE_NAME, open_arrays, read_rows, restore_metadata, store_layout
 from labeler.dataset.tables import shard_objects, shard_samples
 from labeler.errors import InputError
@@ -31,7 +31,6 @@ class RepairSteps:
         from labeler.dataset.manifest import seal_problems
         from labeler.dataset.rebuild import rebuild_row_plan, rebuild_shard_index, trusted_settings
         from labeler.dataset.seal import file_matches
-        from labeler.dataset.writer import library_versions
 
         settings = trusted_settings(self.out)
         try:

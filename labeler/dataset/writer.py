@@ -21,7 +21,6 @@ import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -80,31 +79,7 @@ from labeler.errors import InputError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-LIBRARIES = (
-    "labeler",
-    "numpy",
-    "opencv-contrib-python-headless",
-    "zarr",
-    "pyarrow",
-    "dask",
-    "distributed",
-    "torch",
-    "scikit-image",
-    "sam2",
-    "timm",
-)
 log = logging.getLogger(__name__)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the labels, as recorded in the manifest."""
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 @dataclass(frozen=True)
