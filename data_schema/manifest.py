@@ -221,6 +221,12 @@ class TableRef(Record):
     sha256: str = Field(
         description="sha256 of the shard's rows (canonical JSON lines), whatever file holds them"
     )
+    file_sha256: str | None = Field(
+        None,
+        description="sha256 of the whole Parquet file as written (every row group it holds), so a changed "
+        "byte is named even where the rows decode the same; a compaction or rewrite that moves the rows "
+        "records the new file's; None: a reference written before this field",
+    )
 
 
 class ShardEntry(Record):

@@ -47,15 +47,18 @@ def repair_dataset(
         raise InputError(sources, "not a folder", "pass the folder the rectified images moved to")
     with DatasetWriter(dataset, repairing=True) as writer:  # a half-done rewrite is rolled back first
         settings, index, plan, base, rebuilt = writer.restore_records()
-        damaged: dict[int, list[str]] = {}
+        damaged = writer.changed_table_files(index)  # a table file's bytes: every file hashed once
         for s, entry in sorted(index.items()):
             problems = writer.shard_problems(entry, base)
             if problems:
-                damaged[s] = problems
+                damaged[s] = problems + damaged.get(s, [])
         todo: dict[int, list[Item]] = {}
         not_restored: dict[int, str] = {}
-        for s in damaged:
-            items, why = _items(writer, index[s], plan.get(s), base, sources)
+        folders: list[Path] | None = None  # where the records say the sources are: found once, if needed
+        for s in sorted(damaged):
+            if folders is None and _records_lost(writer, index[s]):
+                folders = writer.source_folders(index)
+            items, why = _items(writer, index[s], plan.get(s), base, sources, folders or [])
             if why:
                 not_restored[s] = why
             else:
@@ -101,26 +104,39 @@ def _config(
     )
 
 
+def _records_lost(writer: DatasetWriter, entry: ShardEntry) -> bool:
+    return not writer.shard_contents(entry)[2]
+
+
 def _items(
-    writer: DatasetWriter, entry: ShardEntry, plan: ShardPlan | None, base: Manifest, sources: Path | None
+    writer: DatasetWriter,
+    entry: ShardEntry,
+    plan: ShardPlan | None,
+    base: Manifest,
+    sources: Path | None,
+    folders: list[Path],
 ) -> tuple[list[Item], str]:
-    """Every row of a damaged shard, relabelled from its sources or carried over; or the reason the shard
-    cannot be restored."""
-    records, objects, table_ok = writer.shard_contents(entry)
+    """Every row of a damaged shard, carried over when its record, objects and arrays pass every check,
+    else relabelled from its sources; or the reason the shard cannot be restored. A lost or damaged
+    table part takes its records' trust with it: the samples are then found by id and relabelled."""
+    records, objects, samples_ok = writer.shard_contents(entry)
     by_id = {r.sample_id: r for r in records}
     ids = plan.sample_ids if plan is not None else [r.sample_id for r in sorted(records, key=lambda r: r.row)]
     start = plan.row_start if plan is not None else entry.row_start
     items: list[Item] = []
     for k, sid in enumerate(ids):
         row, rec = start + k, by_id.get(sid)
-        if rec is not None and rec.status == "failed":
-            items.append(Item(sid, row, failed=rec))
+        trusted = rec if samples_ok and rec is not None and rec.row == row else None
+        if trusted is not None and trusted.status == "failed":
+            items.append(Item(sid, row, failed=trusted))
             continue
-        src = writer.find_sources(sid, rec, sources)
+        mine = objects.get(row, []) if objects is not None else []
+        if trusted is not None and objects is not None and not writer.sample_problems(trusted, mine, base):
+            items.append(Item(sid, row, keep=trusted, keep_objects=tuple(mine)))
+            continue
+        src = writer.find_sources(sid, row, rec, sources, folders)
         if src is not None:
             items.append(Item(sid, row, task=LabelTask(sample_id=sid, row=row, **src)))
-        elif rec is not None and table_ok and not writer.sample_problems(rec, objects.get(row, []), base):
-            items.append(Item(sid, row, keep=rec, keep_objects=tuple(objects.get(row, ()))))
         else:
             hint = "pass --sources DIR (the folder they moved to)"
             return [], f"sample {sid}: damaged and its rectified images are not found; {hint}"

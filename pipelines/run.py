@@ -20,8 +20,9 @@ from data_schema.commands import PseudoLabelConfig
 from data_schema.licences import backend_licences
 from data_schema.manifest import DepthSettings, Manifest, SampleRecord, ShardEntry, StoreLayout
 from labeler.dataset.licences import refuse
+from labeler.dataset.manifest import library_versions
 from labeler.dataset.runkey import run_key
-from labeler.dataset.writer import DatasetWriter, check_writable, library_versions
+from labeler.dataset.writer import DatasetWriter, check_writable
 from labeler.errors import InputError, LabelerError, disk_error
 from pipelines import cluster
 from pipelines.graph import build_graph

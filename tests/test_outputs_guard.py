@@ -81,7 +81,10 @@ def tiny(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.getbasetemp())
 
 
-@pytest.mark.parametrize(("kind", "name"), [("coco", "out.json"), ("rerun", "out.rrd"), ("hf", "hf")])
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("coco", "out.json"), ("rerun", "out.rrd"), ("hf", "hf"), ("webdataset", "wds"), ("lerobot", "lerobot")],
+)
 def test_an_export_replaces_only_its_own_output_and_only_with_overwrite(tiny, tmp_path, kind, name):
     out = tmp_path / name
     assert _cli("export", kind, tiny, "--out", out).exit_code == 0
@@ -91,16 +94,15 @@ def test_an_export_replaces_only_its_own_output_and_only_with_overwrite(tiny, tm
     assert out.stat().st_mtime_ns == first
     assert _cli("export", kind, tiny, "--out", out, "--overwrite").exit_code == 0
     other = tmp_path / ("other" + Path(name).suffix)
-    if kind == "hf":
+    folder = kind in ("hf", "webdataset", "lerobot")
+    if folder:
         other.mkdir()
         (other / "notes.txt").write_text("mine")
     else:
         other.write_text("not an export of this project")
     res = _cli("export", kind, tiny, "--out", other, "--overwrite")
     assert res.exit_code == 1 and "exists and is not an earlier" in res.output, res.output
-    assert (
-        (other / "notes.txt").read_text() == "mine" if kind == "hf" else other.read_text().startswith("not")
-    )
+    assert (other / "notes.txt").read_text() == "mine" if folder else other.read_text().startswith("not")
     inside = tiny / ("x" + Path(name).suffix)
     res = _cli("export", kind, tiny, "--out", inside)
     assert res.exit_code == 1 and "lies inside the dataset" in res.output and not inside.exists()

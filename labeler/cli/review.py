@@ -220,6 +220,7 @@ def export_webdataset_cmd(
     include_rejected: IncludeRejected = False,
     selection: SelectionOpt = None,
     strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write WebDataset tar shards: per sample the left image, depth (.npy, metres), masks (16-bit PNG),
     objects (JSON)."""
@@ -229,7 +230,9 @@ def export_webdataset_cmd(
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
     path = run(
         lambda: dataset,
-        lambda d: export_webdataset(d, out, samples_per_tar=samples_per_tar, scope=scope),
+        lambda d: export_webdataset(
+            d, out, samples_per_tar=samples_per_tar, scope=scope, overwrite=overwrite
+        ),
     )
     typer.echo(f"WebDataset shards: {path} (info.json lists them)")
 
@@ -246,6 +249,7 @@ def export_lerobot_cmd(
     include_rejected: IncludeRejected = False,
     selection: SelectionOpt = None,
     strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a LeRobot v3.0 dataset: left images, lossless depth, 16-bit masks, objects per frame."""
     from labeler.export.coco import ExportScope
@@ -257,7 +261,14 @@ def export_lerobot_cmd(
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
     path = run(
         lambda: dataset,
-        lambda d: export_lerobot(d, out, depth_format=depth_format, fps=fps, scope=scope),  # type: ignore[arg-type]
+        lambda d: export_lerobot(
+            d,
+            out,
+            depth_format=depth_format,  # type: ignore[arg-type]
+            fps=fps,
+            scope=scope,
+            overwrite=overwrite,
+        ),
     )
     typer.echo(f"LeRobot dataset: {path} (meta/info.json)")
 

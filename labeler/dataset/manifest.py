@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 from data_schema.manifest import Manifest
@@ -100,3 +101,29 @@ def dataset_lock(dataset: str | Path) -> Iterator[None]:
     """Exclusive lock for a dataset's writer; the OS drops it when the process dies (no stale lock)."""
     with folder_lock(dataset, LOCK_NAME, what="this dataset"):
         yield
+
+
+LIBRARIES = (
+    "labeler",
+    "numpy",
+    "opencv-contrib-python-headless",
+    "zarr",
+    "pyarrow",
+    "dask",
+    "distributed",
+    "torch",
+    "scikit-image",
+    "sam2",
+    "timm",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the labels, as recorded in the manifest."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

@@ -20,7 +20,7 @@ from labeler.dataset.tables import (
     table_dir,
 )
 from labeler.errors import InputError
-from labeler.io import write_text_atomic
+from labeler.io import sha256_file, write_text_atomic
 
 
 def trusted_settings(dataset: Path) -> RunSettings:
@@ -66,6 +66,7 @@ def _candidates(dataset: Path, per_shard: int, run_key: str) -> dict[int, list[S
     for path in sorted(base.glob("*.parquet")) if base.is_dir() else []:
         other = table_dir(dataset, "objects") / path.name
         try:
+            file_sha = {"samples": sha256_file(path), "objects": sha256_file(other)}
             with pq.ParquetFile(path) as fs, pq.ParquetFile(other) as fo:
                 n = fs.metadata.num_row_groups
                 if fo.metadata.num_row_groups != n:
@@ -77,6 +78,7 @@ def _candidates(dataset: Path, per_shard: int, run_key: str) -> dict[int, list[S
                         continue
                     shard = samples[0].row // per_shard
                     n_ok = sum(s.status == "ok" for s in samples)
+                    n_skip = sum(s.status == "skipped" for s in samples)
                     found.setdefault(shard, []).append(
                         ShardEntry(
                             shard=shard,
@@ -84,13 +86,22 @@ def _candidates(dataset: Path, per_shard: int, run_key: str) -> dict[int, list[S
                             row_stop=(shard + 1) * per_shard,
                             run_key=run_key,
                             n_ok=n_ok,
-                            n_failed=len(samples) - n_ok,
+                            n_failed=len(samples) - n_ok - n_skip,
+                            n_skipped=n_skip,
                             n_objects=len(objects),
                             samples=TableRef(
-                                file=path.name, row_group=g, n_rows=len(samples), sha256=rows_sha256(samples)
+                                file=path.name,
+                                row_group=g,
+                                n_rows=len(samples),
+                                sha256=rows_sha256(samples),
+                                file_sha256=file_sha["samples"],
                             ),
                             objects=TableRef(
-                                file=path.name, row_group=g, n_rows=len(objects), sha256=rows_sha256(objects)
+                                file=path.name,
+                                row_group=g,
+                                n_rows=len(objects),
+                                sha256=rows_sha256(objects),
+                                file_sha256=file_sha["objects"],
                             ),
                             content_sha256=content_sha256(samples, objects),
                             array_bytes=shard_file_sizes(dataset, shard),
@@ -117,8 +128,9 @@ def rebuild_shard_index(dataset: Path, settings: RunSettings) -> dict[int, Shard
     entries: dict[int, ShardEntry] = {}
     for shard, options in sorted(found.items()):
         keep = old.get(shard)  # the damaged index's entry, when the files agree with all of it
-        if keep is not None and any(
-            o.model_copy(update={"rectified": keep.rectified}) == keep for o in options
+        if keep is not None and any(  # what the table files cannot say: from the entry, when all else agrees
+            o.model_copy(update={"rectified": keep.rectified, "array_sha256": keep.array_sha256}) == keep
+            for o in options
         ):
             entries[shard] = keep
             continue

@@ -1,9 +1,11 @@
 """The chain of hashes that guards every file of a dataset, rooted in `manifest.json`.
 
-    manifest.json   record_sha256 (its own fields)            files: every root file's size and sha256
-      shards.jsonl  sealed prefix (append-only)  ──► each ShardEntry: the rows' sha256 of each table part,
-                                                     each array's shard-file size; the samples table holds
-                                                     every array's per-sample digest
+    manifest.json   record_sha256 (its own fields)            files: every root file's size and sha256,
+                                                              and each zarr.json of data.zarr
+      shards.jsonl  sealed prefix (append-only)  ──► each ShardEntry: the rows' sha256 and the file's
+                                                     sha256 of each table part, each array's shard-file
+                                                     size and sha256; the samples table holds every
+                                                     array's per-sample digest
       rows.jsonl    sealed prefix (append-only)
       settings.json exact (RunSettings: what the run key hashes)
     reviews.jsonl   each decision line chains the one before (labeler/dataset/sidecars.py)
@@ -37,9 +39,22 @@ SIDE_FILES = frozenset(
 )
 
 
+# Fields added to nested records after sealing existed: left out of the hash while None, so a record
+# sealed before the field existed (it reads back as None) keeps its hash.
+_ADDED_LATER = frozenset({"file_sha256"})
+
+
+def _without_unset_later(data: object) -> object:
+    if isinstance(data, dict):
+        return {k: _without_unset_later(v) for k, v in data.items() if not (k in _ADDED_LATER and v is None)}
+    if isinstance(data, list):
+        return [_without_unset_later(v) for v in data]
+    return data
+
+
 def record_sha256(record: BaseModel) -> str:
     """sha256 of a record's canonical JSON without its `record_sha256` field."""
-    data = record.model_dump(mode="json", exclude={"record_sha256"})
+    data = _without_unset_later(record.model_dump(mode="json", exclude={"record_sha256"}))
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -78,12 +93,22 @@ def root_files(dataset: str | Path) -> list[Path]:
 
 
 def seal_root_files(dataset: str | Path) -> dict[str, FileSeal]:
-    """Size and sha256 of every root file now (what the manifest records when it is written)."""
+    """Size and sha256 of every root file now, and of the store's metadata (each zarr.json, which only
+    the writer's `begin` changes, before it seals): what the manifest records when it is written."""
+    from labeler.dataset.shards import metadata_files
+
     out = {}
-    for path in root_files(dataset):
+    for path in [*root_files(dataset), *metadata_files(dataset)]:
         size = path.stat().st_size
-        out[path.name] = FileSeal(bytes=size, sha256=_hash_prefix(path, size))
+        out[path.relative_to(dataset).as_posix()] = FileSeal(bytes=size, sha256=_hash_prefix(path, size))
     return out
+
+
+def file_matches(path: Path, seal: FileSeal) -> bool:
+    """The file is there with exactly the size and sha256 sealed."""
+    return (
+        path.is_file() and path.stat().st_size == seal.bytes and _hash_prefix(path, seal.bytes) == seal.sha256
+    )
 
 
 def root_problems(dataset: str | Path, files: dict[str, FileSeal], *, cut_tail: bool = False) -> list[str]:

@@ -161,6 +161,61 @@ def prepare_store(dataset: str | Path, layout: StoreLayout) -> StoreLayout:
     return layout.model_copy(update={"arrays": specs})
 
 
+def metadata_files(dataset: str | Path) -> list[Path]:
+    """The store's metadata (the group's and each array's zarr.json), as the manifest seals them."""
+    root = Path(dataset) / STORE_NAME
+    return [p for p in [root / "zarr.json", *(root / n / "zarr.json" for n in ARRAY_NAMES)] if p.is_file()]
+
+
+def _expected_metadata(layout: StoreLayout) -> dict[str, bytes]:
+    """The zarr.json bytes zarr writes for `layout` (group first), keyed by their path in the store:
+    made in a scratch store with the writer's own `create_array` call, so they are what it would write."""
+    import tempfile
+
+    import zarr
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        group = zarr.open_group(Path(tmp), mode="w", zarr_format=3)
+        for spec in layout.arrays:
+            group.create_array(
+                spec.name,
+                shape=tuple(spec.shape),
+                chunks=tuple(spec.chunk_shape),
+                shards=tuple(spec.shard_shape),
+                dtype=spec.dtype,
+                fill_value=_fill(spec.dtype),
+                compressors=(_codecs().get(spec.compressor, _codecs()[COMPRESSOR]),),
+            )
+        for path in sorted(Path(tmp).rglob("zarr.json")):
+            out[path.relative_to(tmp).as_posix()] = path.read_bytes()
+    return out
+
+
+def restore_metadata(dataset: str | Path, layout: StoreLayout, changed: set[Path]) -> list[Path]:
+    """Rewrite (atomically, each file on its own) every zarr.json of the store that is missing,
+    unreadable, or says other than `layout` (an array's length may have grown past it), and those in
+    `changed` (the manifest's seal names them). Chunk files are never touched. Returns those rewritten."""
+    from labeler.io import write_bytes_atomic
+
+    root = Path(dataset) / STORE_NAME
+    rewritten = []
+    for rel, want in _expected_metadata(layout).items():
+        path = root / rel
+        try:
+            have, expected = json.loads(path.read_bytes()), json.loads(want)
+            if "shape" in expected and have["shape"][1:] == expected["shape"][1:]:
+                if have["shape"][0] >= expected["shape"][0]:  # grown by a run that planned more rows
+                    have = {**have, "shape": expected["shape"]}
+            ok = have == expected
+        except (OSError, ValueError, TypeError, IndexError, KeyError):
+            ok = False
+        if not ok or path in changed:
+            write_bytes_atomic(path, want)
+            rewritten.append(path)
+    return rewritten
+
+
 def shard_range(shard: int, layout: StoreLayout) -> range:
     n = layout.arrays[0].shape[0]
     s = layout.samples_per_shard

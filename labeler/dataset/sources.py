@@ -5,14 +5,18 @@ recorded path (a relative one against the dataset, never against the current dir
 trailing path under the dataset (`labeler run` keeps its rectified pairs in DATASET/rectified, which moves
 with the dataset); the same trailing path under `--sources DIR`. Only a file whose sha256 matches the
 record is taken. A sample whose record was lost is found by its id in DATASET/rectified/pairs.json, or in
-DIR/pairs.json, or as DIR/left/<id>.png + DIR/right/<id>.png.
+DIR/pairs.json, or as DIR/left/<id>.png + DIR/right/<id>.png, where DIR is `--sources DIR` or a folder the
+dataset's other records name as theirs (the folder a run labelled from); such a pair is taken only when
+its images are the sample's stored `left` and `right` arrays (when those can be read), so a file that
+merely shares the id is never relabelled in its place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from data_schema.manifest import SampleRecord
+from data_schema.manifest import SampleRecord, ShardEntry
 from labeler.io import sha256_file
 
 _RECTIFIED = "rectified"
@@ -64,25 +68,64 @@ def _by_id(sample_id: str, folder: Path) -> dict | None:
     return None
 
 
+def recorded_folders(dataset: Path, entries: Iterable[ShardEntry]) -> list[Path]:
+    """The folders of the sources the readable records name: FOLDER/left/<id>.png gives FOLDER (one
+    scan of the left_path column; damaged parts are skipped)."""
+    from labeler.dataset.tables import table_dataset
+
+    found: set[Path] = set()
+    for e in entries:
+        try:
+            paths = table_dataset(dataset, "samples", [e]).to_table(columns=["left_path"]).column(0)
+        except Exception:  # noqa: BLE001 — a damaged part: its folder comes from the others
+            continue
+        for p in {Path(x) for x in paths.to_pylist() if x}:
+            found.add(p.parent.parent if p.is_absolute() else dataset / p.parent.parent)
+    return sorted(found)
+
+
+def _same_as_stored(found: dict, dataset: Path, row: int | None) -> bool:
+    """The found images decode to the sample's stored left and right arrays (True when those cannot be
+    read: nothing to compare against)."""
+    if row is None:
+        return True
+    from labeler.dataset.shards import digest, open_arrays, read_rows
+    from labeler.io import read_rgb
+
+    try:
+        stored = read_rows(open_arrays(dataset), row, ("left", "right"))
+    except Exception:  # noqa: BLE001 — unreadable arrays: nothing to compare against
+        return True
+    try:
+        return all(digest(read_rgb(found[f"{eye}_path"])) == digest(stored[eye]) for eye in ("left", "right"))
+    except Exception:  # noqa: BLE001 — an unreadable image is not the sample's
+        return False
+
+
 def find_sources(
-    dataset: Path, sample_id: str, rec: SampleRecord | None, sources: Path | None
+    dataset: Path,
+    sample_id: str,
+    row: int | None,
+    rec: SampleRecord | None,
+    sources: Path | None,
+    folders: Sequence[Path] = (),
 ) -> dict[str, str | None] | None:
-    """LabelTask fields (paths, sha256) of the sample's rectified images, or None when not found."""
+    """LabelTask fields (paths, sha256) of the sample's rectified images, or None when not found. `row`:
+    where its arrays are (a pair found by id must match them); `folders`: `recorded_folders`."""
     roots = [dataset.resolve()] + ([sources.resolve()] if sources is not None else [])
     if rec is not None and rec.source is not None:
         s = rec.source
         left = _find(s.left_path, s.left_sha256, roots)
         right = _find(s.right_path, s.right_sha256, roots)
-        if left is None or right is None:
-            return None
-        return {
-            "left_path": left,
-            "right_path": right,
-            "left_sha256": s.left_sha256,
-            "right_sha256": s.right_sha256,
-        }
-    for folder in [dataset / _RECTIFIED] + ([sources] if sources is not None else []):
+        if left is not None and right is not None:
+            return {
+                "left_path": left,
+                "right_path": right,
+                "left_sha256": s.left_sha256,
+                "right_sha256": s.right_sha256,
+            }
+    for folder in [dataset / _RECTIFIED, *([sources] if sources is not None else []), *folders]:
         found = _by_id(sample_id, folder)
-        if found is not None:
+        if found is not None and _same_as_stored(found, dataset, row):
             return found
     return None

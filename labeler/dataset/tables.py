@@ -6,7 +6,10 @@ part per shard and table under `tables/<table>/` (written atomically), merged in
 COMPACT_MIN_FILES have piled up; the shard index says which file and row group holds each shard's rows.
 
 A shard's rows hash to the same sha256 whatever Parquet file holds them (`rows_sha256`): the hash is over
-canonical JSON of the records, so compaction into larger files never changes the shard index.
+canonical JSON of the records, so compaction into larger files never changes the dataset version. Each
+reference also records the sha256 of the whole file it names (`file_sha256`, written by whoever writes the
+file: the shard's task, compaction, a rewrite), so a changed byte that still decodes to the same rows is
+named too; `changed_table_files` hashes every file once.
 """
 
 from __future__ import annotations
@@ -248,12 +251,21 @@ def write_shard_tables(
 ) -> tuple[TableRef, TableRef]:
     """The shard writer's two table part files (one row group each); returns where its rows are."""
     from labeler.dataset.tables import objects_table, rows_sha256, samples_table
+    from labeler.io import sha256_file
 
     refs = []
     for table, rows, build in (("samples", samples, samples_table), ("objects", objects, objects_table)):
         path = table_dir(dataset, table) / part_name(shard)  # type: ignore[arg-type]
         _write_parquet_atomic(path, [build(rows)])  # type: ignore[arg-type]
-        refs.append(TableRef(file=path.name, row_group=0, n_rows=len(rows), sha256=rows_sha256(rows)))
+        refs.append(
+            TableRef(
+                file=path.name,
+                row_group=0,
+                n_rows=len(rows),
+                sha256=rows_sha256(rows),
+                file_sha256=sha256_file(path),
+            )
+        )
     return refs[0], refs[1]
 
 
@@ -311,24 +323,58 @@ def compact_tables(dataset: str | Path, entries: dict[int, ShardEntry]) -> list[
         return []
     import pyarrow.parquet as pq
 
+    from labeler.io import sha256_file
+
     new_refs: dict[Table, dict[int, TableRef]] = {}
     for table in TABLES:
         name = f"c-{small[0]:06d}-{small[-1]:06d}-{len(small)}.parquet"
-        parts, refs = [], {}
-        for i, s in enumerate(small):
-            ref = entries[s].samples if table == "samples" else entries[s].objects
-            parts.append(read_table(dataset, table, ref))
-            refs[s] = ref.model_copy(update={"file": name, "row_group": i})
+        parts = [read_table(dataset, table, _ref(entries[s], table)) for s in small]
         path = table_dir(dataset, table) / name
         _write_parquet_atomic(path, parts)
         with pq.ParquetFile(path) as f:  # the merged file must hold what it replaces
             if f.metadata.num_row_groups != len(small):
                 raise LabelerError(f"{path}: compaction wrote {f.metadata.num_row_groups} row groups")
-        new_refs[table] = refs
+        digest = sha256_file(path)  # once per merged file, not per shard
+        new_refs[table] = {
+            s: _ref(entries[s], table).model_copy(
+                update={"file": name, "row_group": i, "file_sha256": digest}
+            )
+            for i, s in enumerate(small)
+        }
     return [
         entries[s].model_copy(update={"samples": new_refs["samples"][s], "objects": new_refs["objects"][s]})
         for s in small
     ]
+
+
+def _ref(entry: ShardEntry, table: Table) -> TableRef:
+    return entry.samples if table == "samples" else entry.objects
+
+
+def changed_table_files(dataset: str | Path, entries: Iterable[ShardEntry]) -> dict[Path, list[int]]:
+    """The table files whose bytes differ from the `file_sha256` their references recorded (a missing
+    file included), each with the shards that name it. Every file is hashed once, whatever the number of
+    shards it holds; references written before `file_sha256` are not checked."""
+    from labeler.io import sha256_file
+
+    want: dict[Path, set[str]] = {}
+    shards: dict[Path, list[int]] = {}
+    for e in entries:
+        for table in TABLES:
+            ref = _ref(e, table)
+            if ref.file_sha256 is not None:
+                path = table_dir(dataset, table) / ref.file
+                want.setdefault(path, set()).add(ref.file_sha256)
+                shards.setdefault(path, []).append(e.shard)
+    changed = {}
+    for path, digests in sorted(want.items()):
+        try:
+            found = sha256_file(path)
+        except OSError:
+            found = ""
+        if digests != {found}:
+            changed[path] = sorted(set(shards[path]))
+    return changed
 
 
 def table_files(entries: Iterable[ShardEntry]) -> dict[Table, set[str]]:
@@ -357,13 +403,15 @@ def remove_unreferenced_tables(
     return removed
 
 
-def write_table_file(dataset: str | Path, table: Table, name: str, parts: Sequence[pa.Table]) -> Path:
+def write_table_file(dataset: str | Path, table: Table, name: str, parts: Sequence[pa.Table]) -> str:
     """A table file under tables/<table>/ with one row group per part, atomically: finished shards' rows
-    rewritten (`labeler doubt`); the caller appends the entries that name it, then removes what no entry
-    names, as compaction does."""
+    rewritten (`labeler doubt`, `--track`); the caller appends the entries that name it, then removes what
+    no entry names, as compaction does. Returns the file's sha256 (the references' `file_sha256`)."""
+    from labeler.io import sha256_file
+
     path = table_dir(dataset, table) / name
     _write_parquet_atomic(path, parts)
-    return path
+    return sha256_file(path)
 
 
 # ------------------------------------------------------------------------------------ the tracks table
@@ -379,10 +427,13 @@ def tracks_table(rows: Sequence[TrackRow]) -> pa.Table:
 def write_tracks_table(dataset: str | Path, rows: Sequence[TrackRow]) -> TableRef:
     """`tables/tracks/t-<hash>.parquet` (one row group, atomically; named by its rows, so a re-run that
     finds the same tracks writes the same file). The manifest names it; `remove_stale_tracks` drops others."""
+    from labeler.io import sha256_file
+
     sha = rows_sha256(rows)
     name = f"t-{sha[:16]}.parquet"
-    _write_parquet_atomic(Path(dataset) / TABLES_DIR / TRACKS_TABLE / name, [tracks_table(rows)])
-    return TableRef(file=name, row_group=0, n_rows=len(rows), sha256=sha)
+    path = Path(dataset) / TABLES_DIR / TRACKS_TABLE / name
+    _write_parquet_atomic(path, [tracks_table(rows)])
+    return TableRef(file=name, row_group=0, n_rows=len(rows), sha256=sha, file_sha256=sha256_file(path))
 
 
 def tracks_path(dataset: str | Path, ref: TableRef) -> Path:

@@ -308,11 +308,24 @@ def dataset_problems(dataset: str | Path) -> tuple[list[str], Manifest | None, l
     for e in entries:
         if e.shard not in plan:
             problems.append(f"shard {e.shard}: finished but not in the row plan")
+    problems += table_file_problems(dataset, entries)
     problems += _id_problems(dataset, entries, plan)
     problems += track_problems(dataset, manifest, entries)
     read_reviews(dataset, problems=problems)  # damaged decision lines
     problems += _embedding_problems(dataset, manifest, entries)
     return problems, manifest, entries
+
+
+def table_file_problems(dataset: Path, entries: list[ShardEntry]) -> list[str]:
+    """Table files whose bytes changed since written (every file hashed once: a compacted file holds many
+    shards), one line per file; repair rewrites the shards that name it."""
+    from labeler.dataset.tables import changed_table_files
+
+    return [
+        f"{path}: file bytes changed since written (sha256 differs from the shard index; the rows may still "
+        f"decode the same); shards {names[:10]} name it"
+        for path, names in changed_table_files(dataset, entries).items()
+    ]
 
 
 def _embedding_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry]) -> list[str]:
@@ -334,6 +347,7 @@ def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry])
     from collections import Counter
 
     from labeler.dataset.tables import read_tracks, rows_sha256, table_dataset, tracks_path
+    from labeler.io import sha256_file
 
     try:
         ids = table_dataset(dataset, "objects", entries).to_table(columns=["track_id"]).column("track_id")
@@ -354,6 +368,8 @@ def track_problems(dataset: Path, manifest: Manifest, entries: list[ShardEntry])
         return [f"{path}: cannot read the tracks table ({_one_line(err)}); run the tracked run again"]
     if rows_sha256(tracks) != ref.sha256:
         return [f"{path}: tracks table rows changed since written (sha256 differs from the manifest)"]
+    if ref.file_sha256 is not None and sha256_file(path) != ref.file_sha256:
+        return [f"{path}: tracks table file bytes changed since written (sha256 differs from the manifest)"]
     problems = []
     by_id = {t.track_id: t for t in tracks}
     for tid in sorted(set(seen) - set(by_id))[:10]:

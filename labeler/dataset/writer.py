@@ -21,7 +21,6 @@ import bisect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,7 +29,6 @@ from data_schema.captures import RectifiedPair, RectifiedSet
 from data_schema.manifest import (
     Manifest,
     ObjectRow,
-    RunSettings,
     SampleRecord,
     ShardEntry,
     ShardPlan,
@@ -41,8 +39,6 @@ from data_schema.manifest import (
 )
 from labeler.dataset import journal
 from labeler.dataset.index import (
-    ROW_PLAN_NAME,
-    SHARD_INDEX_NAME,
     append_row_plan,
     append_shard_entries,
     dataset_version,
@@ -60,11 +56,10 @@ from labeler.dataset.manifest import (
     manifest_schema_version,
     write_manifest,
 )
+from labeler.dataset.restore import RepairSteps
 from labeler.dataset.seal import seal_root_files, write_settings
 from labeler.dataset.shards import (
-    open_arrays,
     prepare_store,
-    read_rows,
     remove_shard_files,
     store_layout,
 )
@@ -84,31 +79,7 @@ from labeler.errors import InputError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-LIBRARIES = (
-    "labeler",
-    "numpy",
-    "opencv-contrib-python-headless",
-    "zarr",
-    "pyarrow",
-    "dask",
-    "distributed",
-    "torch",
-    "scikit-image",
-    "sam2",
-    "timm",
-)
 log = logging.getLogger(__name__)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the labels, as recorded in the manifest."""
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 @dataclass(frozen=True)
@@ -120,7 +91,7 @@ class StoredSample:
     right_sha256: str | None
 
 
-class DatasetWriter:
+class DatasetWriter(RepairSteps):
     """The owner of one dataset's writes for the length of a run (labelling or repair)."""
 
     def __init__(self, out: str | Path, *, repairing: bool = False) -> None:
@@ -226,90 +197,6 @@ class DatasetWriter:
             by_row.setdefault(o.row, []).append(o)
         return by_row
 
-    # ---------------------------------------------------------------------------------------- repair
-    def restore_records(
-        self,
-    ) -> tuple[RunSettings, dict[int, ShardEntry], dict[int, ShardPlan], Manifest, list[str]]:
-        """Repair's first step: the trusted settings, the shard index and row plan (each rebuilt when
-        damaged), the manifest to seal (always from the settings), and what was rebuilt."""
-        from labeler.dataset.manifest import seal_problems
-        from labeler.dataset.rebuild import rebuild_row_plan, rebuild_shard_index, trusted_settings
-
-        settings = trusted_settings(self.out)
-        try:
-            old: Manifest | None = load_manifest(self.out)
-        except InputError:
-            old = None
-        seal = seal_problems(self.out, old, cut_tail=True) if old is not None else ["no readable manifest"]
-        rebuilt = []
-        problems: list[str] = []
-        index = read_shard_index(self.out, problems=problems)
-        if problems or old is None or any(f"/{SHARD_INDEX_NAME}:" in p for p in seal):
-            index = rebuild_shard_index(self.out, settings)
-            rebuilt.append(SHARD_INDEX_NAME)
-        problems = []
-        plan = read_row_plan(self.out, problems=problems)
-        if problems or any(f"/{ROW_PLAN_NAME}:" in p for p in seal) or set(index) - set(plan):
-            plan = rebuild_row_plan(self.out, index)
-            rebuilt.append(ROW_PLAN_NAME)
-        if seal or old is None or old.run_key != settings.run_key:
-            rebuilt.append("manifest.json")
-        n_rows = max((p.row_start + len(p.sample_ids) for p in plan.values()), default=0)
-        w, h = settings.calibration.image_size
-        base = Manifest(
-            dataset_version=settings.run_key,
-            labeler_version=metadata.version("labeler"),
-            calibration=settings.calibration,
-            calibration_sha256=settings.calibration_sha256,
-            depth=settings.depth,
-            stereo=settings.stereo,
-            masks=settings.masks,
-            classes=settings.classes,
-            run_key=settings.run_key,
-            objects=settings.objects,
-            library_versions=library_versions(),
-            layout=self.layout(n_rows, h, w, settings.samples_per_shard),
-        )
-        return settings, index, plan, base, rebuilt
-
-    def shard_problems(self, entry: ShardEntry, manifest: Manifest) -> list[str]:
-        from labeler.dataset.validate import shard_problems
-
-        return shard_problems(self.out, entry, manifest)
-
-    def shard_contents(
-        self, entry: ShardEntry
-    ) -> tuple[list[SampleRecord], dict[int, list[ObjectRow]], bool]:
-        """A shard's records, objects by row, and whether both match the hashes its entry holds (a table
-        that cannot be read gives nothing)."""
-        from labeler.dataset.tables import rows_sha256
-
-        try:
-            samples, objects = shard_samples(self.out, entry), shard_objects(self.out, entry)
-        except Exception:  # noqa: BLE001 — a lost or unreadable table: nothing is known of its rows
-            return [], {}, False
-        by_row: dict[int, list[ObjectRow]] = {}
-        for o in objects:
-            by_row.setdefault(o.row, []).append(o)
-        ok = rows_sha256(samples) == entry.samples.sha256 and rows_sha256(objects) == entry.objects.sha256
-        return samples, by_row, ok
-
-    def sample_problems(self, rec: SampleRecord, objects: list[ObjectRow], manifest: Manifest) -> list[str]:
-        """validate's checks of one stored sample (arrays against the record's digests and statistics)."""
-        from labeler.dataset.validate import sample_problems
-
-        try:
-            raw = read_rows(open_arrays(self.out), rec.row)
-        except Exception as err:  # noqa: BLE001 — unreadable arrays are damage
-            return [f"sample {rec.sample_id}: arrays unreadable ({type(err).__name__})"]
-        return sample_problems(raw, rec, objects, manifest)
-
-    def find_sources(self, sample_id: str, rec: SampleRecord | None, sources: Path | None) -> dict | None:
-        """A sample's rectified images for relabelling (see labeler/dataset/sources.py)."""
-        from labeler.dataset.sources import find_sources
-
-        return find_sources(self.out, sample_id, rec, sources)
-
     # --------------------------------------------------------------------------------------- the run
     def begin(
         self,
@@ -405,11 +292,11 @@ class DatasetWriter:
         hashes = [rows_sha256(objects[s]) for s in shards]
         tag = hashlib.sha256("".join(hashes).encode()).hexdigest()[:12]
         name = f"k-{shards[0]:06d}-{shards[-1]:06d}-{len(shards)}-{tag}.parquet"
-        write_table_file(self.out, "objects", name, [objects_table(objects[s]) for s in shards])
+        digest = write_table_file(self.out, "objects", name, [objects_table(objects[s]) for s in shards])
         new = []
         for i, (s, h) in enumerate(zip(shards, hashes, strict=True)):
             e = self._entries[s]
-            ref = TableRef(file=name, row_group=i, n_rows=len(objects[s]), sha256=h)
+            ref = TableRef(file=name, row_group=i, n_rows=len(objects[s]), sha256=h, file_sha256=digest)
             samples = shard_samples(self.out, e)
             new.append(
                 e.model_copy(update={"objects": ref, "content_sha256": content_sha256(samples, objects[s])})

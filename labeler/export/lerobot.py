@@ -102,14 +102,21 @@ def export_lerobot(
     depth_format: DepthFormat = "png16",
     fps: int = 10,
     scope: ExportScope | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the LeRobot v3.0 folder (built beside it, then moved into place); returns out_dir."""
+    """Write the LeRobot v3.0 folder (built beside it, then moved into place); returns out_dir. An
+    `out_dir` that exists is replaced only when it is an earlier LeRobot export of this project and
+    `overwrite` (labeler/export/out_guard.py)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from labeler.export.out_guard import check_export_out, lerobot_ours
     from labeler.export.webdataset import sample_files
-    from labeler.io import encode_png
+    from labeler.io import encode_png, out_folder
 
+    check_export_out(
+        Path(out_dir), dataset=Path(dataset_path), kind="LeRobot", ours=lerobot_ours, overwrite=overwrite
+    )
     scope = scope or ExportScope()
     src = open_export(dataset_path, scope, what="LeRobot export")
     width, height = src.ds.manifest.calibration.image_size
@@ -193,7 +200,7 @@ def export_lerobot(
         "model_licences": src.licence_json(),
     }
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out_folder(out.parent)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         root = Path(tmp) / "out"
         for rel, table in (
@@ -209,11 +216,7 @@ def export_lerobot(
             ("meta/labeler.json", labeler_meta),
         ):
             (root / rel).write_text(json.dumps(obj, indent=1))
-        if out.exists():
-            if not (out / "meta" / "labeler.json").is_file():
-                from labeler.errors import InputError
-
-                raise InputError(out, "exists and is no LeRobot export of labeler", "choose a new --out")
+        if out.exists():  # checked above: empty, or an earlier LeRobot export with --overwrite
             shutil.rmtree(out)
         root.rename(out)
     return out

@@ -59,3 +59,16 @@ def rrd_ours(path: Path) -> bool:
 def hf_ours(path: Path) -> bool:
     """A saved `datasets` folder (`datasets.load_from_disk`)."""
     return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def webdataset_ours(path: Path) -> bool:
+    """A WebDataset export folder: its info.json says `"format": "webdataset"`."""
+    try:
+        return json.loads((path / "info.json").read_text()).get("format") == "webdataset"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def lerobot_ours(path: Path) -> bool:
+    """A LeRobot export of this project: meta/info.json beside the meta/labeler.json it writes."""
+    return (path / "meta" / "labeler.json").is_file() and (path / "meta" / "info.json").is_file()

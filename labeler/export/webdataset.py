@@ -87,16 +87,22 @@ def export_webdataset(
     *,
     samples_per_tar: int = 256,
     scope: ExportScope | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the tar shards and `info.json`; returns out_dir."""
-    from labeler.io import atomic_path, write_text_atomic
+    """Write the tar shards and `info.json`; returns out_dir. `out_dir` that exists is written over only
+    when it is an earlier WebDataset export and `overwrite` (labeler/export/out_guard.py)."""
+    from labeler.export.out_guard import check_export_out, webdataset_ours
+    from labeler.io import atomic_path, out_folder, write_text_atomic
 
     if samples_per_tar < 1:
         raise ValueError(f"samples_per_tar must be at least 1, got {samples_per_tar}")
+    out = Path(out_dir)
+    check_export_out(
+        out, dataset=Path(dataset_path), kind="WebDataset", ours=webdataset_ours, overwrite=overwrite
+    )
     scope = scope or ExportScope()
     src = open_export(dataset_path, scope, what="WebDataset export")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out_folder(out)
     shards: list[dict[str, Any]] = []
     batch: list[ExportSample] = []
 

@@ -172,9 +172,10 @@ class _Writer:
             hashes = [rows_sha256(pick(p)) for p in self.pending]
             tag = hashlib.sha256("".join(hashes).encode()).hexdigest()[:12]
             name = f"d-{shards_[0]:06d}-{shards_[-1]:06d}-{len(shards_)}-{tag}.parquet"
-            write_table_file(self.dataset, table, name, [build(pick(p)) for p in self.pending])  # type: ignore[arg-type]
+            parts = [build(pick(p)) for p in self.pending]
+            digest = write_table_file(self.dataset, table, name, parts)  # type: ignore[arg-type]
             refs[table] = [
-                TableRef(file=name, row_group=i, n_rows=len(pick(p)), sha256=h)
+                TableRef(file=name, row_group=i, n_rows=len(pick(p)), sha256=h, file_sha256=digest)
                 for i, (p, h) in enumerate(zip(self.pending, hashes, strict=True))
             ]
         entries = [

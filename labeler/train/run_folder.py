@@ -80,20 +80,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, fmt: str, what: str) -> dict[str, Any]:
-    """A checkpoint this project wrote (format `fmt`); one LabelerError line when it is damaged or other."""
+    """A checkpoint this project wrote (format `fmt`); one LabelerError line when it is damaged or other.
+
+    Loaded with `weights_only=True`: the checkpoints hold tensors and plain values only (the engine's
+    payload: state dicts, numbers, strings, lists and dicts), so a file that holds any other pickled object
+    (which could run code as it is unpickled) is refused, never executed."""
     import pickle
 
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as err:
-        first = (str(err).splitlines() or [""])[0][:120]
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise LabelerError(
+                f"{path}: holds pickled objects other than tensors and plain values (refused: unpickling "
+                "them could run code; a checkpoint of an older labeler may hold them); train again"
+            ) from None
         raise LabelerError(
-            f"{path}: damaged or not a torch checkpoint ({type(err).__name__}: {first}); "
-            "train again or pass another run"
+            f"{path}: damaged or not a torch checkpoint ({_first_line(err)}); train again or pass another run"
+        ) from None
+    except (EOFError, RuntimeError, ValueError, AttributeError, ImportError) as err:
+        raise LabelerError(
+            f"{path}: damaged or not a torch checkpoint ({_first_line(err)}); train again or pass another run"
         ) from None
     if not isinstance(ck, dict) or ck.get("format") != fmt:
         raise LabelerError(f"{path}: not a labeler {what} checkpoint ({fmt})")
     return ck
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
 
 
 def initial_figures(run_dir: Path, figures: type[R]) -> R:

@@ -137,7 +137,9 @@ class DinoTask:
         model.teacher["backbone"].load_state_dict(parent, strict=True)
         if self.phase == "adapt":
             if self.warm_checkpoint is not None:  # the warmed-up heads (and the step count)
-                ck = torch.load(self.warm_checkpoint, map_location="cpu", weights_only=False)
+                from labeler.train.run_folder import load_checkpoint
+
+                ck = load_checkpoint(self.warm_checkpoint, CHECKPOINT_FORMAT, "DINO warm-up")
                 model.load_state_dict(ck["model"], strict=True)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.cfg.seed + 1)  # LoRA's A init: seeded too, not the process's RNG state
