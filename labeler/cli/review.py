@@ -298,7 +298,8 @@ def diff(
     pictures: Annotated[int, typer.Option(help="largest changes drawn side by side")] = 20,
 ) -> None:
     """What changed between two datasets: samples added / removed / changed, depth and mask changes,
-    doubt signal shifts (and held-out metrics of runs on each)."""
+    doubt signal shifts (and held-out metrics of runs on each; for two --track datasets, tracks matched,
+    only in A or B, ID switches and depth differences)."""
     from labeler.review.diff import diff_datasets
     from labeler.review.diff_report import summary_line
 

@@ -224,7 +224,8 @@ def _sample_change(
     xa = a.ds.read_row(ra["row"], ("left", "depth_m", "instance_ids"))
     xb = b.ds.read_row(rb["row"], ("left", "depth_m", "instance_ids"))
     fields: dict[str, Any] = {"objects_matched": 0, "objects_appeared": 0, "objects_vanished": 0}
-    joint, matches = None, []
+    joint: np.ndarray | None = None
+    matches: list[tuple[int, int, float]] = []
     if xa["depth_m"].shape == xb["depth_m"].shape:
         med, p90, _ = depth_change(xa["depth_m"], xb["depth_m"])
         joint = joint_histogram(xa["instance_ids"], xb["instance_ids"])

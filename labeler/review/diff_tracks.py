@@ -100,9 +100,9 @@ class TrackTally:
         else:
             pairs = {ia: ib for ia, ib, _ in matches or []}
             for ia, ib in zip(*np.nonzero(joint[1:, 1:]), strict=True):
-                ta, tb = a.get(int(ia) + 1), b.get(int(ib) + 1)
-                if ta is not None and tb is not None and ta.track_id is not None and tb.track_id is not None:
-                    self.inter[(ta.track_id, tb.track_id)] += int(joint[ia + 1, ib + 1])
+                oa, ob = a.get(int(ia) + 1), b.get(int(ib) + 1)
+                if oa is not None and ob is not None and oa.track_id is not None and ob.track_id is not None:
+                    self.inter[(oa.track_id, ob.track_id)] += int(joint[ia + 1, ib + 1])
         for oid, o in a.items():
             if o.track_id is None:
                 continue
