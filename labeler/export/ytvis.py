@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_schema.manifest import ObjectRow, SampleRecord
+from data_schema.manifest import Manifest, ObjectRow, SampleRecord, TrackRow
 from labeler.export.coco import (
     ExportScope,
     ExportSource,
@@ -91,40 +91,7 @@ def export_ytvis(
         )
     tracks = {t.track_id: t for t in read_tracks(ds.path, ds.manifest.tracks)}
     frames = _labelled_frames(src, images, out_path.parent)
-    width, height = ds.manifest.calibration.image_size
-    videos: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    category_of = {c["name"]: c["id"] for c in categories(ds.manifest)}
-    for video_id, (sequence, listed) in enumerate(sorted(_videos(src, frames).items()), 1):
-        videos.append(
-            {
-                "id": video_id,
-                "name": sequence,
-                "width": width,
-                "height": height,
-                "length": len(listed),
-                "file_names": [frames[f].file_name for _, f in listed],
-                "sample_ids": [r.sample_id for r, _ in listed],
-                "frame_indices": [r.frame_index for r, _ in listed],
-                "timestamps_s": [r.timestamp_s for r, _ in listed],
-            }
-        )
-        seen = sorted({tid for _, f in listed for tid in frames[f].labels})
-        for tid in seen:
-            per_frame = [frames[f].labels.get(tid) for _, f in listed]
-            name = tracks[tid].class_name if ds.manifest.classes is not None else "object"
-            annotations.append(
-                {
-                    "id": tid,
-                    "track_id": tid,
-                    "video_id": video_id,
-                    "category_id": category_of[name or ""],
-                    "iscrowd": 0,
-                    "width": width,
-                    "height": height,
-                    **{k: [x[v] if x else None for x in per_frame] for k, v in _PER_FRAME.items()},
-                }
-            )
+    videos, annotations = _entries(frames, _videos(src, frames), tracks, ds.manifest)
     doc = {
         "info": {
             **dataset_info(ds.manifest, f"{YTVIS_DESCRIPTION} (YouTube-VIS layout): tracks over sequences"),
@@ -138,6 +105,49 @@ def export_ytvis(
     }
     write_text_atomic(out_path, json.dumps(doc, separators=(",", ":")))
     return out_path
+
+
+def _entries(
+    frames: dict[str, _Frame],
+    listed_by_sequence: dict[str, list[tuple[SampleRecord, str]]],
+    tracks: dict[int, TrackRow],
+    manifest: Manifest,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The `videos` (one per sequence, in name order) and their tracks' `annotations`."""
+    width, height = manifest.calibration.image_size
+    videos: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    category_of = {c["name"]: c["id"] for c in categories(manifest)}
+    for video_id, (sequence, listed) in enumerate(sorted(listed_by_sequence.items()), 1):
+        videos.append(
+            {
+                "id": video_id,
+                "name": sequence,
+                "width": width,
+                "height": height,
+                "length": len(listed),
+                "file_names": [frames[f].file_name for _, f in listed],
+                "sample_ids": [r.sample_id for r, _ in listed],
+                "frame_indices": [r.frame_index for r, _ in listed],
+                "timestamps_s": [r.timestamp_s for r, _ in listed],
+            }
+        )
+        for tid in sorted({tid for _, f in listed for tid in frames[f].labels}):
+            per_frame = [frames[f].labels.get(tid) for _, f in listed]
+            name = tracks[tid].class_name if manifest.classes is not None else "object"
+            annotations.append(
+                {
+                    "id": tid,
+                    "track_id": tid,
+                    "video_id": video_id,
+                    "category_id": category_of[name or ""],
+                    "iscrowd": 0,
+                    "width": width,
+                    "height": height,
+                    **{k: [x[v] if x else None for x in per_frame] for k, v in _PER_FRAME.items()},
+                }
+            )
+    return videos, annotations
 
 
 def _labelled_frames(src: ExportSource, images: str | Path | None, json_dir: Path) -> dict[str, _Frame]:
