@@ -68,7 +68,15 @@ from data_schema.demo import (
     SceneTruth,
     SequenceTruth,
 )
-from data_schema.diff import DIFF_SCHEMA_VERSION, DatasetDiff, MetricShift, SampleChange, SignalShift
+from data_schema.diff import (
+    DIFF_SCHEMA_VERSION,
+    DatasetDiff,
+    MetricShift,
+    SampleChange,
+    SignalShift,
+    TrackDiff,
+    TrackMatch,
+)
 from data_schema.dino_adapt import (
     DINO_ADAPT_SCHEMA_VERSION,
     AdaptBackboneConfig,
@@ -261,6 +269,8 @@ __all__ = [
     "StereoTrainFigures",
     "StoreLayout",
     "TableRef",
+    "TrackDiff",
+    "TrackMatch",
     "TrackRow",
     "TrackingConfig",
     "TrainFigures",

@@ -57,6 +57,45 @@ class MetricShift(Record):
     change: float | None
 
 
+class TrackMatch(Record):
+    """A track of A and the track of B it was matched to, over the samples both datasets have."""
+
+    track_a: int = Field(ge=1)
+    track_b: int = Field(ge=1)
+    sequence: str | None = Field(None, description="the sequence of track_a (the tracks table)")
+    iou: float = Field(
+        ge=0,
+        le=1,
+        description="mask IoU of the two tracks: the sum of their per-frame intersections over "
+        "the sum of their per-frame unions",
+    )
+    frames_a: int = Field(ge=0, description="frames track_a is in")
+    frames_b: int = Field(ge=0, description="frames track_b is in")
+    frames_both: int = Field(ge=0, description="frames where the two tracks' objects match (IoU >= 0.5)")
+    id_switches: int = Field(
+        ge=0, description="times the B track that track_a's object matches changes from frame to frame"
+    )
+    depth_m_diff_median: float | None = Field(
+        None, description="median over frames_both of the objects' median depth, B - A, m"
+    )
+    depth_m_diff_max_abs: float | None = Field(None, description="the largest |B - A| of those, m")
+
+
+class TrackDiff(Record):
+    """Tracks of two `--track` datasets matched by mask IoU over the samples both have."""
+
+    tracks_a: int = Field(ge=0)
+    tracks_b: int = Field(ge=0)
+    matched: list[TrackMatch] = Field(description="one to one, largest IoU first, IoU >= 0.5")
+    only_a: list[int] = Field(description="A's tracks matched to none of B (ids)")
+    only_b: list[int] = Field(description="B's tracks matched to none of A (ids)")
+    id_switches: int = Field(
+        ge=0,
+        description="over every track of A (A the reference): times the B track its object matches "
+        "changes from frame to frame",
+    )
+
+
 class DatasetDiff(Record):
     """The whole report; `changed` is sorted by `magnitude`, largest first."""
 
@@ -82,3 +121,4 @@ class DatasetDiff(Record):
         description="how the two were made differently, one line each (calibration, depth settings, stereo, "
         "masks, object policy); empty: the same way",
     )
+    tracks: TrackDiff | None = Field(None, description="both datasets labelled with --track; else None")

@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic stereo rig with known truth, its board captures, and demo scenes; writers of
-synthetic rectified pairs (rendered by `labeler.testing.scenes`) and of their identity calibration."""
+synthetic rectified pairs (rendered by `labeler.testing.scenes`) and of their identity calibration; the demo
+sequence labelled with --track."""
 
 from __future__ import annotations
 
@@ -88,6 +89,38 @@ def demo_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo")
     write_demo(folder, n_boards=0, n_scenes=2, seed=0)
     return folder
+
+
+# The moving demo sequence labelled with --track (tests/pipelines/test_tracks.py, the exports, diff): small
+# frames, a still stretch of STILL frames (8..11 repeat frame 7), 6 samples a shard.
+TRACK_W, TRACK_H, TRACK_FRAMES, TRACK_STILL = 320, 240, 16, 4
+
+
+def run_tracked(root: Path, out: str = "ds", **kw):
+    """`labeler run ROOT/demo/sequence --track` into ROOT/OUT (keyword arguments: PseudoLabelConfig's)."""
+    from data_schema.commands import PseudoLabelConfig
+    from pipelines.pseudo_label import run_pseudo_label
+
+    cfg = dict(rectify=True, stride=1, track=True, scheduler="sync", progress=False, samples_per_shard=6)
+    cfg.update(kw)
+    return run_pseudo_label(
+        PseudoLabelConfig(inputs=root / "demo" / "sequence", calib=root / "calib.yaml", out=root / out, **cfg)
+    )
+
+
+@pytest.fixture(scope="session")
+def tracked_sequence(tmp_path_factory):
+    """(root, the sequence's truth, the run's result): ROOT/demo (the rendered sequence), ROOT/calib.yaml and
+    ROOT/ds, the tracked dataset. Read it, or copy it before changing it."""
+    from labeler.synthetic import SyntheticRig
+    from labeler.synthetic.sequence import write_demo_sequence
+
+    root = tmp_path_factory.mktemp("tracked")
+    f = 0.78 * TRACK_W
+    rig = SyntheticRig.rectified(TRACK_W, TRACK_H, focal_px=f)
+    truth = write_demo_sequence(root / "demo", rig, n_frames=TRACK_FRAMES, still_frames=TRACK_STILL)
+    identity_calibration_yaml(root / "calib.yaml", TRACK_W, TRACK_H, fx=f)
+    return root, truth, run_tracked(root)
 
 
 def identity_calibration_yaml(

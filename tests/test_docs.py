@@ -99,7 +99,8 @@ def _commands(text: str) -> list[tuple[str, list[str]]]:
     for block in _code_blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
             m = re.match(
-                r"\s*labeler ((?:[a-z][a-z0-9-]*)(?: (?:coco|hf|rerun|ros|webdataset|lerobot))?)\b(.*)", line
+                r"\s*labeler ((?:[a-z][a-z0-9-]*)(?: (?:coco|ytvis|hf|rerun|ros|webdataset|lerobot))?)\b(.*)",
+                line,
             )
             if m:
                 out.append(

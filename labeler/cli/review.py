@@ -1,6 +1,7 @@
 """The review loop's commands: `labeler doubt`, `labeler review`, `labeler diff`, `labeler export rerun`,
-`labeler export hf`, `labeler export webdataset`, `labeler export lerobot`. Registered on the app of
-labeler/cli/_app.py; like the rest of the command line, nothing heavy is imported until a command runs."""
+`labeler export ytvis`, `labeler export hf`, `labeler export webdataset`, `labeler export lerobot`.
+Registered on the app of labeler/cli/_app.py; like the rest of the command line, nothing heavy is imported
+until a command runs."""
 
 from __future__ import annotations
 
@@ -116,6 +117,31 @@ def export_rerun_cmd(
     scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
     path = run(lambda: dataset, lambda d: export_rerun(d, out, scope=scope, overwrite=overwrite))
     typer.echo(f"Rerun recording: {path} (open with: rerun {path})")
+
+
+@export_app.command("ytvis")
+def export_ytvis_cmd(
+    dataset: Annotated[Path, typer.Argument(help="dataset folder labelled with --track")],
+    out: Annotated[Path, typer.Option(help="YouTube-VIS JSON to write")],
+    images: Annotated[
+        Path | None,
+        typer.Option(help="also write the frames' left images here as PNG (file_names point at them)"),
+    ] = None,
+    include_rejected: IncludeRejected = False,
+    selection: SelectionOpt = None,
+    strict_licence: StrictLicenceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write a tracked dataset as a YouTube-VIS video-instance JSON: a video per sequence, an annotation per
+    track with per-frame RLE masks, boxes, areas and depths (null where the track is absent)."""
+    from labeler.export.coco import ExportScope
+    from labeler.export.ytvis import export_ytvis
+
+    scope = ExportScope(include_rejected=include_rejected, selection=selection, strict_licence=strict_licence)
+    path = run(
+        lambda: dataset, lambda d: export_ytvis(d, out, images=images, scope=scope, overwrite=overwrite)
+    )
+    typer.echo(f"YouTube-VIS video instances: {path}")
 
 
 @export_app.command("hf")
@@ -283,7 +309,8 @@ def diff(
     pictures: Annotated[int, typer.Option(help="largest changes drawn side by side")] = 20,
 ) -> None:
     """What changed between two datasets: samples added / removed / changed, depth and mask changes,
-    doubt signal shifts (and held-out metrics of runs on each)."""
+    doubt signal shifts (and held-out metrics of runs on each; for two --track datasets, tracks matched,
+    only in A or B, ID switches and depth differences)."""
     from labeler.review.diff import diff_datasets
     from labeler.review.diff_report import summary_line
 

@@ -10,14 +10,16 @@ the decision in force (`review`: accept | reject | flag, or null).
 
 - `images`: one per ok sample, `id` = dataset row + 1, `width` / `height`, `file_name` = the rectified
   left image the labels were made on (as recorded in the manifest, or the PNG written under `images`),
-  plus `sample_id`;
+  plus `sample_id` and, for a frame of a video or timestamped folder, its `sequence`, `frame_index` and
+  `timestamp_s` (null for a still pair);
 - `categories`: one per class of a class-naming backend (sam3 `--classes`), ids 1.. in that order, each
   annotation in its object's class; class-agnostic datasets keep one category, id 1, "object";
 - `annotations`: one per object, `segmentation` a COCO RLE with a compressed `counts` string (the pixels
   of `instance_ids == instance_id`, so masks never overlap), `bbox` [x, y, w, h] and `area` in px,
   `iscrowd` 0, `score`, and the depth attributes `depth_m_median`, `depth_m_p10`, `depth_m_p90`
   (metres, null without valid depth) and `valid_fraction`, plus `stability` (SAM backends, else null)
-  and `instance_id`;
+  and `instance_id`, and `track_id` (`--track`: the object's track over its sequence, the tracks table;
+  null when untracked);
 - `info`: the dataset version, labeler version, the stereo / mask backend settings and `model_licences`
   (the licence of every model in the labels' history, data_schema/licences.py).
 
@@ -46,6 +48,7 @@ from labeler.dataset.reader import Dataset
 from labeler.io import safe_name
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+COCO_DESCRIPTION = "labeler pseudo-labels: class-agnostic instance masks with metric depth per object"
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ def export_coco(
         rec, arrays = s.record, s.arrays
         file_name = rec.source.left_path if rec.source is not None else f"{rec.sample_id}.png"
         if images is not None:
-            file_name = _write_image(arrays["left"], rec, Path(images), out_path.parent)
+            file_name = write_left_png(arrays["left"], rec, Path(images), out_path.parent)
         image_id = rec.row + 1
         coco_images.append(
             {
@@ -204,6 +207,9 @@ def export_coco(
                 "width": width,
                 "height": height,
                 "sample_id": rec.sample_id,
+                "sequence": rec.sequence,
+                "frame_index": rec.frame_index,
+                "timestamp_s": rec.timestamp_s,
                 "review": s.review,
                 "doubt": s.doubt,
             }
@@ -217,7 +223,7 @@ def export_coco(
                 {**ann, "review": s.object_reviews.get(obj.id), "doubt": s.object_doubt[obj.id]}
             )
     coco = {
-        "info": {**_info(ds.manifest), "model_licences": src.licence_json()},
+        "info": {**dataset_info(ds.manifest), "model_licences": src.licence_json()},
         "licenses": [],
         "images": coco_images,
         "categories": categories(ds.manifest),
@@ -253,12 +259,14 @@ def _annotation(ann_id: int, image_id: int, obj: ObjectRow, instance_ids: np.nda
         "depth_m_p90": obj.depth_m_p90,
         "valid_fraction": obj.valid_fraction,
         "instance_id": obj.id,
+        "track_id": obj.track_id,
     }
 
 
-def _info(manifest: Manifest) -> dict[str, Any]:
+def dataset_info(manifest: Manifest, description: str = COCO_DESCRIPTION) -> dict[str, Any]:
+    """The `info` of a labeler JSON export (out_guard.py recognises an earlier one by its description)."""
     return {
-        "description": "labeler pseudo-labels: class-agnostic instance masks with metric depth per object",
+        "description": description,
         "version": manifest.dataset_version,
         "labeler_version": manifest.labeler_version,
         "stereo": manifest.stereo.model_dump(mode="json"),
@@ -266,7 +274,8 @@ def _info(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def _write_image(left: np.ndarray, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
+def write_left_png(left: np.ndarray, rec: SampleRecord, folder: Path, json_dir: Path) -> str:
+    """FOLDER/<sample_id>.png; returns its path relative to `json_dir` (a JSON export's `file_name`)."""
     from labeler.io import write_png
 
     path = folder / f"{safe_name(rec.sample_id)}.png"

@@ -31,20 +31,36 @@ def check_export_out(
         raise InputError(out, f"exists (an earlier {kind} export)", "pass --overwrite to replace it")
 
 
-def coco_json_ours(path: Path) -> bool:
-    """A COCO JSON this project wrote: its `info.description` starts with "labeler"."""
+YTVIS_DESCRIPTION = "labeler video instances"  # how `info.description` of an `export ytvis` file starts
+
+
+def _json_description(path: Path) -> str | None:
+    """`info.description` of a JSON file (None: not a file, not JSON, or no `info` near its start)."""
     if not path.is_file():
-        return False
+        return None
     try:
         with path.open("rb") as f:
             head = f.read(4096)
         text = head.decode("utf-8", errors="replace")
         if '"info"' not in text:
-            return False
+            return None
         info = json.loads(path.read_text()).get("info", {})
     except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(info, dict) and str(info.get("description", "")).startswith("labeler")
+        return None
+    return str(info.get("description", "")) if isinstance(info, dict) else None
+
+
+def coco_json_ours(path: Path) -> bool:
+    """A COCO JSON this project wrote: its `info.description` starts with "labeler" (and is no video
+    instances file)."""
+    text = _json_description(path)
+    return text is not None and text.startswith("labeler") and not text.startswith(YTVIS_DESCRIPTION)
+
+
+def ytvis_json_ours(path: Path) -> bool:
+    """A YouTube-VIS JSON this project wrote (`labeler export ytvis`)."""
+    text = _json_description(path)
+    return text is not None and text.startswith(YTVIS_DESCRIPTION)
 
 
 def rrd_ours(path: Path) -> bool:

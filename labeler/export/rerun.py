@@ -1,15 +1,24 @@
 """`labeler export rerun DATASET --out lab.rrd`: a Rerun recording, one step of the `sample` timeline per
 sample, for the Rerun viewer (`rerun lab.rrd`).
 
+Timelines: `sample` (the step, every sample); for a frame of a video or timestamped folder also `frame`
+(its frame index in its sequence) and `time` (its timestamp, s) where the dataset records them — still
+frames a run skipped are not logged, so the viewer shows the frame they repeat there.
+
 Entities (the camera frame is the world frame: X right, Y down, Z forward, metres):
 
 - `world/camera/image`: the rectified left camera as a `Pinhole` (fx, fy, cx, cy from the calibration's
   P1, the image size), with `rgb` (the rectified left image), `depth` (`DepthImage`, metres; invalid
   pixels 0, Rerun's "no depth") and `masks` (`SegmentationImage` of instance_ids, with an
-  `AnnotationContext` naming each object `object <id> · <median depth> m`);
+  `AnnotationContext` naming each object `object <id> · track <track id> · <median depth> m`, the track
+  where the object has one);
 - `world/points`: the valid depth back-projected to 3-D, coloured by the image (every `stride`-th pixel
   in each direction, so a point cloud stays at most `max_points`);
-- `world/sample`: the sample id, its doubt and review decision as a text log line;
+- `world/tracks/<track id>` (`--track` datasets): the track's object as one 3-D point, the centre of its
+  box at its median depth, labelled `track <id>`, and `world/camera/image/tracks/<track id>` its box in
+  the image: one entity per track, so the viewer follows a track over the timelines; a track absent from
+  a frame is cleared there, and every track at the start of another sequence;
+- `world/sample`: the sample id (and sequence), its doubt and review decision as a text log line;
 - `licences` (static): a `TextDocument` (markdown) naming the dataset version, the selection and the
   licence of every model in the labels' history (data_schema/licences.py).
 
@@ -21,11 +30,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data_schema.licences import ModelLicence
+from data_schema.manifest import ObjectRow, SampleRecord
 from labeler.export.coco import ExportScope
+
+if TYPE_CHECKING:
+    import rerun as rr
 
 MAX_POINTS = 200_000
 
@@ -82,14 +96,17 @@ def export_rerun(
             static=True,
         )
         names = ("left", "depth_m")
+        live: set[int] = set()  # the tracks logged at the last sample
+        sequence: str | None = None
         for step, s in enumerate(src.samples(names)):
             a = s.arrays
-            rec.set_time("sample", sequence=step)
+            _set_times(rec, step, s.record)
+            if s.record.sequence != sequence:
+                live = _clear_tracks(rec, live)
+                sequence = s.record.sequence
+            live = _log_tracks(rec, s.objects, live, k)
             depth = np.nan_to_num(a["depth_m"], nan=0.0).astype(np.float32)
-            labels = [
-                rr.AnnotationInfo(id=o.id, label=f"object {o.id}" + _depth_label(o.depth_m_median))
-                for o in s.objects
-            ]
+            labels = [rr.AnnotationInfo(id=o.id, label=_object_label(o)) for o in s.objects]
             rec.log("world/camera/image/rgb", rr.Image(a["left"]))
             rec.log("world/camera/image/depth", rr.DepthImage(depth, meter=1.0))
             rec.log("world/camera/image/masks", rr.AnnotationContext(labels))
@@ -97,9 +114,10 @@ def export_rerun(
             pts, colours = back_project(a["depth_m"], a["left"], k, stride=stride)
             rec.log("world/points", rr.Points3D(pts, colors=colours))
             doubt = "n/a" if s.doubt is None else f"{s.doubt:.2f}"
+            seq = f" · {sequence} frame {s.record.frame_index}" if sequence is not None else ""
             rec.log(
                 "world/sample",
-                rr.TextLog(f"{s.record.sample_id} · doubt {doubt} · review {s.review or 'none'}"),
+                rr.TextLog(f"{s.record.sample_id}{seq} · doubt {doubt} · review {s.review or 'none'}"),
             )
         rec.flush()
         rec.disconnect()
@@ -115,5 +133,61 @@ def licences_markdown(version: str, selection: str | None, licences: list[ModelL
     return "\n".join(lines) + "\n"
 
 
-def _depth_label(depth_m: float | None) -> str:
-    return f" · {depth_m:.2f} m" if depth_m is not None else ""
+def _object_label(o: ObjectRow) -> str:
+    track = f" · track {o.track_id}" if o.track_id is not None else ""
+    depth = f" · {o.depth_m_median:.2f} m" if o.depth_m_median is not None else ""
+    return f"object {o.id}{track}{depth}"
+
+
+def _set_times(rec: rr.RecordingStream, step: int, r: SampleRecord) -> None:
+    """The sample's place on every timeline; the others reset, so a still pair after a video frame is on
+    no frame or time."""
+    rec.reset_time()
+    rec.set_time("sample", sequence=step)
+    if r.frame_index is not None:
+        rec.set_time("frame", sequence=r.frame_index)
+    if r.timestamp_s is not None:
+        rec.set_time("time", duration=r.timestamp_s)
+
+
+def _track_paths(track_id: int) -> tuple[str, str]:
+    return f"world/tracks/{track_id}", f"world/camera/image/tracks/{track_id}"
+
+
+def _clear_tracks(rec: rr.RecordingStream, tracks: set[int]) -> set[int]:
+    import rerun as rr
+
+    for tid in sorted(tracks):
+        for path in _track_paths(tid):
+            rec.log(path, rr.Clear(recursive=False))
+    return set()
+
+
+def _log_tracks(
+    rec: rr.RecordingStream,
+    objects: list[ObjectRow],
+    live: set[int],
+    intrinsics: tuple[float, float, float, float],
+) -> set[int]:
+    """Log each tracked object on its track's entities, clear the tracks of `live` not seen now; returns
+    the tracks logged."""
+    import rerun as rr
+
+    fx, fy, cx, cy = intrinsics
+    now: set[int] = set()
+    for o in objects:
+        if o.track_id is None:
+            continue
+        now.add(o.track_id)
+        point_path, box_path = _track_paths(o.track_id)
+        x, y, w, h = o.bbox
+        name = f"track {o.track_id}" + (f" ({o.class_name})" if o.class_name else "")
+        rec.log(box_path, rr.Boxes2D(array=[[x, y, w, h]], array_format=rr.Box2DFormat.XYWH, labels=[name]))
+        if o.depth_m_median is not None:
+            z = o.depth_m_median
+            centre = [(x + w / 2 - cx) * z / fx, (y + h / 2 - cy) * z / fy, z]
+            rec.log(point_path, rr.Points3D([centre], labels=[name], radii=0.03))
+        else:
+            rec.log(point_path, rr.Clear(recursive=False))
+    _clear_tracks(rec, live - now)
+    return now

@@ -13,6 +13,8 @@ the tables are read — and changed otherwise; for a changed sample the arrays o
 Doubt signals shift (mean over the samples both have with the signal, B - A) for every sample signal and
 term, and for the object signals over every object of those samples on each side. With `--run-a` /
 `--run-b` (runs trained on A and on B), the held-out figures of each run's last epoch and their change.
+When both were labelled with `--track`, their tracks are matched by mask IoU over the samples both have,
+with ID switches and depth differences per matched track (labeler/review/diff_tracks.py).
 Changed samples are listed largest change first: by `magnitude` = median |dz|/z + |valid-depth change| +
 (1 - mask IoU) + share of objects that appeared or vanished.
 """
@@ -30,8 +32,8 @@ from data_schema.diff import DatasetDiff, MetricShift, SampleChange, SignalShift
 from data_schema.manifest import ARRAY_NAMES, Manifest
 from labeler.errors import LabelerError
 from labeler.io import safe_name
+from labeler.review.diff_tracks import MATCH_IOU, track_tally
 
-MATCH_IOU = 0.5
 SAMPLE_SIGNALS = ("confidence_mean", "valid_depth_fraction", "mono_disagreement", "temporal_instability")
 OBJECT_SIGNALS = ("valid_fraction", "thickness_px", "edge_alignment", "mono_disagreement", "doubt")
 _RUN_FIGURES = ("heldout_loss", "abs_rel", "delta1", "fg_iou", "mask_miou", "mask_ap50")
@@ -68,17 +70,26 @@ def class_counts(side: Side) -> dict[str, int] | None:
     return {c: names.count(c) for c in classes}
 
 
+def joint_histogram(ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray:
+    """(max A id + 1, max B id + 1) pixel counts of each (A id, B id) pair of two id maps."""
+    na, nb = int(ids_a.max(initial=0)), int(ids_b.max(initial=0))
+    return np.bincount(
+        ids_a.astype(np.int64).ravel() * (nb + 1) + ids_b.astype(np.int64).ravel(),
+        minlength=(na + 1) * (nb + 1),
+    ).reshape(na + 1, nb + 1)
+
+
 def match_objects(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[list[tuple[int, int, float]], int, int]:
     """Greedy one-to-one matching of two id maps by IoU.
 
     Returns:
         (matches [(id_a, id_b, iou)], number of A's objects left unmatched, number of B's).
     """
-    na, nb = int(ids_a.max(initial=0)), int(ids_b.max(initial=0))
-    joint = np.bincount(
-        ids_a.astype(np.int64).ravel() * (nb + 1) + ids_b.astype(np.int64).ravel(),
-        minlength=(na + 1) * (nb + 1),
-    ).reshape(na + 1, nb + 1)
+    return match_joint(joint_histogram(ids_a, ids_b))
+
+
+def match_joint(joint: np.ndarray) -> tuple[list[tuple[int, int, float]], int, int]:
+    """`match_objects` from the joint histogram of the two maps."""
     area_a, area_b = joint.sum(1), joint.sum(0)
     inter = joint[1:, 1:].astype(np.float64)
     union = area_a[1:, None] + area_b[None, 1:] - inter
@@ -204,6 +215,51 @@ def made_differently(a: Manifest, b: Manifest) -> list[str]:
     return lines
 
 
+def _sample_change(
+    a: Side, b: Side, sid: str, differ: list[str]
+) -> tuple[SampleChange, np.ndarray | None, list[tuple[int, int, float]]]:
+    """A sample whose arrays differ: the change, the joint histogram of its two instance maps and the
+    objects matched (None and none when the two differ in size)."""
+    ra, rb = a.samples[sid], b.samples[sid]
+    xa = a.ds.read_row(ra["row"], ("left", "depth_m", "instance_ids"))
+    xb = b.ds.read_row(rb["row"], ("left", "depth_m", "instance_ids"))
+    fields: dict[str, Any] = {"objects_matched": 0, "objects_appeared": 0, "objects_vanished": 0}
+    joint: np.ndarray | None = None
+    matches: list[tuple[int, int, float]] = []
+    if xa["depth_m"].shape == xb["depth_m"].shape:
+        med, p90, _ = depth_change(xa["depth_m"], xb["depth_m"])
+        joint = joint_histogram(xa["instance_ids"], xb["instance_ids"])
+        matches, vanished, appeared = match_joint(joint)
+        fields = {
+            "depth_rel_change_median": med,
+            "depth_rel_change_p90": p90,
+            "mask_iou_mean": _mean([m[2] for m in matches]) if matches else None,
+            "objects_matched": len(matches),
+            "objects_appeared": appeared,
+            "objects_vanished": vanished,
+        }
+    va, vb = ra["valid_depth_fraction"], rb["valid_depth_fraction"]
+    dvalid = None if va is None or vb is None else vb - va
+    n_obj = max(1, fields["objects_matched"] + fields["objects_vanished"] + fields["objects_appeared"])
+    iou = fields.get("mask_iou_mean")
+    magnitude = (
+        (fields.get("depth_rel_change_median") or 0.0)
+        + abs(dvalid or 0.0)
+        + (1 - iou if iou is not None else 0.0)
+        + (fields["objects_appeared"] + fields["objects_vanished"]) / n_obj
+    )
+    change = SampleChange(
+        sample_id=sid,
+        arrays=differ,
+        valid_depth_fraction_change=dvalid,
+        doubt_a=_num(ra["doubt"]),
+        doubt_b=_num(rb["doubt"]),
+        magnitude=magnitude,
+        **fields,
+    )
+    return change, joint, matches
+
+
 def diff_datasets(
     path_a: str | Path,
     path_b: str | Path,
@@ -225,47 +281,22 @@ def diff_datasets(
     changes: list[SampleChange] = []
     matched: dict[str, list[tuple[int, int, float]]] = {}  # the object matches, for the report's pictures
     unchanged = 0
+    tally = track_tally(a, b)  # None unless both were labelled with --track
     for sid in common:
         ra, rb = a.samples[sid], b.samples[sid]
+        order = (ra.get("sequence") or "", ra.get("frame_index") or 0, sid)
         differ = [n for n in ARRAY_NAMES if ra[f"digest_{n}"] != rb[f"digest_{n}"]]
         if not differ:
             unchanged += 1
+            if tally is not None:
+                tally.add(ra["row"], rb["row"], order)
             continue
-        xa = a.ds.read_row(ra["row"], ("left", "depth_m", "instance_ids"))
-        xb = b.ds.read_row(rb["row"], ("left", "depth_m", "instance_ids"))
-        fields: dict[str, Any] = {"objects_matched": 0, "objects_appeared": 0, "objects_vanished": 0}
-        if xa["depth_m"].shape == xb["depth_m"].shape:
-            med, p90, _ = depth_change(xa["depth_m"], xb["depth_m"])
-            matches, vanished, appeared = match_objects(xa["instance_ids"], xb["instance_ids"])
-            matched[sid] = matches
-            fields = {
-                "depth_rel_change_median": med,
-                "depth_rel_change_p90": p90,
-                "mask_iou_mean": _mean([m[2] for m in matches]) if matches else None,
-                "objects_matched": len(matches),
-                "objects_appeared": appeared,
-                "objects_vanished": vanished,
-            }
-        va, vb = ra["valid_depth_fraction"], rb["valid_depth_fraction"]
-        dvalid = None if va is None or vb is None else vb - va
-        n_obj = max(1, fields["objects_matched"] + fields["objects_vanished"] + fields["objects_appeared"])
-        iou = fields.get("mask_iou_mean")
-        magnitude = (
-            (fields.get("depth_rel_change_median") or 0.0)
-            + abs(dvalid or 0.0)
-            + (1 - iou if iou is not None else 0.0)
-            + (fields["objects_appeared"] + fields["objects_vanished"]) / n_obj
-        )
-        change = SampleChange(
-            sample_id=sid,
-            arrays=differ,
-            valid_depth_fraction_change=dvalid,
-            doubt_a=_num(ra["doubt"]),
-            doubt_b=_num(rb["doubt"]),
-            magnitude=magnitude,
-            **fields,
-        )
+        change, joint, matches = _sample_change(a, b, sid, differ)
         changes.append(change)
+        if joint is not None:
+            matched[sid] = matches
+            if tally is not None:
+                tally.add(ra["row"], rb["row"], order, joint, matches)
     changes.sort(key=lambda c: (-c.magnitude, c.sample_id))
     listed = []
     for k, change in enumerate(changes):
@@ -293,6 +324,7 @@ def diff_datasets(
         class_counts_a=class_counts(a),
         class_counts_b=class_counts(b),
         made_differently=made_differently(a.ds.manifest, b.ds.manifest),
+        tracks=tally.result() if tally is not None else None,
     )
     write_text_atomic(out / "diff.json", report.model_dump_json(indent=1))
     write_report(out, report)

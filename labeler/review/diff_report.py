@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from data_schema.diff import DatasetDiff, SampleChange
+from data_schema.diff import DatasetDiff, SampleChange, TrackDiff
 
 REL_CHANGE_MAX = 0.2  # the change map's colour scale ends at 20 %
 
@@ -114,6 +114,7 @@ def write_report(out: Path, r: DatasetDiff) -> Path:
             if r.metrics
             else ""
         )
+        + _tracks(r.tracks)
         + "<h2>Changed samples, largest change first</h2><p>change = median |dz|/z + |valid-depth "
         "change| + (1 - mask IoU) + share of objects that appeared or vanished.</p>"
         "<table><tr><th>sample</th><th>change</th>"
@@ -145,9 +146,16 @@ def summary_line(r: DatasetDiff, out: Path) -> str:
         else ""
     )
     made = "".join(f"; {line}" for line in r.made_differently)
+    t = r.tracks
+    tracks = (
+        f"; tracks {len(t.matched)} matched, {len(t.only_a)} only in A, {len(t.only_b)} only in B, "
+        f"{t.id_switches} ID switches"
+        if t is not None
+        else ""
+    )
     return (
         f"{len(r.changed)} changed, {r.n_unchanged} unchanged, {len(r.added)} added, {len(r.removed)} removed"
-        f"{top}{made}; report {out / 'index.html'}, {out / 'diff.json'}"
+        f"{tracks}{top}{made}; report {out / 'index.html'}, {out / 'diff.json'}"
     )
 
 
@@ -158,3 +166,27 @@ def _class_counts(a: dict[str, int] | None, b: dict[str, int] | None) -> str:
     names = list(a or {}) + [n for n in (b or {}) if n not in (a or {})]
     shown = [f"{html.escape(n)} {(a or {}).get(n, 0)} → {(b or {}).get(n, 0)}" for n in names]
     return f"<p>objects per class: {' · '.join(shown)}</p>"
+
+
+def _tracks(t: TrackDiff | None) -> str:
+    """The tracks section: the counts, then the matched tracks, most ID switches first."""
+    if t is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{m.track_a}</td><td>{m.track_b}</td><td>{html.escape(m.sequence or '–')}</td>"
+        f"<td>{m.iou:.3f}</td><td>{m.frames_a}</td><td>{m.frames_b}</td><td>{m.frames_both}</td>"
+        f"<td>{m.id_switches}</td><td>{_f(m.depth_m_diff_median, '+.3f')}</td>"
+        f"<td>{_f(m.depth_m_diff_max_abs)}</td></tr>"
+        for m in sorted(t.matched, key=lambda m: (-m.id_switches, m.iou, m.track_a))
+    )
+    only_a = ", ".join(map(str, t.only_a)) or "none"
+    only_b = ", ".join(map(str, t.only_b)) or "none"
+    return (
+        f"<h2>Tracks</h2><p>A {t.tracks_a} → B {t.tracks_b} tracks: <b>{len(t.matched)}</b> matched "
+        f"(mask IoU over the samples both have, >= 0.5) · <b>{len(t.only_a)}</b> only in A · "
+        f"<b>{len(t.only_b)}</b> only in B · <b>{t.id_switches}</b> ID switches (frames where an A track's "
+        f"object matches another B track than before)</p><p>only in A: {only_a}<br>only in B: {only_b}</p>"
+        "<table><tr><th>A track</th><th>B track</th><th>sequence</th>"
+        "<th>IoU</th><th>frames A</th><th>frames B</th><th>frames matched</th><th>ID switches</th>"
+        f"<th>depth B - A median, m</th><th>max |B - A|, m</th></tr>{rows}</table>"
+    )

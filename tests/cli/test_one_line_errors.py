@@ -206,11 +206,21 @@ def test_export_hf_of_a_dataset_with_no_ok_sample_is_one_line(all_failed, tmp_pa
     assert "no sample to export (0 ok, 2 failed)" in line and not (tmp_path / "hf").exists()
 
 
+def test_export_ytvis_of_an_untracked_dataset_is_one_line(tiny, tmp_path):
+    line = one_line(["export", "ytvis", tiny, "--out", tmp_path / "vis.json"])
+    assert line == (
+        f"error: {tiny}: has no tracks (it was labelled without --track); label the sequence with "
+        "`labeler run ... --track`, or use `labeler export coco`"
+    )
+    assert not (tmp_path / "vis.json").exists()
+
+
 @pytest.mark.parametrize(
     ("command", "kind"),
     [
         (["export", "coco", "DS"], "folder"),
         (["export", "rerun", "DS"], "folder"),
+        (["export", "ytvis", "DS"], "folder"),
         (["export", "hf", "DS"], "file"),
         (["export", "ros", "CALIB"], "file"),
         (["calibrate", "PAIRS", "--rig", "r"], "folder"),

@@ -15,32 +15,16 @@ from labeler.dataset.tables import read_tracks
 from labeler.dataset.validate import validate_dataset
 from labeler.errors import InputError
 from pipelines.pseudo_label import run_pseudo_label
-from tests.conftest import identity_calibration_yaml
+from tests.conftest import TRACK_FRAMES, TRACK_STILL, identity_calibration_yaml, run_tracked
 
-W, H, N_FRAMES, STILL = 320, 240, 16, 4  # the still stretch: frames 8..11 repeat frame 7
+N_FRAMES, STILL = TRACK_FRAMES, TRACK_STILL  # the still stretch: frames 8..11 repeat frame 7
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _run(root: Path, out: str = "ds", **kw):
-    cfg = dict(rectify=True, stride=1, track=True, scheduler="sync", progress=False, samples_per_shard=6)
-    cfg.update(kw)
-    return run_pseudo_label(
-        PseudoLabelConfig(inputs=root / "demo" / "sequence", calib=root / "calib.yaml", out=root / out, **cfg)
-    )
-
-
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
-    from labeler.synthetic import SyntheticRig
-    from labeler.synthetic.sequence import write_demo_sequence
-
-    root = tmp_path_factory.mktemp("tracked")
-    f = 0.78 * W
-    truth = write_demo_sequence(
-        root / "demo", SyntheticRig.rectified(W, H, focal_px=f), n_frames=N_FRAMES, still_frames=STILL
-    )
-    identity_calibration_yaml(root / "calib.yaml", W, H, fx=f)
-    return root, truth, _run(root)
+def tracked(tracked_sequence):
+    """The session's tracked demo sequence (tests/conftest.py)."""
+    return tracked_sequence
 
 
 def _samples(out: Path):
@@ -118,7 +102,7 @@ def test_tracks_table_and_the_readme_query(tracked):
 
 def test_a_rerun_changes_nothing(tracked):
     root, _, res = tracked
-    again = _run(root)
+    again = run_tracked(root)
     assert again.dataset_version == res.dataset_version and again.labelled == 0
 
 
@@ -127,11 +111,11 @@ def test_a_run_stopped_before_its_tracks_resumes_to_the_same_version(tracked):
     import shutil
 
     root, _, _ = tracked
-    first = _run(root, out="cut").dataset_version  # the sources' paths are labels: the same --out
+    first = run_tracked(root, out="cut").dataset_version  # the sources' paths are labels: the same --out
     shutil.rmtree(root / "cut")
     # the state a kill after the last shard leaves: every shard written, no track ids, no tracks table
-    _run(root, out="cut", track=False)
-    resumed = _run(root, out="cut")
+    run_tracked(root, out="cut", track=False)
+    resumed = run_tracked(root, out="cut")
     assert resumed.labelled == 0 and resumed.dataset_version == first
     assert validate_dataset(root / "cut") == []
 
@@ -141,7 +125,7 @@ def test_tracked_dataset_needs_track_and_validate_checks_tracks(tracked, tmp_pat
 
     root, _, res = tracked
     with pytest.raises(InputError, match="was labelled with --track"):
-        _run(root, track=False)
+        run_tracked(root, track=False)
     copy = tmp_path / "copy"
     shutil.copytree(root / "ds", copy)
     ref = res.manifest.tracks
