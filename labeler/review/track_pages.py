@@ -19,9 +19,10 @@ TRACK_STYLE = """
 .frame{margin:0;padding:3px;border:1px solid #cfd8dc;background:#fff;font-size:12px;text-align:center}
 .frame img{height:120px;display:block;image-rendering:pixelated}.frame a{color:inherit;text-decoration:none}
 .frame.jump{border-color:#ef6c00;box-shadow:0 0 0 2px #ef6c00}.doubtful{color:#c62828;font-weight:bold}
-svg.depth{background:#fff;border:1px solid #cfd8dc}svg.depth text{font-size:10px;fill:#555}
+svg.depth{background:#fff;border:1px solid #cfd8dc}svg.depth text{font-size:10px;fill:#555}#note{width:28em}
 """
-_PLOT_W, _PLOT_H, _PAD = 480, 120, 28
+_PLOT_W, _PLOT_H = 480, 120
+PLOT_MIN_SPAN_M = 0.5
 
 
 def _t(v: float | None) -> str:
@@ -88,38 +89,50 @@ def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
 
 
 def _plot(frames: list[TrackFrame]) -> str:
-    """The object's median depth over time (frame index where there are no times), as inline SVG."""
+    """The object's median depth over time (frame index where there are no times), as inline SVG: the
+    depth axis spans at least PLOT_MIN_SPAN_M, so stereo noise of a few cm does not look like a swing;
+    frames with a depth jump are orange."""
+    timed = all(f.timestamp_s is not None for f in frames)
     pts = [
-        (f.timestamp_s if f.timestamp_s is not None else float(f.frame_index or 0), f.depth_m_median)
+        (f.timestamp_s if timed else float(f.frame_index or 0), f.depth_m_median, _jumps(f))
         for f in frames
-        if f.depth_m_median is not None
+        if f.depth_m_median is not None and (timed or f.frame_index is not None)
     ]
     if len(pts) < 2:
         return ""
     xs, zs = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    z0, z1 = min(zs), max(zs) if max(zs) > min(zs) else min(zs) + 0.1
+    x0, x1 = min(xs), max(max(xs), min(xs) + 1e-6)
+    mid, half = (min(zs) + max(zs)) / 2, max(max(zs) - min(zs), PLOT_MIN_SPAN_M) / 2
+    z0, z1 = mid - half, mid + half
+    left, right, top, bottom = 52, _PLOT_W - 12, 8, _PLOT_H - 20
 
     def xy(x: float, z: float) -> tuple[float, float]:
-        px = _PAD + (x - x0) / (x1 - x0) * (_PLOT_W - 2 * _PAD)
-        return px, _PLOT_H - _PAD / 2 - (z - z0) / (z1 - z0) * (_PLOT_H - _PAD)
+        return left + (x - x0) / (x1 - x0) * (right - left), bottom - (z - z0) / (z1 - z0) * (bottom - top)
 
-    at = [xy(x, z) for x, z in pts]
-    line = " ".join(f"{px:.1f},{py:.1f}" for px, py in at)
-    dots = "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5"/>' for px, py in at)
-    unit = "s" if frames[0].timestamp_s is not None else "frame"
+    at = [(*xy(x, z), jump) for x, z, jump in pts]
+    line = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in at)
+    dots = "".join(
+        f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{"#ef6c00" if jump else "#1565c0"}"/>'
+        for px, py, jump in at
+    )
+    unit = "s" if timed else "frame"
     return (
         f'<svg class="depth" id="depth-plot" width="{_PLOT_W}" height="{_PLOT_H}" '
-        f'viewBox="0 0 {_PLOT_W} {_PLOT_H}"><polyline fill="none" stroke="#1565c0" stroke-width="1.5" '
-        f'points="{line}"/><g fill="#1565c0">{dots}</g>'
-        f'<text x="2" y="12">{z1:.2f} m</text><text x="2" y="{_PLOT_H - 4}">{z0:.2f} m</text>'
-        f'<text x="{_PAD}" y="{_PLOT_H - 2}">{x0:.2f} {unit}</text>'
-        f'<text x="{_PLOT_W - _PAD - 40}" y="{_PLOT_H - 2}">{x1:.2f} {unit}</text></svg>'
+        f'viewBox="0 0 {_PLOT_W} {_PLOT_H}"><path d="M{left},{top}V{bottom}H{right}" stroke="#90a4ae" '
+        f'fill="none"/><polyline fill="none" stroke="#1565c0" stroke-width="1.5" points="{line}"/>{dots}'
+        f'<text x="4" y="{top + 8}">{z1:.2f} m</text><text x="4" y="{bottom}">{z0:.2f} m</text>'
+        f'<text x="4" y="{(top + bottom) / 2 + 4:.0f}">depth</text>'
+        f'<text x="{left}" y="{_PLOT_H - 4}">{x0:.2f} {unit}</text>'
+        f'<text x="{right}" y="{_PLOT_H - 4}" text-anchor="end">{x1:.2f} {unit}</text></svg>'
     )
 
 
+def _jumps(f: TrackFrame) -> bool:
+    return f.jump_per_s is not None and f.jump_per_s >= TRACK_JUMP_FULL
+
+
 def _card(f: TrackFrame, track_id: int) -> str:
-    jump = f.jump_per_s is not None and f.jump_per_s >= TRACK_JUMP_FULL
+    jump = _jumps(f)
     frame = "–" if f.frame_index is None else str(f.frame_index)
     depth = "–" if f.depth_m_median is None else f"{f.depth_m_median:.2f} m"
     return (
