@@ -28,6 +28,7 @@ form.filters label{display:flex;flex-direction:column}input[type=number]{width:6
 .wrap{display:flex;gap:1em;flex-wrap:nowrap;align-items:start}
 .imgcol{flex:1 1 auto;min-width:0}
 .panel{flex:0 0 480px;max-height:calc(100vh - 9em);overflow:auto;font-size:13px}
+.panel.tracked{flex-basis:530px}
 .panel table{font-size:12px}.panel td,.panel th{padding:2px 4px}#note{width:95%}
 #similar a{display:inline-block;margin:2px;padding:2px;border:1px solid #ccc;font-size:11px;text-align:center}
 #similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
@@ -156,13 +157,15 @@ def sample_page(
     if place.next:
         nav.append(f'<a id="next" href="/sample/{quote(place.next)}?{qs}">next (j)</a>')
     where = f"{place.position + 1} of {place.total}" if place.position is not None else "not in this listing"
+    tracked = any(o.get("track_id") is not None for o in objects)  # a track column (`--track` runs)
     obj_rows = "".join(
         f'<tr class="obj" data-id="{o["id"]}"><td>{o["id"]}</td><td>{o["area_px"]}</td>'
         f"<td>{_num(o['depth_m_median'])} ({_num(o['depth_m_p10'])}–{_num(o['depth_m_p90'])})</td>"
         f"<td>{_num(o['valid_fraction'])}</td><td>{_num(o['thickness_px'], '.0f')}</td>"
         f"<td>{_num(o['edge_alignment'])}</td><td>{_num(o['mono_disagreement'])}</td>"
-        f"<td>{_num(o['doubt'])}</td><td>{_track_link(o.get('track_id'))}</td>"
-        f"<td class='odec'>{_badge(decisions['objects'].get(str(o['id'])))}</td></tr>"
+        f"<td>{_num(o['doubt'])}</td>"
+        + (f"<td>{_track_link(o.get('track_id'))}</td>" if tracked else "")
+        + f"<td class='odec'>{_badge(decisions['objects'].get(str(o['id'])))}</td></tr>"
         for o in objects
     )
     terms = "".join(f"<tr><td>{t}</td><td>{_num(row[f'doubt_{t}'])}</td></tr>" for t in SAMPLE_TERMS)
@@ -199,7 +202,7 @@ def sample_page(
     )
     badge = _badge(decisions["sample"]).replace("<span", '<span id="sample-decision"', 1)
     panel = (
-        f'<div class="panel"><h3>{html.escape(sid)} {badge}</h3>'
+        f'<div class="panel{" tracked" if tracked else ""}"><h3>{html.escape(sid)} {badge}</h3>'
         f"<p>{html.escape(describe(row))} · confidence {_num(row['confidence_mean'])} · valid depth "
         f"{_num(row['valid_depth_fraction'])} · {len(objects)} objects</p>"
         '<p>decide for <b id="target">the sample</b> <a id="open-track" hidden href="#">open its track '
@@ -209,7 +212,9 @@ def sample_page(
         'clear</button></p><p><input id="note" size="48" maxlength="2000" placeholder="note (n), saved '
         'with the next decision"></p><p id="status"></p>'
         "<table><tr><th>object</th><th>area px</th><th>depth m (p10–p90)</th><th>valid</th><th>thick px</th>"
-        "<th>edges</th><th>mono</th><th>doubt</th><th>track</th><th>decision</th></tr>"
+        "<th>edges</th><th>mono</th><th>doubt</th>"
+        + ("<th>track</th>" if tracked else "")
+        + "<th>decision</th></tr>"
         f"{obj_rows}</table>"
         '<p><button id="more-like-this">more like this <kbd>m</kbd></button> '
         '<span id="similar-of"></span></p>'
