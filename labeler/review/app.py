@@ -322,13 +322,13 @@ def _track_routes(app: FastAPI, review: _Review) -> None:
     @app.get("/track/{track_id}", response_class=HTMLResponse)
     def track_page(track_id: int) -> str:
         frames = frames_of(track_id)
-        listing = tracks.track_listing(data)
-        ids = [s.track.track_id for s in listing]
+        rows = tracks.tracks(data)
+        ids = [t.track_id for t in rows]
         if track_id not in ids:
             raise HTTPException(404, f"track {track_id}: objects carry it, the tracks table does not")
         k = ids.index(track_id)
         return track_pages.track_page(
-            listing[k],
+            tracks.summary_of(rows[k], frames),
             frames,
             review.meta(),
             previous=ids[k - 1] if k > 0 else None,

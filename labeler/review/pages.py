@@ -37,10 +37,11 @@ border-radius:3px;padding:0 3px;background:#fff;font-size:11px}#readout{font-fam
 """
 
 
-def _page(title: str, body: str, script: str = "") -> str:
+def _page(title: str, body: str, script: str = "", style: str = "") -> str:
+    """A whole page: the shared stylesheet (and `style`, a page's own rules), `body`, then `script`."""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{body}"
+        f"<style>{STYLE}{style}</style></head><body>{body}"
         + (f'<script src="{script}"></script>' if script else "")
         + "</body></html>"
     )

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from labeler.doubt import TRACK_JUMP_FULL
-from labeler.review.pages import STYLE, _badge, _header, _num
+from labeler.review.pages import _badge, _header, _num, _page
 from labeler.review.tracks import TrackFrame, TrackSummary
 
 TRACK_STYLE = """
@@ -44,15 +44,6 @@ def _jump(jump: float | None) -> str:
     return f"<span{cls}>{jump:.2f}/s</span>"
 
 
-def _doc(title: str, body: str, script: str = "") -> str:
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}{TRACK_STYLE}</style></head><body>{body}"
-        + (f'<script src="{script}"></script>' if script else "")
-        + "</body></html>"
-    )
-
-
 def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
     """Every track of the dataset (or a line saying the dataset has none)."""
     if not rows:
@@ -61,7 +52,7 @@ def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
             "labelled without <code>--track</code> (rerun <code>labeler run … --track</code> on a video or "
             "a folder of timestamped frames).</p></main>"
         )
-        return _doc("labeler review · tracks", _header("tracks", meta) + body)
+        return _page("labeler review · tracks", _header("tracks", meta) + body, style=TRACK_STYLE)
     lines = []
     for s in rows:
         t = s.track
@@ -85,7 +76,7 @@ def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
         f"flagged: a depth jump of at least {TRACK_JUMP_FULL:g}/s (|ln(depth ratio)| between consecutive "
         f"labelled frames, per second)</p>{table}</main>"
     )
-    return _doc("labeler review · tracks", _header("tracks", meta) + body)
+    return _page("labeler review · tracks", _header("tracks", meta) + body, style=TRACK_STYLE)
 
 
 def _plot(frames: list[TrackFrame]) -> str:
@@ -93,11 +84,11 @@ def _plot(frames: list[TrackFrame]) -> str:
     depth axis spans at least PLOT_MIN_SPAN_M, so stereo noise of a few cm does not look like a swing;
     frames with a depth jump are orange."""
     timed = all(f.timestamp_s is not None for f in frames)
-    pts = [
-        (f.timestamp_s if timed else float(f.frame_index or 0), f.depth_m_median, _jumps(f))
-        for f in frames
-        if f.depth_m_median is not None and (timed or f.frame_index is not None)
-    ]
+    pts: list[tuple[float, float, bool]] = []
+    for f in frames:
+        x = f.timestamp_s if timed else f.frame_index
+        if x is not None and f.depth_m_median is not None:
+            pts.append((float(x), f.depth_m_median, _jumps(f)))
     if len(pts) < 2:
         return ""
     xs, zs = [p[0] for p in pts], [p[1] for p in pts]
@@ -197,4 +188,4 @@ def track_page(
         f"{decide}<div class='strip' id='strip'>{''.join(_card(f, t.track_id) for f in frames)}</div></main>"
         f'<script type="application/json" id="data">{html.escape(json.dumps(data), quote=False)}</script>'
     )
-    return _doc(f"labeler review · track {t.track_id}", body, "/static/track.js")
+    return _page(f"labeler review · track {t.track_id}", body, "/static/track.js", TRACK_STYLE)

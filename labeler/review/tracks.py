@@ -114,9 +114,11 @@ def track_frames(data: ReviewData, track_id: int) -> list[TrackFrame]:
     return frames
 
 
-def track_of(data: ReviewData, track_id: int) -> TrackRow | None:
-    """The tracks table's row of a track (None: no such track)."""
-    return next((t for t in tracks(data) if t.track_id == track_id), None)
+def summary_of(track: TrackRow, frames: list[TrackFrame]) -> TrackSummary:
+    """One track's listing row from its frames (what `track_listing` gives it, without the whole table)."""
+    jumps = [f.jump_per_s for f in frames if f.jump_per_s is not None]
+    counts = Counter(f.decision for f in frames if f.decision is not None)
+    return TrackSummary(track, max(jumps) if jumps else None, dict(counts))
 
 
 def track_state(frames: list[TrackFrame]) -> dict[str, Any]:

@@ -131,6 +131,12 @@ def test_a_decision_on_a_track_applies_to_every_frame_and_clear_withdraws_it(cop
     assert rejected == {s: {o} for _, s, o in truth}
     _, sid, oid = truth[1]
     assert client.get(f"/api/decisions/{sid}").json()["objects"] == {str(oid): "reject"}
+    from labeler.review import tracks
+    from labeler.review.listing import ReviewData
+
+    data = ReviewData(copy)  # a track's page summarises it as the listing does
+    listed = tracks.track_listing(data)
+    assert listed == [tracks.summary_of(s.track, tracks.track_frames(data, s.track.track_id)) for s in listed]
     listing = client.get("/tracks").text
     row = listing.split(f'data-track="{tid}"')[1].split("</tr>")[0]
     assert f'<span class="badge reject">reject {len(truth)}</span>' in row

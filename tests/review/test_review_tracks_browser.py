@@ -49,7 +49,8 @@ def test_a_track_opens_from_its_sample_shows_every_frame_and_a_decision_applies_
         assert browser.find_element(By.ID, "depth-plot").is_displayed()
         browser.find_element(By.TAG_NAME, "body").send_keys("r")
         WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "status").text.startswith("saved"))
-        assert browser.find_element(By.ID, "status").text == f"saved: reject · track {tid} · {len(truth)} frames"
+        status = browser.find_element(By.ID, "status").text
+        assert status == f"saved: reject · track {tid} · {len(truth)} frames"
         badges = [c.find_element(By.CSS_SELECTOR, ".fdec .badge").text for c in cards]
         assert badges == ["reject"] * len(truth)
         shot = Path(os.environ.get("LABELER_SHOT_DIR", tmp_path)) / "track-strip.png"
