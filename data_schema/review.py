@@ -36,6 +36,12 @@ class Review(Record):
     labels_sha256: str = Field(
         description="sha256 of the sample's depth_m and instance_ids digests when decided (labeler/review)"
     )
+    track_id: int | None = Field(
+        None,
+        ge=1,
+        description="made on this track (the review's track page): one such record per frame of the track, "
+        "on the track's object there; None: made on the sample or object alone",
+    )
 
 
 class DoubtPass(Record):

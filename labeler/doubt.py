@@ -16,6 +16,9 @@ Signals (columns of the tables; `None` where a signal does not apply):
 |                        |         | with a model    | stereo and a monocular model differ by > 30°    |
 | `temporal_instability` | sample  | `labeler doubt` | video: median relative depth change of static   |
 |                        |         |                 | pixels against the neighbouring frame           |
+| `track_depth_jump_per_s` | object | read from the  | `--track`: the largest relative change of the   |
+|                        |         | tables          | track's median depth to its previous or next    |
+|                        |         |                 | labelled frame, per second (ln(z_b / z_a) / dt) |
 
 The combined score maps each signal to a term in [0, 1] and averages the terms that are
 present, with equal weights:
@@ -27,6 +30,7 @@ present, with equal weights:
         edges  = 1 - edge_alignment
         holes  = 1 - valid_fraction
         mono   = mono_disagreement
+        jump   = min(1, track_depth_jump_per_s / 2.0)    the median depth changing 20% in 0.1 s -> 1
     sample doubt = mean(confidence, holes, mono, flicker, objects)
         confidence = 1 - confidence_mean
         holes      = 1 - valid_depth_fraction
@@ -36,7 +40,15 @@ present, with equal weights:
 
 Signals that need a model (mono) or neighbouring frames (flicker) are absent from sgbm / classical runs
 and single images; their terms then simply drop out of the mean, so scores of one dataset stay
-comparable sample to sample.
+comparable sample to sample. So does `jump` for untracked objects, a track seen once, and frames without
+a timestamp.
+
+A track whose jump term reaches 1 on any frame is flagged (`track_jumps`): a real object does not change
+its distance by a fifth in a tenth of a second, a track that took over another object, or a mask that
+bled onto the wall behind, does. `jump` is derived from the tables when they are read (the objects'
+`track_id` and `depth_m_median`, the samples' `timestamp_s`), like `spread` and `shape`: it needs no
+arrays, so no `labeler doubt` pass, and it follows the tables when a track is relabelled. Readers that
+see one shard's objects at a time (the exports) do not see a track's other frames and so leave it out.
 """
 
 from __future__ import annotations
@@ -60,8 +72,13 @@ SPREAD_FULL = 1.5  # p90 / p10 at which the spread term reaches 1
 SMALL_SHARE = 0.005  # objects below this share of the image get a `small` term
 THIN_FULL_PX = 16.0  # thickness at which the `thin` term reaches 0
 FLICKER_FULL = 0.05  # temporal instability at which the flicker term reaches 1
+TRACK_JUMP_FULL = (
+    2.0  # relative depth change per second at which the jump term reaches 1: the track is flagged
+)
+TRACK_MIN_GAP_S = 0.1  # frames closer in time are compared as if this far apart (stereo noise at high fps)
+TRACK_JUMP = "track_depth_jump_per_s"  # the signal's column (objects, as the review reads them)
 
-OBJECT_TERMS = ("spread", "shape", "edges", "holes", "mono")
+OBJECT_TERMS = ("spread", "shape", "edges", "holes", "mono", "jump")
 SAMPLE_TERMS = ("confidence", "holes", "mono", "flicker", "objects")
 VIDEO_FRAME = re.compile(
     r"^(?P<video>.+)_f(?P<frame>\d{6})$"
@@ -258,6 +275,61 @@ def temporal_instability(
     return float(np.median(np.abs(depth_b[ok] - depth_a[ok]) / depth_a[ok]))
 
 
+# ------------------------------------------------------------------------------------------- tracks
+
+
+def track_depth_jumps(track_id: np.ndarray, time_s: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
+    """Each object row's depth jump along its track.
+
+    Args:
+        track_id, time_s, depth_m: (N,) float64 per object row: its track (NaN: untracked), its frame's
+            timestamp, its median depth (NaN: none).
+
+    Returns:
+        (N,) float64: the larger of |ln(z_b / z_a)| / max(t_b - t_a, TRACK_MIN_GAP_S) to the previous and
+        to the next labelled frame of its track (1/s); NaN without a track, a time, a depth, or another frame
+        of its track that has them. The log makes 2 m -> 3 m and 3 m -> 2 m the same jump.
+    """
+    out = np.full(track_id.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(track_id) & np.isfinite(time_s) & np.isfinite(depth_m) & (depth_m > 0))
+    if ok.size < 2:
+        return out
+    rows = ok[np.lexsort((time_s[ok], track_id[ok]))]
+    same = track_id[rows[1:]] == track_id[rows[:-1]]
+    gap = np.maximum(time_s[rows[1:]] - time_s[rows[:-1]], TRACK_MIN_GAP_S)
+    rate = np.where(same, np.abs(np.log(depth_m[rows[1:]] / depth_m[rows[:-1]])) / gap, np.nan)
+    out[rows[1:]] = rate  # to the previous frame
+    out[rows[:-1]] = np.fmax(out[rows[:-1]], rate)  # and to the next
+    return out
+
+
+def with_track_jumps(samples: pa.Table, objects: pa.Table) -> pa.Table:
+    """`objects` with the TRACK_JUMP column (its frame's time from `samples` by row); as it is without
+    a `track_id` column (a dataset labelled before tracks existed)."""
+    import pyarrow as pa
+
+    if "track_id" not in objects.column_names or TRACK_JUMP in objects.column_names:
+        return objects
+    sample_rows = np.asarray(samples.column("row").to_numpy(), dtype=np.int64)
+    rows = np.asarray(objects.column("row").to_numpy(), dtype=np.int64)
+    time_by_row = np.full(int(max(sample_rows.max(initial=-1), rows.max(initial=-1))) + 1, np.nan)
+    time_by_row[sample_rows] = _col(samples, "timestamp_s")
+    jumps = track_depth_jumps(_col(objects, "track_id"), time_by_row[rows], _col(objects, "depth_m_median"))
+    return objects.append_column(TRACK_JUMP, pa.array(jumps, pa.float64(), mask=~np.isfinite(jumps)))
+
+
+def track_jumps(objects: pa.Table) -> dict[int, float]:
+    """{track id: its largest TRACK_JUMP} over the tracks with one (objects from `with_track_jumps`); a
+    track is flagged where this is at least TRACK_JUMP_FULL."""
+    if TRACK_JUMP not in objects.column_names:
+        return {}
+    tid, jump = _col(objects, "track_id"), _col(objects, TRACK_JUMP)
+    out: dict[int, float] = {}
+    for t, j in zip(tid[np.isfinite(jump)], jump[np.isfinite(jump)], strict=True):
+        out[int(t)] = max(out.get(int(t), 0.0), float(j))
+    return out
+
+
 # ------------------------------------------------------------------------------- the combined score
 
 
@@ -288,6 +360,7 @@ def object_terms(objects: pa.Table, image_px: int) -> dict[str, np.ndarray]:
         "edges": 1 - _col(objects, "edge_alignment"),
         "holes": 1 - _col(objects, "valid_fraction"),
         "mono": _col(objects, "mono_disagreement"),
+        "jump": np.clip(_col(objects, TRACK_JUMP) / TRACK_JUMP_FULL, 0, 1),
     }
 
 
@@ -321,8 +394,11 @@ def sample_doubt(samples: pa.Table, objects: pa.Table, image_px: int) -> np.ndar
 
 
 def with_doubt(samples: pa.Table, objects: pa.Table, image_px: int) -> tuple[pa.Table, pa.Table]:
-    """The two tables with `doubt` and one `doubt_<term>` column per term appended."""
+    """The two tables with `doubt` and one `doubt_<term>` column per term appended (objects also with
+    the TRACK_JUMP signal, which needs the samples' times)."""
     import pyarrow as pa
+
+    objects = with_track_jumps(samples, objects)
 
     def add(t: pa.Table, terms: dict[str, np.ndarray]) -> pa.Table:
         for name, values in {"doubt": _mean_present(terms), **terms}.items():

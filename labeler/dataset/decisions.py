@@ -146,6 +146,43 @@ def decide(
     return review
 
 
+def decide_track(
+    dataset: str | Path,
+    *,
+    track_id: int,
+    frames: Sequence[tuple[str, int, str]],
+    decision: Decision,
+    note: str = "",
+    user: str,
+) -> list[Review]:
+    """Save a decision on a track now: one record per frame, on the track's object there, each tied to
+    its frame's labels, all appended (and fsynced) in one write.
+
+    Why a record per frame and not one per track: every reader of the log (the exports' rejected
+    objects, training, `validate`, staleness) then applies it as it applies a decision made on that
+    object, with no track table to consult, and a frame relabelled since goes stale alone.
+
+    Args:
+        frames: (sample_id, object id, labels_sha256) of every labelled frame of the track.
+    """
+    now = datetime.now(UTC)
+    reviews = [
+        Review(
+            sample_id=sid,
+            object_id=oid,
+            decision=decision,
+            note=note,
+            time=now,
+            user=user,
+            labels_sha256=labels,
+            track_id=track_id,
+        )
+        for sid, oid, labels in frames
+    ]
+    append_reviews(dataset, reviews)
+    return reviews
+
+
 def kept_sample_ids(ds: Dataset, sample_ids: Sequence[str], *, include_rejected: bool = False) -> list[str]:
     """`sample_ids` without the rejected samples (all of them with `include_rejected`): what train-heads,
     finetune and train-stereo train and evaluate on (their `--include-rejected` flag)."""

@@ -2,7 +2,9 @@
 
 Routes: `/` the listing (query: ListQuery), `/sample/{id}` a sample's page, `/layer/{id}/{name}.png` its
 layers, `/maps/{id}.bin` the pointer readout's depth and ids, `/thumb/{id}.png` the listing's thumbnails,
-`POST /api/decide` one decision (saved before the answer: labeler/dataset/decisions.py).
+`POST /api/decide` one decision (saved before the answer: labeler/dataset/decisions.py); `/tracks` the
+tracks, `/track/{id}` a track's strip, `/object/{id}/{object}.png` a frame with one object outlined,
+`POST /api/decide-track` a decision on every frame of a track (labeler/review/tracks.py).
 
 Bound to 127.0.0.1 by default. Then only requests naming a loopback host are served (another page the
 browser has open cannot reach the app through a DNS name that points here), and a decision must come as
@@ -18,7 +20,7 @@ from __future__ import annotations
 import getpass
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -43,11 +45,18 @@ STATIC = Path(__file__).parent / "static"
 _THUMB_HEIGHT = 64
 TOKEN_COOKIE = "labeler_review_token"
 MIN_TOKEN_CHARS = 12
+_R = TypeVar("_R", bound=Record)
 
 
 class DecideRequest(Record):
     sample_id: str
     object_id: int | None = Field(None, ge=1)
+    decision: Decision
+    note: str = Field("", max_length=2000)
+
+
+class DecideTrackRequest(Record):
+    track_id: int = Field(ge=1)
     decision: Decision
     note: str = Field("", max_length=2000)
 
@@ -169,6 +178,7 @@ def create_app(
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     _page_routes(app, review)
     _api_routes(app, review)
+    _track_routes(app, review)
     return app
 
 
@@ -231,6 +241,17 @@ def _page_routes(app: FastAPI, review: _Review) -> None:
         return FileResponse(STATIC / "sample.js", media_type="text/javascript")
 
 
+async def _body(request: Request, model: type[_R]) -> _R:
+    """A decision's body: JSON only (415 otherwise: a cross-site form cannot send JSON without the browser
+    asking first), valid (422 with one line otherwise)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(415, "send the decision as application/json")
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as err:
+        raise HTTPException(422, _one_line(err)) from None
+
+
 def _api_routes(app: FastAPI, review: _Review) -> None:
     """Decisions: one saved per POST (before the answer), and the state of a sample."""
     from labeler.dataset.decisions import decide
@@ -239,12 +260,7 @@ def _api_routes(app: FastAPI, review: _Review) -> None:
 
     @app.post("/api/decide")
     async def decide_route(request: Request) -> JSONResponse:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise HTTPException(415, "send the decision as application/json")
-        try:
-            req = DecideRequest.model_validate_json(await request.body())
-        except ValidationError as err:
-            raise HTTPException(422, _one_line(err)) from None
+        req = await _body(request, DecideRequest)
         row, objects = review.ok_sample(req.sample_id)
         if req.object_id is not None and req.object_id not in {o["id"] for o in objects}:
             raise HTTPException(422, f"sample {req.sample_id!r} has no object {req.object_id}")
@@ -282,6 +298,71 @@ def _api_routes(app: FastAPI, review: _Review) -> None:
         review.ok_sample(sample_id)
         data.refresh()
         return review.state(sample_id)
+
+
+def _track_routes(app: FastAPI, review: _Review) -> None:
+    """The tracks listing, a track's strip, its frames' thumbnails and decisions on a whole track."""
+    from labeler.dataset.decisions import decide_track
+    from labeler.review import track_pages, tracks
+    from labeler.review.layers import object_thumb
+
+    data = review.data
+
+    def frames_of(track_id: int) -> list[tracks.TrackFrame]:
+        frames = tracks.track_frames(data, track_id)
+        if not frames:
+            have = "no tracks (labelled without --track)" if not tracks.tracks(data) else "no such track"
+            raise HTTPException(404, f"no track {track_id} in {data.path}: the dataset has {have}")
+        return frames
+
+    @app.get("/tracks", response_class=HTMLResponse)
+    def tracks_page() -> str:
+        return track_pages.tracks_page(tracks.track_listing(data), review.meta())
+
+    @app.get("/track/{track_id}", response_class=HTMLResponse)
+    def track_page(track_id: int) -> str:
+        frames = frames_of(track_id)
+        rows = tracks.tracks(data)
+        ids = [t.track_id for t in rows]
+        if track_id not in ids:
+            raise HTTPException(404, f"track {track_id}: objects carry it, the tracks table does not")
+        k = ids.index(track_id)
+        return track_pages.track_page(
+            tracks.summary_of(rows[k], frames),
+            frames,
+            review.meta(),
+            previous=ids[k - 1] if k > 0 else None,
+            following=ids[k + 1] if k + 1 < len(ids) else None,
+        )
+
+    @app.get("/object/{sample_id}/{object_id}.png")
+    def object_png(sample_id: str, object_id: int) -> Response:
+        row, objects = review.ok_sample(sample_id)
+        if object_id not in {o["id"] for o in objects}:
+            raise HTTPException(404, f"sample {sample_id!r} has no object {object_id}")
+        arrays = data.ds.read_row(row["row"], ("left", "instance_ids"))
+        png = object_thumb(arrays["left"], arrays["instance_ids"], object_id)
+        return Response(png, media_type="image/png")
+
+    @app.post("/api/decide-track")
+    async def decide_track_route(request: Request) -> JSONResponse:
+        req = await _body(request, DecideTrackRequest)
+        frames = frames_of(req.track_id)
+        decide_track(
+            data.path,
+            track_id=req.track_id,
+            frames=[(f.sample_id, f.object_id, data.labels[f.sample_id]) for f in frames],
+            decision=req.decision,
+            note=req.note,
+            user=review.user,
+        )
+        data.refresh()
+        state = tracks.track_state(tracks.track_frames(data, req.track_id))
+        return JSONResponse({**state, "reviewed": data.decisions.summary()})
+
+    @app.get("/static/track.js")
+    def script() -> FileResponse:
+        return FileResponse(STATIC / "track.js", media_type="text/javascript")
 
 
 def serve(

@@ -61,6 +61,22 @@ def masks_layer(ids: np.ndarray) -> bytes:
     return _png(rgba)
 
 
+def object_thumb(left: np.ndarray, ids: np.ndarray, object_id: int, *, height_px: int = 120) -> bytes:
+    """A frame `height_px` high with one object outlined (yellow, 2 px) and the rest dimmed: a track's
+    strip shows where the object is in each frame. PNG bytes."""
+    import cv2
+
+    h, w = ids.shape
+    size = (max(1, round(w * height_px / h)), height_px)
+    interp = cv2.INTER_AREA if height_px < h else cv2.INTER_LINEAR
+    rgb = cv2.resize(left, size, interpolation=interp)
+    mask = cv2.resize((ids == object_id).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    out = np.where(mask[..., None] > 0, rgb, (rgb * 0.55).astype(np.uint8))
+    out[edge] = (255, 220, 0)
+    return _png(out)
+
+
 def render(name: str, arrays: dict[str, np.ndarray]) -> bytes:
     """One layer of a sample as PNG bytes."""
     if name == "left":

@@ -28,6 +28,7 @@ form.filters label{display:flex;flex-direction:column}input[type=number]{width:6
 .wrap{display:flex;gap:1em;flex-wrap:nowrap;align-items:start}
 .imgcol{flex:1 1 auto;min-width:0}
 .panel{flex:0 0 480px;max-height:calc(100vh - 9em);overflow:auto;font-size:13px}
+.panel.tracked{flex-basis:530px}
 .panel table{font-size:12px}.panel td,.panel th{padding:2px 4px}#note{width:95%}
 #similar a{display:inline-block;margin:2px;padding:2px;border:1px solid #ccc;font-size:11px;text-align:center}
 #similar img{height:48px;display:block}.keys{font-size:12px;color:#555}kbd{border:1px solid #aaa;
@@ -36,10 +37,11 @@ border-radius:3px;padding:0 3px;background:#fff;font-size:11px}#readout{font-fam
 """
 
 
-def _page(title: str, body: str, script: str = "") -> str:
+def _page(title: str, body: str, script: str = "", style: str = "") -> str:
+    """A whole page: the shared stylesheet (and `style`, a page's own rules), `body`, then `script`."""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{body}"
+        f"<style>{STYLE}{style}</style></head><body>{body}"
         + (f'<script src="{script}"></script>' if script else "")
         + "</body></html>"
     )
@@ -58,7 +60,8 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 def _header(title: str, meta: dict[str, Any]) -> str:
     return (
         f"<header><b>labeler review</b> · {html.escape(title)} · dataset <code>{meta['version']}</code>"
-        f' · {meta["n_ok"]} samples · <span id="reviewed">{html.escape(meta["reviewed"])}</span> · user '
+        f' · {meta["n_ok"]} samples · <a id="tracks-link" href="/tracks">tracks</a> · '
+        f'<span id="reviewed">{html.escape(meta["reviewed"])}</span> · user '
         f"<b>{html.escape(meta['user'])}</b></header>"
     )
 
@@ -73,6 +76,11 @@ def _select(name: str, value: str, options: list[str]) -> str:
 def _number(name: str, value: float | None, step: str = "any") -> str:
     v = "" if value is None else f"{value:g}"
     return f'<label>{name}<input type="number" name="{name}" step="{step}" value="{v}"></label>'
+
+
+def _track_link(track_id: int | None) -> str:
+    """An object's track as a link to the track's strip (`–`: untracked)."""
+    return "–" if track_id is None else f'<a class="track" href="/track/{track_id}">{track_id}</a>'
 
 
 def list_page(listing: Listing, q: ListQuery, meta: dict[str, Any]) -> str:
@@ -150,13 +158,15 @@ def sample_page(
     if place.next:
         nav.append(f'<a id="next" href="/sample/{quote(place.next)}?{qs}">next (j)</a>')
     where = f"{place.position + 1} of {place.total}" if place.position is not None else "not in this listing"
+    tracked = any(o.get("track_id") is not None for o in objects)  # a track column (`--track` runs)
     obj_rows = "".join(
         f'<tr class="obj" data-id="{o["id"]}"><td>{o["id"]}</td><td>{o["area_px"]}</td>'
         f"<td>{_num(o['depth_m_median'])} ({_num(o['depth_m_p10'])}–{_num(o['depth_m_p90'])})</td>"
         f"<td>{_num(o['valid_fraction'])}</td><td>{_num(o['thickness_px'], '.0f')}</td>"
         f"<td>{_num(o['edge_alignment'])}</td><td>{_num(o['mono_disagreement'])}</td>"
         f"<td>{_num(o['doubt'])}</td>"
-        f"<td class='odec'>{_badge(decisions['objects'].get(str(o['id'])))}</td></tr>"
+        + (f"<td>{_track_link(o.get('track_id'))}</td>" if tracked else "")
+        + f"<td class='odec'>{_badge(decisions['objects'].get(str(o['id'])))}</td></tr>"
         for o in objects
     )
     terms = "".join(f"<tr><td>{t}</td><td>{_num(row[f'doubt_{t}'])}</td></tr>" for t in SAMPLE_TERMS)
@@ -193,16 +203,19 @@ def sample_page(
     )
     badge = _badge(decisions["sample"]).replace("<span", '<span id="sample-decision"', 1)
     panel = (
-        f'<div class="panel"><h3>{html.escape(sid)} {badge}</h3>'
+        f'<div class="panel{" tracked" if tracked else ""}"><h3>{html.escape(sid)} {badge}</h3>'
         f"<p>{html.escape(describe(row))} · confidence {_num(row['confidence_mean'])} · valid depth "
         f"{_num(row['valid_depth_fraction'])} · {len(objects)} objects</p>"
-        '<p>decide for <b id="target">the sample</b>: '
+        '<p>decide for <b id="target">the sample</b> <a id="open-track" hidden href="#">open its track '
+        "<kbd>t</kbd></a>: "
         '<button data-d="accept"><kbd>a</kbd> accept</button> <button data-d="reject"><kbd>r</kbd> reject'
         '</button> <button data-d="flag"><kbd>f</kbd> flag</button> <button data-d="clear"><kbd>u</kbd> '
         'clear</button></p><p><input id="note" size="48" maxlength="2000" placeholder="note (n), saved '
         'with the next decision"></p><p id="status"></p>'
         "<table><tr><th>object</th><th>area px</th><th>depth m (p10–p90)</th><th>valid</th><th>thick px</th>"
-        "<th>edges</th><th>mono</th><th>doubt</th><th>decision</th></tr>"
+        "<th>edges</th><th>mono</th><th>doubt</th>"
+        + ("<th>track</th>" if tracked else "")
+        + "<th>decision</th></tr>"
         f"{obj_rows}</table>"
         '<p><button id="more-like-this">more like this <kbd>m</kbd></button> '
         '<span id="similar-of"></span></p>'
@@ -214,14 +227,15 @@ def sample_page(
         '<p class="keys"><kbd>a</kbd>/<kbd>r</kbd>/<kbd>f</kbd>/<kbd>u</kbd> accept / reject / flag / clear '
         "the selected object, or the sample when none is · click an object or <kbd>[</kbd> <kbd>]</kbd> to "
         "select, <kbd>Esc</kbd> for the sample · <kbd>1</kbd>–<kbd>4</kbd> layers · <kbd>n</kbd> note · "
-        "<kbd>j</kbd>/<kbd>k</kbd> next / previous · <kbd>m</kbd> more like this · <kbd>b</kbd> back to the "
-        "list</p>"
+        "<kbd>j</kbd>/<kbd>k</kbd> next / previous · <kbd>m</kbd> more like this · <kbd>t</kbd> the selected "
+        "object's track · <kbd>b</kbd> back to the list</p>"
     )
     data = {
         "sample_id": sid,
         "width": w,
         "height": h,
         "objects": [o["id"] for o in objects],
+        "tracks": {str(o["id"]): o["track_id"] for o in objects if o.get("track_id") is not None},
         "decisions": decisions,
         "next": f"/sample/{quote(place.next)}?{qs}" if place.next else None,
         "prev": f"/sample/{quote(place.previous)}?{qs}" if place.previous else None,

@@ -131,6 +131,48 @@ def test_combined_score_terms():
     assert np.isnan(score[2])  # a failed sample has nothing to doubt
 
 
+def test_a_track_whose_depth_jumps_is_flagged_and_a_smooth_one_is_not():
+    """Track 1 walks 3.0 -> 2.0 m at 1 m/s over five frames 0.2 s apart; track 2 holds 2.0 m and then jumps
+    to 4.0 m (its mask went onto the wall). Track 2 is not in rows 3-5 (lost, or still frames the run
+    skipped): its frames at 0.4 s and 1.2 s are consecutive labelled frames, 0.8 s apart, and the rate is
+    over that gap. An untracked object and a track seen once have no signal."""
+    times = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    samples = pa.table({"row": list(range(7)), "timestamp_s": times})
+    walk = [(r, 1, 3.0 - 1.0 * times[r]) for r in (0, 1, 2, 3, 4)]
+    jump = [(0, 2, 2.0), (2, 2, 2.0), (6, 2, 4.0), (6, 3, 1.0), (1, None, 5.0)]
+    rows, tracks, depths = zip(*(walk + jump), strict=True)
+    objects = pa.table({"row": rows, "track_id": pa.array(tracks, pa.int64()), "depth_m_median": depths})
+    got = doubt.with_track_jumps(samples, objects).column(doubt.TRACK_JUMP).to_pylist()
+    smooth = [
+        np.log(3.0 / 2.8) / 0.2,
+        np.log(2.8 / 2.6) / 0.2,
+        np.log(2.6 / 2.4) / 0.2,
+        np.log(2.4 / 2.2) / 0.2,
+    ]
+    expect = [smooth[0], *np.maximum(smooth[:-1], smooth[1:]), smooth[-1]]
+    expect += [0.0, np.log(2.0) / 0.8, np.log(2.0) / 0.8, None, None]
+    assert got[:5] == pytest.approx(expect[:5]) and got[5:8] == pytest.approx(expect[5:8])
+    assert got[8:] == [None, None]
+    objects = doubt.with_track_jumps(samples, objects)
+    flags = {t: j >= doubt.TRACK_JUMP_FULL for t, j in doubt.track_jumps(objects).items()}
+    assert flags == {1: False, 2: False}  # 0.87 /s: a 2 -> 4 m jump over 0.8 s is still under the bar
+    fast = objects.drop_columns([doubt.TRACK_JUMP]).set_column(
+        0, "row", pa.array([0, 1, 2, 3, 4, 0, 2, 3, 6, 1])
+    )  # the jump now between frames 0.2 s apart: ln 2 / 0.2 = 3.5 /s
+    jumps = doubt.track_jumps(doubt.with_track_jumps(samples, fast))
+    assert jumps[2] == pytest.approx(np.log(2.0) / 0.2) and jumps[2] >= doubt.TRACK_JUMP_FULL
+    assert jumps[1] < doubt.TRACK_JUMP_FULL
+    terms = doubt.object_terms(doubt.with_track_jumps(samples, fast), image_px=100_000)
+    assert terms["jump"][7] == 1.0 and terms["jump"][0] == pytest.approx(smooth[0] / doubt.TRACK_JUMP_FULL)
+    assert np.isnan(terms["jump"][9])  # untracked: the term drops out of the object's mean
+
+
+def test_track_jump_frames_closer_than_the_floor_count_as_its_gap():
+    """At 60 fps a 3% wobble is stereo noise, not a jump: the gap is floored at TRACK_MIN_GAP_S."""
+    got = doubt.track_depth_jumps(np.array([1.0, 1.0]), np.array([0.0, 1 / 60]), np.array([2.0, 2.06]))
+    assert got == pytest.approx([np.log(1.03) / doubt.TRACK_MIN_GAP_S] * 2)
+
+
 def test_labelled_objects_carry_shape_signals_and_validate_recomputes_them(tiny):
     ds = open_dataset(tiny)
     t = ds.objects.to_table(columns=["thickness_px", "edge_alignment"])

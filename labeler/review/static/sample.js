@@ -27,6 +27,9 @@ function select(id) {
   sel = id;
   document.querySelectorAll('tr.obj').forEach(tr => tr.classList.toggle('sel', Number(tr.dataset.id) === id));
   document.getElementById('target').textContent = id ? 'object ' + id : 'the sample';
+  const track = id ? S.tracks[String(id)] : undefined, open = document.getElementById('open-track');
+  open.hidden = track === undefined;
+  if (track !== undefined) { open.href = '/track/' + track; open.firstChild.textContent = `open its track ${track} `; }
   const c = document.getElementById('sel'), g = c.getContext('2d');
   g.clearRect(0, 0, W, H);
   if (!id || !ids) return;
@@ -79,6 +82,7 @@ document.addEventListener('keydown', e => {
   else if ((e.key === 'k' || e.key === 'ArrowLeft') && S.prev) location.href = S.prev;
   else if (e.key === 'b') location.href = S.back;
   else if (e.key === 'm') moreLikeThis();
+  else if (e.key === 't' && sel && S.tracks[String(sel)] !== undefined) location.href = '/track/' + S.tracks[String(sel)];
   else if ((e.key === ']' || e.key === '[') && S.objects.length) {
     const k = S.objects.indexOf(sel), step = e.key === ']' ? 1 : -1;
     select(S.objects[(k < 0 ? (step > 0 ? 0 : S.objects.length - 1) : (k + step + S.objects.length) % S.objects.length)]);

@@ -1,0 +1,177 @@
+"""The review app's tracks: the tracks listing, a track's strip, decisions on a whole track (one record per
+frame, applied as object decisions), bad requests, and a dataset labelled without `--track`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labeler import open_dataset
+from labeler.dataset.decisions import load_decisions
+from labeler.dataset.sidecars import read_reviews
+from labeler.dataset.tables import read_tracks
+
+W, H, N_FRAMES, STILL = 160, 120, 10, 2  # the demo sequence, small: 8 labelled frames, about 16 tracks
+
+
+def make_tracked_dataset(base: Path) -> Path:
+    """`labeler demo`'s moving sequence at 160x120 through `labeler run --stride 1 --track` (classical
+    masks, sgbm): a few seconds on two cores. Made once under `base`."""
+    from data_schema.commands import PseudoLabelConfig
+    from labeler.synthetic import SyntheticRig
+    from labeler.synthetic.sequence import write_demo_sequence
+    from pipelines.pseudo_label import run_pseudo_label
+    from tests.conftest import identity_calibration_yaml
+
+    root = base / "tracked-review"
+    if (root / "ds" / "manifest.json").is_file():
+        return root / "ds"
+    f = 0.78 * W
+    rig = SyntheticRig.rectified(W, H, focal_px=f)
+    write_demo_sequence(root / "demo", rig, n_frames=N_FRAMES, still_frames=STILL)
+    identity_calibration_yaml(root / "calib.yaml", W, H, fx=f)
+    cfg = PseudoLabelConfig(
+        inputs=root / "demo" / "sequence",
+        calib=root / "calib.yaml",
+        out=root / "ds",
+        rectify=True,
+        stride=1,
+        track=True,
+        scheduler="sync",
+        progress=False,
+        previews=False,
+        samples_per_shard=6,
+    )
+    run_pseudo_label(cfg)
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory) -> Path:
+    return make_tracked_dataset(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def copy(tracked, tmp_path) -> Path:
+    shutil.copytree(tracked, tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def _client(path: Path):
+    from starlette.testclient import TestClient
+
+    from labeler.review.app import create_app
+
+    return TestClient(create_app(path, user="tester"), base_url="http://127.0.0.1")
+
+
+def _track_objects(ds, track_id: int) -> list[tuple[int, str, int]]:
+    """(frame index, sample id, object id) of a track's objects, read from the tables directly."""
+    samples = {s["row"]: s for s in ds.samples.to_table().to_pylist()}
+    return sorted(
+        (samples[o["row"]]["frame_index"], samples[o["row"]]["sample_id"], o["id"])
+        for o in ds.objects.to_table().to_pylist()
+        if o["track_id"] == track_id
+    )
+
+
+def _longest(ds) -> int:
+    return max(read_tracks(ds.path, ds.manifest.tracks), key=lambda t: (t.frames_seen, -t.track_id)).track_id
+
+
+def test_tracks_listing_and_a_tracks_strip_in_frame_order(copy):
+    ds = open_dataset(copy)
+    rows = read_tracks(copy, ds.manifest.tracks)
+    client = _client(copy)
+    page = client.get("/tracks")
+    assert page.status_code == 200
+    assert [int(x.split('"')[1]) for x in page.text.split("data-track=")[1:]] == sorted(
+        t.track_id for t in rows
+    )
+    tid = _longest(ds)
+    truth = _track_objects(ds, tid)
+    assert len(truth) == next(t.frames_seen for t in rows if t.track_id == tid) >= 5
+    strip = client.get(f"/track/{tid}")
+    assert strip.status_code == 200 and f"<b id='n-frames'>{len(truth)}</b>" in strip.text
+    cards = re.findall(r'data-sample="([^"]+)" data-object="(\d+)".*?frame <b>(\d+)</b>', strip.text)
+    assert [(int(f), s, int(o)) for s, o, f in cards] == truth  # every frame, in frame order
+    _, sid, oid = truth[0]
+    png = client.get(f"/object/{sid}/{oid}.png")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    import cv2
+
+    thumb = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR)
+    assert thumb.shape == (120, 160, 3)  # 120 px high, the frame's aspect
+    assert ((thumb == (0, 220, 255)).all(-1)).sum() > 10  # the object's outline, yellow (BGR)
+    assert client.get(f"/object/{sid}/999.png").status_code == 404
+    sample = client.get(f"/sample/{sid}")  # the sample page links the object's track
+    assert (
+        f'<a class="track" href="/track/{tid}">{tid}</a>' in sample.text and 'id="open-track"' in sample.text
+    )
+
+
+def test_a_decision_on_a_track_applies_to_every_frame_and_clear_withdraws_it(copy):
+    ds = open_dataset(copy)
+    tid = _longest(ds)
+    truth = _track_objects(ds, tid)
+    client = _client(copy)
+    r = client.post("/api/decide-track", json={"track_id": tid, "decision": "reject", "note": "a shadow"})
+    assert r.status_code == 200
+    assert r.json()["frames"] == {s: "reject" for _, s, _ in truth}
+    assert r.json()["reviewed"] == f"reviewed: 0 samples, {len(truth)} objects ({len(truth)} reject)"
+    saved = read_reviews(copy)
+    assert [(x.sample_id, x.object_id, x.track_id, x.decision, x.note) for x in saved] == [
+        (s, o, tid, "reject", "a shadow") for _, s, o in truth
+    ]
+    rejected = load_decisions(open_dataset(copy)).rejected_objects  # what the exports and training read
+    assert rejected == {s: {o} for _, s, o in truth}
+    _, sid, oid = truth[1]
+    assert client.get(f"/api/decisions/{sid}").json()["objects"] == {str(oid): "reject"}
+    from labeler.review import tracks
+    from labeler.review.listing import ReviewData
+
+    data = ReviewData(copy)  # a track's page summarises it as the listing does
+    listed = tracks.track_listing(data)
+    assert listed == [tracks.summary_of(s.track, tracks.track_frames(data, s.track.track_id)) for s in listed]
+    listing = client.get("/tracks").text
+    row = listing.split(f'data-track="{tid}"')[1].split("</tr>")[0]
+    assert f'<span class="badge reject">reject {len(truth)}</span>' in row
+    assert client.get(f"/track/{tid}").text.count('class="badge reject"') == len(truth)
+    r = client.post("/api/decide-track", json={"track_id": tid, "decision": "clear"})
+    assert r.json()["frames"] == {s: None for _, s, _ in truth}
+    assert load_decisions(open_dataset(copy)).rejected_objects == {}
+
+
+def test_bad_track_requests_are_one_line_4xx(copy):
+    client = _client(copy)
+    r = client.post("/api/decide-track", json={"track_id": 0, "decision": "reject"})
+    assert r.status_code == 422 and "track_id" in r.json()["detail"] and "\n" not in r.json()["detail"]
+    r = client.post("/api/decide-track", json={"track_id": 1, "decision": "maybe"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("invalid decision: decision:")
+    r = client.post("/api/decide-track", json={"track_id": 1, "decision": "reject", "extra": 1})
+    assert r.status_code == 422
+    r = client.post("/api/decide-track", json={"track_id": 9999, "decision": "reject"})
+    assert r.status_code == 404 and r.json()["detail"].endswith("the dataset has no such track")
+    form = client.post(
+        "/api/decide-track", content="track_id=1&decision=reject", headers={"content-type": "text/plain"}
+    )
+    assert form.status_code == 415
+    assert client.get("/track/9999").status_code == 404
+    assert read_reviews(copy) == []
+
+
+def test_an_untracked_dataset_says_it_has_no_tracks(tmp_path_factory):
+    from tests.train.conftest import make_tiny_dataset
+
+    client = _client(make_tiny_dataset(tmp_path_factory.getbasetemp()))
+    page = client.get("/tracks")
+    assert page.status_code == 200 and 'id="no-tracks"' in page.text and "without <code>--track" in page.text
+    r = client.get("/track/1")
+    assert r.status_code == 404 and "no tracks (labelled without --track)" in r.json()["detail"]
+    assert client.post("/api/decide-track", json={"track_id": 1, "decision": "flag"}).status_code == 404
+    sid = open_dataset(make_tiny_dataset(tmp_path_factory.getbasetemp())).sample_ids[0]
+    assert "<th>track</th>" not in client.get(f"/sample/{sid}").text  # no track column
