@@ -149,16 +149,21 @@ def prepare_store(dataset: str | Path, layout: StoreLayout) -> StoreLayout:
             specs.append(spec.model_copy(update={"compressor": _codec_name(arr)}))
             continue
         specs.append(spec)
-        group.create_array(
-            spec.name,
-            shape=tuple(spec.shape),
-            chunks=tuple(spec.chunk_shape),
-            shards=tuple(spec.shard_shape),
-            dtype=spec.dtype,
-            fill_value=_fill(spec.dtype),
-            compressors=_compressors(),
-        )
+        _create_array(group, spec, _compressors())
     return layout.model_copy(update={"arrays": specs})
+
+
+def _create_array(group: Any, spec: ArraySpec, compressors: tuple[Any, ...]) -> None:
+    """The one `create_array` call of the store: what the writer makes and what repair compares with."""
+    group.create_array(
+        spec.name,
+        shape=tuple(spec.shape),
+        chunks=tuple(spec.chunk_shape),
+        shards=tuple(spec.shard_shape),
+        dtype=spec.dtype,
+        fill_value=_fill(spec.dtype),
+        compressors=compressors,
+    )
 
 
 def metadata_files(dataset: str | Path) -> list[Path]:
@@ -178,15 +183,7 @@ def _expected_metadata(layout: StoreLayout) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         group = zarr.open_group(Path(tmp), mode="w", zarr_format=3)
         for spec in layout.arrays:
-            group.create_array(
-                spec.name,
-                shape=tuple(spec.shape),
-                chunks=tuple(spec.chunk_shape),
-                shards=tuple(spec.shard_shape),
-                dtype=spec.dtype,
-                fill_value=_fill(spec.dtype),
-                compressors=(_codecs().get(spec.compressor, _codecs()[COMPRESSOR]),),
-            )
+            _create_array(group, spec, (_codecs().get(spec.compressor, _codecs()[COMPRESSOR]),))
         for path in sorted(Path(tmp).rglob("zarr.json")):
             out[path.relative_to(tmp).as_posix()] = path.read_bytes()
     return out

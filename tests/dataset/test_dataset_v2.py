@@ -26,24 +26,6 @@ def quick_cfg(inputs: Path, calib: Path, out: Path, **kw) -> PseudoLabelConfig:
     return PseudoLabelConfig(inputs=inputs, calib=calib, out=out, **opts)
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """Six 96x64 pairs, 2 per shard (3 shards)."""
-    root = tmp_path_factory.mktemp("v2")
-    write_plane_pairs(root / "rect", 6, 96, 64, seed=2)
-    calib = identity_calibration_yaml(root / "calib.yaml", 96, 64)
-    cfg = quick_cfg(root / "rect", calib, root / "ds")
-    run_pseudo_label(cfg)
-    assert validate_dataset(root / "ds") == []
-    return root
-
-
-@pytest.fixture
-def copy(base, tmp_path) -> Path:
-    shutil.copytree(base / "ds", tmp_path / "ds")
-    return tmp_path / "ds"
-
-
 def edit_table(ds: Path, table: str, shard: int, change) -> None:
     """Rewrite one shard's table file with `change(rows)` applied (as a hand edit would)."""
     import pyarrow as pa

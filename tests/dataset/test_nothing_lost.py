@@ -159,30 +159,6 @@ def test_doubt_record_edit_is_named(copy):
     assert any("doubt.json: edited" in line for line in validate_dataset(copy))
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """Six 96x64 pairs, 2 per shard (3 shards), labelled."""
-    from labeler.dataset.validate import validate_dataset
-    from pipelines.pseudo_label import run_pseudo_label
-    from tests.conftest import identity_calibration_yaml, write_plane_pairs
-    from tests.dataset.test_dataset_v2 import quick_cfg
-
-    root = tmp_path_factory.mktemp("lost")
-    write_plane_pairs(root / "rect", 6, 96, 64, seed=2)
-    calib = identity_calibration_yaml(root / "calib.yaml", 96, 64)
-    run_pseudo_label(quick_cfg(root / "rect", calib, root / "ds"))
-    assert validate_dataset(root / "ds") == []
-    return root
-
-
-@pytest.fixture
-def copy(base, tmp_path) -> Path:
-    import shutil
-
-    shutil.copytree(base / "ds", tmp_path / "ds")
-    return tmp_path / "ds"
-
-
 # ------------------------------------------------------------------------- repair (items 2-6)
 @pytest.mark.parametrize("what", sorted(DAMAGE))
 def test_repair_restores_each_damaged_record(base, copy, what):

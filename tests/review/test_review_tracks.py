@@ -15,44 +15,11 @@ from labeler.dataset.decisions import load_decisions
 from labeler.dataset.sidecars import read_reviews
 from labeler.dataset.tables import read_tracks
 
-W, H, N_FRAMES, STILL = 160, 120, 10, 2  # the demo sequence, small: 8 labelled frames, about 16 tracks
-
-
-def make_tracked_dataset(base: Path) -> Path:
-    """`labeler demo`'s moving sequence at 160x120 through `labeler run --stride 1 --track` (classical
-    masks, sgbm): a few seconds on two cores. Made once under `base`."""
-    from data_schema.commands import PseudoLabelConfig
-    from labeler.synthetic import SyntheticRig
-    from labeler.synthetic.sequence import write_demo_sequence
-    from pipelines.pseudo_label import run_pseudo_label
-    from tests.conftest import identity_calibration_yaml
-
-    root = base / "tracked-review"
-    if (root / "ds" / "manifest.json").is_file():
-        return root / "ds"
-    f = 0.78 * W
-    rig = SyntheticRig.rectified(W, H, focal_px=f)
-    write_demo_sequence(root / "demo", rig, n_frames=N_FRAMES, still_frames=STILL)
-    identity_calibration_yaml(root / "calib.yaml", W, H, fx=f)
-    cfg = PseudoLabelConfig(
-        inputs=root / "demo" / "sequence",
-        calib=root / "calib.yaml",
-        out=root / "ds",
-        rectify=True,
-        stride=1,
-        track=True,
-        scheduler="sync",
-        progress=False,
-        previews=False,
-        samples_per_shard=6,
-    )
-    run_pseudo_label(cfg)
-    return root / "ds"
-
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory) -> Path:
-    return make_tracked_dataset(tmp_path_factory.getbasetemp())
+def tracked(tracked_sequence) -> Path:
+    """The session's tracked demo sequence (tests/conftest.py); tests that decide work on a copy."""
+    return tracked_sequence[0] / "ds"
 
 
 @pytest.fixture

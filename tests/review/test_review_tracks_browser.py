@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from labeler import open_dataset
 from labeler.dataset.decisions import load_decisions
 from labeler.dataset.sidecars import read_reviews
 from tests.review.test_review_browser import browser, pytestmark, review_server  # noqa: F401
-from tests.review.test_review_tracks import _longest, _track_objects, make_tracked_dataset
+from tests.review.test_review_tracks import _longest, _track_objects
 
 
 def test_a_track_opens_from_its_sample_shows_every_frame_and_a_decision_applies_to_all(
     browser,  # noqa: F811
+    tracked_sequence,
     tmp_path,
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    dataset = make_tracked_dataset(tmp_path)
+    dataset = Path(shutil.copytree(tracked_sequence[0] / "ds", tmp_path / "ds"))
     ds = open_dataset(dataset)
     tid = _longest(ds)
     truth = _track_objects(ds, tid)
