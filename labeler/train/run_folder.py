@@ -90,7 +90,9 @@ def load_checkpoint(path: Path, fmt: str, what: str) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Weights only" in str(err):
+        # torch names the class it refused ("unsupported GLOBAL posix.system"); other unpickling errors
+        # ("Unsupported operand 0") are a damaged file
+        if "GLOBAL" in str(err):
             raise LabelerError(
                 f"{path}: holds pickled objects other than tensors and plain values (refused: unpickling "
                 "them could run code; a checkpoint of an older labeler may hold them); train again"
