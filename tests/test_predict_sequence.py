@@ -92,7 +92,8 @@ def test_a_video_is_decoded_once_in_order_and_its_objects_tracked(run, scene, tm
     _truth_predictor(monkeypatch, scene, seen)
     res = predict_images(PredictConfig(inputs=video, run=run, out=tmp_path))
     assert calls == [list(range(N_FRAMES))]  # one decode pass over the video
-    assert len(seen) == N_FRAMES and all(np.array_equal(s, f[:, :W]) for s, f in zip(seen, frames))
+    assert len(seen) == N_FRAMES  # the left halves of the video's frames, in order
+    assert all(np.array_equal(s, f[:, :W]) for s, f in zip(seen, frames, strict=True))
     assert [p.frame_index for p in res.images] == list(range(N_FRAMES)) and not res.failures
     assert [p.timestamp_s for p in res.images] == pytest.approx([k / truth.fps for k in range(N_FRAMES)])
     assert {p.sequence for p in res.images} == {"walk"} and {p.layout for p in res.images} == {"side-by-side"}

@@ -173,3 +173,49 @@ def test_track_without_a_sequence_is_one_line(tmp_path):
         run_pseudo_label(cfg)
     assert "\n" not in str(err.value) and str(err.value).startswith(str(tmp_path / "rect"))
     assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_a_tracked_run_killed_after_its_first_shard_resumes_to_the_same_version(tracked):
+    """kill -9 of `labeler run --track` once a shard is committed, the same command again: the dataset
+    version, the tracks table and the objects' track ids are those of an uninterrupted run."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _, _ = tracked
+    out = root / "killed"  # the sources' paths are labels: both runs write to the same --out
+    cmd = [sys.executable, "-m", "labeler.cli", "run", str(root / "demo" / "sequence")]
+    cmd += ["--calib", str(root / "calib.yaml"), "--out", str(out), "--track", "--stride", "1"]
+    cmd += ["--samples-per-shard", "2", "--scheduler", "sync"]
+
+    def finished() -> tuple[str, list, list]:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert validate_dataset(out) == []
+        ds = open_dataset(out)
+        ref = ds.manifest.tracks
+        assert ref is not None
+        objects = ds.objects.to_table().select(["row", "id", "track_id"]).to_pylist()
+        return ds.manifest.dataset_version, read_tracks(out, ref), objects
+
+    whole = finished()
+    shutil.rmtree(out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    index = out / "shards.jsonl"
+    deadline = time.time() + 120
+    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(index.read_text().splitlines())
+    assert proc.returncode == -signal.SIGKILL and 0 < n_done < N_FRAMES // 2, "not killed mid-run"
+    assert not (out / "tables" / "tracks").exists() or not any((out / "tables" / "tracks").iterdir())
+    resumed = finished()
+    assert resumed[0] == whole[0]
+    assert resumed[1] == whole[1] and resumed[1]
+    assert resumed[2] == whole[2]
