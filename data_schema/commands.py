@@ -203,3 +203,7 @@ class PredictConfig(Record):
     gpu: int | None = None
     checkpoint: CheckpointName = "best"
     instances: InstanceParams | None = Field(None, description="default: the run's")
+    stride: int = Field(1, ge=1, description="a video: predict every stride-th frame")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="a sequence: how objects are linked over its frames"
+    )

@@ -1,7 +1,9 @@
 """`labeler predict` records: `OUT/<stem>.json` (ImagePrediction) and `OUT/predictions.json` (PredictionSet).
 
 Beside them, per image: `<stem>_depth.npy` (float32 metres), `<stem>_ids.png` (uint16, 0 = none; an
-object's pixels are `ids == PredictedObject.id`) and `<stem>_overlay.png`.
+object's pixels are `ids == PredictedObject.id`) and `<stem>_overlay.png`. A video or a folder of
+timestamped frames is a sequence: each frame is one ImagePrediction (`<stem>` = `<video>_f<frame>` for a
+video) with its place in the sequence, its objects carry a `track_id`, and the set has a `tracks` summary.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from typing import Final, Literal
 from pydantic import Field
 
 from data_schema.heads import HeadsTask
+from data_schema.manifest import TrackingConfig, TrackRow
 from data_schema.record import Record
 
-PREDICTIONS_SCHEMA_VERSION: Final = 1
+# 2: a frame of a sequence records its place in it, its objects their track, the set the tracks
+PREDICTIONS_SCHEMA_VERSION: Final = 2
 
 
 class PredictedObject(Record):
@@ -30,6 +34,9 @@ class PredictedObject(Record):
     depth_m_p90: float | None = None
     stereo_depth_m_median: float | None = Field(None, description="SGBM depth over the object (with --calib)")
     class_name: str | None = Field(None, description="the class the heads' class map gives it (None: none)")
+    track_id: int | None = Field(
+        None, ge=1, description="a sequence's frame: its track (PredictionSet.tracks); None: a lone image"
+    )
 
 
 class StereoComparison(Record):
@@ -44,8 +51,8 @@ class StereoComparison(Record):
 class ImagePrediction(Record):
     """`OUT/<stem>.json`: one input image's prediction."""
 
-    schema_version: Literal[1] = PREDICTIONS_SCHEMA_VERSION
-    image: str = Field(description="input file")
+    schema_version: Literal[1, 2] = PREDICTIONS_SCHEMA_VERSION
+    image: str = Field(description="input file (a video: the video, `frame_index` says which frame)")
     layout: Literal["mono", "side-by-side", "pairs"]
     width: int
     height: int
@@ -60,6 +67,9 @@ class ImagePrediction(Record):
     depth_m_median: float | None = Field(description="median predicted depth over the image")
     objects: list[PredictedObject]
     stereo: StereoComparison | None = None
+    sequence: str | None = Field(None, description="the video or timestamped folder (None: a lone image)")
+    frame_index: int | None = Field(None, ge=0, description="the frame's number in its sequence")
+    timestamp_s: float | None = Field(None, description="capture time, s (video: frame / fps)")
 
 
 class PredictFailure(Record):
@@ -72,7 +82,11 @@ class PredictFailure(Record):
 class PredictionSet(Record):
     """`OUT/predictions.json`: every image of one `labeler predict` call."""
 
-    schema_version: Literal[1] = PREDICTIONS_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = PREDICTIONS_SCHEMA_VERSION
     run: str
     images: list[ImagePrediction]
     failures: list[PredictFailure] = Field(default_factory=list, description="images that could not be used")
+    tracks: list[TrackRow] = Field(
+        default_factory=list, description="objects followed over their sequence (ids unique over the set)"
+    )
+    tracking: TrackingConfig | None = Field(None, description="how tracks were linked (None: no sequence)")

@@ -38,14 +38,35 @@ from labeler.stereo.base import Disparity
 
 @dataclass(frozen=True)
 class StageFailure:
+    """A sample that failed at `stage`; a sequence's frame keeps its place in the sequence (a frame a
+    truncated video does not hold is still frame 12 of its video)."""
+
     sample_id: str
     row: int
     stage: str
     error: str
+    sequence: str | None = None
+    frame_index: int | None = None
+    timestamp_s: float | None = None
+
+    @classmethod
+    def of(cls, place, row: int, stage: str, error: str) -> StageFailure:
+        """The failure of a task or a source (`place`: anything with sample_id or pair_id, sequence,
+        frame_index and timestamp_s)."""
+        sid = getattr(place, "sample_id", None) or place.pair_id
+        seq = place.sequence
+        frame = place.frame_index if seq is not None else None
+        return cls(sid, row, stage, error, seq, frame, place.timestamp_s if seq is not None else None)
 
     def record(self) -> SampleRecord:
         return SampleRecord(
-            sample_id=self.sample_id, status="failed", row=self.row, error=f"{self.stage}: {self.error}"
+            sample_id=self.sample_id,
+            status="failed",
+            row=self.row,
+            error=f"{self.stage}: {self.error}",
+            sequence=self.sequence,
+            frame_index=self.frame_index,
+            timestamp_s=self.timestamp_s,
         )
 
 
@@ -118,7 +139,7 @@ def _stage(name: str):
                 return fn(item, *args, **kwargs)
             except Exception as err:  # noqa: BLE001 — one bad sample must never stop the run
                 text = " ".join(str(err).split()) or type(err).__name__
-                return StageFailure(task.sample_id, task.row, name, text)
+                return StageFailure.of(task, task.row, name, text)
 
         return run
 
@@ -315,7 +336,7 @@ def track_masks_stage(
     except Exception as err:  # noqa: BLE001 — the chunk's samples fail, the run goes on
         text = " ".join(str(err).split()) or type(err).__name__
         return [
-            StageFailure(d.pair.task.sample_id, d.pair.task.row, "masks", text)
+            StageFailure.of(d.pair.task, d.pair.task.row, "masks", text)
             if isinstance(d, PairDisparity)
             else d
             for d in disps

@@ -89,7 +89,7 @@ def _load_rectified(pair: RectifiedPair, row: int, out: str, size: tuple[int, in
             pair.pair_id, row, pair.duplicate_of or "", src.sequence, src.frame_index, src.timestamp_s
         )
     if pair.status != "ok":
-        return StageFailure(pair.pair_id, row, "rectify", pair.error or "failed")
+        return StageFailure.of(pair.source, row, "rectify", pair.error or "failed")
     loaded = load_stage(task_from_rectified(pair, row, rectified_dir(out)), expected_size=size)
     if not isinstance(loaded, LoadedPair):
         return loaded
@@ -134,7 +134,7 @@ def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
     try:
         arrays = stored_arrays(out, rec.row)
     except Exception as err:  # noqa: BLE001 — a damaged row is this sample's failure, not the run's
-        return [StageFailure(rec.sample_id, rec.row, "store", f"stored arrays unreadable ({err})")]
+        return [StageFailure.of(rec, rec.row, "store", f"stored arrays unreadable ({err})")]
     return [LabelledSample(rec, list(objects), arrays)]
 
 
@@ -146,7 +146,7 @@ def _failed(rec: SampleRecord) -> list:
             )
         ]
     stage, _, error = (rec.error or "failed: unknown").partition(": ")
-    return [StageFailure(rec.sample_id, rec.row, stage, error or stage)]
+    return [StageFailure.of(rec, rec.row, stage, error or stage)]
 
 
 def _write(

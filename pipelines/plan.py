@@ -15,6 +15,7 @@ from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import LabelTask, ObjectRow, SampleRecord, ShardEntry, ShardPlan
 from labeler.dataset.writer import DatasetWriter, StoredSample
 from labeler.errors import InputError
+from labeler.stages import StageFailure
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,8 @@ def discover_inputs(cfg: PseudoLabelConfig, *, calib_sha256: str | None = None) 
             elif p.status == "skipped":
                 continue  # --keep-duplicates: `labeler run` never rectified it; label it with `run`
             else:
-                found.append(
-                    SampleRecord(sample_id=p.pair_id, row=0, status="failed", error=f"rectify: {p.error}")
-                )
-    found += [
-        SampleRecord(sample_id=src.pair_id, row=0, status="failed", error=f"discover: {problem}")
-        for src, problem in orphans
-    ]
+                found.append(StageFailure.of(p.source, 0, "rectify", p.error or "failed").record())
+    found += [StageFailure.of(src, 0, "discover", problem).record() for src, problem in orphans]
     out: dict[str, Input] = {}
     for inp in found:
         out.setdefault(_id(inp), inp)

@@ -212,7 +212,12 @@ def _failed_shard(
         log.warning("shard %s not written this run (%s); the next run retries it", shard, type(err).__name__)
         return None
     text = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
-    fails = [StageFailure(it.sample_id, it.row, "shard", text) for it in items]
+    fails = [
+        StageFailure.of(place, it.row, "shard", text)
+        if (place := it.task or it.raw or it.failed or it.keep) is not None
+        else StageFailure(it.sample_id, it.row, "shard", text)
+        for it in items
+    ]
     return write_stage(cfg.out, shard, layout, key, list(fails), previews=False)
 
 

@@ -13,22 +13,11 @@ for the others, stored ids are ignored and the objects are associated frame by f
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 
 from data_schema.manifest import ObjectRow, SampleRecord, TrackingConfig, TrackRow
 from labeler.dataset.writer import DatasetWriter
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """One object of one track at one frame."""
-
-    frame: int
-    time_s: float | None
-    depth_m: float | None
-    class_name: str | None
 
 
 def track_sequences(
@@ -39,7 +28,7 @@ def track_sequences(
     mask backend that tracks objects itself), stitched across shards (segment/track.ChunkStitcher);
     else they are ignored and the objects are associated frame by frame (IouDepthTracker)."""
     from labeler.dataset.shards import open_arrays, read_rows
-    from labeler.segment.track import ChunkStitcher, IouDepthTracker
+    from labeler.segment.track import ChunkStitcher, IouDepthTracker, Sighting, track_row
 
     entries = writer.entries
     samples: list[SampleRecord] = []
@@ -62,7 +51,7 @@ def track_sequences(
             frames[rec.sequence].append(rec)
     store = open_arrays(writer.out)
     track_of: dict[tuple[int, int], int] = {}  # (row, object id) -> track id
-    seen: dict[int, list[_Seen]] = defaultdict(list)
+    seen: dict[int, list[Sighting]] = defaultdict(list)
     sequence_of: dict[int, str] = {}
     next_id = 1
     for seq in sorted(frames):
@@ -82,7 +71,7 @@ def track_sequences(
             for oid, tid in found.items():
                 track_of[(rec.row, oid)] = tid
                 o = objs[oid]
-                seen[tid].append(_Seen(rec.frame_index, rec.timestamp_s, o.depth_m_median, o.class_name))
+                seen[tid].append(Sighting(rec.frame_index, rec.timestamp_s, o.depth_m_median, o.class_name))
                 sequence_of[tid] = seq
         next_id = stitcher.next_id if chunk_ids else tracker.next_id
     changed = {}
@@ -94,37 +83,3 @@ def track_sequences(
     tracks = [track_row(tid, sequence_of[tid], seen[tid]) for tid in sorted(seen)]
     writer.write_tracks(tracks, tracking)
     return tracks
-
-
-def track_row(track_id: int, sequence: str, seen: list[_Seen]) -> TrackRow:
-    """A track's row from its objects over its frames (in frame order)."""
-    seen = sorted(seen, key=lambda x: x.frame)
-    first, last = seen[0], seen[-1]
-    with_depth = [x for x in seen if x.depth_m is not None]
-    nearest = min(with_depth, key=lambda x: x.depth_m or 0.0) if with_depth else None
-    speed = None
-    if (
-        first.depth_m is not None
-        and last.depth_m is not None
-        and first.time_s is not None
-        and last.time_s is not None
-        and last.time_s > first.time_s
-    ):
-        speed = (first.depth_m - last.depth_m) / (last.time_s - first.time_s)
-    names = [x.class_name for x in seen if x.class_name is not None]
-    return TrackRow(
-        track_id=track_id,
-        class_name=max(sorted(set(names)), key=names.count) if names else None,
-        sequence=sequence,
-        first_frame=first.frame,
-        last_frame=last.frame,
-        first_time_s=first.time_s,
-        last_time_s=last.time_s,
-        frames_seen=len(seen),
-        depth_m_first=first.depth_m,
-        depth_m_last=last.depth_m,
-        depth_m_nearest=nearest.depth_m if nearest else None,
-        nearest_frame=nearest.frame if nearest else None,
-        nearest_time_s=nearest.time_s if nearest else None,
-        approach_speed_m_s=speed,
-    )

@@ -134,7 +134,7 @@ def test_cli_prints_one_line_per_image(run, inputs, tmp_path):
         app, ["predict", str(root / "mono"), "--run", str(tmp_path), "--out", str(tmp_path)]
     )
     assert res.exit_code == 1 and "no checkpoints/best.pt" in res.output
-    assert json.loads((tmp_path / "predictions.json").read_text())["schema_version"] == 1
+    assert json.loads((tmp_path / "predictions.json").read_text())["schema_version"] == 2
 
 
 def test_a_truncated_image_fails_alone(run, inputs, tmp_path):

@@ -13,6 +13,7 @@ import typer
 
 from data_schema.commands import CheckpointName, DepthLoss, PredictLayout, SegLoss
 from data_schema.heads import Backbone, HeadsTask
+from data_schema.manifest import TrackingConfig
 from labeler.cli._app import _gpus, app, run
 from labeler.cli.options import (
     AmpOpt,
@@ -159,9 +160,18 @@ def finetune(
     typer.echo(f"comparison {res.run_dir / 'comparison.json'}, curves {res.run_dir / 'curves.png'}")
 
 
+_TRACKING = TrackingConfig()
+
+
 @app.command()
 def predict(
-    inputs: Annotated[Path, typer.Argument(help="an image, a folder of images, or rectified left/ + right/")],
+    inputs: Annotated[
+        Path,
+        typer.Argument(
+            help="an image, a folder of images, rectified left/ + right/, or a sequence: a video (a folder "
+            "of videos) or a folder of frames named by their timestamps"
+        ),
+    ],
     run_dir: Annotated[Path, typer.Option("--run", help="train-heads or finetune run folder")],
     out: Annotated[Path, typer.Option(help="folder for depth .npy, ids PNG, overlay PNG, JSON")],
     layout: Annotated[
@@ -174,22 +184,51 @@ def predict(
     checkpoint: Annotated[
         CheckpointName, typer.Option(help="checkpoint of the run: best held-out, or last epoch")
     ] = "best",
+    stride: Annotated[int, typer.Option(min=1, help="a video: predict every N-th frame")] = 1,
+    track_min_iou: Annotated[
+        float, typer.Option(help="a sequence: least mask IoU of an object with its track's last mask")
+    ] = _TRACKING.min_iou,
+    track_max_depth_jump_m: Annotated[
+        float, typer.Option(help="a sequence: most change of an object's median depth between frames, m")
+    ] = _TRACKING.max_depth_jump_m,
+    track_max_gap_frames: Annotated[
+        int, typer.Option(help="a sequence: a track unseen for more frames than this ends")
+    ] = _TRACKING.max_gap_frames,
 ) -> None:
-    """Monocular depth + objects with metric depth for new images, from a trained run."""
+    """Monocular depth + objects with metric depth for new images, from a trained run; a video's objects
+    are followed over its frames."""
     from data_schema.commands import PredictConfig
-    from labeler.predict import predict_images, summary_line
+    from labeler.predict import predict_images, summary_line, track_line
 
     res = run(
         lambda: PredictConfig(
-            inputs=inputs, run=run_dir, out=out, layout=layout, calib=calib, gpu=gpu, checkpoint=checkpoint
+            inputs=inputs,
+            run=run_dir,
+            out=out,
+            layout=layout,
+            calib=calib,
+            gpu=gpu,
+            checkpoint=checkpoint,
+            stride=stride,
+            tracking=TrackingConfig(
+                min_iou=track_min_iou,
+                max_depth_jump_m=track_max_depth_jump_m,
+                max_gap_frames=track_max_gap_frames,
+            ),
         ),
         predict_images,
     )
-    for p in res.images:
-        typer.echo(summary_line(p))
+    if res.tracking is None:  # lone images: one line each; a sequence: one line per track
+        for p in res.images:
+            typer.echo(summary_line(p))
+    for t in res.tracks:
+        typer.echo(track_line(t))
     for f in res.failures:
         typer.echo(f"failed {f.image}: {f.error}")
+    what = (
+        f"{len(res.images)} frames, {len(res.tracks)} tracks" if res.tracking else f"{len(res.images)} images"
+    )
     typer.echo(
-        f"{len(res.images)} images -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)"
+        f"{what} -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)"
         + (f"; {len(res.failures)} failed" if res.failures else "")
     )

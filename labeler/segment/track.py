@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_schema.manifest import TrackingConfig
+from data_schema.manifest import TrackingConfig, TrackRow
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray, ids_a: list[int], ids_b: list[int]) -> np.ndarray:
@@ -199,3 +199,50 @@ class ChunkStitcher:
             cfg,
         )
         return {fresh[j]: prev.track[cand[k]] for k, j in pairs}
+
+
+# ------------------------------------------------------------------ a track's summary (tracks table, predict)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One object of one track at one frame."""
+
+    frame: int
+    time_s: float | None
+    depth_m: float | None
+    class_name: str | None
+
+
+def track_row(track_id: int, sequence: str, seen: list[Sighting]) -> TrackRow:
+    """A track's row from its objects over its frames (in frame order)."""
+    seen = sorted(seen, key=lambda x: x.frame)
+    first, last = seen[0], seen[-1]
+    with_depth = [x for x in seen if x.depth_m is not None]
+    nearest = min(with_depth, key=lambda x: x.depth_m or 0.0) if with_depth else None
+    speed = None
+    if (
+        first.depth_m is not None
+        and last.depth_m is not None
+        and first.time_s is not None
+        and last.time_s is not None
+        and last.time_s > first.time_s
+    ):
+        speed = (first.depth_m - last.depth_m) / (last.time_s - first.time_s)
+    names = [x.class_name for x in seen if x.class_name is not None]
+    return TrackRow(
+        track_id=track_id,
+        class_name=max(sorted(set(names)), key=names.count) if names else None,
+        sequence=sequence,
+        first_frame=first.frame,
+        last_frame=last.frame,
+        first_time_s=first.time_s,
+        last_time_s=last.time_s,
+        frames_seen=len(seen),
+        depth_m_first=first.depth_m,
+        depth_m_last=last.depth_m,
+        depth_m_nearest=nearest.depth_m if nearest else None,
+        nearest_frame=nearest.frame if nearest else None,
+        nearest_time_s=nearest.time_s if nearest else None,
+        approach_speed_m_s=speed,
+    )

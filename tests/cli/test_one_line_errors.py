@@ -277,3 +277,22 @@ def test_a_full_disk_with_a_process_cluster_is_one_line(tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert len(said) == 1 and "No space left on device" in said[0], res.stderr
     assert "Compute Failed" not in res.stderr
+
+
+# ------------------------------------------------------------------ --track (issue 23)
+
+
+def test_track_that_cannot_track_is_one_line(tmp_path):
+    """`--track` on captures without a sequence, and SAM2's keyframe flags with a backend that does not
+    track by itself: one line each, before anything is labelled."""
+    from tests.conftest import identity_calibration_yaml, write_plane_pairs
+
+    raw = write_plane_pairs(tmp_path / "raw", 2, 128, 96, seed=4, suffix_layout=True)
+    calib = identity_calibration_yaml(tmp_path / "calib.yaml", 128, 96)
+    out = tmp_path / "ds"
+    args = ["run", raw, "--calib", calib, "--out", out, "--scheduler", "sync", "--track"]
+    line = one_line(args)
+    assert "--track needs a sequence" in line and str(raw) in line
+    line = one_line([*args, "--keyframe-every", "3"])
+    assert "--keyframe-every" in line and "--masks classical" in line
+    assert not (out / "manifest.json").exists()

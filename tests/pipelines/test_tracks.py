@@ -157,3 +157,127 @@ def test_track_without_a_sequence_is_one_line(tmp_path):
         run_pseudo_label(cfg)
     assert "\n" not in str(err.value) and str(err.value).startswith(str(tmp_path / "rect"))
     assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_a_tracked_run_killed_after_its_first_shard_resumes_to_the_same_version(tracked):
+    """kill -9 of `labeler run --track` once a shard is committed, the same command again: the dataset
+    version, the tracks table and the objects' track ids are those of an uninterrupted run."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _, _ = tracked
+    out = root / "killed"  # the sources' paths are labels: both runs write to the same --out
+    cmd = [sys.executable, "-m", "labeler.cli", "run", str(root / "demo" / "sequence")]
+    cmd += ["--calib", str(root / "calib.yaml"), "--out", str(out), "--track", "--stride", "1"]
+    cmd += ["--samples-per-shard", "2", "--scheduler", "sync"]
+
+    def finished() -> tuple[str, list, list]:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert validate_dataset(out) == []
+        ds = open_dataset(out)
+        ref = ds.manifest.tracks
+        assert ref is not None
+        objects = ds.objects.to_table().select(["row", "id", "track_id"]).to_pylist()
+        return ds.manifest.dataset_version, read_tracks(out, ref), objects
+
+    whole = finished()
+    shutil.rmtree(out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    index = out / "shards.jsonl"
+    deadline = time.time() + 120
+    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(index.read_text().splitlines())
+    assert proc.returncode == -signal.SIGKILL and 0 < n_done < N_FRAMES // 2, "not killed mid-run"
+    assert not (out / "tables" / "tracks").exists() or not any((out / "tables" / "tracks").iterdir())
+    resumed = finished()
+    assert resumed[0] == whole[0]
+    assert resumed[1] == whole[1] and resumed[1]
+    assert resumed[2] == whole[2]
+
+
+def test_a_truncated_video_fails_its_missing_frames_in_one_line_each(tracked, tmp_path):
+    """A video cut short: the frames it no longer holds are failed samples with one-line errors, the
+    frames before them are labelled and tracked."""
+    root, _, _ = tracked
+    video = root / "demo" / "sequence" / "walk.avi"
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "walk.avi").write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    res = run_pseudo_label(
+        PseudoLabelConfig(
+            inputs=tmp_path / "cut",
+            calib=root / "calib.yaml",
+            out=tmp_path / "ds",
+            rectify=True,
+            stride=1,
+            track=True,
+            scheduler="sync",
+            progress=False,
+            previews=False,
+        )
+    )
+    rows = _samples(tmp_path / "ds")
+    failed = [r for r in rows if r["status"] == "failed"]
+    ok = [r["frame_index"] for r in rows if r["status"] == "ok"]
+    assert failed and ok and len(rows) == N_FRAMES and max(ok) < min(r["frame_index"] for r in failed)
+    assert [r["frame_index"] for r in rows] == list(range(N_FRAMES))  # in frame order
+    for r in failed:  # a frame the video does not hold keeps its place in the sequence
+        assert r["sequence"] == "walk" and r["timestamp_s"] == pytest.approx(r["frame_index"] / 10)
+        assert "\n" not in r["error"] and f"frame {r['frame_index']} cannot be decoded" in r["error"]
+    assert res.tracks and validate_dataset(tmp_path / "ds") == []
+
+
+@pytest.mark.parametrize(("max_gap", "kept"), [(15, True), (1, False)])
+def test_a_missing_timestamped_frame_is_a_gap_the_tracker_sees(tracked, tmp_path, caplog, max_gap, kept):
+    """Frames named by their capture time, frame 3 missing: one warning, frame numbers that skip it, and
+    the standing object (true id 4) keeps its track over the gap only within --track-max-gap-frames."""
+    import logging
+
+    import cv2
+
+    from data_schema.manifest import TrackingConfig
+    from labeler.io import write_png
+
+    root, _, _ = tracked
+    cap = cv2.VideoCapture(str(root / "demo" / "sequence" / "walk.avi"))
+    frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(6)]
+    cap.release()
+    for k in (0, 1, 2, 4, 5):
+        write_png(tmp_path / "stamped" / f"{1700000000.0 + 0.1 * k:.3f}.png", frames[k])
+    with caplog.at_level(logging.WARNING):
+        run_pseudo_label(
+            PseudoLabelConfig(
+                inputs=tmp_path / "stamped",
+                calib=root / "calib.yaml",
+                out=tmp_path / "ds",
+                rectify=True,
+                track=True,
+                tracking=TrackingConfig(max_gap_frames=max_gap),
+                scheduler="sync",
+                progress=False,
+                previews=False,
+            )
+        )
+    assert sum("1 frame(s) missing before 1700000000.400.png" in r.getMessage() for r in caplog.records) == 1
+    rows = [r for r in _samples(tmp_path / "ds") if r["status"] == "ok"]
+    assert [r["frame_index"] for r in rows] == [0, 1, 2, 4, 5]
+    ds = open_dataset(tmp_path / "ds")
+    objects = ds.objects.to_table().to_pylist()
+    standing = []
+    for r in rows:  # the object over true id 4 in each frame
+        pred = ds.read_row(r["row"], ("instance_ids",))["instance_ids"]
+        true = np.load(root / "demo" / "truth" / "sequence" / f"frame_{r['frame_index']:06d}.npz")
+        oid = np.bincount(pred[true["instance_ids"] == 4]).argmax()
+        assert oid > 0
+        standing.append(next(o["track_id"] for o in objects if o["row"] == r["row"] and o["id"] == oid))
+    assert len(set(standing[:3])) == 1 and len(set(standing[3:])) == 1
+    assert (standing[2] == standing[3]) is kept
