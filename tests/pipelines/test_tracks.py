@@ -106,7 +106,6 @@ def test_a_rerun_changes_nothing(tracked):
     assert again.dataset_version == res.dataset_version and again.labelled == 0
 
 
-@pytest.mark.slow
 def test_a_run_stopped_before_its_tracks_resumes_to_the_same_version(tracked):
     import shutil
 
@@ -159,7 +158,6 @@ def test_track_without_a_sequence_is_one_line(tmp_path):
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
 
-@pytest.mark.slow
 def test_a_tracked_run_killed_after_its_first_shard_resumes_to_the_same_version(tracked):
     """kill -9 of `labeler run --track` once a shard is committed, the same command again: the dataset
     version, the tracks table and the objects' track ids are those of an uninterrupted run."""
