@@ -11,6 +11,8 @@ Which rule does what, and how well it scores: docs/classical.md.
    `depth_jump_rel` and 0.75 px (each side extrapolated along its own slope, so a crease is no step) is
    a wall: the two never merge. Where one plane fits both regions' disparities and adds little to their
    own planes' residuals, the cost is a tenth: a wall, a floor or a textured board is one region.
+   After the merge, a border's pixel jumps count only where its mean step along the whole border is a
+   jump too (matcher noise on a floor crosses the threshold pixel by pixel, a silhouette all along).
 3. Strips (thinner than _STRIP_PX) join the neighbour they share the longest jump-free border with.
 4. Regions over `max_area_frac` or under `min_area_frac` are dropped; with depth, so is every region
    that does not stand in front of its neighbours along _FIGURE_FRONT of its border (ground: walls,
