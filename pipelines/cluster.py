@@ -48,9 +48,12 @@ def dask_client(
 ) -> Iterator[Client | None]:
     """Yield a distributed Client, or None to run in-process (`scheduler="sync"`, and small default runs).
 
-    scheduler: None → LocalCluster of processes, or in-process when `samples < in_process_below` (a
-    cluster there costs more than it saves; `--scheduler processes` forces one); "processes" →
-    LocalCluster of processes; "threads" → LocalCluster of threads; "tcp://host:port" → an existing
+    scheduler: None → a LocalCluster, or in-process when `samples < in_process_below` (a cluster there
+    costs more than it saves; `--scheduler processes` forces one): of threads on the CPU (the stages spend
+    their time in OpenCV, numpy, zarr and hashlib, which release the GIL, and a process cluster ships
+    every labelled sample's arrays to its shard's writer: 2x slower per pair on 2 cores,
+    benchmarks/RESULTS.md, issue 27), of processes with --gpu (one per GPU); "processes" → LocalCluster
+    of processes; "threads" → LocalCluster of threads; "tcp://host:port" → an existing
     cluster (start one worker per GPU there with `--resources GPU=1`).
     With gpus, the local cluster has one worker per GPU, each advertising GPU=1 so that one model task runs
     on it at a time, with the machine's other cores as its extra threads (`--workers` sets the total): the
@@ -87,7 +90,7 @@ def dask_client(
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads,
-                processes=scheduler != "threads",
+                processes=scheduler == "processes" or (scheduler is None and bool(gpus)),
                 dashboard_address=DASHBOARD_ADDRESS if dashboard else None,
                 # the worker processes' level: a failed task reaches the run as its exception (one line
                 # there); Dask's "Compute Failed" report with the task's traceback only with --verbose

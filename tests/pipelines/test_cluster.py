@@ -78,8 +78,14 @@ def test_a_small_default_run_stays_in_process_and_a_named_scheduler_does_not():
     small = cluster.IN_PROCESS_BELOW_SAMPLES - 1
     with dask_client(None, workers=1, gpus=(), samples=small) as client:
         assert client is None
-    with dask_client(None, workers=1, gpus=(), samples=small, in_process_below=small) as client:
+    with dask_client(None, workers=2, gpus=(), samples=small, in_process_below=small) as client:
         assert client is not None and client.submit(int, "7").result() == 7
+        # on the CPU the default cluster is of threads: two workers in this process
+        pids = {
+            client.submit(os.getpid, pure=False, workers=[w]).result()
+            for w in client.scheduler_info()["workers"]
+        }
+        assert pids == {os.getpid()} and len(client.scheduler_info()["workers"]) == 2
     with dask_client("processes", workers=1, gpus=(), samples=1) as client:
         assert client is not None
         (worker,) = client.scheduler_info()["workers"].values()
