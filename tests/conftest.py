@@ -191,3 +191,22 @@ def layer_output_dtypes() -> Iterator[list]:
         yield seen
     finally:
         handle.remove()
+
+
+def kill_after_first_shard(cmd: list[str], out: Path, timeout_s: float = 120) -> tuple[int, int]:
+    """Start `cmd` (a labelling run into `out`) in its own process group and kill -9 the group once its
+    first shard is committed (a line in OUT/shards.jsonl). Returns (return code, shards committed)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    index = out / "shards.jsonl"
+    deadline = time.time() + timeout_s
+    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.returncode, len(index.read_text().splitlines()) if index.exists() else 0

@@ -86,7 +86,17 @@ def main(
 
 
 LayoutOpt = Annotated[Layout, typer.Option(help="capture layout (auto: detected from the files)")]
-StrideOpt = Annotated[int, typer.Option(help="video input: use every Nth frame")]
+StrideOpt = Annotated[int, typer.Option(min=1, help="video input: use every Nth frame")]
+# how a sequence's objects are linked over its frames: `run`/`pseudo-label --track` and `predict` on a video
+TrackMinIouOpt = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="tracks: least mask IoU with the track's last mask")
+]
+TrackMaxDepthJumpOpt = Annotated[
+    float, typer.Option(min=0.0, help="tracks: most change of an object's median depth between frames, m")
+]
+TrackMaxGapOpt = Annotated[
+    int, typer.Option(min=1, help="tracks: a track unseen for more frames than this ends")
+]
 
 
 def _gpus(gpu: str | None) -> tuple[int, ...]:

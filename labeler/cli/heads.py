@@ -14,7 +14,15 @@ import typer
 from data_schema.commands import CheckpointName, DepthLoss, PredictLayout, SegLoss
 from data_schema.heads import Backbone, HeadsTask
 from data_schema.manifest import TrackingConfig
-from labeler.cli._app import _gpus, app, run
+from labeler.cli._app import (
+    StrideOpt,
+    TrackMaxDepthJumpOpt,
+    TrackMaxGapOpt,
+    TrackMinIouOpt,
+    _gpus,
+    app,
+    run,
+)
 from labeler.cli.options import (
     AmpOpt,
     BatchSizeOpt,
@@ -184,16 +192,10 @@ def predict(
     checkpoint: Annotated[
         CheckpointName, typer.Option(help="checkpoint of the run: best held-out, or last epoch")
     ] = "best",
-    stride: Annotated[int, typer.Option(min=1, help="a video: predict every N-th frame")] = 1,
-    track_min_iou: Annotated[
-        float, typer.Option(help="a sequence: least mask IoU of an object with its track's last mask")
-    ] = _TRACKING.min_iou,
-    track_max_depth_jump_m: Annotated[
-        float, typer.Option(help="a sequence: most change of an object's median depth between frames, m")
-    ] = _TRACKING.max_depth_jump_m,
-    track_max_gap_frames: Annotated[
-        int, typer.Option(help="a sequence: a track unseen for more frames than this ends")
-    ] = _TRACKING.max_gap_frames,
+    stride: StrideOpt = 1,
+    track_min_iou: TrackMinIouOpt = _TRACKING.min_iou,
+    track_max_depth_jump_m: TrackMaxDepthJumpOpt = _TRACKING.max_depth_jump_m,
+    track_max_gap_frames: TrackMaxGapOpt = _TRACKING.max_gap_frames,
 ) -> None:
     """Monocular depth + objects with metric depth for new images, from a trained run; a video's objects
     are followed over its frames."""

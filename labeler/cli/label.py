@@ -19,6 +19,9 @@ from labeler.cli._app import (
     SelectionOpt,
     StrictLicenceOpt,
     StrideOpt,
+    TrackMaxDepthJumpOpt,
+    TrackMaxGapOpt,
+    TrackMinIouOpt,
     _fail,
     _gpus,
     app,
@@ -253,15 +256,9 @@ def _label_command(rectify: bool):
             bool,
             typer.Option(help="link each sequence's objects over its frames: objects.track_id, tracks table"),
         ] = False,
-        track_min_iou: Annotated[
-            float, typer.Option(help="--track: least mask IoU of an object with its track's last mask")
-        ] = _TRACKING.min_iou,
-        track_max_depth_jump_m: Annotated[
-            float, typer.Option(help="--track: most change of an object's median depth between frames, m")
-        ] = _TRACKING.max_depth_jump_m,
-        track_max_gap_frames: Annotated[
-            int, typer.Option(help="--track: a track unseen for more frames than this ends")
-        ] = _TRACKING.max_gap_frames,
+        track_min_iou: TrackMinIouOpt = _TRACKING.min_iou,
+        track_max_depth_jump_m: TrackMaxDepthJumpOpt = _TRACKING.max_depth_jump_m,
+        track_max_gap_frames: TrackMaxGapOpt = _TRACKING.max_gap_frames,
         keyframe_every: Annotated[
             int,
             typer.Option(

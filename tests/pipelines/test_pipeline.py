@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from data_schema.manifest import SampleRecord
 from labeler import open_dataset
 from labeler.dataset.validate import validate_dataset
 from pipelines.pseudo_label import LabelRun, run_pseudo_label
-from tests.conftest import identity_calibration_yaml, write_plane_pairs
+from tests.conftest import identity_calibration_yaml, kill_after_first_shard, write_plane_pairs
 
 
 def label(inputs: Path, calib: Path, out: Path, **kw) -> LabelRun:
@@ -261,15 +258,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
         "--samples-per-shard",
         "2",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    index = out / "shards.jsonl"
-    deadline = time.time() + 120
-    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    n_done = len(index.read_text().splitlines())
+    _, n_done = kill_after_first_shard(cmd, out)
     assert 0 < n_done < 12, "the run finished before it could be killed"
     assert validate_dataset(out) == []  # a killed dataset is valid as it stands
     res = subprocess.run(cmd, capture_output=True, text=True)

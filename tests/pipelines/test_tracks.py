@@ -15,7 +15,13 @@ from labeler.dataset.tables import read_tracks
 from labeler.dataset.validate import validate_dataset
 from labeler.errors import InputError
 from pipelines.pseudo_label import run_pseudo_label
-from tests.conftest import TRACK_FRAMES, TRACK_STILL, identity_calibration_yaml, run_tracked
+from tests.conftest import (
+    TRACK_FRAMES,
+    TRACK_STILL,
+    identity_calibration_yaml,
+    kill_after_first_shard,
+    run_tracked,
+)
 
 N_FRAMES, STILL = TRACK_FRAMES, TRACK_STILL  # the still stretch: frames 8..11 repeat frame 7
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -161,12 +167,10 @@ def test_track_without_a_sequence_is_one_line(tmp_path):
 def test_a_tracked_run_killed_after_its_first_shard_resumes_to_the_same_version(tracked):
     """kill -9 of `labeler run --track` once a shard is committed, the same command again: the dataset
     version, the tracks table and the objects' track ids are those of an uninterrupted run."""
-    import os
     import shutil
     import signal
     import subprocess
     import sys
-    import time
 
     root, _, _ = tracked
     out = root / "killed"  # the sources' paths are labels: both runs write to the same --out
@@ -186,16 +190,8 @@ def test_a_tracked_run_killed_after_its_first_shard_resumes_to_the_same_version(
 
     whole = finished()
     shutil.rmtree(out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    index = out / "shards.jsonl"
-    deadline = time.time() + 120
-    while not (index.exists() and index.stat().st_size) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    n_done = len(index.read_text().splitlines())
-    assert proc.returncode == -signal.SIGKILL and 0 < n_done < N_FRAMES // 2, "not killed mid-run"
+    rc, n_done = kill_after_first_shard(cmd, out)
+    assert rc == -signal.SIGKILL and 0 < n_done < N_FRAMES // 2, "not killed mid-run"
     assert not (out / "tables" / "tracks").exists() or not any((out / "tables" / "tracks").iterdir())
     resumed = finished()
     assert resumed[0] == whole[0]
