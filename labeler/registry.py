@@ -10,6 +10,7 @@ the class names its `config_type`, and `register` takes the name from there.
 from __future__ import annotations
 
 import functools
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -79,6 +80,8 @@ class Registry(Generic[T]):
         self._classes: dict[str, type[T]] = {}
         # A few live backends per process: a long-lived worker that sees many configs frees old models.
         self._shared = functools.lru_cache(maxsize=shared_size)(self._create)
+        # the CPU's default cluster runs tasks in threads: two first tasks must not load a model twice
+        self._building = threading.RLock()
 
     def register(self, cls: type[T]) -> type[T]:
         """Class decorator: registers `cls` under its config's name (and sets `cls.name`)."""
@@ -110,7 +113,8 @@ class Registry(Generic[T]):
 
     def shared(self, config: NamedConfig, *, device: str) -> T:
         """The backend of `config` on `device`, built once per process (so one model load per worker)."""
-        return self._shared(config, device)
+        with self._building:
+            return self._shared(config, device)
 
     def check(self, config: NamedConfig) -> None:
         """The selected class's `check_config`: fail before any sample when `config` cannot work."""

@@ -92,3 +92,36 @@ def test_a_backend_takes_its_name_from_its_config_record():
     for reg in (STEREO_BACKENDS, MASK_BACKENDS):
         for name in reg.names():
             assert reg.get(name).name == name
+
+
+class SlowConfig(Record):
+    name: Literal["slow"] = "slow"
+
+
+@REG.register
+class SlowBackend(Backend[SlowConfig]):
+    config_type = SlowConfig
+    uses_cuda = False
+    built: list[SlowBackend] = []
+
+    def __init__(self, config: SlowConfig, *, device: str) -> None:
+        import time
+
+        time.sleep(0.2)  # a model load
+        type(self).built.append(self)
+
+
+def test_a_shared_backend_is_built_once_when_threads_ask_together():
+    """The CPU's default cluster runs tasks in threads: the first tasks of a run ask for the backend at
+    the same moment, and it must be built (a model loaded) once."""
+    import threading
+
+    got: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(REG.shared(SlowConfig(), device="cpu"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(SlowBackend.built) == 1 and len(got) == 4 and all(g is SlowBackend.built[0] for g in got)
