@@ -51,7 +51,7 @@ def dask_client(
     scheduler: None → a LocalCluster, or in-process when `samples < in_process_below` (a cluster there
     costs more than it saves; `--scheduler processes` forces one): of threads on the CPU (the stages spend
     their time in OpenCV, numpy, zarr and hashlib, which release the GIL, and a process cluster ships
-    every labelled sample's arrays to its shard's writer: 2x slower per pair on 2 cores,
+    every labelled sample's arrays to its shard's writer: 1.3-1.7x slower per pair on 2 cores,
     benchmarks/RESULTS.md, issue 27), of processes with --gpu (one per GPU); "processes" → LocalCluster
     of processes; "threads" → LocalCluster of threads; "tcp://host:port" → an existing
     cluster (start one worker per GPU there with `--resources GPU=1`).
