@@ -48,7 +48,8 @@ its distance by a fifth in a tenth of a second, a track that took over another o
 bled onto the wall behind, does. `jump` is derived from the tables when they are read (the objects'
 `track_id` and `depth_m_median`, the samples' `timestamp_s`), like `spread` and `shape`: it needs no
 arrays, so no `labeler doubt` pass, and it follows the tables when a track is relabelled. Readers that
-see one shard's objects at a time (the exports) do not see a track's other frames and so leave it out.
+go shard by shard (the exports) take it from the whole objects table first (four columns), since a
+track's other frames may sit in other shards.
 """
 
 from __future__ import annotations

@@ -114,16 +114,23 @@ def reviewed_samples(
 ) -> Iterator[ExportSample]:
     """The ok samples in row order, shard by shard, as the review decisions leave them (`only`: just
     these sample ids, e.g. a selection's)."""
+    import pyarrow as pa
+
     from labeler.dataset.decisions import load_decisions
     from labeler.dataset.tables import objects_table, samples_table
-    from labeler.doubt import object_doubt, sample_doubt
+    from labeler.doubt import TRACK_JUMP, object_doubt, sample_doubt
 
     decisions = load_decisions(ds)
     width, height = ds.manifest.calibration.image_size
     need = tuple(dict.fromkeys([*names, "instance_ids"]))
+    jumps = _track_jumps(ds)
     for shard in ds.iter_shards():
-        s_doubt = sample_doubt(samples_table(shard.samples), objects_table(shard.objects), width * height)
-        o_doubt = object_doubt(objects_table(shard.objects), width * height)
+        o_table = objects_table(shard.objects)
+        if jumps:  # a track's other frames may sit in other shards: its jumps come from the whole table
+            column = [jumps.get((o.row, o.id)) for o in shard.objects]
+            o_table = o_table.append_column(TRACK_JUMP, pa.array(column, pa.float64()))
+        s_doubt = sample_doubt(samples_table(shard.samples), o_table, width * height)
+        o_doubt = object_doubt(o_table, width * height)
         by_row = {r.row: _finite(v) for r, v in zip(shard.samples, s_doubt, strict=True)}
         by_obj = {(o.row, o.id): _finite(v) for o, v in zip(shard.objects, o_doubt, strict=True)}
         for rec in shard.ok:
@@ -150,6 +157,25 @@ def reviewed_samples(
                 by_row[rec.row],
                 {o.id: by_obj[(o.row, o.id)] for o in objects},
             )
+
+
+def _track_jumps(ds: Dataset) -> dict[tuple[int, int], float]:
+    """{(row, object id): its track depth jump (labeler.doubt.TRACK_JUMP)} over the whole dataset, from
+    four columns of the tables (empty for a dataset without tracks)."""
+    from labeler.doubt import TRACK_JUMP, with_track_jumps
+
+    if ds.manifest.tracks is None:
+        return {}
+    samples = ds.samples.to_table(columns=["row", "timestamp_s"])
+    objects = with_track_jumps(
+        samples, ds.objects.to_table(columns=["row", "id", "track_id", "depth_m_median"])
+    )
+    rows, ids = objects.column("row").to_pylist(), objects.column("id").to_pylist()
+    return {
+        (r, i): j
+        for r, i, j in zip(rows, ids, objects.column(TRACK_JUMP).to_pylist(), strict=True)
+        if j is not None
+    }
 
 
 def _finite(v: float) -> float | None:

@@ -48,6 +48,32 @@ def test_coco_carries_track_ids_and_frames(tracked, tmp_path):
     assert got == _track_of(tracked) and all(t is not None for t in got.values())
 
 
+def test_coco_doubt_counts_each_tracks_depth_jumps_across_shards(tracked, tmp_path):
+    """An object's exported doubt is the review's: its track's depth jumps come from every frame of the
+    track, whichever shard holds them (the demo sequence's tracks cross shards of 6 samples)."""
+    from labeler.doubt import TRACK_JUMP, object_doubt, with_track_jumps
+    from labeler.export.coco import export_coco
+
+    ds = open_dataset(tracked)
+    objects = with_track_jumps(ds.samples.to_table(), ds.objects.to_table())
+    width, height = ds.manifest.calibration.image_size
+    want = dict(
+        zip(
+            zip(objects.column("sample_id").to_pylist(), objects.column("id").to_pylist(), strict=True),
+            object_doubt(objects, width * height).tolist(),
+            strict=True,
+        )
+    )
+    jumps = objects.column(TRACK_JUMP).to_pylist()
+    assert sum(j is not None for j in jumps) > 10  # the term is there to count
+    assert len({r // 6 for r, j in zip(objects.column("row").to_pylist(), jumps, strict=True) if j}) > 1
+    coco = json.loads(export_coco(tracked, tmp_path / "coco.json").read_text())
+    sample_of = {i["id"]: i["sample_id"] for i in coco["images"]}
+    got = {(sample_of[a["image_id"]], a["instance_id"]): a["doubt"] for a in coco["annotations"]}
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(want[k], abs=1e-12) for k in want)
+
+
 def test_coco_of_an_untracked_dataset_has_null_tracks_and_frames(tmp_path_factory, tmp_path):
     from labeler.export.coco import export_coco
     from tests.train.conftest import make_tiny_dataset
