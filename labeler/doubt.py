@@ -325,10 +325,13 @@ def track_jumps(objects: pa.Table) -> dict[int, float]:
     if TRACK_JUMP not in objects.column_names:
         return {}
     tid, jump = _col(objects, "track_id"), _col(objects, TRACK_JUMP)
-    out: dict[int, float] = {}
-    for t, j in zip(tid[np.isfinite(jump)], jump[np.isfinite(jump)], strict=True):
-        out[int(t)] = max(out.get(int(t), 0.0), float(j))
-    return out
+    keep = np.isfinite(jump) & np.isfinite(tid)
+    if not keep.any():
+        return {}
+    ids, where = np.unique(tid[keep].astype(np.int64), return_inverse=True)
+    most = np.full(len(ids), -np.inf)
+    np.maximum.at(most, where, jump[keep])  # one pass over the tracked objects, however many tracks
+    return dict(zip(ids.tolist(), most.tolist(), strict=True))
 
 
 # ------------------------------------------------------------------------------- the combined score

@@ -316,8 +316,9 @@ def _track_routes(app: FastAPI, review: _Review) -> None:
         return frames
 
     @app.get("/tracks", response_class=HTMLResponse)
-    def tracks_page() -> str:
-        return track_pages.tracks_page(tracks.track_listing(data), review.meta())
+    def tracks_page(page: int = Query(1, ge=1, le=10**7), flagged: bool = False) -> str:
+        listing = tracks.track_listing(data, page=page, flagged_only=flagged)
+        return track_pages.tracks_page(listing, review.meta(), flagged_only=flagged)
 
     @app.get("/track/{track_id}", response_class=HTMLResponse)
     def track_page(track_id: int) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from labeler.doubt import TRACK_JUMP_FULL
 from labeler.review.pages import _badge, _header, _num, _page
-from labeler.review.tracks import TrackFrame, TrackSummary
+from labeler.review.tracks import TrackFrame, TrackPage, TrackSummary
 
 TRACK_STYLE = """
 .strip{display:flex;flex-wrap:wrap;gap:6px;margin-top:.6em}
@@ -44,9 +44,9 @@ def _jump(jump: float | None) -> str:
     return f"<span{cls}>{jump:.2f}/s</span>"
 
 
-def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
-    """Every track of the dataset (or a line saying the dataset has none)."""
-    if not rows:
+def tracks_page(listing: TrackPage, meta: dict[str, Any], *, flagged_only: bool = False) -> str:
+    """A page of the dataset's tracks (or a line saying the dataset has none)."""
+    if not listing.rows and not flagged_only:
         body = (
             '<main><p><a href="/">← samples</a></p><p id="no-tracks">This dataset has no tracks: it was '
             "labelled without <code>--track</code> (rerun <code>labeler run … --track</code> on a video or "
@@ -54,7 +54,7 @@ def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
         )
         return _page("labeler review · tracks", _header("tracks", meta) + body, style=TRACK_STYLE)
     lines = []
-    for s in rows:
+    for s in listing.rows:
         t = s.track
         near = "–" if t.depth_m_nearest is None else f"{t.depth_m_nearest:.2f} m (frame {t.nearest_frame})"
         lines.append(
@@ -64,17 +64,30 @@ def tracks_page(rows: list[TrackSummary], meta: dict[str, Any]) -> str:
             f"<td>{_num(t.approach_speed_m_s)}</td><td>{_jump(s.jump_per_s)}</td>"
             f"<td>{_decided(s.decisions)}</td></tr>"
         )
-    flagged = sum(s.flagged for s in rows)
     table = (
         "<table><tr><th>track</th><th>class</th><th>sequence</th><th>frames</th><th>seen</th>"
         "<th>nearest depth</th><th>approach m/s</th><th>depth jump</th><th>decisions (frames)</th></tr>"
         + "".join(lines)
         + "</table>"
     )
+    query = "&flagged=1" if flagged_only else ""
+    nav = [f'<a id="prev-page" href="/tracks?page={listing.page - 1}{query}">← previous</a>'] * (
+        listing.page > 1
+    )
+    nav += [f"page {listing.page} of {listing.pages}"]
+    nav += [f'<a id="next-page" href="/tracks?page={listing.page + 1}{query}">next →</a>'] * (
+        listing.page < listing.pages
+    )
+    shown = (
+        '<a href="/tracks">all tracks</a>'
+        if flagged_only
+        else '<a id="only-flagged" href="/tracks?flagged=1">show only those</a>'
+    )
     body = (
-        f'<main><p><a href="/">← samples</a> · {len(rows)} tracks · <span id="n-flagged">{flagged}</span> '
+        f'<main><p><a href="/">← samples</a> · <span id="n-tracks">{listing.total}</span> '
+        f'{"flagged " if flagged_only else ""}tracks · <span id="n-flagged">{listing.flagged}</span> '
         f"flagged: a depth jump of at least {TRACK_JUMP_FULL:g}/s (|ln(depth ratio)| between consecutive "
-        f"labelled frames, per second)</p>{table}</main>"
+        f"labelled frames, per second) · {shown}</p>{table}<p>{' · '.join(nav)}</p></main>"
     )
     return _page("labeler review · tracks", _header("tracks", meta) + body, style=TRACK_STYLE)
 

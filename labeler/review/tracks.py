@@ -56,29 +56,57 @@ def tracks(data: ReviewData) -> list[TrackRow]:
     return sorted(read_tracks(data.path, ref), key=lambda t: t.track_id) if ref is not None else []
 
 
-def track_listing(data: ReviewData) -> list[TrackSummary]:
-    """Every track with its depth jump and the decisions in force on its frames."""
+@dataclass(frozen=True)
+class TrackPage:
+    """One page of the tracks listing, and the counts over all of them."""
+
+    rows: list[TrackSummary]
+    page: int
+    pages: int
+    total: int  # tracks the listing shows (all, or the flagged ones)
+    flagged: int  # flagged tracks in the dataset
+
+
+def track_listing(data: ReviewData, *, page: int = 1, flagged_only: bool = False) -> TrackPage:
+    """A page of the tracks (by id; `flagged_only`: those whose depth jump flags them) with their depth
+    jumps and the decisions in force on their frames. The jumps come from one grouped pass over the objects
+    table; decisions are counted for the page's tracks only, so a page costs the same however many tracks
+    the dataset has."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    from labeler.review.listing import PAGE_SIZE
+
     rows = tracks(data)
-    if not rows:
-        return []
-    jumps = track_jumps(data.objects)
-    tracked = data.objects.filter(pc.is_valid(data.objects.column("track_id")))
-    sample_of = dict(
-        zip(data.samples.column("row").to_pylist(), data.samples.column("sample_id").to_pylist(), strict=True)
-    )
+    jumps = track_jumps(data.objects) if rows else {}
+    flagged = {t for t, j in jumps.items() if j >= TRACK_JUMP_FULL}
+    if flagged_only:
+        rows = [t for t in rows if t.track_id in flagged]
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     counts: dict[int, Counter[str]] = {}
-    for row, oid, tid in zip(
-        tracked.column("row").to_pylist(),
-        tracked.column("id").to_pylist(),
-        tracked.column("track_id").to_pylist(),
-        strict=True,
-    ):
-        d = data.decisions.of(sample_of[row], oid)
-        if d is not None:
-            counts.setdefault(tid, Counter())[d] += 1
-    return [TrackSummary(t, jumps.get(t.track_id), dict(counts.get(t.track_id, {}))) for t in rows]
+    if shown:
+        ids = [t.track_id for t in shown]
+        column = data.objects.column("track_id")
+        mine = data.objects.filter(
+            pc.fill_null(pc.is_in(column, value_set=pa.array(ids, column.type)), False)
+        )
+        samples = data.samples.filter(pc.is_in(data.samples.column("row"), value_set=mine.column("row")))
+        sample_of = dict(
+            zip(samples.column("row").to_pylist(), samples.column("sample_id").to_pylist(), strict=True)
+        )
+        for row, oid, tid in zip(
+            mine.column("row").to_pylist(),
+            mine.column("id").to_pylist(),
+            mine.column("track_id").to_pylist(),
+            strict=True,
+        ):
+            d = data.decisions.of(sample_of[row], oid)
+            if d is not None:
+                counts.setdefault(tid, Counter())[d] += 1
+    summaries = [TrackSummary(t, jumps.get(t.track_id), dict(counts.get(t.track_id, {}))) for t in shown]
+    return TrackPage(summaries, page, pages, len(rows), len(flagged))
 
 
 def track_frames(data: ReviewData, track_id: int) -> list[TrackFrame]:

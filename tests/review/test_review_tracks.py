@@ -81,6 +81,40 @@ def test_tracks_listing_and_a_tracks_strip_in_frame_order(copy):
     )
 
 
+def test_the_tracks_listing_pages_and_counts_only_its_page(copy, monkeypatch):
+    """Pages of PAGE_SIZE tracks with links between them; decisions are counted for the page's tracks only;
+    `flagged=1` lists only the tracks whose depth jump flags them (none on the demo sequence)."""
+    import labeler.review.listing as listing
+    from labeler.dataset.decisions import Decisions
+
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
+    ds = open_dataset(copy)
+    ids = sorted(t.track_id for t in read_tracks(copy, ds.manifest.tracks))
+    assert len(ids) > 4
+    client = _client(copy)
+    pages = -(-len(ids) // 2)
+    seen = []
+    for k in range(1, pages + 1):
+        page = client.get(f"/tracks?page={k}").text
+        seen += [int(x.split('"')[1]) for x in page.split("data-track=")[1:]]
+        assert f"page {k} of {pages}" in page
+        assert ('id="prev-page"' in page) == (k > 1) and ('id="next-page"' in page) == (k < pages)
+    assert seen == ids  # every track once, in id order
+    asked = []
+    of = Decisions.of
+    monkeypatch.setattr(Decisions, "of", lambda self, sid, oid=None: asked.append(sid) or of(self, sid, oid))
+    client.get("/tracks?page=1")
+    first = set(ids[:2])
+    objects = ds.objects.to_table().to_pylist()
+    assert len(asked) == sum(o["track_id"] in first for o in objects) < len(objects)
+    only = client.get("/tracks?flagged=1").text
+    assert '<span id="n-tracks">0</span> flagged tracks' in only and "data-track=" not in only
+    assert client.get("/tracks?page=0").status_code == 422
+    assert (
+        f"page {pages} of {pages}" in client.get(f"/tracks?page={pages + 5}").text
+    )  # past the end: the last
+
+
 def test_a_decision_on_a_track_applies_to_every_frame_and_clear_withdraws_it(copy):
     ds = open_dataset(copy)
     tid = _longest(ds)
@@ -102,7 +136,7 @@ def test_a_decision_on_a_track_applies_to_every_frame_and_clear_withdraws_it(cop
     from labeler.review.listing import ReviewData
 
     data = ReviewData(copy)  # a track's page summarises it as the listing does
-    listed = tracks.track_listing(data)
+    listed = tracks.track_listing(data).rows
     assert listed == [tracks.summary_of(s.track, tracks.track_frames(data, s.track.track_id)) for s in listed]
     listing = client.get("/tracks").text
     row = listing.split(f'data-track="{tid}"')[1].split("</tr>")[0]
