@@ -132,6 +132,7 @@ from data_schema.predictions import (
     PredictedObject,
     PredictFailure,
     PredictionSet,
+    PredictSkipped,
     StereoComparison,
 )
 from data_schema.record import Record
@@ -227,6 +228,7 @@ __all__ = [
     "PREDICTIONS_SCHEMA_VERSION",
     "PredictConfig",
     "PredictFailure",
+    "PredictSkipped",
     "PredictedObject",
     "PredictionSet",
     "ProbeFigures",

@@ -204,6 +204,12 @@ class PredictConfig(Record):
     checkpoint: CheckpointName = "best"
     instances: InstanceParams | None = Field(None, description="default: the run's")
     stride: int = Field(1, ge=1, description="a video: predict every stride-th frame")
+    keep_duplicates: bool = Field(
+        False, description="a sequence: predict its still frames too (else skipped as duplicates)"
+    )
+    still_threshold_dn: float = Field(
+        3.0, ge=0, le=255, description="a sequence: `labeler run`'s still-frame test (labeler/rig/still.py)"
+    )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="a sequence: how objects are linked over its frames"
     )

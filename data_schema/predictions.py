@@ -79,6 +79,14 @@ class PredictFailure(Record):
     error: str
 
 
+class PredictSkipped(Record):
+    """A still frame of a sequence `labeler predict` skipped: nearly identical to the last frame it kept."""
+
+    image: str
+    frame_index: int = Field(ge=0)
+    duplicate_of_frame: int = Field(ge=0, description="the kept frame it repeats")
+
+
 class PredictionSet(Record):
     """`OUT/predictions.json`: every image of one `labeler predict` call."""
 
@@ -86,6 +94,9 @@ class PredictionSet(Record):
     run: str
     images: list[ImagePrediction]
     failures: list[PredictFailure] = Field(default_factory=list, description="images that could not be used")
+    skipped: list[PredictSkipped] = Field(
+        default_factory=list, description="still frames of a sequence, not predicted (`--keep-duplicates`)"
+    )
     tracks: list[TrackRow] = Field(
         default_factory=list, description="objects followed over their sequence (ids unique over the set)"
     )

@@ -37,6 +37,7 @@ from data_schema.predictions import (
     PredictedObject,
     PredictFailure,
     PredictionSet,
+    PredictSkipped,
     StereoComparison,
 )
 from labeler.errors import InputError, LabelerError
@@ -426,17 +427,26 @@ def _predict_sequences(
     predictor: HeadsPredictor, cfg: PredictConfig, frames: list[FrameInput]
 ) -> PredictionSet:
     """Every frame in order, one tracker per sequence (track ids count on over the sequences)."""
+    from labeler.rig.still import StillFilter
     from labeler.segment.track import Sighting, track_row
 
-    results, failures = [], []
+    results, failures, skipped = [], [], []
     seen: dict[int, list[Sighting]] = defaultdict(list)
     sequence_of: dict[int, str] = {}
     tracker, current = IouDepthTracker(cfg.tracking), frames[0].sequence if frames else None
+    still = StillFilter(cfg.still_threshold_dn)
     for f, got in load_frames(frames, cfg.layout):
         if f.sequence != current:  # a new sequence: a fresh tracker, ids go on counting
             tracker, current = IouDepthTracker(cfg.tracking, first_id=tracker.next_id), f.sequence
+            still = StillFilter(cfg.still_threshold_dn)
         if isinstance(got, LabelerError):  # a frame the video does not hold: the tracker sees a gap
             failures.append(PredictFailure(image=f"{f.image} frame {f.frame_index}", error=str(got)))
+            continue
+        kept = None if cfg.keep_duplicates else still.duplicate_of(str(f.frame_index), got[1])
+        if kept is not None:  # as `labeler run`: a still frame costs no model time, the tracker sees a gap
+            skipped.append(
+                PredictSkipped(image=str(f.image), frame_index=f.frame_index, duplicate_of_frame=int(kept))
+            )
             continue
         pred = _predict_frame(predictor, cfg, f.image, f.stem, got, f, tracker)
         results.append(pred)
@@ -446,5 +456,10 @@ def _predict_sequences(
             sequence_of[o.track_id] = f.sequence
     tracks = [track_row(t, sequence_of[t], seen[t]) for t in sorted(seen)]
     return PredictionSet(
-        run=str(cfg.run), images=results, failures=failures, tracks=tracks, tracking=cfg.tracking
+        run=str(cfg.run),
+        images=results,
+        failures=failures,
+        skipped=skipped,
+        tracks=tracks,
+        tracking=cfg.tracking,
     )

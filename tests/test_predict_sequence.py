@@ -76,6 +76,28 @@ def _truth_predictor(monkeypatch, scene, seen: list[np.ndarray]):
     monkeypatch.setattr(HeadsPredictor, "predict", with_truth)
 
 
+def test_still_frames_of_a_video_are_skipped_without_model_time(run, scene, tmp_path, monkeypatch):
+    """As `labeler run`: a frame nearly identical to the last one predicted is recorded as skipped (which
+    frame it repeats) and never reaches the model; `--keep-duplicates` predicts every frame."""
+    from labeler.predict import predict_images
+    from labeler.train.heads.predictor import HeadsPredictor
+
+    video, truth, _, _ = scene
+    calls = []
+    predict = HeadsPredictor.predict
+    monkeypatch.setattr(HeadsPredictor, "predict", lambda self, rgb: calls.append(1) or predict(self, rgb))
+    res = predict_images(PredictConfig(inputs=video, run=run, out=tmp_path / "a"))
+    still = [f.frame for f in truth.frames if f.still]
+    assert len(still) == STILL and [s.frame_index for s in res.skipped] == still
+    assert all(s.duplicate_of_frame == still[0] - 1 for s in res.skipped)  # the frame before the stretch
+    assert [p.frame_index for p in res.images] == [k for k in range(N_FRAMES) if k not in still]
+    assert len(calls) == N_FRAMES - STILL
+    assert PredictionSet.model_validate_json((tmp_path / "a" / "predictions.json").read_text()) == res
+    calls.clear()
+    every = predict_images(PredictConfig(inputs=video, run=run, out=tmp_path / "b", keep_duplicates=True))
+    assert len(every.images) == len(calls) == N_FRAMES and every.skipped == []
+
+
 def test_a_video_is_decoded_once_in_order_and_its_objects_tracked(run, scene, tmp_path, monkeypatch):
     import cv2
 
@@ -90,7 +112,7 @@ def test_a_video_is_decoded_once_in_order_and_its_objects_tracked(run, scene, tm
     )
     seen: list[np.ndarray] = []
     _truth_predictor(monkeypatch, scene, seen)
-    res = predict_images(PredictConfig(inputs=video, run=run, out=tmp_path))
+    res = predict_images(PredictConfig(inputs=video, run=run, out=tmp_path, keep_duplicates=True))
     assert calls == [list(range(N_FRAMES))]  # one decode pass over the video
     assert len(seen) == N_FRAMES  # the left halves of the video's frames, in order
     assert all(np.array_equal(s, f[:, :W]) for s, f in zip(seen, frames, strict=True))
@@ -141,8 +163,15 @@ def test_cli_on_a_video_with_a_stride_and_a_truncated_copy(run, scene, tmp_path)
     res = CliRunner().invoke(app, ["predict", str(video), "--run", str(run), "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     data = PredictionSet.model_validate_json((tmp_path / "a" / "predictions.json").read_text())
-    assert len(data.images) == N_FRAMES and data.tracking == TrackingConfig()
-    assert res.output.splitlines()[-1].startswith(f"{N_FRAMES} frames, {len(data.tracks)} tracks -> ")
+    assert (
+        len(data.images) == N_FRAMES - STILL
+        and len(data.skipped) == STILL
+        and data.tracking == TrackingConfig()
+    )
+    last = res.output.splitlines()[-1]
+    assert last.startswith(
+        f"{N_FRAMES - STILL} frames, {STILL} still frames skipped, {len(data.tracks)} tracks -> "
+    )
     res = CliRunner().invoke(
         app, ["predict", str(video), "--run", str(run), "--out", str(tmp_path / "b"), "--stride", "3"]
     )
@@ -157,7 +186,9 @@ def test_cli_on_a_video_with_a_stride_and_a_truncated_copy(run, scene, tmp_path)
         assert all(o.track_id is not None for o in p.objects)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
-    res = CliRunner().invoke(app, ["predict", str(cut), "--run", str(run), "--out", str(tmp_path / "c")])
+    res = CliRunner().invoke(
+        app, ["predict", str(cut), "--run", str(run), "--out", str(tmp_path / "c"), "--keep-duplicates"]
+    )
     assert res.exit_code == 0 and "Traceback" not in res.output, res.output
     data = PredictionSet.model_validate_json((tmp_path / "c" / "predictions.json").read_text())
     done, failed = [p.frame_index for p in data.images], [f.image for f in data.failures]
@@ -183,7 +214,11 @@ def test_a_timestamped_folder_with_a_missing_frame(run, scene, tmp_path, monkeyp
     _truth_predictor(monkeypatch, (None, None, None, [true[k] for k in kept]), seen)
     res = predict_images(
         PredictConfig(
-            inputs=folder, run=run, out=tmp_path / "out", tracking=TrackingConfig(max_gap_frames=max_gap)
+            inputs=folder,
+            run=run,
+            out=tmp_path / "out",
+            tracking=TrackingConfig(max_gap_frames=max_gap),
+            keep_duplicates=True,  # frame 5 repeats frame 4 (the still stretch): this test is about the gap
         )
     )
     assert [p.frame_index for p in res.images] == kept

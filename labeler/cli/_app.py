@@ -87,6 +87,18 @@ def main(
 
 LayoutOpt = Annotated[Layout, typer.Option(help="capture layout (auto: detected from the files)")]
 StrideOpt = Annotated[int, typer.Option(min=1, help="video input: use every Nth frame")]
+# still frames of a sequence: `run`/`pseudo-label` and `predict` on a video
+KeepDuplicatesOpt = Annotated[
+    bool, typer.Option(help="label still frames of a sequence too (else skipped as duplicates)")
+]
+StillThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=255.0,
+        help="still frame: 99th pct grey difference to the last kept frame at 64 px wide, 0-255",
+    ),
+]
 # how a sequence's objects are linked over its frames: `run`/`pseudo-label --track` and `predict` on a video
 TrackMinIouOpt = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="tracks: least mask IoU with the track's last mask")

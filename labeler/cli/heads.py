@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from data_schema.commands import CheckpointName, DepthLoss, PredictLayout, SegLoss
+from data_schema.commands import CheckpointName, DepthLoss, PredictConfig, PredictLayout, SegLoss
 from data_schema.heads import Backbone, HeadsTask
 from data_schema.manifest import TrackingConfig
 from labeler.cli._app import (
+    KeepDuplicatesOpt,
+    StillThresholdOpt,
     StrideOpt,
     TrackMaxDepthJumpOpt,
     TrackMaxGapOpt,
@@ -169,6 +171,7 @@ def finetune(
 
 
 _TRACKING = TrackingConfig()
+_STILL_DN: float = PredictConfig.model_fields["still_threshold_dn"].default
 
 
 @app.command()
@@ -196,10 +199,11 @@ def predict(
     track_min_iou: TrackMinIouOpt = _TRACKING.min_iou,
     track_max_depth_jump_m: TrackMaxDepthJumpOpt = _TRACKING.max_depth_jump_m,
     track_max_gap_frames: TrackMaxGapOpt = _TRACKING.max_gap_frames,
+    keep_duplicates: KeepDuplicatesOpt = False,
+    still_threshold_dn: StillThresholdOpt = _STILL_DN,
 ) -> None:
     """Monocular depth + objects with metric depth for new images, from a trained run; a video's objects
     are followed over its frames."""
-    from data_schema.commands import PredictConfig
     from labeler.predict import predict_images, summary_line, track_line
 
     res = run(
@@ -212,6 +216,8 @@ def predict(
             gpu=gpu,
             checkpoint=checkpoint,
             stride=stride,
+            keep_duplicates=keep_duplicates,
+            still_threshold_dn=still_threshold_dn,
             tracking=TrackingConfig(
                 min_iou=track_min_iou,
                 max_depth_jump_m=track_max_depth_jump_m,
@@ -228,7 +234,9 @@ def predict(
     for f in res.failures:
         typer.echo(f"failed {f.image}: {f.error}")
     what = (
-        f"{len(res.images)} frames, {len(res.tracks)} tracks" if res.tracking else f"{len(res.images)} images"
+        f"{len(res.images)} frames, {len(res.skipped)} still frames skipped, {len(res.tracks)} tracks"
+        if res.tracking
+        else f"{len(res.images)} images"
     )
     typer.echo(
         f"{what} -> {out} (overlays *_overlay.png, depth *_depth.npy, predictions.json)"

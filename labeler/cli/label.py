@@ -14,9 +14,11 @@ from data_schema.calibration import BoardKind
 from data_schema.commands import CalibExport, PseudoLabelConfig
 from data_schema.manifest import Manifest, ObjectPolicy, TrackingConfig
 from labeler.cli._app import (
+    KeepDuplicatesOpt,
     LayoutOpt,
     OverwriteOpt,
     SelectionOpt,
+    StillThresholdOpt,
     StrictLicenceOpt,
     StrideOpt,
     TrackMaxDepthJumpOpt,
@@ -277,15 +279,8 @@ def _label_command(rectify: bool):
                 "share of the last keyframe's automatic masks (0: never early)",
             ),
         ] = _TRACKING.min_coverage,
-        keep_duplicates: Annotated[
-            bool, typer.Option(help="label still frames of a sequence too (else skipped as duplicates)")
-        ] = False,
-        still_threshold_dn: Annotated[
-            float,
-            typer.Option(
-                help="still frame: 99th pct grey difference to the last kept frame at 64 px wide, 0-255"
-            ),
-        ] = _STILL_DN,
+        keep_duplicates: KeepDuplicatesOpt = False,
+        still_threshold_dn: StillThresholdOpt = _STILL_DN,
         **backend: Any,  # --stereo, --masks and the backends' own flags: `parameters()` below
     ) -> None:
         _label(
