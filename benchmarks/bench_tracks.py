@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -32,7 +30,7 @@ def main() -> None:
     from labeler import open_dataset
     from labeler.synthetic import SyntheticRig
     from labeler.synthetic.sequence import write_demo_sequence
-    from labeler.testing.tracking import frame_matches, score_tracks
+    from labeler.testing.tracking import score_dataset
     from pipelines import track as track_mod
     from pipelines.pseudo_label import run_pseudo_label
     from tests.conftest import identity_calibration_yaml
@@ -83,16 +81,7 @@ def main() -> None:
     res, t_tracked = run("tracked", True)
     ds = open_dataset(tmp / "tracked")
     samples = ds.samples.to_table().sort_by("row").to_pylist()
-    objects = ds.objects.to_table().to_pylist()
-    frames = []
-    for r in samples:
-        if r["status"] != "ok":
-            continue
-        pred = ds.read_row(r["row"], ("instance_ids",))["instance_ids"]
-        tracks = {o["id"]: o["track_id"] for o in objects if o["row"] == r["row"]}
-        true = np.load(tmp / "demo" / "truth" / "sequence" / f"frame_{r['frame_index']:06d}.npz")
-        frames.append(frame_matches(pred, tracks, true["instance_ids"]))
-    score = score_tracks(frames)
+    score = score_dataset(ds, tmp / "demo" / "truth" / "sequence")
     still = {f.frame for f in truth.frames if f.still}
     skipped = {r["frame_index"] for r in samples if r["status"] == "skipped"}
     print(f"sequence: {args.frames} frames {args.width}x{args.height}, {len(still)} still; data in {tmp}")

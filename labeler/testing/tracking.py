@@ -15,8 +15,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from labeler.dataset.reader import Dataset
 
 
 @dataclass(frozen=True)
@@ -86,3 +91,21 @@ def score_tracks(frames: list[tuple[dict[int, int], set[int], set[int]]]) -> Tra
         n_pred=n_pred,
         frames=len(frames),
     )
+
+
+def score_dataset(ds: Dataset, truth_dir: Path) -> TrackScore:
+    """A `--track` dataset of the demo sequence against its rendered truth (`truth_dir`:
+    `labeler demo`'s `truth/sequence`, one `frame_<index>.npz` per frame): every labelled frame's
+    instance map and track ids, matched as `frame_matches` does, then scored."""
+    rows = ds.objects.to_table(columns=["row", "id", "track_id"]).to_pylist()
+    tracks_of: dict[int, dict[int, int]] = defaultdict(dict)
+    for o in rows:
+        tracks_of[o["row"]][o["id"]] = o["track_id"]
+    frames = []
+    for r in ds.samples.to_table().sort_by("row").to_pylist():
+        if r["status"] != "ok":
+            continue
+        pred = ds.read_row(r["row"], ("instance_ids",))["instance_ids"]
+        true = np.load(truth_dir / f"frame_{r['frame_index']:06d}.npz")
+        frames.append(frame_matches(pred, tracks_of[r["row"]], true["instance_ids"]))
+    return score_tracks(frames)

@@ -54,21 +54,13 @@ def test_a_sequence_is_contiguous_in_frame_order_and_still_frames_are_skipped(tr
 
 
 def test_tracks_follow_the_true_objects(tracked):
-    from labeler.testing.tracking import frame_matches, score_tracks
+    from labeler.testing.tracking import score_dataset
 
     root, _, _ = tracked
     ds = open_dataset(root / "ds")
     objects = ds.objects.to_table().to_pylist()
     assert objects and all(o["track_id"] is not None for o in objects)
-    frames = []
-    for r in _samples(root / "ds"):
-        if r["status"] != "ok":
-            continue
-        pred = ds.read_row(r["row"], ("instance_ids",))["instance_ids"]
-        tracks = {o["id"]: o["track_id"] for o in objects if o["row"] == r["row"]}
-        true = np.load(root / "demo" / "truth" / "sequence" / f"frame_{r['frame_index']:06d}.npz")
-        frames.append(frame_matches(pred, tracks, true["instance_ids"]))
-    score = score_tracks(frames)
+    score = score_dataset(ds, root / "demo" / "truth" / "sequence")
     # the entering object's first frames (a sliver at the border) may take one switch
     assert score.id_switches <= 1, score
     assert score.idf1 >= 0.85, score
