@@ -162,8 +162,9 @@ def shape_signals(ids: np.ndarray, depth_m: np.ndarray) -> dict[int, tuple[float
     reach = 2 * EDGE_REACH_PX + 1
     near = cv2.dilate(edges.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
     counted = line & seen
-    n_line = np.bincount(flat, weights=counted.ravel(), minlength=n + 1)
-    n_on = np.bincount(flat, weights=(counted & near).ravel(), minlength=n + 1)
+    # counts of the selected pixels' ids (integer bincounts: float weights would copy every pixel)
+    n_line = np.bincount(flat[counted.ravel()], minlength=n + 1)
+    n_on = np.bincount(flat[(counted & near).ravel()], minlength=n + 1)
     present = np.bincount(flat, minlength=n + 1) > 0
     out: dict[int, tuple[float, float | None]] = {}
     for k in np.flatnonzero(present[1:]) + 1:
