@@ -275,7 +275,7 @@ def main() -> None:
         "one full shard plus --cluster-pairs pairs against one full shard",
     )
     ap.add_argument(
-        "--cluster-pairs", type=int, default=64, help="pairs added to one full shard for the scheduler timings"
+        "--cluster-pairs", type=int, default=64, help="pairs added to a full shard (scheduler timings)"
     )
     args = ap.parse_args()
 
