@@ -31,7 +31,7 @@ def run_key(
         samples_per_shard,
         objects.model_dump(mode="json"),
     ]
-    if tracking is not None and masks.tracks_objects:
+    if tracking is not None and masks.tracks_itself():
         parts.append({"tracking": tracking.model_dump(mode="json")})
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data_schema.backends import Sam3Config
+from data_schema.manifest import TrackingConfig
+from labeler.errors import LabelerError
 from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
 from labeler.segment.sam3_model import (
     CHECKPOINT_FLAG,
@@ -49,6 +51,8 @@ from labeler.segment.sam3_model import (
 
 if TYPE_CHECKING:
     import torch
+
+    from labeler.segment.sam3_video import LoadedVideoModel
 
 
 @MASK_BACKENDS.register
@@ -65,6 +69,8 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     """
 
     config_type = Sam3Config
+    _video_state: LoadedVideoModel | None = None
+    _video_error: LabelerError | None = None
 
     @classmethod
     def check_config(cls, config: Sam3Config) -> None:
@@ -107,6 +113,37 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         run = self._loaded()
         step = self.config.batch_size
         return [m for i in range(0, len(images), step) for m in run.detect(list(images[i : i + step]))]
+
+    def track_masks(
+        self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
+    ) -> list[Masks]:
+        """(`--track` with `track_with="video_model"`) a sequence chunk's masks through the official SAM 3
+        video model, each with its class and a track id unique over the chunk (segment/sam3_video.py).
+        `tracking` and `min_area_px` are unused: the video model's own heuristics start and end objects,
+        and the object policy drops small masks after."""
+        check_images(frames)
+        if not frames:
+            return []
+        return self._video().track(frames)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_video_state"] = state["_video_error"] = None
+        return state
+
+    def _video(self) -> LoadedVideoModel:
+        """The video model, loaded on first use; a failed load is raised again without reloading."""
+        if self._video_state is None:
+            if self._video_error is not None:
+                raise self._video_error
+            from labeler.segment.sam3_video import LoadedVideoModel
+
+            try:
+                self._video_state = LoadedVideoModel(self.config, self.device)
+            except LabelerError as err:
+                self._video_error = err
+                raise
+        return self._video_state
 
     def _loaded(self) -> _Loaded:
         return self._load_once(lambda: _Loaded(self.config, self.device))
