@@ -89,12 +89,13 @@ class Sam3Arch(Record):
     tracker_num_maskmem: int = Field(7, ge=1, description="memory frames: the prompt frame + recent ones")
     tracker_max_obj_ptrs: int = Field(16, ge=1, description="frames back whose object pointers it reads")
 
-
     @model_validator(mode="after")
     def _memory_tokens(self) -> Sam3Arch:
         # the tracker splits a d_model-wide object pointer into d_model / tracker_mem_dim memory tokens
         if self.d_model % self.tracker_mem_dim:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of tracker_mem_dim {self.tracker_mem_dim}")
+            raise ValueError(
+                f"d_model {self.d_model} is not a multiple of tracker_mem_dim {self.tracker_mem_dim}"
+            )
         return self
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +90,10 @@ def _sine(dim: int) -> Any:
 def _tracker(a: Sam3Arch) -> Any:
     """`sam3.model_builder.build_tracker(apply_temporal_disambiguation=True)` at the arch's sizes."""
     with quiet_sam3_import():
+        from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
         from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
         from sam3.model.model_misc import TransformerWrapper
         from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
-        from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
         from sam3.sam.transformer import RoPEAttention
     d, grid = a.d_model, a.resolution // a.patch_size
     maskmem = SimpleMaskEncoder(
@@ -446,10 +445,13 @@ class Sam3VideoChunk:
             gen = model.propagate_in_video(state, start_frame_idx=0)
             with contextlib.closing(gen):
                 for t, out in gen:
-                    yield t, ClassFrame(
-                        obj_ids=np.asarray(out["out_obj_ids"], np.int64),
-                        masks=np.asarray(out["out_binary_masks"], bool),
-                        scores=np.asarray(out["out_probs"], np.float32),
+                    yield (
+                        t,
+                        ClassFrame(
+                            obj_ids=np.asarray(out["out_obj_ids"], np.int64),
+                            masks=np.asarray(out["out_binary_masks"], bool),
+                            scores=np.asarray(out["out_probs"], np.float32),
+                        ),
                     )
                     self._release(state, t)
 
@@ -510,7 +512,9 @@ class LoadedVideoModel:
             det_nms_thresh=config.det_nms_thresh,
             new_det_thresh=config.new_det_thresh,
         )
-        self.model = load_sam3_video(config.arch, config.checkpoint, config.bpe_path, thresholds, device=device)
+        self.model = load_sam3_video(
+            config.arch, config.checkpoint, config.bpe_path, thresholds, device=device
+        )
 
     def track(self, frames: Sequence[np.ndarray]) -> list[Masks]:
         """A chunk's masks with chunk-wide track ids and class names (`Sam3VideoChunk`)."""

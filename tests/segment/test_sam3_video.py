@@ -19,12 +19,12 @@ from labeler.segment.sam3 import Sam3MaskBackend
 from labeler.segment.sam3_model import Sam3ConfigError, Sam3WeightsError, find_bpe, without_pinned_memory
 from labeler.segment.sam3_video import (
     Sam3VideoChunk,
+    VideoFrames,
     VideoThresholds,
     build_sam3_video,
     load_sam3_video,
     new_video_session,
 )
-from labeler.segment.sam3_video import VideoFrames
 from labeler.testing.sam3_tiny import TINY, write_tiny_sam3
 from labeler.testing.scenes import disc
 from tests.segment.sam3_video_cpu import run_video_model_on_cpu
@@ -201,7 +201,8 @@ def test_same_masks_as_the_official_video_model(tmp_path, model):
             rows = [
                 k
                 for k in range(len(got))
-                if got.class_names[k] == name and chunk_id.get((name, obj), got.track_ids[k]) == got.track_ids[k]
+                if got.class_names[k] == name
+                and chunk_id.get((name, obj), got.track_ids[k]) == got.track_ids[k]
                 and (got.masks[k] & mask).sum() / max((got.masks[k] | mask).sum(), 1) >= 0.99
             ]
             assert rows, (t, name, obj)
