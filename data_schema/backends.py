@@ -268,7 +268,7 @@ class Sam3Config(BackendConfig):
     track_with: Sam3Tracking | None = Field(
         None,
         description="--track: 'video_model' (the official SAM 3 video model; CUDA only) or 'association' "
-        "(per-frame detections linked by mask IoU and depth); default: video_model with --gpus, else "
+        "(per-frame detections linked by mask IoU and depth); default: video_model with --gpu, else "
         "association (a run records the choice)",
     )
     new_det_thresh: float = Field(

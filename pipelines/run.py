@@ -247,7 +247,7 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
 
 def _resolve_sam3_tracking(cfg: PseudoLabelConfig) -> PseudoLabelConfig:
     """`--masks sam3 --track` follows objects with the official video model where it runs (CUDA: with
-    --gpus), else by association; the choice goes into the masks config, so the run key and the manifest
+    --gpu), else by association; the choice goes into the masks config, so the run key and the manifest
     record it and a resume on another kind of machine is refused rather than mixing the two."""
     if not (cfg.track and isinstance(cfg.masks, Sam3Config)):
         return cfg

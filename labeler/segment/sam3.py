@@ -25,6 +25,10 @@ stability 1 (SAM 3 has no stability score), empty masks dropped. Masks of differ
 autocast (`mixed_precision`), as the official examples do; on the CPU everything is float32 (the tests run
 the autocast body under CPU bf16, labeler/models/precision.py).
 
+With `--track` and `track_with="video_model"` (the default with --gpu), `track_masks` follows each class's
+objects through the official SAM 3 video model instead (segment/sam3_video.py, CUDA only); on the CPU
+`--track` links these per-frame masks by association (segment/track.py).
+
 Importing this module does not import torch or sam3; the model is loaded once per backend instance, on
 first use, and is not pickled with the instance.
 """
@@ -98,6 +102,11 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     def model(self) -> torch.nn.Module:
         """The `Sam3Image`, loaded on first access (strictly, eval mode, on `device`)."""
         return self._loaded().model
+
+    @property
+    def video_model(self) -> torch.nn.Module:
+        """The video model (`--track`), loaded on first access (strictly, eval mode, on `device`)."""
+        return self._video().model
 
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
         """Masks of every class in one image; `disparity_px` is checked for size and otherwise unused."""

@@ -20,14 +20,21 @@ tracker output, masks and per-frame notes; after each frame comes out, what no l
 released: tracker outputs older than the frames the tracker's own `frame_filter` (temporal
 disambiguation) or memory window would pick next, and the yielded frame's masks and notes.
 
-CUDA only: the package's tracker moves memory to the GPU with hard `.cuda()` calls on every tracked frame
-(`sam3/model/sam3_tracker_base.py:657,664`, in `_prepare_memory_conditioned_features`) and stores session
-state on `torch.device("cuda")` (`sam3/model/sam3_tracking_predictor.py:81`, `init_state` as the video
-model calls it), so it cannot run on a CPU. On the CPU, `--masks sam3 --track` detects per frame and links
-the detections by association (labeler/segment/track.py); tests run this path on the CPU by making
-`Tensor.cuda` a no-op inside the test. The tracker's constructor also enters a bfloat16 CUDA autocast for
-the rest of the thread; the builder leaves it at once, and the backend autocasts its own calls
-(`mixed_precision`): the detector hands the tracker bfloat16 features, so the model needs autocast.
+CUDA only, for three reasons in the package (sam3 0.1.4): its tracker moves memory to the GPU with hard
+`.cuda()` calls on every tracked frame (`sam3/model/sam3_tracker_base.py:657,664`, in
+`_prepare_memory_conditioned_features`); the video model opens tracker sessions without
+`offload_state_to_cpu`, which stores their state on `torch.device("cuda")`
+(`sam3/model/sam3_tracking_predictor.py:81`); and its CPU connected components (the hole filling of every
+frame) fail on a frame without new detections (`torch.stack` of an empty list,
+`sam3/perflib/connected_components.py:48`). So the choice is the config's `track_with`: "video_model" by
+default with --gpu, "association" on the CPU (per-frame detections linked by labeler/segment/track.py),
+recorded in the manifest; asking for the video model without CUDA is one line. Tests run this module on
+the CPU with those three steps replaced inside the test only (tests/segment/sam3_video_cpu.py).
+
+The tracker's constructor also enters a bfloat16 CUDA autocast it never leaves, which would autocast every
+later CUDA op of the thread; the builder leaves it at once, and the backend autocasts its own calls to
+bfloat16, always: the detector hands the tracker bfloat16 features (`sam3/model/sam3_image.py:839`), which
+the tracker's float32 convolutions only take under autocast (`mixed_precision` does not apply here).
 
 Importing this module imports neither torch nor sam3.
 """
@@ -491,7 +498,7 @@ def video_model_problem(device: str) -> str | None:
         return None
     return (
         "the SAM 3 video model runs on CUDA only (the sam3 package's tracker calls .cuda() on every "
-        "tracked frame, sam3/model/sam3_tracker_base.py:657); add --gpus, or --sam3-track-with association"
+        "tracked frame, sam3/model/sam3_tracker_base.py:657); add --gpu, or --sam3-track-with association"
     )
 
 

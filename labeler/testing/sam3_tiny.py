@@ -7,6 +7,11 @@ of that model initialised by the package under `torch.manual_seed(seed)`), so it
 user-facing loader like a real `sam3.pt`. About 1.7 M parameters (most of them the 49408-token
 embedding), 7 MB; one 96 x 128 image with two classes takes well under a second on a CPU core.
 
+`write_tiny_sam3(folder, video=True)` writes the whole video model instead (`sam3_tiny_video.pt`,
+`{"model": {"detector.…", "tracker.…"}}` as the release holds it; the arch's tracker is 1 memory-attention
+layer, 16-channel memory, 3 memory frames, object pointers of the last 4 frames), its tracker's
+object-score head biased to "present" so that random weights carry objects over frames.
+
 Random weights detect nothing in particular: scores sit near 0.25 (two sigmoids of small logits), so
 `OPEN_THRESHOLD` lets every query through and the masks are whatever the random head draws.
 

@@ -1,7 +1,7 @@
 """`labeler run --track --masks sam3` on the tiny random SAM 3, both ways: on the CPU (the default there)
 it detects per frame and links the detections by the association every class-naming backend uses
 (labeler/segment/track.py: mask IoU, depth jump, and never two classes in one track); with
-`--sam3-track-with video_model` (the default with --gpus) the official SAM 3 video model follows each
+`--sam3-track-with video_model` (the default with --gpu) the official SAM 3 video model follows each
 class's objects (labeler/segment/sam3_video.py), here on the CPU under the test-only stand-ins of
 tests/segment/sam3_video_cpu.py. Either way a track keeps one class."""
 
@@ -79,7 +79,7 @@ def test_sam3_tracks_keep_one_class(tmp_path):
         checkpoint=checkpoint, arch=str(arch), classes=CLASSES, confidence_threshold=OPEN_THRESHOLD
     )
     res = _run(tmp_path, masks)
-    assert res.manifest.masks.track_with == "association"  # no --gpus: the video model cannot run
+    assert res.manifest.masks.track_with == "association"  # no --gpu: the video model cannot run
     seen = _check_one_class_per_track(tmp_path, res)
     assert max(seen.values()) >= 2  # detections were linked over frames
 
@@ -121,7 +121,7 @@ def test_the_video_model_without_cuda_is_one_line(tmp_path):
     masks = Sam3Config(checkpoint=checkpoint, arch=str(arch), classes=CLASSES, track_with="video_model")
     with pytest.raises(LabelerError, match=r"video_model: the SAM 3 video model runs on CUDA only") as err:
         _run(tmp_path, masks)
-    assert "\n" not in str(err.value) and "--gpus" in str(err.value)
+    assert "\n" not in str(err.value) and "--gpu" in str(err.value)
 
 
 def test_the_association_never_puts_two_classes_in_one_track():

@@ -179,25 +179,15 @@ def official_run(model, folder: Path) -> dict[str, dict[int, dict[int, tuple[np.
     return out
 
 
-def test_same_masks_as_the_official_video_model(tmp_path, model):
-    """A chunk longer than the tracker's memory and the hot-start delay, so that releasing old state
-    could change a mask: per class, the same objects with the same masks (IoU >= 0.99) and scores on every
-    frame, under one chunk id per object that no other object (of either class) shares."""
-    n = 24
-    frames = jpeg_round_trip(moving_frames(n), tmp_path / "jpg")
-    with in_context():
-        chunk = Sam3VideoChunk(model, CLASSES)
-        ours = chunk.run(frames)
-        theirs = official_run(model, tmp_path / "jpg")
-    assert len(ours) == n
+def assert_same_objects(ours: list, theirs: dict) -> dict[tuple[str, int], int]:
+    """Per frame and class, the official session's objects are ours: mask IoU >= 0.99, same score, one
+    chunk id per (class, session id) that no other object shares; returns that id map."""
     chunk_id: dict[tuple[str, int], int] = {}
-    seen_per_class = {name: set() for name in CLASSES}
     for t, got in enumerate(ours):
         want = [(name, o, m, p) for name in CLASSES for o, (m, p) in theirs[name][t].items()]
         assert len(got) == len(want), t
         assert list(got.scores) == sorted(got.scores, reverse=True)
         for name, obj, mask, prob in want:
-            seen_per_class[name].add(obj)
             rows = [
                 k
                 for k in range(len(got))
@@ -206,25 +196,62 @@ def test_same_masks_as_the_official_video_model(tmp_path, model):
                 and (got.masks[k] & mask).sum() / max((got.masks[k] | mask).sum(), 1) >= 0.99
             ]
             assert rows, (t, name, obj)
-            k = rows[0]
-            chunk_id.setdefault((name, obj), got.track_ids[k])
-            assert got.scores[k] == pytest.approx(prob, abs=1e-6)
-    # one chunk id per (class, session id), none shared across classes
-    assert len(set(chunk_id.values())) == len(chunk_id)
-    assert all(len(seen_per_class[name]) >= 2 for name in CLASSES)
-    lengths = {}
+            chunk_id.setdefault((name, obj), got.track_ids[rows[0]])
+            assert got.scores[rows[0]] == pytest.approx(prob, abs=1e-6)
+    assert len(set(chunk_id.values())) == len(chunk_id)  # unique over the classes too
+    return chunk_id
+
+
+def test_same_masks_as_the_official_video_model(tmp_path, model):
+    """A chunk longer than the tracker's reach (4 frames in the tiny arch) and the hot-start delay, so that
+    releasing old state could change a mask: per class the official session's objects, masks and scores
+    on every frame, each object under one chunk id that no other object (of either class) shares."""
+    n = 24
+    frames = jpeg_round_trip(moving_frames(n), tmp_path / "jpg")
+    with in_context():
+        chunk = Sam3VideoChunk(model, CLASSES)
+        ours = chunk.run(frames)
+        theirs = official_run(model, tmp_path / "jpg")
+    assert len(ours) == n
+    ids = assert_same_objects(ours, theirs)
+    assert all(sum(c == name for c, _ in ids) >= 2 for name in CLASSES)  # several objects of each class
+    lengths: dict[int, int] = {}
     for got in ours:
         for tid in got.track_ids or ():
             lengths[tid] = lengths.get(tid, 0) + 1
-
     assert max(lengths.values()) >= 5  # objects were carried over frames, not only re-detected
     # state was released on the way (and changed no mask), and what stayed was bounded
     assert chunk.released_frames > 0 and chunk.stored_frames <= model.tracker.max_obj_ptrs_in_encoder
 
 
+@pytest.mark.gpu
+def test_on_cuda_the_backend_gives_the_official_sessions_masks(tmp_path, tiny_video):
+    """No stand-ins: the product path on CUDA (bf16 autocast, session state on the GPU) against the
+    official session on the same model, its own API on the JPEG folder under the same autocast."""
+    arch, video = tiny_video
+    config = Sam3Config(
+        checkpoint=video,
+        arch=str(arch),
+        classes=CLASSES,
+        confidence_threshold=THRESHOLDS.score_threshold_detection,
+        det_nms_thresh=THRESHOLDS.det_nms_thresh,
+        new_det_thresh=THRESHOLDS.new_det_thresh,
+        track_with="video_model",
+    )
+    frames = jpeg_round_trip(moving_frames(12), tmp_path / "jpg")
+    backend = Sam3MaskBackend(config, device="cuda")
+    ours = backend.track_masks(frames, tracking=TrackingConfig())
+    assert not torch.is_autocast_enabled("cuda")  # nothing left autocasting after the call
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        theirs = official_run(backend.video_model, tmp_path / "jpg")
+    assert_same_objects(ours, theirs)
+    assert sum(len(m) for m in ours) > 0
+
+
 def test_stored_state_stays_bounded_over_a_long_chunk(model):
-    """Twice the tracker's 16-frame reach and more than the 15-frame hot-start delay: per tracker state
-    at most the frames its memory can still pick; the per-frame notes stay within the hot-start delay."""
+    """Ten times the tiny tracker's 4-frame reach and more than twice the 15-frame hot-start delay: per
+    tracker state at most the frames its memory can still pick; the per-frame notes (masks, scores) stay
+    within twice the hot-start delay, not the chunk's length."""
     frames = moving_frames(40)
     with in_context():
         chunk = Sam3VideoChunk(model, CLASSES[:1])
