@@ -32,6 +32,11 @@ class BackendConfig(Record):
         having its per-frame objects linked by association; a config may decide per instance (sam3)."""
         return self.tracks_objects
 
+    def key_dump(self) -> dict[str, Any]:
+        """The settings that enter the run key (labeler/dataset/runkey.py): all of them, unless a config
+        leaves out fields that change nothing in its run (so older datasets keep their key)."""
+        return self.model_dump(mode="json")
+
 
 def backend_name(cls: type[BackendConfig]) -> str:
     """The registry name a config class selects (its `name` literal)."""
@@ -281,6 +286,14 @@ class Sam3Config(BackendConfig):
 
     def tracks_itself(self) -> bool:
         return self.track_with == "video_model"
+
+    def key_dump(self) -> dict[str, Any]:
+        # The video model's settings shape only its runs: other sam3 runs keep the key they had before
+        # it existed (the association follows objects after labelling, outside the key).
+        out = self.model_dump(mode="json")
+        if self.track_with != "video_model":
+            del out["track_with"], out["new_det_thresh"]
+        return out
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ def run_key(
     backend that tracks objects itself, so every other key is what it was before tracking existed."""
     parts: list[object] = [
         stereo.model_dump(mode="json"),
-        masks.model_dump(mode="json"),
+        masks.key_dump(),
         calibration_sha256,
         depth.model_dump_json(),
         samples_per_shard,

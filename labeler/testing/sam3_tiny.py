@@ -101,7 +101,7 @@ def write_tiny_sam3(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if video:
-            from labeler.segment.sam3_video import build_sam3_video
+            from labeler.segment.sam3_video_model import build_sam3_video
 
             model = build_sam3_video(arch, find_bpe(None))
             image = model.detector

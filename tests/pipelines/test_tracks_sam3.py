@@ -139,3 +139,23 @@ def test_the_association_never_puts_two_classes_in_one_track():
     assert tracker.step(3, ids, {1: 1.0}, {1: "person"}) == {1: 1}
     seen = [Sighting(k, k / 10, 1.0, n) for k, n in ((1, "box"), (2, None), (3, "box"))]
     assert track_row(2, "walk", seen).class_name == "box"
+
+
+def test_the_run_key_tells_the_video_model_from_the_association():
+    """A dataset tracked by the video model is not resumed by association (nor the reverse), and a sam3
+    run that does not use the video model keeps the key it had before the video model's fields existed."""
+    from data_schema.manifest import DepthSettings, ObjectPolicy, TrackingConfig
+    from labeler.dataset.runkey import run_key
+
+    def key(**extra: object) -> str:
+        from data_schema.backends import SgbmConfig
+
+        masks = Sam3Config(classes=CLASSES, **extra)  # type: ignore[arg-type]
+        depth = DepthSettings(fx_px=100.0, baseline_m=0.1, doffs_px=0.0, z_far_m=20.0)
+        return run_key(SgbmConfig(), masks, "c" * 64, depth, 3, ObjectPolicy(), TrackingConfig())
+
+    before = {f for f in Sam3Config.model_fields if f not in {"track_with", "new_det_thresh"}}
+    assert set(Sam3Config(classes=CLASSES).key_dump()) == before
+    assert key() == key(track_with="association") == key(track_with="association", new_det_thresh=0.5)
+    assert key(track_with="video_model") != key(track_with="association")
+    assert key(track_with="video_model") != key(track_with="video_model", new_det_thresh=0.5)

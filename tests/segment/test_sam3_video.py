@@ -17,14 +17,8 @@ from data_schema.manifest import TrackingConfig
 from labeler.models.precision import cpu_autocast
 from labeler.segment.sam3 import Sam3MaskBackend
 from labeler.segment.sam3_model import Sam3ConfigError, Sam3WeightsError, find_bpe, without_pinned_memory
-from labeler.segment.sam3_video import (
-    Sam3VideoChunk,
-    VideoFrames,
-    VideoThresholds,
-    build_sam3_video,
-    load_sam3_video,
-    new_video_session,
-)
+from labeler.segment.sam3_video import Sam3VideoChunk, VideoFrames, new_video_session
+from labeler.segment.sam3_video_model import VideoThresholds, build_sam3_video, load_sam3_video
 from labeler.testing.sam3_tiny import TINY, write_tiny_sam3
 from labeler.testing.scenes import disc
 from tests.segment.sam3_video_cpu import run_video_model_on_cpu
