@@ -272,9 +272,8 @@ def _check_keyframes(cfg: PseudoLabelConfig) -> None:
         and cfg.tracking.min_coverage == default.min_coverage
     ):
         return
-    why = (
-        "without --track" if not cfg.track else f"with --masks {cfg.masks.name} (it is linked by association)"
-    )
+    how = "its video model has no keyframes" if cfg.masks.tracks_itself() else "it is linked by association"
+    why = "without --track" if not cfg.track else f"with --masks {cfg.masks.name} ({how})"
     raise LabelerError(
         f"--keyframe-every / --keyframe-min-coverage do nothing {why}; they set SAM2's keyframes under "
         "--masks sam2 --track: drop them, or label with --masks sam2 --track"

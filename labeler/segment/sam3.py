@@ -78,7 +78,8 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
 
     @classmethod
     def check_config(cls, config: Sam3Config) -> None:
-        """A missing checkpoint or vocabulary, or an unknown arch, fails the run before any sample."""
+        """A missing checkpoint or vocabulary, an unknown arch, or (for the video model) a checkpoint
+        without tracker weights fails the run before any sample."""
         resolve_arch(config.arch)
         from labeler.models.checkpoints import non_finite_problem
 
@@ -87,6 +88,12 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         problem = non_finite_problem(path)
         if problem:
             raise Sam3WeightsError(f"{path}: {problem}; pass {CHECKPOINT_FLAG} a good checkpoint")
+        if config.track_with == "video_model":
+            from labeler.segment.sam3_video_model import tracker_weights_problem
+
+            problem = tracker_weights_problem(path)
+            if problem:
+                raise Sam3WeightsError(problem)
 
     def __init__(self, config: Sam3Config, *, device: str = "cpu") -> None:
         self.check_config(config)

@@ -248,11 +248,9 @@ def load_sam3_video(
     with torch.random.fork_rng(devices=[]):  # random init must not move the caller's RNG
         model = build_sam3_video(sizes, vocab, thresholds)
     state = read_checkpoint(ckpt)
-    if not any(k.startswith("tracker.") for k in state):
-        raise Sam3WeightsError(
-            f"{ckpt}: no 'tracker.' weights in it (--track runs the SAM 3 video model, whose tracker a "
-            f"release {RELEASED_CHECKPOINT} holds); pass {CHECKPOINT_FLAG} the full {RELEASED_CHECKPOINT}"
-        )
+    problem = tracker_weights_problem(ckpt, state)
+    if problem:
+        raise Sam3WeightsError(problem)
     expected = model.state_dict()
     computed = {k for k in expected if k.rsplit(".", 1)[-1] in _COMPUTED_BUFFERS and k not in state}
     mismatch = compare_keys({k: v for k, v in expected.items() if k not in computed}, state)
@@ -263,3 +261,25 @@ def load_sam3_video(
         )
     model.load_state_dict(state, strict=not computed)
     return model.to(device).eval()
+
+
+def tracker_weights_problem(ckpt: Path, state: dict[str, Any] | None = None) -> str | None:
+    """The one line for a checkpoint without the video model's `tracker.` weights (an image-only one), or
+    None; `state`: its tensors when already read, else the file is read memory-mapped (names only)."""
+    if state is None:
+        import pickle
+
+        import torch
+
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
+            return None  # unreadable: the loader says why
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+    if isinstance(state, dict) and any(str(k).startswith("tracker.") for k in state):
+        return None
+    return (
+        f"{ckpt}: no 'tracker.' weights in it (--track runs the SAM 3 video model, whose tracker a "
+        f"release {RELEASED_CHECKPOINT} holds); pass {CHECKPOINT_FLAG} the full {RELEASED_CHECKPOINT}"
+    )

@@ -159,3 +159,20 @@ def test_the_run_key_tells_the_video_model_from_the_association():
     assert key() == key(track_with="association") == key(track_with="association", new_det_thresh=0.5)
     assert key(track_with="video_model") != key(track_with="association")
     assert key(track_with="video_model") != key(track_with="video_model", new_det_thresh=0.5)
+
+
+def test_an_image_only_checkpoint_for_the_video_model_is_one_line(tmp_path, monkeypatch):
+    """`labeler run --track --sam3-track-with video_model` with a checkpoint that has no tracker: one line
+    naming the flag, before any sample is labelled."""
+    pytest.importorskip("sam3", reason="the sam3 package (SAM 3's official modules) is not installed")
+    from labeler.errors import LabelerError
+    from labeler.testing.sam3_tiny import write_tiny_sam3
+    from tests.segment.sam3_video_cpu import run_video_model_on_cpu
+
+    run_video_model_on_cpu(monkeypatch)
+    arch, checkpoint = write_tiny_sam3(tmp_path / "model")  # the image model's weights only
+    masks = Sam3Config(checkpoint=checkpoint, arch=str(arch), classes=CLASSES, track_with="video_model")
+    with pytest.raises(LabelerError, match=r"no 'tracker.' weights .*pass --sam3-checkpoint") as err:
+        _run(tmp_path, masks)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "ds" / "tables").exists()  # nothing labelled

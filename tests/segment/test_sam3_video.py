@@ -264,6 +264,11 @@ def test_checkpoint_without_tracker_weights_is_one_line(tiny_sam3, tiny_video, m
     assert "\n" not in str(err.value) and "--sam3-checkpoint" in str(err.value)
     with pytest.raises(Sam3WeightsError, match="no 'tracker.' weights"):  # kept, not reloaded
         backend.track_masks(moving_frames(2), tracking=TrackingConfig())
+    # a config that asks for the video model finds out before any frame (the run's backend check)
+    with pytest.raises(Sam3WeightsError, match="no 'tracker.' weights.*pass --sam3-checkpoint"):
+        Sam3MaskBackend(
+            Sam3Config(checkpoint=image_only, arch=str(arch), classes=CLASSES, track_with="video_model")
+        )
     # a tracker of another size: one line naming the differing tensors
     _, video = tiny_video
     other = tmp_path / "other.json"
