@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -173,51 +173,60 @@ class Sam3VideoChunk:
         1 in order of first sight; empty masks left out (the non-overlap step can empty one)."""
         if not len(frames):
             return []
-        per_class = [dict(self.session(frames, name)) for name in self.classes]
         ids: dict[tuple[int, int], int] = {}  # (class, session id) -> chunk id
         h, w = frames[0].shape[:2]
         out = []
-        for t in range(len(frames)):
-            masks, scores, names, tids = [], [], [], []
-            for c, found in enumerate(per_class):
-                f = found[t]
-                for k, obj in enumerate(f.obj_ids.tolist()):
-                    chunk_id = ids.setdefault((c, obj), len(ids) + 1)
-                    if f.masks[k].any():
-                        masks.append(f.masks[k])
-                        scores.append(f.scores[k])
-                        names.append(self.classes[c])
-                        tids.append(chunk_id)
-            order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
-            out.append(
-                Masks(
-                    masks=np.stack(masks)[order] if masks else np.zeros((0, h, w), bool),
-                    scores=np.asarray(scores, np.float32)[order].clip(0, 1),
-                    stability=np.ones(len(masks), np.float32),
-                    class_names=tuple(names[k] for k in order),
-                    track_ids=tuple(tids[k] for k in order),
-                )
-            )
+        # the package's progress bars, once per session; set here, not in the interleaved sessions, whose
+        # redirections would undo one another out of order
+        with contextlib.ExitStack() as stack, contextlib.redirect_stderr(io.StringIO()):
+            # the classes' sessions run in step, so that only one frame's masks per class wait here
+            sessions = [
+                stack.enter_context(contextlib.closing(self.session(frames, n))) for n in self.classes
+            ]
+            for t, step in enumerate(zip(*sessions, strict=True)):
+                assert all(pos == t for pos, _ in step)  # the package yields every frame once, in order
+                out.append(self._frame([f for _, f in step], ids, (h, w)))
         return out
 
-    def session(self, frames: Sequence[np.ndarray], name: str) -> Iterator[tuple[int, ClassFrame]]:
+    def _frame(
+        self, per_class: list[ClassFrame], ids: dict[tuple[int, int], int], size: tuple[int, int]
+    ) -> Masks:
+        """One frame's masks of every class, sorted by score, under their chunk ids."""
+        masks, scores, names, tids = [], [], [], []
+        for c, f in enumerate(per_class):
+            for k, obj in enumerate(f.obj_ids.tolist()):
+                chunk_id = ids.setdefault((c, obj), len(ids) + 1)
+                if f.masks[k].any():
+                    masks.append(f.masks[k])
+                    scores.append(f.scores[k])
+                    names.append(self.classes[c])
+                    tids.append(chunk_id)
+        order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+        return Masks(
+            masks=np.stack(masks)[order] if masks else np.zeros((0, *size), bool),
+            scores=np.asarray(scores, np.float32)[order].clip(0, 1),
+            stability=np.ones(len(masks), np.float32),
+            class_names=tuple(names[k] for k in order),
+            track_ids=tuple(tids[k] for k in order),
+        )
+
+    def session(self, frames: Sequence[np.ndarray], name: str) -> Generator[tuple[int, ClassFrame]]:
         """One class's session: the text prompt on the first frame, then the official propagation."""
         model = self.model
         state = new_video_session(model, frames)
-        with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
-            model.add_prompt(state, frame_idx=0, text_str=name)
-            gen = model.propagate_in_video(state, start_frame_idx=0)
-            with contextlib.closing(gen):
-                for t, out in gen:
-                    yield (
-                        t,
-                        ClassFrame(
-                            obj_ids=np.asarray(out["out_obj_ids"], np.int64),
-                            masks=np.asarray(out["out_binary_masks"], bool),
-                            scores=np.asarray(out["out_probs"], np.float32),
-                        ),
-                    )
-                    self._release(state, t)
+        model.add_prompt(state, frame_idx=0, text_str=name)
+        gen = model.propagate_in_video(state, start_frame_idx=0)
+        with contextlib.closing(gen):
+            for t, out in gen:
+                yield (
+                    t,
+                    ClassFrame(
+                        obj_ids=np.asarray(out["out_obj_ids"], np.int64),
+                        masks=np.asarray(out["out_binary_masks"], bool),
+                        scores=np.asarray(out["out_probs"], np.float32),
+                    ),
+                )
+                self._release(state, t)
 
     def _release(self, state: dict[str, Any], t: int) -> None:
         """Drop what no later frame reads once frame `t` is out: per tracker state, the outputs of frames

@@ -6,6 +6,7 @@ runs under the test-only stand-ins of tests/segment/sam3_video_cpu.py (it is CUD
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,9 +203,11 @@ def test_same_masks_as_the_official_video_model(tmp_path, model):
     on every frame, each object under one chunk id that no other object (of either class) shares."""
     n = 24
     frames = jpeg_round_trip(moving_frames(n), tmp_path / "jpg")
+    stderr = sys.stderr
     with in_context():
         chunk = Sam3VideoChunk(model, CLASSES)
         ours = chunk.run(frames)
+        assert sys.stderr is stderr  # the progress bars' redirection is undone
         theirs = official_run(model, tmp_path / "jpg")
     assert len(ours) == n
     ids = assert_same_objects(ours, theirs)
