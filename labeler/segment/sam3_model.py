@@ -9,7 +9,8 @@
   (`ViT`, `Sam3DualViTDetNeck`, `VETextEncoder`, `TransformerEncoderFusion`, `TransformerDecoder`,
   `UniversalSegmentationHead`, `SequenceGeometryEncoder`, `DotProductScoring`, `Sam3Image`), built with
   the sizes of `Sam3Arch`; `Sam3Arch()` gives what `sam3.model_builder.build_sam3_image_model` builds
-  (tests compare the two on the meta device);
+  (tests compare the two on the meta device); its `tracker_*` sizes are the video model's
+  (segment/sam3_video_model.py, `--track` on CUDA);
 - the text encoder's BPE vocabulary (`bpe_simple_vocab_16e6.txt.gz`, CLIP's) is not in the `sam3` wheel:
   `--sam3-bpe-path` names it, else the copy the `open_clip_torch` package ships is used;
 - the checkpoint is the release layout (`sam3.pt`: `{"model": {"detector.…": …, "tracker.…": …}}`, or
