@@ -2,7 +2,8 @@
 and, on a machine with two GPUs or more, the multi-GPU paths. Each runs in its own process (gpu_check.py).
 
 - `sam3`: labeler's SAM 3 backend against the official `Sam3Processor` on the same tiny random model
-  (bf16 autocast on CUDA, both sides), masks' agreement and images/s;
+  (bf16 autocast on CUDA, both sides), masks' agreement and images/s; on CUDA also `--track`'s video model
+  (`Sam3MaskBackend.track_masks`, no stand-ins) against the official video session on a JPEG folder;
 - `predict`: one epoch of train-heads (tiny random ViT) on the heads part's dataset, then `labeler predict`
   on its rectified pairs (bf16 autocast on CUDA), as the user runs them (`--gpu 0`);
 - `doubt`: `labeler doubt --heads RUN` (the monocular model on the device) on a copy of that dataset;
@@ -61,6 +62,68 @@ def sam3(part: Part) -> None:
         )
         if max(agree) > 1:
             part.fail("sam3 parity", f"mask counts differ from the official processor's by {agree}")
+    if not part.cuda:
+        part.skip("sam3 video", "the SAM 3 video model runs on CUDA only (labeler/segment/sam3_video.py)")
+        return
+    with part.check("tiny sam3 video"):
+        _sam3_video(part, classes)
+
+
+def _sam3_video(part: Part, classes: tuple[str, ...]) -> None:
+    """`--track`'s path on CUDA against the official session's own API (add_prompt, propagate_in_video)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from data_schema.backends import Sam3Config
+    from data_schema.manifest import TrackingConfig
+    from labeler.segment.sam3 import Sam3MaskBackend
+    from labeler.testing.sam3_tiny import write_tiny_sam3
+    from labeler.testing.scenes import object_scene
+
+    arch, checkpoint = write_tiny_sam3(part.work / "sam3_tiny_video", seed=0, video=True)
+    config = Sam3Config(
+        checkpoint=checkpoint, arch=str(arch), classes=classes, confidence_threshold=0.3,
+        det_nms_thresh=0.5, new_det_thresh=0.335, track_with="video_model",
+    )  # fmt: skip
+    folder = part.work / "sam3_video_frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for k in range(8):  # the object scene, shifted a little per frame, through JPEG as the official reads
+        Image.fromarray(np.roll(object_scene(seed=0).left, 2 * k, axis=1)).save(
+            folder / f"{k}.jpg", quality=95
+        )
+        frames.append(np.asarray(Image.open(folder / f"{k}.jpg").convert("RGB")))
+    backend = Sam3MaskBackend(config, device=part.device)
+    t0 = time.perf_counter()
+    ours = backend.track_masks(frames, tracking=TrackingConfig())
+    per_s = len(frames) / (time.perf_counter() - t0)
+    model = backend.video_model
+    worst, diff = 1.0, 0
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        state = model.init_state(str(folder), offload_video_to_cpu=True)
+        for name in classes:
+            model.add_prompt(state, frame_idx=0, text_str=name)
+            for t, res in model.propagate_in_video(state, start_frame_idx=0):
+                got = ours[t]
+                want = [m for m in res["out_binary_masks"] if m.any()]
+                mine = [got.masks[k] for k in range(len(got)) if got.class_names[k] == name]
+                diff += abs(len(want) - len(mine))
+                for m in want:  # each official mask's best match among ours of the class
+                    ious = [(m & g).sum() / max((m | g).sum(), 1) for g in mine] or [0.0]
+                    worst = min(worst, float(max(ious)))
+    part.row(
+        "sam3_video",
+        model="tiny random video model (112 px)",
+        dtype="bfloat16 autocast",
+        frames_per_s=round(per_s, 2),
+        objects=[len(m) for m in ours],
+        count_difference_vs_official=diff,
+        worst_iou_vs_official=round(worst, 4),
+        autocast_left_on=torch.is_autocast_enabled("cuda"),
+    )
+    if diff or worst < 0.99:
+        part.fail("sam3 video parity", f"{diff} objects differ, worst mask IoU {worst:.3f} vs the official")
 
 
 def _heads_run(part: Part) -> Path | None:

@@ -27,6 +27,16 @@ class BackendConfig(Record):
     # the tracking settings); the others' objects are linked by association after labelling.
     tracks_objects: ClassVar[bool] = False
 
+    def tracks_itself(self) -> bool:
+        """Whether, under --track, this config's backend follows objects itself (`track_masks`) rather than
+        having its per-frame objects linked by association; a config may decide per instance (sam3)."""
+        return self.tracks_objects
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings that enter the run key (labeler/dataset/runkey.py): all of them, unless a config
+        leaves out fields that change nothing in its run (so older datasets keep their key)."""
+        return self.model_dump(mode="json")
+
 
 def backend_name(cls: type[BackendConfig]) -> str:
     """The registry name a config class selects (its `name` literal)."""
@@ -216,6 +226,9 @@ class Sam2Config(BackendConfig):
     mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
 
 
+Sam3Tracking = Literal["video_model", "association"]
+
+
 class Sam3Config(BackendConfig):
     """SAM 3 (official `sam3` package): every instance of each named class, one text prompt per class;
     thresholds named and defaulted as the official image predictor's (`Sam3Processor`)."""
@@ -229,6 +242,8 @@ class Sam3Config(BackendConfig):
         "confidence_threshold": "--sam3-confidence-threshold",
         "det_nms_thresh": "--sam3-det-nms-thresh",
         "batch_size": "--sam3-batch-size",
+        "track_with": "--sam3-track-with",
+        "new_det_thresh": "--sam3-new-det-thresh",
     }
 
     name: Literal["sam3"] = "sam3"
@@ -255,6 +270,30 @@ class Sam3Config(BackendConfig):
     )
     batch_size: int = Field(4, ge=1, description="images per image-encoder pass (each with every class)")
     mixed_precision: bool = Field(True, description="bf16 autocast; only on CUDA, float32 on the CPU")
+    track_with: Sam3Tracking | None = Field(
+        None,
+        description="--track: 'video_model' (the official SAM 3 video model; CUDA only) or 'association' "
+        "(per-frame detections linked by mask IoU and depth); default: video_model with --gpu, else "
+        "association (a run records the choice)",
+    )
+    new_det_thresh: float = Field(
+        0.7,
+        ge=0,
+        lt=1,
+        description="--track with the video model: an unmatched detection starts a new object above this "
+        "score (the release's value); detections enter matching above --sam3-confidence-threshold",
+    )
+
+    def tracks_itself(self) -> bool:
+        return self.track_with == "video_model"
+
+    def key_dump(self) -> dict[str, Any]:
+        # The video model's settings shape only its runs: other sam3 runs keep the key they had before
+        # it existed (the association follows objects after labelling, outside the key).
+        out = self.model_dump(mode="json")
+        if self.track_with != "video_model":
+            del out["track_with"], out["new_det_thresh"]
+        return out
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -249,7 +249,7 @@ def build_graph(
 
     out = str(cfg.out)
     stereo_gpu, masks_gpu = _uses_cuda(cfg) if cfg.gpus else (False, False)
-    model_tracks = cfg.track and cfg.masks.tracks_objects
+    model_tracks = cfg.track and cfg.masks.tracks_itself()
     gpu = {"resources": {"GPU": 1}}
     writes = {}
     for shard, items in todo.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from data_schema.backends import mask_classes
+from data_schema.backends import Sam3Config, mask_classes
 from data_schema.captures import RectifiedSet
 from data_schema.commands import PseudoLabelConfig
 from data_schema.licences import backend_licences
@@ -57,6 +57,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
     from labeler.rig.calibration import load_calibration
 
     cluster.check_gpus(cfg.gpus, cfg.scheduler)
+    cfg = _resolve_sam3_tracking(cfg)
     refuse(f"{cfg.out}", backend_licences(cfg.stereo, cfg.masks), cfg.strict_licence)
     if cfg.out.resolve() == cfg.inputs.resolve():
         raise InputError(cfg.out, "is also the input folder", "write the dataset to another --out")
@@ -101,7 +102,7 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> LabelRun:
         if cfg.track:
             from pipelines.track import track_sequences
 
-            n_tracks = len(track_sequences(writer, cfg.tracking, chunk_ids=cfg.masks.tracks_objects))
+            n_tracks = len(track_sequences(writer, cfg.tracking, chunk_ids=cfg.masks.tracks_itself()))
         manifest = writer.finish()
         if cfg.rectify:
             writer.write_rectified_set(
@@ -244,6 +245,25 @@ def _check_tracking(cfg: PseudoLabelConfig, writer: DatasetWriter) -> None:
         )
 
 
+def _resolve_sam3_tracking(cfg: PseudoLabelConfig) -> PseudoLabelConfig:
+    """`--masks sam3 --track` follows objects with the official video model where it runs (CUDA: with
+    --gpu), else by association; the choice goes into the masks config, so the run key and the manifest
+    record it and a resume on another kind of machine is refused rather than mixing the two."""
+    if not (cfg.track and isinstance(cfg.masks, Sam3Config)):
+        return cfg
+    from labeler.segment.sam3_video import video_model_problem
+
+    masks = cfg.masks
+    if masks.track_with is None:
+        way = "video_model" if cfg.gpus else "association"
+        masks = masks.model_copy(update={"track_with": way})
+    if masks.track_with == "video_model":
+        problem = video_model_problem("cuda" if cfg.gpus else "cpu")
+        if problem:
+            raise LabelerError(f"--sam3-track-with video_model: {problem}")
+    return cfg.model_copy(update={"masks": masks})
+
+
 def _check_keyframes(cfg: PseudoLabelConfig) -> None:
     """Keyframe settings only shape a run whose mask backend tracks objects itself (sam2 with --track)."""
     default = type(cfg.tracking)()
@@ -252,9 +272,8 @@ def _check_keyframes(cfg: PseudoLabelConfig) -> None:
         and cfg.tracking.min_coverage == default.min_coverage
     ):
         return
-    why = (
-        "without --track" if not cfg.track else f"with --masks {cfg.masks.name} (it is linked by association)"
-    )
+    how = "its video model has no keyframes" if cfg.masks.tracks_itself() else "it is linked by association"
+    why = "without --track" if not cfg.track else f"with --masks {cfg.masks.name} ({how})"
     raise LabelerError(
         f"--keyframe-every / --keyframe-min-coverage do nothing {why}; they set SAM2's keyframes under "
         "--masks sam2 --track: drop them, or label with --masks sam2 --track"

@@ -25,13 +25,13 @@ def run_key(
     backend that tracks objects itself, so every other key is what it was before tracking existed."""
     parts: list[object] = [
         stereo.model_dump(mode="json"),
-        masks.model_dump(mode="json"),
+        masks.key_dump(),
         calibration_sha256,
         depth.model_dump_json(),
         samples_per_shard,
         objects.model_dump(mode="json"),
     ]
-    if tracking is not None and masks.tracks_objects:
+    if tracking is not None and masks.tracks_itself():
         parts.append({"tracking": tracking.model_dump(mode="json")})
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -81,8 +81,9 @@ class MaskBackend(Backend[C]):
         disparities = disparities_px if disparities_px is not None else [None] * len(images)
         return [self.masks(img, disparity_px=d) for img, d in zip(images, disparities, strict=True)]
 
-    # A backend whose config says `tracks_objects` (sam2's video predictor) implements `track_masks`; the
-    # others' objects are linked by association after labelling (segment/track.py).
+    # A backend whose config `tracks_itself()` under --track (sam2's video predictor; sam3's video model on
+    # CUDA) implements `track_masks`; the others' objects are linked by association after labelling
+    # (segment/track.py).
     def track_masks(
         self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
     ) -> list[Masks]:

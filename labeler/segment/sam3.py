@@ -25,6 +25,10 @@ stability 1 (SAM 3 has no stability score), empty masks dropped. Masks of differ
 autocast (`mixed_precision`), as the official examples do; on the CPU everything is float32 (the tests run
 the autocast body under CPU bf16, labeler/models/precision.py).
 
+With `--track` and `track_with="video_model"` (the default with --gpu), `track_masks` follows each class's
+objects through the official SAM 3 video model instead (segment/sam3_video.py, CUDA only); on the CPU
+`--track` links these per-frame masks by association (segment/track.py).
+
 Importing this module does not import torch or sam3; the model is loaded once per backend instance, on
 first use, and is not pickled with the instance.
 """
@@ -37,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data_schema.backends import Sam3Config
+from data_schema.manifest import TrackingConfig
+from labeler.errors import LabelerError
 from labeler.segment.base import MASK_BACKENDS, LoadsOnFirstUse, MaskBackend, Masks, check_images
 from labeler.segment.sam3_model import (
     CHECKPOINT_FLAG,
@@ -49,6 +55,8 @@ from labeler.segment.sam3_model import (
 
 if TYPE_CHECKING:
     import torch
+
+    from labeler.segment.sam3_video import LoadedVideoModel
 
 
 @MASK_BACKENDS.register
@@ -65,10 +73,13 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     """
 
     config_type = Sam3Config
+    _video_state: LoadedVideoModel | None = None
+    _video_error: LabelerError | None = None
 
     @classmethod
     def check_config(cls, config: Sam3Config) -> None:
-        """A missing checkpoint or vocabulary, or an unknown arch, fails the run before any sample."""
+        """A missing checkpoint or vocabulary, an unknown arch, or (for the video model) a checkpoint
+        without tracker weights fails the run before any sample."""
         resolve_arch(config.arch)
         from labeler.models.checkpoints import non_finite_problem
 
@@ -77,6 +88,12 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         problem = non_finite_problem(path)
         if problem:
             raise Sam3WeightsError(f"{path}: {problem}; pass {CHECKPOINT_FLAG} a good checkpoint")
+        if config.track_with == "video_model":
+            from labeler.segment.sam3_video_model import tracker_weights_problem
+
+            problem = tracker_weights_problem(path)
+            if problem:
+                raise Sam3WeightsError(problem)
 
     def __init__(self, config: Sam3Config, *, device: str = "cpu") -> None:
         self.check_config(config)
@@ -93,6 +110,11 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         """The `Sam3Image`, loaded on first access (strictly, eval mode, on `device`)."""
         return self._loaded().model
 
+    @property
+    def video_model(self) -> torch.nn.Module:
+        """The video model (`--track`), loaded on first access (strictly, eval mode, on `device`)."""
+        return self._video().model
+
     def masks(self, image: np.ndarray, *, disparity_px: np.ndarray | None = None) -> Masks:
         """Masks of every class in one image; `disparity_px` is checked for size and otherwise unused."""
         return self.masks_many([image], disparities_px=[disparity_px])[0]
@@ -107,6 +129,37 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
         run = self._loaded()
         step = self.config.batch_size
         return [m for i in range(0, len(images), step) for m in run.detect(list(images[i : i + step]))]
+
+    def track_masks(
+        self, frames: Sequence[np.ndarray], *, tracking: TrackingConfig, min_area_px: int = 1
+    ) -> list[Masks]:
+        """(`--track` with `track_with="video_model"`) a sequence chunk's masks through the official SAM 3
+        video model, each with its class and a track id unique over the chunk (segment/sam3_video.py).
+        `tracking` and `min_area_px` are unused: the video model's own heuristics start and end objects,
+        and the object policy drops small masks after."""
+        check_images(frames)
+        if not frames:
+            return []
+        return self._video().track(frames)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_video_state"] = state["_video_error"] = None
+        return state
+
+    def _video(self) -> LoadedVideoModel:
+        """The video model, loaded on first use; a failed load is raised again without reloading."""
+        if self._video_state is None:
+            if self._video_error is not None:
+                raise self._video_error
+            from labeler.segment.sam3_video import LoadedVideoModel
+
+            try:
+                self._video_state = LoadedVideoModel(self.config, self.device)
+            except LabelerError as err:
+                self._video_error = err
+                raise
+        return self._video_state
 
     def _loaded(self) -> _Loaded:
         return self._load_once(lambda: _Loaded(self.config, self.device))

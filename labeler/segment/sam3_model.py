@@ -9,12 +9,15 @@
   (`ViT`, `Sam3DualViTDetNeck`, `VETextEncoder`, `TransformerEncoderFusion`, `TransformerDecoder`,
   `UniversalSegmentationHead`, `SequenceGeometryEncoder`, `DotProductScoring`, `Sam3Image`), built with
   the sizes of `Sam3Arch`; `Sam3Arch()` gives what `sam3.model_builder.build_sam3_image_model` builds
-  (tests compare the two on the meta device);
+  (tests compare the two on the meta device); its `tracker_*` sizes are the video model's
+  (segment/sam3_video_model.py, `--track` on CUDA);
 - the text encoder's BPE vocabulary (`bpe_simple_vocab_16e6.txt.gz`, CLIP's) is not in the `sam3` wheel:
   `--sam3-bpe-path` names it, else the copy the `open_clip_torch` package ships is used;
 - the checkpoint is the release layout (`sam3.pt`: `{"model": {"detector.…": …, "tracker.…": …}}`, or
   the same dict unwrapped); the `detector.` part must match the image model key for key and shape for
-  shape (the video tracker's `tracker.` keys are not used by the image model and are ignored). Buffers
+  shape (the video model's `tracker.` keys and the detector's second neck, `sam2_convs`, which only the
+  tracker reads, are not used by the image model and are ignored; `--track` on CUDA loads them, see
+  segment/sam3_video.py). Buffers
   the modules compute at construction (rotary `freqs_cis`, relative coordinates) may be absent; when
   present they must have the model's shape. Anything else is a one-line `Sam3WeightsError` naming
   `--sam3-checkpoint` (the official loader loads non-strictly and only prints what it skipped).
@@ -32,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from data_schema.record import Record
 from labeler.errors import LabelerError, WeightsError
@@ -80,6 +83,21 @@ class Sam3Arch(Record):
     decoder_layers: int = Field(6, ge=1)
     queries: int = Field(200, ge=1, description="DETR object queries per (image, prompt)")
     geometry_layers: int = Field(3, ge=1)
+    # The video model's tracker (`--track`): SAM 2's memory attention and memory encoder at d_model width.
+    tracker_layers: int = Field(4, ge=1, description="memory-attention layers of the tracker")
+    tracker_ffn_dim: int = Field(2048, ge=8, description="feed-forward width of the memory attention")
+    tracker_mem_dim: int = Field(64, ge=4, description="channels of an encoded memory frame")
+    tracker_num_maskmem: int = Field(7, ge=1, description="memory frames: the prompt frame + recent ones")
+    tracker_max_obj_ptrs: int = Field(16, ge=1, description="frames back whose object pointers it reads")
+
+    @model_validator(mode="after")
+    def _memory_tokens(self) -> Sam3Arch:
+        # the tracker splits a d_model-wide object pointer into d_model / tracker_mem_dim memory tokens
+        if self.d_model % self.tracker_mem_dim:
+            raise ValueError(
+                f"d_model {self.d_model} is not a multiple of tracker_mem_dim {self.tracker_mem_dim}"
+            )
+        return self
 
 
 OFFICIAL = Sam3Arch()
@@ -158,8 +176,9 @@ def _sine(a: Sam3Arch) -> Any:
     return PositionEmbeddingSine(num_pos_feats=a.d_model, normalize=True, scale=None, temperature=10000)
 
 
-def _vision(a: Sam3Arch) -> Any:
-    """The ViT trunk inside its dual ViTDet neck."""
+def _vision(a: Sam3Arch, *, sam2_neck: bool = False) -> Any:
+    """The ViT trunk inside its dual ViTDet neck (`sam2_neck`: with the second neck the video model's
+    tracker reads)."""
     with quiet_sam3_import():
         from sam3.model.necks import Sam3DualViTDetNeck
         from sam3.model.vitdet import ViT
@@ -190,7 +209,11 @@ def _vision(a: Sam3Arch) -> Any:
         bias_patch_embed=False,
     )
     neck = Sam3DualViTDetNeck(
-        position_encoding=_sine(a), d_model=d, scale_factors=[4.0, 2.0, 1.0, 0.5], trunk=vit
+        position_encoding=_sine(a),
+        d_model=d,
+        scale_factors=[4.0, 2.0, 1.0, 0.5],
+        trunk=vit,
+        add_sam2_neck=sam2_neck,
     )
     return neck
 
@@ -433,9 +456,15 @@ def read_checkpoint(ckpt: Path) -> dict[str, Any]:
     return blob
 
 
+# The detector's second neck, which only the video model's tracker reads (`add_sam2_neck`).
+_TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
+
+
 def image_state_dict(blob: dict[str, Any]) -> dict[str, Any]:
-    """The image model's part of a release state dict: `detector.` keys, prefix removed."""
-    return {k.removeprefix("detector."): v for k, v in blob.items() if k.startswith("detector.")}
+    """The image model's part of a release state dict: `detector.` keys, prefix removed, less the second
+    neck the video model's tracker reads."""
+    out = {k.removeprefix("detector."): v for k, v in blob.items() if k.startswith("detector.")}
+    return {k: v for k, v in out.items() if not k.startswith(_TRACKER_NECK)}
 
 
 @contextlib.contextmanager

@@ -7,6 +7,11 @@ of that model initialised by the package under `torch.manual_seed(seed)`), so it
 user-facing loader like a real `sam3.pt`. About 1.7 M parameters (most of them the 49408-token
 embedding), 7 MB; one 96 x 128 image with two classes takes well under a second on a CPU core.
 
+`write_tiny_sam3(folder, video=True)` writes the whole video model instead (`sam3_tiny_video.pt`,
+`{"model": {"detector.…", "tracker.…"}}` as the release holds it; the arch's tracker is 1 memory-attention
+layer, 16-channel memory, 3 memory frames, object pointers of the last 4 frames), its tracker's
+object-score head biased to "present" so that random weights carry objects over frames.
+
 Random weights detect nothing in particular: scores sit near 0.25 (two sigmoids of small logits), so
 `OPEN_THRESHOLD` lets every query through and the masks are whatever the random head draws.
 
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
 ARCH_NAME = "sam3_tiny.json"
 CHECKPOINT_NAME = "sam3_tiny.pt"
+VIDEO_CHECKPOINT_NAME = "sam3_tiny_video.pt"
 OPEN_THRESHOLD = 0.0  # confidence_threshold that keeps every query of the random model
 
 TINY = Sam3Arch(
@@ -47,6 +53,11 @@ TINY = Sam3Arch(
     decoder_layers=1,
     queries=16,
     geometry_layers=1,
+    tracker_layers=1,
+    tracker_ffn_dim=64,
+    tracker_mem_dim=16,
+    tracker_num_maskmem=3,
+    tracker_max_obj_ptrs=4,
 )
 
 # A mid-size model for CPU benchmarks (11.2 M parameters, 336 px input, 50 queries): compute, not per-call
@@ -73,24 +84,39 @@ SMALL = Sam3Arch(
 )
 
 
-def write_tiny_sam3(folder: Path, *, seed: int = 0, arch: Sam3Arch = TINY) -> tuple[Path, Path]:
-    """Write the tiny SAM 3's architecture JSON and checkpoint (seed-`seed` weights); returns both paths."""
+def write_tiny_sam3(
+    folder: Path, *, seed: int = 0, arch: Sam3Arch = TINY, video: bool = False
+) -> tuple[Path, Path]:
+    """Write the tiny SAM 3's architecture JSON and checkpoint (seed-`seed` weights); returns both paths.
+    `video`: the whole video model (detector with the tracker's neck, and tracker), as a release `sam3.pt`
+    holds it, written as `sam3_tiny_video.pt`; the image backend reads its detector part."""
     import torch
 
     from labeler.segment.sam3_model import build_sam3, find_bpe, release_state_dict
 
     folder.mkdir(parents=True, exist_ok=True)
-    arch_path, ckpt_path = folder / ARCH_NAME, folder / CHECKPOINT_NAME
+    arch_path = folder / ARCH_NAME
+    ckpt_path = folder / (VIDEO_CHECKPOINT_NAME if video else CHECKPOINT_NAME)
     arch_path.write_text(arch.model_dump_json(indent=2) + "\n")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_sam3(arch, find_bpe(None))
+        if video:
+            from labeler.segment.sam3_video_model import build_sam3_video
+
+            model = build_sam3_video(arch, find_bpe(None))
+            image = model.detector
+            # Random weights give the tracker's object-score head a negative logit, so it would call
+            # every object absent and blank its mask on the next frame: bias it to "present", so that
+            # the tracker carries objects and tests see tracks longer than one frame.
+            torch.nn.init.constant_(model.tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias, 8.0)
+        else:
+            model = image = build_sam3(arch, find_bpe(None))
         # The package leaves two text-encoder tensors as torch.empty (a release checkpoint fills them);
         # random weights need values: CLIP's initialisation of the same tensors.
-        text = model.backbone.language_backbone.encoder
+        text = image.backbone.language_backbone.encoder
         torch.nn.init.normal_(text.positional_embedding, std=0.01)
         torch.nn.init.normal_(text.text_projection, std=arch.text_width**-0.5)
-    torch.save(release_state_dict(model), ckpt_path)
+    torch.save({"model": model.state_dict()} if video else release_state_dict(model), ckpt_path)
     return arch_path, ckpt_path
 
 
