@@ -18,6 +18,7 @@ from data_schema.captures import RectifiedPair, StereoPairSource
 from data_schema.commands import PseudoLabelConfig
 from data_schema.manifest import (
     DepthSettings,
+    LabelTask,
     ObjectPolicy,
     ObjectRow,
     SampleRecord,
@@ -121,10 +122,28 @@ def _finish(items: list, masks: Any, settings: DepthSettings, policy: ObjectPoli
     return finish_batch_stage(items, masks, settings, policy)
 
 
-def _label(
-    disps: list, masks: Any, settings: DepthSettings, policy: ObjectPolicy, gpus: tuple[int, ...]
+def _load_and_label(
+    sources: list[tuple[LabelTask | RectifiedPair, int]],
+    out: str,
+    size: tuple[int, int],
+    stereo: Any,
+    masks: Any,
+    settings: DepthSettings,
+    policy: ObjectPolicy,
+    gpus: tuple[int, ...],
 ) -> list:
-    return label_batch_stage(disps, masks, settings, _device(gpus), policy)
+    """A batch that runs on the CPU alone, in one task: its loads (a `LabelTask`, or a pair `labeler run`
+    rectified), disparity, masks and objects. Separate tasks let the loads run beside a GPU's model
+    calls; without a GPU they would only add scheduling and hand-offs (about a tenth of a pair's CPU on a
+    local cluster, benchmarks/RESULTS.md issue 27)."""
+    loaded = [
+        _load_rectified(src, row, out, size)
+        if isinstance(src, RectifiedPair)
+        else load_stage(src, expected_size=size)
+        for src, row in sources
+    ]
+    device = _device(gpus)  # a GPU worker's device all the same: CPU backends build for the CPU anyway
+    return label_batch_stage(disparity_batch_stage(loaded, stereo, device), masks, settings, device, policy)
 
 
 def _carry(out: str, rec: SampleRecord, objects: tuple[ObjectRow, ...]) -> list:
@@ -281,6 +300,24 @@ def build_graph(
             if start == 0 and tracked:
                 batches.append(_tracked_chunk(cfg, tracked, key, settings, gpu if masks_gpu else {}))
                 tracked = []
+            batch_tok = tokenize([(it.sample_id, it.row) for it in chunk], key)
+            if not (masks_gpu or stereo_gpu or (model_tracks and _sequence(chunk[0]) is not None)):
+                sources = [(rect_of[it.sample_id] if it.raw is not None else it.task, it.row) for it in chunk]
+                with dask.annotate(retries=1):
+                    batches.append(
+                        dask.delayed(_load_and_label)(
+                            sources,
+                            out,
+                            size,
+                            cfg.stereo,
+                            cfg.masks,
+                            settings,
+                            cfg.objects,
+                            cfg.gpus,
+                            dask_key_name=f"label-{batch_tok}",
+                        )
+                    )
+                continue
             loaded = []
             for it in chunk:
                 tok = tokenize(it.sample_id, it.row, key)
@@ -294,28 +331,22 @@ def build_graph(
                     loaded.append(
                         dask.delayed(load_stage)(it.task, expected_size=size, dask_key_name=f"load-{tok}")
                     )
-            tok = tokenize([(it.sample_id, it.row) for it in chunk], key)
             with dask.annotate(retries=1, **(gpu if stereo_gpu else {})):
                 disp = dask.delayed(_disparity)(
-                    loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{tok}"
+                    loaded, cfg.stereo, cfg.gpus, dask_key_name=f"disparity-{batch_tok}"
                 )
             if model_tracks and _sequence(chunk[0]) is not None:
                 tracked.append((chunk, disp))
-            elif masks_gpu or stereo_gpu:
+            else:  # a model on a GPU: the loads and the CPU work of each batch are tasks of their own
                 with dask.annotate(retries=1, **(gpu if masks_gpu else {})):
-                    masks = dask.delayed(_masks)(disp, cfg.masks, cfg.gpus, dask_key_name=f"masks-{tok}")
+                    masks = dask.delayed(_masks)(
+                        disp, cfg.masks, cfg.gpus, dask_key_name=f"masks-{batch_tok}"
+                    )
                 batches.append(
                     dask.delayed(_finish)(
-                        masks, cfg.masks, settings, cfg.objects, dask_key_name=f"finish-{tok}"
+                        masks, cfg.masks, settings, cfg.objects, dask_key_name=f"finish-{batch_tok}"
                     )
                 )
-            else:  # all on the CPU: one task, no copies between workers
-                with dask.annotate(retries=1):
-                    batches.append(
-                        dask.delayed(_label)(
-                            disp, cfg.masks, settings, cfg.objects, cfg.gpus, dask_key_name=f"label-{tok}"
-                        )
-                    )
         if tracked:
             batches.append(_tracked_chunk(cfg, tracked, key, settings, gpu if masks_gpu else {}))
         writes[shard] = dask.delayed(_write)(
