@@ -261,7 +261,8 @@ def read_rgb_hashed(path: str | Path) -> tuple[np.ndarray, str]:
         img = None
     if img is None:
         raise InputError(path, "not a readable image", "replace or remove the file (PNG/JPEG expected)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), hashlib.sha256(data).hexdigest()  # no copy of the bytes
+    # the hash reads the bytes in place (no copy)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), hashlib.sha256(data.data).hexdigest()
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -67,7 +67,7 @@ class SampleArrays:
 
 
 def digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a)).hexdigest()  # the buffer itself: no copy
+    return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()  # the buffer itself: no copy
 
 
 def _fill(dtype: str) -> float | int:
