@@ -420,15 +420,21 @@ def load_sam3(
 
     with torch.random.fork_rng(devices=[]):  # random init must not move the caller's RNG
         model = build_sam3(sizes, vocab)
-    state = image_state_dict(read_checkpoint(ckpt))
-    expected = model.state_dict()
+    return load_strict(model, image_state_dict(read_checkpoint(ckpt)), ckpt, f"{arch} image model", device)
+
+
+def load_strict(model: Any, state: dict[str, Any], ckpt: Path, what: str, device: str) -> Any:
+    """Load `state` into `model` with every key and shape checked (buffers the model computes itself may
+    be absent), or a one-line Sam3WeightsError naming `ckpt` and `what` it should have been; eval mode,
+    on `device`."""
     from labeler.models.checkpoints import compare_keys
 
+    expected = model.state_dict()
     computed = {k for k in expected if k.rsplit(".", 1)[-1] in _COMPUTED_BUFFERS and k not in state}
     mismatch = compare_keys({k: v for k, v in expected.items() if k not in computed}, state)
     if mismatch:
         raise Sam3WeightsError(
-            f"{ckpt}: does not match the {arch} image model ({mismatch.describe()}); pass {CHECKPOINT_FLAG} "
+            f"{ckpt}: does not match the {what} ({mismatch.describe()}); pass {CHECKPOINT_FLAG} "
             f"{RELEASED_CHECKPOINT} (or the {ARCH_FLAG} it was trained with)"
         )
     model.load_state_dict(state, strict=not computed)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from labeler.segment.sam3_model import (
-    ARCH_FLAG,
     CHECKPOINT_FLAG,
     RELEASED_CHECKPOINT,
     Sam3Arch,
@@ -233,11 +232,10 @@ def load_sam3_video(
     """
     import torch
 
-    from labeler.models.checkpoints import compare_keys
     from labeler.segment.sam3_model import (
-        _COMPUTED_BUFFERS,
         check_checkpoint,
         find_bpe,
+        load_strict,
         read_checkpoint,
         resolve_arch,
     )
@@ -251,16 +249,7 @@ def load_sam3_video(
     problem = tracker_weights_problem(ckpt, state)
     if problem:
         raise Sam3WeightsError(problem)
-    expected = model.state_dict()
-    computed = {k for k in expected if k.rsplit(".", 1)[-1] in _COMPUTED_BUFFERS and k not in state}
-    mismatch = compare_keys({k: v for k, v in expected.items() if k not in computed}, state)
-    if mismatch:
-        raise Sam3WeightsError(
-            f"{ckpt}: does not match the {arch} video model ({mismatch.describe()}); pass {CHECKPOINT_FLAG} "
-            f"{RELEASED_CHECKPOINT} (or the {ARCH_FLAG} it was trained with)"
-        )
-    model.load_state_dict(state, strict=not computed)
-    return model.to(device).eval()
+    return load_strict(model, state, ckpt, f"{arch} video model", device)
 
 
 def tracker_weights_problem(ckpt: Path, state: dict[str, Any] | None = None) -> str | None:

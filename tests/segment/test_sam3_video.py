@@ -21,43 +21,28 @@ from labeler.segment.sam3_model import Sam3ConfigError, Sam3WeightsError, find_b
 from labeler.segment.sam3_video import Sam3VideoChunk, VideoFrames, new_video_session
 from labeler.segment.sam3_video_model import VideoThresholds, build_sam3_video, load_sam3_video
 from labeler.testing.sam3_tiny import TINY, write_tiny_sam3
-from labeler.testing.scenes import disc
 from tests.segment.sam3_video_cpu import run_video_model_on_cpu
+from tests.segment.video_frames import H, W, jpeg_round_trip, moving_frames
 
 pytest.importorskip("sam3", reason="the sam3 package (SAM 3's official modules) is not installed")
 
-H, W = 96, 128
 CLASSES = ("person", "box")
 # Random weights score every query near 0.3: these let some (not all) detections through and start
 # objects from a few of them, so that objects start, persist and end within a short chunk.
 THRESHOLDS = VideoThresholds(score_threshold_detection=0.3, det_nms_thresh=0.5, new_det_thresh=0.335)
 
 
-def moving_frames(n: int, *, seed: int = 0) -> list[np.ndarray]:
-    """A textured background and two discs that move across it (the second enters half-way)."""
-    rng = np.random.default_rng(seed)
-    bg = (rng.random((H, W, 3)) * 80 + 40).astype(np.uint8)
-    frames = []
-    for t in range(n):
-        img = bg.copy()
-        img[disc(H, W, 30 + 2 * t, 40, 14)] = (220, 40, 40)
-        if t >= n // 2:
-            img[disc(H, W, 110 - 2 * (t - n // 2), 60, 10)] = (40, 200, 60)
-        frames.append(img)
-    return frames
-
-
-def jpeg_round_trip(frames: list[np.ndarray], folder: Path) -> list[np.ndarray]:
-    """Write the frames as the official loader reads them (<index>.jpg) and decode them back, so both
-    sides see the same pixels."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k, f in enumerate(frames):
-        Image.fromarray(f).save(folder / f"{k}.jpg", quality=95)
-        out.append(np.asarray(Image.open(folder / f"{k}.jpg").convert("RGB")))
-    return out
+def video_config(arch: Path, video: Path) -> Sam3Config:
+    """The backend's config for the tiny video checkpoint, with the test's thresholds."""
+    return Sam3Config(
+        checkpoint=video,
+        arch=str(arch),
+        classes=CLASSES,
+        confidence_threshold=THRESHOLDS.score_threshold_detection,
+        det_nms_thresh=THRESHOLDS.det_nms_thresh,
+        new_det_thresh=THRESHOLDS.new_det_thresh,
+        track_with="video_model",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -226,15 +211,7 @@ def test_on_cuda_the_backend_gives_the_official_sessions_masks(tmp_path, tiny_vi
     """No stand-ins: the product path on CUDA (bf16 autocast, session state on the GPU) against the
     official session on the same model, its own API on the JPEG folder under the same autocast."""
     arch, video = tiny_video
-    config = Sam3Config(
-        checkpoint=video,
-        arch=str(arch),
-        classes=CLASSES,
-        confidence_threshold=THRESHOLDS.score_threshold_detection,
-        det_nms_thresh=THRESHOLDS.det_nms_thresh,
-        new_det_thresh=THRESHOLDS.new_det_thresh,
-        track_with="video_model",
-    )
+    config = video_config(arch, video)
     frames = jpeg_round_trip(moving_frames(12), tmp_path / "jpg")
     backend = Sam3MaskBackend(config, device="cuda")
     ours = backend.track_masks(frames, tracking=TrackingConfig())
@@ -304,15 +281,7 @@ def test_the_backend_tracks_through_the_video_model(tiny_video, monkeypatch):
     thresholds, under the CPU stand-in of the backend's bf16 autocast."""
     run_video_model_on_cpu(monkeypatch)
     arch, video = tiny_video
-    config = Sam3Config(
-        checkpoint=video,
-        arch=str(arch),
-        classes=CLASSES,
-        confidence_threshold=THRESHOLDS.score_threshold_detection,
-        det_nms_thresh=THRESHOLDS.det_nms_thresh,
-        new_det_thresh=THRESHOLDS.new_det_thresh,
-        track_with="video_model",
-    )
+    config = video_config(arch, video)
     frames = moving_frames(6)
     with cpu_autocast():
         got = Sam3MaskBackend(config).track_masks(frames, tracking=TrackingConfig())
