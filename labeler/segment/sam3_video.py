@@ -46,6 +46,7 @@ import numpy as np
 
 from data_schema.backends import Sam3Config
 from labeler.segment.base import Masks
+from labeler.segment.sam2_video import SessionFrames
 from labeler.segment.sam3_model import Sam3ConfigError, quiet_sam3_import
 from labeler.segment.sam3_video_model import _MEAN, _STD, VideoThresholds, load_sam3_video
 
@@ -53,17 +54,11 @@ if TYPE_CHECKING:
     import torch
 
 
-class VideoFrames:
+class VideoFrames(SessionFrames):
     """A chunk's images as the official folder loader (`sam3.model.io_utils`) makes model input: PIL
     resize to the square input, [0, 1], float16, normalised by mean = std = 0.5; (3, S, S), made when the
-    detector asks for a frame (it encodes one frame at a time)."""
-
-    def __init__(self, frames: Sequence[np.ndarray], image_size: int) -> None:
-        self.frames = frames
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.frames)
+    detector asks for a frame (it encodes one frame at a time). The chunk's frames as SAM2's session
+    holds them; only the preparation of a frame differs (the package's own loader)."""
 
     def __getitem__(self, i: int) -> torch.Tensor:
         import torch
