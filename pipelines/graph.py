@@ -134,8 +134,7 @@ def _load_and_label(
 ) -> list:
     """A batch that runs on the CPU alone, in one task: its loads (a `LabelTask`, or a pair `labeler run`
     rectified), disparity, masks and objects. Separate tasks let the loads run beside a GPU's model
-    calls; without a GPU they would only add scheduling and hand-offs (about a tenth of a pair's CPU on a
-    local cluster, benchmarks/RESULTS.md issue 27)."""
+    calls; without a GPU they would only add scheduling and hand-offs between tasks."""
     loaded = [
         _load_rectified(src, row, out, size)
         if isinstance(src, RectifiedPair)
