@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
@@ -95,26 +95,31 @@ class MaskBackend(Backend[C]):
 class LoadsOnFirstUse:
     """For model backends: the model loads on first use in each process and never travels in a pickle
     (a Dask worker loads its own); a failed load (wrong weights: a LabelerError) is kept and raised again
-    at once for every later image instead of reloading."""
+    at once for every later image instead of reloading. A backend with a second model (sam3's video
+    model) names it by a `slot`: its own `_<slot>state` / `_<slot>error` attributes, listed in `_slots`."""
 
     _state: Any = None
     _error: LabelerError | None = None
+    _slots: ClassVar[tuple[str, ...]] = ("",)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_state"] = state["_error"] = None
+        for slot in self._slots:
+            state[f"_{slot}state"] = state[f"_{slot}error"] = None
         return state
 
-    def _load_once(self, load: Callable[[], T]) -> T:
-        if self._state is None:
-            if self._error is not None:
-                raise self._error
+    def _load_once(self, load: Callable[[], T], slot: str = "") -> T:
+        loaded, failed = f"_{slot}state", f"_{slot}error"
+        if getattr(self, loaded) is None:
+            error = getattr(self, failed)
+            if error is not None:
+                raise error
             try:
-                self._state = load()
+                setattr(self, loaded, load())
             except LabelerError as err:
-                self._error = err
+                setattr(self, failed, err)
                 raise
-        return cast(T, self._state)
+        return cast(T, getattr(self, loaded))
 
 
 def check_images(

@@ -73,8 +73,9 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
     """
 
     config_type = Sam3Config
-    _video_state: LoadedVideoModel | None = None
+    _video_state: LoadedVideoModel | None = None  # the video model (`--track`): `_load_once`'s slot "video_"
     _video_error: LabelerError | None = None
+    _slots = ("", "video_")
 
     @classmethod
     def check_config(cls, config: Sam3Config) -> None:
@@ -142,24 +143,14 @@ class Sam3MaskBackend(LoadsOnFirstUse, MaskBackend[Sam3Config]):
             return []
         return self._video().track(frames)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_video_state"] = state["_video_error"] = None
-        return state
-
     def _video(self) -> LoadedVideoModel:
         """The video model, loaded on first use; a failed load is raised again without reloading."""
-        if self._video_state is None:
-            if self._video_error is not None:
-                raise self._video_error
-            from labeler.segment.sam3_video import LoadedVideoModel
+        return self._load_once(self._load_video, slot="video_")
 
-            try:
-                self._video_state = LoadedVideoModel(self.config, self.device)
-            except LabelerError as err:
-                self._video_error = err
-                raise
-        return self._video_state
+    def _load_video(self) -> LoadedVideoModel:
+        from labeler.segment.sam3_video import LoadedVideoModel
+
+        return LoadedVideoModel(self.config, self.device)
 
     def _loaded(self) -> _Loaded:
         return self._load_once(lambda: _Loaded(self.config, self.device))
